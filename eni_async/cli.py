@@ -1,0 +1,224 @@
+"""The ``eni-async`` command: the only place with ``asyncio.run``, printing and exit codes.
+
+Exit codes: 0 success, 1 an API call, a task or an item failed, 2 bad input or configuration (a one-line
+message on stderr, no traceback, and no request sent), 130 interrupted. Results go to stdout as JSON;
+logs and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TextIO
+
+from eni_async import __version__
+from eni_async.credentials import load_credentials
+from eni_async.errors import EniAsyncError, InputError, TaskFailedError, error_info
+from eni_async.settings import Settings, load_settings
+
+log = logging.getLogger("eni_async.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["error"] = repr(record.exc_info[1])
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(verbosity: int, fmt: str, stream: TextIO | None = None) -> None:
+    """Log to stderr: WARNING by default, INFO with -v, DEBUG with -vv; human or JSON lines."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("eni_async")
+    root.handlers[:] = [handler]
+    root.setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)])
+    root.propagate = False
+
+
+class UsageError(InputError):
+    """A command line that argparse rejected; the message is argparse's own."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("arguments", "", message)
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as an ``InputError`` instead of exiting."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", help="API endpoint, scheme://host[:port] (default: the dialect's)")
+    parser.add_argument("--region", help="region, e.g. ap-guangzhou")
+    parser.add_argument("--dialect", choices=["v2", "v3"], help="API 2.0 (v2, default) or API 3.0 (v3)")
+    parser.add_argument("--config", metavar="FILE", help="settings file (TOML); also $ENI_ASYNC_CONFIG")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = _Parser(
+        prog="eni-async",
+        description="Release secondary private IPs from Tencent Cloud ENIs.",
+        epilog="example: eni-async demo",
+    )
+    parser.add_argument("--version", action="version", version=f"eni-async {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-v INFO, -vv DEBUG)")
+    parser.add_argument("--log-format", choices=["human", "json"], default="human", help="log line format")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    unassign = commands.add_parser(
+        "unassign",
+        help="release IPs from one ENI and wait for the task",
+        description="Release secondary IPs from one ENI; prints one JSON object.",
+        epilog="example: eni-async unassign --vpc-id vpc-7t9nf3pu --eni-id eni-m6dyj72l --ip 10.0.0.2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    unassign.add_argument("--vpc-id", required=True)
+    unassign.add_argument("--eni-id", required=True)
+    unassign.add_argument("--ip", action="append", required=True, help="a secondary IP (repeatable)")
+    unassign.add_argument("--no-wait", action="store_true", help="submit only; print the task id(s)")
+    unassign.add_argument("--timeout", type=float, help="seconds to wait for each task")
+    unassign.add_argument("-v", "--verbose", action="count", default=0, dest="sub_verbose")
+    _client_options(unassign)
+    unassign.set_defaults(handler=_run_unassign)
+
+    _add_extra_commands(commands)
+    return parser
+
+
+def _add_extra_commands(commands: Any) -> None:
+    """Commands that live in their own modules register here."""
+    from eni_async.simulator import command as sim_command
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="run the local Tencent VPC simulator in the foreground",
+        description="Run the embedded Tencent VPC simulator; prints one JSON line when ready.",
+        epilog="example: eni-async simulate --enis 100 --ips-per-eni 5 --faults flaky --port 8080",
+    )
+    sim_command.add_arguments(simulate)
+    simulate.set_defaults(handler=sim_command.serve)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the file and environment, then the command-line options."""
+    overrides: dict[str, Any] = {}
+    for name in ("endpoint", "region", "dialect"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    concurrency = getattr(args, "concurrency", None)
+    if concurrency is not None:
+        overrides["concurrency"] = concurrency
+    return load_settings(getattr(args, "config", None), overrides=overrides)
+
+
+def emit(obj: object, stream: TextIO | None = None) -> None:
+    """Write one JSON line to stdout (or ``stream``)."""
+    out = stream or sys.stdout
+    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    out.flush()
+
+
+async def _run_unassign(args: argparse.Namespace) -> int:
+    from eni_async import validation
+    from eni_async.client import EniClient
+
+    settings = settings_from(args)
+    vpc, eni, ips = validation.release_request(args.vpc_id, args.eni_id, args.ip)
+    if args.timeout is not None and args.timeout <= 0:
+        raise InputError("--timeout", args.timeout, "must be positive")
+    credentials = load_credentials(settings.profile)
+    output: dict[str, Any] = {"vpc_id": vpc, "eni_id": eni, "ips": list(ips)}
+    async with EniClient(credentials, settings) as client:
+        try:
+            if args.no_wait:
+                task_ids, request_ids = [], []
+                for chunk in validation.chunks(ips):
+                    task_id, request_id = await client._submit(vpc, eni, chunk)
+                    task_ids.append(task_id)
+                    request_ids.append(request_id)
+                output.update(status="submitted", task_ids=task_ids, request_ids=request_ids)
+                output.update(released=[], error=None)
+                emit(output)
+                return EXIT_OK
+            result = await client.unassign(vpc, eni, ips, timeout=args.timeout)
+        except InputError:
+            raise
+        except EniAsyncError as exc:
+            partial = getattr(exc, "result", None)
+            task_ids = list(partial.task_ids) if partial else []
+            if isinstance(exc, TaskFailedError):
+                task_ids.append(exc.task_id)
+            output.update(
+                status="failed",
+                task_ids=task_ids,
+                request_ids=list(partial.request_ids) if partial else [],
+                released=list(partial.released) if partial else [],
+                error=error_info(exc),
+            )
+            emit(output)
+            log.error("%s", exc)
+            return EXIT_FAILED
+    output.update(
+        status="succeeded",
+        task_ids=list(result.task_ids),
+        request_ids=list(result.request_ids),
+        released=list(result.released),
+        error=None,
+    )
+    emit(output)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (never raises for user errors)."""
+    started = time.monotonic()
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        setup_logging(args.verbose + getattr(args, "sub_verbose", 0), args.log_format)
+        handler: Handler = args.handler
+        return asyncio.run(handler(args))
+    except InputError as exc:
+        sys.stderr.write(f"eni-async: error: {exc}\n")
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except KeyboardInterrupt:
+        sys.stderr.write("eni-async: interrupted\n")
+        return EXIT_INTERRUPTED
+    except EniAsyncError as exc:
+        sys.stderr.write(f"eni-async: error: {error_info(exc)['message']}\n")
+        return EXIT_FAILED
+    except Exception as exc:  # a bug: say so in one line, never a traceback
+        log.debug("unexpected error after %.1fs", time.monotonic() - started, exc_info=True)
+        sys.stderr.write(f"eni-async: unexpected error ({type(exc).__name__}: {exc}); please report it\n")
+        return EXIT_FAILED

@@ -1,0 +1,310 @@
+"""``EniClient``: the one place where dialect, signing, transport, throttle and policies meet.
+
+A client is an async context manager that owns (or borrows) one aiohttp session and one set of rate budgets,
+and is safe to share between many coroutines. Every call goes: budget -> sign -> send -> parse, inside a
+tenacity retrier built from the retry table. A mutating call is retried only when it surely had no effect
+(throttled, never connected); after an ambiguous failure it raises ``OutcomeUnknownError`` carrying what was
+sent, so the caller can look before resubmitting.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import ssl as ssl_module
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Self, TypeVar
+
+import aiohttp
+from tenacity import RetryCallState
+
+from eni_async import validation
+from eni_async.clock import Clock, SystemClock
+from eni_async.dialects import DESCRIBE, TASK_QUERY, UNASSIGN, Dialect, SignContext, get_dialect
+from eni_async.errors import (
+    ApiError,
+    EniAsyncError,
+    InputError,
+    MutexError,
+    OutcomeUnknownError,
+    TaskFailedError,
+    TaskTimeoutError,
+    ThrottledError,
+)
+from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, TaskState, TaskStatus
+from eni_async.models import UnassignResult as UnassignResult
+from eni_async.policy import retrier
+from eni_async.poller import LatencyTracker, poll_until_done
+from eni_async.settings import Settings
+from eni_async.throttle import Budgets
+from eni_async.transport import AiohttpTransport
+
+log = logging.getLogger("eni_async")
+
+T = TypeVar("T")
+
+
+class EniClient:
+    """Release secondary IPs from ENIs, one ``await`` per ENI.
+
+    ``session`` is borrowed when given (the caller closes it); otherwise the client opens its own on entry
+    and closes it on exit. ``clock`` is the time seam (tests pass a ``FakeClock``); ``rng`` seeds jitter.
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        settings: Settings = Settings(),  # noqa: B008 - frozen value
+        *,
+        session: aiohttp.ClientSession | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        ssl_context: ssl_module.SSLContext | None = None,
+    ) -> None:
+        self.settings = settings
+        self.dialect: Dialect = get_dialect(settings.dialect)
+        self.endpoint = settings.resolved_endpoint
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.budgets = Budgets(settings.rate_limits.by_action(), self.clock)
+        self.latencies = LatencyTracker()
+        self._credentials = credentials
+        self._rng = rng if rng is not None else random.Random()
+        self._nonces = itertools.count(random.SystemRandom().randint(1, 2**30))
+        self._session = session
+        self._owns_session = session is None
+        self._ssl_context = ssl_context
+        self._transport: AiohttpTransport | None = None
+        if session is not None:
+            self._transport = self._make_transport(session)
+
+    def __repr__(self) -> str:
+        return (
+            f"EniClient(endpoint={self.endpoint!r}, dialect={self.settings.dialect!r}, "
+            f"secret_id={self._credentials.secret_id!r})"
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._session is None:
+            ssl: bool | ssl_module.SSLContext = self._ssl_option()
+            connector = aiohttp.TCPConnector(limit=max(100, self.settings.concurrency * 2), ssl=ssl)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=not self.settings.proxy)
+            self._transport = self._make_transport(self._session)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session if this client opened it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+            self._transport = None
+
+    def _ssl_option(self) -> bool | ssl_module.SSLContext:
+        if self._ssl_context is not None:
+            return self._ssl_context
+        if not self.settings.verify_tls:
+            log.warning("TLS certificate verification is OFF (verify_tls = false); use only for testing")
+            return False
+        return True
+
+    def _make_transport(self, session: aiohttp.ClientSession) -> AiohttpTransport:
+        t = self.settings.timeouts
+        return AiohttpTransport(
+            session,
+            timeout=aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read),
+            proxy=self.settings.proxy or None,
+            ssl=self._ssl_option(),
+        )
+
+    # -- one call -------------------------------------------------------------------------------------
+
+    def _context(self) -> SignContext:
+        return SignContext(
+            credentials=self._credentials,
+            endpoint=self.endpoint,
+            region=self.settings.region,
+            timestamp=int(self.clock.time()),
+            nonce=next(self._nonces) % (2**31 - 1) + 1,
+            sign_method=self.settings.sign_method,
+        )
+
+    async def _call(
+        self,
+        action: str,
+        build: Callable[[SignContext], HttpRequest],
+        parse: Callable[[HttpResponse], T],
+        *,
+        mutating: bool,
+        subject: str = "",
+    ) -> T:
+        """Run one API call through budget, signing, transport and parsing, retried per the table."""
+        if self._transport is None:
+            raise RuntimeError("EniClient is not open: use 'async with EniClient(...) as client'")
+        transport = self._transport
+        budget = self.budgets[action]
+        attempt = 0
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            log.info(
+                "retrying %s %s after %s (attempt %d, waiting %.2fs)",
+                action, subject, exc, state.attempt_number, wait,
+            )  # fmt: skip
+
+        async def once() -> T:
+            nonlocal attempt
+            attempt += 1
+            await budget.acquire()
+            started = self.clock.monotonic()
+            try:
+                result = parse(await transport.send(build(self._context())))
+            except ThrottledError as exc:
+                budget.on_throttled(exc.limit)
+                log.warning("throttled on %s: %s; rate now %d/s", action, exc.message, budget.rate)
+                raise
+            except EniAsyncError as exc:
+                log.debug(
+                    "%s %s attempt %d failed after %.3fs: %s",
+                    action, subject, attempt, self.clock.monotonic() - started, exc,
+                )  # fmt: skip
+                raise
+            log.debug(
+                "%s %s attempt %d ok in %.3fs request_id=%s",
+                action, subject, attempt, self.clock.monotonic() - started,
+                getattr(result, "request_id", None),
+            )  # fmt: skip
+            return result
+
+        retrying = retrier(self.settings.retry, self.clock, mutating=mutating, before_sleep=before_sleep)
+        return await retrying(once)
+
+    # -- the API --------------------------------------------------------------------------------------
+
+    async def submit_unassign(self, vpc_id: str, eni_id: str, ips: Sequence[str]) -> str:
+        """Send one UnassignPrivateIpAddresses call (at most 10 IPs) and return its task id."""
+        submitted = await self._submit(vpc_id, eni_id, ips)
+        return submitted[0]
+
+    async def _submit(self, vpc_id: str, eni_id: str, ips: Sequence[str]) -> tuple[str, str | None]:
+        vpc, eni, checked = validation.release_request(vpc_id, eni_id, ips)
+        if len(checked) > validation.MAX_IPS_PER_CALL:
+            raise InputError("ips", len(checked), "at most 10 IPs per call; use unassign()")
+        try:
+            submitted = await self._call(
+                UNASSIGN,
+                lambda ctx: self.dialect.build_unassign(ctx, vpc, eni, checked),
+                self.dialect.parse_unassign,
+                mutating=True,
+                subject=eni,
+            )
+        except EniAsyncError as exc:
+            if exc.transient and not exc.no_effect:
+                raise OutcomeUnknownError(UNASSIGN, vpc, eni, checked, exc) from exc
+            raise
+        log.info("submitted release of %d IP(s) from %s: task %s", len(checked), eni, submitted.task_id)
+        return submitted.task_id, submitted.request_id
+
+    async def task_status(self, task_id: str) -> TaskStatus:
+        """Query a task once and return RUNNING, SUCCESS or FAILED."""
+        return (await self.task_state(task_id)).status
+
+    async def task_state(self, task_id: str) -> TaskState:
+        """Query a task once and return its full reading (status, request id, output)."""
+        return await self._call(
+            TASK_QUERY,
+            lambda ctx: self.dialect.build_task_query(ctx, task_id),
+            lambda response: self.dialect.parse_task_query(response, task_id),
+            mutating=False,
+            subject=f"task {task_id}",
+        )
+
+    async def wait_for_task(
+        self, task_id: str, *, timeout: float | None = None, submitted_at: float | None = None
+    ) -> TaskState:
+        """Poll until the task is SUCCESS or FAILED; raise ``TaskTimeoutError`` after ``timeout`` seconds.
+
+        ``timeout`` defaults to ``settings.poll.timeout``. The task's final state is returned, FAILED
+        included: deciding what a failure means is the caller's business.
+        """
+        return await poll_until_done(
+            self.task_state,
+            task_id,
+            policy=self.settings.poll,
+            clock=self.clock,
+            tracker=self.latencies,
+            rng=self._rng,
+            timeout=self.settings.poll.timeout if timeout is None else timeout,
+            submitted_at=submitted_at,
+        )
+
+    async def describe_eni(self, eni_id: str) -> EniInfo | None:
+        """Return what DescribeNetworkInterfaces says about one ENI, or ``None`` when it does not exist."""
+        eni = validation.eni_id(eni_id)
+        page = await self._call(
+            DESCRIBE,
+            lambda ctx: self.dialect.build_describe(ctx, eni_ids=[eni], limit=1),
+            self.dialect.parse_describe,
+            mutating=False,
+            subject=eni,
+        )
+        return next((info for info in page.enis if info.eni_id == eni), None)
+
+    async def unassign(
+        self, vpc_id: str, eni_id: str, ips: Sequence[str], *, timeout: float | None = None
+    ) -> UnassignResult:
+        """Release ``ips`` from the ENI and return once every task has ended.
+
+        More than 10 IPs go in chunks of at most 10, one after another (one task per ENI at a time). A
+        FAILED task raises ``TaskFailedError`` with ``.result`` holding what earlier chunks released.
+        """
+        vpc, eni, checked = validation.release_request(vpc_id, eni_id, ips)
+        released: list[str] = []
+        task_ids: list[str] = []
+        request_ids: list[str | None] = []
+
+        def result() -> UnassignResult:
+            return UnassignResult(vpc, eni, tuple(released), tuple(task_ids), tuple(request_ids))
+
+        for chunk in validation.chunks(checked):
+            started = self.clock.monotonic()
+            task_id, request_id = await self._submit_waiting_out_mutex(vpc, eni, chunk, timeout)
+            task_ids.append(task_id)
+            request_ids.append(request_id)
+            state = await self.wait_for_task(task_id, timeout=timeout, submitted_at=started)
+            if state.status is TaskStatus.FAILED:
+                error = TaskFailedError(
+                    task_id, eni_id=eni, ips=chunk, request_id=request_id, output=state.output
+                )
+                error.result = result()  # type: ignore[attr-defined]
+                raise error
+            released.extend(chunk)
+        return result()
+
+    async def _submit_waiting_out_mutex(
+        self, vpc: str, eni: str, chunk: Sequence[str], timeout: float | None
+    ) -> tuple[str, str | None]:
+        """Submit, and while another task holds the ENI's mutex, wait (poll schedule) and try again."""
+        policy = self.settings.poll
+        deadline = self.clock.monotonic() + (policy.timeout if timeout is None else timeout)
+        delay = policy.initial
+        while True:
+            try:
+                return await self._submit(vpc, eni, chunk)
+            except MutexError as exc:
+                if self.clock.monotonic() + delay > deadline:
+                    raise TaskTimeoutError(f"(another task on {eni})", "RUNNING", delay) from exc
+                log.info("%s busy with another task; retrying in %.2fs", eni, delay)
+                await self.clock.sleep(delay)
+                delay = min(policy.maximum, delay * policy.multiplier)
+
+
+__all__ = ["ApiError", "EniClient", "UnassignResult"]

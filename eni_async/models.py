@@ -1,0 +1,100 @@
+"""Frozen values that cross module boundaries: credentials, HTTP exchanges, task states and results.
+
+Nothing here performs I/O. ``Credentials`` never shows its secret key or token in a repr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class TaskStatus(StrEnum):
+    """The states of a VPC task."""
+
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+
+    @property
+    def done(self) -> bool:
+        """Whether the task has ended."""
+        return self is not TaskStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A Tencent Cloud key pair and optional session token. The repr hides the key and token."""
+
+    secret_id: str
+    secret_key: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        token = ", token=***" if self.token else ""
+        return f"Credentials(secret_id={self.secret_id!r}, secret_key=***{token})"
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """A request as a dialect builds it: no I/O, ready for a transport to send."""
+
+    action: str
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None = None
+
+    def __repr__(self) -> str:
+        # The URL and body may carry a v2 Signature; show the shape only.
+        return f"HttpRequest(action={self.action!r}, method={self.method!r})"
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """An answer as a transport received it."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The answer to a mutating call: the task it started."""
+
+    task_id: str
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """One reading of a task."""
+
+    task_id: str
+    status: TaskStatus
+    request_id: str | None = None
+    output: str | None = None
+
+
+@dataclass(frozen=True)
+class EniInfo:
+    """What DescribeNetworkInterfaces says about one ENI."""
+
+    vpc_id: str
+    eni_id: str
+    primary_ip: str | None
+    secondary_ips: tuple[str, ...]
+    eips: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UnassignResult:
+    """The result of releasing IPs from one ENI: every task, request and released IP, in order."""
+
+    vpc_id: str
+    eni_id: str
+    released: tuple[str, ...]
+    task_ids: tuple[str, ...]
+    request_ids: tuple[str | None, ...]

@@ -1,0 +1,119 @@
+"""Pure request signing for Tencent Cloud API 2.0 (HmacSHA1/HmacSHA256) and API 3.0 (TC3-HMAC-SHA256).
+
+Nothing here reads the clock, draws a random number or performs I/O: timestamps, nonces and keys are
+arguments, so every function is pinned by the official vectors in ``spec/vpc-api.md`` section 3. The same
+functions sign for the client and verify for the simulator.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping, Sequence
+
+V2_METHODS = {"HmacSHA1": hashlib.sha1, "HmacSHA256": hashlib.sha256}
+TC3_ALGORITHM = "TC3-HMAC-SHA256"
+TC3_SIGNED_HEADERS = ("content-type", "host")
+
+
+def v2_digest_for(sign_method: str | None) -> str:
+    """Return the HMAC name a server applies for a ``SignatureMethod`` value.
+
+    Tencent uses SHA-256 only when the value is exactly ``HmacSHA256``; anything else, or nothing, is SHA-1.
+    """
+    return "HmacSHA256" if sign_method == "HmacSHA256" else "HmacSHA1"
+
+
+def v2_string_to_sign(method: str, host: str, path: str, params: Mapping[str, str]) -> str:
+    """Build the API 2.0 string to sign: METHOD + host + path + '?' + sorted raw ``k=v`` pairs."""
+    joined = "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "Signature")
+    return f"{method.upper()}{host}{path}?{joined}"
+
+
+def v2_signature(secret_key: str, string_to_sign: str, sign_method: str) -> str:
+    """Return the Base64 HMAC of ``string_to_sign`` under ``secret_key`` (API 2.0 and signature v1)."""
+    digest = V2_METHODS[v2_digest_for(sign_method)]
+    mac = hmac.new(secret_key.encode("utf-8"), string_to_sign.encode("utf-8"), digest)
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def v2_sign(
+    secret_key: str, method: str, host: str, path: str, params: Mapping[str, str], sign_method: str
+) -> str:
+    """Sign an API 2.0 parameter set; ``params`` excludes ``Signature`` and includes ``SignatureMethod``."""
+    return v2_signature(secret_key, v2_string_to_sign(method, host, path, params), sign_method)
+
+
+def sha256_hex(data: bytes) -> str:
+    """Lower-case hex SHA-256, as TC3 hashes payloads and canonical requests."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def tc3_date(timestamp: int) -> str:
+    """The UTC date of ``timestamp`` as TC3's credential scope wants it (never local time)."""
+    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+
+
+def tc3_canonical_request(
+    method: str,
+    query: str,
+    headers: Mapping[str, str],
+    signed_headers: Sequence[str],
+    payload: bytes,
+    *,
+    unsigned_payload: bool = False,
+) -> str:
+    """Build the TC3 CanonicalRequest; ``headers`` is keyed by lower-case name."""
+    canonical_headers = "".join(f"{name}:{headers[name].strip()}\n" for name in signed_headers)
+    hashed = sha256_hex(b"UNSIGNED-PAYLOAD" if unsigned_payload else payload)
+    return "\n".join([method.upper(), "/", query, canonical_headers, ";".join(signed_headers), hashed])
+
+
+def tc3_string_to_sign(canonical_request: str, timestamp: int, service: str) -> str:
+    """Build the TC3 StringToSign from a canonical request."""
+    scope = f"{tc3_date(timestamp)}/{service}/tc3_request"
+    hashed = sha256_hex(canonical_request.encode("utf-8"))
+    return f"{TC3_ALGORITHM}\n{timestamp}\n{scope}\n{hashed}"
+
+
+def tc3_signature(secret_key: str, timestamp: int, service: str, string_to_sign: str) -> str:
+    """Derive the TC3 signing key for the date and service and return the hex signature."""
+
+    def _hmac(key: bytes, msg: str) -> bytes:
+        return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
+
+    k_date = _hmac(("TC3" + secret_key).encode("utf-8"), tc3_date(timestamp))
+    k_service = _hmac(k_date, service)
+    k_signing = _hmac(k_service, "tc3_request")
+    return hmac.new(k_signing, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def tc3_authorization(
+    secret_id: str,
+    secret_key: str,
+    *,
+    method: str,
+    query: str,
+    headers: Mapping[str, str],
+    payload: bytes,
+    timestamp: int,
+    service: str,
+    signed_headers: Sequence[str] = TC3_SIGNED_HEADERS,
+) -> str:
+    """Return the full ``Authorization`` header value for a TC3 request."""
+    canonical = tc3_canonical_request(method, query, headers, signed_headers, payload)
+    signature = tc3_signature(
+        secret_key, timestamp, service, tc3_string_to_sign(canonical, timestamp, service)
+    )
+    scope = f"{tc3_date(timestamp)}/{service}/tc3_request"
+    return (
+        f"{TC3_ALGORITHM} Credential={secret_id}/{scope}, "
+        f"SignedHeaders={';'.join(signed_headers)}, Signature={signature}"
+    )
+
+
+def signatures_equal(a: str, b: str) -> bool:
+    """Compare two signatures in constant time."""
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))

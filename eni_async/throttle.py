@@ -1,0 +1,93 @@
+"""Per-action rate budgets over asyncio-throttle, read through our ``Clock``.
+
+asyncio-throttle keeps a sliding window of send times but reads ``time.monotonic`` and polls every 10 ms
+while full. ``RateBudget`` keeps its window and its ``rate_limit`` knob, reads the injected clock, and sleeps
+exactly until the oldest send leaves the window, so tests run in fake time and a full budget costs no CPU.
+The budget also adapts: a throttle answer halves the rate (never below the floor), and each full window
+without one adds one back, up to the configured rate or a limit the server stated (decisions.md D6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from asyncio_throttle.throttler import Throttler
+
+from eni_async.clock import Clock
+
+# How long past the window edge to wake: guards against float rounding re-sleeping for nothing.
+_EPSILON = 1e-6
+
+
+class RateBudget(Throttler):
+    """At most ``rate`` acquisitions in any ``period`` seconds, shared by every coroutine that uses it."""
+
+    def __init__(self, rate: int, clock: Clock, *, period: float = 1.0, name: str = "") -> None:
+        if rate < 1:
+            raise ValueError(f"rate must be at least 1, not {rate}")
+        super().__init__(rate_limit=rate, period=period)
+        self._clock = clock
+        self.name = name
+        self.configured = rate
+        self.ceiling = rate
+        self._lock = asyncio.Lock()
+        self._last_change = clock.monotonic()
+        self.throttles = 0
+
+    def __repr__(self) -> str:
+        return f"RateBudget({self.name!r}, rate={self.rate_limit}/{self.period}s)"
+
+    @property
+    def rate(self) -> int:
+        """The current rate per period."""
+        return int(self.rate_limit)
+
+    def flush(self) -> None:
+        now = self._clock.monotonic()
+        logs = self._task_logs
+        while logs and now - logs[0] >= self.period:
+            logs.popleft()
+
+    async def acquire(self) -> None:
+        """Wait until one more call fits in the window, then take the slot (first come, first served)."""
+        async with self._lock:
+            while True:
+                self._recover()
+                self.flush()
+                if len(self._task_logs) < self.rate_limit:
+                    break
+                wait = self._task_logs[0] + self.period - self._clock.monotonic()
+                await self._clock.sleep(max(wait, 0.0) + _EPSILON)
+            self._task_logs.append(self._clock.monotonic())
+
+    def on_throttled(self, stated_limit: int | None = None) -> None:
+        """Slow down after a throttle answer: halve the rate, and never exceed a limit the server stated."""
+        self.throttles += 1
+        if stated_limit is not None and stated_limit >= 1:
+            self.ceiling = min(self.configured, stated_limit)
+        self.rate_limit = max(1, min(self.ceiling, int(self.rate_limit) // 2))
+        self._last_change = self._clock.monotonic()
+
+    def _recover(self) -> None:
+        # Additive increase: one more per quiet period, back up to the ceiling.
+        if self.rate_limit >= self.ceiling:
+            return
+        now = self._clock.monotonic()
+        periods = int((now - self._last_change) / self.period)
+        if periods > 0:
+            self.rate_limit = min(self.ceiling, int(self.rate_limit) + periods)
+            self._last_change = now
+
+
+class Budgets:
+    """One ``RateBudget`` per action, shared by every coroutine of a client."""
+
+    def __init__(self, rates: Mapping[str, int], clock: Clock) -> None:
+        self._budgets = {action: RateBudget(rate, clock, name=action) for action, rate in rates.items()}
+
+    def __getitem__(self, action: str) -> RateBudget:
+        return self._budgets[action]
+
+    def __repr__(self) -> str:
+        return f"Budgets({', '.join(f'{a}={b.rate}/s' for a, b in self._budgets.items())})"
