@@ -67,7 +67,7 @@ class UsageError(InputError):
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as an ``InputError`` instead of exiting."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise UsageError(f"{self.prog}: {message}")
 
 
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_extra_commands(commands: Any) -> None:
     """Commands that live in their own modules register here."""
+    from eni_async import cli_batch
     from eni_async.simulator import command as sim_command
 
     simulate = commands.add_parser(
@@ -122,6 +123,34 @@ def _add_extra_commands(commands: Any) -> None:
     )
     sim_command.add_arguments(simulate)
     simulate.set_defaults(handler=sim_command.serve)
+
+    batch = commands.add_parser(
+        "batch",
+        help="release IPs from many ENIs listed in a file",
+        description="Release IPs from many ENIs; one JSON line per ENI on stdout (or --output).",
+        epilog="example: eni-async batch enis.csv --output results.jsonl --concurrency 64",
+    )
+    cli_batch.add_batch_arguments(batch)
+    _client_options(batch)
+    batch.set_defaults(handler=_with_settings(cli_batch.run_batch))
+
+    demo = commands.add_parser(
+        "demo",
+        help="release every IP of a local simulator and check the result",
+        description="Start the embedded simulator, release all its secondary IPs, verify against ground truth.",
+        epilog="example: eni-async demo --enis 500 --ips-per-eni 4 --faults flaky",
+    )
+    cli_batch.add_demo_arguments(demo)
+    demo.set_defaults(handler=_with_settings(cli_batch.run_demo))
+
+
+def _with_settings(
+    run: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]],
+) -> Handler:
+    async def handler(args: argparse.Namespace) -> int:
+        return await run(args, settings_from(args))
+
+    return handler
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

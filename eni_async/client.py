@@ -13,7 +13,7 @@ import itertools
 import logging
 import random
 import ssl as ssl_module
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -21,6 +21,7 @@ import aiohttp
 from tenacity import RetryCallState
 
 from eni_async import validation
+from eni_async.batch import Batch
 from eni_async.clock import Clock, SystemClock
 from eni_async.dialects import DESCRIBE, TASK_QUERY, UNASSIGN, Dialect, SignContext, get_dialect
 from eni_async.errors import (
@@ -37,6 +38,7 @@ from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, Ta
 from eni_async.models import UnassignResult as UnassignResult
 from eni_async.policy import retrier
 from eni_async.poller import LatencyTracker, poll_until_done
+from eni_async.reconcile import OnSubmitted
 from eni_async.settings import Settings
 from eni_async.throttle import Budgets
 from eni_async.transport import AiohttpTransport
@@ -288,6 +290,29 @@ class EniClient:
                 raise error
             released.extend(chunk)
         return result()
+
+    def unassign_many(
+        self,
+        items: Iterable[object] | AsyncIterable[object],
+        *,
+        concurrency: int | None = None,
+        preflight: bool = False,
+        on_submitted: OnSubmitted | None = None,
+    ) -> Batch:
+        """Release IPs from many ENIs; iterate the result for one ``Outcome`` per ENI as each finishes.
+
+        ``items`` is any iterable or async iterable of ``(vpc_id, eni_id, ips)`` triples or ``Item`` values,
+        consumed lazily. ``concurrency`` (ENIs worked on at once) is ``settings.concurrency`` when not
+        given. With ``preflight``, each ENI is described first: IPs not on it are skipped and a primary IP is
+        refused without a request. ``on_submitted`` is awaited after every accepted submit (the journal).
+        """
+        return Batch(
+            self,
+            items,
+            concurrency=self.settings.concurrency if concurrency is None else concurrency,
+            preflight=preflight,
+            on_submitted=on_submitted,
+        )
 
     async def _submit_waiting_out_mutex(
         self, vpc: str, eni: str, chunk: Sequence[str], timeout: float | None

@@ -1,0 +1,218 @@
+"""Many ENIs at once: bounded concurrency, lazy input, one task per ENI at a time, one outcome per ENI.
+
+``unassign_many`` pulls items only when a worker is free (a 100,000-line file is never held whole), runs at
+most ``concurrency`` items at once, serialises items that name the same ENI (never racing into the mutex),
+and yields each outcome as it finishes. One item's failure is that item's outcome. An authentication failure
+stops the batch: every item not yet processed is reported ``not_attempted``. Closing or cancelling the
+iteration stops submitting, cancels the workers and leaves ``Batch.unconfirmed`` with what was submitted but
+not confirmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from eni_async import validation
+from eni_async.errors import AuthError, EniAsyncError, InputError, error_info
+from eni_async.outcomes import NOT_ATTEMPTED, InvalidItem, Item, Outcome, as_item
+from eni_async.reconcile import OnSubmitted, preflight, release_item
+
+if TYPE_CHECKING:
+    from eni_async.client import EniClient
+
+log = logging.getLogger("eni_async.batch")
+
+Items = Iterable[object] | AsyncIterable[object]
+
+
+@dataclass
+class BatchStats:
+    """Live counters for progress display."""
+
+    pulled: int = 0
+    in_flight: int = 0
+    done: int = 0
+    failed: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+async def _aiter(items: Items) -> AsyncIterator[object]:
+    if isinstance(items, AsyncIterable):
+        async for entry in items:
+            yield entry
+    else:
+        for entry in items:
+            yield entry
+
+
+class Batch:
+    """An async iterator of outcomes; see the module docstring for its semantics."""
+
+    def __init__(
+        self,
+        client: EniClient,
+        items: Items,
+        *,
+        concurrency: int,
+        preflight: bool = False,
+        on_submitted: OnSubmitted | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise InputError("concurrency", concurrency, "must be at least 1")
+        self.client = client
+        self.concurrency = concurrency
+        self.preflight = preflight
+        self.stats = BatchStats()
+        self.aborted: BaseException | None = None
+        self._source = _aiter(items)
+        self._on_submitted = on_submitted
+        self._pull_lock = asyncio.Lock()
+        self._eni_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._active: dict[int, Outcome] = {}
+        self._results: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=concurrency)
+        self._runner: asyncio.Task[None] | None = None
+        self.unconfirmed: list[Outcome] = []
+
+    def __aiter__(self) -> AsyncIterator[Outcome]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Outcome]:
+        self._runner = asyncio.create_task(self._run())
+        finished = False
+        try:
+            while True:
+                outcome = await self._results.get()
+                if outcome is None:
+                    finished = True
+                    break
+                yield outcome
+        finally:
+            if not finished:
+                await self._stop()
+            await asyncio.gather(self._runner, return_exceptions=True)
+
+    async def _stop(self) -> None:
+        """Cancel the workers; what was in flight becomes ``unconfirmed`` (or not attempted)."""
+        assert self._runner is not None
+        self._runner.cancel()
+        await asyncio.gather(self._runner, return_exceptions=True)
+        for outcome in self._active.values():
+            if outcome.task_ids:
+                outcome.status = "failed"
+                outcome.error = {
+                    "code": "Cancelled",
+                    "message": f"cancelled; task(s) {', '.join(outcome.task_ids)} submitted but not confirmed",
+                }
+                outcome.not_released = [
+                    ip for ip in outcome.ips if ip not in outcome.released and ip not in outcome.not_released
+                ]
+            else:
+                outcome.status = NOT_ATTEMPTED
+                outcome.error = {"code": "Cancelled", "message": "cancelled before submitting"}
+            self.unconfirmed.append(outcome)
+        self._active.clear()
+
+    async def _run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self.concurrency):
+                    group.create_task(self._worker())
+        finally:
+            if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                await self._results.put(None)
+
+    async def _next(self) -> Item | InvalidItem | None:
+        async with self._pull_lock:
+            try:
+                entry = await anext(self._source)
+            except StopAsyncIteration:
+                return None
+            self.stats.pulled += 1
+            return as_item(entry)
+
+    async def _emit(self, outcome: Outcome) -> None:
+        self.stats.done += 1
+        if outcome.status != "succeeded":
+            self.stats.failed += 1
+        self.stats.by_status[outcome.status] = self.stats.by_status.get(outcome.status, 0) + 1
+        await self._results.put(outcome)
+
+    async def _worker(self) -> None:
+        while True:
+            item = await self._next()
+            if item is None:
+                return
+            if self.aborted is not None:
+                await self._emit(_not_attempted(item, self.aborted))
+                continue
+            outcome = await self._process(item)
+            await self._emit(outcome)
+
+    async def _process(self, entry: Item | InvalidItem) -> Outcome:
+        started = self.client.clock.monotonic()
+        if isinstance(entry, InvalidItem):
+            outcome = Outcome(entry.vpc_id, entry.eni_id, entry.ips, status="failed", line=entry.line)
+            outcome.fail(entry.error)
+            return outcome
+        outcome = Outcome(entry.vpc_id, entry.eni_id, entry.ips, line=entry.line)
+        try:
+            vpc, eni, ips = validation.release_request(entry.vpc_id, entry.eni_id, entry.ips)
+        except InputError as exc:
+            outcome.status = "failed"
+            outcome.fail(exc)
+            return outcome
+        item = Item(vpc, eni, ips, entry.line)
+        key = id(outcome)
+        lock = self._lock_for(eni)
+        try:
+            async with lock:
+                self._active[key] = outcome
+                self.stats.in_flight += 1
+                try:
+                    todo = await preflight(self.client, item, outcome) if self.preflight else ips
+                    if todo:
+                        await release_item(
+                            self.client, item, outcome, ips=todo, on_submitted=self._on_submitted
+                        )
+                    else:
+                        outcome.settle()
+                finally:
+                    self.stats.in_flight -= 1
+                    self._active.pop(key, None)
+        except AuthError as exc:
+            if self.aborted is None:
+                log.error("authentication failed, stopping the batch: %s", exc)
+                self.aborted = exc
+            outcome.fail(exc)
+            outcome.settle()
+        except EniAsyncError as exc:  # anything else is this item's outcome, never the batch's end
+            outcome.fail(exc)
+            outcome.settle()
+        finally:
+            self._release_lock(eni)
+        outcome.elapsed_s = self.client.clock.monotonic() - started
+        return outcome
+
+    def _lock_for(self, eni: str) -> asyncio.Lock:
+        lock, users = self._eni_locks.get(eni, (asyncio.Lock(), 0))
+        self._eni_locks[eni] = (lock, users + 1)
+        return lock
+
+    def _release_lock(self, eni: str) -> None:
+        lock, users = self._eni_locks[eni]
+        if users <= 1:
+            del self._eni_locks[eni]
+        else:
+            self._eni_locks[eni] = (lock, users - 1)
+
+
+def _not_attempted(item: Item | InvalidItem, cause: BaseException) -> Outcome:
+    outcome = Outcome(item.vpc_id, item.eni_id, item.ips, status=NOT_ATTEMPTED, line=item.line)
+    info = error_info(cause)
+    outcome.error = {"code": "NotAttempted", "message": f"batch stopped: {info['message']}"}
+    outcome.not_released = list(item.ips)
+    return outcome

@@ -1,0 +1,199 @@
+"""The ``batch`` and ``demo`` commands (part of the CLI: printing and exit codes live here and in cli.py).
+
+``batch`` streams items from a file into ``EniClient.unassign_many`` and writes one JSON line per ENI as
+each finishes. ``demo`` starts the embedded simulator on 127.0.0.1, releases every secondary IP it seeded
+through the same path, and checks every outcome against the simulator's ground truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
+
+from eni_async.client import EniClient
+from eni_async.credentials import load_credentials
+from eni_async.errors import InputError
+from eni_async.inputs import count_lines, read_items
+from eni_async.models import Credentials
+from eni_async.outcomes import Item, check_against_truth
+from eni_async.progress import Progress, Summary
+from eni_async.settings import Settings
+
+log = logging.getLogger("eni_async.cli")
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "input", metavar="INPUT", help="CSV (vpc_id,eni_id,ip) or JSON Lines file; - for stdin"
+    )
+    parser.add_argument("--output", metavar="FILE", help="write the JSON lines here instead of stdout")
+    parser.add_argument("--concurrency", type=int, metavar="N", help="ENIs worked on at once (default 64)")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="live progress bar on stderr (default: when stderr is a terminal)",
+    )
+    parser.add_argument("--preflight", action="store_true", help="describe each ENI before submitting")
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--enis", type=int, default=200, metavar="N", help="ENIs to seed (default 200)")
+    parser.add_argument(
+        "--ips-per-eni", type=int, default=3, metavar="K", help="secondary IPs each (default 3)"
+    )
+    parser.add_argument(
+        "--faults", default="none", metavar="PROFILE", help="none, flaky, hostile or a .toml file"
+    )
+    parser.add_argument("--concurrency", type=int, metavar="N", help="ENIs worked on at once (default 64)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the simulator (default 1)")
+    parser.add_argument(
+        "--task-latency", default="1.0,0.5", metavar="MEDIAN[,SPREAD]", help="task latency (s)"
+    )
+    parser.add_argument("--output", metavar="FILE", help="also write the JSON lines here")
+    parser.add_argument("--dialect", choices=["v2", "v3"], default=None, help="API dialect (default v2)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    if path is None:
+        yield sys.stdout
+        return
+    try:
+        handle = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InputError("--output", path, f"cannot write: {exc.strerror or exc}") from None
+    with handle:
+        yield handle
+
+
+async def run_items(
+    client: EniClient,
+    items: Iterable[Item | Any],
+    *,
+    out: TextIO | None,
+    total: int | None,
+    progress: bool,
+    preflight: bool = False,
+) -> tuple[Summary, list[dict[str, Any]]]:
+    """Run a batch, writing JSON lines to ``out`` as outcomes arrive; return the summary and the outcomes
+    as written (kept only when ``out`` is ``None``)."""
+    summary = Summary()
+    kept: list[dict[str, Any]] = []
+    batch = client.unassign_many(items, preflight=preflight)
+    bar = Progress(batch.stats, total=total, enabled=progress)
+    started = client.clock.monotonic()
+
+    def write(data: dict[str, Any]) -> None:
+        if out is None:
+            kept.append(data)
+        else:
+            out.write(json.dumps(data, ensure_ascii=False) + "\n")
+
+    ticker = asyncio.create_task(_tick(bar))
+    try:
+        async for outcome in batch:
+            summary.add(outcome)
+            write(outcome.to_json())
+    except asyncio.CancelledError:
+        for outcome in batch.unconfirmed:
+            summary.add(outcome)
+            write(outcome.to_json())
+        raise
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+        bar.close()
+        if out is not None:
+            out.flush()
+        sys.stderr.write(summary.render(client.clock.monotonic() - started) + "\n")
+    return summary, kept
+
+
+async def _tick(bar: Progress) -> None:
+    while True:
+        bar.update()
+        await asyncio.sleep(0.25)
+
+
+async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
+    """``eni-async batch``: exit 0 when every ENI succeeded, 1 otherwise, 2 when the input is unreadable."""
+    items = read_items(args.input)
+    credentials = load_credentials(settings.profile)
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    with _output(args.output) as out:
+        async with EniClient(credentials, settings) as client:
+            summary, _ = await run_items(
+                client, items, out=out, total=count_lines(args.input), progress=show, preflight=args.preflight
+            )
+    return 0 if summary.all_succeeded else 1
+
+
+def _latency(text: str) -> tuple[float, float]:
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        raise InputError("--task-latency", text, "expected MEDIAN[,SPREAD] in seconds") from None
+    if len(parts) not in (1, 2) or any(p < 0 for p in parts):
+        raise InputError("--task-latency", text, "expected MEDIAN[,SPREAD], both 0 or more")
+    return (parts[0], parts[1] if len(parts) == 2 else 0.5)
+
+
+async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """``eni-async demo``: exit 0 only when every outcome agrees with the simulator's ground truth."""
+    from eni_async.simulator import Simulator, SimulatorConfig, load_fault_profile, running
+
+    if args.enis < 1 or args.ips_per_eni < 1:
+        raise InputError("--enis/--ips-per-eni", f"{args.enis}/{args.ips_per_eni}", "must be at least 1")
+    config = SimulatorConfig(
+        enis=args.enis,
+        ips_per_eni=args.ips_per_eni,
+        seed=args.seed,
+        task_latency=_latency(args.task_latency),
+        faults=load_fault_profile(args.faults),
+    )
+    sim = Simulator(config)
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    async with running(sim, host="127.0.0.1", port=0) as server:
+        settings = dataclasses.replace(settings, endpoint=server.endpoint, region=sim.region)
+        truth = sim.ground_truth()
+        items = [
+            Item(e["vpc_id"], e["eni_id"], tuple(e["secondary_ips"]))
+            for e in truth["enis"]
+            if e["secondary_ips"]
+        ]
+        print(
+            f"simulator on {server.endpoint}: {len(items)} ENIs, {sum(len(i.ips) for i in items)} secondary IPs, "
+            f"faults: {args.faults}, dialect: {settings.dialect}",
+            flush=True,
+        )
+        creds: Credentials = sim.credentials
+        with _output(args.output) if args.output else contextlib.nullcontext(None) as out:
+            async with EniClient(creds, settings) as client:
+                _, kept = await run_items(client, items, out=None, total=len(items), progress=show)
+            if out is not None:
+                for data in kept:
+                    out.write(json.dumps(data) + "\n")
+        after = sim.ground_truth()
+        stats = sim.stats()
+    present = {e["eni_id"]: {*e["secondary_ips"], e["primary_ip"]} for e in after["enis"]}
+    problems = [p for data in kept for p in check_against_truth(data, present)]
+    reported = {data["eni_id"] for data in kept}
+    problems += [f"{i.eni_id}: no outcome reported" for i in items if i.eni_id not in reported]
+    for problem in problems[:20]:
+        print(f"  mismatch: {problem}")
+    print(
+        f"requests: {sum(stats['requests'].values())}, throttled: {sum(stats['throttled'].values())}, "
+        f"faults injected: {sum(stats['faults'].values())}"
+    )
+    print(f"mismatches: {len(problems)}", flush=True)
+    return 0 if not problems else 1

@@ -1,0 +1,239 @@
+"""Releasing one ENI's IPs without ever guessing: submit, wait, and look at the ENI whenever unsure.
+
+After an ambiguous submit (read timeout, connection lost after sending, HTTP 5xx, ``InternalError``) or a
+FAILED task, the ENI is described before anything is resubmitted: IPs already gone count as released, IPs
+still there are submitted again (ambiguous case) or reported not released (FAILED task, D12). An IP that the
+server says is not on the ENI is checked the same way; a primary IP is refused and the rest go on. Every
+decision is written into the outcome. Rounds are bounded, so an item always ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from eni_async import validation
+from eni_async.errors import (
+    AuthError,
+    EniAsyncError,
+    IpNotOnEniError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PrimaryIpError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
+from eni_async.models import EniInfo, TaskStatus
+from eni_async.outcomes import FAILED, SKIPPED, Item, Outcome
+
+if TYPE_CHECKING:
+    from eni_async.client import EniClient
+
+log = logging.getLogger("eni_async.reconcile")
+
+# Resubmissions of one chunk after ambiguous answers before the item is given up as failed.
+MAX_ROUNDS = 6
+
+# Journal hooks: called with (item, outcome, task_id, ips) after a submit is accepted.
+OnSubmitted = Callable[[Item, Outcome, str, tuple[str, ...]], Awaitable[None]]
+
+
+async def _look(client: EniClient, outcome: Outcome) -> EniInfo | None:
+    return await client.describe_eni(outcome.eni_id)
+
+
+def _split(info: EniInfo | None, ips: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(gone, present) for ``ips`` on the ENI as described."""
+    on_eni = set(info.secondary_ips) if info else set()
+    if info and info.primary_ip:
+        on_eni.add(info.primary_ip)
+    return [ip for ip in ips if ip not in on_eni], [ip for ip in ips if ip in on_eni]
+
+
+async def preflight(client: EniClient, item: Item, outcome: Outcome) -> tuple[str, ...]:
+    """Check the item against DescribeNetworkInterfaces; return the IPs worth submitting."""
+    info = await client.describe_eni(item.eni_id)
+    if info is None or info.vpc_id != item.vpc_id:
+        outcome.status = SKIPPED
+        outcome.not_released = []
+        outcome.error = {
+            "code": "InvalidNetworkInterface.NotFound",
+            "message": f"{item.eni_id} not found in {item.vpc_id}",
+        }
+        outcome.decisions.append("preflight: ENI not found in that VPC; nothing submitted")
+        return ()
+    todo: list[str] = []
+    for ip in item.ips:
+        if ip == info.primary_ip:
+            outcome.not_released.append(ip)
+            outcome.decisions.append(f"preflight: {ip} is the primary IP; refused without a request")
+            outcome.error = outcome.error or {
+                "code": "InvalidPrivateip.IsPrimary",
+                "message": f"{ip} is the primary IP of {item.eni_id} and cannot be released",
+            }
+        elif ip not in info.secondary_ips:
+            outcome.decisions.append(f"preflight: {ip} is not on {item.eni_id}; skipped")
+        else:
+            todo.append(ip)
+    if not todo and outcome.error is None:
+        outcome.status = SKIPPED
+        outcome.error = {
+            "code": "InvalidPrivateIpAddress.NotFound",
+            "message": "no IP asked for is on the ENI",
+        }
+    return tuple(todo)
+
+
+async def release_item(
+    client: EniClient,
+    item: Item,
+    outcome: Outcome,
+    *,
+    ips: tuple[str, ...] | None = None,
+    on_submitted: OnSubmitted | None = None,
+) -> Outcome:
+    """Release ``ips`` (default: the item's) chunk by chunk, reconciling every doubt. Raises only AuthError."""
+    for chunk in validation.chunks(item.ips if ips is None else ips):
+        await _release_chunk(client, item, outcome, chunk, on_submitted)
+    return outcome.settle()
+
+
+async def finish_task(
+    client: EniClient, item: Item, outcome: Outcome, task_id: str, chunk: tuple[str, ...]
+) -> None:
+    """Wait for a submitted task and settle its IPs; used directly on resume (never resubmits)."""
+    try:
+        state = await client.wait_for_task(task_id)
+    except TaskTimeoutError as exc:
+        outcome.fail(exc)
+        outcome.not_released.extend(chunk)
+        outcome.decisions.append(f"task {task_id} still running at the deadline; IPs left as not released")
+        return
+    except AuthError:
+        raise
+    except EniAsyncError as exc:
+        outcome.fail(exc)
+        await _settle_by_looking(client, outcome, chunk, f"task {task_id} unreadable ({exc})")
+        return
+    if state.status is TaskStatus.SUCCESS:
+        outcome.released.extend(chunk)
+        return
+    outcome.fail(
+        TaskFailedError(
+            task_id, eni_id=item.eni_id, ips=chunk, request_id=state.request_id, output=state.output
+        )
+    )
+    await _settle_by_looking(client, outcome, chunk, f"task {task_id} FAILED")
+
+
+async def _settle_by_looking(client: EniClient, outcome: Outcome, chunk: tuple[str, ...], why: str) -> None:
+    try:
+        info = await _look(client, outcome)
+    except AuthError:
+        raise
+    except EniAsyncError as exc:
+        outcome.not_released.extend(chunk)
+        outcome.decisions.append(f"{why}; could not describe the ENI ({exc}); IPs left as not released")
+        return
+    gone, present = _split(info, chunk)
+    outcome.released.extend(gone)
+    outcome.not_released.extend(present)
+    outcome.decisions.append(f"{why}; described ENI: {len(gone)} gone, {len(present)} still assigned")
+
+
+async def _release_chunk(
+    client: EniClient, item: Item, outcome: Outcome, chunk: tuple[str, ...], on_submitted: OnSubmitted | None
+) -> None:
+    todo = chunk
+    for _round in range(MAX_ROUNDS):
+        if not todo:
+            return
+        outcome.attempts += 1
+        try:
+            task_id, request_id = await client._submit_waiting_out_mutex(item.vpc_id, item.eni_id, todo, None)
+        except AuthError:
+            raise
+        except OutcomeUnknownError as exc:
+            log.warning("%s: %s; describing the ENI before resubmitting", item.eni_id, exc)
+            still = await _reconcile(client, outcome, todo, f"ambiguous submit ({exc.cause})")
+            if still is None:
+                outcome.fail(exc)
+                outcome.not_released.extend(todo)
+                return
+            todo = still
+            continue
+        except (IpNotOnEniError, PrimaryIpError) as exc:
+            info = await _describe_or_none(client, outcome)
+            if info is None:
+                outcome.fail(exc)
+                outcome.not_released.extend(todo)
+                return
+            gone, present = _split(info, todo)
+            if gone:
+                outcome.released.extend(gone)
+                outcome.decisions.append(f"{', '.join(gone)} not on the ENI: counted as released")
+            if info.primary_ip in present:
+                outcome.fail(exc)
+                outcome.not_released.append(info.primary_ip)
+                outcome.decisions.append(f"{info.primary_ip} is the primary IP: refused")
+                present.remove(info.primary_ip)
+            if tuple(present) == todo:  # the server's answer contradicts the ENI: give up
+                outcome.fail(exc)
+                outcome.not_released.extend(present)
+                return
+            todo = tuple(present)
+            continue
+        except NotFoundError as exc:  # VPC or ENI gone: nothing on it can be released
+            outcome.fail(exc)
+            outcome.not_released.extend(todo)
+            return
+        except EniAsyncError as exc:
+            outcome.fail(exc)
+            outcome.not_released.extend(todo)
+            return
+        outcome.task_ids.append(task_id)
+        if request_id:
+            outcome.request_ids.append(request_id)
+        if on_submitted is not None:
+            await on_submitted(item, outcome, task_id, todo)
+        await finish_task(client, item, outcome, task_id, todo)
+        return
+    outcome.fail(
+        OutcomeUnknownError(
+            "UnassignPrivateIpAddresses",
+            item.vpc_id,
+            item.eni_id,
+            todo,
+            RuntimeError("too many ambiguous rounds"),
+        )
+    )
+    outcome.not_released.extend(todo)
+
+
+async def _describe_or_none(client: EniClient, outcome: Outcome) -> EniInfo | None:
+    try:
+        return await _look(client, outcome)
+    except AuthError:
+        raise
+    except EniAsyncError as exc:
+        outcome.decisions.append(f"could not describe the ENI ({exc})")
+        return None
+
+
+async def _reconcile(
+    client: EniClient, outcome: Outcome, todo: tuple[str, ...], why: str
+) -> tuple[str, ...] | None:
+    """After an ambiguous submit: IPs gone count as released; return those still present (None: unknown)."""
+    info = await _describe_or_none(client, outcome)
+    if info is None:
+        return None
+    gone, present = _split(info, todo)
+    outcome.released.extend(gone)
+    outcome.decisions.append(
+        f"{why}: described ENI, {len(gone)} already gone (released), {len(present)} still assigned (resubmitted)"
+    )
+    return tuple(present)
+
+
+__all__ = ["FAILED", "finish_task", "preflight", "release_item"]
