@@ -11,6 +11,7 @@ not confirmed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -18,8 +19,9 @@ from typing import TYPE_CHECKING
 
 from eni_async import validation
 from eni_async.errors import AuthError, EniAsyncError, InputError, error_info
+from eni_async.journal import Journal, JournalRecorder, Resumed, ResumePlan
 from eni_async.outcomes import NOT_ATTEMPTED, InvalidItem, Item, Outcome, as_item
-from eni_async.reconcile import OnSubmitted, preflight, release_item
+from eni_async.reconcile import finish_task, preflight, reconcile_in_doubt, release_item
 
 if TYPE_CHECKING:
     from eni_async.client import EniClient
@@ -59,7 +61,7 @@ class Batch:
         *,
         concurrency: int,
         preflight: bool = False,
-        on_submitted: OnSubmitted | None = None,
+        journal: Journal | None = None,
     ) -> None:
         if concurrency < 1:
             raise InputError("concurrency", concurrency, "must be at least 1")
@@ -69,7 +71,8 @@ class Batch:
         self.stats = BatchStats()
         self.aborted: BaseException | None = None
         self._source = _aiter(items)
-        self._on_submitted = on_submitted
+        self.journal = journal
+        self._recorder = JournalRecorder(journal) if journal is not None else None
         self._pull_lock = asyncio.Lock()
         self._eni_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._active: dict[int, Outcome] = {}
@@ -125,16 +128,24 @@ class Batch:
             if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 await self._results.put(None)
 
-    async def _next(self) -> Item | InvalidItem | None:
+    async def _next(self) -> Item | InvalidItem | Resumed | None:
         async with self._pull_lock:
             try:
                 entry = await anext(self._source)
             except StopAsyncIteration:
                 return None
             self.stats.pulled += 1
-            return as_item(entry)
+            if isinstance(entry, Resumed):
+                return entry
+            item = as_item(entry)
+            if self.journal is not None and item.key is None:
+                plain = Item(item.vpc_id, item.eni_id, item.ips, item.line)
+                item = dataclasses.replace(item, key=self.journal.add(plain))
+            return item
 
-    async def _emit(self, outcome: Outcome) -> None:
+    async def _emit(self, outcome: Outcome, key: int | None = None) -> None:
+        if self.journal is not None and key is not None and outcome.status != NOT_ATTEMPTED:
+            self.journal.finished(key, outcome)
         self.stats.done += 1
         if outcome.status != "succeeded":
             self.stats.failed += 1
@@ -146,40 +157,39 @@ class Batch:
             item = await self._next()
             if item is None:
                 return
+            key = item.item.key if isinstance(item, Resumed) else item.key
             if self.aborted is not None:
-                await self._emit(_not_attempted(item, self.aborted))
+                plain = item.item if isinstance(item, Resumed) else item
+                await self._emit(_not_attempted(plain, self.aborted), key)
                 continue
             outcome = await self._process(item)
-            await self._emit(outcome)
+            await self._emit(outcome, key)
 
-    async def _process(self, entry: Item | InvalidItem) -> Outcome:
+    async def _process(self, entry: Item | InvalidItem | Resumed) -> Outcome:
         started = self.client.clock.monotonic()
         if isinstance(entry, InvalidItem):
             outcome = Outcome(entry.vpc_id, entry.eni_id, entry.ips, status="failed", line=entry.line)
             outcome.fail(entry.error)
             return outcome
-        outcome = Outcome(entry.vpc_id, entry.eni_id, entry.ips, line=entry.line)
-        try:
-            vpc, eni, ips = validation.release_request(entry.vpc_id, entry.eni_id, entry.ips)
-        except InputError as exc:
-            outcome.status = "failed"
-            outcome.fail(exc)
-            return outcome
-        item = Item(vpc, eni, ips, entry.line)
+        if isinstance(entry, Resumed):
+            item, outcome, plan = entry.item, entry.plan.outcome, entry.plan
+        else:
+            outcome = Outcome(entry.vpc_id, entry.eni_id, entry.ips, line=entry.line)
+            try:
+                vpc, eni, ips = validation.release_request(entry.vpc_id, entry.eni_id, entry.ips)
+            except InputError as exc:
+                outcome.status = "failed"
+                outcome.fail(exc)
+                return outcome
+            item, plan = Item(vpc, eni, ips, entry.line, entry.key), None
         key = id(outcome)
-        lock = self._lock_for(eni)
+        lock = self._lock_for(item.eni_id)
         try:
             async with lock:
                 self._active[key] = outcome
                 self.stats.in_flight += 1
                 try:
-                    todo = await preflight(self.client, item, outcome) if self.preflight else ips
-                    if todo:
-                        await release_item(
-                            self.client, item, outcome, ips=todo, on_submitted=self._on_submitted
-                        )
-                    else:
-                        outcome.settle()
+                    await self._work(item, outcome, plan)
                 finally:
                     self.stats.in_flight -= 1
                     self._active.pop(key, None)
@@ -193,9 +203,32 @@ class Batch:
             outcome.fail(exc)
             outcome.settle()
         finally:
-            self._release_lock(eni)
-        outcome.elapsed_s = self.client.clock.monotonic() - started
+            self._release_lock(item.eni_id)
+        outcome.elapsed_s += self.client.clock.monotonic() - started
         return outcome
+
+    async def _work(self, item: Item, outcome: Outcome, plan: ResumePlan | None) -> None:
+        todo: tuple[str, ...] = item.ips
+        if plan is not None:  # resuming: poll known tasks, reconcile a chunk in doubt, never resubmit blindly
+            for task_id, _request_id, chunk in plan.tasks:
+                outcome.decisions.append(f"resumed: polling task {task_id}")
+                await finish_task(self.client, item, outcome, task_id, chunk)
+                if self._recorder is not None:
+                    self._recorder.progressed(item, outcome)
+            if plan.in_doubt:
+                still = await reconcile_in_doubt(
+                    self.client, outcome, plan.in_doubt, "resumed with a submit in doubt"
+                )
+                if still is None:
+                    outcome.not_released.extend(plan.in_doubt)
+            done = {*outcome.released, *outcome.not_released}
+            todo = tuple(ip for ip in item.ips if ip not in done)
+        elif self.preflight:
+            todo = await preflight(self.client, item, outcome)
+        if todo:
+            await release_item(self.client, item, outcome, ips=todo, recorder=self._recorder)
+        else:
+            outcome.settle()
 
     def _lock_for(self, eni: str) -> asyncio.Lock:
         lock, users = self._eni_locks.get(eni, (asyncio.Lock(), 0))

@@ -143,6 +143,26 @@ def _add_extra_commands(commands: Any) -> None:
     cli_batch.add_demo_arguments(demo)
     demo.set_defaults(handler=_with_settings(cli_batch.run_demo))
 
+    resume = commands.add_parser(
+        "resume",
+        help="finish a journalled batch after a crash",
+        description="Finish a batch recorded with --journal: finished items are left alone, submitted tasks "
+        "are polled (never resubmitted), pending items run.",
+        epilog="example: eni-async resume batch.journal --output rest.jsonl",
+    )
+    cli_batch.add_resume_arguments(resume)
+    _client_options(resume)
+    resume.set_defaults(handler=_with_settings(cli_batch.run_resume))
+
+    status = commands.add_parser(
+        "status",
+        help="count a journal's items by state",
+        description="Print a journal's items by state and outcome as one JSON object.",
+        epilog="example: eni-async status batch.journal",
+    )
+    cli_batch.add_status_arguments(status)
+    status.set_defaults(handler=_with_settings(cli_batch.run_status))
+
 
 def _with_settings(
     run: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]],

@@ -15,14 +15,16 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, TextIO
 
 from eni_async.client import EniClient
 from eni_async.credentials import load_credentials
 from eni_async.errors import InputError
 from eni_async.inputs import count_lines, read_items
+from eni_async.journal import Journal
 from eni_async.models import Credentials
-from eni_async.outcomes import Item, check_against_truth
+from eni_async.outcomes import SUCCEEDED, Item, check_against_truth
 from eni_async.progress import Progress, Summary
 from eni_async.settings import Settings
 
@@ -42,6 +44,18 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         help="live progress bar on stderr (default: when stderr is a terminal)",
     )
     parser.add_argument("--preflight", action="store_true", help="describe each ENI before submitting")
+    parser.add_argument("--journal", metavar="FILE", help="record progress in this SQLite file (for resume)")
+
+
+def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("journal", metavar="FILE", help="the journal of an interrupted batch")
+    parser.add_argument("--output", metavar="FILE", help="write the JSON lines here instead of stdout")
+    parser.add_argument("--concurrency", type=int, metavar="N", help="ENIs worked on at once (default 64)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("journal", metavar="FILE", help="a batch journal")
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,12 +97,13 @@ async def run_items(
     total: int | None,
     progress: bool,
     preflight: bool = False,
+    journal: Journal | None = None,
 ) -> tuple[Summary, list[dict[str, Any]]]:
     """Run a batch, writing JSON lines to ``out`` as outcomes arrive; return the summary and the outcomes
     as written (kept only when ``out`` is ``None``)."""
     summary = Summary()
     kept: list[dict[str, Any]] = []
-    batch = client.unassign_many(items, preflight=preflight)
+    batch = client.unassign_many(items, preflight=preflight, journal=journal)
     bar = Progress(batch.stats, total=total, enabled=progress)
     started = client.clock.monotonic()
 
@@ -125,17 +140,74 @@ async def _tick(bar: Progress) -> None:
         await asyncio.sleep(0.25)
 
 
+RESUME_KEYS = ("endpoint", "dialect", "region", "sign_method")
+
+
+def _open_journal(path: str, *, new: bool) -> Journal:
+    if not new and not Path(path).is_file():
+        raise InputError("journal", path, "no such file")
+    journal = Journal(path)
+    if new and any(journal.counts().values()):
+        journal.close()
+        raise InputError("--journal", path, "already holds a batch; use 'eni-async resume' to finish it")
+    return journal
+
+
 async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
     """``eni-async batch``: exit 0 when every ENI succeeded, 1 otherwise, 2 when the input is unreadable."""
     items = read_items(args.input)
     credentials = load_credentials(settings.profile)
     show = sys.stderr.isatty() if args.progress is None else args.progress
-    with _output(args.output) as out:
-        async with EniClient(credentials, settings) as client:
-            summary, _ = await run_items(
-                client, items, out=out, total=count_lines(args.input), progress=show, preflight=args.preflight
-            )
+    journal = _open_journal(args.journal, new=True) if args.journal else None
+    try:
+        if journal is not None:
+            journal.set_meta({key: getattr(settings, key) for key in RESUME_KEYS} | {"input": args.input})
+        with _output(args.output) as out:
+            async with EniClient(credentials, settings) as client:
+                summary, _ = await run_items(
+                    client,
+                    items,
+                    out=out,
+                    total=count_lines(args.input),
+                    progress=show,
+                    preflight=args.preflight,
+                    journal=journal,
+                )
+    finally:
+        if journal is not None:
+            journal.close()
     return 0 if summary.all_succeeded else 1
+
+
+async def run_resume(args: argparse.Namespace, settings: Settings) -> int:
+    """``eni-async resume``: finish a journalled batch; exit 0 when every ENI of it succeeded."""
+    with _open_journal(args.journal, new=False) as journal:
+        meta = journal.meta()
+        given = {key: getattr(args, key, None) for key in RESUME_KEYS}
+        recorded = {key: meta[key] for key in RESUME_KEYS if key in meta and given.get(key) is None}
+        settings = dataclasses.replace(settings, **recorded)
+        counts = journal.counts()
+        todo = counts["pending"] + counts["submitting"] + counts["submitted"]
+        if todo == 0:
+            sys.stderr.write(
+                f"journal {args.journal}: all {counts['finished']} items finished; nothing to do\n"
+            )
+            return 0 if set(journal.outcome_counts()) <= {SUCCEEDED} else 1
+        credentials = load_credentials(settings.profile)
+        show = sys.stderr.isatty() if args.progress is None else args.progress
+        with _output(args.output) as out:
+            async with EniClient(credentials, settings) as client:
+                await run_items(
+                    client, journal.unfinished(), out=out, total=todo, progress=show, journal=journal
+                )
+        return 0 if set(journal.outcome_counts()) <= {SUCCEEDED} and not journal.counts()["pending"] else 1
+
+
+async def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    """``eni-async status``: counts of a journal's items by state and by outcome."""
+    with _open_journal(args.journal, new=False) as journal:
+        print(json.dumps({"items": journal.counts(), "outcomes": journal.outcome_counts()}))
+    return 0
 
 
 def _latency(text: str) -> tuple[float, float]:

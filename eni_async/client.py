@@ -34,11 +34,11 @@ from eni_async.errors import (
     TaskTimeoutError,
     ThrottledError,
 )
+from eni_async.journal import Journal
 from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, TaskState, TaskStatus
 from eni_async.models import UnassignResult as UnassignResult
 from eni_async.policy import retrier
 from eni_async.poller import LatencyTracker, poll_until_done
-from eni_async.reconcile import OnSubmitted
 from eni_async.settings import Settings
 from eni_async.throttle import Budgets
 from eni_async.transport import AiohttpTransport
@@ -297,21 +297,22 @@ class EniClient:
         *,
         concurrency: int | None = None,
         preflight: bool = False,
-        on_submitted: OnSubmitted | None = None,
+        journal: Journal | None = None,
     ) -> Batch:
         """Release IPs from many ENIs; iterate the result for one ``Outcome`` per ENI as each finishes.
 
         ``items`` is any iterable or async iterable of ``(vpc_id, eni_id, ips)`` triples or ``Item`` values,
         consumed lazily. ``concurrency`` (ENIs worked on at once) is ``settings.concurrency`` when not
         given. With ``preflight``, each ENI is described first: IPs not on it are skipped and a primary IP is
-        refused without a request. ``on_submitted`` is awaited after every accepted submit (the journal).
+        refused without a request. With a ``journal``, every step is recorded durably before it is taken,
+        and ``Journal.unfinished()`` can be fed back in to resume after a crash.
         """
         return Batch(
             self,
             items,
             concurrency=self.settings.concurrency if concurrency is None else concurrency,
             preflight=preflight,
-            on_submitted=on_submitted,
+            journal=journal,
         )
 
     async def _submit_waiting_out_mutex(

@@ -24,6 +24,7 @@ class Item:
     eni_id: str
     ips: tuple[str, ...]
     line: int | None = None
+    key: int | None = None  # the journal's row, when journalled
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class InvalidItem:
     vpc_id: str = ""
     eni_id: str = ""
     ips: tuple[str, ...] = ()
+    key: int | None = None
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Outcome:
 
     def settle(self) -> Outcome:
         """Derive the status from what was released; call once all work on the item is over."""
-        if self.status in (SKIPPED, NOT_ATTEMPTED) and not self.released and not self.task_ids:
+        if self.status == SKIPPED and not self.released and not self.task_ids:
             return self
         missing = [ip for ip in self.ips if ip not in self.released and ip not in self.not_released]
         if missing and self.error is not None:

@@ -10,8 +10,7 @@ decision is written into the outcome. Rounds are bounded, so an item always ends
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from eni_async import validation
 from eni_async.errors import (
@@ -25,7 +24,7 @@ from eni_async.errors import (
     TaskTimeoutError,
 )
 from eni_async.models import EniInfo, TaskStatus
-from eni_async.outcomes import FAILED, SKIPPED, Item, Outcome
+from eni_async.outcomes import SKIPPED, Item, Outcome
 
 if TYPE_CHECKING:
     from eni_async.client import EniClient
@@ -35,8 +34,17 @@ log = logging.getLogger("eni_async.reconcile")
 # Resubmissions of one chunk after ambiguous answers before the item is given up as failed.
 MAX_ROUNDS = 6
 
-# Journal hooks: called with (item, outcome, task_id, ips) after a submit is accepted.
-OnSubmitted = Callable[[Item, Outcome, str, tuple[str, ...]], Awaitable[None]]
+
+class Recorder(Protocol):
+    """Told of every step, before the work it announces goes on (the journal implements it)."""
+
+    def submitting(self, item: Item, chunk: tuple[str, ...], outcome: Outcome) -> None: ...
+
+    def submitted(
+        self, item: Item, task_id: str, request_id: str | None, chunk: tuple[str, ...], outcome: Outcome
+    ) -> None: ...
+
+    def progressed(self, item: Item, outcome: Outcome) -> None: ...
 
 
 async def _look(client: EniClient, outcome: Outcome) -> EniInfo | None:
@@ -91,11 +99,11 @@ async def release_item(
     outcome: Outcome,
     *,
     ips: tuple[str, ...] | None = None,
-    on_submitted: OnSubmitted | None = None,
+    recorder: Recorder | None = None,
 ) -> Outcome:
     """Release ``ips`` (default: the item's) chunk by chunk, reconciling every doubt. Raises only AuthError."""
     for chunk in validation.chunks(item.ips if ips is None else ips):
-        await _release_chunk(client, item, outcome, chunk, on_submitted)
+        await _release_chunk(client, item, outcome, chunk, recorder)
     return outcome.settle()
 
 
@@ -143,20 +151,22 @@ async def _settle_by_looking(client: EniClient, outcome: Outcome, chunk: tuple[s
 
 
 async def _release_chunk(
-    client: EniClient, item: Item, outcome: Outcome, chunk: tuple[str, ...], on_submitted: OnSubmitted | None
+    client: EniClient, item: Item, outcome: Outcome, chunk: tuple[str, ...], recorder: Recorder | None
 ) -> None:
     todo = chunk
     for _round in range(MAX_ROUNDS):
         if not todo:
             return
         outcome.attempts += 1
+        if recorder is not None:
+            recorder.submitting(item, todo, outcome)
         try:
             task_id, request_id = await client._submit_waiting_out_mutex(item.vpc_id, item.eni_id, todo, None)
         except AuthError:
             raise
         except OutcomeUnknownError as exc:
             log.warning("%s: %s; describing the ENI before resubmitting", item.eni_id, exc)
-            still = await _reconcile(client, outcome, todo, f"ambiguous submit ({exc.cause})")
+            still = await reconcile_in_doubt(client, outcome, todo, f"ambiguous submit ({exc.cause})")
             if still is None:
                 outcome.fail(exc)
                 outcome.not_released.extend(todo)
@@ -195,9 +205,11 @@ async def _release_chunk(
         outcome.task_ids.append(task_id)
         if request_id:
             outcome.request_ids.append(request_id)
-        if on_submitted is not None:
-            await on_submitted(item, outcome, task_id, todo)
+        if recorder is not None:
+            recorder.submitted(item, task_id, request_id, todo, outcome)
         await finish_task(client, item, outcome, task_id, todo)
+        if recorder is not None:
+            recorder.progressed(item, outcome)
         return
     outcome.fail(
         OutcomeUnknownError(
@@ -221,7 +233,7 @@ async def _describe_or_none(client: EniClient, outcome: Outcome) -> EniInfo | No
         return None
 
 
-async def _reconcile(
+async def reconcile_in_doubt(
     client: EniClient, outcome: Outcome, todo: tuple[str, ...], why: str
 ) -> tuple[str, ...] | None:
     """After an ambiguous submit: IPs gone count as released; return those still present (None: unknown)."""
@@ -236,4 +248,4 @@ async def _reconcile(
     return tuple(present)
 
 
-__all__ = ["FAILED", "finish_task", "preflight", "release_item"]
+__all__ = ["Recorder", "finish_task", "preflight", "reconcile_in_doubt", "release_item"]

@@ -91,6 +91,10 @@ _SECTIONS: Mapping[str, type[Any]] = {
 }
 
 
+# Numeric settings for which 0 is meaningful (no wait, no jitter); every other one must be positive.
+_MAY_BE_ZERO = ("initial", "jitter", "first")
+
+
 def _check(s: Settings) -> None:
     if s.dialect not in DIALECT_ENDPOINTS:
         raise ConfigError("dialect", s.dialect, f"expected one of {', '.join(DIALECT_ENDPOINTS)}")
@@ -98,7 +102,15 @@ def _check(s: Settings) -> None:
         raise ConfigError("sign_method", s.sign_method, f"expected one of {', '.join(SIGN_METHODS)}")
     if s.endpoint:
         parts = urlsplit(s.endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+            or parts.password is not None
+        ):
             raise ConfigError("endpoint", s.endpoint, "expected scheme://host[:port] with http or https")
         try:
             parts.port  # noqa: B018 - raises on a bad port
@@ -116,7 +128,12 @@ def _check(s: Settings) -> None:
             value = getattr(section, f.name)
             if isinstance(value, bool):
                 continue
-            if isinstance(value, int | float) and value <= 0 and f.name not in ("initial",):
+            if not isinstance(value, int | float):
+                continue
+            if f.name in _MAY_BE_ZERO:
+                if value < 0:
+                    raise ConfigError(f"{name}.{f.name}", value, "must be 0 or more")
+            elif value <= 0:
                 raise ConfigError(f"{name}.{f.name}", value, "must be positive")
 
 

@@ -33,6 +33,7 @@ class RateBudget(Throttler):
         self.ceiling = rate
         self._lock = asyncio.Lock()
         self._last_change = clock.monotonic()
+        self._last_decrease = float("-inf")
         self.throttles = 0
 
     def __repr__(self) -> str:
@@ -66,8 +67,14 @@ class RateBudget(Throttler):
         self.throttles += 1
         if stated_limit is not None and stated_limit >= 1:
             self.ceiling = min(self.configured, stated_limit)
+        now = self._clock.monotonic()
+        # Many calls of one window are throttled together: that is one signal, so decrease once per period.
+        if now - self._last_decrease < self.period:
+            self.rate_limit = min(self.rate_limit, self.ceiling)
+            return
+        self._last_decrease = now
         self.rate_limit = max(1, min(self.ceiling, int(self.rate_limit) // 2))
-        self._last_change = self._clock.monotonic()
+        self._last_change = now
 
     def _recover(self) -> None:
         # Additive increase: one more per quiet period, back up to the ceiling.
@@ -77,7 +84,7 @@ class RateBudget(Throttler):
         periods = int((now - self._last_change) / self.period)
         if periods > 0:
             self.rate_limit = min(self.ceiling, int(self.rate_limit) + periods)
-            self._last_change = now
+            self._last_change += periods * self.period
 
 
 class Budgets:

@@ -9,6 +9,7 @@ Any answer that is not HTTP 200 JSON in the envelope is a ``ProtocolError`` (D5)
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
@@ -114,7 +115,7 @@ class V2Dialect:
         return Submitted(task_id=str(task_id), request_id=_request_id(body))
 
     def parse_task_query(self, response: HttpResponse, task_id: str) -> TaskState:
-        body = _envelope(response, TASK_QUERY)
+        body = _envelope(response, TASK_QUERY, task_id=task_id)
         data = body.get("data")
         raw = data.get("status") if isinstance(data, dict) else None
         code = _as_int(raw)
@@ -136,13 +137,13 @@ class V2Dialect:
         return DescribePage(enis=enis, total=_as_int(total) or 0, request_id=_request_id(body))
 
 
-def _envelope(response: HttpResponse, action: str) -> dict[str, Any]:
+def _envelope(response: HttpResponse, action: str, *, task_id: str | None = None) -> dict[str, Any]:
     """Check HTTP status and envelope; raise the typed API error for a non-zero code."""
     if response.status != 200:
         raise ProtocolError(f"{action}: HTTP {response.status}", action=action, status=response.status)
     try:
         body = json.loads(response.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError(f"{action}: answer is not JSON", action=action, status=200) from None
     if not isinstance(body, dict):
         raise ProtocolError(f"{action}: answer is not a JSON object", action=action, status=200)
@@ -158,6 +159,7 @@ def _envelope(response: HttpResponse, action: str) -> dict[str, Any]:
             numeric=code,
             action=action,
             request_id=_request_id(body),
+            task_id=task_id,
         )
     return body
 
@@ -168,9 +170,12 @@ def _as_int(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _INT.fullmatch(value.strip()):
         return int(value)
     return None
+
+
+_INT = re.compile(r"-?[0-9]{1,18}")
 
 
 def _request_id(body: Mapping[str, Any]) -> str | None:

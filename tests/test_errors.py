@@ -1,0 +1,442 @@
+"""The exception tree classifies every API code by one table and decides retries by two flags."""
+
+from __future__ import annotations
+
+import pytest
+
+from eni_async import errors
+from eni_async.credentials import load_credentials
+from eni_async.dialects import SignContext
+from eni_async.dialects.v2 import V2Dialect
+from eni_async.errors import (
+    ApiError,
+    AuthError,
+    ConfigError,
+    ConnectError,
+    ConnectionLostError,
+    EniAsyncError,
+    EniNotFoundError,
+    InputError,
+    InvalidActionError,
+    InvalidParameterError,
+    IpNotOnEniError,
+    MutexError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PrimaryIpError,
+    ProtocolError,
+    ReplayError,
+    SecretIdNotFoundError,
+    ServerError,
+    SignatureError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    ThrottledError,
+    TransportError,
+    VpcNotFoundError,
+)
+from eni_async.models import Credentials
+from eni_async.policy import retryable
+
+SECRET_ID = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3gnPhESA"
+SECRET_KEY = "Gu5t9xGARNpq86cd98joQYCN3Cozk1qA"
+TOKEN = "session-token-that-must-stay-hidden"
+THROTTLE_MESSAGE = "request times equals to 21 in a second, which exceeds the frequency limit 20"
+
+# -- the code table (decisions.md) -------------------------------------------------------------------------
+
+# (API 2.0 numeric code, codeDesc, expected class): the v2 column of decisions.md's table.
+V2_TABLE = [
+    (5000, "InvalidVpc.NotFound", VpcNotFoundError),
+    (5000, "InvalidNetworkInterface.NotFound", EniNotFoundError),
+    (4000, "InvalidPrivateip.IsPrimary", PrimaryIpError),
+    (4000, "InvalidPrivateIpAddress.NotFound", IpNotOnEniError),
+    (4000, "InvalidParameter", InvalidParameterError),
+    (5100, "ActionLocked", MutexError),
+    (4400, "RequestLimitExceeded", ThrottledError),
+    (4100, "AuthFailure", AuthError),
+    (4104, "SecretIdNotFound", SecretIdNotFoundError),
+    (4500, "ReplayAttack", ReplayError),
+    (4000, "InvalidAction", InvalidActionError),
+    (5000, "InvalidTask.NotFound", TaskNotFoundError),
+    (6000, "InternalError", ServerError),
+]
+
+# (API 3.0 Error.Code, expected class from the shared table): the v3 column of decisions.md's table.
+# ``ResourceNotFound`` and plain ``UnsupportedOperation`` are ambiguous in API 3.0; the v3 dialect refines
+# them by action and message, so the shared table gives the general class for them.
+V3_TABLE = [
+    ("ResourceNotFound", NotFoundError),
+    ("UnsupportedOperation", ApiError),
+    ("UnsupportedOperation.AttachmentNotFound", IpNotOnEniError),
+    ("InvalidParameterValue.LimitExceeded", InvalidParameterError),
+    ("InvalidParameterValue.Malformed", InvalidParameterError),
+    ("MissingParameter", InvalidParameterError),
+    ("InvalidParameterValue.DuplicatePara", InvalidParameterError),
+    ("UnsupportedOperation.MutexOperationTaskRunning", MutexError),
+    ("RequestLimitExceeded", ThrottledError),
+    ("AuthFailure.SignatureFailure", SignatureError),
+    ("AuthFailure.SecretIdNotFound", SecretIdNotFoundError),
+    ("AuthFailure.SignatureExpire", ReplayError),
+    ("InvalidAction", InvalidActionError),
+    ("InternalError", ServerError),
+]
+
+
+@pytest.mark.parametrize(("numeric", "code", "expected"), V2_TABLE, ids=[row[1] for row in V2_TABLE])
+def test_v2_code_desc_maps_to_its_class(numeric: int, code: str, expected: type[ApiError]) -> None:
+    """Every API 2.0 ``codeDesc`` of decisions.md's table, with its numeric code, maps to exactly its class."""
+    assert errors.class_for_code(code, numeric) is expected
+
+
+@pytest.mark.parametrize(("numeric", "code", "expected"), V2_TABLE, ids=[row[1] for row in V2_TABLE])
+def test_v2_code_desc_alone_maps_to_its_class(numeric: int, code: str, expected: type[ApiError]) -> None:
+    """The ``codeDesc`` decides the class by itself, without the numeric code."""
+    assert errors.class_for_code(code) is expected
+
+
+@pytest.mark.parametrize(("code", "expected"), V3_TABLE, ids=[row[0] for row in V3_TABLE])
+def test_v3_code_maps_to_its_class(code: str, expected: type[ApiError]) -> None:
+    """Every API 3.0 ``Error.Code`` of decisions.md's table maps to exactly its class."""
+    assert errors.class_for_code(code) is expected
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "RequestLimitExceeded",
+        "RequestLimitExceeded.UinLimitExceeded",
+        "RequestLimitExceeded.GlobalRegionUinLimitExceeded",
+        "RequestLimitExceeded.IPLimitExceeded",
+        "LimitExceeded.ActionLimited",
+    ],
+)
+def test_throttle_codes_and_sub_codes_are_throttles(code: str) -> None:
+    """``RequestLimitExceeded``, its sub-codes and ``LimitExceeded.ActionLimited`` are throttles (D7)."""
+    assert errors.class_for_code(code) is ThrottledError
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("AuthFailure.TokenFailure", AuthError),
+        ("InternalError.ModuleError", ServerError),
+        ("InvalidParameter.Coexist", InvalidParameterError),
+        ("InvalidParameterValue.Range", InvalidParameterError),
+        ("InvalidVpc.NotFound.Extra", VpcNotFoundError),
+    ],
+)
+def test_unknown_sub_code_takes_its_longest_known_prefix(code: str, expected: type[ApiError]) -> None:
+    """A sub-code not in the table is classified by its longest known dotted prefix."""
+    assert errors.class_for_code(code) is expected
+
+
+def test_plain_limit_exceeded_is_not_a_throttle() -> None:
+    """``LimitExceeded`` (a quota, not a rate) is not a throttle: only its ``ActionLimited`` sub-code is."""
+    assert errors.class_for_code("LimitExceeded") is ApiError
+    assert errors.class_for_code("LimitExceeded.Quota") is ApiError
+
+
+@pytest.mark.parametrize(
+    ("numeric", "expected"),
+    [
+        (4000, InvalidParameterError),
+        (4100, SignatureError),
+        (4104, SecretIdNotFoundError),
+        (4400, ThrottledError),
+        (4500, ReplayError),
+        (5000, NotFoundError),
+        (5100, MutexError),
+        (6000, ServerError),
+    ],
+)
+def test_numeric_code_decides_only_when_code_desc_is_unknown(numeric: int, expected: type[ApiError]) -> None:
+    """An unknown or missing ``codeDesc`` falls back to the numeric API 2.0 code."""
+    assert errors.class_for_code("SomethingNew.Unheard", numeric) is expected
+    assert errors.class_for_code(str(numeric), numeric) is expected
+
+
+def test_known_code_desc_beats_the_numeric_code() -> None:
+    """A known ``codeDesc`` wins over a numeric code that would mean something else."""
+    assert errors.class_for_code("InvalidVpc.NotFound", 4400) is VpcNotFoundError
+    assert errors.class_for_code("RequestLimitExceeded", 5000) is ThrottledError
+
+
+@pytest.mark.parametrize(
+    ("code", "numeric"),
+    [("TotallyUnknown", None), ("Totally.Unknown.Code", 9999), ("", None), ("", 1), ("...", 12345)],
+)
+def test_unknown_code_becomes_plain_api_error(code: str, numeric: int | None) -> None:
+    """An unknown code gives a plain ``ApiError`` that keeps the code and message, never a crash."""
+    assert errors.class_for_code(code, numeric) is ApiError
+    exc = errors.api_error(code, "odd", numeric=numeric, action="X")
+    assert type(exc) is ApiError
+    assert (exc.code, exc.message, exc.action) == (code, "odd", "X")
+
+
+def test_api_error_carries_action_code_message_and_ids() -> None:
+    """``api_error`` builds the typed error with its action, code, message, request id and task id."""
+    exc = errors.api_error(
+        "ActionLocked",
+        "busy",
+        numeric=5100,
+        action="UnassignPrivateIpAddresses",
+        request_id="r-1",
+        task_id="7",
+    )
+    assert isinstance(exc, MutexError)
+    assert (exc.code, exc.message, exc.action, exc.request_id, exc.task_id) == (
+        "ActionLocked",
+        "busy",
+        "UnassignPrivateIpAddresses",
+        "r-1",
+        "7",
+    )
+    assert str(exc) == "UnassignPrivateIpAddresses failed: ActionLocked: busy (request id r-1)"
+
+
+def test_api_error_without_message_or_action_renders_the_code() -> None:
+    """An error with neither message nor action reads as its bare code."""
+    assert str(ApiError("InternalError", "")) == "InternalError"
+
+
+# -- the throttle message (D6) -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "limit"),
+    [
+        (THROTTLE_MESSAGE, 20),
+        ("request times equals to 101 in a second, which exceeds the frequency limit 100", 100),
+        ("Requests over the frequency limit 7.", 7),
+        ("too many requests", None),
+        ("", None),
+    ],
+)
+def test_throttled_error_reads_the_limit_from_the_message(message: str, limit: int | None) -> None:
+    """``ThrottledError.limit`` is the limit stated in Tencent's throttle message, or ``None``."""
+    assert ThrottledError("RequestLimitExceeded", message).limit == limit
+
+
+# -- the retry table ---------------------------------------------------------------------------------------
+
+
+def _sample(cls: type[BaseException]) -> BaseException:
+    """One instance of ``cls``, built with whatever arguments its constructor wants."""
+    if issubclass(cls, ApiError):
+        return cls("Code", "message")
+    if issubclass(cls, InputError):
+        return cls("field", "value", "reason")
+    if issubclass(cls, TransportError):
+        return cls("message")
+    if cls is OutcomeUnknownError:
+        return OutcomeUnknownError(
+            "A", "vpc-7t9nf3pu", "eni-m6dyj72l", ["10.0.0.2"], ConnectionLostError("x")
+        )
+    if cls is TaskTimeoutError:
+        return TaskTimeoutError("1", "RUNNING", 1.0)
+    if cls is TaskFailedError:
+        return TaskFailedError("1")
+    return cls("message")
+
+
+# (class, retried for a read-only call, retried for a mutating call)
+RETRY_TABLE = [
+    (ConnectError, True, True),
+    (ThrottledError, True, True),
+    (ConnectionLostError, True, False),
+    (ProtocolError, True, False),
+    (ServerError, True, False),
+    (TransportError, False, False),
+    (ApiError, False, False),
+    (AuthError, False, False),
+    (SignatureError, False, False),
+    (SecretIdNotFoundError, False, False),
+    (ReplayError, False, False),
+    (InvalidParameterError, False, False),
+    (InvalidActionError, False, False),
+    (NotFoundError, False, False),
+    (VpcNotFoundError, False, False),
+    (EniNotFoundError, False, False),
+    (IpNotOnEniError, False, False),
+    (TaskNotFoundError, False, False),
+    (PrimaryIpError, False, False),
+    (MutexError, False, False),
+    (InputError, False, False),
+    (ConfigError, False, False),
+    (OutcomeUnknownError, False, False),
+    (TaskTimeoutError, False, False),
+    (TaskFailedError, False, False),
+    (ValueError, False, False),
+    (TimeoutError, False, False),
+    (KeyError, False, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "read_only", "mutating"), RETRY_TABLE, ids=[row[0].__name__ for row in RETRY_TABLE]
+)
+def test_retry_table(cls: type[BaseException], read_only: bool, mutating: bool) -> None:
+    """Read-only calls retry transient faults; mutating calls retry only faults that surely had no effect."""
+    exc = _sample(cls)
+    assert retryable(mutating=False)(exc) is read_only
+    assert retryable(mutating=True)(exc) is mutating
+
+
+@pytest.mark.parametrize(
+    ("cls", "read_only", "mutating"), RETRY_TABLE[:5], ids=[row[0].__name__ for row in RETRY_TABLE[:5]]
+)
+def test_retry_flags_are_class_attributes(cls: type[EniAsyncError], read_only: bool, mutating: bool) -> None:
+    """The retried classes say so through their ``transient`` and ``no_effect`` flags."""
+    assert (cls.transient, cls.no_effect) == (read_only, mutating)
+
+
+def test_mutex_error_had_no_effect_but_is_not_transient() -> None:
+    """A mutex answer changed nothing, yet it is not retried blindly: the running task must end first."""
+    assert (MutexError.transient, MutexError.no_effect) == (False, True)
+
+
+# -- the tree ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "bases"),
+    [
+        (InputError, (EniAsyncError, ValueError)),
+        (ConfigError, (InputError, ValueError)),
+        (ConnectError, (TransportError,)),
+        (ConnectionLostError, (TransportError,)),
+        (ProtocolError, (TransportError,)),
+        (TaskTimeoutError, (EniAsyncError, TimeoutError)),
+        (SignatureError, (AuthError, ApiError)),
+        (SecretIdNotFoundError, (AuthError,)),
+        (ReplayError, (AuthError,)),
+        (VpcNotFoundError, (NotFoundError,)),
+        (EniNotFoundError, (NotFoundError,)),
+        (IpNotOnEniError, (NotFoundError,)),
+        (TaskNotFoundError, (NotFoundError,)),
+        (ThrottledError, (ApiError,)),
+        (ServerError, (ApiError,)),
+        (ApiError, (EniAsyncError,)),
+        (OutcomeUnknownError, (EniAsyncError,)),
+        (TaskFailedError, (EniAsyncError,)),
+    ],
+)
+def test_exception_tree(cls: type[BaseException], bases: tuple[type[BaseException], ...]) -> None:
+    """Each class sits where the docstring of ``errors`` draws it, inheriting builtins where it helps."""
+    for base in bases:
+        assert issubclass(cls, base)
+
+
+def test_every_mapped_class_is_an_api_error() -> None:
+    """Both code tables map only onto ``ApiError`` subclasses."""
+    classes = [*errors.CODE_CLASSES.values(), *errors.V2_NUMERIC_CLASSES.values()]
+    assert all(issubclass(cls, ApiError) for cls in classes)
+
+
+def test_task_timeout_error_carries_task_id_status_and_wait() -> None:
+    """``TaskTimeoutError`` keeps the task id, its last status and how long was waited, and says so."""
+    exc = TaskTimeoutError("16284", "RUNNING", 600.04)
+    assert (exc.task_id, exc.last_status, exc.waited) == ("16284", "RUNNING", 600.04)
+    assert str(exc) == "task 16284 still RUNNING after 600.0s (poll deadline passed)"
+
+
+def test_outcome_unknown_error_carries_what_was_sent() -> None:
+    """``OutcomeUnknownError`` keeps the action, ids, IPs, cause and the cause's request id."""
+    cause = ProtocolError("HTTP 502", status=502, request_id="r-9")
+    exc = OutcomeUnknownError(
+        "UnassignPrivateIpAddresses", "vpc-7t9nf3pu", "eni-m6dyj72l", ["10.0.0.2"], cause
+    )
+    assert (exc.vpc_id, exc.eni_id, exc.ips, exc.cause, exc.request_id) == (
+        "vpc-7t9nf3pu",
+        "eni-m6dyj72l",
+        ("10.0.0.2",),
+        cause,
+        "r-9",
+    )
+    assert "outcome unknown" in str(exc)
+    assert "eni-m6dyj72l" in str(exc)
+
+
+# -- error_code / error_info -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (ThrottledError("RequestLimitExceeded", THROTTLE_MESSAGE), "RequestLimitExceeded"),
+        (ApiError("Weird.Code", "x"), "Weird.Code"),
+        (InputError("ips", [], "empty"), "InvalidInput"),
+        (ConfigError("region", "", "empty"), "InvalidConfig"),
+        (ConnectError("refused"), "ConnectFailed"),
+        (ConnectionLostError("reset"), "ConnectionLost"),
+        (ProtocolError("HTTP 502", status=502), "BadAnswer"),
+        (TransportError("other"), "Error"),
+        (TaskTimeoutError("1", "RUNNING", 1.0), "TaskTimeout"),
+        (TaskFailedError("1"), "TaskFailed"),
+        (OutcomeUnknownError("A", "vpc-7t9nf3pu", "eni-m6dyj72l", [], ConnectError("x")), "OutcomeUnknown"),
+        (EniAsyncError("bare"), "Error"),
+        (KeyError("bug"), "InternalBug"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_error_code(exc: BaseException, code: str) -> None:
+    """``error_code`` reports the API's code, a local code for our own errors, ``InternalBug`` otherwise."""
+    assert errors.error_code(exc) == code
+
+
+def test_error_info_adds_a_missing_request_id() -> None:
+    """``error_info`` gives code and message, adding the request id when the message lacks it."""
+    info = errors.error_info(ProtocolError("DescribeVpcTaskResult: HTTP 502", status=502, request_id="r-2"))
+    assert info == {"code": "BadAnswer", "message": "DescribeVpcTaskResult: HTTP 502 (request id r-2)"}
+
+
+def test_error_info_does_not_repeat_the_request_id() -> None:
+    """An API error whose message already names the request id keeps a single mention of it."""
+    info = errors.error_info(ApiError("InternalError", "boom", request_id="r-3"))
+    assert info == {"code": "InternalError", "message": "InternalError: boom (request id r-3)"}
+    assert info["message"].count("r-3") == 1
+
+
+# -- secrets -----------------------------------------------------------------------------------------------
+
+
+def test_credentials_repr_hides_key_and_token() -> None:
+    """``repr(Credentials)`` shows the SecretId but neither the key nor the token."""
+    text = repr(Credentials(SECRET_ID, SECRET_KEY, TOKEN))
+    assert SECRET_ID in text
+    assert SECRET_KEY not in text
+    assert TOKEN not in text
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"TENCENTCLOUD_SECRET_KEY": SECRET_KEY, "TENCENTCLOUD_TOKEN": TOKEN},
+        {"TENCENTCLOUD_SECRET_ID": SECRET_ID, "TENCENTCLOUD_TOKEN": TOKEN},
+    ],
+)
+def test_credential_errors_never_show_a_secret(environ: dict[str, str]) -> None:
+    """A half-set key pair is an error whose message, args and repr hold neither key nor token."""
+    with pytest.raises(ConfigError) as info:
+        load_credentials(environ=environ)
+    shown = " ".join([str(info.value), repr(info.value), repr(info.value.args), repr(info.value.value)])
+    assert SECRET_KEY not in shown
+    assert TOKEN not in shown
+
+
+def test_signed_request_and_context_reprs_hide_secrets() -> None:
+    """Neither a ``SignContext`` nor a signed ``HttpRequest`` shows the key, token or signature in its repr."""
+    ctx = SignContext(
+        credentials=Credentials(SECRET_ID, SECRET_KEY, TOKEN),
+        endpoint="https://vpc.api.qcloud.com",
+        region="gz",
+        timestamp=1465185768,
+        nonce=11886,
+    )
+    request = V2Dialect().build_task_query(ctx, "16284")
+    text = repr(ctx) + repr(request)
+    assert SECRET_KEY not in text
+    assert TOKEN not in text
+    assert "Signature" not in text

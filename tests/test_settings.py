@@ -1,0 +1,395 @@
+"""Settings come from code defaults, a TOML file and arguments; credentials from the environment or a file."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eni_async.credentials import load_credentials
+from eni_async.errors import ConfigError
+from eni_async.models import Credentials
+from eni_async.policy import PollPolicy, RetryPolicy
+from eni_async.settings import CONFIG_ENV, RateLimits, Settings, Timeouts, from_mapping, load_settings
+
+CONFIG_FILE = Path(__file__).resolve().parent.parent / "config" / "eni-async.toml"
+SECRET_ID = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3gnPhESA"
+SECRET_KEY = "Gu5t9xGARNpq86cd98joQYCN3Cozk1qA"
+TOKEN = "session-token-xyz"
+
+
+def _write(tmp_path: Path, text: str, name: str = "settings.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# -- defaults and the documented file ----------------------------------------------------------------------
+
+
+def test_documented_file_equals_the_defaults_in_code() -> None:
+    """``config/eni-async.toml`` lists every setting with exactly the default the code uses."""
+    documented = tomllib.loads(CONFIG_FILE.read_text(encoding="utf-8"))
+    assert documented == dataclasses.asdict(Settings())
+
+
+def test_loading_the_documented_file_changes_nothing() -> None:
+    """Loading the documented file gives the default settings."""
+    assert load_settings(CONFIG_FILE, environ={}) == Settings()
+
+
+def test_no_file_gives_the_defaults() -> None:
+    """Without a path or ``ENI_ASYNC_CONFIG`` the settings are the defaults."""
+    assert load_settings(environ={}) == Settings()
+
+
+def test_defaults_follow_decisions_d8() -> None:
+    """The default rate limits are D8's: 100/s for the mutating calls and describe, 20/s for task queries."""
+    assert Settings().rate_limits.by_action() == {
+        "UnassignPrivateIpAddresses": 100,
+        "DescribeVpcTaskResult": 20,
+        "DescribeNetworkInterfaces": 100,
+        "AssignPrivateIpAddresses": 100,
+    }
+
+
+# -- files, environment and overrides ----------------------------------------------------------------------
+
+
+def test_file_overrides_defaults_and_keeps_the_rest(tmp_path: Path) -> None:
+    """Keys in the file replace the defaults; keys left out keep them, within sections too."""
+    path = _write(
+        tmp_path,
+        'region = "ap-shanghai"\nendpoint = "http://127.0.0.1:8080"\n'
+        "[rate_limits]\ntask_query = 5\n[poll]\ntimeout = 30\nadaptive = false\n",
+    )
+    settings = load_settings(path, environ={})
+    assert settings == dataclasses.replace(
+        Settings(),
+        region="ap-shanghai",
+        endpoint="http://127.0.0.1:8080",
+        rate_limits=RateLimits(task_query=5),
+        poll=PollPolicy(timeout=30.0, adaptive=False),
+    )
+    assert isinstance(settings.poll.timeout, float)
+
+
+def test_config_file_from_the_environ_argument(tmp_path: Path) -> None:
+    """``ENI_ASYNC_CONFIG`` in the given environ names the file to read."""
+    path = _write(tmp_path, 'region = "ap-beijing"\n')
+    assert load_settings(environ={CONFIG_ENV: str(path)}).region == "ap-beijing"
+
+
+def test_explicit_path_beats_the_environment(tmp_path: Path) -> None:
+    """A path given as an argument wins over ``ENI_ASYNC_CONFIG``."""
+    from_env = _write(tmp_path, 'region = "ap-beijing"\n', "env.toml")
+    given = _write(tmp_path, 'region = "ap-chengdu"\n', "given.toml")
+    assert load_settings(given, environ={CONFIG_ENV: str(from_env)}).region == "ap-chengdu"
+
+
+def test_empty_environment_variable_means_no_file() -> None:
+    """An empty ``ENI_ASYNC_CONFIG`` reads no file."""
+    assert load_settings(environ={CONFIG_ENV: ""}) == Settings()
+
+
+def test_overrides_beat_the_file(tmp_path: Path) -> None:
+    """Arguments override the file, key by key, within sections too."""
+    path = _write(tmp_path, 'region = "ap-shanghai"\n[poll]\ntimeout = 30.0\nfirst = 2.0\n')
+    settings = load_settings(path, environ={}, overrides={"region": "ap-beijing", "poll": {"timeout": 5.0}})
+    assert settings.region == "ap-beijing"
+    assert settings.poll == PollPolicy(timeout=5.0, first=2.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('regoin = "gz"\n', "regoin"),
+        ("[timeouts]\nconect = 1.0\n", "timeouts.conect"),
+        ("[rate_limits]\nUnassignPrivateIpAddresses = 10\n", "rate_limits.UnassignPrivateIpAddresses"),
+        ("[poll]\nfirst = 1.0\nlast = 2.0\n", "poll.last"),
+        ("[retry]\ntries = 3\n", "retry.tries"),
+        ("[credentials]\nsecret_id = 'x'\n", "credentials"),
+    ],
+)
+def test_unknown_key_is_an_error_naming_it(tmp_path: Path, text: str, key: str) -> None:
+    """An unknown top-level or section key is a ``ConfigError`` that names the key."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, text), environ={})
+    assert info.value.field == key
+    assert key in str(info.value)
+
+
+def test_unknown_override_is_an_error_naming_it() -> None:
+    """An unknown key among the overrides is a ``ConfigError`` too."""
+    with pytest.raises(ConfigError, match="bogus"):
+        load_settings(environ={}, overrides={"bogus": 1})
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"region": 5}, "region"),
+        ({"endpoint": ["https://a"]}, "endpoint"),
+        ({"verify_tls": "yes"}, "verify_tls"),
+        ({"verify_tls": 1}, "verify_tls"),
+        ({"concurrency": 1.5}, "concurrency"),
+        ({"concurrency": "64"}, "concurrency"),
+        ({"concurrency": True}, "concurrency"),
+        ({"timeouts": 5}, "timeouts"),
+        ({"timeouts": {"connect": "5"}}, "timeouts.connect"),
+        ({"timeouts": {"read": True}}, "timeouts.read"),
+        ({"rate_limits": {"task_query": 20.5}}, "rate_limits.task_query"),
+        ({"retry": {"attempts": 3.0}}, "retry.attempts"),
+        ({"poll": {"adaptive": 1}}, "poll.adaptive"),
+        ({"poll": {"timeout": "600"}}, "poll.timeout"),
+    ],
+)
+def test_wrong_type_is_an_error_naming_the_key(data: dict[str, Any], key: str) -> None:
+    """A value of the wrong type (booleans are not numbers, numbers not strings) names its key."""
+    with pytest.raises(ConfigError) as info:
+        from_mapping(data)
+    assert info.value.field == key
+
+
+def test_integer_is_accepted_for_a_float_setting() -> None:
+    """TOML integers are fine where a float is expected, and become floats."""
+    settings = from_mapping({"timeouts": {"connect": 2}})
+    assert settings.timeouts == Timeouts(connect=2.0)
+    assert type(settings.timeouts.connect) is float
+
+
+BAD_VALUES: list[tuple[dict[str, Any], str]] = [
+    ({"endpoint": "https://vpc.api.qcloud.com/v2/index.php"}, "endpoint"),
+    ({"endpoint": "ftp://vpc.api.qcloud.com"}, "endpoint"),
+    ({"endpoint": "vpc.api.qcloud.com"}, "endpoint"),
+    ({"endpoint": "https://"}, "endpoint"),
+    ({"endpoint": "https://vpc.api.qcloud.com:99999"}, "endpoint"),
+    ({"endpoint": "https://vpc.api.qcloud.com:abc"}, "endpoint"),
+    ({"endpoint": "https://vpc.api.qcloud.com?x=1"}, "endpoint"),
+    ({"endpoint": "https://vpc.api.qcloud.com#frag"}, "endpoint"),
+    ({"endpoint": "https://user:pw@vpc.api.qcloud.com"}, "endpoint"),
+    ({"dialect": "v1"}, "dialect"),
+    ({"dialect": "V2"}, "dialect"),
+    ({"sign_method": "HmacSHA512"}, "sign_method"),
+    ({"sign_method": "hmacsha256"}, "sign_method"),
+    ({"proxy": "socks5://127.0.0.1:1080"}, "proxy"),
+    ({"region": ""}, "region"),
+    ({"concurrency": 0}, "concurrency"),
+    ({"timeouts": {"connect": 0.0}}, "timeouts.connect"),
+    ({"timeouts": {"total": -1.0}}, "timeouts.total"),
+    ({"rate_limits": {"task_query": 0}}, "rate_limits.task_query"),
+    ({"rate_limits": {"unassign": -5}}, "rate_limits.unassign"),
+    ({"retry": {"attempts": 0}}, "retry.attempts"),
+    ({"retry": {"deadline": 0.0}}, "retry.deadline"),
+    ({"retry": {"initial": -1.0}}, "retry.initial"),
+    ({"poll": {"timeout": -600.0}}, "poll.timeout"),
+    ({"poll": {"maximum": 0.0}}, "poll.maximum"),
+    ({"poll": {"initial": -0.5}}, "poll.initial"),
+]
+
+
+@pytest.mark.parametrize(("data", "key"), BAD_VALUES, ids=[repr(data) for data, _ in BAD_VALUES])
+def test_bad_value_is_an_error_naming_the_key(data: dict[str, Any], key: str) -> None:
+    """Bad endpoints, dialects, sign methods, proxies and non-positive numbers are errors naming the key."""
+    with pytest.raises(ConfigError) as info:
+        from_mapping(data)
+    assert info.value.field == key
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://vpc.api.qcloud.com",
+        "https://vpc.api.qcloud.com/",
+        "http://127.0.0.1:8080",
+        "http://[::1]:9000",
+    ],
+)
+def test_good_endpoints_are_accepted(endpoint: str) -> None:
+    """``scheme://host[:port]`` with http or https, and an optional trailing slash, is a valid endpoint."""
+    assert from_mapping({"endpoint": endpoint}).endpoint == endpoint
+
+
+def test_bad_value_in_a_file_is_an_error(tmp_path: Path) -> None:
+    """The checks apply to values read from a file, not only to arguments."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, 'endpoint = "ftp://x"\n'), environ={})
+    assert info.value.field == "endpoint"
+
+
+@pytest.mark.parametrize(
+    ("name", "content"), [("missing.toml", None), ("broken.toml", "region = \n"), ("binary.toml", "\udcff")]
+)
+def test_unreadable_file_is_a_config_error(tmp_path: Path, name: str, content: str | None) -> None:
+    """A missing file, bad TOML or bad UTF-8 is a ``ConfigError`` about the config file."""
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content.encode("utf-8", "surrogateescape"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert info.value.field == "config"
+
+
+@pytest.mark.parametrize(
+    ("dialect", "endpoint", "resolved"),
+    [
+        ("v2", "", "https://vpc.api.qcloud.com"),
+        ("v3", "", "https://vpc.tencentcloudapi.com"),
+        ("v2", "http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+        ("v3", "https://vpc.intl.tencentcloudapi.com", "https://vpc.intl.tencentcloudapi.com"),
+    ],
+)
+def test_resolved_endpoint(dialect: str, endpoint: str, resolved: str) -> None:
+    """The endpoint used is the configured one without a trailing slash, or the dialect's documented one."""
+    assert Settings(dialect=dialect, endpoint=endpoint).resolved_endpoint == resolved
+
+
+def test_settings_are_frozen() -> None:
+    """A ``Settings`` value cannot be changed in place."""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().region = "x"  # type: ignore[misc]
+
+
+def test_direct_construction_is_checked() -> None:
+    """Building ``Settings`` directly runs the same checks as loading it."""
+    with pytest.raises(ConfigError):
+        Settings(retry=RetryPolicy(attempts=0))
+
+
+# -- credentials -------------------------------------------------------------------------------------------
+
+
+def test_credentials_from_environment() -> None:
+    """``TENCENTCLOUD_SECRET_ID``/``_SECRET_KEY``/``_TOKEN`` give the credentials."""
+    environ = {
+        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
+        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
+        "TENCENTCLOUD_TOKEN": TOKEN,
+    }
+    assert load_credentials(environ=environ) == Credentials(SECRET_ID, SECRET_KEY, TOKEN)
+
+
+def test_security_token_is_the_fallback() -> None:
+    """``TENCENTCLOUD_SECURITY_TOKEN`` is used when ``TENCENTCLOUD_TOKEN`` is not set."""
+    environ = {
+        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
+        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
+        "TENCENTCLOUD_SECURITY_TOKEN": "sts",
+    }
+    assert load_credentials(environ=environ).token == "sts"
+
+
+def test_token_beats_security_token() -> None:
+    """``TENCENTCLOUD_TOKEN`` wins when both token variables are set."""
+    environ = {
+        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
+        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
+        "TENCENTCLOUD_TOKEN": TOKEN,
+        "TENCENTCLOUD_SECURITY_TOKEN": "sts",
+    }
+    assert load_credentials(environ=environ).token == TOKEN
+
+
+def test_no_token_is_none() -> None:
+    """Without a token variable the token is ``None``, not an empty string."""
+    environ = {"TENCENTCLOUD_SECRET_ID": SECRET_ID, "TENCENTCLOUD_SECRET_KEY": SECRET_KEY}
+    assert load_credentials(environ=environ).token is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "missing"),
+    [
+        ({"TENCENTCLOUD_SECRET_ID": SECRET_ID}, "TENCENTCLOUD_SECRET_KEY"),
+        ({"TENCENTCLOUD_SECRET_KEY": SECRET_KEY}, "TENCENTCLOUD_SECRET_ID"),
+        ({"TENCENTCLOUD_SECRET_ID": SECRET_ID, "TENCENTCLOUD_SECRET_KEY": ""}, "TENCENTCLOUD_SECRET_KEY"),
+    ],
+)
+def test_half_a_key_pair_is_an_error(tmp_path: Path, environ: dict[str, str], missing: str) -> None:
+    """Only one of the pair in the environment is a ``ConfigError`` naming the other, even if a file exists."""
+    file = _write(tmp_path, f"[default]\nsecret_id = {SECRET_ID}\nsecret_key = {SECRET_KEY}\n", "credentials")
+    with pytest.raises(ConfigError) as info:
+        load_credentials(environ=environ, file=file)
+    assert info.value.field == missing
+
+
+def test_environment_beats_the_file(tmp_path: Path) -> None:
+    """Credentials in the environment win over the credentials file."""
+    file = _write(tmp_path, "[default]\nsecret_id = AKIDfile\nsecret_key = filekey\n", "credentials")
+    environ = {"TENCENTCLOUD_SECRET_ID": SECRET_ID, "TENCENTCLOUD_SECRET_KEY": SECRET_KEY}
+    assert load_credentials(environ=environ, file=file).secret_id == SECRET_ID
+
+
+CREDENTIALS_TEXT = f"""\
+[default]
+secret_id = {SECRET_ID}
+secret_key = {SECRET_KEY}
+
+[staging]
+secret_id = AKIDstaging
+secret_key = stagingkey%with%percent
+token = {TOKEN}
+"""
+
+
+def test_credentials_file_default_profile(tmp_path: Path) -> None:
+    """Without environment keys the ``[default]`` profile of the credentials file is used."""
+    file = _write(tmp_path, CREDENTIALS_TEXT, "credentials")
+    assert load_credentials(environ={}, file=file) == Credentials(SECRET_ID, SECRET_KEY, None)
+
+
+def test_credentials_file_named_profile(tmp_path: Path) -> None:
+    """A named profile reads its own section, token included, with no ``%`` interpolation."""
+    file = _write(tmp_path, CREDENTIALS_TEXT, "credentials")
+    assert load_credentials("staging", environ={}, file=file) == Credentials(
+        "AKIDstaging", "stagingkey%with%percent", TOKEN
+    )
+
+
+def test_missing_profile_is_an_error(tmp_path: Path) -> None:
+    """A profile the file does not have is a ``ConfigError`` naming it."""
+    file = _write(tmp_path, CREDENTIALS_TEXT, "credentials")
+    with pytest.raises(ConfigError) as info:
+        load_credentials("prod", environ={}, file=file)
+    assert (info.value.field, info.value.value) == ("profile", "prod")
+
+
+def test_missing_credentials_file_is_an_error(tmp_path: Path) -> None:
+    """No environment keys and no credentials file is a ``ConfigError``."""
+    with pytest.raises(ConfigError, match="credentials"):
+        load_credentials(environ={}, file=tmp_path / "nope")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"[default]\nsecret_id = {SECRET_ID}\n",
+        f"[default]\nsecret_key = {SECRET_KEY}\n",
+        f"[default]\nsecret_id = \nsecret_key = {SECRET_KEY}\ntoken = {TOKEN}\n",
+        f"secret_id = {SECRET_ID}\nsecret_key = {SECRET_KEY}\n",
+        f"[default]\nsecret_key = {SECRET_KEY}\n[default]\n",
+    ],
+    ids=["no-key", "no-id", "empty-id", "no-section", "duplicate-section"],
+)
+def test_incomplete_or_broken_credentials_file_is_an_error(tmp_path: Path, text: str) -> None:
+    """A profile without both keys, or a file that is not INI, is a ``ConfigError`` that shows no secret."""
+    file = _write(tmp_path, text, "credentials")
+    with pytest.raises(ConfigError) as info:
+        load_credentials(environ={}, file=file)
+    shown = f"{info.value} {info.value!r} {info.value.args!r} {info.value.value!r} {info.value.__cause__!r}"
+    assert SECRET_KEY not in shown
+    assert TOKEN not in shown
+
+
+def test_credentials_repr_never_shows_key_or_token(tmp_path: Path) -> None:
+    """The repr and str of loaded credentials show neither the secret key nor the token."""
+    file = _write(tmp_path, CREDENTIALS_TEXT, "credentials")
+    for credentials in (
+        load_credentials("staging", environ={}, file=file),
+        Credentials(SECRET_ID, SECRET_KEY, TOKEN),
+    ):
+        for text in (repr(credentials), str(credentials), f"{credentials!r}"):
+            assert credentials.secret_key not in text
+            assert TOKEN not in text

@@ -1,0 +1,250 @@
+"""Rate budgets let at most N calls through per second, in order, slow down on throttles and recover."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from eni_async.clock import FakeClock
+from eni_async.throttle import Budgets, RateBudget
+
+
+async def _acquire_times(budget: RateBudget, clock: FakeClock, count: int) -> list[float]:
+    """Acquire ``count`` slots one after another and return the fake time of each."""
+    times = []
+    for _ in range(count):
+        await budget.acquire()
+        times.append(clock.monotonic())
+    return times
+
+
+def _max_in_any_window(times: list[float], period: float = 1.0) -> int:
+    """The most acquisitions found in any half-open window ``[t, t + period)`` starting at an acquisition."""
+    return max(sum(1 for u in times if t <= u < t + period) for t in times)
+
+
+async def test_full_budget_passes_at_once_then_waits_a_second() -> None:
+    """A budget of 20 lets 20 calls through at t=0 without sleeping, and the 21st only after 1 s."""
+    clock = FakeClock()
+    budget = RateBudget(20, clock)
+    assert await _acquire_times(budget, clock, 20) == [0.0] * 20
+    assert clock.sleeps == []
+    await budget.acquire()
+    assert 1.0 <= clock.monotonic() < 1.001
+    assert len(clock.sleeps) == 1
+
+
+@pytest.mark.parametrize("rate", [1, 5, 20, 100])
+async def test_never_more_than_rate_in_any_second(rate: int) -> None:
+    """Over 3 s of fake time, no 1-second window holds more than ``rate`` acquisitions."""
+    clock = FakeClock()
+    budget = RateBudget(rate, clock)
+    times = await _acquire_times(budget, clock, 3 * rate + 1)
+    assert times[-1] >= 3.0
+    assert _max_in_any_window(times) == rate
+    assert all(later - earlier >= 1.0 for earlier, later in zip(times, times[rate:], strict=False))
+
+
+async def test_budget_uses_the_whole_rate_every_second() -> None:
+    """A saturated budget of 20 serves 20 calls in each of the first three seconds, not fewer."""
+    clock = FakeClock()
+    times = await _acquire_times(RateBudget(20, clock), clock, 60)
+    per_second = [sum(1 for t in times if second <= t < second + 1) for second in range(3)]
+    assert per_second == [20, 20, 20]
+
+
+async def test_slots_free_up_as_the_window_slides() -> None:
+    """Calls spread over a second free their slots one by one, a second after each was taken."""
+    clock = FakeClock()
+    budget = RateBudget(2, clock)
+    await budget.acquire()
+    clock.advance(0.4)
+    await budget.acquire()
+    await budget.acquire()
+    assert 1.0 <= clock.monotonic() < 1.001
+    await budget.acquire()
+    assert 1.4 <= clock.monotonic() < 1.401
+
+
+async def test_concurrent_acquirers_are_served_in_order() -> None:
+    """Coroutines waiting on a full budget get their slots first come, first served."""
+    clock = FakeClock()
+    budget = RateBudget(5, clock)
+    served: list[tuple[int, float]] = []
+
+    async def worker(index: int) -> None:
+        await budget.acquire()
+        served.append((index, clock.monotonic()))
+
+    await asyncio.gather(*(worker(i) for i in range(17)))
+    assert [index for index, _ in served] == list(range(17))
+    assert _max_in_any_window([t for _, t in served]) == 5
+
+
+async def test_concurrent_acquirers_never_exceed_the_rate() -> None:
+    """Many coroutines sharing one budget stay within its rate together."""
+    clock = FakeClock()
+    budget = RateBudget(20, clock)
+    times: list[float] = []
+
+    async def worker() -> None:
+        for _ in range(5):
+            await budget.acquire()
+            times.append(clock.monotonic())
+
+    await asyncio.gather(*(worker() for _ in range(12)))
+    assert len(times) == 60
+    assert _max_in_any_window(times) <= 20
+
+
+def test_throttle_halves_the_rate() -> None:
+    """A throttle answer halves the rate, and one in a later period halves it again."""
+    clock = FakeClock()
+    budget = RateBudget(20, clock)
+    budget.on_throttled()
+    assert budget.rate == 10
+    clock.advance(0.5)
+    budget.on_throttled()
+    assert budget.rate == 10, "throttles within one period are one signal"
+    clock.advance(0.6)
+    budget.on_throttled()
+    assert budget.rate == 5
+    assert budget.throttles == 3
+
+
+def test_throttle_never_goes_below_one() -> None:
+    """Halving never takes the rate below one call per period."""
+    clock = FakeClock()
+    budget = RateBudget(1, clock)
+    for _ in range(3):
+        budget.on_throttled()
+        clock.advance(1.0)
+    assert budget.rate == 1
+
+
+@pytest.mark.parametrize(
+    ("configured", "stated", "rate", "ceiling"),
+    [
+        (100, 20, 20, 20),
+        (100, 80, 50, 80),
+        (20, 8, 8, 8),
+        (20, 100, 10, 20),
+        (20, 0, 10, 20),
+    ],
+)
+def test_throttle_respects_a_stated_limit(configured: int, stated: int, rate: int, ceiling: int) -> None:
+    """A limit the server states caps the rate and the ceiling, but never raises them above the configuration."""
+    budget = RateBudget(configured, FakeClock())
+    budget.on_throttled(stated)
+    assert (budget.rate, budget.ceiling) == (rate, ceiling)
+
+
+async def test_halved_rate_applies_to_the_next_window() -> None:
+    """After a throttle, the next second lets through only the halved rate."""
+    clock = FakeClock()
+    budget = RateBudget(20, clock)
+    await _acquire_times(budget, clock, 20)
+    clock.advance(0.5)
+    budget.on_throttled()
+    times = await _acquire_times(budget, clock, 10)
+    assert all(1.0 <= t < 1.001 for t in times)
+    await budget.acquire()
+    assert clock.monotonic() >= 2.0
+
+
+async def test_recovery_adds_one_per_quiet_period() -> None:
+    """Each full quiet period after a throttle adds one back to the rate."""
+    clock = FakeClock()
+    budget = RateBudget(20, clock)
+    budget.on_throttled()
+    clock.advance(0.99)
+    await budget.acquire()
+    assert budget.rate == 10
+    clock.advance(0.01)
+    await budget.acquire()
+    assert budget.rate == 11
+    clock.advance(3.0)
+    await budget.acquire()
+    assert budget.rate == 14
+
+
+async def test_recovery_stops_at_the_configured_rate() -> None:
+    """Recovery never takes the rate above the configured rate."""
+    clock = FakeClock()
+    budget = RateBudget(20, clock)
+    budget.on_throttled()
+    clock.advance(1000.0)
+    await budget.acquire()
+    assert budget.rate == 20
+
+
+async def test_recovery_stops_at_a_stated_limit() -> None:
+    """After the server states a limit, recovery stops there, below the configured rate."""
+    clock = FakeClock()
+    budget = RateBudget(100, clock)
+    budget.on_throttled(20)
+    clock.advance(1.0)
+    budget.on_throttled()
+    assert budget.rate == 10
+    clock.advance(1000.0)
+    await budget.acquire()
+    assert budget.rate == 20
+
+
+async def test_recovery_counts_quiet_time_between_uneven_calls() -> None:
+    """Quiet time is not lost between calls that fall mid-period: 4.2 s without a throttle add back 4."""
+    clock = FakeClock()
+    budget = RateBudget(20, clock)
+    budget.on_throttled()
+    for _ in range(7):
+        clock.advance(0.6)
+        await budget.acquire()
+    assert clock.monotonic() == pytest.approx(4.2)
+    assert budget.rate == 14
+
+
+async def test_another_throttle_restarts_the_quiet_period() -> None:
+    """A second throttle halves again and recovery counts from it, not from the first."""
+    clock = FakeClock()
+    budget = RateBudget(40, clock)
+    budget.on_throttled()
+    clock.advance(1.1)
+    budget.on_throttled()
+    clock.advance(0.9)
+    await budget.acquire()
+    assert budget.rate == 10
+
+
+@pytest.mark.parametrize("rate", [0, -1])
+def test_rate_must_be_positive(rate: int) -> None:
+    """A budget of less than one call per period is refused."""
+    with pytest.raises(ValueError, match="at least 1"):
+        RateBudget(rate, FakeClock())
+
+
+def test_budgets_are_keyed_by_action() -> None:
+    """``Budgets`` holds one named budget per action at its own rate, the same object on every lookup."""
+    budgets = Budgets({"UnassignPrivateIpAddresses": 100, "DescribeVpcTaskResult": 20}, FakeClock())
+    unassign, query = budgets["UnassignPrivateIpAddresses"], budgets["DescribeVpcTaskResult"]
+    assert (unassign.name, unassign.rate) == ("UnassignPrivateIpAddresses", 100)
+    assert (query.name, query.rate) == ("DescribeVpcTaskResult", 20)
+    assert budgets["DescribeVpcTaskResult"] is query
+    assert unassign is not query
+
+
+def test_unknown_action_has_no_budget() -> None:
+    """Asking for an action without a budget is a ``KeyError``, not a silent unlimited budget."""
+    budgets = Budgets({"DescribeVpcTaskResult": 20}, FakeClock())
+    with pytest.raises(KeyError):
+        budgets["AssignPrivateIpAddresses"]
+
+
+async def test_budgets_are_independent() -> None:
+    """Exhausting one action's budget does not slow another action."""
+    clock = FakeClock()
+    budgets = Budgets({"A": 2, "B": 2}, clock)
+    await _acquire_times(budgets["A"], clock, 2)
+    budgets["A"].on_throttled()
+    assert await _acquire_times(budgets["B"], clock, 2) == [0.0, 0.0]
+    assert budgets["B"].rate == 2
