@@ -23,6 +23,8 @@ from eni_async.journal import Journal, JournalRecorder, Resumed, ResumePlan
 from eni_async.outcomes import NOT_ATTEMPTED, InvalidItem, Item, Outcome, as_item
 from eni_async.reconcile import finish_task, preflight, reconcile_in_doubt, release_item
 
+__all__ = ["Batch", "BatchStats", "release_item"]
+
 if TYPE_CHECKING:
     from eni_async.client import EniClient
 
@@ -101,9 +103,10 @@ class Batch:
     async def _stop(self) -> None:
         """Cancel the workers; what was in flight becomes ``unconfirmed`` (or not attempted)."""
         assert self._runner is not None
+        in_flight = list(self._active.values())  # workers forget their items as they unwind
         self._runner.cancel()
         await asyncio.gather(self._runner, return_exceptions=True)
-        for outcome in self._active.values():
+        for outcome in in_flight:
             if outcome.task_ids:
                 outcome.status = "failed"
                 outcome.error = {

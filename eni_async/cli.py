@@ -221,7 +221,7 @@ async def _run_unassign(args: argparse.Namespace) -> int:
         except EniAsyncError as exc:
             partial = getattr(exc, "result", None)
             task_ids = list(partial.task_ids) if partial else []
-            if isinstance(exc, TaskFailedError):
+            if isinstance(exc, TaskFailedError) and exc.task_id not in task_ids:
                 task_ids.append(exc.task_id)
             output.update(
                 status="failed",

@@ -35,10 +35,11 @@ def read_items(source: str) -> Iterator[Item | InvalidItem]:
         handle = path.open(encoding="utf-8", newline="")
     except OSError as exc:
         raise InputError("INPUT", source, f"cannot read: {exc.strerror or exc}") from None
-    if suffix == ".csv":
-        with handle:
+    with handle:
+        if suffix == ".csv":
             return iter(list(read_csv(handle, source)))
-    return _closing(read_jsonl(handle), handle)
+    # Checked readable above; reopened lazily so that an unstarted batch leaves no file open.
+    return _streamed(path)
 
 
 def count_lines(source: str) -> int | None:
@@ -52,9 +53,9 @@ def count_lines(source: str) -> int | None:
         return None
 
 
-def _closing(items: Iterator[Item | InvalidItem], handle: IO[str]) -> Iterator[Item | InvalidItem]:
-    with handle:
-        yield from items
+def _streamed(path: Path) -> Iterator[Item | InvalidItem]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        yield from read_jsonl(handle)
 
 
 def read_jsonl(stream: IO[str]) -> Iterator[Item | InvalidItem]:

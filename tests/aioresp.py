@@ -41,7 +41,7 @@ class Mocked:
 
     @property
     def requests(self) -> dict[Any, Any]:
-        return self.inner.requests  # type: ignore[no-any-return]
+        return self.inner.requests
 
 
 @contextmanager

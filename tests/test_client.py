@@ -9,8 +9,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from eni_async.clock import FakeClock
 from eni_async.client import EniClient
+from eni_async.clock import FakeClock
 from eni_async.errors import (
     ApiError,
     ConnectError,
@@ -76,7 +76,8 @@ async def test_submit_then_running_running_success(client: EniClient) -> None:
     assert result.released == ("10.0.0.2", "10.0.0.3")
     assert [b["Action"][0] for b in bodies] == ["UnassignPrivateIpAddresses"] + ["DescribeVpcTaskResult"] * 3
     assert bodies[0]["privateIpAddress.0"] == ["10.0.0.2"]
-    assert bodies[0]["vpcId"] == [VPC] and bodies[0]["networkInterfaceId"] == [ENI]
+    assert bodies[0]["vpcId"] == [VPC]
+    assert bodies[0]["networkInterfaceId"] == [ENI]
     assert all(b["taskId"] == ["16284"] for b in bodies[1:])
 
 
@@ -103,7 +104,9 @@ async def test_failed_task_raises_task_failed(client: EniClient) -> None:
         (9999, "SomethingNew.NobodyDocumented", ApiError),
     ],
 )
-async def test_business_errors_are_typed(client: EniClient, code: int, desc: str, cls: type[ApiError]) -> None:
+async def test_business_errors_are_typed(
+    client: EniClient, code: int, desc: str, cls: type[ApiError]
+) -> None:
     """Each business error of the submit becomes its class, with code and message, and is not retried."""
     with mocked() as m:
         m.post(URL, payload=err(code, desc, "nope"))

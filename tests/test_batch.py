@@ -1,0 +1,219 @@
+"""unassign_many against the in-process simulator: bounds, laziness, serialisation, failures, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from eni_async import batch as batch_module
+from eni_async.models import Credentials
+from eni_async.outcomes import Item, Outcome, check_against_truth
+from tests.batchhelpers import World, world
+
+
+async def collect(w: World, items: Any, **kwargs: Any) -> list[Outcome]:
+    return [outcome async for outcome in w.client.unassign_many(items, **kwargs)]
+
+
+def agree(w: World, outcomes: list[Outcome]) -> list[str]:
+    present = w.present()
+    return [p for o in outcomes for p in check_against_truth(o.to_json(), present)]
+
+
+async def test_every_ip_is_released_and_agrees_with_ground_truth() -> None:
+    """A batch over every seeded ENI succeeds item by item, and the simulator shows the IPs gone."""
+    async with world(enis=12) as w:
+        items = w.items()
+        outcomes = await collect(w, items, concurrency=4)
+        assert sorted(o.eni_id for o in outcomes) == sorted(i.eni_id for i in items)
+        assert all(o.status == "succeeded" for o in outcomes), [o.to_json() for o in outcomes]
+        assert all(not e["secondary_ips"] for e in w.sim.ground_truth()["enis"])
+        assert agree(w, outcomes) == []
+
+
+async def test_concurrency_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No more than ``concurrency`` items are worked on at once."""
+    active, peak = 0, 0
+    original = batch_module.release_item
+
+    async def counting(*args: Any, **kwargs: Any) -> Outcome:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            active -= 1
+
+    monkeypatch.setattr(batch_module, "release_item", counting)
+    async with world(enis=20) as w:
+        outcomes = await collect(w, w.items(), concurrency=3)
+    assert len(outcomes) == 20
+    assert peak == 3
+
+
+async def test_input_is_consumed_lazily() -> None:
+    """Items are pulled only as workers free up: after the first outcome, little more than the bound."""
+    async with world(enis=30) as w:
+        items = w.items()
+        pulled = 0
+
+        def source() -> Iterator[Item]:
+            nonlocal pulled
+            for item in items:
+                pulled += 1
+                yield item
+
+        batch = w.client.unassign_many(source(), concurrency=2)
+        seen = 0
+        async for _ in batch:
+            seen += 1
+            if seen == 1:
+                assert pulled <= 2 + 2
+        assert pulled == 30
+        assert seen == 30
+
+
+async def test_async_iterable_input() -> None:
+    """An async iterable of plain triples is accepted."""
+    async with world(enis=3) as w:
+        triples = [(i.vpc_id, i.eni_id, list(i.ips)) for i in w.items()]
+
+        async def source() -> Any:
+            for triple in triples:
+                yield triple
+
+        outcomes = await collect(w, source(), concurrency=2)
+    assert [o.status for o in outcomes] == ["succeeded"] * 3
+
+
+async def test_same_eni_twice_is_serialised_not_raced() -> None:
+    """Two items naming one ENI run one after the other and both succeed (no mutex error)."""
+    async with world(enis=1, ips_per_eni=6) as w:
+        (item,) = w.items()
+        first = Item(item.vpc_id, item.eni_id, item.ips[:3])
+        second = Item(item.vpc_id, item.eni_id, item.ips[3:])
+        outcomes = await collect(w, [first, second], concurrency=4)
+        stats = w.sim.stats()
+    assert [o.status for o in outcomes] == ["succeeded", "succeeded"]
+    assert all(o.attempts == 1 for o in outcomes)
+    assert stats["requests"]["UnassignPrivateIpAddresses"] == 2
+
+
+async def test_more_than_ten_ips_are_chunked() -> None:
+    """An ENI with 25 IPs is released in three tasks, all recorded in its outcome."""
+    async with world(enis=1, ips_per_eni=25) as w:
+        outcomes = await collect(w, w.items())
+    (outcome,) = outcomes
+    assert outcome.status == "succeeded"
+    assert len(outcome.task_ids) == 3
+    assert len(outcome.released) == 25
+
+
+async def test_one_failure_is_that_items_outcome() -> None:
+    """An ENI that does not exist fails alone; the other items succeed."""
+    async with world(enis=4) as w:
+        items = w.items()
+        ghost = Item(items[0].vpc_id, "eni-zzzzzzzz", ("10.9.9.9",))
+        outcomes = await collect(w, [*items[:2], ghost, *items[2:]], concurrency=2)
+        by_eni = {o.eni_id: o for o in outcomes}
+        assert by_eni["eni-zzzzzzzz"].status == "failed"
+        assert by_eni["eni-zzzzzzzz"].error is not None
+        assert by_eni["eni-zzzzzzzz"].error["code"] == "InvalidNetworkInterface.NotFound"
+        assert sum(o.status == "succeeded" for o in outcomes) == len(items)
+        assert agree(w, outcomes) == []
+
+
+async def test_invalid_item_is_its_own_outcome() -> None:
+    """A malformed item fails with InvalidInput naming the field, and the rest still run."""
+    async with world(enis=2) as w:
+        items = w.items()
+        bad = Item(items[0].vpc_id, "ENI-BAD", ("10.0.0.1",))
+        outcomes = await collect(w, [bad, *items])
+    statuses = {o.eni_id: o.status for o in outcomes}
+    assert statuses.pop("ENI-BAD") == "failed"
+    assert set(statuses.values()) == {"succeeded"}
+    bad_outcome = next(o for o in outcomes if o.eni_id == "ENI-BAD")
+    assert bad_outcome.error is not None
+    assert "eni_id" in bad_outcome.error["message"]
+
+
+async def test_auth_failure_ends_the_batch_early() -> None:
+    """With a wrong key, the first failures are AuthFailure and every later item is not_attempted."""
+    async with world(enis=20) as w:
+        wrong = Credentials(w.sim.credentials.secret_id, "not-the-key")
+        from eni_async.client import EniClient
+
+        async with EniClient(wrong, w.client.settings, clock=w.clock) as client:
+            outcomes = [o async for o in client.unassign_many(w.items(), concurrency=2)]
+        requests = sum(w.sim.stats()["requests"].values())
+    statuses = [o.status for o in outcomes]
+    assert len(outcomes) == 20
+    assert statuses.count("not_attempted") >= 17
+    failed = [o for o in outcomes if o.status == "failed"]
+    assert failed
+    assert all(o.error and o.error["code"] == "AuthFailure" for o in failed)
+    assert requests <= 3
+    assert all(e["secondary_ips"] for e in w.sim.ground_truth()["enis"])
+
+
+async def test_cancelling_reports_unconfirmed_and_leaks_nothing() -> None:
+    """Cancelling mid-batch stops submitting, lists submitted-but-unconfirmed items, and leaves no task."""
+    async with world(enis=30, task_latency=(5.0, 0.1)) as w:
+        batch = w.client.unassign_many(w.items(), concurrency=5)
+        got: list[Outcome] = []
+
+        async def consume() -> None:
+            async for outcome in batch:
+                got.append(outcome)
+
+        before = asyncio.all_tasks()
+        consumer = asyncio.create_task(consume())
+        for _ in range(500):
+            await asyncio.sleep(0)
+            if w.sim.stats()["requests"].get("UnassignPrivateIpAddresses", 0) >= 5:
+                break
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+        submitted_after = w.sim.stats()["requests"]["UnassignPrivateIpAddresses"]
+        await asyncio.sleep(0.05)
+        assert w.sim.stats()["requests"]["UnassignPrivateIpAddresses"] == submitted_after
+        ours = [t for t in asyncio.all_tasks() - before if "RequestHandler" not in repr(t.get_coro())]
+        assert ours == [], "the simulator's own keep-alive handlers aside, no task is left running"
+    assert batch.unconfirmed, "in-flight items are reported"
+    unconfirmed_with_tasks = [o for o in batch.unconfirmed if o.task_ids]
+    assert unconfirmed_with_tasks
+    assert all(
+        o.status == "failed" and o.error and o.error["code"] == "Cancelled" for o in unconfirmed_with_tasks
+    )
+    assert len(got) + len(batch.unconfirmed) <= 30
+
+
+async def test_preflight_skips_absent_ips_and_refuses_the_primary() -> None:
+    """With preflight, an IP not on the ENI is skipped and the primary IP is refused without a request."""
+    async with world(enis=2, ips_per_eni=2) as w:
+        truth = {e["eni_id"]: e for e in w.sim.ground_truth()["enis"]}
+        eni_a, eni_b = sorted(truth)
+        a, b = truth[eni_a], truth[eni_b]
+        items = [
+            Item(a["vpc_id"], eni_a, (a["secondary_ips"][0], "10.200.0.1")),
+            Item(b["vpc_id"], eni_b, (b["primary_ip"], b["secondary_ips"][0])),
+            Item(a["vpc_id"], eni_a, ("10.200.0.2",)),
+        ]
+        outcomes = await collect(w, items, preflight=True, concurrency=1)
+        assert agree(w, outcomes) == []
+    first, second, third = outcomes
+    assert first.status == "succeeded"
+    assert first.released == [a["secondary_ips"][0]]
+    assert any("not on" in d for d in first.decisions)
+    assert second.status == "failed"
+    assert second.not_released == [b["primary_ip"]]
+    assert second.released == [b["secondary_ips"][0]]
+    assert second.error is not None
+    assert second.error["code"] == "InvalidPrivateip.IsPrimary"
+    assert third.status == "skipped"
+    assert third.task_ids == []

@@ -1,0 +1,261 @@
+"""The command line through ``main([...])``: output, exit codes, and no traceback for bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eni_async import __version__
+from eni_async.cli import main
+from eni_async.simulator import Simulator, SimulatorConfig, running
+from tests.aioresp import mocked
+
+URL = "https://vpc.api.qcloud.com/v2/index.php"
+VPC, ENI = "vpc-7t9nf3pu", "eni-m6dyj72l"
+FAST = """
+[poll]
+first = 0.02
+initial = 0.02
+maximum = 0.2
+timeout = 30.0
+[retry]
+initial = 0.01
+maximum = 0.05
+"""
+
+
+@pytest.fixture
+def creds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", "AKIDz8krbsJ5yKBZQpn74WFkmLPx3gnPhESA")
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", "Gu5t9xGARNpq86cd98joQYCN3Cozk1qA")
+    config = tmp_path / "fast.toml"
+    config.write_text(FAST)
+    monkeypatch.setenv("ENI_ASYNC_CONFIG", str(config))
+
+
+def ok(data: dict[str, Any]) -> dict[str, Any]:
+    return {"code": 0, "message": "", "codeDesc": "Success", "data": data}
+
+
+def test_unassign_success_prints_one_json_object(creds: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """unassign prints status, task ids and released IPs as one JSON object, and exits 0."""
+    with mocked() as m:
+        m.post(URL, payload=ok({"taskId": 16284}))
+        m.post(URL, payload=ok({"status": 0}))
+        code = main(["unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2", "--ip", "10.0.0.3"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["status"] == "succeeded"
+    assert out["task_ids"] == ["16284"]
+    assert out["released"] == ["10.0.0.2", "10.0.0.3"]
+    assert out["error"] is None
+
+
+def test_unassign_task_failure_exits_1(creds: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """A FAILED task gives status failed, the TaskFailed code, and exit 1."""
+    with mocked() as m:
+        m.post(URL, payload=ok({"taskId": 5}))
+        m.post(URL, payload=ok({"status": 1}))
+        code = main(["unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert out["status"] == "failed"
+    assert out["error"]["code"] == "TaskFailed"
+    assert out["task_ids"] == ["5"]
+
+
+def test_unassign_api_error_exits_1(creds: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """A business error is reported with its code and message, exit 1."""
+    with mocked() as m:
+        m.post(URL, payload={"code": 4000, "message": "primary", "codeDesc": "InvalidPrivateip.IsPrimary"})
+        code = main(["unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert out["error"]["code"] == "InvalidPrivateip.IsPrimary"
+
+
+def test_no_wait_prints_submitted(creds: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """--no-wait submits, prints status submitted with the task id, and never polls."""
+    with mocked() as m:
+        m.post(URL, payload=ok({"taskId": 9}))
+        code = main(["unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2", "--no-wait"])
+    out = json.loads(capsys.readouterr().out)
+    assert (code, out["status"], out["task_ids"]) == (0, "submitted", ["9"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["unassign", "--vpc-id", "vpc-BAD", "--eni-id", ENI, "--ip", "10.0.0.2"], "vpc_id"),
+        (["unassign", "--vpc-id", VPC, "--eni-id", "eni-1", "--ip", "10.0.0.2"], "eni_id"),
+        (["unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.256"], "10.0.0.256"),
+        (["unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2", "--ip", "10.0.0.2"], "duplicate"),
+        (["unassign", "--vpc-id", VPC, "--eni-id", ENI], "--ip"),
+        (
+            ["unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2", "--endpoint", "ftp://x"],
+            "endpoint",
+        ),
+        (["unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2", "--timeout", "-1"], "--timeout"),
+        (["batch", "/nonexistent/file.csv"], "cannot read"),
+        (["batch", "items.txt"], ".csv"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_request(
+    creds: None, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    """Bad input exits 2 with a one-line message naming the problem, no traceback and no request."""
+    with mocked() as m:
+        code = main(argv)
+        assert m.requests == {}
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_missing_credentials_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Without credentials anywhere, unassign exits 2 and says where it looked."""
+    monkeypatch.delenv("TENCENTCLOUD_SECRET_ID", raising=False)
+    monkeypatch.delenv("TENCENTCLOUD_SECRET_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    code = main(["unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2"])
+    assert code == 2
+    assert "TENCENTCLOUD_SECRET_ID" in capsys.readouterr().err
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the version; every command's --help shows an example."""
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+    for command in ("unassign", "batch", "demo", "simulate", "resume", "status"):
+        assert main([command, "--help"]) == 0
+        assert "example: eni-async" in capsys.readouterr().out
+
+
+@pytest.fixture
+async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Simulator, str]]:
+    """A real-time simulator on 127.0.0.1 whose tasks end at once, with credentials in the environment."""
+    sim = Simulator(SimulatorConfig(enis=8, ips_per_eni=3, seed=5, task_latency=(0.0, 0.0)))
+    async with running(sim, host="127.0.0.1", port=0) as server:
+        monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", sim.credentials.secret_id)
+        monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", sim.credentials.secret_key)
+        config = tmp_path / "fast.toml"
+        config.write_text(FAST)
+        monkeypatch.setenv("ENI_ASYNC_CONFIG", str(config))
+        yield sim, server.endpoint
+
+
+async def test_batch_csv_end_to_end_matches_ground_truth(
+    served: tuple[Simulator, str], tmp_path: Path
+) -> None:
+    """batch on a CSV (rows of one ENI apart) writes one line per ENI that agrees with the simulator."""
+    sim, endpoint = served
+    enis = sim.ground_truth()["enis"]
+    rows = [(e["vpc_id"], e["eni_id"], ip) for e in enis for ip in e["secondary_ips"]]
+    rows = rows[::2] + rows[1::2]  # split each ENI's rows apart
+    source = tmp_path / "in.csv"
+    source.write_text("vpc_id,eni_id,ip\n" + "".join(f"{v},{e},{ip}\n" for v, e, ip in rows))
+    output = tmp_path / "out.jsonl"
+    code = await asyncio.to_thread(
+        main, ["batch", str(source), "--endpoint", endpoint, "--region", sim.region, "--output", str(output)]
+    )
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert code == 0
+    assert len(lines) == len(enis)
+    assert {line["status"] for line in lines} == {"succeeded"}
+    assert all(not e["secondary_ips"] for e in sim.ground_truth()["enis"])
+    keys = {
+        "vpc_id",
+        "eni_id",
+        "ips",
+        "status",
+        "released",
+        "not_released",
+        "task_ids",
+        "request_ids",
+        "error",
+        "attempts",
+        "elapsed_s",
+    }
+    assert all(keys <= set(line) for line in lines)
+
+
+async def test_batch_jsonl_reports_malformed_lines_and_runs_the_rest(
+    served: tuple[Simulator, str], tmp_path: Path
+) -> None:
+    """A malformed JSON line is its own failed outcome with its line number; the rest succeed; exit 1."""
+    sim, endpoint = served
+    enis = sim.ground_truth()["enis"][:3]
+    good = [
+        json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) for e in enis
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join([good[0], "{not json", good[1], '{"vpc_id": "vpc-x"}', good[2]]) + "\n")
+    output = tmp_path / "out.jsonl"
+    code = await asyncio.to_thread(
+        main, ["batch", str(source), "--endpoint", endpoint, "--output", str(output)]
+    )
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert code == 1
+    bad = sorted((line["line"], line["error"]["code"]) for line in lines if line["status"] == "failed")
+    assert bad == [(2, "InvalidInput"), (4, "InvalidInput")]
+    assert sum(line["status"] == "succeeded" for line in lines) == 3
+
+
+async def test_batch_with_journal_then_status_and_resume(
+    served: tuple[Simulator, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A journalled batch finishes every item; status counts them; resuming a finished journal does nothing."""
+    sim, endpoint = served
+    enis = sim.ground_truth()["enis"]
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
+            for e in enis
+        )
+    )
+    journal = tmp_path / "batch.journal"
+    args = [
+        "batch",
+        str(source),
+        "--endpoint",
+        endpoint,
+        "--journal",
+        str(journal),
+        "--output",
+        str(tmp_path / "o"),
+    ]
+    assert await asyncio.to_thread(main, args) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["status", str(journal)]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["items"]["finished"] == len(enis)
+    assert status["outcomes"] == {"succeeded": len(enis)}
+    before = sum(sim.stats()["requests"].values())
+    assert await asyncio.to_thread(main, ["resume", str(journal)]) == 0
+    assert "nothing to do" in capsys.readouterr().err
+    assert sum(sim.stats()["requests"].values()) == before
+    assert await asyncio.to_thread(main, args) == 2, "a used journal is not silently reused"
+
+
+def test_demo_reports_no_mismatch(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo releases every seeded IP and prints 'mismatches: 0', exit 0."""
+    config = tmp_path / "fast.toml"
+    config.write_text(FAST)
+    monkeypatch.setenv("ENI_ASYNC_CONFIG", str(config))
+    code = main(["demo", "--enis", "6", "--ips-per-eni", "12", "--task-latency", "0", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "mismatches: 0" in out.splitlines()
