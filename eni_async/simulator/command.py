@@ -1,0 +1,145 @@
+"""``eni-async simulate``: run the simulator in the foreground until SIGINT or SIGTERM.
+
+``add_arguments`` declares the options; ``serve`` checks them (a bad value raises ``InputError`` or
+``ConfigError`` naming the option, which the CLI turns into exit status 2), starts the server on the real
+clock, prints exactly one JSON line when ready and waits for a signal. The line carries the simulator's
+own toy key pair, so a client can be pointed at it without any other set-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from typing import Any
+
+from eni_async.errors import ConfigError, InputError
+from eni_async.simulator.app import Simulator
+from eni_async.simulator.config import SimulatorConfig
+from eni_async.simulator.faults import FaultProfile, load_fault_profile
+from eni_async.simulator.limits import DEFAULT_RATE_LIMITS
+from eni_async.simulator.server import running
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the ``simulate`` options on ``parser``."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=0, help="port to listen on; 0 picks a free one (default 0)"
+    )
+    parser.add_argument("--enis", type=int, default=10, help="number of ENIs to seed (default 10)")
+    parser.add_argument("--ips-per-eni", type=int, default=3, help="secondary IPs per seeded ENI (default 3)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for the world, tasks and faults (default 0)"
+    )
+    parser.add_argument("--state", metavar="FILE", default=None, help="load the world from a JSON state file")
+    parser.add_argument(
+        "--faults",
+        metavar="PROFILE|FILE",
+        default="none",
+        help="fault profile: none, flaky, hostile or a .toml file",
+    )
+    parser.add_argument(
+        "--task-latency",
+        metavar="MEDIAN[,SPREAD]",
+        default="1.0,0.5",
+        help="log-normal task latency in seconds: median and sigma (default 1.0,0.5; 0 ends tasks at once)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        metavar="ACTION=N",
+        action="append",
+        default=[],
+        help="per-second limit for one action (0 = unlimited); repeatable",
+    )
+    parser.add_argument("--secret-id", default=None, help="SecretId to accept (default: a generated pair)")
+    parser.add_argument("--secret-key", default=None, help="SecretKey for --secret-id")
+
+
+def parse_latency(text: str) -> tuple[float, float]:
+    """Parse ``MEDIAN[,SPREAD]`` into (median, sigma) seconds; ``0`` means tasks end at once."""
+    parts = text.split(",")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise InputError(
+            "--task-latency", text, "expected MEDIAN[,SPREAD] in seconds, e.g. 1.0,0.5"
+        ) from None
+    if len(values) > 2 or any(v < 0 or v != v for v in values):
+        raise InputError("--task-latency", text, "expected one or two non-negative numbers")
+    median = values[0]
+    sigma = values[1] if len(values) == 2 else (0.5 if median > 0 else 0.0)
+    return (median, sigma)
+
+
+def parse_rate_limits(items: list[str]) -> dict[str, int | None]:
+    """Parse ``ACTION=N`` options over the default limits."""
+    limits: dict[str, int | None] = dict(DEFAULT_RATE_LIMITS)
+    for item in items:
+        action, sep, number = item.partition("=")
+        if not sep or action not in DEFAULT_RATE_LIMITS:
+            known = ", ".join(DEFAULT_RATE_LIMITS)
+            raise InputError("--rate-limit", item, f"expected ACTION=N with ACTION one of {known}")
+        if not number.isdigit():
+            raise InputError("--rate-limit", item, "N must be a whole number (0 = unlimited)")
+        limits[action] = int(number)
+    return limits
+
+
+def build_config(args: argparse.Namespace) -> SimulatorConfig:
+    """Turn parsed options into a ``SimulatorConfig``; bad values raise errors naming the option."""
+    if (args.secret_id is None) != (args.secret_key is None):
+        raise ConfigError("--secret-id/--secret-key", "***", "give both or neither")
+    if not 0 <= args.port <= 65535:
+        raise InputError("--port", args.port, "must be between 0 and 65535")
+    for option, value in (("--enis", args.enis), ("--ips-per-eni", args.ips_per_eni)):
+        if value < 0:
+            raise InputError(option, value, "must be 0 or more")
+    try:
+        faults: FaultProfile = load_fault_profile(args.faults)
+    except ConfigError as exc:
+        raise ConfigError("--faults", args.faults, f"{exc.field}: {exc.reason}") from None
+    keys = {args.secret_id: args.secret_key} if args.secret_id else None
+    return SimulatorConfig(
+        enis=args.enis,
+        ips_per_eni=args.ips_per_eni,
+        seed=args.seed,
+        task_latency=parse_latency(args.task_latency),
+        rate_limits=parse_rate_limits(args.rate_limit),
+        faults=faults,
+        keys=keys,
+        state_file=args.state,
+    )
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Run the simulator until SIGINT or SIGTERM (or cancellation); print one JSON line when ready."""
+    config = build_config(args)
+    try:
+        sim = Simulator(config)
+    except ConfigError as exc:
+        option = "--state" if exc.field.startswith("state_file") else "--enis"
+        raise ConfigError(option, exc.value, f"{exc.field}: {exc.reason}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    async with running(sim, host=args.host, port=args.port) as server:
+        installed: list[signal.Signals] = []
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+            ready: dict[str, Any] = {
+                "endpoint": server.endpoint,
+                "region": sim.region,
+                "secret_id": sim.credentials.secret_id,
+                "secret_key": sim.credentials.secret_key,
+            }
+            sys.stdout.write(json.dumps(ready) + "\n")
+            sys.stdout.flush()
+            await stop.wait()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+    return 0

@@ -1,0 +1,88 @@
+"""Per-SecretId per-action rate limits and API 2.0 nonce replay protection, both on the injected clock.
+
+Rate limits count requests in fixed one-second windows of ``clock.monotonic()`` (decisions.md D8): the
+request that makes the count exceed the limit, and every later one in that second, is refused with Tencent's
+message (D6) and has no effect. The replay guard remembers each (SecretId, Nonce) for the replay window (D15)
+and forgets it afterwards, in O(1) amortised per request.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+
+from eni_async.clock import Clock
+from eni_async.simulator.rejects import Reason, Reject
+
+DEFAULT_RATE_LIMITS: Mapping[str, int] = {
+    "UnassignPrivateIpAddresses": 100,
+    "AssignPrivateIpAddresses": 100,
+    "DescribeNetworkInterfaces": 100,
+    "DescribeVpcTaskResult": 20,
+}
+REPLAY_WINDOW = 300.0
+
+
+def throttle_message(count: int, limit: int) -> str:
+    """Tencent's throttle text, from which a client may read the limit (D6)."""
+    return f"request times equals to {count} in a second, which exceeds the frequency limit {limit}"
+
+
+class RateLimiter:
+    """Fixed one-second windows per (SecretId, action). A limit of 0 or None means unlimited."""
+
+    def __init__(self, clock: Clock, limits: Mapping[str, int | None] | None) -> None:
+        self._clock = clock
+        self._limits = {action: n for action, n in (limits or {}).items() if n}
+        self._windows: dict[tuple[str, str], list[int]] = {}
+
+    def limit(self, action: str) -> int | None:
+        """The configured per-second limit for ``action``, or None when unlimited."""
+        return self._limits.get(action)
+
+    def check(self, secret_id: str, action: str) -> None:
+        """Count one request; refuse it as THROTTLED if it exceeds the action's limit this second."""
+        limit = self._limits.get(action)
+        if limit is None:
+            return
+        second = int(self._clock.monotonic())
+        window = self._windows.get((secret_id, action))
+        if window is None or window[0] != second:
+            self._windows[(secret_id, action)] = [second, 1]
+            count = 1
+        else:
+            window[1] += 1
+            count = window[1]
+        if count > limit:
+            raise Reject(Reason.THROTTLED, throttle_message(count, limit))
+
+
+class ReplayGuard:
+    """Checks the timestamp window and remembers nonces for ``window`` seconds."""
+
+    def __init__(self, clock: Clock, window: float = REPLAY_WINDOW) -> None:
+        self._clock = clock
+        self._window = window
+        self._seen: set[tuple[str, str]] = set()
+        self._order: deque[tuple[float, tuple[str, str]]] = deque()
+
+    def check_timestamp(self, timestamp: int, reason: Reason = Reason.EXPIRED) -> None:
+        """Refuse a timestamp more than the window away from the simulator's wall clock."""
+        skew = abs(self._clock.time() - timestamp)
+        if skew > self._window:
+            raise Reject(
+                reason,
+                f"timestamp {timestamp} is {skew:.0f}s away from server time (limit {self._window:.0f}s)",
+            )
+
+    def check_nonce(self, secret_id: str, nonce: str) -> None:
+        """Refuse a nonce this SecretId already used within the window; otherwise remember it."""
+        now = self._clock.monotonic()
+        order = self._order
+        while order and order[0][0] <= now:
+            self._seen.discard(order.popleft()[1])
+        key = (secret_id, nonce)
+        if key in self._seen:
+            raise Reject(Reason.NONCE_REUSED, f"nonce {nonce} was already used")
+        self._seen.add(key)
+        order.append((now + self._window, key))
