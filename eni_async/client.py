@@ -9,13 +9,14 @@ sent, so the caller can look before resubmitting.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import random
 import ssl as ssl_module
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Self, TypeVar, cast
 
 import aiohttp
 from tenacity import RetryCallState
@@ -26,6 +27,7 @@ from eni_async.clock import Clock, SystemClock
 from eni_async.dialects import DESCRIBE, TASK_QUERY, UNASSIGN, Dialect, SignContext, get_dialect
 from eni_async.errors import (
     ApiError,
+    ConfigError,
     EniAsyncError,
     InputError,
     MutexError,
@@ -77,6 +79,7 @@ class EniClient:
         self._session = session
         self._owns_session = session is None
         self._ssl_context = ssl_context
+        self._ssl: bool | ssl_module.SSLContext | None = None
         self._transport: AiohttpTransport | None = None
         if session is not None:
             self._transport = self._make_transport(session)
@@ -110,12 +113,19 @@ class EniClient:
             self._transport = None
 
     def _ssl_option(self) -> bool | ssl_module.SSLContext:
-        if self._ssl_context is not None:
-            return self._ssl_context
+        if self._ssl is None:
+            made = self._ssl_context if self._ssl_context is not None else self._make_ssl_context()
+            self._ssl = made if made is not None else False
+        return self._ssl
+
+    def _make_ssl_context(self) -> ssl_module.SSLContext | None:
         if not self.settings.verify_tls:
             log.warning("TLS certificate verification is OFF (verify_tls = false); use only for testing")
-            return False
-        return True
+            return None
+        try:
+            return ssl_module.create_default_context(cafile=self.settings.ca_file or None)
+        except (OSError, ssl_module.SSLError) as exc:
+            raise ConfigError("ca_file", self.settings.ca_file, f"cannot load certificates ({exc})") from None
 
     def _make_transport(self, session: aiohttp.ClientSession) -> AiohttpTransport:
         t = self.settings.timeouts
@@ -179,6 +189,9 @@ class EniClient:
                     action, subject, attempt, self.clock.monotonic() - started, exc,
                 )  # fmt: skip
                 raise
+            if isinstance(result, TaskState):
+                # When the task was seen in this state: the send time, not the answer's (budget waits excluded).
+                result = cast(T, dataclasses.replace(result, observed_at=started))
             log.debug(
                 "%s %s attempt %d ok in %.3fs request_id=%s",
                 action, subject, attempt, self.clock.monotonic() - started,

@@ -76,6 +76,7 @@ class TaskState:
     status: TaskStatus
     request_id: str | None = None
     output: str | None = None
+    observed_at: float | None = None  # Clock.monotonic() when the query was sent, once a client stamps it
 
 
 @dataclass(frozen=True)

@@ -107,5 +107,6 @@ async def poll_until_done(
     except tenacity.RetryError:
         status = last[-1].status.value if last else None
         raise TaskTimeoutError(task_id, status, clock.monotonic() - start) from None
-    tracker.observe(clock.monotonic() - origin)
+    seen = state.observed_at if state.observed_at is not None else clock.monotonic()
+    tracker.observe(max(0.0, seen - origin))
     return state

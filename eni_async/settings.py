@@ -58,7 +58,8 @@ class Settings:
     """Everything a client needs besides credentials.
 
     ``endpoint`` is ``scheme://host[:port]``; empty means the dialect's documented endpoint. ``proxy`` empty
-    means "from the environment" (``HTTPS_PROXY``/``NO_PROXY``).
+    means "from the environment" (``HTTPS_PROXY``/``NO_PROXY``). ``ca_file`` empty means the system's trusted
+    certificates; otherwise a PEM bundle to trust instead (e.g. a test server's self-signed certificate).
     """
 
     endpoint: str = ""
@@ -68,6 +69,7 @@ class Settings:
     profile: str = "default"
     proxy: str = ""
     verify_tls: bool = True
+    ca_file: str = ""
     concurrency: int = 64
     timeouts: Timeouts = field(default_factory=Timeouts)
     rate_limits: RateLimits = field(default_factory=RateLimits)
