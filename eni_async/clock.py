@@ -8,6 +8,8 @@ instead of waiting, so a ten-minute poll schedule runs in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
 from typing import Protocol
 
@@ -45,15 +47,22 @@ class SystemClock:
 
 
 class FakeClock:
-    """A clock for tests: ``sleep`` advances time at once and records how long was asked.
+    """A clock for tests: virtual time that jumps ahead whenever every coroutine is waiting on it.
 
-    Time never goes back; concurrent sleepers each advance it, which over-estimates elapsed time but never
-    under-estimates it, so deadlines still end every loop.
+    ``sleep(d)`` parks the caller until virtual time reaches now + d. A driver task lets ready coroutines
+    run (``settle`` event-loop turns, so loopback I/O completes), then jumps time to the earliest wake-up and
+    wakes every sleeper due by then. Concurrent sleepers therefore share time as they would on a real clock,
+    and a ten-minute schedule runs in milliseconds. ``advance`` moves time by hand; ``sleeps`` records every
+    duration asked for.
     """
 
-    def __init__(self, *, start: float = 1_700_000_000.0) -> None:
+    def __init__(self, *, start: float = 1_700_000_000.0, settle: int = 20) -> None:
         self._epoch = start
         self._now = 0.0
+        self._settle = settle
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._driver: asyncio.Task[None] | None = None
         self.sleeps: list[float] = []
 
     def monotonic(self) -> float:
@@ -63,13 +72,30 @@ class FakeClock:
         return self._epoch + self._now
 
     def advance(self, seconds: float) -> None:
-        """Move time forward without sleeping."""
+        """Move time forward without sleeping (sleepers now due wake at the driver's next turn)."""
         self._now += max(0.0, seconds)
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
-        self.advance(seconds)
-        await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(self._heap, (self._now + max(0.0, seconds), next(self._seq), future))
+        if self._driver is None or self._driver.done():
+            self._driver = loop.create_task(self._drive())
+        await future
+
+    async def _drive(self) -> None:
+        while self._heap:
+            for _ in range(self._settle):
+                await asyncio.sleep(0)
+            if not self._heap:
+                return
+            target = self._heap[0][0]
+            self._now = max(self._now, target)
+            while self._heap and self._heap[0][0] <= self._now:
+                _, _, future = heapq.heappop(self._heap)
+                if not future.done():
+                    future.set_result(None)
 
     def __repr__(self) -> str:
         return f"FakeClock(now={self._now:.3f})"

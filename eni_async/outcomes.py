@@ -49,6 +49,7 @@ class Outcome:
     status: str = NOT_ATTEMPTED
     released: list[str] = field(default_factory=list)
     not_released: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # fate not established (e.g. a task still running)
     task_ids: list[str] = field(default_factory=list)
     request_ids: list[str] = field(default_factory=list)
     error: dict[str, str] | None = None
@@ -66,10 +67,12 @@ class Outcome:
         """Derive the status from what was released; call once all work on the item is over."""
         if self.status == SKIPPED and not self.released and not self.task_ids:
             return self
-        missing = [ip for ip in self.ips if ip not in self.released and ip not in self.not_released]
-        if missing and self.error is not None:
+        accounted = {*self.released, *self.not_released, *self.unknown}
+        missing = [ip for ip in self.ips if ip not in accounted]
+        if missing and self.error is not None:  # never submitted after the error: still on the ENI
             self.not_released.extend(missing)
-        self.status = SUCCEEDED if self.error is None and not self.not_released else FAILED
+        ok = self.error is None and not self.not_released and not self.unknown
+        self.status = SUCCEEDED if ok else FAILED
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -87,6 +90,8 @@ class Outcome:
             "attempts": self.attempts,
             "elapsed_s": round(self.elapsed_s, 3),
         }
+        if self.unknown:
+            data["unknown"] = self.unknown
         if self.line is not None:
             data["line"] = self.line
         if self.decisions:

@@ -33,6 +33,8 @@ log = logging.getLogger("eni_async.reconcile")
 
 # Resubmissions of one chunk after ambiguous answers before the item is given up as failed.
 MAX_ROUNDS = 6
+# Describe calls (each already retried by the retry policy) before an IP's fate is left in doubt.
+DESCRIBE_ROUNDS = 3
 
 
 class Recorder(Protocol):
@@ -115,8 +117,10 @@ async def finish_task(
         state = await client.wait_for_task(task_id)
     except TaskTimeoutError as exc:
         outcome.fail(exc)
-        outcome.not_released.extend(chunk)
-        outcome.decisions.append(f"task {task_id} still running at the deadline; IPs left as not released")
+        # The task may still release them: IPs gone are released, the rest are in doubt, never "not released".
+        await _settle_by_looking(
+            client, outcome, chunk, f"task {task_id} still running at the deadline", doubt=True
+        )
         return
     except AuthError:
         raise
@@ -135,25 +139,27 @@ async def finish_task(
     await _settle_by_looking(client, outcome, chunk, f"task {task_id} FAILED")
 
 
-async def _settle_by_looking(client: EniClient, outcome: Outcome, chunk: tuple[str, ...], why: str) -> None:
-    try:
-        info = await _look(client, outcome)
-    except AuthError:
-        raise
-    except EniAsyncError as exc:
-        outcome.not_released.extend(chunk)
-        outcome.decisions.append(f"{why}; could not describe the ENI ({exc}); IPs left as not released")
+async def _settle_by_looking(
+    client: EniClient, outcome: Outcome, chunk: tuple[str, ...], why: str, *, doubt: bool = False
+) -> None:
+    """Describe the ENI: IPs gone are released; those present are not released (in doubt if a task may run)."""
+    info = await _describe_or_none(client, outcome)
+    if info is None:
+        outcome.unknown.extend(chunk)
+        outcome.decisions.append(f"{why}; could not describe the ENI: {len(chunk)} IP(s) in doubt")
         return
     gone, present = _split(info, chunk)
     outcome.released.extend(gone)
-    outcome.not_released.extend(present)
-    outcome.decisions.append(f"{why}; described ENI: {len(gone)} gone, {len(present)} still assigned")
+    (outcome.unknown if doubt else outcome.not_released).extend(present)
+    state = "in doubt (a task may still run)" if doubt else "still assigned"
+    outcome.decisions.append(f"{why}; described ENI: {len(gone)} gone, {len(present)} {state}")
 
 
 async def _release_chunk(
     client: EniClient, item: Item, outcome: Outcome, chunk: tuple[str, ...], recorder: Recorder | None
 ) -> None:
     todo = chunk
+    in_doubt = False  # an ambiguous submit of this chunk may have started a task we never heard of
     for _round in range(MAX_ROUNDS):
         if not todo:
             return
@@ -166,10 +172,11 @@ async def _release_chunk(
             raise
         except OutcomeUnknownError as exc:
             log.warning("%s: %s; describing the ENI before resubmitting", item.eni_id, exc)
+            in_doubt = True
             still = await reconcile_in_doubt(client, outcome, todo, f"ambiguous submit ({exc.cause})")
             if still is None:
                 outcome.fail(exc)
-                outcome.not_released.extend(todo)
+                outcome.unknown.extend(todo)
                 return
             todo = still
             continue
@@ -177,7 +184,7 @@ async def _release_chunk(
             info = await _describe_or_none(client, outcome)
             if info is None:
                 outcome.fail(exc)
-                outcome.not_released.extend(todo)
+                (outcome.unknown if in_doubt else outcome.not_released).extend(todo)
                 return
             gone, present = _split(info, todo)
             if gone:
@@ -200,7 +207,10 @@ async def _release_chunk(
             return
         except EniAsyncError as exc:
             outcome.fail(exc)
-            outcome.not_released.extend(todo)
+            if in_doubt:  # e.g. still locked by the task our ambiguous submit started
+                await _settle_by_looking(client, outcome, todo, f"gave up ({exc})", doubt=True)
+            else:
+                outcome.not_released.extend(todo)
             return
         outcome.task_ids.append(task_id)
         if request_id:
@@ -220,17 +230,22 @@ async def _release_chunk(
             RuntimeError("too many ambiguous rounds"),
         )
     )
-    outcome.not_released.extend(todo)
+    await _settle_by_looking(client, outcome, todo, "too many ambiguous rounds", doubt=True)
 
 
 async def _describe_or_none(client: EniClient, outcome: Outcome) -> EniInfo | None:
-    try:
-        return await _look(client, outcome)
-    except AuthError:
-        raise
-    except EniAsyncError as exc:
-        outcome.decisions.append(f"could not describe the ENI ({exc})")
-        return None
+    """Describe the ENI, trying a few times more than one call's retries: it is how we avoid guessing."""
+    for attempt in range(DESCRIBE_ROUNDS):
+        try:
+            return await _look(client, outcome)
+        except AuthError:
+            raise
+        except EniAsyncError as exc:
+            if attempt == DESCRIBE_ROUNDS - 1:
+                outcome.decisions.append(f"could not describe the ENI ({exc})")
+                return None
+            await client.clock.sleep(client.settings.retry.maximum * (attempt + 1))
+    return None
 
 
 async def reconcile_in_doubt(

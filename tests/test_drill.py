@@ -1,0 +1,135 @@
+"""The reliability drill in small: a hostile simulator, a batch killed and resumed, and nothing lost.
+
+Fake time throughout. A "kill" here cancels the batch while tasks are in flight and throws the client away;
+the journal is all that survives, as after ``kill -9`` (the full-size drill with real SIGKILLs is
+``bench/drill.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eni_async.client import EniClient
+from eni_async.journal import Journal
+from eni_async.outcomes import Item
+from eni_async.simulator import load_fault_profile
+from eni_async.testing import drill_state, verdict
+from tests.batchhelpers import World, world
+
+ENIS = 40
+
+
+def state_file(tmp_path: Path, seed: int) -> Path:
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(drill_state(ENIS, seed=seed, per_vpc=20)))
+    return path
+
+
+def items_of(w: World) -> list[Item]:
+    return w.items()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_hostile_straight_through_agrees_with_ground_truth(tmp_path: Path, seed: int) -> None:
+    """Against every fault kind at once, each ENI gets one outcome and every outcome matches the truth."""
+    async with world(
+        state_file=state_file(tmp_path, seed), faults=load_fault_profile("hostile"), seed=seed
+    ) as w:
+        items = items_of(w)
+        outcomes = [o.to_json() async for o in w.client.unassign_many(items, concurrency=8)]
+        result = verdict(outcomes, w.sim.ground_truth(), [i.eni_id for i in items])
+        faults = w.sim.stats()["faults"]
+    assert result.mismatches == 0, result.summary()
+    assert result.reported == ENIS
+    assert sum(faults.values()) > 20, "the drill really met faults"
+    assert result.statuses.get("succeeded", 0) > ENIS // 2
+
+
+async def _run_until_killed(client: EniClient, journal: Journal, items: Any, kill_after: int) -> int:
+    """Run a journalled batch and 'kill' it after ``kill_after`` submits; return outcomes seen."""
+    batch = client.unassign_many(items, concurrency=6, journal=journal)
+    seen = 0
+
+    async def consume() -> None:
+        nonlocal seen
+        async for _ in batch:
+            seen += 1
+
+    task = asyncio.create_task(consume())
+    for _ in range(20_000):
+        await asyncio.sleep(0)
+        if task.done() or journal.counts()["submitted"] + journal.counts()["finished"] >= kill_after:
+            break
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return seen
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+async def test_killed_and_resumed_loses_nothing(tmp_path: Path, seed: int) -> None:
+    """Killed three times mid-flight and resumed from the journal, the batch ends with every ENI right."""
+    path = tmp_path / "batch.journal"
+    async with world(
+        state_file=state_file(tmp_path, seed), faults=load_fault_profile("hostile"), seed=seed
+    ) as w:
+        items = items_of(w)
+        journal = Journal(path)
+        await _run_until_killed(w.client, journal, items, kill_after=5)
+        for kill_after in (12, 20):
+            async with EniClient(w.sim.credentials, w.client.settings, clock=w.clock) as client:
+                await _run_until_killed(client, journal, journal.unfinished(), kill_after=kill_after)
+        submitted_before = w.sim.stats()["requests"].get("UnassignPrivateIpAddresses", 0)
+        # Items never pulled before the kills are not in the journal yet: feed the rest of the input.
+        known = {item.item.eni_id for item in journal.unfinished()} | {
+            o["eni_id"] for o in journal.finished_outcomes()
+        }
+        rest = [i for i in items if i.eni_id not in known]
+        async with EniClient(w.sim.credentials, w.client.settings, clock=w.clock) as client:
+            async for _ in client.unassign_many(
+                [*journal.unfinished(), *rest], concurrency=6, journal=journal
+            ):
+                pass
+        counts = journal.counts()
+        outcomes = list(journal.finished_outcomes())
+        result = verdict(outcomes, w.sim.ground_truth(), [i.eni_id for i in items])
+        journal.close()
+    assert counts["finished"] == ENIS
+    assert counts["pending"] == counts["submitting"] == counts["submitted"] == 0
+    assert result.mismatches == 0, result.summary()
+    assert submitted_before > 0
+
+
+async def test_resume_polls_submitted_tasks_instead_of_resubmitting(tmp_path: Path) -> None:
+    """A task recorded as submitted is polled on resume; no second UnassignPrivateIpAddresses is sent."""
+    path = tmp_path / "batch.journal"
+    async with world(enis=1, ips_per_eni=3, task_latency=(30.0, 0.0)) as w:
+        (item,) = w.items()
+        journal = Journal(path)
+        await _run_until_killed(w.client, journal, [item], kill_after=1)
+        assert journal.counts()["submitted"] == 1
+        assert w.sim.stats()["requests"]["UnassignPrivateIpAddresses"] == 1
+        async with EniClient(w.sim.credentials, w.client.settings, clock=w.clock) as client:
+            outcomes = [o async for o in client.unassign_many(journal.unfinished(), journal=journal)]
+        assert w.sim.stats()["requests"]["UnassignPrivateIpAddresses"] == 1
+        journal.close()
+    (outcome,) = outcomes
+    assert outcome.status == "succeeded"
+    assert sorted(outcome.released) == sorted(item.ips)
+    assert any("resumed: polling task" in d for d in outcome.decisions)
+
+
+async def test_journal_holds_no_secret(tmp_path: Path) -> None:
+    """The journal file never contains the secret key."""
+    path = tmp_path / "batch.journal"
+    async with world(enis=3) as w:
+        with Journal(path) as journal:
+            async for _ in w.client.unassign_many(w.items(), journal=journal):
+                pass
+        secret = w.sim.credentials.secret_key.encode()
+    for file in tmp_path.iterdir():
+        assert secret not in file.read_bytes()
