@@ -155,7 +155,8 @@ def _open_journal(path: str, *, new: bool) -> Journal:
 
 async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
     """``eni-async batch``: exit 0 when every ENI succeeded, 1 otherwise, 2 when the input is unreadable."""
-    items = read_items(args.input)
+    source = read_items(args.input)
+    items: Iterable[object] = source
     credentials = load_credentials(settings.profile)
     show = sys.stderr.isatty() if args.progress is None else args.progress
     journal = _open_journal(args.journal, new=True) if args.journal else None
@@ -163,16 +164,27 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
         if journal is not None:
             journal.set_meta({key: getattr(settings, key) for key in RESUME_KEYS} | {"input": args.input})
         with _output(args.output) as out:
+            total = count_lines(args.input)
+            unreadable = 0
+            if journal is not None:
+                # Every item is recorded before work starts, so a crash can lose none of them.
+                for outcome in journal.load(source):
+                    out.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
+                    unreadable += 1
+                items = journal.unfinished()
+                total = journal.counts()["pending"]
             async with EniClient(credentials, settings) as client:
                 summary, _ = await run_items(
                     client,
                     items,
                     out=out,
-                    total=count_lines(args.input),
+                    total=total,
                     progress=show,
                     preflight=args.preflight,
                     journal=journal,
                 )
+            if unreadable:
+                summary.statuses["failed"] += unreadable
     finally:
         if journal is not None:
             journal.close()

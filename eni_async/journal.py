@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eni_async.errors import InputError
-from eni_async.outcomes import Item, Outcome
+from eni_async.outcomes import FAILED as FAILED_STATUS
+from eni_async.outcomes import InvalidItem, Item, Outcome
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -168,12 +169,50 @@ class Journal:
         for (text,) in self._db.execute("SELECT outcome FROM items WHERE state = ? ORDER BY id", (FINISHED,)):
             yield json.loads(text)
 
+    def load(self, items: Iterable[Item | InvalidItem]) -> Iterator[Outcome]:
+        """Record every input item as pending before any work starts, so a crash can lose none of them.
+
+        Items that could not be read are finished at once; their outcomes are yielded for reporting.
+        """
+        batch: list[Item] = []
+        for entry in items:
+            if isinstance(entry, InvalidItem):
+                outcome = Outcome(
+                    entry.vpc_id, entry.eni_id, entry.ips, status=FAILED_STATUS, line=entry.line
+                )
+                outcome.fail(entry.error)
+                key = self.add(Item(entry.vpc_id, entry.eni_id, entry.ips, entry.line))
+                self.finished(key, outcome)
+                yield outcome
+                continue
+            batch.append(entry)
+            if len(batch) >= 1000:
+                self._add_many(batch)
+                batch.clear()
+        self._add_many(batch)
+
+    def _add_many(self, items: list[Item]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO items (vpc_id, eni_id, ips, line, state) VALUES (?, ?, ?, ?, ?)",
+                [(i.vpc_id, i.eni_id, json.dumps(list(i.ips)), i.line, PENDING) for i in items],
+            )
+
     def unfinished(self) -> Iterator[Resumed]:
-        """Every item not finished, with what is known of it, in input order."""
-        rows = self._db.execute(
-            "SELECT id, vpc_id, eni_id, ips, line, in_doubt, outcome FROM items WHERE state != ? ORDER BY id",
-            (FINISHED,),
-        ).fetchall()
+        """Every item not finished, with what is known of it, in input order (read page by page)."""
+        last = 0
+        while True:
+            rows = self._db.execute(
+                "SELECT id, vpc_id, eni_id, ips, line, in_doubt, outcome FROM items "
+                "WHERE id > ? AND state != ? ORDER BY id LIMIT 500",
+                (last, FINISHED),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield from self._resumed(rows)
+
+    def _resumed(self, rows: list[Any]) -> Iterator[Resumed]:
         for key, vpc, eni, ips, line, in_doubt, outcome_text in rows:
             item = Item(vpc, eni, tuple(json.loads(ips)), line, key=key)
             outcome = Outcome(vpc, eni, item.ips, line=line)
