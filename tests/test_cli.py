@@ -259,3 +259,33 @@ def test_demo_reports_no_mismatch(
     out = capsys.readouterr().out
     assert code == 0
     assert "mismatches: 0" in out.splitlines()
+
+
+async def test_every_command_speaks_api_3(served: tuple[Simulator, str], tmp_path: Path) -> None:
+    """unassign, batch and demo work end to end with --dialect v3."""
+    sim, endpoint = served
+    first, *rest = sim.ground_truth()["enis"]
+    code = await asyncio.to_thread(
+        main,
+        ["unassign", "--dialect", "v3", "--endpoint", endpoint, "--region", sim.region,
+         "--vpc-id", first["vpc_id"], "--eni-id", first["eni_id"], *[a for ip in first["secondary_ips"] for a in ("--ip", ip)]],
+    )  # fmt: skip
+    assert code == 0
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
+            for e in rest
+        )
+    )
+    output = tmp_path / "out.jsonl"
+    args = ["batch", str(source), "--dialect", "v3", "--endpoint", endpoint, "--output", str(output)]
+    assert await asyncio.to_thread(main, args) == 0
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert {line["status"] for line in lines} == {"succeeded"}
+    assert all(line["request_ids"] == line["task_ids"] for line in lines), (
+        "API 3.0: the RequestId is the task id"
+    )
+    assert all(not e["secondary_ips"] for e in sim.ground_truth()["enis"])
+    demo = ["demo", "--dialect", "v3", "--enis", "4", "--task-latency", "0", "--no-progress"]
+    assert await asyncio.to_thread(main, demo) == 0
