@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TextIO
 
 from eni_async import __version__
 from eni_async.credentials import load_credentials
-from eni_async.errors import EniAsyncError, InputError, TaskFailedError, error_info
+from eni_async.errors import EniAsyncError, InputError, TaskFailedError, error_code, error_info
 from eni_async.settings import Settings, load_settings
 
 log = logging.getLogger("eni_async.cli")
@@ -28,30 +29,45 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` and goes into JSON lines.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, the ``extra`` fields, and any error."""
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "time": round(record.created, 3),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        entry.update((k, v) for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES)
         if record.exc_info and record.exc_info[1] is not None:
             entry["error"] = repr(record.exc_info[1])
-        return json.dumps(entry, ensure_ascii=False)
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def setup_logging(verbosity: int, fmt: str, stream: TextIO | None = None) -> None:
-    """Log to stderr: WARNING by default, INFO with -v, DEBUG with -vv; human or JSON lines."""
+@contextlib.contextmanager
+def logging_to_stderr(verbosity: int, fmt: str, stream: TextIO | None = None) -> Iterator[None]:
+    """Log ``eni_async`` to stderr for the block: WARNING by default, INFO with -v, DEBUG with -vv; human or
+    JSON lines. The logger is left as it was found afterwards (``main`` may run many times in one process)."""
+    root = logging.getLogger("eni_async")
+    saved = (root.handlers[:], root.level, root.propagate)
     handler = logging.StreamHandler(stream or sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("eni_async")
     root.handlers[:] = [handler]
     root.setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)])
     root.propagate = False
+    try:
+        yield
+    finally:
+        handler.flush()
+        root.handlers[:], root.level, root.propagate = saved
 
 
 class UsageError(InputError):
@@ -71,6 +87,21 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def _log_options(parser: argparse.ArgumentParser) -> None:
+    """-v and --log-format, accepted after the command too (``eni-async batch -v ...``)."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        dest="sub_verbose",
+        help="more logs (-v INFO, -vv DEBUG)",
+    )
+    parser.add_argument(
+        "--log-format", choices=["human", "json"], default=None, dest="sub_log_format", help="log line format"
+    )
+
+
 def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", help="API endpoint, scheme://host[:port] (default: the dialect's)")
     parser.add_argument("--region", help="region, e.g. ap-guangzhou")
@@ -87,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"eni-async {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-v INFO, -vv DEBUG)")
-    parser.add_argument("--log-format", choices=["human", "json"], default="human", help="log line format")
+    parser.add_argument(
+        "--log-format", choices=["human", "json"], default="human", help="log lines on stderr: human or json"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     unassign = commands.add_parser(
@@ -102,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     unassign.add_argument("--ip", action="append", required=True, help="a secondary IP (repeatable)")
     unassign.add_argument("--no-wait", action="store_true", help="submit only; print the task id(s)")
     unassign.add_argument("--timeout", type=float, help="seconds to wait for each task")
-    unassign.add_argument("-v", "--verbose", action="count", default=0, dest="sub_verbose")
     _client_options(unassign)
+    _log_options(unassign)
     unassign.set_defaults(handler=_run_unassign)
 
     _add_extra_commands(commands)
@@ -122,6 +155,7 @@ def _add_extra_commands(commands: Any) -> None:
         epilog="example: eni-async simulate --enis 100 --ips-per-eni 5 --faults flaky --port 8080",
     )
     sim_command.add_arguments(simulate)
+    _log_options(simulate)
     simulate.set_defaults(handler=sim_command.serve)
 
     batch = commands.add_parser(
@@ -132,6 +166,7 @@ def _add_extra_commands(commands: Any) -> None:
     )
     cli_batch.add_batch_arguments(batch)
     _client_options(batch)
+    _log_options(batch)
     batch.set_defaults(handler=_with_settings(cli_batch.run_batch))
 
     demo = commands.add_parser(
@@ -141,6 +176,7 @@ def _add_extra_commands(commands: Any) -> None:
         epilog="example: eni-async demo --enis 500 --ips-per-eni 4 --faults flaky",
     )
     cli_batch.add_demo_arguments(demo)
+    _log_options(demo)
     demo.set_defaults(handler=_with_settings(cli_batch.run_demo))
 
     resume = commands.add_parser(
@@ -152,6 +188,7 @@ def _add_extra_commands(commands: Any) -> None:
     )
     cli_batch.add_resume_arguments(resume)
     _client_options(resume)
+    _log_options(resume)
     resume.set_defaults(handler=_with_settings(cli_batch.run_resume))
 
     status = commands.add_parser(
@@ -161,6 +198,7 @@ def _add_extra_commands(commands: Any) -> None:
         epilog="example: eni-async status batch.journal",
     )
     cli_batch.add_status_arguments(status)
+    _log_options(status)
     status.set_defaults(handler=_with_settings(cli_batch.run_status))
 
 
@@ -199,7 +237,7 @@ async def _run_unassign(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     vpc, eni, ips = validation.release_request(args.vpc_id, args.eni_id, args.ip)
-    if args.timeout is not None and args.timeout <= 0:
+    if args.timeout is not None and not args.timeout > 0:  # NaN too
         raise InputError("--timeout", args.timeout, "must be positive")
     credentials = load_credentials(settings.profile)
     output: dict[str, Any] = {"vpc_id": vpc, "eni_id": eni, "ips": list(ips)}
@@ -231,7 +269,7 @@ async def _run_unassign(args: argparse.Namespace) -> int:
                 error=error_info(exc),
             )
             emit(output)
-            log.error("%s", exc)
+            log.error("%s", output["error"]["message"])
             return EXIT_FAILED
     output.update(
         status="succeeded",
@@ -244,30 +282,63 @@ async def _run_unassign(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def json_lines(args: argparse.Namespace) -> bool:
+    """Whether stderr is JSON lines (``--log-format json`` before or after the command)."""
+    return (getattr(args, "sub_log_format", None) or getattr(args, "log_format", "human")) == "json"
+
+
+def tell(message: str, *, as_json: bool, level: int = logging.INFO, **fields: Any) -> None:
+    """Write a line for the person at the terminal on stderr, whatever the log level: plain text, or with
+    ``as_json`` one JSON object shaped like a log record (``fields`` included), so stderr stays JSON lines."""
+    if as_json:
+        record = logging.makeLogRecord(
+            {"name": log.name, "levelno": level, "levelname": logging.getLevelName(level), "msg": message}
+            | fields
+        )
+        message = _JsonFormatter().format(record)
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (never raises for user errors)."""
-    started = time.monotonic()
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        if args.command is None:
-            parser.print_help(sys.stderr)
-            return EXIT_USAGE
-        setup_logging(args.verbose + getattr(args, "sub_verbose", 0), args.log_format)
-        handler: Handler = args.handler
-        return asyncio.run(handler(args))
     except InputError as exc:
         sys.stderr.write(f"eni-async: error: {exc}\n")
         return EXIT_USAGE
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    with logging_to_stderr(args.verbose + args.sub_verbose, args.sub_log_format or args.log_format):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    as_json = json_lines(args)
+    try:
+        handler: Handler = args.handler
+        return asyncio.run(handler(args))
+    except InputError as exc:
+        tell(f"eni-async: error: {exc}", as_json=as_json, level=logging.ERROR, code=error_code(exc))
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        sys.stderr.write("eni-async: interrupted\n")
+        tell("eni-async: interrupted", as_json=as_json, level=logging.ERROR)
         return EXIT_INTERRUPTED
     except EniAsyncError as exc:
-        sys.stderr.write(f"eni-async: error: {error_info(exc)['message']}\n")
+        info = error_info(exc)
+        fields = {"code": info["code"], "request_id": getattr(exc, "request_id", None)}
+        tell(f"eni-async: error: {info['message']}", as_json=as_json, level=logging.ERROR, **fields)
         return EXIT_FAILED
     except Exception as exc:  # a bug: say so in one line, never a traceback
         log.debug("unexpected error after %.1fs", time.monotonic() - started, exc_info=True)
-        sys.stderr.write(f"eni-async: unexpected error ({type(exc).__name__}: {exc}); please report it\n")
+        tell(
+            f"eni-async: unexpected error ({type(exc).__name__}: {exc}); please report it",
+            as_json=as_json,
+            level=logging.ERROR,
+        )
         return EXIT_FAILED

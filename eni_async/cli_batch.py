@@ -18,11 +18,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from eni_async import metrics as metrics_cli
+from eni_async.cli import json_lines, tell
 from eni_async.client import EniClient
 from eni_async.credentials import load_credentials
 from eni_async.errors import InputError
 from eni_async.inputs import count_lines, read_items
 from eni_async.journal import Journal
+from eni_async.metrics import Metrics, MetricsEndpoint
 from eni_async.models import Credentials
 from eni_async.outcomes import SUCCEEDED, Item, check_against_truth
 from eni_async.progress import Progress, Summary
@@ -45,6 +48,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--preflight", action="store_true", help="describe each ENI before submitting")
     parser.add_argument("--journal", metavar="FILE", help="record progress in this SQLite file (for resume)")
+    metrics_cli.add_arguments(parser)
 
 
 def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +56,7 @@ def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="FILE", help="write the JSON lines here instead of stdout")
     parser.add_argument("--concurrency", type=int, metavar="N", help="ENIs worked on at once (default 64)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    metrics_cli.add_arguments(parser)
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +79,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="FILE", help="also write the JSON lines here")
     parser.add_argument("--dialect", choices=["v2", "v3"], default=None, help="API dialect (default v2)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    metrics_cli.add_arguments(parser)
 
 
 @contextlib.contextmanager
@@ -98,9 +104,11 @@ async def run_items(
     progress: bool,
     preflight: bool = False,
     journal: Journal | None = None,
+    as_json: bool = False,
 ) -> tuple[Summary, list[dict[str, Any]]]:
     """Run a batch, writing JSON lines to ``out`` as outcomes arrive; return the summary and the outcomes
-    as written (kept only when ``out`` is ``None``)."""
+    as written (kept only when ``out`` is ``None``). The summary goes to stderr: a table, or with
+    ``as_json`` one JSON line."""
     summary = Summary()
     kept: list[dict[str, Any]] = []
     batch = client.unassign_many(items, preflight=preflight, journal=journal)
@@ -130,8 +138,40 @@ async def run_items(
         bar.close()
         if out is not None:
             out.flush()
-        sys.stderr.write(summary.render(client.clock.monotonic() - started) + "\n")
+        _tell_summary(summary, client.clock.monotonic() - started, as_json=as_json)
     return summary, kept
+
+
+def _tell_summary(summary: Summary, elapsed: float, *, as_json: bool) -> None:
+    if not as_json:
+        sys.stderr.write(summary.render(elapsed) + "\n")
+        return
+    tell(
+        f"batch finished: {summary.total} ENIs, {summary.statuses[SUCCEEDED]} succeeded",
+        as_json=True,
+        enis=summary.total,
+        statuses=dict(summary.statuses),
+        released=summary.released,
+        not_released=summary.not_released,
+        tasks=summary.tasks,
+        errors=dict(summary.errors),
+        elapsed_s=round(elapsed, 3),
+    )
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    """The bar: as asked, else when stderr is a terminal that is not receiving JSON lines."""
+    if args.progress is not None:
+        return bool(args.progress)
+    return sys.stderr.isatty() and not json_lines(args)
+
+
+def _client_metrics(endpoint: MetricsEndpoint | None, args: argparse.Namespace) -> Metrics | None:
+    """The client's metrics in the served registry (``None`` without ``--metrics-port``)."""
+    if endpoint is None:
+        return None
+    tell(f"serving metrics at {endpoint.url}", as_json=json_lines(args), metrics_url=endpoint.url)
+    return Metrics(endpoint.registry)
 
 
 async def _tick(bar: Progress) -> None:
@@ -158,7 +198,7 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
     source = read_items(args.input)
     items: Iterable[object] = source
     credentials = load_credentials(settings.profile)
-    show = sys.stderr.isatty() if args.progress is None else args.progress
+    show = _show_progress(args)
     journal = _open_journal(args.journal, new=True) if args.journal else None
     try:
         if journal is not None:
@@ -173,16 +213,19 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
                     unreadable += 1
                 items = journal.unfinished()
                 total = journal.counts()["pending"]
-            async with EniClient(credentials, settings) as client:
-                summary, _ = await run_items(
-                    client,
-                    items,
-                    out=out,
-                    total=total,
-                    progress=show,
-                    preflight=args.preflight,
-                    journal=journal,
-                )
+            async with metrics_cli.endpoint_from(args) as endpoint:
+                metrics = _client_metrics(endpoint, args)
+                async with EniClient(credentials, settings, metrics=metrics) as client:
+                    summary, _ = await run_items(
+                        client,
+                        items,
+                        out=out,
+                        total=total,
+                        progress=show,
+                        preflight=args.preflight,
+                        journal=journal,
+                        as_json=json_lines(args),
+                    )
             if unreadable:
                 summary.statuses["failed"] += unreadable
     finally:
@@ -201,17 +244,26 @@ async def run_resume(args: argparse.Namespace, settings: Settings) -> int:
         counts = journal.counts()
         todo = counts["pending"] + counts["submitting"] + counts["submitted"]
         if todo == 0:
-            sys.stderr.write(
-                f"journal {args.journal}: all {counts['finished']} items finished; nothing to do\n"
+            tell(
+                f"journal {args.journal}: all {counts['finished']} items finished; nothing to do",
+                as_json=json_lines(args),
             )
             return 0 if set(journal.outcome_counts()) <= {SUCCEEDED} else 1
         credentials = load_credentials(settings.profile)
-        show = sys.stderr.isatty() if args.progress is None else args.progress
+        show = _show_progress(args)
         with _output(args.output) as out:
-            async with EniClient(credentials, settings) as client:
-                await run_items(
-                    client, journal.unfinished(), out=out, total=todo, progress=show, journal=journal
-                )
+            async with metrics_cli.endpoint_from(args) as endpoint:
+                metrics = _client_metrics(endpoint, args)
+                async with EniClient(credentials, settings, metrics=metrics) as client:
+                    await run_items(
+                        client,
+                        journal.unfinished(),
+                        out=out,
+                        total=todo,
+                        progress=show,
+                        journal=journal,
+                        as_json=json_lines(args),
+                    )
         return 0 if set(journal.outcome_counts()) <= {SUCCEEDED} and not journal.counts()["pending"] else 1
 
 
@@ -246,8 +298,11 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         faults=load_fault_profile(args.faults),
     )
     sim = Simulator(config)
-    show = sys.stderr.isatty() if args.progress is None else args.progress
-    async with running(sim, host="127.0.0.1", port=0) as server:
+    show = _show_progress(args)
+    async with metrics_cli.endpoint_from(args) as endpoint, running(sim, host="127.0.0.1", port=0) as server:
+        metrics = _client_metrics(endpoint, args)
+        if endpoint is not None:  # the client's and the simulator's families, side by side
+            metrics_cli.register_simulator(sim, endpoint.registry)
         settings = dataclasses.replace(settings, endpoint=server.endpoint, region=sim.region)
         truth = sim.ground_truth()
         items = [
@@ -262,8 +317,10 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         )
         creds: Credentials = sim.credentials
         with _output(args.output) if args.output else contextlib.nullcontext(None) as out:
-            async with EniClient(creds, settings) as client:
-                _, kept = await run_items(client, items, out=None, total=len(items), progress=show)
+            async with EniClient(creds, settings, metrics=metrics) as client:
+                _, kept = await run_items(
+                    client, items, out=None, total=len(items), progress=show, as_json=json_lines(args)
+                )
             if out is not None:
                 for data in kept:
                     out.write(json.dumps(data) + "\n")

@@ -5,6 +5,11 @@ and is safe to share between many coroutines. Every call goes: budget -> sign ->
 tenacity retrier built from the retry table. A mutating call is retried only when it surely had no effect
 (throttled, never connected); after an ambiguous failure it raises ``OutcomeUnknownError`` carrying what was
 sent, so the caller can look before resubmitting.
+
+Logging (standard ``logging``, no handler configured here): every attempt at DEBUG with its action, subject
+(ENI or task), request id, attempt number, latency and result code, also as ``extra`` fields for structured
+formatters; throttles at WARNING, retries and mutex waits at INFO, each with the reason. With ``metrics``,
+the same events update a ``Metrics`` (see ``eni_async.metrics``); without, they cost one ``is None`` test.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import random
 import ssl as ssl_module
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Self, TypeVar, cast
+from typing import TYPE_CHECKING, Self, TypeVar, cast
 
 import aiohttp
 from tenacity import RetryCallState
@@ -35,15 +40,19 @@ from eni_async.errors import (
     TaskFailedError,
     TaskTimeoutError,
     ThrottledError,
+    error_code,
 )
 from eni_async.journal import Journal
-from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, TaskState, TaskStatus
+from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, Submitted, TaskState, TaskStatus
 from eni_async.models import UnassignResult as UnassignResult
 from eni_async.policy import retrier
 from eni_async.poller import LatencyTracker, poll_until_done
 from eni_async.settings import Settings
 from eni_async.throttle import Budgets
 from eni_async.transport import AiohttpTransport
+
+if TYPE_CHECKING:
+    from eni_async.metrics import Metrics
 
 log = logging.getLogger("eni_async")
 
@@ -55,6 +64,11 @@ class EniClient:
 
     ``session`` is borrowed when given (the caller closes it); otherwise the client opens its own on entry
     and closes it on exit. ``clock`` is the time seam (tests pass a ``FakeClock``); ``rng`` seeds jitter.
+    ``metrics`` is an ``eni_async.metrics.Metrics`` to keep up to date (``None``: no metrics).
+
+    The session reads ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the environment unless
+    ``settings.proxy`` is set, which then overrides them for every call (a borrowed session keeps its own
+    ``trust_env``).
     """
 
     def __init__(
@@ -66,8 +80,10 @@ class EniClient:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         ssl_context: ssl_module.SSLContext | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.dialect: Dialect = get_dialect(settings.dialect)
         self.endpoint = settings.resolved_endpoint
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -162,14 +178,34 @@ class EniClient:
             raise RuntimeError("EniClient is not open: use 'async with EniClient(...) as client'")
         transport = self._transport
         budget = self.budgets[action]
+        metrics = self.metrics
         attempt = 0
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
+            reason = error_code(exc) if exc is not None else "Unknown"
             log.info(
-                "retrying %s %s after %s (attempt %d, waiting %.2fs)",
-                action, subject, exc, state.attempt_number, wait,
+                "retrying %s %s after %s: %s (attempt %d, waiting %.2fs)",
+                action, subject, reason, exc, state.attempt_number, wait,
+                extra={"action": action, "subject": subject, "attempt": state.attempt_number,
+                       "code": reason, "wait_s": round(wait, 3)},
+            )  # fmt: skip
+            if metrics is not None:
+                metrics.retry(action, reason)
+
+        def logged(
+            code: str, request_id: str | None, latency: float, error: EniAsyncError | None = None
+        ) -> None:
+            if metrics is not None:
+                metrics.call(action, code, latency)
+            if not log.isEnabledFor(logging.DEBUG):
+                return
+            log.debug(
+                "%s %s attempt %d: %s in %.3fs request_id=%s%s",
+                action, subject, attempt, code, latency, request_id, f" ({error})" if error else "",
+                extra={"action": action, "subject": subject, "attempt": attempt, "code": code,
+                       "request_id": request_id, "latency_s": round(latency, 6)},
             )  # fmt: skip
 
         async def once() -> T:
@@ -179,24 +215,26 @@ class EniClient:
             started = self.clock.monotonic()
             try:
                 result = parse(await transport.send(build(self._context())))
-            except ThrottledError as exc:
-                budget.on_throttled(exc.limit)
-                log.warning("throttled on %s: %s; rate now %d/s", action, exc.message, budget.rate)
-                raise
             except EniAsyncError as exc:
-                log.debug(
-                    "%s %s attempt %d failed after %.3fs: %s",
-                    action, subject, attempt, self.clock.monotonic() - started, exc,
-                )  # fmt: skip
+                code = error_code(exc)
+                logged(code, getattr(exc, "request_id", None), self.clock.monotonic() - started, exc)
+                if isinstance(exc, ThrottledError):
+                    budget.on_throttled(exc.limit)
+                    if metrics is not None:
+                        metrics.throttle(action)
+                    log.warning(
+                        "throttled on %s %s (attempt %d): %s; rate now %d/s",
+                        action, subject, attempt, exc, budget.rate,
+                        extra={"action": action, "subject": subject, "attempt": attempt, "code": code,
+                               "request_id": exc.request_id, "rate": budget.rate},
+                    )  # fmt: skip
                 raise
+            logged("Success", getattr(result, "request_id", None), self.clock.monotonic() - started)
             if isinstance(result, TaskState):
                 # When the task was seen in this state: the send time, not the answer's (budget waits excluded).
                 result = cast(T, dataclasses.replace(result, observed_at=started))
-            log.debug(
-                "%s %s attempt %d ok in %.3fs request_id=%s",
-                action, subject, attempt, self.clock.monotonic() - started,
-                getattr(result, "request_id", None),
-            )  # fmt: skip
+            elif isinstance(result, Submitted) and metrics is not None:
+                metrics.task_submitted(result.task_id, started)
             return result
 
         retrying = retrier(self.settings.retry, self.clock, mutating=mutating, before_sleep=before_sleep)
@@ -225,7 +263,12 @@ class EniClient:
             if exc.transient and not exc.no_effect:
                 raise OutcomeUnknownError(UNASSIGN, vpc, eni, checked, exc) from exc
             raise
-        log.info("submitted release of %d IP(s) from %s: task %s", len(checked), eni, submitted.task_id)
+        log.info(
+            "submitted release of %d IP(s) from %s: task %s request_id=%s",
+            len(checked), eni, submitted.task_id, submitted.request_id,
+            extra={"action": UNASSIGN, "subject": eni, "task_id": submitted.task_id,
+                   "request_id": submitted.request_id},
+        )  # fmt: skip
         return submitted.task_id, submitted.request_id
 
     async def task_status(self, task_id: str) -> TaskStatus:
@@ -250,7 +293,7 @@ class EniClient:
         ``timeout`` defaults to ``settings.poll.timeout``. The task's final state is returned, FAILED
         included: deciding what a failure means is the caller's business.
         """
-        return await poll_until_done(
+        waiting = poll_until_done(
             self.task_state,
             task_id,
             policy=self.settings.poll,
@@ -260,6 +303,19 @@ class EniClient:
             timeout=self.settings.poll.timeout if timeout is None else timeout,
             submitted_at=submitted_at,
         )
+        metrics = self.metrics
+        if metrics is None:
+            return await waiting
+        try:
+            state = await waiting
+        except TaskTimeoutError:
+            metrics.task_ended(task_id, "TIMEOUT", None)
+            raise
+        except BaseException:  # an unreadable task, a bug or a cancellation: the client stops watching it
+            metrics.task_ended(task_id, "UNKNOWN", None)
+            raise
+        metrics.task_ended(task_id, state.status.value, state.observed_at)
+        return state
 
     async def describe_eni(self, eni_id: str) -> EniInfo | None:
         """Return what DescribeNetworkInterfaces says about one ENI, or ``None`` when it does not exist."""
@@ -341,7 +397,13 @@ class EniClient:
             except MutexError as exc:
                 if self.clock.monotonic() + delay > deadline:
                     raise TaskTimeoutError(f"(another task on {eni})", "RUNNING", delay) from exc
-                log.info("%s busy with another task; retrying in %.2fs", eni, delay)
+                log.info(
+                    "%s busy with another task (%s); retrying in %.2fs", eni, exc, delay,
+                    extra={"action": UNASSIGN, "subject": eni, "code": exc.code,
+                           "request_id": exc.request_id, "wait_s": round(delay, 3)},
+                )  # fmt: skip
+                if self.metrics is not None:
+                    self.metrics.retry(UNASSIGN, exc.code)
                 await self.clock.sleep(delay)
                 delay = min(policy.maximum, delay * policy.multiplier)
 

@@ -3,12 +3,14 @@
 Polling is not retrying: RUNNING is an answer, with its own schedule and deadline. The first query of a task
 is timed from the latencies of the tasks this client has already seen end (a high quantile of them), so most
 tasks are asked about once, just after they end; later queries back off exponentially with jitter, capped,
-and never past the deadline. Until enough latencies are seen, ``PollPolicy.first`` is used.
+and never past the deadline. Until enough latencies are seen, ``PollPolicy.first`` is used. Each query is
+logged by the client; the first wait is logged at DEBUG and a passed deadline at INFO.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import random
 from collections.abc import Awaitable, Callable
 
@@ -19,6 +21,8 @@ from eni_async.clock import Clock
 from eni_async.errors import TaskTimeoutError
 from eni_async.models import TaskState
 from eni_async.policy import PollPolicy, stop_at_deadline
+
+log = logging.getLogger(__name__)
 
 # Observed latencies kept for the estimate; old ones drop out so the estimate follows drift.
 _WINDOW = 512
@@ -88,6 +92,11 @@ async def poll_until_done(
     estimate = tracker.estimate() if policy.adaptive else None
     first = estimate if estimate is not None else policy.first
     delay = min(max(0.0, origin + first - clock.monotonic()), deadline - clock.monotonic())
+    log.debug(
+        "task %s: first query in %.2fs (%s)",
+        task_id, delay, "estimate from past tasks" if estimate is not None else "policy's first delay",
+        extra={"task_id": task_id, "wait_s": round(delay, 3)},
+    )  # fmt: skip
     if delay > 0:
         await clock.sleep(delay)
 
@@ -106,6 +115,11 @@ async def poll_until_done(
         state: TaskState = await retrying(once)
     except tenacity.RetryError:
         status = last[-1].status.value if last else None
+        log.info(
+            "task %s still %s at the poll deadline (%.1fs); giving up waiting",
+            task_id, status or "unread", clock.monotonic() - start,
+            extra={"task_id": task_id, "status": status},
+        )  # fmt: skip
         raise TaskTimeoutError(task_id, status, clock.monotonic() - start) from None
     seen = state.observed_at if state.observed_at is not None else clock.monotonic()
     tracker.observe(max(0.0, seen - origin))

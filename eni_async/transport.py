@@ -2,7 +2,9 @@
 
 The one rule that matters here is which failures surely had no effect (the connection was never made:
 ``ConnectError``) and which may have reached the server (``ConnectionLostError``: a read timeout, a dropped
-connection after sending). Answers larger than ``max_body`` are refused as a ``ProtocolError``.
+connection after sending). Answers larger than ``max_body`` are refused as a ``ProtocolError``. A ``proxy``
+is passed on every request, so it overrides whatever proxy the session would take from the environment
+(``trust_env``); ``None`` leaves that choice to the session.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 ``add_arguments`` declares the options; ``serve`` checks them (a bad value raises ``InputError`` or
 ``ConfigError`` naming the option, which the CLI turns into exit status 2), starts the server on the real
 clock, prints exactly one JSON line when ready and waits for a signal. The line carries the simulator's
-own toy key pair, so a client can be pointed at it without any other set-up.
+own toy key pair, so a client can be pointed at it without any other set-up. With ``--metrics-port`` the
+simulator's counters are served at ``/metrics`` (127.0.0.1 unless ``--metrics-host`` says otherwise) and
+the ready line carries their URL as ``metrics``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import sys
 from typing import Any
 
+from eni_async import metrics
 from eni_async.errors import ConfigError, InputError
 from eni_async.simulator.app import Simulator
 from eni_async.simulator.config import SimulatorConfig
@@ -56,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--secret-id", default=None, help="SecretId to accept (default: a generated pair)")
     parser.add_argument("--secret-key", default=None, help="SecretKey for --secret-id")
+    metrics.add_arguments(parser)
 
 
 def parse_latency(text: str) -> tuple[float, float]:
@@ -124,7 +128,12 @@ async def serve(args: argparse.Namespace) -> int:
         raise ConfigError(option, exc.value, f"{exc.field}: {exc.reason}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with running(sim, host=args.host, port=args.port) as server:
+    async with (
+        metrics.endpoint_from(args) as endpoint,
+        running(sim, host=args.host, port=args.port) as server,
+    ):
+        if endpoint is not None:
+            metrics.register_simulator(sim, endpoint.registry)
         installed: list[signal.Signals] = []
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -136,6 +145,8 @@ async def serve(args: argparse.Namespace) -> int:
                 "secret_id": sim.credentials.secret_id,
                 "secret_key": sim.credentials.secret_key,
             }
+            if endpoint is not None:
+                ready["metrics"] = endpoint.url
             sys.stdout.write(json.dumps(ready) + "\n")
             sys.stdout.flush()
             await stop.wait()
