@@ -21,7 +21,7 @@ from eni_async import validation
 from eni_async.errors import AuthError, EniAsyncError, InputError, error_info
 from eni_async.journal import Journal, JournalRecorder, Resumed, ResumePlan
 from eni_async.outcomes import NOT_ATTEMPTED, InvalidItem, Item, Outcome, as_item
-from eni_async.reconcile import finish_task, preflight, reconcile_in_doubt, release_item
+from eni_async.reconcile import decide, finish_task, preflight, reconcile_in_doubt, release_item
 
 __all__ = ["Batch", "BatchStats", "release_item"]
 
@@ -214,7 +214,7 @@ class Batch:
         todo: tuple[str, ...] = item.ips
         if plan is not None:  # resuming: poll known tasks, reconcile a chunk in doubt, never resubmit blindly
             for task_id, _request_id, chunk in plan.tasks:
-                outcome.decisions.append(f"resumed: polling task {task_id}")
+                decide(outcome, f"resumed: polling task {task_id}")
                 await finish_task(self.client, item, outcome, task_id, chunk)
                 if self._recorder is not None:
                     self._recorder.progressed(item, outcome)

@@ -37,6 +37,12 @@ MAX_ROUNDS = 6
 DESCRIBE_ROUNDS = 3
 
 
+def decide(outcome: Outcome, decision: str) -> None:
+    """Record a reconciliation decision in the outcome and in the log (INFO), with the ENI."""
+    outcome.decisions.append(decision)
+    log.info("%s: %s", outcome.eni_id, decision)
+
+
 class Recorder(Protocol):
     """Told of every step, before the work it announces goes on (the journal implements it)."""
 
@@ -71,19 +77,19 @@ async def preflight(client: EniClient, item: Item, outcome: Outcome) -> tuple[st
             "code": "InvalidNetworkInterface.NotFound",
             "message": f"{item.eni_id} not found in {item.vpc_id}",
         }
-        outcome.decisions.append("preflight: ENI not found in that VPC; nothing submitted")
+        decide(outcome, "preflight: ENI not found in that VPC; nothing submitted")
         return ()
     todo: list[str] = []
     for ip in item.ips:
         if ip == info.primary_ip:
             outcome.not_released.append(ip)
-            outcome.decisions.append(f"preflight: {ip} is the primary IP; refused without a request")
+            decide(outcome, f"preflight: {ip} is the primary IP; refused without a request")
             outcome.error = outcome.error or {
                 "code": "InvalidPrivateip.IsPrimary",
                 "message": f"{ip} is the primary IP of {item.eni_id} and cannot be released",
             }
         elif ip not in info.secondary_ips:
-            outcome.decisions.append(f"preflight: {ip} is not on {item.eni_id}; skipped")
+            decide(outcome, f"preflight: {ip} is not on {item.eni_id}; skipped")
         else:
             todo.append(ip)
     if not todo and outcome.error is None:
@@ -146,13 +152,13 @@ async def _settle_by_looking(
     info = await _describe_or_none(client, outcome)
     if info is None:
         outcome.unknown.extend(chunk)
-        outcome.decisions.append(f"{why}; could not describe the ENI: {len(chunk)} IP(s) in doubt")
+        decide(outcome, f"{why}; could not describe the ENI: {len(chunk)} IP(s) in doubt")
         return
     gone, present = _split(info, chunk)
     outcome.released.extend(gone)
     (outcome.unknown if doubt else outcome.not_released).extend(present)
     state = "in doubt (a task may still run)" if doubt else "still assigned"
-    outcome.decisions.append(f"{why}; described ENI: {len(gone)} gone, {len(present)} {state}")
+    decide(outcome, f"{why}; described ENI: {len(gone)} gone, {len(present)} {state}")
 
 
 async def _release_chunk(
@@ -189,11 +195,11 @@ async def _release_chunk(
             gone, present = _split(info, todo)
             if gone:
                 outcome.released.extend(gone)
-                outcome.decisions.append(f"{', '.join(gone)} not on the ENI: counted as released")
+                decide(outcome, f"{', '.join(gone)} not on the ENI: counted as released")
             if info.primary_ip in present:
                 outcome.fail(exc)
                 outcome.not_released.append(info.primary_ip)
-                outcome.decisions.append(f"{info.primary_ip} is the primary IP: refused")
+                decide(outcome, f"{info.primary_ip} is the primary IP: refused")
                 present.remove(info.primary_ip)
             if tuple(present) == todo:  # the server's answer contradicts the ENI: give up
                 outcome.fail(exc)
@@ -242,7 +248,7 @@ async def _describe_or_none(client: EniClient, outcome: Outcome) -> EniInfo | No
             raise
         except EniAsyncError as exc:
             if attempt == DESCRIBE_ROUNDS - 1:
-                outcome.decisions.append(f"could not describe the ENI ({exc})")
+                decide(outcome, f"could not describe the ENI ({exc})")
                 return None
             await client.clock.sleep(client.settings.retry.maximum * (attempt + 1))
     return None
@@ -257,10 +263,11 @@ async def reconcile_in_doubt(
         return None
     gone, present = _split(info, todo)
     outcome.released.extend(gone)
-    outcome.decisions.append(
-        f"{why}: described ENI, {len(gone)} already gone (released), {len(present)} still assigned (resubmitted)"
+    decide(
+        outcome,
+        f"{why}: described ENI, {len(gone)} already gone (released), {len(present)} still assigned (resubmitted)",
     )
     return tuple(present)
 
 
-__all__ = ["Recorder", "finish_task", "preflight", "reconcile_in_doubt", "release_item"]
+__all__ = ["Recorder", "decide", "finish_task", "preflight", "reconcile_in_doubt", "release_item"]
