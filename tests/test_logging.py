@@ -87,10 +87,17 @@ async def test_an_ambiguous_submit_is_reconciled_with_a_warning(caplog: pytest.L
     async with world(faults=lost, enis=1, task_latency=(0.0, 0.0)) as w:
         outcomes = [o async for o in w.client.unassign_many(w.items())]
     assert [o.status for o in outcomes] == ["succeeded"]
-    (warning,) = [r for r in caplog.records if r.name == "eni_async.reconcile"]
-    assert warning.levelno == logging.WARNING
+    (warning,) = [
+        r for r in caplog.records if r.name == "eni_async.reconcile" and r.levelno == logging.WARNING
+    ]
     assert "outcome unknown" in warning.getMessage()
     assert "describing the ENI" in warning.getMessage()
+    decisions = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "eni_async.reconcile" and r.levelno == logging.INFO
+    ]
+    assert any("already gone (released)" in d for d in decisions), "the decision is logged too"
 
 
 def test_the_library_configures_no_handler() -> None:
