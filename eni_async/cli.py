@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from eni_async import __version__
@@ -123,83 +124,93 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    unassign = commands.add_parser(
-        "unassign",
-        help="release IPs from one ENI and wait for the task",
-        description="Release secondary IPs from one ENI; prints one JSON object.",
-        epilog="example: eni-async unassign --vpc-id vpc-7t9nf3pu --eni-id eni-m6dyj72l --ip 10.0.0.2",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    unassign.add_argument("--vpc-id", required=True)
-    unassign.add_argument("--eni-id", required=True)
-    unassign.add_argument("--ip", action="append", required=True, help="a secondary IP (repeatable)")
-    unassign.add_argument("--no-wait", action="store_true", help="submit only; print the task id(s)")
-    unassign.add_argument("--timeout", type=float, help="seconds to wait for each task")
-    _client_options(unassign)
-    _log_options(unassign)
-    unassign.set_defaults(handler=_run_unassign)
-
-    _add_extra_commands(commands)
-    return parser
-
-
-def _add_extra_commands(commands: Any) -> None:
-    """Commands that live in their own modules register here."""
     from eni_async import cli_batch
     from eni_async.simulator import command as sim_command
 
-    simulate = commands.add_parser(
-        "simulate",
-        help="run the local Tencent VPC simulator in the foreground",
-        description="Run the embedded Tencent VPC simulator; prints one JSON line when ready.",
-        epilog="example: eni-async simulate --enis 100 --ips-per-eni 5 --faults flaky --port 8080",
-    )
-    sim_command.add_arguments(simulate)
-    _log_options(simulate)
-    simulate.set_defaults(handler=sim_command.serve)
+    for spec in (
+        Command(
+            "unassign",
+            "release IPs from one ENI and wait for the task",
+            "Release secondary IPs from one ENI; prints one JSON object.",
+            "eni-async unassign --vpc-id vpc-7t9nf3pu --eni-id eni-m6dyj72l --ip 10.0.0.2",
+            _add_unassign_arguments,
+            _run_unassign,
+            client_options=True,
+        ),
+        Command(
+            "simulate",
+            "run the local Tencent VPC simulator in the foreground",
+            "Run the embedded Tencent VPC simulator; prints one JSON line when ready.",
+            "eni-async simulate --enis 100 --ips-per-eni 5 --faults flaky --port 8080",
+            sim_command.add_arguments,
+            sim_command.serve,
+        ),
+        Command(
+            "batch",
+            "release IPs from many ENIs listed in a file",
+            "Release IPs from many ENIs; one JSON line per ENI on stdout (or --output).",
+            "eni-async batch enis.csv --output results.jsonl --concurrency 64",
+            cli_batch.add_batch_arguments,
+            _with_settings(cli_batch.run_batch),
+            client_options=True,
+        ),
+        Command(
+            "demo",
+            "release every IP of a local simulator and check the result",
+            "Start the embedded simulator, release all its secondary IPs, verify against ground truth.",
+            "eni-async demo --enis 500 --ips-per-eni 4 --faults flaky",
+            cli_batch.add_demo_arguments,
+            _with_settings(cli_batch.run_demo),
+        ),
+        Command(
+            "resume",
+            "finish a journalled batch after a crash",
+            "Finish a batch recorded with --journal: finished items are left alone, submitted tasks are "
+            "polled (never resubmitted), pending items run.",
+            "eni-async resume batch.journal --output rest.jsonl",
+            cli_batch.add_resume_arguments,
+            _with_settings(cli_batch.run_resume),
+            client_options=True,
+        ),
+        Command(
+            "status",
+            "count a journal's items by state",
+            "Print a journal's items by state and outcome as one JSON object.",
+            "eni-async status batch.journal",
+            cli_batch.add_status_arguments,
+            _with_settings(cli_batch.run_status),
+        ),
+    ):
+        sub = commands.add_parser(
+            spec.name, help=spec.help, description=spec.description, epilog=f"example: {spec.example}"
+        )
+        spec.add_arguments(sub)
+        if spec.client_options:
+            _client_options(sub)
+        _log_options(sub)
+        sub.set_defaults(handler=spec.handler)
+    return parser
 
-    batch = commands.add_parser(
-        "batch",
-        help="release IPs from many ENIs listed in a file",
-        description="Release IPs from many ENIs; one JSON line per ENI on stdout (or --output).",
-        epilog="example: eni-async batch enis.csv --output results.jsonl --concurrency 64",
-    )
-    cli_batch.add_batch_arguments(batch)
-    _client_options(batch)
-    _log_options(batch)
-    batch.set_defaults(handler=_with_settings(cli_batch.run_batch))
 
-    demo = commands.add_parser(
-        "demo",
-        help="release every IP of a local simulator and check the result",
-        description="Start the embedded simulator, release all its secondary IPs, verify against ground truth.",
-        epilog="example: eni-async demo --enis 500 --ips-per-eni 4 --faults flaky",
-    )
-    cli_batch.add_demo_arguments(demo)
-    _log_options(demo)
-    demo.set_defaults(handler=_with_settings(cli_batch.run_demo))
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its texts, its arguments and the coroutine that runs it."""
 
-    resume = commands.add_parser(
-        "resume",
-        help="finish a journalled batch after a crash",
-        description="Finish a batch recorded with --journal: finished items are left alone, submitted tasks "
-        "are polled (never resubmitted), pending items run.",
-        epilog="example: eni-async resume batch.journal --output rest.jsonl",
-    )
-    cli_batch.add_resume_arguments(resume)
-    _client_options(resume)
-    _log_options(resume)
-    resume.set_defaults(handler=_with_settings(cli_batch.run_resume))
+    name: str
+    help: str
+    description: str
+    example: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Handler
+    client_options: bool = False
 
-    status = commands.add_parser(
-        "status",
-        help="count a journal's items by state",
-        description="Print a journal's items by state and outcome as one JSON object.",
-        epilog="example: eni-async status batch.journal",
-    )
-    cli_batch.add_status_arguments(status)
-    _log_options(status)
-    status.set_defaults(handler=_with_settings(cli_batch.run_status))
+
+def _add_unassign_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vpc-id", required=True)
+    parser.add_argument("--eni-id", required=True)
+    parser.add_argument("--ip", action="append", required=True, help="a secondary IP (repeatable)")
+    parser.add_argument("--no-wait", action="store_true", help="submit only; print the task id(s)")
+    parser.add_argument("--timeout", type=float, help="seconds to wait for each task")
 
 
 def _with_settings(
