@@ -80,6 +80,8 @@ class Batch:
         self._active: dict[int, Outcome] = {}
         self._results: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=concurrency)
         self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._failure: BaseException | None = None
         self.unconfirmed: list[Outcome] = []
 
     def __aiter__(self) -> AsyncIterator[Outcome]:
@@ -95,6 +97,8 @@ class Batch:
                     finished = True
                     break
                 yield outcome
+            if self._failure is not None:
+                raise self._failure
         finally:
             if not finished:
                 await self._stop()
@@ -103,6 +107,7 @@ class Batch:
     async def _stop(self) -> None:
         """Cancel the workers; what was in flight becomes ``unconfirmed`` (or not attempted)."""
         assert self._runner is not None
+        self._stopping = True
         in_flight = list(self._active.values())  # workers forget their items as they unwind
         self._runner.cancel()
         await asyncio.gather(self._runner, return_exceptions=True)
@@ -127,8 +132,12 @@ class Batch:
             async with asyncio.TaskGroup() as group:
                 for _ in range(self.concurrency):
                     group.create_task(self._worker())
+        except BaseException as exc:
+            if not self._stopping:  # a bug in a worker or the source: end the iteration, then raise it
+                self._failure = exc
+            raise
         finally:
-            if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            if not self._stopping:
                 await self._results.put(None)
 
     async def _next(self) -> Item | InvalidItem | Resumed | None:

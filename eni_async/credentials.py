@@ -32,7 +32,7 @@ def load_credentials(
         if not (secret_id and secret_key):
             missing = "TENCENTCLOUD_SECRET_KEY" if secret_id else "TENCENTCLOUD_SECRET_ID"
             raise ConfigError(missing, "", "is not set while its pair is")
-        return Credentials(secret_id, secret_key, token)
+        return _checked(Credentials(secret_id, secret_key, token), "the environment")
     path = (file or CREDENTIALS_FILE).expanduser()
     if not path.is_file():
         raise ConfigError(
@@ -51,4 +51,18 @@ def load_credentials(
     secret_id, secret_key = section.get("secret_id", ""), section.get("secret_key", "")
     if not secret_id or not secret_key:
         raise ConfigError(f"{path} [{profile}]", "", "needs both secret_id and secret_key")
-    return Credentials(secret_id, secret_key, section.get("token") or None)
+    return _checked(Credentials(secret_id, secret_key, section.get("token") or None), f"{path} [{profile}]")
+
+
+def _checked(credentials: Credentials, where: str) -> Credentials:
+    """Refuse values that cannot go into a request (whitespace or control characters), never showing them."""
+    for name, value, shown in (
+        ("secret_id", credentials.secret_id, credentials.secret_id[:40]),
+        ("secret_key", credentials.secret_key, "***"),
+        ("token", credentials.token or "", "***"),
+    ):
+        if (value and not value.isascii()) or any(not c.isprintable() or c.isspace() for c in value):
+            raise ConfigError(
+                f"{name} from {where}", shown, "contains whitespace, control or non-ASCII characters"
+            )
+    return credentials

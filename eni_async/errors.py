@@ -38,8 +38,15 @@ attribute here ever holds a secret.
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
+
+# Values quoted in messages are shortened: a 2 MB field must not make a 2 MB error.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlist = _SHORT.maxdict = 6
+_SHORT.maxlevel = 2
 
 
 class EniAsyncError(Exception):
@@ -56,7 +63,7 @@ class InputError(EniAsyncError, ValueError):
         self.field = field
         self.value = value
         self.reason = reason
-        super().__init__(f"{field}: {reason} (got {value!r})")
+        super().__init__(f"{field}: {reason} (got {_SHORT.repr(value)})")
 
 
 class ConfigError(InputError):

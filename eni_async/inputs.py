@@ -26,13 +26,13 @@ CSV_HEADER = ["vpc_id", "eni_id", "ip"]
 def read_items(source: str) -> Iterator[Item | InvalidItem]:
     """Items from a path (``.csv``, ``.jsonl``/``.json``/``.ndjson``) or ``-`` (JSON Lines on stdin)."""
     if source == "-":
-        return read_jsonl(sys.stdin)
+        return read_jsonl(sys.stdin.buffer)
     path = Path(source)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl", ".ndjson", ".json"):
         raise InputError("INPUT", source, "expected a .csv or .jsonl file, or - for JSON Lines on stdin")
     try:
-        handle = path.open(encoding="utf-8", newline="")
+        handle = path.open("rb")
     except OSError as exc:
         raise InputError("INPUT", source, f"cannot read: {exc.strerror or exc}") from None
     with handle:
@@ -54,25 +54,25 @@ def count_lines(source: str) -> int | None:
 
 
 def _streamed(path: Path) -> Iterator[Item | InvalidItem]:
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open("rb") as handle:
         yield from read_jsonl(handle)
 
 
-def read_jsonl(stream: IO[str]) -> Iterator[Item | InvalidItem]:
-    """Items from JSON Lines ``{"vpc_id": ..., "eni_id": ..., "ips": [...]}``, lazily."""
-    number = 0
-    while True:
-        try:
-            line = stream.readline()
-        except UnicodeDecodeError as exc:
-            yield InvalidItem(number + 1, InputError(f"line {number + 1}", "", f"not UTF-8 ({exc.reason})"))
-            return
-        if not line:
-            return
-        number += 1
-        if not line.strip():
+def _decode(raw: bytes, number: int) -> str | InvalidItem:
+    """One line as text; a line that is not UTF-8 is its own invalid item (the others still count)."""
+    try:
+        return raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        return InvalidItem(number, InputError(f"line {number}", "", f"not UTF-8 ({exc.reason})"))
+
+
+def read_jsonl(stream: IO[bytes]) -> Iterator[Item | InvalidItem]:
+    """Items from JSON Lines ``{"vpc_id": ..., "eni_id": ..., "ips": [...]}``, lazily, line by line."""
+    for number, raw in enumerate(stream, start=1):
+        if not raw.strip():
             continue
-        yield _jsonl_item(line, number)
+        line = _decode(raw, number)
+        yield line if isinstance(line, InvalidItem) else _jsonl_item(line, number)
 
 
 def _jsonl_item(line: str, number: int) -> Item | InvalidItem:
@@ -81,8 +81,8 @@ def _jsonl_item(line: str, number: int) -> Item | InvalidItem:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
         return InvalidItem(number, InputError(where, line.strip()[:80], f"not JSON ({exc.msg})"))
-    except ValueError as exc:  # e.g. numbers too long to convert
-        return InvalidItem(number, InputError(where, line.strip()[:80], f"not JSON ({exc})"))
+    except (ValueError, RecursionError) as exc:  # numbers too long to convert, nesting too deep
+        return InvalidItem(number, InputError(where, line.strip()[:80], f"not JSON ({type(exc).__name__})"))
     if not isinstance(data, dict):
         return InvalidItem(number, InputError(where, data, "expected a JSON object"))
     missing = [key for key in ("vpc_id", "eni_id", "ips") if key not in data]
@@ -103,81 +103,89 @@ def _jsonl_item(line: str, number: int) -> Item | InvalidItem:
     return Item(vpc, eni, checked, number)
 
 
-def read_csv(stream: IO[str], name: str = "INPUT") -> Iterator[Item | InvalidItem]:
-    """Items from CSV with the header ``vpc_id,eni_id,ip``, grouped by ENI (first-seen order)."""
+def read_csv(stream: IO[bytes], name: str = "INPUT") -> Iterator[Item | InvalidItem]:
+    """Items from CSV with the header ``vpc_id,eni_id,ip``, grouped by ENI (first-seen order).
+
+    Each line is decoded on its own, and a row the csv module refuses is its own invalid item: one bad
+    line never costs the others.
+    """
+    bad: list[InvalidItem] = []
+    numbers: list[int] = []  # physical line number of each text line handed to the csv reader
+
+    def lines() -> Iterator[str]:
+        for number, raw in enumerate(stream, start=1):
+            text = _decode(raw, number)
+            if isinstance(text, InvalidItem):
+                bad.append(text)
+                continue
+            numbers.append(number)
+            yield text
+
+    reader = csv.reader(lines())
     try:
-        reader = csv.reader(stream)
         header = next(reader, None)
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise InputError(name, "", f"unreadable CSV ({exc})") from None
+    except csv.Error as exc:
+        raise InputError(name, "", f"unreadable CSV header ({exc})") from None
     if header is None or [h.strip() for h in header] != CSV_HEADER:
-        raise InputError(
-            name, ",".join(header or []), f"the first line must be the header {','.join(CSV_HEADER)}"
-        )
+        shown = ",".join(header or [])[:80]
+        raise InputError(name, shown, f"the first line must be the header {','.join(CSV_HEADER)}")
     groups: dict[str, tuple[str, list[str], int]] = {}
     seen: dict[tuple[str, str], int] = {}
-    bad: list[InvalidItem] = []
-    try:
-        for row in reader:
-            number = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            where = f"line {number}"
-            if len(row) != 3:
-                bad.append(
-                    InvalidItem(
-                        number, InputError(where, ",".join(row), "expected 3 columns: vpc_id,eni_id,ip")
-                    )
-                )
-                continue
-            try:
-                vpc = validation.vpc_id(row[0].strip(), f"{where}: vpc_id")
-                eni = validation.eni_id(row[1].strip(), f"{where}: eni_id")
-                ip = validation.ipv4(row[2].strip(), f"{where}: ip")
-            except InputError as exc:
-                bad.append(
-                    InvalidItem(
-                        number, exc, vpc_id=row[0].strip(), eni_id=row[1].strip(), ips=(row[2].strip(),)
-                    )
-                )
-                continue
-            if (eni, ip) in seen:
-                bad.append(
-                    InvalidItem(
-                        number,
-                        InputError(f"{where}: ip", ip, f"duplicate of line {seen[(eni, ip)]}"),
-                        vpc,
-                        eni,
-                        (ip,),
-                    )
-                )
-                continue
-            group = groups.get(eni)
-            if group is not None and group[0] != vpc:
-                bad.append(
-                    InvalidItem(
-                        number,
-                        InputError(f"{where}: vpc_id", vpc, f"{eni} is in {group[0]} on line {group[2]}"),
-                        vpc,
-                        eni,
-                        (ip,),
-                    )
-                )
-                continue
-            seen[(eni, ip)] = number
-            if group is None:
-                groups[eni] = (vpc, [ip], number)
-            else:
-                group[1].append(ip)
-    except (csv.Error, UnicodeDecodeError) as exc:
-        bad.append(
-            InvalidItem(None, InputError(name, "", f"unreadable from line {reader.line_num} on ({exc})"))
-        )
-    yield from bad
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            number = numbers[reader.line_num - 1] if reader.line_num else None
+            bad.append(InvalidItem(number, InputError(f"line {number}", "", f"unreadable CSV row ({exc})")))
+            continue
+        number = numbers[reader.line_num - 1]
+        problem = _csv_row(row, number, groups, seen)
+        if problem is not None:
+            bad.append(problem)
+    yield from sorted(bad, key=lambda item: item.line or 0)
     for eni, (vpc, ips, first) in groups.items():
         yield Item(vpc, eni, tuple(ips), first)
 
 
+def _csv_row(
+    row: list[str],
+    number: int,
+    groups: dict[str, tuple[str, list[str], int]],
+    seen: dict[tuple[str, str], int],
+) -> InvalidItem | None:
+    """Add one row to its ENI's group, or say why it cannot be."""
+    if not row or all(not cell.strip() for cell in row):
+        return None
+    where = f"line {number}"
+    if len(row) != 3:
+        return InvalidItem(
+            number, InputError(where, ",".join(row)[:80], "expected 3 columns: vpc_id,eni_id,ip")
+        )
+    cells = [cell.strip() for cell in row]
+    try:
+        vpc = validation.vpc_id(cells[0], f"{where}: vpc_id")
+        eni = validation.eni_id(cells[1], f"{where}: eni_id")
+        ip = validation.ipv4(cells[2], f"{where}: ip")
+    except InputError as exc:
+        return InvalidItem(number, exc, vpc_id=cells[0][:80], eni_id=cells[1][:80], ips=(cells[2][:80],))
+    if (eni, ip) in seen:
+        return InvalidItem(
+            number, InputError(f"{where}: ip", ip, f"duplicate of line {seen[(eni, ip)]}"), vpc, eni, (ip,)
+        )
+    group = groups.get(eni)
+    if group is not None and group[0] != vpc:
+        error = InputError(f"{where}: vpc_id", vpc, f"{eni} is in {group[0]} on line {group[2]}")
+        return InvalidItem(number, error, vpc, eni, (ip,))
+    seen[(eni, ip)] = number
+    if group is None:
+        groups[eni] = (vpc, [ip], number)
+    else:
+        group[1].append(ip)
+    return None
+
+
 def parse_jsonl_text(text: str) -> list[Item | InvalidItem]:
     """Convenience for tests and examples: items from a JSON Lines string."""
-    return list(read_jsonl(io.StringIO(text)))
+    return list(read_jsonl(io.BytesIO(text.encode("utf-8"))))

@@ -8,7 +8,9 @@ key. Credentials are read separately (``credentials.py``) and never live in sett
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -79,10 +81,36 @@ class Settings:
     def __post_init__(self) -> None:
         _check(self)
 
+    def __repr__(self) -> str:
+        # A proxy URL may carry a password; everything else here is shown as is.
+        fields = ", ".join(
+            f"{f.name}={_mask_password(v) if f.name == 'proxy' else v!r}"
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        )
+        return f"Settings({fields})"
+
     @property
     def resolved_endpoint(self) -> str:
         """The endpoint to call: the configured one, or the dialect's default."""
         return (self.endpoint or DIALECT_ENDPOINTS[self.dialect]).rstrip("/")
+
+
+REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+# More ENIs at once than this only queues on the rate budgets while holding memory.
+MAX_CONCURRENCY = 10_000
+
+
+def _mask_password(url: str) -> str:
+    """``url`` with any password replaced by ``***``, quoted for a repr."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is not None:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+            url = parts._replace(netloc=netloc).geturl()
+    except ValueError:
+        url = "<unparsable URL>"
+    return repr(url)
 
 
 _SECTIONS: Mapping[str, type[Any]] = {
@@ -103,7 +131,10 @@ def _check(s: Settings) -> None:
     if s.sign_method not in SIGN_METHODS:
         raise ConfigError("sign_method", s.sign_method, f"expected one of {', '.join(SIGN_METHODS)}")
     if s.endpoint:
-        parts = urlsplit(s.endpoint)
+        try:
+            parts = urlsplit(s.endpoint)
+        except ValueError:
+            raise ConfigError("endpoint", s.endpoint, "not a URL") from None
         if (
             parts.scheme not in ("http", "https")
             or not parts.hostname
@@ -118,12 +149,19 @@ def _check(s: Settings) -> None:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError:
             raise ConfigError("endpoint", s.endpoint, "bad port") from None
-    if s.proxy and urlsplit(s.proxy).scheme not in ("http", "https"):
-        raise ConfigError("proxy", s.proxy, "expected an http:// or https:// proxy URL")
-    if not s.region:
-        raise ConfigError("region", s.region, "must not be empty")
-    if s.concurrency < 1:
-        raise ConfigError("concurrency", s.concurrency, "must be at least 1")
+    if s.proxy:
+        try:
+            scheme = urlsplit(s.proxy).scheme
+        except ValueError:
+            scheme = ""
+        if scheme not in ("http", "https"):
+            raise ConfigError("proxy", _mask_password(s.proxy), "expected an http:// or https:// proxy URL")
+    if not REGION.fullmatch(s.region):
+        raise ConfigError(
+            "region", s.region, "expected lowercase letters, digits and dashes, e.g. ap-guangzhou"
+        )
+    if not 1 <= s.concurrency <= MAX_CONCURRENCY:
+        raise ConfigError("concurrency", s.concurrency, f"must be between 1 and {MAX_CONCURRENCY}")
     for name in _SECTIONS:
         section = getattr(s, name)
         for f in dataclasses.fields(section):
@@ -132,6 +170,8 @@ def _check(s: Settings) -> None:
                 continue
             if not isinstance(value, int | float):
                 continue
+            if not math.isfinite(value):
+                raise ConfigError(f"{name}.{f.name}", value, "must be a finite number")
             if f.name in _MAY_BE_ZERO:
                 if value < 0:
                     raise ConfigError(f"{name}.{f.name}", value, "must be 0 or more")

@@ -13,7 +13,7 @@ import logging
 
 import aiohttp
 
-from eni_async.errors import ConnectError, ConnectionLostError, ProtocolError
+from eni_async.errors import ConnectError, ConnectionLostError, InputError, ProtocolError
 from eni_async.models import HttpRequest, HttpResponse
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,18 @@ class AiohttpTransport:
                 ssl=self._ssl,  # type: ignore[arg-type]
                 allow_redirects=False,
             ) as response:
-                body = await response.content.read(self._max_body + 1)
-                if len(body) > self._max_body:
-                    raise ProtocolError(
-                        f"{action}: answer larger than {self._max_body} bytes",
-                        action=action,
-                        status=response.status,
-                    )
-                return HttpResponse(response.status, dict(response.headers), body)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.content.iter_any():
+                    size += len(chunk)
+                    if size > self._max_body:
+                        raise ProtocolError(
+                            f"{action}: answer larger than {self._max_body} bytes",
+                            action=action,
+                            status=response.status,
+                        )
+                    chunks.append(chunk)
+                return HttpResponse(response.status, dict(response.headers), b"".join(chunks))
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
             # Never connected (refused, unreachable, DNS, TLS handshake): nothing was sent.
             raise ConnectError(f"{action}: cannot connect ({_describe(exc)})", action=action) from exc
@@ -73,6 +77,9 @@ class AiohttpTransport:
         except (aiohttp.ClientError, OSError) as exc:
             # Disconnected, payload broken mid-way, reset: the request may have been processed.
             raise ConnectionLostError(f"{action}: connection lost ({_describe(exc)})", action=action) from exc
+        except ValueError as exc:
+            # aiohttp refuses to send a request it cannot encode (e.g. a control character in a header).
+            raise InputError("request", action, f"cannot be sent ({exc})") from None
 
 
 def _describe(exc: BaseException) -> str:
