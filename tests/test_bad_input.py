@@ -33,23 +33,14 @@ from eni_async.models import Credentials, EniInfo, TaskState
 from eni_async.outcomes import STATUSES, as_item, check_against_truth
 from eni_async.policy import PollPolicy, RetryPolicy
 from eni_async.settings import Settings
-from eni_async.simulator import Simulator, SimulatorConfig, load_fault_profile, running
+from eni_async.simulator import Simulator, load_fault_profile
 from eni_async.transport import MAX_BODY
 from tests.aioresp import mocked
 from tests.batchhelpers import world
 
 VPC, ENI = "vpc-7t9nf3pu", "eni-m6dyj72l"
 SECRET_ID, SECRET_KEY = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3gnPhESA", "Gu5t9xGARNpq86cd98joQYCN3Cozk1qA"
-FAST = """
-[poll]
-first = 0.02
-initial = 0.02
-maximum = 0.2
-timeout = 30.0
-[retry]
-initial = 0.01
-maximum = 0.05
-"""
+SERVED = {"enis": 4, "ips_per_eni": 2, "seed": 11}
 GUARD = 5.0  # seconds of real time any single client call may take before the test fails
 
 
@@ -264,19 +255,6 @@ def test_empty_jsonl_batch_does_nothing_and_says_so(
 
 
 # -- batch files with some malformed lines: those lines are outcomes, the rest succeed -------------------
-
-
-@pytest.fixture
-async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Simulator, str]]:
-    """A real-time simulator on 127.0.0.1 whose tasks end at once, with its credentials in the environment."""
-    sim = Simulator(SimulatorConfig(enis=4, ips_per_eni=2, seed=11, task_latency=(0.0, 0.0)))
-    async with running(sim, host="127.0.0.1", port=0) as server:
-        monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", sim.credentials.secret_id)
-        monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", sim.credentials.secret_key)
-        config = tmp_path / "fast.toml"
-        config.write_text(FAST)
-        monkeypatch.setenv("ENI_ASYNC_CONFIG", str(config))
-        yield sim, server.endpoint
 
 
 def jsonl(vpc: object, eni: object, ips: object) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,30 +11,13 @@ import pytest
 
 from eni_async import __version__
 from eni_async.cli import main
-from eni_async.simulator import Simulator, SimulatorConfig, running
+from eni_async.simulator import Simulator
 from tests.aioresp import mocked
+from tests.conftest import FAST_TOML
 
 URL = "https://vpc.api.qcloud.com/v2/index.php"
 VPC, ENI = "vpc-7t9nf3pu", "eni-m6dyj72l"
-FAST = """
-[poll]
-first = 0.02
-initial = 0.02
-maximum = 0.2
-timeout = 30.0
-[retry]
-initial = 0.01
-maximum = 0.05
-"""
-
-
-@pytest.fixture
-def creds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", "AKIDz8krbsJ5yKBZQpn74WFkmLPx3gnPhESA")
-    monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", "Gu5t9xGARNpq86cd98joQYCN3Cozk1qA")
-    config = tmp_path / "fast.toml"
-    config.write_text(FAST)
-    monkeypatch.setenv("ENI_ASYNC_CONFIG", str(config))
+SERVED = {"enis": 8, "ips_per_eni": 3, "seed": 5}
 
 
 def ok(data: dict[str, Any]) -> dict[str, Any]:
@@ -141,19 +123,6 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert "example: eni-async" in capsys.readouterr().out
 
 
-@pytest.fixture
-async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Simulator, str]]:
-    """A real-time simulator on 127.0.0.1 whose tasks end at once, with credentials in the environment."""
-    sim = Simulator(SimulatorConfig(enis=8, ips_per_eni=3, seed=5, task_latency=(0.0, 0.0)))
-    async with running(sim, host="127.0.0.1", port=0) as server:
-        monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", sim.credentials.secret_id)
-        monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", sim.credentials.secret_key)
-        config = tmp_path / "fast.toml"
-        config.write_text(FAST)
-        monkeypatch.setenv("ENI_ASYNC_CONFIG", str(config))
-        yield sim, server.endpoint
-
-
 async def test_batch_csv_end_to_end_matches_ground_truth(
     served: tuple[Simulator, str], tmp_path: Path
 ) -> None:
@@ -253,7 +222,7 @@ def test_demo_reports_no_mismatch(
 ) -> None:
     """The demo releases every seeded IP and prints 'mismatches: 0', exit 0."""
     config = tmp_path / "fast.toml"
-    config.write_text(FAST)
+    config.write_text(FAST_TOML)
     monkeypatch.setenv("ENI_ASYNC_CONFIG", str(config))
     code = main(["demo", "--enis", "6", "--ips-per-eni", "12", "--task-latency", "0", "--no-progress"])
     out = capsys.readouterr().out

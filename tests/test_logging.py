@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from eni_async.cli import main
 from eni_async.dialects import DESCRIBE, TASK_QUERY, UNASSIGN
 from eni_async.policy import PollPolicy
 from eni_async.settings import Settings
-from eni_async.simulator import FaultProfile, FaultRates, Simulator, SimulatorConfig, running
+from eni_async.simulator import FaultProfile, FaultRates, Simulator
 from tests.aioresp import mocked
 from tests.batchhelpers import world
 
@@ -25,16 +24,7 @@ V3 = Settings(dialect="v3", poll=PollPolicy(timeout=300.0))
 URL = "https://vpc.api.qcloud.com/v2/index.php"
 VPC, ENI = "vpc-7t9nf3pu", "eni-m6dyj72l"
 UNASSIGN_ARGS = ["unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2"]
-FAST = """
-[poll]
-first = 0.02
-initial = 0.02
-maximum = 0.2
-timeout = 30.0
-[retry]
-initial = 0.01
-maximum = 0.05
-"""
+SERVED = {"enis": 3, "ips_per_eni": 2, "seed": 5}
 
 
 def calls(records: list[logging.LogRecord], action: str) -> list[logging.LogRecord]:
@@ -116,15 +106,6 @@ def test_the_library_configures_no_handler() -> None:
     assert loggers
     assert all(logger.propagate for logger in loggers)
     assert all(isinstance(h, logging.NullHandler) for logger in loggers for h in logger.handlers)
-
-
-@pytest.fixture
-def creds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", "AKIDz8krbsJ5yKBZQpn74WFkmLPx3gnPhESA")
-    monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", "Gu5t9xGARNpq86cd98joQYCN3Cozk1qA")
-    config = tmp_path / "fast.toml"
-    config.write_text(FAST)
-    monkeypatch.setenv("ENI_ASYNC_CONFIG", str(config))
 
 
 def ok(data: dict[str, Any], request_id: str) -> dict[str, Any]:
@@ -230,19 +211,6 @@ def test_main_leaves_logging_as_it_found_it(creds: None, capsys: pytest.CaptureF
         m.post(URL, payload=ok({"status": 0}, "req-query"))
         assert main(["-vv", "--log-format", "json", *UNASSIGN_ARGS]) == 0
     assert (logger.handlers, logger.level, logger.propagate) == before
-
-
-@pytest.fixture
-async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Simulator, str]]:
-    """A real-time simulator on 127.0.0.1 whose tasks end at once, with credentials in the environment."""
-    sim = Simulator(SimulatorConfig(enis=3, ips_per_eni=2, seed=5, task_latency=(0.0, 0.0)))
-    async with running(sim, host="127.0.0.1", port=0) as server:
-        monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", sim.credentials.secret_id)
-        monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", sim.credentials.secret_key)
-        config = tmp_path / "fast.toml"
-        config.write_text(FAST)
-        monkeypatch.setenv("ENI_ASYNC_CONFIG", str(config))
-        yield sim, server.endpoint
 
 
 async def test_batch_json_logs_keep_stderr_json_lines(

@@ -30,17 +30,7 @@ from eni_async.settings import Settings
 from eni_async.simulator import Simulator, SimulatorConfig, running
 from eni_async.simulator.command import add_arguments, serve
 from tests.batchhelpers import World
-
-FAST = """
-[poll]
-first = 0.02
-initial = 0.02
-maximum = 0.2
-timeout = 30.0
-[retry]
-initial = 0.01
-maximum = 0.05
-"""
+from tests.conftest import FAST_TOML
 
 
 @asynccontextmanager
@@ -229,7 +219,7 @@ async def test_batch_metrics_port_serves_client_metrics_during_the_run(
     """``batch --metrics-port`` serves the client's metrics on 127.0.0.1 while the batch runs."""
     sim = Simulator(SimulatorConfig(enis=4, ips_per_eni=2, seed=5, task_latency=(0.4, 0.0)))
     config = tmp_path / "fast.toml"
-    config.write_text(FAST)
+    config.write_text(FAST_TOML)
     monkeypatch.setenv("ENI_ASYNC_CONFIG", str(config))
     monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", sim.credentials.secret_id)
     monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", sim.credentials.secret_key)
