@@ -34,12 +34,15 @@ class SystemClock:
     """The real clock."""
 
     def monotonic(self) -> float:
+        """``time.monotonic()``."""
         return time.monotonic()
 
     def time(self) -> float:
+        """``time.time()``."""
         return time.time()
 
     async def sleep(self, seconds: float) -> None:
+        """``asyncio.sleep(seconds)`` (negative means no wait)."""
         await asyncio.sleep(max(0.0, seconds))
 
     def __repr__(self) -> str:
@@ -66,9 +69,11 @@ class FakeClock:
         self.sleeps: list[float] = []
 
     def monotonic(self) -> float:
+        """Virtual seconds since the clock was made."""
         return self._now
 
     def time(self) -> float:
+        """Virtual Unix time: ``start`` plus ``monotonic()``."""
         return self._epoch + self._now
 
     def advance(self, seconds: float) -> None:
@@ -76,6 +81,7 @@ class FakeClock:
         self._now += max(0.0, seconds)
 
     async def sleep(self, seconds: float) -> None:
+        """Park until virtual time has moved ``seconds`` on."""
         self.sleeps.append(seconds)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()

@@ -82,6 +82,7 @@ class Journal:
         return f"Journal({str(self.path)!r})"
 
     def close(self) -> None:
+        """Close the database (every step is already committed)."""
         self._db.close()
 
     def __enter__(self) -> Journal:
@@ -99,6 +100,7 @@ class Journal:
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def meta(self) -> dict[str, Any]:
+        """The settings recorded by ``set_meta``."""
         return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
 
     # -- steps -----------------------------------------------------------------------------------------
@@ -166,6 +168,7 @@ class Journal:
         return dict(counts)
 
     def finished_outcomes(self) -> Iterator[dict[str, Any]]:
+        """The final outcomes, as JSON objects, in input order."""
         for (text,) in self._db.execute("SELECT outcome FROM items WHERE state = ? ORDER BY id", (FINISHED,)):
             yield json.loads(text)
 
