@@ -3,8 +3,11 @@
 asyncio-throttle keeps a sliding window of send times but reads ``time.monotonic`` and polls every 10 ms
 while full. ``RateBudget`` keeps its window and its ``rate_limit`` knob, reads the injected clock, and sleeps
 exactly until the oldest send leaves the window, so tests run in fake time and a full budget costs no CPU.
-The budget also adapts: a throttle answer halves the rate (never below the floor), and each full window
-without one adds one back, up to the configured rate or a limit the server stated (decisions.md D6).
+The budget also adapts (AIMD): a throttle answer cuts the rate to ``DECREASE`` of itself (once per window,
+never below one), and each quiet window adds back ``RECOVERY`` of the configured rate, up to the configured
+rate or a limit the server stated (decisions.md D6). The client's window is ``WINDOW`` seconds, a little over
+the server's one second, so that jitter in when requests arrive cannot fit more than the limit into one of
+the server's windows.
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ from eni_async.clock import Clock
 
 # How long past the window edge to wake: guards against float rounding re-sleeping for nothing.
 _EPSILON = 1e-6
+# The client's window: the server counts per second by arrival, and arrivals jitter by tens of milliseconds.
+WINDOW = 1.05
+# A throttle answer cuts the rate to this fraction; a quiet window adds back this fraction of the configured.
+DECREASE = 0.7
+RECOVERY = 0.05
 
 
 class RateBudget(Throttler):
@@ -73,25 +81,28 @@ class RateBudget(Throttler):
             self.rate_limit = min(self.rate_limit, self.ceiling)
             return
         self._last_decrease = now
-        self.rate_limit = max(1, min(self.ceiling, int(self.rate_limit) // 2))
+        self.rate_limit = max(1, min(self.ceiling, int(self.rate_limit * DECREASE)))
         self._last_change = now
 
     def _recover(self) -> None:
-        # Additive increase: one more per quiet period, back up to the ceiling.
+        # Additive increase: a step per quiet period, back up to the ceiling.
         if self.rate_limit >= self.ceiling:
             return
         now = self._clock.monotonic()
         periods = int((now - self._last_change) / self.period)
         if periods > 0:
-            self.rate_limit = min(self.ceiling, int(self.rate_limit) + periods)
+            step = max(1, int(self.configured * RECOVERY))
+            self.rate_limit = min(self.ceiling, int(self.rate_limit) + periods * step)
             self._last_change += periods * self.period
 
 
 class Budgets:
     """One ``RateBudget`` per action, shared by every coroutine of a client."""
 
-    def __init__(self, rates: Mapping[str, int], clock: Clock) -> None:
-        self._budgets = {action: RateBudget(rate, clock, name=action) for action, rate in rates.items()}
+    def __init__(self, rates: Mapping[str, int], clock: Clock, *, period: float = WINDOW) -> None:
+        self._budgets = {
+            action: RateBudget(rate, clock, period=period, name=action) for action, rate in rates.items()
+        }
 
     def __getitem__(self, action: str) -> RateBudget:
         return self._budgets[action]

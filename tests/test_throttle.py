@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from eni_async.clock import FakeClock
-from eni_async.throttle import Budgets, RateBudget
+from eni_async.throttle import DECREASE, RECOVERY, WINDOW, Budgets, RateBudget
 
 
 async def _acquire_times(budget: RateBudget, clock: FakeClock, count: int) -> list[float]:
@@ -98,23 +98,23 @@ async def test_concurrent_acquirers_never_exceed_the_rate() -> None:
     assert _max_in_any_window(times) <= 20
 
 
-def test_throttle_halves_the_rate() -> None:
-    """A throttle answer halves the rate, and one in a later period halves it again."""
+def test_throttle_cuts_the_rate() -> None:
+    """A throttle answer cuts the rate to DECREASE of itself, and one in a later period cuts it again."""
     clock = FakeClock()
-    budget = RateBudget(20, clock)
+    budget = RateBudget(100, clock)
     budget.on_throttled()
-    assert budget.rate == 10
+    assert budget.rate == int(100 * DECREASE)
     clock.advance(0.5)
     budget.on_throttled()
-    assert budget.rate == 10, "throttles within one period are one signal"
+    assert budget.rate == int(100 * DECREASE), "throttles within one period are one signal"
     clock.advance(0.6)
     budget.on_throttled()
-    assert budget.rate == 5
+    assert budget.rate == int(int(100 * DECREASE) * DECREASE)
     assert budget.throttles == 3
 
 
 def test_throttle_never_goes_below_one() -> None:
-    """Halving never takes the rate below one call per period."""
+    """Cutting never takes the rate below one call per period."""
     clock = FakeClock()
     budget = RateBudget(1, clock)
     for _ in range(3):
@@ -127,10 +127,10 @@ def test_throttle_never_goes_below_one() -> None:
     ("configured", "stated", "rate", "ceiling"),
     [
         (100, 20, 20, 20),
-        (100, 80, 50, 80),
+        (100, 80, 70, 80),
         (20, 8, 8, 8),
-        (20, 100, 10, 20),
-        (20, 0, 10, 20),
+        (20, 100, 14, 20),
+        (20, 0, 14, 20),
     ],
 )
 def test_throttle_respects_a_stated_limit(configured: int, stated: int, rate: int, ceiling: int) -> None:
@@ -140,33 +140,44 @@ def test_throttle_respects_a_stated_limit(configured: int, stated: int, rate: in
     assert (budget.rate, budget.ceiling) == (rate, ceiling)
 
 
-async def test_halved_rate_applies_to_the_next_window() -> None:
-    """After a throttle, the next second lets through only the halved rate."""
+async def test_cut_rate_applies_to_the_next_window() -> None:
+    """After a throttle, the next second lets through only the cut rate."""
     clock = FakeClock()
     budget = RateBudget(20, clock)
     await _acquire_times(budget, clock, 20)
     clock.advance(0.5)
     budget.on_throttled()
-    times = await _acquire_times(budget, clock, 10)
+    times = await _acquire_times(budget, clock, 14)
     assert all(1.0 <= t < 1.001 for t in times)
     await budget.acquire()
     assert clock.monotonic() >= 2.0
 
 
-async def test_recovery_adds_one_per_quiet_period() -> None:
-    """Each full quiet period after a throttle adds one back to the rate."""
+async def test_recovery_adds_a_step_per_quiet_period() -> None:
+    """Each full quiet period after a throttle adds RECOVERY of the configured rate back."""
     clock = FakeClock()
-    budget = RateBudget(20, clock)
+    budget = RateBudget(100, clock)
     budget.on_throttled()
     clock.advance(0.99)
     await budget.acquire()
-    assert budget.rate == 10
+    assert budget.rate == 70
     clock.advance(0.01)
     await budget.acquire()
-    assert budget.rate == 11
+    assert budget.rate == 70 + int(100 * RECOVERY)
     clock.advance(3.0)
     await budget.acquire()
-    assert budget.rate == 14
+    assert budget.rate == 70 + 4 * int(100 * RECOVERY)
+
+
+async def test_recovery_step_is_at_least_one() -> None:
+    """A small budget still recovers by one per quiet period."""
+    clock = FakeClock()
+    budget = RateBudget(10, clock)
+    budget.on_throttled()
+    assert budget.rate == 7
+    clock.advance(2.0)
+    await budget.acquire()
+    assert budget.rate == 9
 
 
 async def test_recovery_stops_at_the_configured_rate() -> None:
@@ -186,34 +197,40 @@ async def test_recovery_stops_at_a_stated_limit() -> None:
     budget.on_throttled(20)
     clock.advance(1.0)
     budget.on_throttled()
-    assert budget.rate == 10
+    assert budget.rate == 14
     clock.advance(1000.0)
     await budget.acquire()
     assert budget.rate == 20
 
 
 async def test_recovery_counts_quiet_time_between_uneven_calls() -> None:
-    """Quiet time is not lost between calls that fall mid-period: 4.2 s without a throttle add back 4."""
+    """Quiet time is not lost between calls that fall mid-period: 4.2 s without a throttle add back 4 steps."""
     clock = FakeClock()
-    budget = RateBudget(20, clock)
+    budget = RateBudget(100, clock)
     budget.on_throttled()
     for _ in range(7):
         clock.advance(0.6)
         await budget.acquire()
     assert clock.monotonic() == pytest.approx(4.2)
-    assert budget.rate == 14
+    assert budget.rate == 70 + 4 * 5
 
 
 async def test_another_throttle_restarts_the_quiet_period() -> None:
-    """A second throttle halves again and recovery counts from it, not from the first."""
+    """A second throttle cuts again and recovery counts from it, not from the first."""
     clock = FakeClock()
-    budget = RateBudget(40, clock)
+    budget = RateBudget(100, clock)
     budget.on_throttled()
     clock.advance(1.1)
     budget.on_throttled()
     clock.advance(0.9)
     await budget.acquire()
-    assert budget.rate == 10
+    assert budget.rate == 49
+
+
+def test_client_window_is_a_little_over_a_second() -> None:
+    """Budgets count over WINDOW seconds, a little over the server's one-second windows."""
+    budgets = Budgets({"DescribeVpcTaskResult": 20}, FakeClock())
+    assert 1.0 < budgets["DescribeVpcTaskResult"].period == WINDOW <= 1.1
 
 
 @pytest.mark.parametrize("rate", [0, -1])
