@@ -45,7 +45,7 @@ from eni_async.errors import (
 from eni_async.journal import Journal
 from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, Submitted, TaskState, TaskStatus
 from eni_async.models import UnassignResult as UnassignResult
-from eni_async.policy import retrier
+from eni_async.policy import retrier, retryable
 from eni_async.poller import LatencyTracker, poll_until_done
 from eni_async.settings import Settings
 from eni_async.throttle import Budgets
@@ -237,8 +237,23 @@ class EniClient:
                 metrics.task_submitted(result.task_id, started)
             return result
 
+        # The first attempt runs outside tenacity: most calls succeed at once, and building a retrier for
+        # each would cost more CPU than the call itself. A failure worth retrying is replayed as tenacity's
+        # first attempt, so the schedule, the bound and the logs are exactly those of the policy.
+        try:
+            return await once()
+        except EniAsyncError as exc:
+            if not retryable(mutating=mutating)(exc):
+                raise
+            replay: list[EniAsyncError] = [exc]
+
+        async def again() -> T:
+            if replay:
+                raise replay.pop()
+            return await once()
+
         retrying = retrier(self.settings.retry, self.clock, mutating=mutating, before_sleep=before_sleep)
-        return await retrying(once)
+        return await retrying(again)
 
     # -- the API --------------------------------------------------------------------------------------
 

@@ -24,36 +24,54 @@ from eni_async.policy import PollPolicy, stop_at_deadline
 
 log = logging.getLogger(__name__)
 
-# Observed latencies kept for the estimate; old ones drop out so the estimate follows drift.
-_WINDOW = 512
-_MIN_SAMPLES = 8
+# Tasks timed before the first-query delay is learnt; until then ``PollPolicy.first`` is used.
+MIN_SAMPLES = 8
 
 
 class LatencyTracker:
-    """Upper bounds of task latencies seen so far (submit to the first SUCCESS/FAILED reading)."""
+    """When to ask a task for the first time, learnt from the tasks this client has seen end.
 
-    def __init__(self, *, quantile: float = 0.85) -> None:
+    Warm-up: the first ``MIN_SAMPLES`` tasks are timed (submit to the first SUCCESS/FAILED reading, an upper
+    bound) and the delay starts at their ``quantile``. From then on it is steered by one signal, whether a
+    task was already done at its first query: done, and the delay shrinks by ``step``; still RUNNING, and it
+    grows by ``step * (1 - running) / running``. The delay settles where a fraction ``running`` of tasks need
+    a second query (a Robbins-Monro quantile estimate that needs no latency it cannot observe: a task seen
+    done only says it ended before it was asked).
+    """
+
+    def __init__(self, *, quantile: float = 0.9, running: float = 0.1, step: float = 0.05) -> None:
+        if not 0.0 < running < 1.0:
+            raise ValueError(f"running must be between 0 and 1, not {running}")
         self.quantile = quantile
-        self._recent: list[float] = []
-        self._sorted: list[float] = []
+        self.running = running
+        self.step = step
+        self._warmup: list[float] = []
+        self._delay: float | None = None
 
     def __len__(self) -> int:
-        return len(self._recent)
+        return len(self._warmup)
 
     def observe(self, seconds: float) -> None:
-        """Record that a task took at most ``seconds``."""
-        self._recent.append(seconds)
-        bisect.insort(self._sorted, seconds)
-        if len(self._recent) > _WINDOW:
-            old = self._recent.pop(0)
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        """Record that a task took at most ``seconds`` (used while warming up)."""
+        if self._delay is not None:
+            return
+        bisect.insort(self._warmup, seconds)
+        if len(self._warmup) >= MIN_SAMPLES:
+            index = min(len(self._warmup) - 1, int(self.quantile * len(self._warmup)))
+            self._delay = self._warmup[index]
+
+    def first_answer(self, *, done: bool) -> None:
+        """Steer the delay by whether a task was done at its first query."""
+        if self._delay is None:
+            return
+        if done:
+            self._delay *= 1.0 - self.step
+        else:
+            self._delay *= 1.0 + self.step * (1.0 - self.running) / self.running
 
     def estimate(self) -> float | None:
-        """The ``quantile`` of observed latencies, or ``None`` before enough are seen."""
-        if len(self._sorted) < _MIN_SAMPLES:
-            return None
-        index = min(len(self._sorted) - 1, int(self.quantile * len(self._sorted)))
-        return self._sorted[index]
+        """The delay before a task's first query, or ``None`` while warming up."""
+        return self._delay
 
 
 class _PollWait(tenacity.wait.wait_base):
@@ -105,6 +123,18 @@ async def poll_until_done(
         last.append(state)
         return state
 
+    # Most tasks are done at the first query: ask once before building a retrier (CPU), and let tenacity
+    # take over from that first answer when the task is still running.
+    first_state = await once()
+    if policy.adaptive and estimate is not None:
+        tracker.first_answer(done=first_state.status.done)
+    if first_state.status.done:
+        return _done(first_state, clock, origin, tracker)
+    replay = [first_state]
+
+    async def again() -> TaskState:
+        return replay.pop() if replay else await once()
+
     retrying = AsyncRetrying(
         sleep=clock.sleep,
         stop=stop_at_deadline(clock, deadline),
@@ -112,7 +142,7 @@ async def poll_until_done(
         retry=tenacity.retry_if_result(lambda state: not state.status.done),
     )
     try:
-        state: TaskState = await retrying(once)
+        state: TaskState = await retrying(again)
     except tenacity.RetryError:
         status = last[-1].status.value if last else None
         log.info(
@@ -121,6 +151,11 @@ async def poll_until_done(
             extra={"task_id": task_id, "status": status},
         )  # fmt: skip
         raise TaskTimeoutError(task_id, status, clock.monotonic() - start) from None
+    return _done(state, clock, origin, tracker)
+
+
+def _done(state: TaskState, clock: Clock, origin: float, tracker: LatencyTracker) -> TaskState:
+    """Record how long the task took (an upper bound: when it was seen done) and return it."""
     seen = state.observed_at if state.observed_at is not None else clock.monotonic()
     tracker.observe(max(0.0, seen - origin))
     return state
