@@ -13,6 +13,7 @@ the server's windows.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Mapping
 
 from asyncio_throttle.throttler import Throttler
@@ -26,6 +27,8 @@ WINDOW = 1.05
 # A throttle answer cuts the rate to this fraction; a quiet window adds back this fraction of the configured.
 DECREASE = 0.7
 RECOVERY = 0.05
+# A period is spent in tenths: at most a tenth of the rate (rounded up) in any tenth of the period.
+BURST_SLICES = 10
 
 
 class RateBudget(Throttler):
@@ -40,6 +43,7 @@ class RateBudget(Throttler):
         self.configured = rate
         self.ceiling = rate
         self._lock = asyncio.Lock()
+        self._burst_logs: deque[float] = deque()
         self._last_change = clock.monotonic()
         self._last_decrease = float("-inf")
         self.throttles = 0
@@ -57,18 +61,33 @@ class RateBudget(Throttler):
         logs = self._task_logs
         while logs and now - logs[0] >= self.period:
             logs.popleft()
+        burst = self._burst_logs
+        while burst and now - burst[0] >= self.period / BURST_SLICES:
+            burst.popleft()
 
     async def acquire(self) -> None:
-        """Wait until one more call fits in the window, then take the slot (first come, first served)."""
+        """Wait until one more call fits in the window, then take the slot (first come, first served).
+
+        Two windows must both have room: the whole ``period`` (at most ``rate`` calls) and its last tenth
+        (at most a tenth of ``rate``, rounded up), so a full budget is spent evenly across the period rather
+        than in one burst that a busy server would count partly into its next second.
+        """
         async with self._lock:
             while True:
                 self._recover()
                 self.flush()
-                if len(self._task_logs) < self.rate_limit:
+                burst_cap = -(-int(self.rate_limit) // BURST_SLICES)
+                waits = []
+                if len(self._task_logs) >= self.rate_limit:
+                    waits.append(self._task_logs[0] + self.period)
+                if len(self._burst_logs) >= burst_cap:
+                    waits.append(self._burst_logs[0] + self.period / BURST_SLICES)
+                if not waits:
                     break
-                wait = self._task_logs[0] + self.period - self._clock.monotonic()
-                await self._clock.sleep(max(wait, 0.0) + _EPSILON)
-            self._task_logs.append(self._clock.monotonic())
+                await self._clock.sleep(max(max(waits) - self._clock.monotonic(), 0.0) + _EPSILON)
+            now = self._clock.monotonic()
+            self._task_logs.append(now)
+            self._burst_logs.append(now)
 
     def on_throttled(self, stated_limit: int | None = None) -> None:
         """Slow down after a throttle answer: halve the rate, and never exceed a limit the server stated."""

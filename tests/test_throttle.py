@@ -24,15 +24,25 @@ def _max_in_any_window(times: list[float], period: float = 1.0) -> int:
     return max(sum(1 for u in times if t <= u < t + period) for t in times)
 
 
-async def test_full_budget_passes_at_once_then_waits_a_second() -> None:
-    """A budget of 20 lets 20 calls through at t=0 without sleeping, and the 21st only after 1 s."""
+async def test_full_budget_is_spent_evenly_then_waits_for_the_period() -> None:
+    """A budget of 20 passes 2 calls at once, then 2 per tenth of the period, and the 21st after 1 s."""
     clock = FakeClock()
     budget = RateBudget(20, clock)
-    assert await _acquire_times(budget, clock, 20) == [0.0] * 20
-    assert clock.sleeps == []
+    times = await _acquire_times(budget, clock, 20)
+    assert times[:2] == [0.0, 0.0]
+    assert all(times[i] == pytest.approx(times[i - 2] + 0.1, abs=0.001) for i in range(2, 20))
     await budget.acquire()
     assert 1.0 <= clock.monotonic() < 1.001
-    assert len(clock.sleeps) == 1
+
+
+@pytest.mark.parametrize("rate", [3, 15, 20, 1000])
+async def test_no_tenth_of_the_period_holds_more_than_a_tenth_of_the_rate(rate: int) -> None:
+    """Bursts are cut: any tenth of the period holds at most a tenth of the rate, rounded up."""
+    clock = FakeClock()
+    budget = RateBudget(rate, clock)
+    times = await _acquire_times(budget, clock, 2 * rate)
+    cap = -(-rate // 10)
+    assert max(sum(1 for t in times if start <= t < start + 0.1 - 1e-9) for start in times) <= cap
 
 
 @pytest.mark.parametrize("rate", [1, 5, 20, 100])
@@ -145,12 +155,12 @@ async def test_cut_rate_applies_to_the_next_window() -> None:
     clock = FakeClock()
     budget = RateBudget(20, clock)
     await _acquire_times(budget, clock, 20)
-    clock.advance(0.5)
     budget.on_throttled()
-    times = await _acquire_times(budget, clock, 14)
-    assert all(1.0 <= t < 1.001 for t in times)
-    await budget.acquire()
-    assert clock.monotonic() >= 2.0
+    before = await _acquire_times(budget, clock, 0)
+    times = await _acquire_times(budget, clock, 30)
+    assert before == []
+    assert times[0] >= 1.0, "the full window must drain below the cut rate first"
+    assert _max_in_any_window(times, period=0.999) <= 14
 
 
 async def test_recovery_adds_a_step_per_quiet_period() -> None:
@@ -260,8 +270,8 @@ def test_unknown_action_has_no_budget() -> None:
 async def test_budgets_are_independent() -> None:
     """Exhausting one action's budget does not slow another action."""
     clock = FakeClock()
-    budgets = Budgets({"A": 2, "B": 2}, clock)
+    budgets = Budgets({"A": 20, "B": 20}, clock)
     await _acquire_times(budgets["A"], clock, 2)
     budgets["A"].on_throttled()
     assert await _acquire_times(budgets["B"], clock, 2) == [0.0, 0.0]
-    assert budgets["B"].rate == 2
+    assert budgets["B"].rate == 20
