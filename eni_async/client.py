@@ -19,9 +19,11 @@ import itertools
 import logging
 import random
 import ssl as ssl_module
+import urllib.request
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar, cast
+from urllib.parse import urlsplit
 
 import aiohttp
 from tenacity import RetryCallState
@@ -66,9 +68,9 @@ class EniClient:
     and closes it on exit. ``clock`` is the time seam (tests pass a ``FakeClock``); ``rng`` seeds jitter.
     ``metrics`` is an ``eni_async.metrics.Metrics`` to keep up to date (``None``: no metrics).
 
-    The session reads ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the environment unless
-    ``settings.proxy`` is set, which then overrides them for every call (a borrowed session keeps its own
-    ``trust_env``).
+    The proxy is decided once, on entry: ``settings.proxy`` when set, else ``HTTPS_PROXY``/``HTTP_PROXY``
+    for the endpoint's scheme unless ``NO_PROXY`` covers its host. (Leaving that to aiohttp's ``trust_env``
+    would look the environment and ``.netrc`` up in a thread for every single call.)
     """
 
     def __init__(
@@ -112,7 +114,7 @@ class EniClient:
         if self._session is None:
             ssl: bool | ssl_module.SSLContext = self._ssl_option()
             connector = aiohttp.TCPConnector(limit=max(100, self.settings.concurrency * 2), ssl=ssl)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=not self.settings.proxy)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
             self._transport = self._make_transport(self._session)
         return self
 
@@ -129,6 +131,10 @@ class EniClient:
             self._transport = None
 
     def _ssl_option(self) -> bool | ssl_module.SSLContext:
+        if self._ssl is None and self._ssl_context is None and not self.endpoint.startswith("https://"):
+            if not self.settings.verify_tls:
+                log.warning("TLS certificate verification is OFF (verify_tls = false); use only for testing")
+            self._ssl = True  # plain HTTP: no context to build (it costs tens of milliseconds)
         if self._ssl is None:
             made = self._ssl_context if self._ssl_context is not None else self._make_ssl_context()
             self._ssl = made if made is not None else False
@@ -148,9 +154,19 @@ class EniClient:
         return AiohttpTransport(
             session,
             timeout=aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read),
-            proxy=self.settings.proxy or None,
+            proxy=self._proxy(),
             ssl=self._ssl_option(),
         )
+
+    def _proxy(self) -> str | None:
+        """The proxy for the endpoint: the setting, else the environment's (honouring ``NO_PROXY``)."""
+        if self.settings.proxy:
+            return self.settings.proxy
+        parts = urlsplit(self.endpoint)
+        proxy = urllib.request.getproxies().get(parts.scheme)
+        if proxy and not urllib.request.proxy_bypass(parts.netloc):
+            return proxy
+        return None
 
     # -- one call -------------------------------------------------------------------------------------
 
@@ -278,12 +294,13 @@ class EniClient:
             if exc.transient and not exc.no_effect:
                 raise OutcomeUnknownError(UNASSIGN, vpc, eni, checked, exc) from exc
             raise
-        log.info(
-            "submitted release of %d IP(s) from %s: task %s request_id=%s",
-            len(checked), eni, submitted.task_id, submitted.request_id,
-            extra={"action": UNASSIGN, "subject": eni, "task_id": submitted.task_id,
-                   "request_id": submitted.request_id},
-        )  # fmt: skip
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "submitted release of %d IP(s) from %s: task %s request_id=%s",
+                len(checked), eni, submitted.task_id, submitted.request_id,
+                extra={"action": UNASSIGN, "subject": eni, "task_id": submitted.task_id,
+                       "request_id": submitted.request_id},
+            )  # fmt: skip
         return submitted.task_id, submitted.request_id
 
     async def task_status(self, task_id: str) -> TaskStatus:
