@@ -1,0 +1,146 @@
+"""Scale: peak RSS of ``eni-async batch FILE.jsonl`` for 10,000 and 100,000 ENIs.
+
+A batch streams its input, so its memory should follow the concurrency, not the file. For each size a fresh
+simulator (limits off, tasks ending at once, one IP per ENI) is seeded, its ``/_sim/state`` is written out
+as JSON Lines, and ``eni-async batch`` (``python -m eni_async``) runs over it as a child process with
+``--endpoint``, ``--dialect v3``, ``--no-progress``, ``--output /dev/null`` and a settings file that raises
+the client's own rate budgets out of the way (the defaults, 20 queries/s, would make 100,000 ENIs take an
+hour and a half) and asks about each task at once (``poll.first = 0``, ``adaptive = false``; see
+``SETTINGS``). Credentials come from ``TENCENTCLOUD_SECRET_ID``/``KEY``.
+
+Peak RSS is the child's ``ru_maxrss`` from ``wait4``. The parent never parses the ground truth itself
+(children do), because Linux counts the parent's resident pages at ``fork`` into the child's peak;
+``parent_rss_mib`` records them. RSS is also sampled every second to show when it grows. A run of the same
+command over an empty file gives the interpreter-plus-imports baseline. Correctness: exit status 0 and every
+seeded IP gone per ``/_sim/state``.
+
+Target: peak RSS at 100,000 at most 1.2 x that at 10,000.
+
+Reproduce: ``python bench/run.py --only scale`` (``--quick`` for 2,000 and 20,000).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench import procs
+from bench.cost import LIMITS_OFF
+from bench.makespan import ips_left
+
+SETTINGS = """\
+# eni-async settings for the scale benchmark: the simulator has no limits, so neither does the client.
+dialect = "v3"
+
+# Tasks end at once here. The adaptive first-query delay learns only upper bounds of task latency (the
+# time of the first query that saw SUCCESS), so it can only ratchet up: with first = 1.0 every task waits
+# 1 s forever, and even from 0 it creeps up until a 100,000-ENI batch takes 20 minutes. This benchmark is
+# about memory, so it asks at once: the same code paths, bounded time.
+[poll]
+first = 0.0
+adaptive = false
+
+[rate_limits]
+unassign = 1000000
+task_query = 1000000
+describe = 1000000
+assign = 1000000
+"""
+
+
+def _batch(sim: procs.Simulator, source: Path, settings: Path, log: Path, timeout: float) -> procs.Usage:
+    argv = [*procs.ENI_ASYNC, "batch", str(source), "--config", str(settings), "--endpoint", sim.endpoint]
+    argv += ["--region", sim.region, "--dialect", "v3", "--no-progress", "--output", "/dev/null"]
+    with log.open("ab") as err:
+        return procs.run_measured(argv, timeout=timeout, env=sim.env(), stderr=err, rss_every=1.0)
+
+
+def write_jsonl(sim: procs.Simulator, path: Path, timeout: float = 300.0) -> None:
+    """Write the simulator's ENIs as batch input, in a child process.
+
+    Not here: Linux carries a process's resident pages over ``fork`` into the child's ``ru_maxrss``, so a
+    parent that had just parsed 100,000 ENIs of ground truth (about 65 MiB) would add them to the peak
+    measured for the batch it starts next.
+    """
+    argv = [sys.executable, "-m", "bench.scale", "jsonl", sim.endpoint, str(path)]
+    usage = procs.run_measured(argv, timeout=timeout)
+    if usage.returncode != 0:
+        raise procs.BenchError(f"could not write {path} (exit {usage.returncode})")
+
+
+def ips_left_in_child(sim: procs.Simulator, workdir: Path, timeout: float = 300.0) -> int:
+    """How many secondary IPs the simulator still has, counted in a child (see ``write_jsonl``)."""
+    out = workdir / "left.txt"
+    argv = [sys.executable, "-m", "bench.scale", "left", sim.endpoint, str(out)]
+    if procs.run_measured(argv, timeout=timeout).returncode != 0:
+        raise procs.BenchError("could not read the simulator's state")
+    return int(out.read_text(encoding="utf-8"))
+
+
+def _state(endpoint: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{endpoint}/_sim/state", timeout=120) as answer:
+        return dict(json.load(answer))
+
+
+def _jsonl_main(endpoint: str, path: str) -> None:
+    state = _state(endpoint)
+    with open(path, "w", encoding="utf-8") as out:
+        for e in state["enis"]:
+            out.write(
+                json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
+            )
+
+
+def run(*, sizes: tuple[int, ...], workdir: Path, seed: int = 7, timeout: float = 1800.0) -> dict[str, Any]:
+    """Peak RSS of ``eni-async batch`` for each size, and the ratio of the largest to the smallest."""
+    settings = workdir / "scale.toml"
+    settings.write_text(SETTINGS, encoding="utf-8")
+    log = workdir / "batch.log"
+    rows: dict[str, Any] = {}
+    empty = workdir / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    baseline: procs.Usage | None = None
+    for size in sizes:
+        argv = procs.simulate_argv(enis=size, latency="0", limits=LIMITS_OFF, seed=seed)
+        with procs.simulator(argv, log=workdir / "simulator.log") as sim:
+            if baseline is None:
+                baseline = _batch(sim, empty, settings, log, timeout=120.0)
+            source = workdir / f"enis-{size}.jsonl"
+            write_jsonl(sim, source)
+            usage = _batch(sim, source, settings, log, timeout=timeout)
+            left = ips_left_in_child(sim, workdir)
+            stats = sim.stats()
+        rows[str(size)] = {
+            "enis": size,
+            "exit": usage.returncode,
+            "correct": usage.returncode == 0 and left == 0,
+            "ips_left": left,
+            "maxrss_mib": usage.maxrss_mib,
+            "wall_s": usage.wall_s,
+            "cpu_s": usage.cpu_s,
+            "cpu_per_eni_ms": 1000 * usage.cpu_s / size,
+            "queries_per_task": stats["requests"].get("DescribeVpcTaskResult", 0) / size,
+            "simulator_cpu_s": sim.usage.cpu_s if sim.usage else None,
+            "parent_rss_mib": usage.parent_rss_mib,
+            "rss_samples": usage.rss_samples,
+        }
+        source.unlink()
+    small, large = rows[str(min(sizes))], rows[str(max(sizes))]
+    return {
+        "sizes": list(sizes),
+        "baseline_maxrss_mib": baseline.maxrss_mib if baseline else None,
+        "rss_ratio": large["maxrss_mib"] / small["maxrss_mib"],
+        "runs": rows,
+    }
+
+
+if __name__ == "__main__":  # the children of ``write_jsonl`` and ``ips_left_in_child``
+    if len(sys.argv) != 4 or sys.argv[1] not in ("jsonl", "left"):
+        sys.exit("usage: python -m bench.scale jsonl|left ENDPOINT FILE")
+    if sys.argv[1] == "jsonl":
+        _jsonl_main(sys.argv[2], sys.argv[3])
+    else:
+        Path(sys.argv[3]).write_text(str(ips_left(_state(sys.argv[2]))), encoding="utf-8")
