@@ -47,6 +47,7 @@ from eni_async.policy import PollPolicy, RetryPolicy
 from eni_async.settings import Settings
 from eni_async.simulator import Simulator, SimulatorConfig, load_fault_profile, running
 from eni_async.transport import AiohttpTransport
+from tests.conftest import FAST_TOML
 
 SECRET_ID = "AKIDsecurityTESTid0123456789abcdef"
 SECRET_KEY = "SKEYnever-shown-0123456789ABCDEFghij"
@@ -56,16 +57,6 @@ FAST = Settings(
     retry=RetryPolicy(attempts=3, initial=0.01, maximum=0.02, deadline=10.0),
     poll=PollPolicy(first=0.01, initial=0.01, maximum=0.05, timeout=10.0),
 )
-FAST_TOML = """
-[poll]
-first = 0.02
-initial = 0.02
-maximum = 0.2
-timeout = 30.0
-[retry]
-initial = 0.01
-maximum = 0.05
-"""
 
 
 # -- TLS ---------------------------------------------------------------------------------------------------
