@@ -18,7 +18,7 @@ import tenacity
 from tenacity import AsyncRetrying, RetryCallState
 
 from eni_async.clock import Clock
-from eni_async.errors import TaskTimeoutError
+from eni_async.errors import EniAsyncError, TaskTimeoutError
 from eni_async.models import TaskState
 from eni_async.policy import PollPolicy, stop_at_deadline
 
@@ -118,31 +118,43 @@ async def poll_until_done(
     if delay > 0:
         await clock.sleep(delay)
 
-    async def once() -> TaskState:
-        state = await query(task_id)
+    async def once() -> TaskState | None:
+        """One reading; ``None`` when the query failed transiently even after its own retries: the task is
+        not known to have ended, so polling goes on (to the deadline) rather than giving up on it."""
+        try:
+            state = await query(task_id)
+        except EniAsyncError as exc:
+            if not exc.transient:
+                raise
+            log.info(
+                "task %s unreadable for now (%s); polling on", task_id, exc,
+                extra={"task_id": task_id, "code": type(exc).__name__},
+            )  # fmt: skip
+            return None
         last.append(state)
         return state
 
     # Most tasks are done at the first query: ask once before building a retrier (CPU), and let tenacity
     # take over from that first answer when the task is still running.
     first_state = await once()
-    if policy.adaptive and estimate is not None:
+    if first_state is not None and policy.adaptive and estimate is not None:
         tracker.first_answer(done=first_state.status.done)
-    if first_state.status.done:
+    if first_state is not None and first_state.status.done:
         return _done(first_state, clock, origin, tracker)
     replay = [first_state]
 
-    async def again() -> TaskState:
+    async def again() -> TaskState | None:
         return replay.pop() if replay else await once()
 
     retrying = AsyncRetrying(
         sleep=clock.sleep,
         stop=stop_at_deadline(clock, deadline),
         wait=_PollWait(policy, clock, deadline, rng),
-        retry=tenacity.retry_if_result(lambda state: not state.status.done),
+        retry=tenacity.retry_if_result(lambda state: state is None or not state.status.done),
     )
     try:
-        state: TaskState = await retrying(again)
+        state: TaskState | None = await retrying(again)
+        assert state is not None  # tenacity returns only a result the predicate accepts
     except tenacity.RetryError:
         status = last[-1].status.value if last else None
         log.info(

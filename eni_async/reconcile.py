@@ -132,7 +132,8 @@ async def finish_task(
         raise
     except EniAsyncError as exc:
         outcome.fail(exc)
-        await _settle_by_looking(client, outcome, chunk, f"task {task_id} unreadable ({exc})")
+        # The task may still be running: IPs gone are released, those still there are in doubt.
+        await _settle_by_looking(client, outcome, chunk, f"task {task_id} unreadable ({exc})", doubt=True)
         return
     if state.status is TaskStatus.SUCCESS:
         outcome.released.extend(chunk)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import pytest
 
 from eni_async.clock import FakeClock
-from eni_async.errors import ProtocolError, TaskTimeoutError, ThrottledError
+from eni_async.errors import ProtocolError, TaskNotFoundError, TaskTimeoutError, ThrottledError
 from eni_async.models import TaskState, TaskStatus
 from eni_async.policy import PollPolicy
 from eni_async.poller import LatencyTracker, poll_until_done
@@ -350,17 +350,34 @@ async def test_timed_out_task_is_not_observed() -> None:
 
 @pytest.mark.parametrize(
     "error",
-    [
-        ProtocolError("HTTP 502", status=502),
-        ThrottledError("RequestLimitExceeded", "over"),
-        KeyError("bug"),
-    ],
+    [TaskNotFoundError("InvalidTask.NotFound", "no such task"), KeyError("bug")],
     ids=lambda e: type(e).__name__,
 )
-async def test_query_exception_propagates(error: BaseException) -> None:
-    """An exception from the query is raised to the caller at once, not polled over or turned into a timeout."""
+async def test_lasting_query_exception_propagates(error: BaseException) -> None:
+    """An error that another query would not cure is raised to the caller at once, not polled over."""
     task = ScriptedTask(FakeClock(), [RUNNING, error, SUCCESS])
     with pytest.raises(type(error)) as info:
         await _poll(task)
     assert info.value is error
     assert len(task.asked_at) == 2
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ProtocolError("HTTP 502", status=502), ThrottledError("RequestLimitExceeded", "over")],
+    ids=lambda e: type(e).__name__,
+)
+async def test_transient_query_failure_is_polled_over(error: BaseException) -> None:
+    """A query that still fails after its own retries leaves the task unknown, so polling goes on."""
+    task = ScriptedTask(FakeClock(), [RUNNING, error, SUCCESS])
+    state = await _poll(task)
+    assert state.status is TaskStatus.SUCCESS
+    assert len(task.asked_at) == 3
+
+
+async def test_a_task_never_readable_times_out_with_its_last_known_status() -> None:
+    """If every query fails transiently, the deadline ends the wait with the last status actually read."""
+    task = ScriptedTask(FakeClock(), [RUNNING] + [ProtocolError("HTTP 502", status=502)] * 200)
+    with pytest.raises(TaskTimeoutError) as info:
+        await _poll(task, timeout=30.0)
+    assert info.value.last_status == "RUNNING"
