@@ -28,7 +28,7 @@ from aiohttp import web
 from eni_async.cli import main
 from eni_async.client import EniClient
 from eni_async.clock import FakeClock
-from eni_async.errors import EniAsyncError, InputError, OutcomeUnknownError
+from eni_async.errors import EniAsyncError, InputError, OutcomeUnknownError, TaskTimeoutError
 from eni_async.models import Credentials, EniInfo, TaskState
 from eni_async.outcomes import STATUSES, as_item, check_against_truth
 from eni_async.policy import PollPolicy, RetryPolicy
@@ -757,13 +757,18 @@ async def test_large_valid_answer_under_the_limit_is_read_whole(dialect: str) ->
 
 
 async def test_poll_of_a_garbled_task_ends_with_a_typed_error(client: EniClient) -> None:
-    """Waiting on a task whose every answer is garbage ends in a typed error, not a loop."""
+    """Waiting on a task whose every answer is garbage polls on to the deadline, then ends in a typed
+    timeout that says the task's state was never read: not a loop, and not a guess."""
     with mocked() as m:
         m.post(URLS[client.settings.dialect], status=200, body=b"<html>", repeat=True)
-        with pytest.raises(EniAsyncError):
+        with pytest.raises(TaskTimeoutError) as info:
             async with asyncio.timeout(GUARD):
-                await client.wait_for_task("16284")
-        assert sum(len(calls) for calls in m.requests.values()) == RETRY.attempts
+                await client.wait_for_task("16284", timeout=60.0)
+        sent = sum(len(calls) for calls in m.requests.values())
+    assert info.value.last_status is None
+    assert RETRY.attempts < sent < 200, (
+        "each poll retried per the policy, and the polls bounded by the deadline"
+    )
 
 
 # -- a whole batch against a hostile server ---------------------------------------------------------------
