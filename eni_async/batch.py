@@ -183,17 +183,19 @@ class Batch:
             outcome = Outcome(entry.vpc_id, entry.eni_id, entry.ips, status="failed", line=entry.line)
             outcome.fail(entry.error)
             return outcome
-        if isinstance(entry, Resumed):
-            item, outcome, plan = entry.item, entry.plan.outcome, entry.plan
-        else:
-            outcome = Outcome(entry.vpc_id, entry.eni_id, entry.ips, line=entry.line)
-            try:
-                vpc, eni, ips = validation.release_request(entry.vpc_id, entry.eni_id, entry.ips)
-            except InputError as exc:
-                outcome.status = "failed"
-                outcome.fail(exc)
-                return outcome
-            item, plan = Item(vpc, eni, ips, entry.line, entry.key), None
+        plain, plan = (entry.item, entry.plan) if isinstance(entry, Resumed) else (entry, None)
+        outcome = (
+            plan.outcome
+            if plan is not None
+            else Outcome(plain.vpc_id, plain.eni_id, plain.ips, line=plain.line)
+        )
+        try:  # the one validation of the item: every call below takes it as checked
+            vpc, eni, ips = validation.release_request(plain.vpc_id, plain.eni_id, plain.ips)
+        except InputError as exc:
+            outcome.status = "failed"
+            outcome.fail(exc)
+            return outcome
+        item = Item(vpc, eni, ips, plain.line, plain.key)
         key = id(outcome)
         lock = self._lock_for(item.eni_id)
         try:

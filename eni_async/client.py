@@ -275,13 +275,14 @@ class EniClient:
 
     async def submit_unassign(self, vpc_id: str, eni_id: str, ips: Sequence[str]) -> str:
         """Send one UnassignPrivateIpAddresses call (at most 10 IPs) and return its task id."""
-        submitted = await self._submit(vpc_id, eni_id, ips)
-        return submitted[0]
-
-    async def _submit(self, vpc_id: str, eni_id: str, ips: Sequence[str]) -> tuple[str, str | None]:
         vpc, eni, checked = validation.release_request(vpc_id, eni_id, ips)
         if len(checked) > validation.MAX_IPS_PER_CALL:
             raise InputError("ips", len(checked), "at most 10 IPs per call; use unassign()")
+        submitted = await self._submit(vpc, eni, checked)
+        return submitted[0]
+
+    async def _submit(self, vpc: str, eni: str, checked: Sequence[str]) -> tuple[str, str | None]:
+        """Send one call for ids and IPs already validated (every caller validates once, up front)."""
         try:
             submitted = await self._call(
                 UNASSIGN,

@@ -55,10 +55,6 @@ class Recorder(Protocol):
     def progressed(self, item: Item, outcome: Outcome) -> None: ...
 
 
-async def _look(client: EniClient, outcome: Outcome) -> EniInfo | None:
-    return await client.describe_eni(outcome.eni_id)
-
-
 def _split(info: EniInfo | None, ips: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """(gone, present) for ``ips`` on the ENI as described."""
     on_eni = set(info.secondary_ips) if info else set()
@@ -244,7 +240,7 @@ async def _describe_or_none(client: EniClient, outcome: Outcome) -> EniInfo | No
     """Describe the ENI, trying a few times more than one call's retries: it is how we avoid guessing."""
     for attempt in range(DESCRIBE_ROUNDS):
         try:
-            return await _look(client, outcome)
+            return await client.describe_eni(outcome.eni_id)
         except AuthError:
             raise
         except EniAsyncError as exc:
