@@ -27,7 +27,7 @@ from eni_async.inputs import count_lines, read_items
 from eni_async.journal import Journal
 from eni_async.metrics import Metrics, MetricsEndpoint
 from eni_async.models import Credentials
-from eni_async.outcomes import SUCCEEDED, Item, check_against_truth
+from eni_async.outcomes import SUCCEEDED, Item, Outcome, check_against_truth
 from eni_async.progress import Progress, Summary
 from eni_async.settings import Settings
 
@@ -105,9 +105,11 @@ async def run_items(
     preflight: bool = False,
     journal: Journal | None = None,
     as_json: bool = False,
+    settled: Iterable[Outcome] = (),
 ) -> tuple[Summary, list[dict[str, Any]]]:
     """Run a batch, writing JSON lines to ``out`` as outcomes arrive; return the summary and the outcomes
-    as written (kept only when ``out`` is ``None``). The summary goes to stderr: a table, or with
+    as written (kept only when ``out`` is ``None``). ``settled`` are outcomes already final (lines that
+    could not be read), reported and counted first. The summary goes to stderr: a table, or with
     ``as_json`` one JSON line."""
     summary = Summary()
     kept: list[dict[str, Any]] = []
@@ -121,6 +123,9 @@ async def run_items(
         else:
             out.write(json.dumps(data, ensure_ascii=False) + "\n")
 
+    for outcome in settled:
+        summary.add(outcome)
+        write(outcome.to_json())
     ticker = asyncio.create_task(_tick(bar))
     try:
         async for outcome in batch:
@@ -205,12 +210,10 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
             journal.set_meta({key: getattr(settings, key) for key in RESUME_KEYS} | {"input": args.input})
         with _output(args.output) as out:
             total = count_lines(args.input)
-            unreadable = 0
+            settled: list[Outcome] = []
             if journal is not None:
                 # Every item is recorded before work starts, so a crash can lose none of them.
-                for outcome in journal.load(source):
-                    out.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
-                    unreadable += 1
+                settled = list(journal.load(source))
                 items = journal.unfinished()
                 total = journal.counts()["pending"]
             async with metrics_cli.endpoint_from(args) as endpoint:
@@ -225,9 +228,8 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
                         preflight=args.preflight,
                         journal=journal,
                         as_json=json_lines(args),
+                        settled=settled,
                     )
-            if unreadable:
-                summary.statuses["failed"] += unreadable
     finally:
         if journal is not None:
             journal.close()
