@@ -7,13 +7,18 @@ build HTTP responses themselves, so the app alone decides status codes, headers 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
-from eni_async.simulator.rejects import Reject
+from eni_async.simulator.rejects import Reason, Reject
 from eni_async.simulator.resources import TaskFate
+
+if TYPE_CHECKING:
+    from eni_async.simulator.limits import ReplayGuard
+    from eni_async.simulator.state import World
 
 
 @dataclass
@@ -50,3 +55,45 @@ class Frontend(Protocol):
     def error(self, reject: Reject) -> dict[str, Any]:
         """The error body for a refused call."""
         ...
+
+
+class ActionTable:
+    """What both front ends share: the world, the keys, the replay guard, and one table of the actions.
+
+    A front end subclasses it and writes the four action methods in its own wire format.
+    """
+
+    def __init__(self, world: World, keys: Mapping[str, str], replay: ReplayGuard) -> None:
+        self._world = world
+        self._keys = keys
+        self._replay = replay
+        self._actions: dict[str, Callable[[Any, TaskFate], dict[str, Any]]] = {
+            "UnassignPrivateIpAddresses": self._unassign,
+            "AssignPrivateIpAddresses": self._assign,
+            "DescribeNetworkInterfaces": self._describe,
+            "DescribeVpcTaskResult": self._task_result,
+        }
+
+    @property
+    def actions(self) -> frozenset[str]:
+        """The actions this front end serves."""
+        return frozenset(self._actions)
+
+    def _run(self, call: Call, fate: TaskFate) -> dict[str, Any]:
+        """Run ``call.action``'s method; an action not in the table is ``InvalidAction``."""
+        handler = self._actions.get(call.action)
+        if handler is None:
+            raise Reject(Reason.INVALID_ACTION, f"unknown action {call.action!r}")
+        return handler(call.params, fate)
+
+    def _unassign(self, params: Any, fate: TaskFate) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _assign(self, params: Any, fate: TaskFate) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _describe(self, params: Any, fate: TaskFate) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _task_result(self, params: Any, fate: TaskFate) -> dict[str, Any]:
+        raise NotImplementedError

@@ -16,11 +16,9 @@ from aiohttp import web
 
 from eni_async import signing
 from eni_async.models import TaskStatus
-from eni_async.simulator.frontend import Call
-from eni_async.simulator.limits import ReplayGuard
+from eni_async.simulator.frontend import ActionTable, Call
 from eni_async.simulator.rejects import Reason, Reject
 from eni_async.simulator.resources import Eni, TaskFate
-from eni_async.simulator.state import World
 from eni_async.simulator.validate import MAX_IPS_PER_CALL, integer, ip_list, resource_id
 
 _PARAM = (4000, "InvalidParameter")
@@ -68,26 +66,10 @@ def _indexed(params: Mapping[str, str], prefix: str, field: str = "") -> list[st
     return [v for _, v in found]
 
 
-class V2Frontend:
+class V2Frontend(ActionTable):
     """API 2.0 over a ``World``: one instance per simulator."""
 
     dialect = "v2"
-
-    def __init__(self, world: World, keys: Mapping[str, str], replay: ReplayGuard) -> None:
-        self._world = world
-        self._keys = keys
-        self._replay = replay
-        self._actions = {
-            "UnassignPrivateIpAddresses": self._unassign,
-            "AssignPrivateIpAddresses": self._assign,
-            "DescribeNetworkInterfaces": self._describe,
-            "DescribeVpcTaskResult": self._task_result,
-        }
-
-    @property
-    def actions(self) -> frozenset[str]:
-        """The actions this front end serves."""
-        return frozenset(self._actions)
 
     async def read(self, request: web.Request) -> Call:
         """Read the GET query or the POST form into a flat ``{name: value}``."""
@@ -125,11 +107,7 @@ class V2Frontend:
 
     def dispatch(self, call: Call, fate: TaskFate) -> dict[str, Any]:
         """Run ``call.action``; return the success body or raise ``Reject``."""
-        handler = self._actions.get(call.action)
-        if handler is None:
-            raise Reject(Reason.INVALID_ACTION, f"unknown action {call.action!r}")
-        data = handler(call.params, fate)
-        return {"code": 0, "message": "", "codeDesc": "Success", "data": data}
+        return {"code": 0, "message": "", "codeDesc": "Success", "data": self._run(call, fate)}
 
     def error(self, reject: Reject) -> dict[str, Any]:
         """The error envelope for ``reject``."""

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from eni_async import signing
 from eni_async.models import TaskStatus
-from eni_async.simulator.frontend import Call
+from eni_async.simulator.frontend import ActionTable, Call
 from eni_async.simulator.limits import ReplayGuard
 from eni_async.simulator.rejects import Reason, Reject
 from eni_async.simulator.resources import Eni, TaskFate
@@ -87,27 +87,14 @@ def unflatten(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     return root
 
 
-class V3Frontend:
+class V3Frontend(ActionTable):
     """API 3.0 over a ``World``: one instance per simulator."""
 
     dialect = "v3"
 
     def __init__(self, world: World, keys: Mapping[str, str], replay: ReplayGuard, region: str) -> None:
-        self._world = world
-        self._keys = keys
-        self._replay = replay
+        super().__init__(world, keys, replay)
         self._region = region
-        self._actions = {
-            "UnassignPrivateIpAddresses": self._unassign,
-            "AssignPrivateIpAddresses": self._assign,
-            "DescribeNetworkInterfaces": self._describe,
-            "DescribeVpcTaskResult": self._task_result,
-        }
-
-    @property
-    def actions(self) -> frozenset[str]:
-        """The actions this front end serves."""
-        return frozenset(self._actions)
 
     async def read(self, request: web.Request) -> Call:
         """Read the action header and the JSON body (POST) or the flattened query (GET)."""
@@ -171,10 +158,7 @@ class V3Frontend:
 
     def dispatch(self, call: Call, fate: TaskFate) -> dict[str, Any]:
         """Run ``call.action``; return the success body or raise ``Reject``."""
-        handler = self._actions.get(call.action)
-        if handler is None:
-            raise Reject(Reason.INVALID_ACTION, f"unknown action {call.action!r}")
-        return {"Response": handler(call.params, fate)}
+        return {"Response": self._run(call, fate)}
 
     def error(self, reject: Reject) -> dict[str, Any]:
         """The error envelope for ``reject``."""
