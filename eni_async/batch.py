@@ -78,7 +78,10 @@ class Batch:
         self._pull_lock = asyncio.Lock()
         self._eni_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._active: dict[int, Outcome] = {}
-        self._results: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=concurrency)
+        self._results: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=min(concurrency, 1024))
+        self._group: asyncio.TaskGroup | None = None
+        self._workers = 0
+        self._exhausted = False
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
         self._failure: BaseException | None = None
@@ -130,8 +133,8 @@ class Batch:
     async def _run(self) -> None:
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(self.concurrency):
-                    group.create_task(self._worker())
+                self._group = group
+                self._grow()
         except BaseException as exc:
             if not self._stopping:  # a bug in a worker or the source: end the iteration, then raise it
                 self._failure = exc
@@ -145,6 +148,7 @@ class Batch:
             try:
                 entry = await anext(self._source)
             except StopAsyncIteration:
+                self._exhausted = True
                 return None
             self.stats.pulled += 1
             if isinstance(entry, Resumed):
@@ -164,8 +168,28 @@ class Batch:
         self.stats.by_status[outcome.status] = self.stats.by_status.get(outcome.status, 0) + 1
         await self._results.put(outcome)
 
+    def _target(self) -> int:
+        """Items to work on at once: as many as the budgets keep busy (Little's law), at most ``concurrency``."""
+        return min(self.concurrency, self.client.tracker.releases_in_flight())
+
+    def _grow(self) -> None:
+        """Start workers up to the target (it grows as task latencies are observed and budgets change)."""
+        assert self._group is not None
+        while not self._exhausted and self._workers < self._target():
+            self._workers += 1
+            self._group.create_task(self._worker())
+
     async def _worker(self) -> None:
+        try:
+            await self._work_items()
+        finally:
+            self._workers -= 1
+
+    async def _work_items(self) -> None:
         while True:
+            if self._workers > self._target() + 1:  # the target shrank: this worker retires
+                return
+            self._grow()
             item = await self._next()
             if item is None:
                 return

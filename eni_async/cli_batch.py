@@ -39,7 +39,12 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         "input", metavar="INPUT", help="CSV (vpc_id,eni_id,ip) or JSON Lines file; - for stdin"
     )
     parser.add_argument("--output", metavar="FILE", help="write the JSON lines here instead of stdout")
-    parser.add_argument("--concurrency", type=int, metavar="N", help="ENIs worked on at once (default 64)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="ENIs worked on at once, at most (default: as the rate limits allow)",
+    )
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -54,7 +59,12 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
 def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("journal", metavar="FILE", help="the journal of an interrupted batch")
     parser.add_argument("--output", metavar="FILE", help="write the JSON lines here instead of stdout")
-    parser.add_argument("--concurrency", type=int, metavar="N", help="ENIs worked on at once (default 64)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="ENIs worked on at once, at most (default: as the rate limits allow)",
+    )
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     metrics_cli.add_arguments(parser)
 
@@ -71,7 +81,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--faults", default="none", metavar="PROFILE", help="none, flaky, hostile or a .toml file"
     )
-    parser.add_argument("--concurrency", type=int, metavar="N", help="ENIs worked on at once (default 64)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="ENIs worked on at once, at most (default: as the rate limits allow)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulator (default 1)")
     parser.add_argument(
         "--task-latency", default="1.0,0.5", metavar="MEDIAN[,SPREAD]", help="task latency (s)"

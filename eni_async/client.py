@@ -15,6 +15,7 @@ the same events update a ``Metrics`` (see ``eni_async.metrics``); without, they 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import random
@@ -45,12 +46,21 @@ from eni_async.errors import (
     error_code,
 )
 from eni_async.journal import Journal
-from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, Submitted, TaskState, TaskStatus
+from eni_async.models import (
+    Credentials,
+    EniInfo,
+    HttpRequest,
+    HttpResponse,
+    Submitted,
+    TaskState,
+    TaskStatus,
+)
 from eni_async.models import UnassignResult as UnassignResult
 from eni_async.policy import retrier, retryable
 from eni_async.poller import LatencyTracker, poll_until_done
 from eni_async.settings import Settings
 from eni_async.throttle import Budgets
+from eni_async.tracker import Tracker
 from eni_async.transport import AiohttpTransport
 
 if TYPE_CHECKING:
@@ -91,6 +101,7 @@ class EniClient:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.budgets = Budgets(settings.rate_limits.by_action(), self.clock)
         self.latencies = LatencyTracker()
+        self._tracker: Tracker | None = None
         self._credentials = credentials
         self._rng = rng if rng is not None else random.Random()
         self._nonces = itertools.count(random.SystemRandom().randint(1, 2**30))
@@ -113,7 +124,9 @@ class EniClient:
     async def __aenter__(self) -> Self:
         if self._session is None:
             ssl: bool | ssl_module.SSLContext = self._ssl_option()
-            connector = aiohttp.TCPConnector(limit=max(100, self.settings.concurrency * 2), ssl=ssl)
+            connector = aiohttp.TCPConnector(
+                limit=min(1000, max(100, self.settings.concurrency * 2)), ssl=ssl
+            )
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
             self._transport = self._make_transport(self._session)
         return self
@@ -123,8 +136,17 @@ class EniClient:
     ) -> None:
         await self.close()
 
+    @property
+    def tracker(self) -> Tracker:
+        """The one tracker that watches every task this client submits (made on first use)."""
+        if self._tracker is None:
+            self._tracker = Tracker(self)
+        return self._tracker
+
     async def close(self) -> None:
-        """Close the session if this client opened it."""
+        """Stop the tracker (tasks still watched end ``unknown``); close the session if this client opened it."""
+        if self._tracker is not None:
+            await self._tracker.close()
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -350,6 +372,42 @@ class EniClient:
         metrics.task_ended(task_id, state.status.value, state.observed_at)
         return state
 
+    def task_seen(self, task_id: str, status: str, seen_at: float | None) -> None:
+        """The tracker's word that it stopped watching ``task_id`` (for metrics)."""
+        if self.metrics is not None:
+            self.metrics.task_ended(task_id, status, seen_at)
+
+    async def describe_many(self, eni_ids: Sequence[str]) -> dict[str, EniInfo]:
+        """Describe ENIs by id, as many per call as the dialect takes (API 3.0: 100; API 2.0: one).
+
+        An ENI missing from the answer does not exist (or is not visible to this key).
+        """
+        wanted = [validation.eni_id(eni) for eni in dict.fromkeys(eni_ids)]
+        per_call = self.dialect.describe_ids_per_call
+        found: dict[str, EniInfo] = {}
+        for start in range(0, len(wanted), per_call):
+            group = wanted[start : start + per_call]
+            page = await self._call(
+                DESCRIBE,
+                functools.partial(self.dialect.build_describe, eni_ids=group, limit=len(group)),
+                self.dialect.parse_describe,
+                mutating=False,
+                subject=group[0] if len(group) == 1 else f"{len(group)} ENIs",
+            )
+            found.update((info.eni_id, info) for info in page.enis if info.eni_id in group)
+        return found
+
+    async def describe_vpc(self, vpc_id: str, *, offset: int, limit: int) -> tuple[list[EniInfo], int]:
+        """One page of the ENIs of a VPC, and how many the VPC has."""
+        page = await self._call(
+            DESCRIBE,
+            lambda ctx: self.dialect.build_describe(ctx, vpc_id=vpc_id, offset=offset, limit=limit),
+            self.dialect.parse_describe,
+            mutating=False,
+            subject=vpc_id,
+        )
+        return list(page.enis), page.total
+
     async def describe_eni(self, eni_id: str) -> EniInfo | None:
         """Return what DescribeNetworkInterfaces says about one ENI, or ``None`` when it does not exist."""
         eni = validation.eni_id(eni_id)
@@ -367,8 +425,11 @@ class EniClient:
     ) -> UnassignResult:
         """Release ``ips`` from the ENI and return once every task has ended.
 
-        More than 10 IPs go in chunks of at most 10, one after another (one task per ENI at a time). A
-        FAILED task raises ``TaskFailedError`` with ``.result`` holding what earlier chunks released.
+        More than 10 IPs go in chunks of at most 10, one after another (one task per ENI at a time), each
+        confirmed by the client's tracker. A chunk that left IPs on the ENI (a FAILED task, part-way or not)
+        raises ``TaskFailedError``, and one whose IPs' fate was not seen by the deadline raises that error
+        (``TaskTimeoutError`` by default); either carries ``.result`` (every IP released so far, IP by IP)
+        and ``.fate`` (the chunk's ``ChunkFate``).
         """
         vpc, eni, checked = validation.release_request(vpc_id, eni_id, ips)
         released: list[str] = []
@@ -383,14 +444,23 @@ class EniClient:
             task_id, request_id = await self._submit_waiting_out_mutex(vpc, eni, chunk, timeout)
             task_ids.append(task_id)
             request_ids.append(request_id)
-            state = await self.wait_for_task(task_id, timeout=timeout, submitted_at=started)
-            if state.status is TaskStatus.FAILED:
-                error = TaskFailedError(
-                    task_id, eni_id=eni, ips=chunk, request_id=request_id, output=state.output
+            fate = await self.tracker.track(vpc, eni, task_id, chunk, submitted_at=started, timeout=timeout)
+            released.extend(fate.released)
+            if fate.unknown:
+                error: EniAsyncError = (
+                    fate.error
+                    if isinstance(fate.error, EniAsyncError)
+                    else TaskTimeoutError(task_id, None, self.clock.monotonic() - started)
                 )
                 error.result = result()  # type: ignore[attr-defined]
+                error.fate = fate  # type: ignore[attr-defined]
                 raise error
-            released.extend(chunk)
+            if fate.not_released:
+                output = fate.state.output if fate.state is not None else None
+                error = TaskFailedError(task_id, eni_id=eni, ips=chunk, request_id=request_id, output=output)
+                error.result = result()  # type: ignore[attr-defined]
+                error.fate = fate  # type: ignore[attr-defined]
+                raise error
         return result()
 
     def unassign_many(

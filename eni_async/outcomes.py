@@ -57,6 +57,7 @@ class Outcome:
     elapsed_s: float = 0.0
     line: int | None = None
     decisions: list[str] = field(default_factory=list)
+    confirmed_by: dict[str, str] = field(default_factory=dict)  # IP -> "eni" or "task": how its fate was seen
 
     def fail(self, exc: BaseException) -> None:
         """Record ``exc`` as the outcome's error (the first one wins)."""
@@ -96,6 +97,8 @@ class Outcome:
             data["line"] = self.line
         if self.decisions:
             data["decisions"] = self.decisions
+        if self.confirmed_by:
+            data["confirmed_by"] = self.confirmed_by
         return data
 
 

@@ -23,7 +23,7 @@ from eni_async.errors import (
     TaskFailedError,
     TaskTimeoutError,
 )
-from eni_async.models import EniInfo, TaskStatus
+from eni_async.models import ChunkFate, EniInfo
 from eni_async.outcomes import SKIPPED, Item, Outcome
 
 if TYPE_CHECKING:
@@ -112,34 +112,49 @@ async def release_item(
 
 
 async def finish_task(
-    client: EniClient, item: Item, outcome: Outcome, task_id: str, chunk: tuple[str, ...]
+    client: EniClient,
+    item: Item,
+    outcome: Outcome,
+    task_id: str,
+    chunk: tuple[str, ...],
+    *,
+    submitted_at: float | None = None,
 ) -> None:
-    """Wait for a submitted task and settle its IPs; used directly on resume (never resubmits)."""
-    try:
-        state = await client.wait_for_task(task_id)
-    except TaskTimeoutError as exc:
-        outcome.fail(exc)
-        # The task may still release them: IPs gone are released, the rest are in doubt, never "not released".
-        await _settle_by_looking(
-            client, outcome, chunk, f"task {task_id} still running at the deadline", doubt=True
+    """Hand a submitted task to the client's tracker and record each IP's fate; used directly on resume."""
+    fate = await client.tracker.track(item.vpc_id, item.eni_id, task_id, chunk, submitted_at=submitted_at)
+    record_fate(outcome, fate)
+
+
+def record_fate(outcome: Outcome, fate: ChunkFate) -> None:
+    """Write a chunk's fate into the outcome, IP by IP, with how each was established and why any is in doubt."""
+    outcome.released.extend(fate.released)
+    outcome.not_released.extend(fate.not_released)
+    outcome.unknown.extend(fate.unknown)
+    outcome.confirmed_by.update(fate.confirmed_by)
+    state = fate.state
+    if fate.unknown:
+        error = fate.error or TaskTimeoutError(fate.task_id, None, 0.0)
+        outcome.fail(error)
+        decide(
+            outcome,
+            f"{fate.reason or f'task {fate.task_id} not confirmed'}: {len(fate.released)} gone, "
+            f"{len(fate.unknown)} in doubt (a task may still run)",
         )
-        return
-    except AuthError:
-        raise
-    except EniAsyncError as exc:
-        outcome.fail(exc)
-        # The task may still be running: IPs gone are released, those still there are in doubt.
-        await _settle_by_looking(client, outcome, chunk, f"task {task_id} unreadable ({exc})", doubt=True)
-        return
-    if state.status is TaskStatus.SUCCESS:
-        outcome.released.extend(chunk)
-        return
-    outcome.fail(
-        TaskFailedError(
-            task_id, eni_id=item.eni_id, ips=chunk, request_id=state.request_id, output=state.output
+    elif fate.not_released:
+        outcome.fail(
+            TaskFailedError(
+                fate.task_id,
+                eni_id=fate.eni_id,
+                ips=fate.ips,
+                request_id=state.request_id if state is not None else None,
+                output=state.output if state is not None else None,
+            )
         )
-    )
-    await _settle_by_looking(client, outcome, chunk, f"task {task_id} FAILED")
+        ended = f"task {fate.task_id} {state.status.value}" if state is not None else f"task {fate.task_id}"
+        decide(
+            outcome,
+            f"{ended}; described ENI: {len(fate.released)} gone, {len(fate.not_released)} still assigned",
+        )
 
 
 async def _settle_by_looking(
@@ -169,6 +184,7 @@ async def _release_chunk(
         outcome.attempts += 1
         if recorder is not None:
             recorder.submitting(item, todo, outcome)
+        started = client.clock.monotonic()
         try:
             task_id, request_id = await client._submit_waiting_out_mutex(item.vpc_id, item.eni_id, todo, None)
         except AuthError:
@@ -220,7 +236,7 @@ async def _release_chunk(
             outcome.request_ids.append(request_id)
         if recorder is not None:
             recorder.submitted(item, task_id, request_id, todo, outcome)
-        await finish_task(client, item, outcome, task_id, todo)
+        await finish_task(client, item, outcome, task_id, todo, submitted_at=started)
         if recorder is not None:
             recorder.progressed(item, outcome)
         return

@@ -57,6 +57,8 @@ class Dialect(Protocol):
     name: str
     default_endpoint: str
     max_describe_limit: int
+    describe_ids_per_call: int
+    lists_ip_state: bool
 
     def build_unassign(
         self, ctx: SignContext, vpc_id: str, eni_id: str, ips: Sequence[str]
