@@ -446,7 +446,8 @@ class EniClient:
             request_ids.append(request_id)
             fate = await self.tracker.track(vpc, eni, task_id, chunk, submitted_at=started, timeout=timeout)
             released.extend(fate.released)
-            if fate.unknown:
+            failed = fate.state is not None and fate.state.status is TaskStatus.FAILED
+            if fate.unknown and not failed:
                 error: EniAsyncError = (
                     fate.error
                     if isinstance(fate.error, EniAsyncError)
@@ -455,7 +456,7 @@ class EniClient:
                 error.result = result()  # type: ignore[attr-defined]
                 error.fate = fate  # type: ignore[attr-defined]
                 raise error
-            if fate.not_released:
+            if fate.not_released or failed:
                 output = fate.state.output if fate.state is not None else None
                 error = TaskFailedError(task_id, eni_id=eni, ips=chunk, request_id=request_id, output=output)
                 error.result = result()  # type: ignore[attr-defined]
