@@ -71,10 +71,17 @@ DESCRIBE_ROUNDS = 3
 class Calls(Protocol):
     """What the tracker needs of a client: its clock, settings, budgets, latencies and three calls."""
 
-    clock: Clock
-    settings: Settings
-    budgets: Budgets
-    latencies: LatencyTracker
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def budgets(self) -> Budgets: ...
+
+    @property
+    def latencies(self) -> LatencyTracker: ...
 
     async def describe_many(self, eni_ids: Sequence[str]) -> dict[str, EniInfo]: ...
 
@@ -588,10 +595,13 @@ class Tracker:
             self.task_queries += 1
             state = await self._client.task_state(w.task_id)
         except AuthError as exc:
+            w.querying = False
             self._fail([w], exc)
         except EniAsyncError as exc:
+            w.querying = False
             self._unasked(w, exc)
         else:
+            w.querying = False
             self._read(w, state)
         finally:
             w.querying = False
