@@ -21,8 +21,10 @@ from eni_async.errors import (
     InvalidParameterError,
     IpNotOnEniError,
     MutexError,
+    NonceReusedError,
     NotFoundError,
     OutcomeUnknownError,
+    PermissionDeniedError,
     PrimaryIpError,
     ProtocolError,
     ReplayError,
@@ -33,6 +35,7 @@ from eni_async.errors import (
     TaskNotFoundError,
     TaskTimeoutError,
     ThrottledError,
+    TokenError,
     TransportError,
     VpcNotFoundError,
 )
@@ -55,7 +58,7 @@ V2_TABLE = [
     (4000, "InvalidParameter", InvalidParameterError),
     (5100, "ActionLocked", MutexError),
     (4400, "RequestLimitExceeded", ThrottledError),
-    (4100, "AuthFailure", AuthError),
+    (4100, "AuthFailure", SignatureError),
     (4104, "SecretIdNotFound", SecretIdNotFoundError),
     (4500, "ReplayAttack", ReplayError),
     (4000, "InvalidAction", InvalidActionError),
@@ -90,10 +93,75 @@ def test_v2_code_desc_maps_to_its_class(numeric: int, code: str, expected: type[
     assert errors.class_for_code(code, numeric) is expected
 
 
-@pytest.mark.parametrize(("numeric", "code", "expected"), V2_TABLE, ids=[row[1] for row in V2_TABLE])
+# A family-only codeDesc needs its number to say which member it is; every other one decides alone.
+V2_DESC_ALONE = [row for row in V2_TABLE if row[1] not in errors.V2_FAMILY_DESCS]
+
+
+@pytest.mark.parametrize(("numeric", "code", "expected"), V2_DESC_ALONE, ids=[r[1] for r in V2_DESC_ALONE])
 def test_v2_code_desc_alone_maps_to_its_class(numeric: int, code: str, expected: type[ApiError]) -> None:
     """The ``codeDesc`` decides the class by itself, without the numeric code."""
     assert errors.class_for_code(code) is expected
+
+
+@pytest.mark.parametrize(
+    ("numeric", "expected"),
+    [
+        (4100, SignatureError),
+        (4101, PermissionDeniedError),
+        (4102, PermissionDeniedError),
+        (4103, PermissionDeniedError),
+        (4104, SecretIdNotFoundError),
+        (4105, TokenError),
+        (4106, AuthError),
+        (4110, PermissionDeniedError),
+        (None, AuthError),
+    ],
+)
+def test_family_code_desc_is_decided_by_the_number(numeric: int | None, expected: type[ApiError]) -> None:
+    """``codeDesc`` ``AuthFailure`` only names the family: the API 2.0 number says which failure it is."""
+    assert errors.class_for_code("AuthFailure", numeric) is expected
+
+
+# decisions.md D17: the failures that stop a batch, and the denials that fail one item.
+CREDENTIAL_FAILURES = [
+    ("AuthFailure.SignatureFailure", None),
+    ("AuthFailure.SecretIdNotFound", None),
+    ("AuthFailure.SignatureExpire", None),
+    ("AuthFailure.TokenFailure", None),
+    ("AuthFailure.InvalidSecretId", None),
+    ("AuthFailure.MFAFailure", None),
+    ("AuthFailure", 4100),
+    ("4100", 4100),
+    ("SecretIdNotFound", 4104),
+    ("4104", 4104),
+    ("ReplayAttack", 4500),
+    ("4500", 4500),
+]
+PER_RESOURCE_DENIALS = [
+    ("UnauthorizedOperation", None),
+    ("UnauthorizedOperation.NoPermission", None),
+    ("UnauthorizedOperation.SomethingUnlisted", None),
+    ("AuthFailure.UnauthorizedOperation", None),
+    ("4102", 4102),
+    ("4103", 4103),
+    ("AuthFailure", 4102),
+    ("AuthFailure", 4103),
+    ("UnauthorizedOperation", 4102),
+]
+
+
+@pytest.mark.parametrize(("code", "numeric"), CREDENTIAL_FAILURES)
+def test_credential_failures_are_auth_errors(code: str, numeric: int | None) -> None:
+    """Each credential-level failure of D17 is an ``AuthError``, the one class that stops a batch."""
+    assert issubclass(errors.class_for_code(code, numeric, "timestamp is 900s off"), AuthError)
+
+
+@pytest.mark.parametrize(("code", "numeric"), PER_RESOURCE_DENIALS)
+def test_per_resource_denials_are_not_auth_errors(code: str, numeric: int | None) -> None:
+    """Each per-resource denial of D17 is a ``PermissionDeniedError``, which is not an ``AuthError``."""
+    cls = errors.class_for_code(code, numeric, "子账号未被主账号授权访问特定资源")
+    assert cls is PermissionDeniedError
+    assert not issubclass(cls, AuthError)
 
 
 @pytest.mark.parametrize(("code", "expected"), V3_TABLE, ids=[row[0] for row in V3_TABLE])
@@ -120,16 +188,45 @@ def test_throttle_codes_and_sub_codes_are_throttles(code: str) -> None:
 @pytest.mark.parametrize(
     ("code", "expected"),
     [
-        ("AuthFailure.TokenFailure", AuthError),
+        ("AuthFailure.SomethingUnlisted", AuthError),
+        ("UnauthorizedOperation.SomethingUnlisted", PermissionDeniedError),
+        ("RequestLimitExceeded.SomethingUnlisted", ThrottledError),
         ("InternalError.ModuleError", ServerError),
         ("InvalidParameter.Coexist", InvalidParameterError),
         ("InvalidParameterValue.Range", InvalidParameterError),
-        ("InvalidVpc.NotFound.Extra", VpcNotFoundError),
+        ("MissingParameter.Ips", InvalidParameterError),
+        ("UnknownParameter.Foo", InvalidParameterError),
+        ("ResourceNotFound.Eni", NotFoundError),
     ],
 )
-def test_unknown_sub_code_takes_its_longest_known_prefix(code: str, expected: type[ApiError]) -> None:
-    """A sub-code not in the table is classified by its longest known dotted prefix."""
+def test_unlisted_sub_code_of_a_family_is_classified_by_its_family(
+    code: str, expected: type[ApiError]
+) -> None:
+    """A sub-code not listed exactly takes its family's class, for the families that have a rule."""
     assert errors.class_for_code(code) is expected
+
+
+@pytest.mark.parametrize(("family", "cls"), sorted(errors.FAMILY_CLASSES.items()))
+def test_family_table_rules_apply_to_any_sub_code(family: str, cls: type[ApiError]) -> None:
+    """Every family rule of the table applies to any sub-code, one or two levels deep."""
+    assert errors.class_for_code(f"{family}.Unlisted") is cls
+    assert errors.class_for_code(f"{family}.Unlisted.Deeper") is cls
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "InvalidVpc.NotFound.Extra",
+        "UnsupportedOperation.SomethingUnlisted",
+        "UnsupportedOperation.AttachmentNotFound.Extra",
+        "ActionLocked.Extra",
+        "ServiceUnavailable.Extra",
+        "LimitExceeded.Quota",
+    ],
+)
+def test_no_prefix_rule_where_the_table_gives_none(code: str) -> None:
+    """A code that merely starts with a listed code is a plain ``ApiError``: prefixes match only for families."""
+    assert errors.class_for_code(code) is ApiError
 
 
 def test_plain_limit_exceeded_is_not_a_throttle() -> None:
@@ -143,11 +240,15 @@ def test_plain_limit_exceeded_is_not_a_throttle() -> None:
     [
         (4000, InvalidParameterError),
         (4100, SignatureError),
+        (4101, PermissionDeniedError),
+        (4102, PermissionDeniedError),
+        (4103, PermissionDeniedError),
         (4104, SecretIdNotFoundError),
+        (4105, TokenError),
         (4400, ThrottledError),
         (4500, ReplayError),
         (5000, NotFoundError),
-        (5100, MutexError),
+        (5100, ServerError),
         (6000, ServerError),
     ],
 )
@@ -210,6 +311,13 @@ def test_api_error_without_message_or_action_renders_the_code() -> None:
         (THROTTLE_MESSAGE, 20),
         ("request times equals to 101 in a second, which exceeds the frequency limit 100", 100),
         ("Requests over the frequency limit 7.", 7),
+        (
+            "request times equals to `21` in a second, which exceeds the frequency limit `20` for a second",
+            20,
+        ),
+        ("您当前每秒请求 `6` 次，超过了每秒频率上限 `5`，请稍后重试", 5),
+        ("您当前每秒请求 6 次，超过了每秒频率上限 5，请稍后重试", 5),
+        ("request times equals to `21` in a second", None),
         ("too many requests", None),
         ("", None),
     ],
@@ -253,7 +361,10 @@ RETRY_TABLE = [
     (AuthError, False, False),
     (SignatureError, False, False),
     (SecretIdNotFoundError, False, False),
+    (TokenError, False, False),
     (ReplayError, False, False),
+    (PermissionDeniedError, False, False),
+    (NonceReusedError, True, True),
     (InvalidParameterError, False, False),
     (InvalidActionError, False, False),
     (NotFoundError, False, False),
@@ -312,6 +423,9 @@ def test_mutex_error_had_no_effect_but_is_not_transient() -> None:
         (SignatureError, (AuthError, ApiError)),
         (SecretIdNotFoundError, (AuthError,)),
         (ReplayError, (AuthError,)),
+        (TokenError, (AuthError,)),
+        (PermissionDeniedError, (ApiError,)),
+        (NonceReusedError, (ApiError,)),
         (VpcNotFoundError, (NotFoundError,)),
         (EniNotFoundError, (NotFoundError,)),
         (IpNotOnEniError, (NotFoundError,)),
@@ -331,7 +445,11 @@ def test_exception_tree(cls: type[BaseException], bases: tuple[type[BaseExceptio
 
 def test_every_mapped_class_is_an_api_error() -> None:
     """Both code tables map only onto ``ApiError`` subclasses."""
-    classes = [*errors.CODE_CLASSES.values(), *errors.V2_NUMERIC_CLASSES.values()]
+    classes = [
+        *errors.CODE_CLASSES.values(),
+        *errors.FAMILY_CLASSES.values(),
+        *errors.V2_NUMERIC_CLASSES.values(),
+    ]
     assert all(issubclass(cls, ApiError) for cls in classes)
 
 
