@@ -2,7 +2,8 @@
 
 Rate limits count requests in fixed one-second windows of ``clock.monotonic()`` (decisions.md D8): the
 request that makes the count exceed the limit, and every later one in that second, is refused with Tencent's
-message (D6) and has no effect. The replay guard remembers each (SecretId, Nonce) for the replay window (D15)
+message and has no effect. The message comes in any of the three forms Tencent sends (D6, D18): ``plain``,
+``backticks`` (the numbers quoted) or ``chinese``. The replay guard remembers each (SecretId, Nonce) for the replay window (D15)
 and forgets it afterwards, in O(1) amortised per request.
 """
 
@@ -23,16 +24,30 @@ DEFAULT_RATE_LIMITS: Mapping[str, int] = {
 REPLAY_WINDOW = 300.0
 
 
-def throttle_message(count: int, limit: int) -> str:
-    """Tencent's throttle text, from which a client may read the limit (D6)."""
-    return f"request times equals to {count} in a second, which exceeds the frequency limit {limit}"
+# Tencent's throttle texts, from which a client may read the limit (D6, D18). Written out here, not shared
+# with the client, so a client that cannot read one of them fails its tests.
+THROTTLE_MESSAGES: Mapping[str, str] = {
+    "plain": "request times equals to {count} in a second, which exceeds the frequency limit {limit}",
+    "backticks": (
+        "request times equals to `{count}` in a second, which exceeds the frequency limit `{limit}` for a second"
+    ),
+    "chinese": "您当前每秒请求 `{count}` 次，超过了每秒频率上限 `{limit}`，请稍后重试",
+}
+
+
+def throttle_message(count: int, limit: int, form: str = "plain") -> str:
+    """Tencent's throttle text in ``form`` (one of ``THROTTLE_MESSAGES``)."""
+    return THROTTLE_MESSAGES[form].format(count=count, limit=limit)
 
 
 class RateLimiter:
     """Fixed one-second windows per (SecretId, action). A limit of 0 or None means unlimited."""
 
-    def __init__(self, clock: Clock, limits: Mapping[str, int | None] | None) -> None:
+    def __init__(
+        self, clock: Clock, limits: Mapping[str, int | None] | None, *, message_form: str = "plain"
+    ) -> None:
         self._clock = clock
+        self.message_form = message_form
         self._limits = {action: n for action, n in (limits or {}).items() if n}
         self._windows: dict[tuple[str, str], list[int]] = {}
 
@@ -54,7 +69,7 @@ class RateLimiter:
             window[1] += 1
             count = window[1]
         if count > limit:
-            raise Reject(Reason.THROTTLED, throttle_message(count, limit))
+            raise Reject(Reason.THROTTLED, throttle_message(count, limit, self.message_form))
 
 
 class ReplayGuard:
