@@ -1,10 +1,16 @@
-"""The exception tree classifies every API code by one table and decides retries by two flags."""
+"""The exception tree classifies every API code by its tables and decides retries by two flags; end to end,
+per-resource denials fail one item, credential failures stop a batch, and throttle limits are learnt."""
 
 from __future__ import annotations
+
+import asyncio
+from urllib.parse import parse_qs
 
 import pytest
 
 from eni_async import errors
+from eni_async.client import EniClient
+from eni_async.clock import FakeClock
 from eni_async.credentials import load_credentials
 from eni_async.dialects import SignContext
 from eni_async.dialects.v2 import V2Dialect
@@ -40,11 +46,18 @@ from eni_async.errors import (
     VpcNotFoundError,
 )
 from eni_async.models import Credentials
-from eni_async.policy import retryable
+from eni_async.outcomes import Item, Outcome, check_against_truth
+from eni_async.policy import PollPolicy, retryable
+from eni_async.settings import Settings
+from eni_async.simulator import FaultProfile
+from tests.aioresp import Mocked, mocked
+from tests.batchhelpers import World, world
 
 SECRET_ID = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3gnPhESA"
 SECRET_KEY = "Gu5t9xGARNpq86cd98joQYCN3Cozk1qA"
 TOKEN = "session-token-that-must-stay-hidden"
+V2_URL = "https://vpc.api.qcloud.com/v2/index.php"
+VPC, ENI = "vpc-7t9nf3pu", "eni-m6dyj72l"
 THROTTLE_MESSAGE = "request times equals to 21 in a second, which exceeds the frequency limit 20"
 
 # -- the code table (decisions.md) -------------------------------------------------------------------------
@@ -558,3 +571,131 @@ def test_signed_request_and_context_reprs_hide_secrets() -> None:
     assert SECRET_KEY not in text
     assert TOKEN not in text
     assert "Signature" not in text
+
+
+# -- end to end: what each class does to a batch (decisions.md D17, D19) ------------------------------------
+
+
+async def _release_all(w: World, credentials: Credentials | None = None) -> list[Outcome]:
+    """Run ``unassign_many`` over every seeded ENI with the world's client (or one with ``credentials``)."""
+    if credentials is None:
+        return [o async for o in w.client.unassign_many(w.items(), concurrency=2)]
+    async with EniClient(credentials, w.client.settings, clock=w.clock) as other:
+        return [o async for o in other.unassign_many(w.items(), concurrency=2)]
+
+
+@pytest.mark.parametrize("dialect", ["v2", "v3"])
+async def test_a_denied_eni_fails_alone_and_the_batch_goes_on(dialect: str) -> None:
+    """Over real HTTP, the ENI the sub-account may not touch fails with its IPs not released; all others go."""
+    settings = Settings(dialect=dialect, poll=PollPolicy(timeout=300.0))
+    async with world(enis=8, settings=settings) as w:
+        denied = w.items()[3].eni_id
+        w.sim.denied_enis.add(denied)
+        outcomes = await _release_all(w)
+        present = w.present()
+    by_eni = {o.eni_id: o for o in outcomes}
+    assert len(outcomes) == 8
+    assert by_eni[denied].status == "failed"
+    error = by_eni[denied].error
+    assert error is not None
+    assert error["code"] == "UnauthorizedOperation"
+    assert sorted(by_eni[denied].not_released) == sorted(by_eni[denied].ips)
+    assert by_eni[denied].released == []
+    assert by_eni[denied].task_ids == []
+    others = [o for o in outcomes if o.eni_id != denied]
+    assert all(o.status == "succeeded" for o in others), [o.to_json() for o in others]
+    assert [p for o in outcomes for p in check_against_truth(o.to_json(), present)] == []
+
+
+@pytest.mark.parametrize("dialect", ["v2", "v3"])
+async def test_a_credential_failure_still_stops_the_batch(dialect: str) -> None:
+    """With a wrong key the batch stops after the first failures, denied ENI or not, and nothing is released."""
+    settings = Settings(dialect=dialect, poll=PollPolicy(timeout=300.0))
+    async with world(enis=12, settings=settings) as w:
+        w.sim.denied_enis.add(w.items()[0].eni_id)
+        outcomes = await _release_all(w, Credentials(w.sim.credentials.secret_id, "not-the-key"))
+        requests = sum(w.sim.stats()["requests"].values())
+        untouched = all(e["secondary_ips"] for e in w.sim.ground_truth()["enis"])
+    statuses = [o.status for o in outcomes]
+    assert len(outcomes) == 12
+    assert statuses.count("not_attempted") >= 9
+    assert requests <= 3
+    assert untouched
+
+
+# A v2 ENI as DescribeNetworkInterfaces lists it (live-page envelope), with the given secondary IPs.
+def _described(ips: list[str]) -> dict[str, object]:
+    addresses = [{"privateIpAddress": "10.0.0.1", "primary": True}]
+    addresses += [{"privateIpAddress": ip, "primary": False} for ip in ips]
+    entry = {"vpcId": VPC, "networkInterfaceId": ENI, "privateIpAddressesSet": addresses}
+    return {"code": 0, "message": "", "codeDesc": "Success", "data": {"totalNum": 1, "data": [entry]}}
+
+
+def _actions(m: Mocked) -> list[str]:
+    calls = [call for calls in m.requests.values() for call in calls]
+    return [parse_qs(call.kwargs["data"].decode())["Action"][0] for call in calls]
+
+
+async def _one_item_batch(m: Mocked) -> Outcome:
+    settings = Settings(poll=PollPolicy(first=1.0, initial=0.5, timeout=60.0))
+    async with EniClient(Credentials(SECRET_ID, SECRET_KEY), settings, clock=FakeClock()) as client:
+        outcomes = [o async for o in client.unassign_many([Item(VPC, ENI, ("10.0.0.2",))])]
+    assert len(outcomes) == 1
+    return outcomes[0]
+
+
+async def test_bare_5100_is_reconciled_by_looking_not_resubmitted() -> None:
+    """After a bare 5100 the client describes the ENI; the IP turned out gone, so nothing is sent again."""
+    with mocked() as m:
+        m.post(V2_URL, payload={"code": 5100, "message": "(100004)operation failed"})
+        m.post(V2_URL, payload=_described([]))
+        outcome = await _one_item_batch(m)
+        actions = _actions(m)
+    assert actions == ["UnassignPrivateIpAddresses", "DescribeNetworkInterfaces"]
+    assert (outcome.status, outcome.released) == ("succeeded", ["10.0.0.2"])
+
+
+async def test_bare_5100_with_the_ip_still_there_is_resubmitted_only_after_looking() -> None:
+    """After a bare 5100 with the IP still on the ENI, the one resubmit comes after a describe, never before."""
+    with mocked() as m:
+        m.post(V2_URL, payload={"code": 5100, "message": "(100004)operation failed"})
+        m.post(V2_URL, payload=_described(["10.0.0.2"]))
+        m.post(V2_URL, payload={"code": 0, "message": "", "codeDesc": "Success", "data": {"taskId": 9}})
+        m.post(V2_URL, payload={"code": 0, "message": "", "codeDesc": "Success", "data": {"status": 0}})
+        outcome = await _one_item_batch(m)
+        actions = _actions(m)
+    assert actions[:3] == [
+        "UnassignPrivateIpAddresses",
+        "DescribeNetworkInterfaces",
+        "UnassignPrivateIpAddresses",
+    ]
+    assert (outcome.status, outcome.released, outcome.task_ids) == ("succeeded", ["10.0.0.2"], ["9"])
+
+
+async def test_action_locked_5100_waits_and_resubmits_without_describing() -> None:
+    """5100 with ``codeDesc`` ActionLocked is the mutex: the call had no effect, so it is simply sent again."""
+    with mocked() as m:
+        m.post(V2_URL, payload={"code": 5100, "message": "busy", "codeDesc": "ActionLocked"})
+        m.post(V2_URL, payload={"code": 0, "message": "", "codeDesc": "Success", "data": {"taskId": 9}})
+        m.post(V2_URL, payload={"code": 0, "message": "", "codeDesc": "Success", "data": {"status": 0}})
+        outcome = await _one_item_batch(m)
+        actions = _actions(m)
+    assert actions == ["UnassignPrivateIpAddresses", "UnassignPrivateIpAddresses", "DescribeVpcTaskResult"]
+    assert (outcome.status, outcome.released) == ("succeeded", ["10.0.0.2"])
+
+
+@pytest.mark.parametrize("form", ["plain", "backticks", "chinese"])
+async def test_client_learns_the_stated_limit_from_each_message_form(form: str) -> None:
+    """Throttled by the simulator in each message form, the client caps its rate at the limit it stated."""
+    async with world(
+        enis=4,
+        rate_limits={"DescribeNetworkInterfaces": 7},
+        faults=FaultProfile(name=form, throttle_message=form),
+    ) as w:
+        eni_ids = [item.eni_id for item in w.items()] * 6
+        await asyncio.gather(*(w.client.describe_eni(eni_id) for eni_id in eni_ids))
+        budget = w.client.budgets["DescribeNetworkInterfaces"]
+        throttled = w.sim.stats()["throttled"].get("DescribeNetworkInterfaces", 0)
+    assert throttled >= 1
+    assert budget.throttles >= 1
+    assert budget.ceiling == 7

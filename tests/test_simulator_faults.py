@@ -320,7 +320,7 @@ async def test_denied_eni_is_refused_per_resource_in_both_dialects() -> None:
         described = await v3.call(DESCRIBE, {"NetworkInterfaceIds": [denied["eni_id"]]})
         accepted = await v2.unassign(allowed["vpc_id"], allowed["eni_id"], allowed["secondary_ips"][:1])
     clock.advance(60.0)
-    assert (refused2["code"], refused2["codeDesc"]) == (4102, "AuthFailure")
+    assert (refused2["code"], refused2["codeDesc"]) == (4102, "UnauthorizedOperation")
     assert refused3["Response"]["Error"]["Code"] == "UnauthorizedOperation"
     assert denied["eni_id"] in refused3["Response"]["Error"]["Message"]
     assert described["Response"]["TotalCount"] == 1
