@@ -699,3 +699,19 @@ async def test_client_learns_the_stated_limit_from_each_message_form(form: str) 
     assert throttled >= 1
     assert budget.throttles >= 1
     assert budget.ceiling == 7
+
+
+async def test_a_5100_that_never_clears_is_bounded_and_never_resent_blindly() -> None:
+    """Bare 5100 after bare 5100 with the IP still there: each resubmit follows a describe, and they stop."""
+    with mocked() as m:
+        for _ in range(12):
+            m.post(V2_URL, payload={"code": 5100, "message": "(100004)operation failed"})
+            m.post(V2_URL, payload=_described(["10.0.0.2"]))
+        outcome = await _one_item_batch(m)
+        actions = _actions(m)
+    submits = [i for i, action in enumerate(actions) if action == "UnassignPrivateIpAddresses"]
+    assert 1 < len(submits) <= 6
+    assert all(actions[i - 1] == "DescribeNetworkInterfaces" for i in submits[1:])
+    assert outcome.status == "failed"
+    assert outcome.released == []
+    assert sorted(outcome.not_released + outcome.unknown) == ["10.0.0.2"]

@@ -364,3 +364,25 @@ def test_throttle_form_checked_on_the_profile_value() -> None:
     with pytest.raises(ConfigError) as caught:
         FaultProfile(throttle_message="shouting")
     assert caught.value.field == "throttle_message"
+
+
+def test_simulator_shares_no_client_error_logic() -> None:
+    """The simulator's own code tables stand alone: from the client's errors it takes only config errors."""
+    import ast
+
+    allowed = {"ConfigError", "InputError"}
+    for path in sorted((REPO / "eni_async" / "simulator").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module in ("eni_async.errors", "eni_async.dialects"):
+                assert {alias.name for alias in node.names} <= allowed, path.name
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("eni_async.dialects")
+            ):
+                raise AssertionError(f"{path.name} imports {node.module}")
+            if isinstance(node, ast.Import):
+                assert not any(
+                    a.name.startswith(("eni_async.errors", "eni_async.dialects")) for a in node.names
+                )
