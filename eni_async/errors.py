@@ -33,14 +33,15 @@
         ├── MutexError                     another task is running on the ENI
         └── ServerError                    InternalError, a bare API 2.0 5100 and other server-side faults
 
-Only ``AuthError`` stops a batch (decisions.md D17): it is raised for credential failures alone, since every
+Only ``AuthError`` stops a batch (D17): it is raised for credential failures alone, since every
 later call would fail the same way. A per-resource denial (``UnauthorizedOperation``, its sub-codes,
 ``AuthFailure.UnauthorizedOperation``, API 2.0 4101/4102/4103/4110/4300) is a ``PermissionDeniedError``, which is
 deliberately *not* an ``AuthError``: one ENI the sub-account may not touch fails alone.
 
 Codes are classified by tables, in this order: (1) an exact entry of ``CODE_CLASSES``; (2) for API 2.0, the
-numeric code when the ``codeDesc`` only names a family (``AuthFailure`` is sent with 4100 to 4110, so 4102 with
-``codeDesc`` ``AuthFailure`` is a denial, not a signature failure) or is missing or unknown; (3) a family rule
+numeric code when the ``codeDesc`` only names a family (only 4100's ``AuthFailure`` is documented, and the
+same name may come with any 41xx number, so 4102 with ``AuthFailure`` is a denial, not a signature failure)
+or is missing or unknown; (3) a family rule
 of ``FAMILY_CLASSES``: a code ``Family.SubCode`` not listed exactly is classified as its family, and only the
 families listed there have such a rule (``AuthFailure.*`` -> ``AuthError``, since that family is about the
 request's credentials and its one per-resource member is listed exactly; ``UnauthorizedOperation.*`` ->
@@ -182,7 +183,7 @@ class ReplayError(AuthError):
 class PermissionDeniedError(ApiError):
     """Access control refused this call for this resource or action; other items may still succeed.
 
-    Not an ``AuthError`` on purpose: the credentials work, so a batch goes on past it (decisions.md D17).
+    Not an ``AuthError`` on purpose: the credentials work, so a batch goes on past it (D17).
     """
 
     no_effect = True
@@ -348,7 +349,7 @@ CODE_CLASSES: Mapping[str, type[ApiError]] = {
 
 # The only families with a prefix rule: ``Family.AnySubCode`` not listed above is classified as its family.
 # ``AuthFailure.*`` is about the request's credentials (its one per-resource member is listed exactly above);
-# ``RequestLimitExceeded.*`` sub-codes are throttles (decisions.md D7). Other families (``UnsupportedOperation``,
+# ``RequestLimitExceeded.*`` sub-codes are throttles (D7). Other families (``UnsupportedOperation``,
 # ``LimitExceeded``, ``InvalidVpc``, ...) have none: an unlisted sub-code of theirs is a plain ``ApiError``.
 FAMILY_CLASSES: Mapping[str, type[ApiError]] = {
     "AuthFailure": AuthError,
@@ -362,7 +363,7 @@ FAMILY_CLASSES: Mapping[str, type[ApiError]] = {
     "InternalError": ServerError,
 }
 
-# API 2.0 numeric public codes -> class (vpc-api.md §1), used when ``codeDesc`` is missing, unknown, or only
+# API 2.0 numeric public codes -> class (Tencent's public code table), used when ``codeDesc`` is missing, unknown, or only
 # names a family (``V2_FAMILY_DESCS``). 4101-4103, 4110 and 4300 are access-control denials (D17).
 V2_NUMERIC_CLASSES: Mapping[int, type[ApiError]] = {
     4000: InvalidParameterError,
