@@ -80,19 +80,18 @@ class Simulator:
                 seed=config.seed,
                 eip_fraction=config.eip_fraction,
             )
-        self.limiter = RateLimiter(
-            self.clock, config.effective_rate_limits(), message_form=config.faults.throttle_message
-        )
+        self.limiter = RateLimiter(self.clock, config.effective_rate_limits())
         self.faults = FaultInjector(config.faults, config.seed)
+        self.limiter.message_form = config.faults.throttle_message
         self.requests: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         replay = ReplayGuard(self.clock)
         self._v2 = V2Frontend(self.world, keys, replay)
         self._v3 = V3Frontend(self.world, keys, replay, config.region)
+        self.app = self._build_app()
         # ENIs refused per resource; starts from the fault profile, and a test may add to it while running.
         self.denied_enis: set[str] = set(config.faults.denied_enis)
         self._v2.denied = self._v3.denied = self.denied_enis
-        self.app = self._build_app()
 
     def __repr__(self) -> str:
         return f"Simulator(region={self.region!r}, enis={len(self.world.enis)}, faults={self.faults.profile.name!r})"

@@ -64,10 +64,10 @@ MUTATING = frozenset({"UnassignPrivateIpAddresses", "AssignPrivateIpAddresses"})
 class ActionTable:
     """What both front ends share: the world, the keys, the replay guard, and one table of the actions.
 
-    A front end subclasses it and writes the four action methods in its own wire format. ``denied`` holds
-    the ENIs whose mutating calls are refused per resource (the app shares one set with both front ends).
+    A front end subclasses it and writes the four action methods in its own wire format.
     """
 
+    # ENIs whose mutating calls are refused per resource; the app shares one set with both front ends.
     denied: set[str] | frozenset[str] = frozenset()
 
     def __init__(self, world: World, keys: Mapping[str, str], replay: ReplayGuard) -> None:

@@ -2,8 +2,7 @@
 
 Rate limits count requests in fixed one-second windows of ``clock.monotonic()`` (decisions.md D8): the
 request that makes the count exceed the limit, and every later one in that second, is refused with Tencent's
-message and has no effect. The message comes in any of the three forms Tencent sends (D6, D18): ``plain``,
-``backticks`` (the numbers quoted) or ``chinese``. The replay guard remembers each (SecretId, Nonce) for the replay window (D15)
+message (D6) and has no effect. The replay guard remembers each (SecretId, Nonce) for the replay window (D15)
 and forgets it afterwards, in O(1) amortised per request.
 """
 
@@ -24,8 +23,9 @@ DEFAULT_RATE_LIMITS: Mapping[str, int] = {
 REPLAY_WINDOW = 300.0
 
 
-# Tencent's throttle texts, from which a client may read the limit (D6, D18). Written out here, not shared
-# with the client, so a client that cannot read one of them fails its tests.
+# Tencent's throttle texts in the three forms it sends, from which a client may read the limit (D6, D18):
+# plain, the numbers in backticks, and Chinese. Written out here, not shared with the client, so a client
+# that cannot read one of them fails its tests.
 THROTTLE_MESSAGES: Mapping[str, str] = {
     "plain": "request times equals to {count} in a second, which exceeds the frequency limit {limit}",
     "backticks": (
@@ -43,17 +43,17 @@ def throttle_message(count: int, limit: int, form: str = "plain") -> str:
 class RateLimiter:
     """Fixed one-second windows per (SecretId, action). A limit of 0 or None means unlimited."""
 
-    def __init__(
-        self, clock: Clock, limits: Mapping[str, int | None] | None, *, message_form: str = "plain"
-    ) -> None:
+    def __init__(self, clock: Clock, limits: Mapping[str, int | None] | None) -> None:
         self._clock = clock
-        self.message_form = message_form
         self._limits = {action: n for action, n in (limits or {}).items() if n}
         self._windows: dict[tuple[str, str], list[int]] = {}
 
     def limit(self, action: str) -> int | None:
         """The configured per-second limit for ``action``, or None when unlimited."""
         return self._limits.get(action)
+
+    # The form of the throttle message (a key of THROTTLE_MESSAGES); the app sets it from the fault profile.
+    message_form: str = "plain"
 
     def check(self, secret_id: str, action: str) -> None:
         """Count one request; refuse it as THROTTLED if it exceeds the action's limit this second."""
