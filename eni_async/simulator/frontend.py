@@ -67,9 +67,6 @@ class ActionTable:
     A front end subclasses it and writes the four action methods in its own wire format.
     """
 
-    # ENIs whose mutating calls are refused per resource; the app shares one set with both front ends.
-    denied: set[str] | frozenset[str] = frozenset()
-
     def __init__(self, world: World, keys: Mapping[str, str], replay: ReplayGuard) -> None:
         self._world = world
         self._keys = keys
@@ -85,6 +82,9 @@ class ActionTable:
     def actions(self) -> frozenset[str]:
         """The actions this front end serves."""
         return frozenset(self._actions)
+
+    # ENIs whose mutating calls are refused per resource; the app shares one set with both front ends.
+    denied: set[str] | frozenset[str] = frozenset()
 
     def _run(self, call: Call, fate: TaskFate) -> dict[str, Any]:
         """Run ``call.action``'s method; an action not in the table is ``InvalidAction``."""
