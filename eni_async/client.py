@@ -99,7 +99,7 @@ class EniClient:
         self.dialect: Dialect = get_dialect(settings.dialect)
         self.endpoint = settings.resolved_endpoint
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.budgets = Budgets(settings.rate_limits.by_action(), self.clock)
+        self.budgets = Budgets(settings.rate_limits.by_action(), self.clock, discovery=settings.discovery)
         self.latencies = LatencyTracker()
         self._tracker: Tracker | None = None
         self._credentials = credentials
