@@ -283,9 +283,9 @@ class Batch:
             for _task_id, _request_id, chunk in plan.tasks:
                 outcome.sent.update(chunk)
             outcome.sent.update(plan.in_doubt)
-            for task_id, _request_id, chunk in plan.tasks:
+            for task_id, request_id, chunk in plan.tasks:
                 decide(outcome, f"resumed: polling task {task_id}")
-                await finish_task(self.client, item, outcome, task_id, chunk)
+                await finish_task(self.client, item, outcome, task_id, chunk, request_id)
                 if self._recorder is not None:
                     self._recorder.progressed(item, outcome)
             if plan.in_doubt:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from eni_async import metrics as metrics_cli
-from eni_async.cli import json_lines, tell
+from eni_async.cli import interruption, json_lines, tell
 from eni_async.client import EniClient
 from eni_async.credentials import load_credentials
 from eni_async.errors import InputError
@@ -127,8 +127,15 @@ async def run_items(
         summary.add(outcome)
         write(outcome.to_json())
     ticker = asyncio.create_task(_tick(bar))
+    state = interruption()
+    grace = client.settings.grace
+    # SIGINT/SIGTERM: stop submitting, give work in flight ``grace`` seconds, then report the rest honestly.
+    unregister = state.register(lambda now: batch.stop(0.0 if now else grace)) if state is not None else None
     try:
         async for outcome in batch:
+            summary.add(outcome)
+            write(outcome.to_json())
+        for outcome in batch.unconfirmed:  # stopped by a signal: what was still in flight
             summary.add(outcome)
             write(outcome.to_json())
     except asyncio.CancelledError:
@@ -137,6 +144,8 @@ async def run_items(
             write(outcome.to_json())
         raise
     finally:
+        if unregister is not None:
+            unregister()
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
@@ -156,8 +165,11 @@ def _tell_summary(summary: Summary, elapsed: float, *, as_json: bool) -> None:
         as_json=True,
         enis=summary.total,
         statuses=dict(summary.statuses),
+        ips=summary.asked,
         released=summary.released,
         not_released=summary.not_released,
+        unknown=summary.unknown,
+        absent=summary.absent,
         tasks=summary.tasks,
         errors=dict(summary.errors),
         elapsed_s=round(elapsed, 3),

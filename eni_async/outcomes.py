@@ -107,7 +107,10 @@ class Outcome:
             return self
         if self.ips and set(self.absent) == set(self.ips) and self.error is None:  # nothing was there
             self.status = SKIPPED
-            self.error = {"code": "InvalidPrivateIpAddress.NotFound", "message": "no IP asked for is on the ENI"}
+            self.error = {
+                "code": "InvalidPrivateIpAddress.NotFound",
+                "message": "no IP asked for is on the ENI",
+            }
             return self
         accounted = self.accounted()
         missing = [ip for ip in self.ips if ip not in accounted]
@@ -171,7 +174,9 @@ def check_against_truth(outcome: dict[str, Any], truth: dict[str, set[str]]) -> 
             if ip in seen:
                 problems.append(f"{eni}: {ip} listed under both {seen[ip]} and {name}")
             seen[ip] = name
-    problems += [f"{eni}: {ip} reported absent but assigned" for ip in outcome.get("absent", []) if ip in present]
+    problems += [
+        f"{eni}: {ip} reported absent but assigned" for ip in outcome.get("absent", []) if ip in present
+    ]
     problems += [
         f"{eni}: {ip} reported released but still assigned" for ip in outcome["released"] if ip in present
     ]

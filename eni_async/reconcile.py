@@ -138,9 +138,16 @@ async def release_item(
 
 
 async def finish_task(
-    client: EniClient, item: Item, outcome: Outcome, task_id: str, chunk: tuple[str, ...]
+    client: EniClient,
+    item: Item,
+    outcome: Outcome,
+    task_id: str,
+    chunk: tuple[str, ...],
+    request_id: str | None = None,
 ) -> None:
-    """Wait for a submitted task and settle its IPs; used directly on resume (never resubmits)."""
+    """Wait for a submitted task and settle its IPs; used directly on resume (never resubmits).
+
+    ``request_id`` is the submit's, named in a failure (the request that started the task)."""
     try:
         state = await client.wait_for_task(task_id)
     except TaskTimeoutError as exc:
@@ -162,7 +169,11 @@ async def finish_task(
         return
     outcome.fail(
         TaskFailedError(
-            task_id, eni_id=item.eni_id, ips=chunk, request_id=state.request_id, output=state.output
+            task_id,
+            eni_id=item.eni_id,
+            ips=chunk,
+            request_id=request_id or state.request_id,
+            output=state.output,
         )
     )
     await _settle_by_looking(client, outcome, chunk, f"task {task_id} FAILED")
@@ -259,7 +270,7 @@ async def _release_chunk(
             outcome.request_ids.append(request_id)
         if recorder is not None:
             recorder.submitted(item, task_id, request_id, todo, outcome)
-        await finish_task(client, item, outcome, task_id, todo)
+        await finish_task(client, item, outcome, task_id, todo, request_id)
         if recorder is not None:
             recorder.progressed(item, outcome)
         return
