@@ -14,6 +14,7 @@ the same events update a ``Metrics`` (see ``eni_async.metrics``); without, they 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import logging
@@ -363,12 +364,28 @@ class EniClient:
         return next((info for info in page.enis if info.eni_id == eni), None)
 
     async def unassign(
-        self, vpc_id: str, eni_id: str, ips: Sequence[str], *, timeout: float | None = None
+        self,
+        vpc_id: str,
+        eni_id: str,
+        ips: Sequence[str],
+        *,
+        timeout: float | None = None,
+        submitted: list[str] | None = None,
     ) -> UnassignResult:
         """Release ``ips`` from the ENI and return once every task has ended.
 
-        More than 10 IPs go in chunks of at most 10, one after another (one task per ENI at a time). A
-        FAILED task raises ``TaskFailedError`` with ``.result`` holding what earlier chunks released.
+        More than 10 IPs go in chunks of at most 10, one after another (one task per ENI at a time); ``timeout``
+        bounds the wait for each task (default ``settings.poll.timeout``). Any ``EniAsyncError`` raised once a
+        chunk was submitted carries ``.result``: an ``UnassignResult`` with every task id submitted (the
+        failed or timed-out one included) and the IPs released by earlier chunks. A FAILED task raises
+        ``TaskFailedError``; a task still running at the deadline ``TaskTimeoutError`` (a ``TimeoutError``;
+        the task may still release its IPs).
+
+        Cancellation is never swallowed or replaced (``asyncio.timeout``, ``TaskGroup`` and ``wait_for``
+        rely on seeing ``CancelledError``), so a cancelled call raises ``CancelledError`` as asyncio
+        requires; a task already submitted goes on at Tencent. To know which, pass ``submitted``: a list
+        each task id is appended to the moment the server accepts it. The ids are also added to the
+        ``CancelledError`` as a note, and logged at INFO when submitted.
         """
         vpc, eni, checked = validation.release_request(vpc_id, eni_id, ips)
         released: list[str] = []
@@ -378,19 +395,31 @@ class EniClient:
         def result() -> UnassignResult:
             return UnassignResult(vpc, eni, tuple(released), tuple(task_ids), tuple(request_ids))
 
-        for chunk in validation.chunks(checked):
-            started = self.clock.monotonic()
-            task_id, request_id = await self._submit_waiting_out_mutex(vpc, eni, chunk, timeout)
-            task_ids.append(task_id)
-            request_ids.append(request_id)
-            state = await self.wait_for_task(task_id, timeout=timeout, submitted_at=started)
-            if state.status is TaskStatus.FAILED:
-                error = TaskFailedError(
-                    task_id, eni_id=eni, ips=chunk, request_id=request_id, output=state.output
+        try:
+            for chunk in validation.chunks(checked):
+                started = self.clock.monotonic()
+                task_id, request_id = await self._submit_waiting_out_mutex(vpc, eni, chunk, timeout)
+                task_ids.append(task_id)
+                request_ids.append(request_id)
+                if submitted is not None:
+                    submitted.append(task_id)
+                state = await self.wait_for_task(task_id, timeout=timeout, submitted_at=started)
+                if state.status is TaskStatus.FAILED:
+                    raise TaskFailedError(
+                        task_id, eni_id=eni, ips=chunk, request_id=request_id, output=state.output
+                    )
+                released.extend(chunk)
+        except EniAsyncError as exc:
+            if task_ids:
+                exc.result = result()  # type: ignore[attr-defined]
+            raise
+        except asyncio.CancelledError as exc:
+            if task_ids:
+                exc.add_note(
+                    f"eni_async: task(s) {', '.join(task_ids)} submitted on {eni}; "
+                    f"released confirmed: {', '.join(released) or 'none'}"
                 )
-                error.result = result()  # type: ignore[attr-defined]
-                raise error
-            released.extend(chunk)
+            raise
         return result()
 
     def unassign_many(
