@@ -117,7 +117,9 @@ def test_signal_with_short_grace_reports_in_flight_ips_as_unknown(
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 128 + sig, err
         outcomes = _judge(tmp_path, ready["endpoint"])
-    assert "unknown" in err and "absent" in err and "Traceback" not in err
+    assert "unknown" in err
+    assert "absent" in err
+    assert "Traceback" not in err
     unknown = [o for o in outcomes if o["unknown"]]
     assert unknown, "work was in flight when the grace ended"
     assert all(o["status"] == "failed" and o["error"]["code"] == "Interrupted" for o in unknown)
@@ -160,3 +162,32 @@ def test_a_second_signal_stops_waiting_at_once(tmp_path: Path) -> None:
         outcomes = _judge(tmp_path, ready["endpoint"])
     assert took < 30, "it did not wait for the 60 s grace"
     assert any(o["unknown"] for o in outcomes)
+
+
+def test_unassign_interrupted_prints_its_task_and_unknown_ips(tmp_path: Path) -> None:
+    """SIGINT during unassign: one outcome with the submitted task id and its IPs unknown, exit 130."""
+    with simulator() as ready:
+        config = tmp_path / "client.toml"
+        config.write_text(f"grace = 0.2\n{FAST_TOML}")
+        eni = _get(ready["endpoint"], "/_sim/state")["enis"][0]
+        env = dict(os.environ, ENI_ASYNC_CONFIG=str(config))
+        env.update(TENCENTCLOUD_SECRET_ID=ready["secret_id"], TENCENTCLOUD_SECRET_KEY=ready["secret_key"])
+        command = [*CLI, "unassign", "--endpoint", ready["endpoint"], "--region", ready["region"]]
+        command += ["--vpc-id", eni["vpc_id"], "--eni-id", eni["eni_id"]]
+        command += [a for ip in eni["secondary_ips"] for a in ("--ip", ip)]
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while _submits(ready["endpoint"]) < 1:
+            assert time.monotonic() < deadline
+            assert proc.poll() is None
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        time.sleep(LATENCY + 0.5)
+        present = _present(ready["endpoint"])
+    assert proc.returncode == 130, err
+    outcome = json.loads(out)
+    assert len(outcome["task_ids"]) == 1
+    assert sorted(outcome["unknown"]) == sorted(eni["secondary_ips"])
+    assert outcome["not_released"] == []
+    assert check_against_truth(outcome, present) == []
