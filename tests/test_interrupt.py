@@ -323,3 +323,51 @@ def test_check_against_truth_judges_absent_and_duplicates() -> None:
     assert (
         check_against_truth(replace(outcome, released=["10.0.0.3"]).to_json(), {"eni-1": {"10.0.0.2"}}) == []
     )
+
+
+def test_interrupt_splits_sent_from_never_sent_ips() -> None:
+    """An interrupted outcome lists IPs of a started submit as unknown and IPs never sent as not released."""
+    outcome = Outcome("vpc-1", "eni-1", ("10.0.0.1", "10.0.0.2", "10.0.0.3"))
+    outcome.released = ["10.0.0.1"]
+    outcome.sent = {"10.0.0.1", "10.0.0.2"}
+    outcome.task_ids = ["7"]
+    outcome.interrupt("stopped")
+    assert (outcome.status, outcome.unknown, outcome.not_released) == ("failed", ["10.0.0.2"], ["10.0.0.3"])
+    assert outcome.error is not None
+    assert outcome.error["code"] == "Interrupted"
+    untouched = Outcome("vpc-1", "eni-2", ("10.0.0.4",)).interrupt("stopped")
+    assert (untouched.status, untouched.not_released, untouched.unknown) == (
+        "not_attempted",
+        ["10.0.0.4"],
+        [],
+    )
+
+
+def test_signals_reach_stoppers_first_gracefully_then_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """The first signal asks stoppers to stop with a grace, the second at once; the exit code is 128+signal."""
+    import signal
+
+    from eni_async.cli import Interruption
+
+    state = Interruption()
+    calls: list[bool] = []
+    unregister = state.register(calls.append)
+    state.signalled(signal.SIGTERM)
+    state.signalled(signal.SIGINT)
+    unregister()
+    assert calls == [False, True]
+    assert state.exit_code == 143
+    late: list[bool] = []
+    state.register(late.append)
+    assert late == [True], "a stopper registered after the signals is told at once"
+    assert "SIGTERM" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("grace", [-1.0, float("nan"), float("inf")])
+def test_grace_must_be_a_finite_number_of_seconds(grace: float) -> None:
+    """A negative or non-finite grace is refused, naming the setting."""
+    from eni_async.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        Settings(grace=grace)
+    assert caught.value.field == "grace"

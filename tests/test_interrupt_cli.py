@@ -1,7 +1,7 @@
 """SIGINT and SIGTERM sent to a real ``eni-async batch`` process, judged against the simulator's ground truth.
 
 The simulator and the batch run as separate processes on 127.0.0.1, in real time (a signal cannot be sent in
-fake time); tasks take two seconds, so the signal always finds work in flight.
+fake time); tasks take three seconds, so the signal always finds work in flight.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from eni_async.outcomes import check_against_truth
 from tests.conftest import FAST_TOML
 
 CLI = [sys.executable, "-m", "eni_async"]
-ENIS, IPS, LATENCY, CONCURRENCY = 40, 2, 2.0, 8
+ENIS, IPS, LATENCY, CONCURRENCY = 40, 2, 3.0, 8
 
 
 def _get(endpoint: str, path: str) -> dict[str, Any]:
