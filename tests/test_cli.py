@@ -321,3 +321,32 @@ async def test_unassign_timeout_reports_the_task_and_unknown_ips(slow_world: tup
     assert sorted(out["unknown"]) == sorted(eni["secondary_ips"][:2])
     assert out["not_released"] == []
     assert out["error"]["code"] == "TaskTimeout"
+
+
+async def test_batch_preflight_with_a_journal_describes_first(
+    served: tuple[Simulator, str], tmp_path: Path
+) -> None:
+    """batch --preflight --journal refuses a primary IP and lists a stray IP as absent without sending them."""
+    sim, endpoint = served
+    a, b = sim.ground_truth()["enis"][:2]
+    source = tmp_path / "in.jsonl"
+    rows = [
+        {"vpc_id": a["vpc_id"], "eni_id": a["eni_id"], "ips": [a["primary_ip"]]},
+        {"vpc_id": b["vpc_id"], "eni_id": b["eni_id"], "ips": [b["secondary_ips"][0], "10.250.0.7"]},
+    ]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = tmp_path / "out.jsonl"
+    args = ["batch", str(source), "--endpoint", endpoint, "--preflight", "--journal", str(tmp_path / "j")]
+    assert await asyncio.to_thread(main, [*args, "--output", str(output)]) == 1
+    first, second = sorted(
+        (json.loads(line) for line in output.read_text().splitlines()),
+        key=lambda o: o["eni_id"] != a["eni_id"],
+    )
+    assert (first["not_released"], first["task_ids"]) == ([a["primary_ip"]], [])
+    assert first["error"]["code"] == "InvalidPrivateip.IsPrimary"
+    assert (second["status"], second["released"], second["absent"]) == (
+        "succeeded",
+        [b["secondary_ips"][0]],
+        ["10.250.0.7"],
+    )
+    assert sim.stats()["requests"]["UnassignPrivateIpAddresses"] == 1, "only the real secondary IP was sent"
