@@ -50,6 +50,7 @@ from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, Su
 from eni_async.models import UnassignResult as UnassignResult
 from eni_async.policy import retrier, retryable
 from eni_async.poller import LatencyTracker, poll_until_done
+from eni_async.reconcile import StopSubmitting
 from eni_async.settings import Settings
 from eni_async.throttle import Budgets
 from eni_async.transport import AiohttpTransport
@@ -447,9 +448,17 @@ class EniClient:
         )
 
     async def _submit_waiting_out_mutex(
-        self, vpc: str, eni: str, chunk: Sequence[str], timeout: float | None
+        self,
+        vpc: str,
+        eni: str,
+        chunk: Sequence[str],
+        timeout: float | None,
+        gate: Callable[[], bool] | None = None,
     ) -> tuple[str, str | None]:
-        """Submit, and while another task holds the ENI's mutex, wait (poll schedule) and try again."""
+        """Submit, and while another task holds the ENI's mutex, wait (poll schedule) and try again.
+
+        Once ``gate()`` is true no further try is made: ``StopSubmitting`` (every try so far met the mutex,
+        so none had an effect)."""
         policy = self.settings.poll
         deadline = self.clock.monotonic() + (policy.timeout if timeout is None else timeout)
         delay = policy.initial
@@ -457,6 +466,8 @@ class EniClient:
             try:
                 return await self._submit(vpc, eni, chunk)
             except MutexError as exc:
+                if gate is not None and gate():
+                    raise StopSubmitting from exc
                 if self.clock.monotonic() + delay > deadline:
                     raise TaskTimeoutError(f"(another task on {eni})", "RUNNING", delay) from exc
                 log.info(
@@ -467,6 +478,8 @@ class EniClient:
                 if self.metrics is not None:
                     self.metrics.retry(UNASSIGN, exc.code)
                 await self.clock.sleep(delay)
+                if gate is not None and gate():
+                    raise StopSubmitting from exc
                 delay = min(policy.maximum, delay * policy.multiplier)
 
 

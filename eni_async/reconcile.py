@@ -215,7 +215,12 @@ async def _release_chunk(
         if recorder is not None:
             recorder.submitting(item, todo, outcome)
         try:
-            task_id, request_id = await client._submit_waiting_out_mutex(item.vpc_id, item.eni_id, todo, None)
+            task_id, request_id = await client._submit_waiting_out_mutex(
+                item.vpc_id, item.eni_id, todo, None, gate
+            )
+        except StopSubmitting:  # every try of this round met the mutex: none of them had an effect
+            outcome.sent.difference_update(ip for ip in todo if ip not in earlier)
+            raise
         except AuthError:
             raise
         except OutcomeUnknownError as exc:

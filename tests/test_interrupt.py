@@ -371,3 +371,28 @@ def test_grace_must_be_a_finite_number_of_seconds(grace: float) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings(grace=grace)
     assert caught.value.field == "grace"
+
+
+async def test_stop_while_waiting_out_the_mutex_submits_nothing_more() -> None:
+    """An item waiting for another task's mutex makes no further try once stopped, and is not_attempted."""
+    async with world(enis=1, ips_per_eni=3, task_latency=(60.0, 0.0)) as w:
+        (item,) = w.items()
+        await w.client.submit_unassign(item.vpc_id, item.eni_id, item.ips[:1])  # someone else's task
+        batch = w.client.unassign_many([Item(item.vpc_id, item.eni_id, item.ips[1:])])
+        got: list[Outcome] = []
+
+        async def stop_when_locked_out() -> None:
+            await until(w, lambda: submits(w) >= 3)  # ours, then the item's first try and one retry
+            batch.stop(grace=1000.0)
+
+        stopper = asyncio.create_task(stop_when_locked_out())
+        got = [o async for o in batch]
+        await stopper
+        at_stop = submits(w)
+        await settle_tasks(w, 120)
+        assert submits(w) == at_stop
+    assert got == []
+    (outcome,) = batch.unconfirmed
+    assert outcome.status == "not_attempted"
+    assert sorted(outcome.not_released) == sorted(item.ips[1:])
+    assert outcome.unknown == []
