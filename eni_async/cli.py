@@ -106,19 +106,22 @@ async def _with_signals(handler: Handler, args: argparse.Namespace, state: Inter
     """Run ``handler`` with SIGINT/SIGTERM routed to ``state`` (main thread only; elsewhere unhandled)."""
     loop = asyncio.get_running_loop()
     state.task = asyncio.current_task()
-    installed: list[signal.Signals] = []
+    installed: dict[signal.Signals, Any] = {}  # signal -> the handler it had before
     if threading.current_thread() is threading.main_thread():
         for wanted in SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                previous = signal.getsignal(wanted)
                 loop.add_signal_handler(wanted, state.signalled, wanted)
-                installed.append(wanted)
+                installed[wanted] = previous
     token = _INTERRUPTION.set(state)
     try:
         return await handler(args)
     finally:
         _INTERRUPTION.reset(token)
-        for sig in installed:
+        for sig, previous in installed.items():
             loop.remove_signal_handler(sig)
+            if previous is not None:  # as it was (``main`` may run many times in one process)
+                signal.signal(sig, previous)
 
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]

@@ -396,3 +396,21 @@ async def test_stop_while_waiting_out_the_mutex_submits_nothing_more() -> None:
     assert outcome.status == "not_attempted"
     assert sorted(outcome.not_released) == sorted(item.ips[1:])
     assert outcome.unknown == []
+
+
+def test_main_leaves_signal_handlers_as_it_found_them() -> None:
+    """main installs its SIGINT/SIGTERM handlers for the command only and puts the previous ones back."""
+    import signal
+
+    from eni_async.cli import main
+
+    def mine(signum: int, frame: object) -> None:
+        raise AssertionError("not called")
+
+    saved = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert main(["status", "/nonexistent/journal"]) == 2
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, saved)
