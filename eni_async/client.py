@@ -435,9 +435,12 @@ class EniClient:
 
         ``items`` is any iterable or async iterable of ``(vpc_id, eni_id, ips)`` triples or ``Item`` values,
         consumed lazily. ``concurrency`` (ENIs worked on at once) is ``settings.concurrency`` when not
-        given. With ``preflight``, each ENI is described first: IPs not on it are skipped and a primary IP is
-        refused without a request. With a ``journal``, every step is recorded durably before it is taken,
-        and ``Journal.unfinished()`` can be fed back in to resume after a crash.
+        given. With ``preflight`` (and always on API 3.0), each ENI is described before its first submit: IPs
+        not on it are ``absent``, a primary IP is refused without a request, and an ENI not in the item's VPC
+        is refused. With a ``journal``, every step is recorded durably before it is taken, and
+        ``Journal.unfinished()`` can be fed back in to resume after a crash. ``Batch.stop(grace)``,
+        ``Batch.aclose()``, cancelling or leaving the loop early stop it; every item pulled is then either
+        yielded or in ``Batch.unconfirmed``, with IPs whose fate was not observed under ``unknown``.
         """
         return Batch(
             self,
