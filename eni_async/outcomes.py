@@ -172,7 +172,8 @@ def check_against_truth(outcome: dict[str, Any], truth: dict[str, set[str]]) -> 
     for name in lists:
         for ip in outcome.get(name, []):
             if ip in seen:
-                problems.append(f"{eni}: {ip} listed under both {seen[ip]} and {name}")
+                where = f"twice under {name}" if seen[ip] == name else f"under both {seen[ip]} and {name}"
+                problems.append(f"{eni}: {ip} listed {where}")
             seen[ip] = name
     problems += [
         f"{eni}: {ip} reported absent but assigned" for ip in outcome.get("absent", []) if ip in present

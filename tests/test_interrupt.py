@@ -320,6 +320,10 @@ def test_check_against_truth_judges_absent_and_duplicates() -> None:
     assert any("absent but assigned" in p for p in problems)
     assert any("10.0.0.2 listed under both released and unknown" in p for p in problems)
     assert any("10.0.0.2 reported released" in p for p in problems)
+    twice = replace(outcome, absent=[], unknown=[], released=["10.0.0.3", "10.0.0.3"])
+    assert check_against_truth(twice.to_json(), {"eni-1": set()}) == [
+        "eni-1: 10.0.0.3 listed twice under released"
+    ]
     assert (
         check_against_truth(replace(outcome, released=["10.0.0.3"]).to_json(), {"eni-1": {"10.0.0.2"}}) == []
     )
