@@ -14,6 +14,7 @@ the same events update a ``Metrics`` (see ``eni_async.metrics``); without, they 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import itertools
@@ -47,6 +48,7 @@ from eni_async.errors import (
 )
 from eni_async.journal import Journal
 from eni_async.models import (
+    ChunkFate,
     Credentials,
     EniInfo,
     HttpRequest,
@@ -58,6 +60,7 @@ from eni_async.models import (
 from eni_async.models import UnassignResult as UnassignResult
 from eni_async.policy import retrier, retryable
 from eni_async.poller import LatencyTracker, poll_until_done
+from eni_async.reconcile import StopSubmitting
 from eni_async.settings import Settings
 from eni_async.throttle import Budgets
 from eni_async.tracker import Tracker
@@ -409,27 +412,39 @@ class EniClient:
         return list(page.enis), page.total
 
     async def describe_eni(self, eni_id: str) -> EniInfo | None:
-        """Return what DescribeNetworkInterfaces says about one ENI, or ``None`` when it does not exist."""
+        """Return what DescribeNetworkInterfaces says about one ENI, or ``None`` when it does not exist.
+
+        Where the dialect takes many ids per call (API 3.0), ENIs asked for at about the same time share one
+        call (see ``Tracker.describe``).
+        """
         eni = validation.eni_id(eni_id)
-        page = await self._call(
-            DESCRIBE,
-            lambda ctx: self.dialect.build_describe(ctx, eni_ids=[eni], limit=1),
-            self.dialect.parse_describe,
-            mutating=False,
-            subject=eni,
-        )
-        return next((info for info in page.enis if info.eni_id == eni), None)
+        return await self.tracker.describe(eni)
 
     async def unassign(
-        self, vpc_id: str, eni_id: str, ips: Sequence[str], *, timeout: float | None = None
+        self,
+        vpc_id: str,
+        eni_id: str,
+        ips: Sequence[str],
+        *,
+        timeout: float | None = None,
+        submitted: list[str] | None = None,
     ) -> UnassignResult:
         """Release ``ips`` from the ENI and return once every task has ended.
 
-        More than 10 IPs go in chunks of at most 10, one after another (one task per ENI at a time), each
-        confirmed by the client's tracker. A chunk that left IPs on the ENI (a FAILED task, part-way or not)
-        raises ``TaskFailedError``, and one whose IPs' fate was not seen by the deadline raises that error
-        (``TaskTimeoutError`` by default); either carries ``.result`` (every IP released so far, IP by IP)
-        and ``.fate`` (the chunk's ``ChunkFate``).
+        More than 10 IPs go in chunks of at most 10, one after another (one task per ENI at a time); ``timeout``
+        bounds the wait for each task (default ``settings.poll.timeout``). Any ``EniAsyncError`` raised once a
+        chunk was submitted carries ``.result``: an ``UnassignResult`` with every task id submitted (the
+        failed or timed-out one included) and every IP released so far, IP by IP (a part-failed chunk's
+        released IPs included), and ``.fate``: the last chunk's ``ChunkFate``. Each chunk is confirmed by
+        the client's tracker. A chunk that left IPs on the ENI (a FAILED task) raises ``TaskFailedError``;
+        one whose IPs' fate was not seen by the deadline raises ``TaskTimeoutError`` (a ``TimeoutError``;
+        the task may still release its IPs) or the error that kept it from being seen.
+
+        Cancellation is never swallowed or replaced (``asyncio.timeout``, ``TaskGroup`` and ``wait_for``
+        rely on seeing ``CancelledError``), so a cancelled call raises ``CancelledError`` as asyncio
+        requires; a task already submitted goes on at Tencent. To know which, pass ``submitted``: a list
+        each task id is appended to the moment the server accepts it. The ids are also added to the
+        ``CancelledError`` as a note, and logged at INFO when submitted.
         """
         vpc, eni, checked = validation.release_request(vpc_id, eni_id, ips)
         released: list[str] = []
@@ -439,29 +454,41 @@ class EniClient:
         def result() -> UnassignResult:
             return UnassignResult(vpc, eni, tuple(released), tuple(task_ids), tuple(request_ids))
 
-        for chunk in validation.chunks(checked):
-            started = self.clock.monotonic()
-            task_id, request_id = await self._submit_waiting_out_mutex(vpc, eni, chunk, timeout)
-            task_ids.append(task_id)
-            request_ids.append(request_id)
-            fate = await self.tracker.track(vpc, eni, task_id, chunk, submitted_at=started, timeout=timeout)
-            released.extend(fate.released)
-            failed = fate.state is not None and fate.state.status is TaskStatus.FAILED
-            if fate.unknown and not failed:
-                error: EniAsyncError = (
-                    fate.error
-                    if isinstance(fate.error, EniAsyncError)
-                    else TaskTimeoutError(task_id, None, self.clock.monotonic() - started)
+        try:
+            for chunk in validation.chunks(checked):
+                started = self.clock.monotonic()
+                task_id, request_id = await self._submit_waiting_out_mutex(vpc, eni, chunk, timeout)
+                task_ids.append(task_id)
+                request_ids.append(request_id)
+                if submitted is not None:
+                    submitted.append(task_id)
+                fate = await self.tracker.track(
+                    vpc, eni, task_id, chunk, submitted_at=started, timeout=timeout
                 )
-                error.result = result()  # type: ignore[attr-defined]
-                error.fate = fate  # type: ignore[attr-defined]
-                raise error
-            if fate.not_released or failed:
-                output = fate.state.output if fate.state is not None else None
-                error = TaskFailedError(task_id, eni_id=eni, ips=chunk, request_id=request_id, output=output)
-                error.result = result()  # type: ignore[attr-defined]
-                error.fate = fate  # type: ignore[attr-defined]
-                raise error
+                released.extend(fate.released)
+                failed = fate.state is not None and fate.state.status is TaskStatus.FAILED
+                if fate.not_released or failed:
+                    output = fate.state.output if fate.state is not None else None
+                    raise _with_fate(
+                        TaskFailedError(task_id, eni_id=eni, ips=chunk, request_id=request_id, output=output),
+                        fate,
+                    )
+                if fate.unknown:
+                    error = fate.error
+                    if not isinstance(error, EniAsyncError):
+                        error = TaskTimeoutError(task_id, None, self.clock.monotonic() - started)
+                    raise _with_fate(error, fate)
+        except EniAsyncError as exc:
+            if task_ids:
+                exc.result = result()  # type: ignore[attr-defined]
+            raise
+        except asyncio.CancelledError as exc:
+            if task_ids:
+                exc.add_note(
+                    f"eni_async: task(s) {', '.join(task_ids)} submitted on {eni}; "
+                    f"released confirmed: {', '.join(released) or 'none'}"
+                )
+            raise
         return result()
 
     def unassign_many(
@@ -476,9 +503,12 @@ class EniClient:
 
         ``items`` is any iterable or async iterable of ``(vpc_id, eni_id, ips)`` triples or ``Item`` values,
         consumed lazily. ``concurrency`` (ENIs worked on at once) is ``settings.concurrency`` when not
-        given. With ``preflight``, each ENI is described first: IPs not on it are skipped and a primary IP is
-        refused without a request. With a ``journal``, every step is recorded durably before it is taken,
-        and ``Journal.unfinished()`` can be fed back in to resume after a crash.
+        given. With ``preflight`` (and always on API 3.0), each ENI is described before its first submit: IPs
+        not on it are ``absent``, a primary IP is refused without a request, and an ENI not in the item's VPC
+        is refused. With a ``journal``, every step is recorded durably before it is taken, and
+        ``Journal.unfinished()`` can be fed back in to resume after a crash. ``Batch.stop(grace)``,
+        ``Batch.aclose()``, cancelling or leaving the loop early stop it; every item pulled is then either
+        yielded or in ``Batch.unconfirmed``, with IPs whose fate was not observed under ``unknown``.
         """
         return Batch(
             self,
@@ -489,9 +519,17 @@ class EniClient:
         )
 
     async def _submit_waiting_out_mutex(
-        self, vpc: str, eni: str, chunk: Sequence[str], timeout: float | None
+        self,
+        vpc: str,
+        eni: str,
+        chunk: Sequence[str],
+        timeout: float | None,
+        gate: Callable[[], bool] | None = None,
     ) -> tuple[str, str | None]:
-        """Submit, and while another task holds the ENI's mutex, wait (poll schedule) and try again."""
+        """Submit, and while another task holds the ENI's mutex, wait (poll schedule) and try again.
+
+        Once ``gate()`` is true no further try is made: ``StopSubmitting`` (every try so far met the mutex,
+        so none had an effect)."""
         policy = self.settings.poll
         deadline = self.clock.monotonic() + (policy.timeout if timeout is None else timeout)
         delay = policy.initial
@@ -499,6 +537,8 @@ class EniClient:
             try:
                 return await self._submit(vpc, eni, chunk)
             except MutexError as exc:
+                if gate is not None and gate():
+                    raise StopSubmitting from exc
                 if self.clock.monotonic() + delay > deadline:
                     raise TaskTimeoutError(f"(another task on {eni})", "RUNNING", delay) from exc
                 log.info(
@@ -509,7 +549,14 @@ class EniClient:
                 if self.metrics is not None:
                     self.metrics.retry(UNASSIGN, exc.code)
                 await self.clock.sleep(delay)
+                if gate is not None and gate():
+                    raise StopSubmitting from exc
                 delay = min(policy.maximum, delay * policy.multiplier)
+
+
+def _with_fate(error: EniAsyncError, fate: ChunkFate) -> EniAsyncError:
+    error.fate = fate  # type: ignore[attr-defined]
+    return error
 
 
 __all__ = ["ApiError", "EniClient", "UnassignResult"]

@@ -77,6 +77,7 @@ class Settings:
     concurrency: int = 10_000
     confirm: str = "eni"
     discovery: bool = False
+    grace: float = 5.0
     timeouts: Timeouts = field(default_factory=Timeouts)
     rate_limits: RateLimits = field(default_factory=RateLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -168,6 +169,8 @@ def _check(s: Settings) -> None:
         raise ConfigError("concurrency", s.concurrency, f"must be between 1 and {MAX_CONCURRENCY}")
     if s.confirm not in CONFIRM_MODES:
         raise ConfigError("confirm", s.confirm, f"expected one of {', '.join(CONFIRM_MODES)}")
+    if isinstance(s.grace, bool) or not isinstance(s.grace, int | float) or not 0 <= s.grace < math.inf:
+        raise ConfigError("grace", s.grace, "must be a finite number of seconds, 0 or more")
     for name in _SECTIONS:
         section = getattr(s, name)
         for f in dataclasses.fields(section):
