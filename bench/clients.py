@@ -28,7 +28,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 Triple = tuple[str, str, list[str]]
@@ -46,6 +46,9 @@ class Config:
     items: list[Triple]
     concurrency: int
     limits: tuple[int, int, int]  # unassign, task query, describe per second; 0 = unlimited
+    dialect: str = "v3"
+    confirm: str = "eni"
+    discovery: bool = False
 
 
 @dataclass
@@ -97,24 +100,38 @@ async def run_eni_async(cfg: Config) -> Result:
 
     unassign, query, describe = (limit or UNLIMITED for limit in cfg.limits)
     settings = Settings(
-        dialect="v3",
+        dialect=cfg.dialect,
         endpoint=cfg.endpoint,
         region=cfg.region,
-        concurrency=cfg.concurrency,
+        confirm=cfg.confirm,
+        discovery=cfg.discovery,
         rate_limits=RateLimits(unassign=unassign, task_query=query, describe=describe),
     )
+    if cfg.concurrency:  # 0: the default, as many in flight as the budgets keep busy
+        settings = replace(settings, concurrency=cfg.concurrency)
     clocked = Clocked(Result("eni_async", len(cfg.items), cfg.concurrency))
+    outcomes: list[dict[str, Any]] = []
     async with EniClient(Credentials(cfg.secret_id, cfg.secret_key), settings) as client:
         clocked.start()
         async for outcome in client.unassign_many(cfg.items):
+            outcomes.append(outcome.to_json())
             clocked.done(outcome.status == "succeeded")
             if outcome.error is not None:
                 clocked.errors[outcome.error.get("code", "?")] += 1
         result = clocked.finish()
         result.extra["client_throttles"] = {
             action: client.budgets[action].throttles
-            for action in ("UnassignPrivateIpAddresses", "DescribeVpcTaskResult")
+            for action in ("UnassignPrivateIpAddresses", "DescribeVpcTaskResult", "DescribeNetworkInterfaces")
         }
+        result.extra["final_rates"] = {
+            action: client.budgets[action].rate
+            for action in ("UnassignPrivateIpAddresses", "DescribeVpcTaskResult", "DescribeNetworkInterfaces")
+        }
+        result.extra["tracker"] = {
+            "describe_calls": client.tracker.describe_calls,
+            "task_queries": client.tracker.task_queries,
+        }
+        result.extra["outcomes"] = outcomes
     return result
 
 
@@ -265,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="0,0,0",
         help="client-side rate budgets unassign,task_query,describe per second (0 = unlimited)",
     )
+    parser.add_argument("--dialect", choices=("v2", "v3"), default="v3", help="eni_async only")
+    parser.add_argument("--confirm", choices=("eni", "task"), default="eni", help="eni_async only")
+    parser.add_argument("--discovery", action="store_true", help="eni_async only: probe the limits upward")
     args = parser.parse_args(argv)
     with open(args.items, encoding="utf-8") as handle:
         items = [(vpc, eni, list(ips)) for vpc, eni, ips in json.load(handle)]
@@ -277,6 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         items=items,
         concurrency=args.concurrency,
         limits=(unassign, query, describe),
+        dialect=args.dialect,
+        confirm=args.confirm,
+        discovery=args.discovery,
     )
     result = asyncio.run(CLIENTS[args.client](cfg))
     with open(args.out, "w", encoding="utf-8") as handle:

@@ -252,7 +252,10 @@ class EniClient:
         async def once() -> T:
             nonlocal attempt
             attempt += 1
-            await budget.acquire()
+            if attempt == 1:
+                await budget.acquire()
+            else:  # a retry does not queue again behind every call waiting for the budget
+                await getattr(budget, "acquire_retry", budget.acquire)()
             started = self.clock.monotonic()
             try:
                 result = parse(await transport.send(build(self._context())))

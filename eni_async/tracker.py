@@ -51,7 +51,7 @@ FIRST_LOOK_QUANTILE = 0.5
 # Later looks: the gap starts here and grows by GAP_GROWTH per look, up to MAX_GAP.
 MIN_GAP = 0.15
 GAP_GROWTH = 1.2
-MAX_GAP = 1.0
+MAX_GAP = 0.35
 # Tasks due within this much of a round ride along in a call that has room for them, for free.
 PACK_AHEAD = 0.3
 # Asked-for descriptions wait at most this long for others to share their call.

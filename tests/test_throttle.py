@@ -337,3 +337,22 @@ async def test_budgets_are_independent() -> None:
     budgets["A"].on_throttled()
     assert await _acquire_times(budgets["B"], clock, 2) == [0.0, 0.0]
     assert budgets["B"].rate == 20
+
+
+async def test_a_retry_does_not_queue_behind_waiting_calls() -> None:
+    """A retried call takes the next free slot instead of waiting behind every call already queued."""
+    clock = FakeClock()
+    budget = RateBudget(10, clock)
+    queued: list[float] = []
+
+    async def first_timer() -> None:
+        await budget.acquire()
+        queued.append(clock.monotonic())
+
+    waiting = [asyncio.create_task(first_timer()) for _ in range(40)]
+    await asyncio.sleep(0)
+    await budget.acquire_retry()
+    retried_at = clock.monotonic()
+    await asyncio.gather(*waiting)
+    assert retried_at < 1.5, "not after the 40 calls queued before it (4 s of budget)"
+    assert _max_in_any_window([*queued, retried_at]) <= 10
