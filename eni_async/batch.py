@@ -26,18 +26,22 @@ import logging
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from eni_async import validation
 from eni_async.errors import AuthError, EniAsyncError, InputError, error_info
 from eni_async.journal import Journal, JournalRecorder, Resumed, ResumePlan
 from eni_async.outcomes import NOT_ATTEMPTED, InvalidItem, Item, Outcome, as_item
-from eni_async.reconcile import StopSubmitting, decide, finish_task, reconcile_in_doubt, release_item
+from eni_async.reconcile import (
+    Releaser,
+    StopSubmitting,
+    decide,
+    finish_task,
+    reconcile_in_doubt,
+    release_item,
+)
 
 __all__ = ["Batch", "BatchStats", "release_item"]
 
-if TYPE_CHECKING:
-    from eni_async.client import EniClient
 
 log = logging.getLogger("eni_async.batch")
 
@@ -69,7 +73,7 @@ class Batch:
 
     def __init__(
         self,
-        client: EniClient,
+        client: Releaser,
         items: Items,
         *,
         concurrency: int,

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from eni_async import metrics as metrics_cli
-from eni_async.cli import interruption, json_lines, tell
 from eni_async.client import EniClient
 from eni_async.credentials import load_credentials
 from eni_async.errors import InputError
@@ -30,6 +29,7 @@ from eni_async.models import Credentials
 from eni_async.outcomes import SUCCEEDED, Item, Outcome, as_item, check_against_truth
 from eni_async.progress import Progress, Summary
 from eni_async.settings import Settings
+from eni_async.terminal import interruption, json_lines, tell
 
 log = logging.getLogger("eni_async.cli")
 
@@ -324,6 +324,7 @@ def _latency(text: str) -> tuple[float, float]:
 async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     """``eni-async demo``: exit 0 only when every outcome agrees with the simulator's ground truth."""
     from eni_async.simulator import Simulator, SimulatorConfig, load_fault_profile, running
+    from eni_async.simulator.metrics import register_simulator
 
     if args.enis < 1 or args.ips_per_eni < 1:
         raise InputError("--enis/--ips-per-eni", f"{args.enis}/{args.ips_per_eni}", "must be at least 1")
@@ -339,7 +340,7 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     async with metrics_cli.endpoint_from(args) as endpoint, running(sim, host="127.0.0.1", port=0) as server:
         metrics = _client_metrics(endpoint, args)
         if endpoint is not None:  # the client's and the simulator's families, side by side
-            metrics_cli.register_simulator(sim, endpoint.registry)
+            register_simulator(sim, endpoint.registry)
         settings = dataclasses.replace(settings, endpoint=server.endpoint, region=sim.region)
         truth = sim.ground_truth()
         items = [

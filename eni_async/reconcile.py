@@ -15,7 +15,7 @@ written into the outcome. Rounds are bounded, so an item always ends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from eni_async import validation
@@ -33,7 +33,9 @@ from eni_async.models import ChunkFate, EniInfo, TaskStatus
 from eni_async.outcomes import Item, Outcome
 
 if TYPE_CHECKING:
-    from eni_async.client import EniClient
+    from eni_async.clock import Clock
+    from eni_async.settings import Settings
+    from eni_async.tracker import Tracker
 
 log = logging.getLogger("eni_async.reconcile")
 
@@ -47,6 +49,30 @@ def decide(outcome: Outcome, decision: str) -> None:
     """Record a reconciliation decision in the outcome and in the log (INFO), with the ENI."""
     outcome.decisions.append(decision)
     log.info("%s: %s", outcome.eni_id, decision)
+
+
+class Releaser(Protocol):
+    """What releasing needs of a client (``EniClient`` is one); this layer never imports the client."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def tracker(self) -> Tracker: ...
+
+    async def describe_eni(self, eni_id: str) -> EniInfo | None: ...
+
+    async def _submit_waiting_out_mutex(
+        self,
+        vpc: str,
+        eni: str,
+        chunk: Sequence[str],
+        timeout: float | None,
+        gate: Callable[[], bool] | None = None,
+    ) -> tuple[str, str | None]: ...
 
 
 class Recorder(Protocol):
@@ -76,7 +102,7 @@ class StopSubmitting(Exception):
 Gate = Callable[[], bool]  # True once no new submit may start
 
 
-async def look_first(client: EniClient, item: Item, outcome: Outcome) -> tuple[str, ...]:
+async def look_first(client: Releaser, item: Item, outcome: Outcome) -> tuple[str, ...]:
     """Describe the ENI before any submit; return the IPs worth submitting.
 
     An ENI that does not exist, or is not in the item's VPC, is refused (every IP ``not_released``); IPs not
@@ -112,7 +138,7 @@ async def look_first(client: EniClient, item: Item, outcome: Outcome) -> tuple[s
 
 
 async def release_item(
-    client: EniClient,
+    client: Releaser,
     item: Item,
     outcome: Outcome,
     *,
@@ -138,7 +164,7 @@ async def release_item(
 
 
 async def finish_task(
-    client: EniClient,
+    client: Releaser,
     item: Item,
     outcome: Outcome,
     task_id: str,
@@ -188,7 +214,7 @@ def record_fate(outcome: Outcome, fate: ChunkFate, request_id: str | None = None
 
 
 async def _settle_by_looking(
-    client: EniClient, outcome: Outcome, chunk: tuple[str, ...], why: str, *, doubt: bool = False
+    client: Releaser, outcome: Outcome, chunk: tuple[str, ...], why: str, *, doubt: bool = False
 ) -> None:
     """Describe the ENI: IPs gone are released; those present are not released (in doubt if a task may run)."""
     info = await _describe_or_none(client, outcome)
@@ -204,7 +230,7 @@ async def _settle_by_looking(
 
 
 async def _release_chunk(
-    client: EniClient,
+    client: Releaser,
     item: Item,
     outcome: Outcome,
     chunk: tuple[str, ...],
@@ -300,7 +326,7 @@ async def _release_chunk(
     await _settle_by_looking(client, outcome, todo, "too many ambiguous rounds", doubt=True)
 
 
-async def _describe_or_none(client: EniClient, outcome: Outcome) -> EniInfo | None:
+async def _describe_or_none(client: Releaser, outcome: Outcome) -> EniInfo | None:
     """Describe the ENI, trying a few times more than one call's retries: it is how we avoid guessing."""
     for attempt in range(DESCRIBE_ROUNDS):
         try:
@@ -316,7 +342,7 @@ async def _describe_or_none(client: EniClient, outcome: Outcome) -> EniInfo | No
 
 
 async def reconcile_in_doubt(
-    client: EniClient, outcome: Outcome, todo: tuple[str, ...], why: str
+    client: Releaser, outcome: Outcome, todo: tuple[str, ...], why: str
 ) -> tuple[str, ...] | None:
     """After an ambiguous submit: IPs gone count as released; return those still present (None: unknown)."""
     info = await _describe_or_none(client, outcome)
@@ -334,6 +360,7 @@ async def reconcile_in_doubt(
 __all__ = [
     "Gate",
     "Recorder",
+    "Releaser",
     "StopSubmitting",
     "decide",
     "finish_task",

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from eni_async import signing
-from eni_async.dialects import (
+from eni_async.dialects.base import (
     DESCRIBE,
     TASK_QUERY,
     UNASSIGN,

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from eni_async import errors, signing
-from eni_async.dialects import DESCRIBE, TASK_QUERY, UNASSIGN, DescribePage, SignContext
+from eni_async.dialects.base import DESCRIBE, TASK_QUERY, UNASSIGN, DescribePage, SignContext
 from eni_async.models import EniInfo, HttpRequest, HttpResponse, Submitted, TaskState, TaskStatus
 
 SERVICE = "vpc"
