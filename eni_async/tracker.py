@@ -425,6 +425,13 @@ class Tracker:
         try:
             self.describe_calls += 1
             found = await self._client.describe_many(list(group))
+        except EniAsyncError as exc:
+            if len(group) > 1 and not exc.transient and not isinstance(exc, AuthError):
+                # One ENI refused (e.g. denied per resource) must not fail the others: ask for each alone.
+                self.describe_calls += len(group)
+                await asyncio.gather(*(self._describe_alone(eni, futures) for eni, futures in group.items()))
+            else:
+                _fail_all(group, exc)
         except BaseException as exc:  # every asker learns of it (a cancelled call: they are cancelled too)
             for futures in group.values():
                 for future in futures:
@@ -443,6 +450,16 @@ class Tracker:
                         future.set_result(found.get(eni))
         finally:
             self._looked()
+
+    async def _describe_alone(self, eni: str, futures: list[asyncio.Future[EniInfo | None]]) -> None:
+        try:
+            found = await self._client.describe_many([eni])
+        except EniAsyncError as exc:
+            _fail_all({eni: futures}, exc)
+        else:
+            for future in futures:
+                if not future.done():
+                    future.set_result(found.get(eni))
 
     def _start_looks(self, now: float) -> None:
         capacity = self._look_capacity() - self._looks_in_flight
@@ -612,6 +629,11 @@ class Tracker:
             if not w.live:
                 continue
             w.error = exc
+            if not exc.transient and (w.alone or not split):
+                # This ENI cannot be described (refused for good): only its task can tell.
+                w.vanished = True
+                self._schedule_query(w, now)
+                continue
             w.alone = w.alone or split
             self._schedule_look(w, now + w.gap)
             w.gap = min(MAX_GAP, w.gap * GAP_GROWTH)
@@ -687,7 +709,12 @@ class Tracker:
         w.query_broken = True
         log.info("task %s unreadable (%s); the ENI alone decides", w.task_id, exc)
         if w.vanished:
-            self._resolve(w, reason=f"{w.eni_id} not found and task {w.task_id} unreadable ({exc})")
+            self._resolve(w, reason=f"{w.eni_id} not described and task {w.task_id} unreadable ({exc})")
+        elif not self._lists_state:
+            # IPs still listed, no state to read and no task to ask: their fate cannot be observed.
+            self._resolve(
+                w, reason=f"task {w.task_id} unreadable ({exc}); {len(w.pending)} IP(s) still listed"
+            )
         elif w.stale:
             # Listed, no longer DELETING, after the task was accepted: the task ended without them.
             w.ended_at = w.registered_at
@@ -724,7 +751,9 @@ class Tracker:
                 w.settle(ip, RELEASED, BY_TASK)
             self._resolve(w)
         elif w.vanished:
-            self._resolve(w, reason=f"{w.eni_id} no longer found and task {w.task_id} FAILED")
+            self._resolve(
+                w, reason=f"{w.eni_id} not described (not found or refused) and task {w.task_id} FAILED"
+            )
         elif not w.looking:
             self._schedule_look(w, self._clock.monotonic())
 
@@ -832,6 +861,13 @@ class Tracker:
             reason=None if ended else why,
             error=None if ended else error,
         )
+
+
+def _fail_all(group: dict[str, list[asyncio.Future[EniInfo | None]]], exc: BaseException) -> None:
+    for futures in group.values():
+        for future in futures:
+            if not future.done():
+                future.set_exception(exc)
 
 
 # An ENI described by id and not returned: not found (kept apart from "not described").

@@ -11,7 +11,7 @@ import pytest
 
 from eni_async.clock import FakeClock
 from eni_async.dialects import DESCRIBE, TASK_QUERY, get_dialect
-from eni_async.errors import TaskNotFoundError, TaskTimeoutError
+from eni_async.errors import PermissionDeniedError, TaskNotFoundError, TaskTimeoutError
 from eni_async.models import EniInfo, TaskState, TaskStatus
 from eni_async.policy import PollPolicy
 from eni_async.poller import LatencyTracker
@@ -43,6 +43,7 @@ class FakeCalls:
         self.tasks: dict[str, TaskState] = {}
         self.log: list[tuple[float, str, tuple[str, ...]]] = []
         self.seen: list[tuple[str, str]] = []
+        self.denied: set[str] = set()
 
     def add(self, eni: str, ips: Iterable[str], *, vpc: str = VPC, state: str = "DELETING") -> None:
         self.enis[eni] = FakeEni(vpc, dict.fromkeys(ips, state))
@@ -56,6 +57,8 @@ class FakeCalls:
         assert len(eni_ids) <= self.dialect.describe_ids_per_call
         await self.budgets[DESCRIBE].acquire()
         self.log.append((self.clock.monotonic(), "ids", tuple(eni_ids)))
+        if self.denied & set(eni_ids):
+            raise PermissionDeniedError("UnauthorizedOperation", "not allowed on this resource")
         return {eni: self.info(eni) for eni in eni_ids if eni in self.enis}
 
     async def describe_vpc(self, vpc_id: str, *, offset: int, limit: int) -> tuple[list[EniInfo], int]:
@@ -371,3 +374,51 @@ async def test_v2_a_task_still_running_when_asked_is_asked_again_later() -> None
     asked = [at for at, _, _ in calls.calls("query")]
     assert len(asked) >= 2
     assert all(b - a >= calls.settings.poll.initial - 1e-9 for a, b in itertools.pairwise(asked))
+
+
+async def test_v2_a_task_unknown_to_the_server_leaves_listed_ips_unknown_at_once() -> None:
+    """API 2.0: a task the server no longer knows, its IPs still listed: unknown now, not at the deadline."""
+    calls = FakeCalls(FakeClock(), dialect="v2")
+    calls.add("eni-1", ["10.0.0.2", "10.0.0.3"], state="")
+    calls.later(0.5, lambda: release(calls, "eni-1", "10.0.0.3"))
+    fate = await Tracker(calls).track(VPC, "eni-1", "t-gone", ["10.0.0.2", "10.0.0.3"])
+    assert (fate.released, fate.unknown) == (("10.0.0.3",), ("10.0.0.2",))
+    assert isinstance(fate.error, TaskNotFoundError)
+    assert calls.clock.monotonic() < 10.0
+
+
+async def test_an_eni_refused_to_describe_is_settled_by_its_task() -> None:
+    """An ENI whose description is refused for good is confirmed by its task (SUCCESS: released by task)."""
+    calls = FakeCalls(FakeClock())
+    calls.add("eni-1", ["10.0.0.2"])
+    calls.denied.add("eni-1")
+    calls.end("t1", TaskStatus.SUCCESS)
+    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    assert fate.confirmed_by == {"10.0.0.2": "task"}
+
+
+async def test_one_refused_eni_does_not_fail_the_descriptions_sharing_its_call() -> None:
+    """Descriptions packed into one call: one ENI refused fails that ENI's only; the others are answered."""
+    calls = FakeCalls(FakeClock())
+    tracker = Tracker(calls)
+    for i in range(5):
+        calls.add(f"eni-{i}", ["10.5.0.2"], state="AVAILABLE")
+    calls.denied.add("eni-3")
+    results = await asyncio.gather(*(tracker.describe(f"eni-{i}") for i in range(5)), return_exceptions=True)
+    assert isinstance(results[3], PermissionDeniedError)
+    assert [isinstance(r, EniInfo) for r in results] == [True, True, True, False, True]
+    assert len(calls.calls("ids")[0][2]) == 5, "asked together first"
+
+
+async def test_descriptions_asked_together_share_one_call() -> None:
+    """Up to 100 ENIs asked for within the coalescing window are described in one call."""
+    calls = FakeCalls(FakeClock())
+    tracker = Tracker(calls)
+    for i in range(150):
+        calls.add(f"eni-{i}", ["10.6.0.2"], state="AVAILABLE")
+    found = await asyncio.gather(
+        *(tracker.describe(f"eni-{i}") for i in range(150)), tracker.describe("eni-none")
+    )
+    assert found[-1] is None, "an ENI not returned does not exist"
+    assert all(isinstance(info, EniInfo) for info in found[:-1])
+    assert sorted(len(ids) for _, _, ids in calls.calls("ids")) == [51, 100]
