@@ -5,6 +5,8 @@
   ``StandardRetryer``, one coroutine per ENI under an ``asyncio.Semaphore``: submit, then ``sleep(1)`` and
   query until the task ends, the way people write it. A throttle that outlives the retryer is waited out
   (one more second) instead of crashing the script, so that the script finishes and can be timed.
+- ``sdk_threads``: the official sync ``VpcClient`` in a pool of ``--concurrency`` threads, the same submit
+  and 1 s poll loop per ENI (the way a script without asyncio is written).
 - ``aiohttp``: plain aiohttp, TC3-signed with ``eni_async.signing``, ``asyncio.gather`` over every ENI
   under a semaphore, the same fixed 1 s poll loop and the same "wait a second on a throttle".
 
@@ -191,6 +193,74 @@ async def run_sdk(cfg: Config) -> Result:
     return clocked.finish()
 
 
+# --- the official sync SDK in threads --------------------------------------------------------------------
+
+
+async def run_sdk_threads(cfg: Config) -> Result:
+    """The sync ``VpcClient`` in a thread pool of ``concurrency`` threads, one ENI per thread at a time."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tencentcloud.common import credential
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+    from tencentcloud.common.profile.client_profile import ClientProfile
+    from tencentcloud.common.profile.http_profile import HttpProfile
+    from tencentcloud.vpc.v20170312 import models, vpc_client
+
+    cred = credential.Credential(cfg.secret_id, cfg.secret_key)
+    http = HttpProfile(protocol="http", endpoint=cfg.endpoint.removeprefix("http://"), reqTimeout=30)
+    clocked = Clocked(Result("sdk_threads", len(cfg.items), cfg.concurrency))
+    lock = threading.Lock()
+    local = threading.local()
+
+    def client() -> Any:
+        if not hasattr(local, "client"):
+            local.client = vpc_client.VpcClient(cred, cfg.region, ClientProfile(httpProfile=http))
+        return local.client
+
+    def call(fn: Callable[[], Any]) -> Any:
+        while True:
+            try:
+                return fn()
+            except TencentCloudSDKException as exc:
+                with lock:
+                    clocked.errors[str(exc.get_code())] += 1
+                if not str(exc.get_code()).startswith("RequestLimitExceeded"):
+                    raise
+                time.sleep(1)
+
+    def release(eni: str, ips: list[str]) -> None:
+        request = models.UnassignPrivateIpAddressesRequest()
+        request.NetworkInterfaceId = eni
+        request.PrivateIpAddresses = []
+        for ip in ips:
+            spec = models.PrivateIpAddressSpecification()
+            spec.PrivateIpAddress = ip
+            request.PrivateIpAddresses.append(spec)
+        ok = False
+        try:
+            submitted = call(lambda: client().UnassignPrivateIpAddresses(request))
+            query = models.DescribeVpcTaskResultRequest()
+            query.TaskId = submitted.RequestId
+            while True:
+                time.sleep(1)
+                task = call(lambda: client().DescribeVpcTaskResult(query))
+                if task.Status != "RUNNING":
+                    break
+            ok = task.Status == "SUCCESS"
+        except TencentCloudSDKException:
+            pass
+        with lock:
+            clocked.done(ok)
+
+    clocked.start()
+    with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: list(pool.map(lambda item: release(item[1], item[2]), cfg.items))
+        )
+    return clocked.finish()
+
+
 # --- raw aiohttp ---------------------------------------------------------------------------------------
 
 
@@ -265,6 +335,7 @@ async def run_aiohttp(cfg: Config) -> Result:
 CLIENTS: dict[str, Callable[[Config], Awaitable[Result]]] = {
     "eni_async": run_eni_async,
     "sdk": run_sdk,
+    "sdk_threads": run_sdk_threads,
     "aiohttp": run_aiohttp,
 }
 

@@ -45,15 +45,18 @@ from eni_async.throttle import Budgets
 
 log = logging.getLogger("eni_async.tracker")
 
-# The first look at a task comes at this quantile of the latencies seen lately (looks are cheap: a hundred
-# tasks per call, so looking early costs little and finds half the tasks done at once).
-FIRST_LOOK_QUANTILE = 0.5
-# Later looks: the gap starts here and grows by GAP_GROWTH per look, up to MAX_GAP.
+# The first look at a task comes at this quantile of the latencies seen lately (looks are cheap, a hundred
+# tasks per call, but not free: most tasks are seen done at their first or second look).
+FIRST_LOOK_QUANTILE = 0.7
+# Later looks: the gap starts here and grows by GAP_GROWTH per look, up to MAX_GAP, or up to TAIL_GAP once
+# at most TAIL tasks are watched (the tail of a batch: looks are cheap then, and the makespan waits on them).
 MIN_GAP = 0.15
 GAP_GROWTH = 1.2
 MAX_GAP = 0.35
+TAIL_GAP = 0.15
+TAIL = 100
 # Tasks due within this much of a round ride along in a call that has room for them, for free.
-PACK_AHEAD = 0.3
+PACK_AHEAD = 0.1
 # Asked-for descriptions wait at most this long for others to share their call.
 COALESCE = 0.05
 # Tasks due this close together are looked at in one round.
@@ -163,6 +166,7 @@ class Tracker:
         self._queries_in_flight = 0
         self._vpc_sizes: dict[str, int] = {}
         self._in_flight: tuple[float, int] | None = None
+        self._live = 0  # tasks watched now
         self._wanted: dict[str, list[asyncio.Future[EniInfo | None]]] = {}
         self._wanted_since: float | None = None
         # What the tracker spent, for benchmarks and logs.
@@ -204,6 +208,8 @@ class Tracker:
         self._schedule_look(w, max(now, sent + self._first_look()))
         heapq.heappush(self._deadlines, (w.deadline, next(self._seq), w))
         self._by_vpc.setdefault(vpc_id, set()).add(w)
+        self._live += 1
+        w.future.add_done_callback(self._forget)
         self._wake.set()
         return await w.future  # cancelling the awaiter cancels the future: the watch is dropped
 
@@ -243,6 +249,9 @@ class Tracker:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._runner = None
         self._calls.clear()
+
+    def _forget(self, _: asyncio.Future[ChunkFate]) -> None:
+        self._live -= 1
 
     def releases_in_flight(self) -> int:
         """How many releases to keep in flight so that the budgets, not the count, set the pace.
@@ -372,6 +381,13 @@ class Tracker:
             return policy.first
         typical = latencies.latency(FIRST_LOOK_QUANTILE)
         return policy.first if typical is None else typical
+
+    def _gap_cap(self) -> float:
+        """The longest gap between looks: shorter at the tail of a batch, when few tasks are left to watch.
+
+        Every look is an ENI in a describe answer that the server renders and the client parses; while
+        thousands of tasks run, looking at each more often costs CPU on both sides that submitting needs."""
+        return TAIL_GAP if self._live <= TAIL else MAX_GAP
 
     def _expected(self) -> float:
         latencies = self._client.latencies
@@ -635,8 +651,8 @@ class Tracker:
                 self._schedule_query(w, now)
                 continue
             w.alone = w.alone or split
-            self._schedule_look(w, now + w.gap)
-            w.gap = min(MAX_GAP, w.gap * GAP_GROWTH)
+            self._schedule_look(w, now + min(w.gap, self._gap_cap()))
+            w.gap = min(self._gap_cap(), w.gap * GAP_GROWTH)
         log.info("describe failed (%s); looking again", exc)
 
     def _observe(self, w: _Watch, info: EniInfo | None, sent: float) -> None:
@@ -674,8 +690,8 @@ class Tracker:
         if w.ended_at is not None and not ended:  # this look predates the reading: look again at once
             self._schedule_look(w, now)
             return
-        self._schedule_look(w, now + w.gap)
-        w.gap = min(MAX_GAP, w.gap * GAP_GROWTH)
+        self._schedule_look(w, now + min(w.gap, self._gap_cap()))
+        w.gap = min(self._gap_cap(), w.gap * GAP_GROWTH)
 
     # -- asking ---------------------------------------------------------------------------------------
 
@@ -739,7 +755,7 @@ class Tracker:
             if w.vanished:
                 return
             if not w.looking:
-                self._schedule_look(w, now + w.gap)
+                self._schedule_look(w, now + min(w.gap, self._gap_cap()))
             return
         w.ended_at = now
         self._after_reading(w)
