@@ -4,8 +4,9 @@
 each finishes, flushed at once (to a file or a pipe). With ``--journal`` the whole input is recorded in one
 transaction before any request, and ``resume`` writes the outcome of every item of the journal, those finished
 before the crash included, so its output alone is the complete result. A journal that cannot be used is one
-line and exit 2; an output that cannot be written stops the batch (exit 1) with every outcome in the journal. ``demo`` starts the embedded simulator on 127.0.0.1, releases every secondary IP it seeded
-through the same path, and checks every outcome against the simulator's ground truth.
+line and exit 2; an output that cannot be written stops the batch (exit 1) with every outcome in the
+journal. ``demo`` starts the embedded simulator on 127.0.0.1, releases every secondary IP it seeded through
+the same path, and checks every outcome against the simulator's ground truth.
 """
 
 from __future__ import annotations
