@@ -279,8 +279,9 @@ def _open_journal(path: str, *, new: bool) -> Journal:
 
 
 def _real(path: str | None) -> str | None:
-    """The resolved path of an output file, to recognise the batch's own output on resume."""
-    return os.path.realpath(path) if path else None
+    """The resolved path of an output file, to recognise the batch's own output on resume (only a regular
+    file: writing to /dev/null or a named pipe again loses nothing)."""
+    return os.path.realpath(path) if path and os.path.isfile(path) else None
 
 
 def _output_failed(exc: OutputError, args: argparse.Namespace, journal: Journal | None) -> int:
@@ -381,7 +382,8 @@ async def run_resume(args: argparse.Namespace, settings: Settings) -> int:
                 "holds no items: its batch stopped before the whole input was recorded, so nothing was sent; "
                 "nothing to resume, run the batch again",
             )
-        if args.output and meta.get("output") == _real(args.output) and not args.append:
+        own = meta.get("output")
+        if own is not None and own == _real(args.output) and not args.append:
             raise InputError(
                 "--output",
                 args.output,

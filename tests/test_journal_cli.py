@@ -357,3 +357,14 @@ def test_sigkill_mid_batch_then_resume_output_is_the_complete_truth(tmp_path: Pa
     result = verdict(lines, truth, [e["eni_id"] for e in enis])
     assert result.reported == len(enis), result.summary()
     assert result.mismatches == 0, result.summary()
+
+
+async def test_resume_may_write_to_dev_null_again(served: tuple[Simulator, str], tmp_path: Path) -> None:
+    """Only a regular file counts as the batch's own output: a batch to /dev/null resumes to /dev/null."""
+    sim, endpoint = served
+    source = tmp_path / "in.jsonl"
+    source.write_text(jsonl(sim.ground_truth()["enis"]))
+    journal = tmp_path / "b.journal"
+    args = ["batch", str(source), "--endpoint", endpoint, "--journal", str(journal), "--output", os.devnull]
+    assert await asyncio.to_thread(main, [*args, "--no-progress"]) == 0
+    assert await asyncio.to_thread(main, ["resume", str(journal), "--output", os.devnull]) == 0
