@@ -349,6 +349,7 @@ class Journal:
                 line=data.get("line"),
             )
             _restore(outcome, data)
+            outcome.unknown = list(data.get("unknown", []))  # final: as reported, not to be retried
             yield outcome
 
     def load(
@@ -427,7 +428,6 @@ class Journal:
 def _restore(outcome: Outcome, data: dict[str, Any]) -> None:
     outcome.released = list(data.get("released", []))
     outcome.not_released = list(data.get("not_released", []))
-    outcome.unknown = list(data.get("unknown", []))
     outcome.task_ids = list(data.get("task_ids", []))
     outcome.request_ids = list(data.get("request_ids", []))
     outcome.error = data.get("error")
