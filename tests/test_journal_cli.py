@@ -281,10 +281,14 @@ async def test_resume_writes_every_outcome_and_refuses_the_batch_output(
     assert "batch's own output file" in capsys.readouterr().err
     assert first.read_text().startswith(kept[0]), "refused before touching the file"
     whole = tmp_path / "whole.jsonl"
-    assert await asyncio.to_thread(main, ["resume", str(journal), "--output", str(whole)]) == 0
+    # The reset items' IPs are already gone, so resuming them may find them absent (exit 1): not a refusal.
+    assert await asyncio.to_thread(main, ["resume", str(journal), "--output", str(whole)]) in (0, 1)
     lines = [json.loads(x) for x in whole.read_text().splitlines()]
     assert sorted(x["eni_id"] for x in lines) == sorted(e["eni_id"] for e in enis)
-    assert await asyncio.to_thread(main, ["resume", str(journal), "--output", str(first), "--append"]) == 0
+    assert await asyncio.to_thread(main, ["resume", str(journal), "--output", str(first), "--append"]) in (
+        0,
+        1,
+    )
     appended = [json.loads(x) for x in first.read_text().splitlines()]
     assert sorted(x["line"] for x in appended) == list(range(1, len(enis) + 1))
 
