@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import sqlite3
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +30,11 @@ from urllib.parse import quote
 
 from eni_async.outcomes import FAILED as FAILED_STATUS
 from eni_async.outcomes import InvalidItem, Item, Outcome
+
+if sys.platform == "win32":  # untested there: the lock is msvcrt's byte-range lock instead of flock
+    import msvcrt
+else:
+    import fcntl
 
 # The journal format this code reads and writes (SQLite ``user_version``). Format 0 journals were loaded
 # item by item, so one may hold part of its input: it is refused rather than resumed as if whole.
@@ -175,10 +180,10 @@ class Journal:
             raise JournalError(
                 self.path, f"cannot create its lock file {lock_path}: {explain(exc)}"
             ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+        if not _try_lock(fd):
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = os.read(fd, 32).decode("ascii", "replace").strip()
             os.close(fd)
             who = f" (pid {holder})" if holder.isdigit() else ""
             raise JournalError(
@@ -423,6 +428,18 @@ class Journal:
             if in_doubt:
                 plan.in_doubt = tuple(json.loads(in_doubt))
             yield Resumed(item, plan)
+
+
+def _try_lock(fd: int) -> bool:
+    """Lock ``fd`` exclusively without waiting; ``False`` when another process holds it."""
+    try:
+        if sys.platform == "win32":
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def _restore(outcome: Outcome, data: dict[str, Any]) -> None:
