@@ -372,3 +372,22 @@ async def test_resume_may_write_to_dev_null_again(served: tuple[Simulator, str],
     args = ["batch", str(source), "--endpoint", endpoint, "--journal", str(journal), "--output", os.devnull]
     assert await asyncio.to_thread(main, [*args, "--no-progress"]) == 0
     assert await asyncio.to_thread(main, ["resume", str(journal), "--output", os.devnull]) == 0
+
+
+async def test_resume_of_a_finished_journal_still_writes_every_outcome(
+    served: tuple[Simulator, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With nothing left to do, resume --output still writes the whole result and sends no request."""
+    sim, endpoint = served
+    enis = sim.ground_truth()["enis"]
+    source = tmp_path / "in.jsonl"
+    source.write_text(jsonl(enis))
+    journal = tmp_path / "b.journal"
+    args = ["batch", str(source), "--endpoint", endpoint, "--journal", str(journal), "--no-progress"]
+    assert await asyncio.to_thread(main, args) == 0
+    batch_lines = capsys.readouterr().out.splitlines()
+    before = sum(sim.stats()["requests"].values())
+    out = tmp_path / "again.jsonl"
+    assert await asyncio.to_thread(main, ["resume", str(journal), "--output", str(out)]) == 0
+    assert sum(sim.stats()["requests"].values()) == before
+    assert sorted(out.read_text().splitlines()) == sorted(batch_lines)
