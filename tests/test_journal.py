@@ -204,11 +204,11 @@ def test_os_errors_are_explained(exc: OSError, expected: str) -> None:
 
 
 def test_the_journal_stores_outcomes_as_batch_json(tmp_path: Path) -> None:
-    """``finished_items`` gives back the outcomes written, unknown IPs included."""
+    """``finished_items`` gives back the outcomes written, unknown and absent IPs included."""
     with Journal(tmp_path / "j") as journal:
         journal.load(items(1))
         outcome = Outcome("vpc-7t9nf3pu", "eni-00000000", IPS, status="failed", line=1)
-        outcome.released, outcome.unknown = ["10.0.0.2"], ["10.0.0.3", "10.0.0.4"]
+        outcome.released, outcome.unknown, outcome.absent = ["10.0.0.2"], ["10.0.0.3"], ["10.0.0.4"]
         journal.finished(1, outcome)
         (back,) = journal.finished_items()
     assert json.dumps(back.to_json(), sort_keys=True) == json.dumps(outcome.to_json(), sort_keys=True)
