@@ -391,3 +391,35 @@ async def test_resume_of_a_finished_journal_still_writes_every_outcome(
     assert await asyncio.to_thread(main, ["resume", str(journal), "--output", str(out)]) == 0
     assert sum(sim.stats()["requests"].values()) == before
     assert sorted(out.read_text().splitlines()) == sorted(batch_lines)
+
+
+async def test_full_disk_during_load_records_nothing_sends_nothing_and_resume_refuses(
+    served: tuple[Simulator, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A journal that fills up while loading: batch exits 2 before any request, and resume exits 2 too."""
+    sim, endpoint = served
+    enis = sim.ground_truth()["enis"]
+    source = tmp_path / "in.jsonl"
+    source.write_text(jsonl(enis) * 300)
+    journal = tmp_path / "b.journal"
+    real_load = Journal.load
+
+    def load_on_full_disk(self: Journal, *args: Any, **kwargs: Any) -> Any:
+        (pages,) = self._db.execute("PRAGMA page_count").fetchone()
+        self._db.execute(f"PRAGMA max_page_count = {pages + 2}")
+        return real_load(self, *args, **kwargs)
+
+    monkeypatch.setattr(Journal, "load", load_on_full_disk)
+    args = ["batch", str(source), "--endpoint", endpoint, "--journal", str(journal), "--no-progress"]
+    assert await asyncio.to_thread(main, args) == 2
+    err = capsys.readouterr().err
+    assert "the disk is full" in err
+    assert "nothing was recorded and nothing sent" in err
+    assert err.count("\n") == 1
+    assert sum(sim.stats()["requests"].values()) == 0
+    monkeypatch.setattr(Journal, "load", real_load)
+    assert await asyncio.to_thread(main, ["resume", str(journal)]) == 2
+    assert "holds no items" in capsys.readouterr().err
