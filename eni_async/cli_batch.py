@@ -403,7 +403,9 @@ async def run_resume(args: argparse.Namespace, settings: Settings) -> int:
                 "nothing to resume, run the batch again",
             )
         if args.append and not args.output:
-            raise InputError("--append", True, "needs --output FILE (the file to add the missing outcomes to)")
+            raise InputError(
+                "--append", True, "needs --output FILE (the file to add the missing outcomes to)"
+            )
         own = meta.get("output")
         if own is not None and own == _real(args.output) and not args.append:
             raise InputError(
