@@ -13,7 +13,9 @@ without them, or the view is stale: the task says which, and gives a FAILED task
 no longer found. Queries go by due time, never first come first served. A SUCCESS reading releases every IP
 (D12). Nothing is guessed: an IP whose fate was not observed by the deadline is ``unknown``. With
 ``confirm = "task"`` each task is polled with ``wait_for_task`` and described only when it FAILED or its
-fate is in doubt. Nothing here reads the dialect's name: only what it can describe per call.
+fate is in doubt. ``describe`` packs the one-ENI descriptions other code asks for (the look before each
+item's first submit) into shared calls the same way. Nothing here reads the dialect's name, only what it
+can describe per call; nothing here imports the client (``Calls`` is what it needs of one).
 """
 
 from __future__ import annotations
