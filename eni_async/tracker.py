@@ -312,6 +312,8 @@ class Tracker:
             for _, _, w in self._deadlines:
                 if w.live:
                     w.future.set_exception(exc)
+            _fail_all(self._wanted, exc)
+            self._wanted.clear()
             raise
 
     def _idle(self) -> None:
