@@ -289,6 +289,8 @@ async def _release_chunk(
         if recorder is not None:
             recorder.progressed(item, outcome)
         return
+    if not todo:  # the last round settled every IP
+        return
     outcome.fail(
         OutcomeUnknownError(
             "UnassignPrivateIpAddresses",

@@ -451,3 +451,29 @@ async def test_a_lost_answer_after_a_describe_counts_ips_seen_there_as_released(
     assert gone, "a partial task released something"
     assert sorted(outcome.released) == sorted(gone) == sorted(item.ips)
     assert (outcome.unknown, outcome.status) == ([], "succeeded")
+
+
+async def test_a_chunk_settled_in_the_last_round_is_not_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the last allowed round settles every IP of a chunk (all gone after our earlier call), the item
+    succeeds: it is not failed as having had too many ambiguous rounds."""
+    monkeypatch.setattr("eni_async.reconcile.MAX_ROUNDS", 2)
+    lost = FaultProfile(name="lost", actions={UNASSIGN: FaultRates(drop_after=1.0)})
+    async with world(enis=1, ips_per_eni=2, faults=lost, task_latency=(5.0, 0.0)) as w:
+        (item,) = w.items()
+        describe = w.client.describe_eni
+        looks = 0
+
+        async def late_second_look(eni_id: str) -> Any:  # the task ends between the two rounds' looks
+            nonlocal looks
+            looks += 1
+            if looks == 2:
+                await w.clock.sleep(10.0)
+            return await describe(eni_id)
+
+        monkeypatch.setattr(w.client, "describe_eni", late_second_look)
+        (outcome,) = [o async for o in w.client.unassign_many([item])]
+        assert judge(w, [outcome]) == []
+        assert w.present()[item.eni_id].isdisjoint(item.ips)
+    assert outcome.attempts == 2
+    assert sorted(outcome.released) == sorted(item.ips)
+    assert (outcome.status, outcome.error) == ("succeeded", None)
