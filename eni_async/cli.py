@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
-import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 from eni_async import __version__, cli_batch
 from eni_async.credentials import load_credentials
@@ -35,6 +36,8 @@ from eni_async.terminal import (
     EXIT_USAGE,
     Handler,
     Interruption,
+    OutputError,
+    emit,
     interruption,
     json_lines,
     logging_to_stderr,
@@ -208,13 +211,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 
-def emit(obj: object, stream: TextIO | None = None) -> None:
-    """Write one JSON line to stdout (or ``stream``)."""
-    out = stream or sys.stdout
-    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    out.flush()
-
-
 async def _run_unassign(args: argparse.Namespace) -> int:
     """One ENI through the same path as every batch item; prints one outcome in the batch schema."""
     from eni_async import validation
@@ -317,6 +313,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
 
 
+def _drop_stdout() -> None:
+    """Point stdout at the null device, so that Python's flush at exit cannot fail a second time."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     as_json = json_lines(args)
@@ -339,6 +343,11 @@ def _run(args: argparse.Namespace) -> int:
         info = error_info(exc)
         fields = {"code": info["code"], "request_id": getattr(exc, "request_id", None)}
         tell(f"eni-async: error: {info['message']}", as_json=as_json, level=logging.ERROR, **fields)
+        return EXIT_FAILED
+    except (OutputError, BrokenPipeError) as exc:  # a closed pipe (`| head`) or a full disk: one line
+        _drop_stdout()
+        problem = exc if isinstance(exc, OutputError) else OutputError(None, exc)
+        tell(f"eni-async: error: {problem}", as_json=as_json, level=logging.ERROR)
         return EXIT_FAILED
     except Exception as exc:  # a bug: say so in one line, never a traceback
         log.debug("unexpected error after %.1fs", time.monotonic() - started, exc_info=True)

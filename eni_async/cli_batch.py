@@ -34,7 +34,7 @@ from eni_async.models import Credentials
 from eni_async.outcomes import SUCCEEDED, Item, Outcome, as_item, check_against_truth
 from eni_async.progress import Progress, Summary
 from eni_async.settings import Settings
-from eni_async.terminal import interruption, json_lines, tell
+from eni_async.terminal import OutputError, interruption, json_lines, tell
 
 log = logging.getLogger("eni_async.cli")
 
@@ -115,14 +115,6 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dialect", choices=["v2", "v3"], default=None, help="API dialect (default v2)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     metrics_cli.add_arguments(parser)
-
-
-class OutputError(Exception):
-    """The output could not be written (a full disk, a closed pipe): the batch stops."""
-
-    def __init__(self, path: str | None, exc: OSError) -> None:
-        self.path = path or "stdout"
-        super().__init__(f"cannot write the output {self.path}: {exc.strerror or exc}")
 
 
 class JournalUnusable(InputError):

@@ -175,6 +175,24 @@ def tell(message: str, *, as_json: bool, level: int = logging.INFO, **fields: An
     sys.stderr.flush()
 
 
+class OutputError(Exception):
+    """The output could not be written (a full disk, a closed pipe): the command stops."""
+
+    def __init__(self, path: str | None, exc: OSError) -> None:
+        self.path = path or "stdout"
+        super().__init__(f"cannot write the output {self.path}: {exc.strerror or exc}")
+
+
+def emit(obj: object, stream: TextIO | None = None) -> None:
+    """Write one JSON line to stdout (or ``stream``)."""
+    out = stream or sys.stdout
+    try:
+        out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        out.flush()
+    except OSError as exc:
+        raise OutputError(getattr(out, "name", None), exc) from None
+
+
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
@@ -182,6 +200,8 @@ __all__ = [
     "EXIT_USAGE",
     "Handler",
     "Interruption",
+    "OutputError",
+    "emit",
     "interruption",
     "json_lines",
     "logging_to_stderr",
