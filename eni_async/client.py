@@ -71,6 +71,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("eni_async")
 
+# Send times of submits kept for the tracker, at most (the oldest go first).
+SENT_REMEMBERED = 100_000
+
 T = TypeVar("T")
 
 
@@ -105,6 +108,7 @@ class EniClient:
         self.budgets = Budgets(settings.rate_limits.by_action(), self.clock, discovery=settings.discovery)
         self.latencies = LatencyTracker()
         self._tracker: Tracker | None = None
+        self._sent_at: dict[str, float] = {}
         self._credentials = credentials
         self._rng = rng if rng is not None else random.Random()
         self._nonces = itertools.count(random.SystemRandom().randint(1, 2**30))
@@ -277,8 +281,10 @@ class EniClient:
             if isinstance(result, TaskState):
                 # When the task was seen in this state: the send time, not the answer's (budget waits excluded).
                 result = cast(T, dataclasses.replace(result, observed_at=started))
-            elif isinstance(result, Submitted) and metrics is not None:
-                metrics.task_submitted(result.task_id, started)
+            elif isinstance(result, Submitted):
+                self._note_sent(result.task_id, started)
+                if metrics is not None:
+                    metrics.task_submitted(result.task_id, started)
             return result
 
         # The first attempt runs outside tenacity: most calls succeed at once, and building a retrier for
@@ -377,6 +383,19 @@ class EniClient:
             raise
         metrics.task_ended(task_id, state.status.value, state.observed_at)
         return state
+
+    def _note_sent(self, task_id: str, at: float) -> None:
+        sent = self._sent_at
+        sent[task_id] = at
+        if (
+            len(sent) > SENT_REMEMBERED
+        ):  # submits nobody tracks (``submit_unassign`` alone): forget the oldest
+            del sent[next(iter(sent))]
+
+    def sent_at(self, task_id: str) -> float | None:
+        """When the submit that started ``task_id`` was sent (``Clock.monotonic``), if this client sent it;
+        asked once, by the tracker (budget and mutex waits before it are not the task's latency)."""
+        return self._sent_at.pop(task_id, None)
 
     def task_seen(self, task_id: str, status: str, seen_at: float | None) -> None:
         """The tracker's word that it stopped watching ``task_id`` (for metrics)."""

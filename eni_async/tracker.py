@@ -102,6 +102,8 @@ class Calls(Protocol):
 
     def task_seen(self, task_id: str, status: str, seen_at: float | None) -> None: ...
 
+    def sent_at(self, task_id: str) -> float | None: ...
+
 
 @dataclass(eq=False)
 class _Watch:
@@ -192,13 +194,18 @@ class Tracker:
     ) -> ChunkFate:
         """Wait until every IP of an accepted task is settled (or its deadline passes) and return their fates.
 
-        ``submitted_at`` is when the submit was sent (``Clock.monotonic``; default: now); ``timeout`` defaults
+        ``submitted_at`` is when the submit was sent (``Clock.monotonic``; default: when the client sent it, else
+        now); ``timeout`` defaults
         to ``settings.poll.timeout``. Raises only ``AuthError`` (every later call would fail the same way).
         """
         policy = self._client.settings.poll
         limit = policy.timeout if timeout is None else timeout
         now = self._clock.monotonic()
-        sent = now if submitted_at is None else submitted_at
+        # The submit's own send time when this client sent it: waits for the budget or a mutex before it are
+        # not the task's latency (they would time first looks early and inflate the latencies learnt).
+        sent = self._client.sent_at(task_id)
+        if sent is None:
+            sent = now if submitted_at is None else submitted_at
         if self.confirm == "task":
             return await self._by_task(vpc_id, eni_id, task_id, tuple(ips), sent, limit)
         self._start()
@@ -753,7 +760,9 @@ class Tracker:
         now = self._clock.monotonic()
         if state.status is TaskStatus.RUNNING:
             w.stale = False
-            w.next_query_at = now + self._query_gap(w)
+            # Still running: the ENI is looked at meanwhile (gone IPs settle it without a query); ask again
+            # only after another expected latency, for a task that FAILED leaves its IPs listed for good.
+            w.next_query_at = now + max(self._query_gap(w), self._expected())
             if w.vanished or not self._lists_state:
                 self._schedule_query(w, w.next_query_at)
             if w.vanished:

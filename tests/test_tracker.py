@@ -83,6 +83,9 @@ class FakeCalls:
     def task_seen(self, task_id: str, status: str, seen_at: float | None) -> None:
         self.seen.append((task_id, status))
 
+    def sent_at(self, task_id: str) -> float | None:
+        return None
+
     def calls(self, kind: str) -> list[tuple[float, str, tuple[str, ...]]]:
         return [entry for entry in self.log if entry[1] == kind]
 
