@@ -425,3 +425,14 @@ async def test_descriptions_asked_together_share_one_call() -> None:
     assert found[-1] is None, "an ENI not returned does not exist"
     assert all(isinstance(info, EniInfo) for info in found[:-1])
     assert sorted(len(ids) for _, _, ids in calls.calls("ids")) == [51, 100]
+
+
+async def test_latency_counts_from_the_submits_own_send_time() -> None:
+    """A task's first look is timed from when its submit was sent, not from before the waits that preceded it."""
+    calls = FakeCalls(FakeClock())
+    calls.add("eni-1", [])
+    calls.clock.advance(5.0)
+    calls.sent_at = lambda task_id: 4.5 if task_id == "t1" else None  # type: ignore[method-assign]
+    await Tracker(calls).track(VPC, "eni-1", "t1", [], submitted_at=0.0)
+    ((at, _, _),) = calls.calls("ids")
+    assert at == pytest.approx(4.5 + calls.settings.poll.first)
