@@ -90,6 +90,8 @@ def scenarios(scale: float) -> list[Scenario]:
             repeats=3,
         ),
         Scenario("v3-2000x1-tenfold-discovered", n(2000), limits=dict(TENFOLD), discovery=True),
+        # Long enough for the probe to reach the quota, so the first throttle answer sets the rate.
+        Scenario("v3-6000x1-tenfold-discovered", n(6000), limits=dict(TENFOLD), discovery=True),
         Scenario(
             "v3-600x1-1pct-throttles",
             n(600),
