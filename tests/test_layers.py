@@ -50,7 +50,15 @@ MODULES = {_name(path): path for path in ROOT.rglob("*.py")}
 def _imports(name: str) -> set[str]:
     """Every package module ``name`` imports, at any level (functions and TYPE_CHECKING blocks included)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(MODULES[name].read_text(encoding="utf-8"))):
+    path = MODULES[name]
+    parts = name.split(".") if name else []
+    package = ["eni_async", *(parts if path.name == "__init__.py" else parts[:-1])]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:  # relative: resolved against the module's package
+            parts = package[: len(package) - (node.level - 1)] + (
+                node.module.split(".") if node.module else []
+            )
+            node = ast.ImportFrom(module=".".join(parts), names=node.names, level=0)
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "eni_async":
             base = node.module.removeprefix("eni_async").lstrip(".")
             subs = {f"{base}.{a.name}".lstrip(".") for a in node.names} & MODULES.keys()
