@@ -7,10 +7,11 @@ their ENIs described together, as many per call as the dialect allows (API 3.0: 
 pages of 50 or one call per ENI, whichever costs fewer calls), within the describe budget. An IP absent from
 its ENI in a description sent after the task was accepted is released (the server accepted the call, so it
 was there). An IP still listed is settled as not released only by a description sent after the task was
-read as ended (FAILED); DescribeVpcTaskResult is spent only where the ENI cannot settle the task: API 2.0
+read as ended (FAILED), or, on API 3.0 when the task cannot be read, by one listing none of the task's IPs as
+``DELETING``; DescribeVpcTaskResult is spent only where the ENI cannot settle the task: API 2.0
 IPs still listed past the expected latency, API 3.0 IPs listed but no longer ``DELETING`` (the task ended
 without them, or the view is stale: the task says which, and gives a FAILED task's reason), an ENI that is
-no longer found. Queries go by due time, never first come first served. A SUCCESS reading releases every IP
+no longer found or keeps failing to be described. Queries go by due time, never first come first served. A SUCCESS reading releases every IP
 (D12). Nothing is guessed: an IP whose fate was not observed by the deadline is ``unknown``. With
 ``confirm = "task"`` each task is polled with ``wait_for_task`` and described only when it FAILED or its
 fate is in doubt. ``describe`` packs the one-ENI descriptions other code asks for (the look before each
@@ -73,6 +74,8 @@ IN_FLIGHT_REFRESH = 0.25
 QUERIES_PER_TASK = 1.2
 # Describe calls (each already retried by the retry policy) before the task-mode fallback gives up looking.
 DESCRIBE_ROUNDS = 3
+# Describes of one ENI failing in a row (each already retried) before its task is asked as well.
+BLIND_LOOKS = 2
 
 
 class Calls(Protocol):
@@ -133,6 +136,7 @@ class _Watch:
     query_broken: bool = False
     vanished: bool = False
     stale: bool = False  # API 3.0: an IP listed but no longer DELETING: the task should be read
+    unread: int = 0  # describes of this ENI that failed in a row (transiently)
     error: BaseException | None = None
 
     @property
@@ -247,9 +251,7 @@ class Tracker:
             if w.live:
                 self._resolve(w, reason="the client was closed before the task's fate was seen")
         self._deadlines.clear()
-        for futures in self._wanted.values():
-            for future in futures:
-                future.cancel()
+        _fail_all(self._wanted, _closed())
         self._wanted.clear()
         self._wanted_since = None
         tasks = [t for t in (self._runner, *self._calls, *self._timers) if t is not None and not t.done()]
@@ -459,15 +461,13 @@ class Tracker:
                 await asyncio.gather(*(self._describe_alone(eni, futures) for eni, futures in group.items()))
             else:
                 _fail_all(group, exc)
-        except BaseException as exc:  # every asker learns of it (a cancelled call: they are cancelled too)
+        except BaseException as exc:  # every asker learns of it
             for futures in group.values():
                 for future in futures:
                     if future.done():
                         continue
-                    if isinstance(exc, asyncio.CancelledError):
-                        future.cancel()
-                    else:
-                        future.set_exception(exc)
+                    # A call is cancelled only by ``close``: its askers were not cancelled, the client was closed.
+                    future.set_exception(_closed() if isinstance(exc, asyncio.CancelledError) else exc)
             if not isinstance(exc, Exception):
                 raise
         else:
@@ -594,6 +594,9 @@ class Tracker:
             self._fail(watches, exc)
         except EniAsyncError as exc:
             self._unread(watches, exc, split=len(enis) > 1)
+        except Exception as exc:  # a bug: whoever awaits these tasks learns of it now, not at the deadline
+            log.exception("a look failed by a bug")
+            self._fail(watches, exc)
         else:
             for w in watches:
                 self._observe(w, found.get(w.eni_id), sent)
@@ -626,6 +629,9 @@ class Tracker:
             self._fail(watches, exc)
         except EniAsyncError as exc:
             self._unread(watches, exc, split=True)
+        except Exception as exc:  # a bug: whoever awaits these tasks learns of it now, not at the deadline
+            log.exception("a look failed by a bug")
+            self._fail(watches, exc)
         else:
             now = self._clock.monotonic()
             for w in watches:
@@ -661,7 +667,13 @@ class Tracker:
                 w.vanished = True
                 self._schedule_query(w, now)
                 continue
+            if w.alone or not split:  # a call of this ENI alone failed
+                w.unread += 1
             w.alone = w.alone or split
+            if (
+                w.unread >= BLIND_LOOKS
+            ):  # this ENI keeps failing to describe: its task may settle it (SUCCESS)
+                self._schedule_query(w, max(now, w.submitted_at + self._expected()))
             self._schedule_look(w, now + min(w.gap, self._gap_cap()))
             w.gap = min(self._gap_cap(), w.gap * GAP_GROWTH)
         log.info("describe failed (%s); looking again", exc)
@@ -680,8 +692,10 @@ class Tracker:
                 self._schedule_query(w, now)
             return
         w.error = None
+        w.unread = 0
         ended = w.ended_at is not None and sent >= w.ended_at
         w.stale = False
+        deleting = False
         for ip in list(w.pending):
             if not info.listed(ip):
                 w.settle(ip, RELEASED, BY_ENI)
@@ -689,6 +703,13 @@ class Tracker:
                 w.settle(ip, NOT_RELEASED, BY_ENI)
             elif self._lists_state and info.ip_states.get(ip, "DELETING") != "DELETING":
                 w.stale = True
+            else:
+                deleting = True
+        if w.stale and w.query_broken and not deleting:
+            # The task cannot be read, and none of its IPs is DELETING in a look sent after it was accepted:
+            # it ended without those still listed. (One still DELETING means it runs: keep looking.)
+            for ip in list(w.pending):
+                w.settle(ip, NOT_RELEASED, BY_ENI)
         if not w.pending:
             if all(fate == RELEASED for fate, _ in w.fates.values()) and w.state is None:
                 self._client.latencies.observe(max(0.0, sent - w.submitted_at))
@@ -716,6 +737,9 @@ class Tracker:
         except EniAsyncError as exc:
             w.querying = False
             self._unasked(w, exc)
+        except Exception as exc:  # a bug: whoever awaits this task learns of it now, not at the deadline
+            log.exception("a task query failed by a bug")
+            self._fail([w], exc)
         else:
             w.querying = False
             self._read(w, state)
@@ -743,8 +767,8 @@ class Tracker:
                 w, reason=f"task {w.task_id} unreadable ({exc}); {len(w.pending)} IP(s) still listed"
             )
         elif w.stale:
-            # Listed, no longer DELETING, after the task was accepted: the task ended without them.
-            w.ended_at = w.registered_at
+            # Listed, no longer DELETING, after the task was accepted: the next look settles those (if none of
+            # the task's IPs is DELETING by then; see ``_observe``).
             self._schedule_look(w, now)
 
     def _query_gap(self, w: _Watch) -> float:
@@ -763,7 +787,7 @@ class Tracker:
             # Still running: the ENI is looked at meanwhile (gone IPs settle it without a query); ask again
             # only after another expected latency, for a task that FAILED leaves its IPs listed for good.
             w.next_query_at = now + max(self._query_gap(w), self._expected())
-            if w.vanished or not self._lists_state:
+            if w.vanished or w.unread >= BLIND_LOOKS or not self._lists_state:
                 self._schedule_query(w, w.next_query_at)
             if w.vanished:
                 return
@@ -890,6 +914,10 @@ class Tracker:
             reason=None if ended else why,
             error=None if ended else error,
         )
+
+
+def _closed() -> EniAsyncError:
+    return EniAsyncError("the client was closed before the ENI was described")
 
 
 def _fail_all(group: dict[str, list[asyncio.Future[EniInfo | None]]], exc: BaseException) -> None:

@@ -1,0 +1,141 @@
+"""The tracker's hard cases in fake time: unreadable tasks, stale views, failing calls, closing, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from eni_async.clock import FakeClock
+from eni_async.errors import ServerError
+from eni_async.models import EniInfo, TaskState, TaskStatus
+from eni_async.tracker import Tracker
+from tests.test_tracker import VPC, FakeCalls, release
+
+
+class LateTask(FakeCalls):
+    """A world where the server does not know the task yet when first asked, and the ENI then shows DELETING."""
+
+    async def task_state(self, task_id: str) -> TaskState:
+        for eni in self.enis.values():
+            for ip in eni.ips:
+                eni.ips[ip] = "DELETING"
+        return await super().task_state(task_id)
+
+
+async def test_an_unreadable_task_never_makes_a_deleting_ip_not_released() -> None:
+    """A stale AVAILABLE view, then the task unreadable: an IP since seen DELETING is not called not released."""
+    calls = LateTask(FakeClock())
+    calls.add("eni-1", ["10.0.0.2"], state="AVAILABLE")
+    calls.later(3.0, lambda: release(calls, "eni-1", "10.0.0.2"))
+    fate = await Tracker(calls).track(VPC, "eni-1", "t-unknown", ["10.0.0.2"])
+    assert calls.calls("query"), "the stale view was asked about"
+    assert fate.not_released == ()
+    assert fate.released == ("10.0.0.2",)
+
+
+async def test_an_unreadable_task_with_ips_listed_available_leaves_them_not_released() -> None:
+    """API 3.0: task unknown to the server, its IP listed and not DELETING in later looks: not released."""
+    calls = FakeCalls(FakeClock())
+    calls.add("eni-1", ["10.0.0.2"], state="AVAILABLE")
+    fate = await Tracker(calls).track(VPC, "eni-1", "t-gone", ["10.0.0.2"])
+    assert (fate.released, fate.not_released, fate.unknown) == ((), ("10.0.0.2",), ())
+    assert fate.confirmed_by == {"10.0.0.2": "eni"}
+    assert calls.clock.monotonic() < 10.0
+
+
+class Broken(FakeCalls):
+    """Describes fail with an error no call should raise (a bug)."""
+
+    async def describe_many(self, eni_ids: Sequence[str]) -> dict[str, EniInfo]:
+        raise RuntimeError("a bug in parsing")
+
+
+async def test_a_bug_in_a_look_reaches_the_awaiter_at_once() -> None:
+    """A look that fails with an unexpected error makes ``track`` raise it, not wait for the deadline."""
+    calls = Broken(FakeClock())
+    calls.add("eni-1", ["10.0.0.2"])
+    with pytest.raises(RuntimeError, match="a bug in parsing"):
+        await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    assert calls.clock.monotonic() < 10.0
+
+
+class Unreachable(FakeCalls):
+    """Every describe fails with a transient server error (after its retries); task queries are answered."""
+
+    async def describe_many(self, eni_ids: Sequence[str]) -> dict[str, EniInfo]:
+        self.log.append((self.clock.monotonic(), "ids", tuple(eni_ids)))
+        raise ServerError("InternalError", "describe is down")
+
+
+async def test_describes_failing_for_good_fall_back_to_the_task() -> None:
+    """Describes that keep failing: the task is asked, and its SUCCESS settles the IPs before the deadline."""
+    calls = Unreachable(FakeClock())
+    calls.add("eni-1", ["10.0.0.2"])
+    calls.end("t1", TaskStatus.SUCCESS)
+    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    assert fate.released == ("10.0.0.2",)
+    assert fate.confirmed_by == {"10.0.0.2": "task"}
+    assert calls.clock.monotonic() < 10.0
+
+
+async def test_describes_failing_and_a_failed_task_leave_ips_unknown() -> None:
+    """Describes that keep failing and a FAILED task: the listed IPs' fate is never observed, so unknown."""
+    calls = Unreachable(FakeClock())
+    calls.add("eni-1", ["10.0.0.2"])
+    calls.end("t1", TaskStatus.FAILED)
+    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    assert (fate.released, fate.not_released, fate.unknown) == ((), (), ("10.0.0.2",))
+
+
+async def test_cancelling_one_waiter_leaves_the_others_sharing_its_call() -> None:
+    """Two tasks looked at in one call: cancelling one awaiter does not disturb the other's fate."""
+    calls = FakeCalls(FakeClock())
+    calls.add("eni-1", ["10.0.0.2"])
+    calls.add("eni-2", ["10.0.0.3"])
+    tracker = Tracker(calls)
+    first = asyncio.create_task(tracker.track(VPC, "eni-1", "t1", ["10.0.0.2"]))
+    second = asyncio.create_task(tracker.track(VPC, "eni-2", "t2", ["10.0.0.3"]))
+
+    def both() -> None:
+        release(calls, "eni-1", "10.0.0.2")
+        release(calls, "eni-2", "10.0.0.3")
+
+    calls.later(2.0, both)
+    await calls.clock.sleep(1.5)
+    assert any(len(ids) == 2 for _, _, ids in calls.calls("ids")), "looked at together"
+    first.cancel()
+    fate = await second
+    assert fate.released == ("10.0.0.3",)
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_cancelling_one_description_leaves_the_others_sharing_its_call() -> None:
+    """Descriptions packed into one call: a cancelled asker does not fail the others."""
+    calls = FakeCalls(FakeClock())
+    calls.add("eni-1", ["10.0.0.2"], state="AVAILABLE")
+    calls.add("eni-2", ["10.0.0.3"], state="AVAILABLE")
+    tracker = Tracker(calls)
+    first = asyncio.create_task(tracker.describe("eni-1"))
+    second = asyncio.create_task(tracker.describe("eni-2"))
+    await asyncio.sleep(0)
+    first.cancel()
+    info = await second
+    assert info is not None
+    assert info.secondary_ips == ("10.0.0.3",)
+    assert len(calls.calls("ids")) == 1
+
+
+async def test_closing_fails_waiting_descriptions_with_an_error_not_a_cancellation() -> None:
+    """Closing while a description is awaited: the asker gets an error it can report, not CancelledError."""
+    calls = FakeCalls(FakeClock())
+    calls.add("eni-1", ["10.0.0.2"], state="AVAILABLE")
+    tracker = Tracker(calls)
+    asking = asyncio.create_task(tracker.describe("eni-1"))
+    await asyncio.sleep(0)
+    await tracker.close()
+    with pytest.raises(Exception, match="closed") as info:
+        await asking
+    assert not isinstance(info.value, asyncio.CancelledError)
