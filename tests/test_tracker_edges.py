@@ -139,3 +139,43 @@ async def test_closing_fails_waiting_descriptions_with_an_error_not_a_cancellati
     with pytest.raises(Exception, match="closed") as info:
         await asking
     assert not isinstance(info.value, asyncio.CancelledError)
+
+
+class SlowDescribe(FakeCalls):
+    """Descriptions show the world as it was when sent, and arrive a second later; task readings are logged."""
+
+    def __init__(self, clock: FakeClock, **kwargs: object) -> None:
+        super().__init__(clock, **kwargs)
+        self.read_failed_at: float | None = None
+        # (sent, arrived) of looks that straddled the FAILED reading
+        self.late: list[tuple[float, float]] = []
+
+    async def describe_many(self, eni_ids: Sequence[str]) -> dict[str, EniInfo]:
+        sent = self.clock.monotonic()
+        found = await super().describe_many(eni_ids)
+        await self.clock.sleep(1.0)
+        if self.read_failed_at is not None and sent < self.read_failed_at:
+            self.late.append((sent, self.clock.monotonic()))
+        return found
+
+    async def task_state(self, task_id: str) -> TaskState:
+        state = await super().task_state(task_id)
+        if state.status is TaskStatus.FAILED and self.read_failed_at is None:
+            self.read_failed_at = self.clock.monotonic()
+        return state
+
+
+async def test_a_description_sent_before_a_failed_reading_settles_nothing_as_not_released() -> None:
+    """API 2.0: a look sent before the task was read FAILED (it saw an IP the task then released) decides nothing."""
+    calls = SlowDescribe(FakeClock(), dialect="v2")
+    calls.add("eni-1", ["10.0.0.2", "10.0.0.3"], state="")
+    calls.end("t1", TaskStatus.RUNNING)
+
+    def part_fail() -> None:
+        release(calls, "eni-1", "10.0.0.2")
+        calls.end("t1", TaskStatus.FAILED)
+
+    calls.later(4.0, part_fail)
+    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2", "10.0.0.3"])
+    assert calls.late, "a look was in flight across the FAILED reading"
+    assert (fate.released, fate.not_released) == (("10.0.0.2",), ("10.0.0.3",))
