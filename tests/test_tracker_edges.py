@@ -179,3 +179,30 @@ async def test_a_description_sent_before_a_failed_reading_settles_nothing_as_not
     fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2", "10.0.0.3"])
     assert calls.late, "a look was in flight across the FAILED reading"
     assert (fate.released, fate.not_released) == (("10.0.0.2",), ("10.0.0.3",))
+
+
+async def test_a_bug_that_stops_the_loop_reaches_every_awaiter_and_a_later_track_restarts_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loop dying of a bug fails every watched task and waiting description; the next ``track`` works."""
+    calls = FakeCalls(FakeClock())
+    calls.add("eni-1", ["10.0.0.2"])
+    calls.add("eni-2", ["10.0.0.3"], state="AVAILABLE")
+    tracker = Tracker(calls)
+    original = Tracker._start_looks
+
+    def broken(self: Tracker, now: float) -> None:
+        if now >= 0.5:
+            raise RuntimeError("a bug in the loop")
+        original(self, now)
+
+    monkeypatch.setattr(Tracker, "_start_looks", broken)
+    watched = asyncio.create_task(tracker.track(VPC, "eni-1", "t1", ["10.0.0.2"]))
+    await calls.clock.sleep(0.6)
+    asking = asyncio.create_task(tracker.describe("eni-2"))
+    results = await asyncio.wait_for(asyncio.gather(watched, asking, return_exceptions=True), timeout=5.0)
+    assert [type(r) for r in results] == [RuntimeError, RuntimeError]
+    monkeypatch.setattr(Tracker, "_start_looks", original)
+    release(calls, "eni-1", "10.0.0.2")
+    fate = await asyncio.wait_for(tracker.track(VPC, "eni-1", "t2", ["10.0.0.2"]), timeout=5.0)
+    assert fate.released == ("10.0.0.2",)
