@@ -144,8 +144,8 @@ async def test_closing_fails_waiting_descriptions_with_an_error_not_a_cancellati
 class SlowDescribe(FakeCalls):
     """Descriptions show the world as it was when sent, and arrive a second later; task readings are logged."""
 
-    def __init__(self, clock: FakeClock, **kwargs: object) -> None:
-        super().__init__(clock, **kwargs)
+    def __init__(self, clock: FakeClock, *, dialect: str = "v3") -> None:
+        super().__init__(clock, dialect=dialect)
         self.read_failed_at: float | None = None
         # (sent, arrived) of looks that straddled the FAILED reading
         self.late: list[tuple[float, float]] = []
