@@ -320,6 +320,12 @@ def main() -> int:
     parser.add_argument(
         "--confirm", choices=("eni", "task"), default="eni", help="how releases are confirmed (default eni)"
     )
+    parser.add_argument(
+        "--dialect",
+        choices=("v2", "v3"),
+        default="v2",
+        help="API 2.0 (v2, the client's default) or API 3.0 (v3: IP states, DELETING, 100 ENIs a describe)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="eni-drill-") as tmp:
@@ -334,11 +340,14 @@ def main() -> int:
                     json.dumps({k: eni[k] for k in ("vpc_id", "eni_id")} | {"ips": eni["secondary_ips"]})
                     + "\n"
                 )
-        (work / "client.toml").write_text(f'confirm = "{args.confirm}"\n' + CLIENT_CONFIG)
+        (work / "client.toml").write_text(
+            f'confirm = "{args.confirm}"\ndialect = "{args.dialect}"\n' + CLIENT_CONFIG
+        )
         enis = [e["eni_id"] for e in world["enis"]]
         ips = sum(len(e["secondary_ips"]) for e in world["enis"])
         print(
-            f"drill: {len(enis)} ENIs, {ips} IPs, hostile faults, limits x10, confirm = {args.confirm}",
+            f"drill: {len(enis)} ENIs, {ips} IPs, hostile faults, limits x10, dialect = {args.dialect}, "
+            f"confirm = {args.confirm}",
             flush=True,
         )
         results = {}
