@@ -17,6 +17,8 @@ import pytest
 from eni_async.client import EniClient
 from eni_async.journal import Journal
 from eni_async.outcomes import Item
+from eni_async.policy import PollPolicy
+from eni_async.settings import Settings
 from eni_async.simulator import load_fault_profile
 from eni_async.testing import drill_state, verdict
 from tests.batchhelpers import World, world
@@ -34,11 +36,17 @@ def items_of(w: World) -> list[Item]:
     return w.items()
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_hostile_straight_through_agrees_with_ground_truth(tmp_path: Path, seed: int) -> None:
+@pytest.mark.parametrize(("seed", "dialect"), [(1, "v2"), (2, "v2"), (3, "v2"), (1, "v3"), (2, "v3")])
+async def test_hostile_straight_through_agrees_with_ground_truth(
+    tmp_path: Path, seed: int, dialect: str
+) -> None:
     """Against every fault kind at once, each ENI gets one outcome and every outcome matches the truth."""
+    settings = Settings(dialect=dialect, poll=PollPolicy(timeout=300.0))
     async with world(
-        state_file=state_file(tmp_path, seed), faults=load_fault_profile("hostile"), seed=seed
+        state_file=state_file(tmp_path, seed),
+        faults=load_fault_profile("hostile"),
+        seed=seed,
+        settings=settings,
     ) as w:
         items = items_of(w)
         outcomes = [o.to_json() async for o in w.client.unassign_many(items, concurrency=8)]
@@ -46,6 +54,9 @@ async def test_hostile_straight_through_agrees_with_ground_truth(tmp_path: Path,
         faults = w.sim.stats()["faults"]
     assert result.mismatches == 0, result.summary()
     assert result.reported == ENIS
+    assert "eni" in {by for o in outcomes for by in o.get("confirmed_by", {}).values()}, (
+        "confirmed by ENI state"
+    )
     assert sum(faults.values()) > 20, "the drill really met faults"
     assert result.statuses.get("succeeded", 0) > ENIS // 2
 
@@ -70,12 +81,16 @@ async def _run_until_killed(client: EniClient, journal: Journal, items: Any, kil
     return seen
 
 
-@pytest.mark.parametrize("seed", [4, 5])
-async def test_killed_and_resumed_loses_nothing(tmp_path: Path, seed: int) -> None:
+@pytest.mark.parametrize(("seed", "dialect"), [(4, "v2"), (5, "v2"), (4, "v3")])
+async def test_killed_and_resumed_loses_nothing(tmp_path: Path, seed: int, dialect: str) -> None:
     """Killed three times mid-flight and resumed from the journal, the batch ends with every ENI right."""
     path = tmp_path / "batch.journal"
+    settings = Settings(dialect=dialect, poll=PollPolicy(timeout=300.0))
     async with world(
-        state_file=state_file(tmp_path, seed), faults=load_fault_profile("hostile"), seed=seed
+        state_file=state_file(tmp_path, seed),
+        faults=load_fault_profile("hostile"),
+        seed=seed,
+        settings=settings,
     ) as w:
         items = items_of(w)
         journal = Journal(path)
