@@ -126,7 +126,7 @@ class _Watch:
     query_version: int = 0
     gap: float = MIN_GAP
     looking: bool = False
-    alone: bool = False  # describe this ENI on its own (it was missing from a page or a batched call failed)
+    alone: bool = False  # describe this ENI on its own (missing from a page, or a shared call refused)
     state: TaskState | None = None
     ended_at: float | None = None  # when a SUCCESS/FAILED reading arrived
     query_due: float | None = None
@@ -667,9 +667,10 @@ class Tracker:
                 w.vanished = True
                 self._schedule_query(w, now)
                 continue
-            if w.alone or not split:  # a call of this ENI alone failed
-                w.unread += 1
-            w.alone = w.alone or split
+            w.unread += 1
+            # Refused for good in a shared call: this ENI may be the one refused, so it is described alone.
+            # A transient failure says nothing about one ENI: it stays packed with the others.
+            w.alone = w.alone or (split and not exc.transient)
             if (
                 w.unread >= BLIND_LOOKS
             ):  # this ENI keeps failing to describe: its task may settle it (SUCCESS)
@@ -693,6 +694,7 @@ class Tracker:
             return
         w.error = None
         w.unread = 0
+        w.alone = False  # described: it may share calls again (alone only until this ENI is seen)
         ended = w.ended_at is not None and sent >= w.ended_at
         w.stale = False
         deleting = False

@@ -11,7 +11,7 @@ from eni_async.clock import FakeClock
 from eni_async.errors import ServerError
 from eni_async.models import EniInfo, TaskState, TaskStatus
 from eni_async.tracker import Tracker
-from tests.test_tracker import VPC, FakeCalls, release
+from tests.test_tracker import VPC, FakeCalls, clear_all, release
 
 
 class LateTask(FakeCalls):
@@ -206,3 +206,31 @@ async def test_a_bug_that_stops_the_loop_reaches_every_awaiter_and_a_later_track
     release(calls, "eni-1", "10.0.0.2")
     fate = await asyncio.wait_for(tracker.track(VPC, "eni-1", "t2", ["10.0.0.2"]), timeout=5.0)
     assert fate.released == ("10.0.0.2",)
+
+
+class FailsOnce(FakeCalls):
+    """The first describe call fails with a transient server error (after its retries); the rest are answered."""
+
+    failed = False
+
+    async def describe_many(self, eni_ids: Sequence[str]) -> dict[str, EniInfo]:
+        if not self.failed:
+            self.failed = True
+            self.log.append((self.clock.monotonic(), "ids-failed", tuple(eni_ids)))
+            raise ServerError("InternalError", "try again")
+        return await super().describe_many(eni_ids)
+
+
+async def test_one_failed_shared_look_does_not_split_its_enis_for_good() -> None:
+    """A transient failure of a call shared by 50 ENIs: they are looked at together again, not one by one."""
+    calls = FailsOnce(FakeClock())
+    tracker = Tracker(calls)
+    for i in range(50):
+        calls.add(f"eni-{i}", [f"10.7.0.{i + 2}"])
+    calls.later(3.0, lambda: clear_all(calls))
+    fates = await asyncio.gather(
+        *(tracker.track(VPC, f"eni-{i}", f"t{i}", list(calls.enis[f"eni-{i}"].ips)) for i in range(50))
+    )
+    assert all(f.released for f in fates)
+    assert len(calls.calls("ids-failed")[0][2]) == 50
+    assert len(calls.calls("ids")) <= 20, "looks stay packed after the failure"
