@@ -7,7 +7,8 @@ The budget also adapts (AIMD): a throttle answer cuts the rate to ``DECREASE`` o
 never below one), and each quiet window adds back ``RECOVERY`` of the configured rate, up to the configured
 rate or a limit the server stated (decisions.md D6). The client's window is ``WINDOW`` seconds, a little over
 the server's one second, so that jitter in when requests arrive cannot fit more than the limit into one of
-the server's windows.
+the server's windows. A fractional rate (6.5 per period) also spaces acquisitions ``period / rate`` apart,
+so that the long-run rate is the fraction and not the next whole number.
 """
 
 from __future__ import annotations
@@ -34,10 +35,14 @@ BURST_SLICES = 10
 class RateBudget(Throttler):
     """At most ``rate`` acquisitions in any ``period`` seconds, shared by every coroutine that uses it."""
 
-    def __init__(self, rate: int, clock: Clock, *, period: float = 1.0, name: str = "") -> None:
+    # asyncio-throttle annotates an int; its window arithmetic works as well with a fractional rate.
+    rate_limit: float  # type: ignore[assignment]
+
+    def __init__(self, rate: float, clock: Clock, *, period: float = 1.0, name: str = "") -> None:
         if rate < 1:
             raise ValueError(f"rate must be at least 1, not {rate}")
-        super().__init__(rate_limit=rate, period=period)
+        super().__init__(rate_limit=1, period=period)
+        self.rate_limit = rate
         self._clock = clock
         self.name = name
         self.configured = rate
@@ -52,9 +57,10 @@ class RateBudget(Throttler):
         return f"RateBudget({self.name!r}, rate={self.rate_limit}/{self.period}s)"
 
     @property
-    def rate(self) -> int:
-        """The current rate per period."""
-        return int(self.rate_limit)
+    def rate(self) -> float:
+        """The current rate per period (a whole number unless a fraction was configured)."""
+        rate: float = self.rate_limit
+        return int(rate) if float(rate).is_integer() else rate
 
     def flush(self) -> None:
         now = self._clock.monotonic()
@@ -82,6 +88,9 @@ class RateBudget(Throttler):
                     waits.append(self._task_logs[0] + self.period)
                 if len(self._burst_logs) >= burst_cap:
                     waits.append(self._burst_logs[0] + self.period / BURST_SLICES)
+                spaced = self._task_logs[-1] + self.period / self.rate_limit if self._task_logs else 0.0
+                if not float(self.rate_limit).is_integer() and spaced > self._clock.monotonic():
+                    waits.append(spaced)
                 if not waits:
                     break
                 await self._clock.sleep(max(max(waits) - self._clock.monotonic(), 0.0) + _EPSILON)
@@ -118,7 +127,7 @@ class RateBudget(Throttler):
 class Budgets:
     """One ``RateBudget`` per action, shared by every coroutine of a client."""
 
-    def __init__(self, rates: Mapping[str, int], clock: Clock, *, period: float = WINDOW) -> None:
+    def __init__(self, rates: Mapping[str, float], clock: Clock, *, period: float = WINDOW) -> None:
         self._budgets = {
             action: RateBudget(rate, clock, period=period, name=action) for action, rate in rates.items()
         }
