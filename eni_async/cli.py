@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from eni_async import __version__
 from eni_async.credentials import load_credentials
 from eni_async.errors import EniAsyncError, InputError, TaskFailedError, error_code, error_info
-from eni_async.settings import Settings, load_settings
+from eni_async.settings import Settings, defaults_file, load_settings, settings_as_dict
 
 log = logging.getLogger("eni_async.cli")
 
@@ -105,9 +105,30 @@ def _log_options(parser: argparse.ArgumentParser) -> None:
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", help="API endpoint, scheme://host[:port] (default: the dialect's)")
-    parser.add_argument("--region", help="region, e.g. ap-guangzhou")
+    parser.add_argument(
+        "--region",
+        help="region, e.g. ap-guangzhou (default: $TENCENTCLOUD_REGION, the settings file, the profile's "
+        "region, ap-guangzhou)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="credentials profile: the [NAME] section of ~/.tencentcloud/credentials and tccli's "
+        "~/.tccli/NAME.credential (default: $TCCLI_PROFILE, else default)",
+    )
     parser.add_argument("--dialect", choices=["v2", "v3"], help="API 2.0 (v2, default) or API 3.0 (v3)")
     parser.add_argument("--config", metavar="FILE", help="settings file (TOML); also $ENI_ASYNC_CONFIG")
+
+
+SETTINGS_HELP = """\
+settings: defaults, then the file (--config FILE or $ENI_ASYNC_CONFIG), then ENI_ASYNC_* variables, then
+options. Every key of 'eni-async config --defaults' has a variable: ENI_ASYNC_ and the key in capitals, a
+section's key joined with _ (ENI_ASYNC_REGION, ENI_ASYNC_RATE_LIMITS_TASK_QUERY=6.5, ENI_ASYNC_POLL_ADAPTIVE=false).
+profile: --profile > ENI_ASYNC_PROFILE > TCCLI_PROFILE > file > default.
+region: --region > ENI_ASYNC_REGION > TENCENTCLOUD_REGION > file > the profile's region > ap-guangzhou
+(-v logs the one chosen and where it came from).
+
+example: eni-async demo"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="eni-async",
         description="Release secondary private IPs from Tencent Cloud ENIs.",
-        epilog="example: eni-async demo",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"eni-async {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-v INFO, -vv DEBUG)")
@@ -178,7 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
             "Print a journal's items by state and outcome as one JSON object.",
             "eni-async status batch.journal",
             cli_batch.add_status_arguments,
-            _with_settings(cli_batch.run_status),
+            cli_batch.run_status,
+        ),
+        Command(
+            "config",
+            "print the settings in force, or the documented defaults",
+            "Print the settings in force (file, ENI_ASYNC_* variables and options applied) as one JSON "
+            "object, or with --defaults the documented settings file, every key with its default.",
+            "eni-async config --defaults > my-settings.toml",
+            _add_config_arguments,
+            _run_config,
+            client_options=True,
         ),
     ):
         sub = commands.add_parser(
@@ -213,6 +245,21 @@ def _add_unassign_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, help="seconds to wait for each task")
 
 
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--defaults", action="store_true", help="print the documented settings file (TOML) and exit"
+    )
+
+
+async def _run_config(args: argparse.Namespace) -> int:
+    if args.defaults:
+        sys.stdout.write(defaults_file())
+        sys.stdout.flush()
+        return EXIT_OK
+    emit(settings_as_dict(settings_from(args)))
+    return EXIT_OK
+
+
 def _with_settings(
     run: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]],
 ) -> Handler:
@@ -225,7 +272,7 @@ def _with_settings(
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the file and environment, then the command-line options."""
     overrides: dict[str, Any] = {}
-    for name in ("endpoint", "region", "dialect"):
+    for name in ("endpoint", "region", "dialect", "profile"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -259,7 +306,8 @@ async def _run_unassign(args: argparse.Namespace) -> int:
                 for chunk in validation.chunks(ips):
                     task_id, request_id = await client._submit(vpc, eni, chunk)
                     task_ids.append(task_id)
-                    request_ids.append(request_id)
+                    if request_id:  # API 2.0 answers carry none
+                        request_ids.append(request_id)
                 output.update(status="submitted", task_ids=task_ids, request_ids=request_ids)
                 output.update(released=[], error=None)
                 emit(output)
@@ -275,7 +323,7 @@ async def _run_unassign(args: argparse.Namespace) -> int:
             output.update(
                 status="failed",
                 task_ids=task_ids,
-                request_ids=list(partial.request_ids) if partial else [],
+                request_ids=[r for r in partial.request_ids if r] if partial else [],
                 released=list(partial.released) if partial else [],
                 error=error_info(exc),
             )
@@ -285,7 +333,7 @@ async def _run_unassign(args: argparse.Namespace) -> int:
     output.update(
         status="succeeded",
         task_ids=list(result.task_ids),
-        request_ids=list(result.request_ids),
+        request_ids=[r for r in result.request_ids if r],
         released=list(result.released),
         error=None,
     )
@@ -342,7 +390,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except EniAsyncError as exc:
         info = error_info(exc)
-        fields = {"code": info["code"], "request_id": getattr(exc, "request_id", None)}
+        fields = {key: info[key] for key in ("code", "request_id") if key in info}
         tell(f"eni-async: error: {info['message']}", as_json=as_json, level=logging.ERROR, **fields)
         return EXIT_FAILED
     except Exception as exc:  # a bug: say so in one line, never a traceback

@@ -22,7 +22,7 @@ from eni_async import metrics as metrics_cli
 from eni_async.cli import json_lines, tell
 from eni_async.client import EniClient
 from eni_async.credentials import load_credentials
-from eni_async.errors import InputError
+from eni_async.errors import ConfigError, InputError
 from eni_async.inputs import count_lines, read_items
 from eni_async.journal import Journal
 from eni_async.metrics import Metrics, MetricsEndpoint
@@ -269,8 +269,8 @@ async def run_resume(args: argparse.Namespace, settings: Settings) -> int:
         return 0 if set(journal.outcome_counts()) <= {SUCCEEDED} and not journal.counts()["pending"] else 1
 
 
-async def run_status(args: argparse.Namespace, settings: Settings) -> int:
-    """``eni-async status``: counts of a journal's items by state and by outcome."""
+async def run_status(args: argparse.Namespace) -> int:
+    """``eni-async status``: counts of a journal's items by state and by outcome (no settings are read)."""
     with _open_journal(args.journal, new=False) as journal:
         print(json.dumps({"items": journal.counts(), "outcomes": journal.outcome_counts()}))
     return 0
@@ -292,12 +292,16 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.enis < 1 or args.ips_per_eni < 1:
         raise InputError("--enis/--ips-per-eni", f"{args.enis}/{args.ips_per_eni}", "must be at least 1")
+    try:
+        faults = load_fault_profile(args.faults)
+    except ConfigError as exc:
+        raise ConfigError("--faults", args.faults, exc.reason) from None
     config = SimulatorConfig(
         enis=args.enis,
         ips_per_eni=args.ips_per_eni,
         seed=args.seed,
         task_latency=_latency(args.task_latency),
-        faults=load_fault_profile(args.faults),
+        faults=faults,
     )
     sim = Simulator(config)
     show = _show_progress(args)

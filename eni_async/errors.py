@@ -374,9 +374,13 @@ def error_code(exc: BaseException) -> str:
 
 
 def error_info(exc: BaseException) -> dict[str, str]:
-    """``{"code", "message"}`` for output; the message includes the request id when there is one."""
+    """``{"code", "message"}`` for output, plus ``request_id`` as its own field when there is one (never
+    ``null``: API 2.0 answers carry none); the message names the request id too, for people."""
     message = str(exc)
     request_id = getattr(exc, "request_id", None)
     if request_id and request_id not in message:
         message += f" (request id {request_id})"
-    return {"code": error_code(exc), "message": message}
+    info = {"code": error_code(exc), "message": message}
+    if request_id:
+        info["request_id"] = request_id
+    return info

@@ -387,15 +387,29 @@ def test_error_code(exc: BaseException, code: str) -> None:
 
 
 def test_error_info_adds_a_missing_request_id() -> None:
-    """``error_info`` gives code and message, adding the request id when the message lacks it."""
+    """``error_info`` gives code, message and ``request_id``, adding the request id to a message that lacks it."""
     info = errors.error_info(ProtocolError("DescribeVpcTaskResult: HTTP 502", status=502, request_id="r-2"))
-    assert info == {"code": "BadAnswer", "message": "DescribeVpcTaskResult: HTTP 502 (request id r-2)"}
+    assert info == {
+        "code": "BadAnswer",
+        "message": "DescribeVpcTaskResult: HTTP 502 (request id r-2)",
+        "request_id": "r-2",
+    }
+
+
+def test_error_info_without_a_request_id_has_no_such_field() -> None:
+    """An error without a request id (API 2.0 answers carry none) has no ``request_id`` key, never null."""
+    info = errors.error_info(ApiError("InternalError", "boom"))
+    assert info == {"code": "InternalError", "message": "InternalError: boom"}
 
 
 def test_error_info_does_not_repeat_the_request_id() -> None:
     """An API error whose message already names the request id keeps a single mention of it."""
     info = errors.error_info(ApiError("InternalError", "boom", request_id="r-3"))
-    assert info == {"code": "InternalError", "message": "InternalError: boom (request id r-3)"}
+    assert info == {
+        "code": "InternalError",
+        "message": "InternalError: boom (request id r-3)",
+        "request_id": "r-3",
+    }
     assert info["message"].count("r-3") == 1
 
 

@@ -13,8 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from eni_async import metrics
@@ -23,7 +26,7 @@ from eni_async.simulator.app import Simulator
 from eni_async.simulator.config import SimulatorConfig
 from eni_async.simulator.faults import FaultProfile, load_fault_profile
 from eni_async.simulator.limits import DEFAULT_RATE_LIMITS
-from eni_async.simulator.server import running
+from eni_async.simulator.server import RunningServer, running
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +107,7 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
     try:
         faults: FaultProfile = load_fault_profile(args.faults)
     except ConfigError as exc:
-        raise ConfigError("--faults", args.faults, f"{exc.field}: {exc.reason}") from None
+        raise ConfigError("--faults", args.faults, exc.reason) from None
     keys = {args.secret_id: args.secret_key} if args.secret_id else None
     return SimulatorConfig(
         enis=args.enis,
@@ -118,6 +121,20 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
     )
 
 
+@asynccontextmanager
+async def _listening(sim: Simulator, args: argparse.Namespace) -> AsyncIterator[RunningServer]:
+    """``running`` on ``--host``/``--port``; an address that cannot be bound (a busy port) is a one-line
+    ``ConfigError`` naming ``--port``, not a crash."""
+    async with AsyncExitStack() as stack:
+        try:
+            server = await stack.enter_async_context(running(sim, host=args.host, port=args.port))
+        except OSError as exc:
+            # asyncio's message repeats the address; the errno's own text is the one-line reason.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigError("--port", args.port, f"cannot listen on {args.host}: {reason}") from None
+        yield server
+
+
 async def serve(args: argparse.Namespace) -> int:
     """Run the simulator until SIGINT or SIGTERM (or cancellation); print one JSON line when ready."""
     config = build_config(args)
@@ -128,10 +145,7 @@ async def serve(args: argparse.Namespace) -> int:
         raise ConfigError(option, exc.value, f"{exc.field}: {exc.reason}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with (
-        metrics.endpoint_from(args) as endpoint,
-        running(sim, host=args.host, port=args.port) as server,
-    ):
+    async with metrics.endpoint_from(args) as endpoint, _listening(sim, args) as server:
         if endpoint is not None:
             metrics.register_simulator(sim, endpoint.registry)
         installed: list[signal.Signals] = []
