@@ -121,7 +121,7 @@ async def run_items(
         if out is None:
             kept.append(data)
         else:
-            out.write(json.dumps(data, ensure_ascii=False) + "\n")
+            bar.write(out, json.dumps(data, ensure_ascii=False) + "\n")
 
     for outcome in settled:
         summary.add(outcome)

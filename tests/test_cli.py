@@ -417,3 +417,53 @@ async def test_error_object_carries_the_request_id(
     error = json.loads(capsys.readouterr().out)["error"]
     assert error["request_id"]
     assert error["request_id"] in error["message"]
+
+
+def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
+    """On one terminal, each JSON line and each log line starts its own line, never glued after the bar."""
+    import fcntl
+    import logging
+    import os
+    import re
+    import struct
+    import termios
+
+    from eni_async.batch import BatchStats
+    from eni_async.cli import logging_to_stderr
+    from eni_async.progress import Progress
+
+    master, worker = os.openpty()
+    # A terminal of 100 columns (a new pty has 0, and tqdm would draw nothing).
+    fcntl.ioctl(worker, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    with open(worker, "w", encoding="utf-8", closefd=True) as screen:
+        # stdout and stderr on one terminal: the same tty, two file objects.
+        with open(os.dup(screen.fileno()), "w", encoding="utf-8") as out:
+            stats = BatchStats()
+            with logging_to_stderr(0, "human", stream=screen):
+                bar = Progress(stats, total=3, enabled=True, stream=screen)
+                for n in range(3):
+                    stats.done = n
+                    bar.update()
+                    bar._bar.refresh()  # type: ignore[union-attr]
+                    bar.write(out, json.dumps({"n": n}) + "\n")
+                    logging.getLogger("eni_async.test").warning("line %d", n)
+                bar.close()
+        screen.flush()
+        data = b""
+        while chunk := _read_ready(master):
+            data += chunk
+    os.close(master)
+    segments = re.split(r"[\r\n]", data.decode("utf-8", "replace"))
+    assert any("eni/s" in s for s in segments), "the bar was drawn"
+    for n in range(3):
+        assert json.dumps({"n": n}) in segments, f"result line {n} shares a line with the bar"
+        assert any(s.endswith(f"WARNING eni_async.test: line {n}") and "eni/s" not in s for s in segments)
+
+
+def _read_ready(fd: int) -> bytes:
+    """What the terminal has to read now (nothing when it is drained)."""
+    import os
+    import select
+
+    ready, _, _ = select.select([fd], [], [], 0.05)
+    return os.read(fd, 65536) if ready else b""
