@@ -26,7 +26,7 @@ import os
 import re
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -348,13 +348,13 @@ def load_settings(
         if "region" in data:
             region_from = f"the settings file {file}"
     if environ.get(PROFILE_ENV):
-        settings = from_mapping({"profile": environ[PROFILE_ENV]}, base=settings, source=PROFILE_ENV)
+        settings = _from_variables({"profile": environ[PROFILE_ENV]}, settings, lambda _: PROFILE_ENV)
     if environ.get(REGION_ENV):
-        settings = from_mapping({"region": environ[REGION_ENV]}, base=settings, source=REGION_ENV)
+        settings = _from_variables({"region": environ[REGION_ENV]}, settings, lambda _: REGION_ENV)
         region_from = REGION_ENV
     env = from_environment(environ)
     if env:
-        settings = from_mapping(env, base=settings, source="the environment")
+        settings = _from_variables(env, settings, env_name)
         if "region" in env:
             region_from = env_name("region")
     if overrides:
@@ -365,7 +365,8 @@ def load_settings(
         found = profile_region(settings.profile, home=home, etc=etc)
         if found is not None:
             region, region_from = found
-            settings = from_mapping({"region": region}, base=settings, source=region_from)
+            where = region_from
+            settings = _from_variables({"region": region}, settings, lambda _: f"region in {where}")
     log.info(
         "region %s (from %s), profile %s",
         settings.region,
@@ -374,6 +375,17 @@ def load_settings(
         extra={"region": settings.region, "region_from": region_from, "profile": settings.profile},
     )
     return settings
+
+
+def _from_variables(data: Mapping[str, Any], base: Settings, name_of: Callable[[str], str]) -> Settings:
+    """``from_mapping`` for values read from variables or files other than the settings file: a bad value's
+    error names where it was read (``ENI_ASYNC_CONCURRENCY``, ``TENCENTCLOUD_REGION``), not only the key."""
+    try:
+        return from_mapping(data, base=base, source="the environment")
+    except ConfigError as exc:
+        if exc.field.startswith(ENV_PREFIX):
+            raise
+        raise ConfigError(name_of(exc.field), exc.value, exc.reason) from None
 
 
 def profile_region(

@@ -313,12 +313,16 @@ def test_environment_beats_the_file_and_arguments_beat_the_environment(tmp_path:
         ("ENI_ASYNC_CONCURRENCY", "many", "whole number"),
         ("ENI_ASYNC_POLL_ADAPTIVE", "maybe", "true or false"),
         ("ENI_ASYNC_TIMEOUTS_READ", "1s", "number"),
+        ("ENI_ASYNC_CONCURRENCY", "0", "between 1 and"),
+        ("ENI_ASYNC_POLL_TIMEOUT", "-1", "positive"),
+        ("ENI_ASYNC_DIALECT", "v9", "v2, v3"),
+        ("TENCENTCLOUD_REGION", "Bad_Region", "lowercase"),
         ("ENI_ASYNC_REGOIN", "ap-shanghai", "did you mean 'ENI_ASYNC_REGION'?"),
         ("ENI_ASYNC_RATE_LIMIT_TASK_QUERY", "5", "did you mean 'ENI_ASYNC_RATE_LIMITS_TASK_QUERY'?"),
     ],
 )
 def test_bad_environment_variable_is_an_error_naming_it(name: str, text: str, hint: str) -> None:
-    """A value of the wrong type, or an unknown ``ENI_ASYNC_*`` name, is a ``ConfigError`` naming the variable."""
+    """A bad value from a variable, or an unknown ``ENI_ASYNC_*`` name, is a ``ConfigError`` naming the variable."""
     with pytest.raises(ConfigError) as info:
         load_settings(environ={name: text})
     assert info.value.field == name
@@ -462,6 +466,14 @@ def test_profile_region_comes_from_the_named_profile(tmp_path: Path) -> None:
     )
     settings = load_settings(environ={}, overrides={"profile": "ops"}, home=home, etc=tmp_path / "etc")
     assert settings.region == "ap-b"
+
+
+def test_bad_profile_region_names_the_file(tmp_path: Path) -> None:
+    """A malformed region in a profile file is an error naming that file and section."""
+    home = _profile_home(tmp_path, credentials="[default]\nregion = Not A Region\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, home=home, etc=tmp_path / "etc")
+    assert info.value.field == f"region in {home / '.tencentcloud' / 'credentials'} [default]"
 
 
 @pytest.mark.parametrize("content", ["not json", '["a list"]', '{"_sys_param": "x"}'])
