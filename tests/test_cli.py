@@ -364,18 +364,25 @@ def test_status_ignores_settings_it_does_not_use(
     assert json.loads(capsys.readouterr().out)["items"]["pending"] == 0
 
 
-def test_simulate_on_a_busy_port_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    """A second simulator on a port in use: one line naming --port, exit 2, no 'please report it'."""
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [(["simulate", "--port"], "--port"), (["simulate", "--metrics-port"], "--metrics-port"),
+     (["demo", "--enis", "1", "--metrics-port"], "--metrics-port")],
+)  # fmt: skip
+def test_busy_port_is_one_line_exit_2(
+    command: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A port in use (the simulator's or the metrics'): one line naming the option, exit 2, no 'please report it'."""
     import socket
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        code = main(["simulate", "--port", str(port)])
+        code = main([*command, str(port)])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("eni-async: error: --port: cannot listen on 127.0.0.1: ")
+    assert err.startswith(f"eni-async: error: {option}: cannot listen on 127.0.0.1: ")
     assert "report" not in err
     assert len(err.strip().splitlines()) == 1
 
