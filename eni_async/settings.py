@@ -249,9 +249,12 @@ def _did_you_mean(key: str, candidates: list[str], *, prefix: str = "") -> str:
 
 
 def _field_type(cls: type[Any], name: str) -> type[Any]:
-    """The declared type of a settings field (``float`` fields accept integers too)."""
+    """The declared type of a settings field (``float`` fields accept integers too; ``X | None`` is ``X``)."""
     hint = typing.get_type_hints(cls)[name]
-    return hint if isinstance(hint, type) else object
+    if isinstance(hint, type):
+        return hint
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 and isinstance(args[0], type) else object
 
 
 def _typed(key: str, expected: type[Any], value: Any, source: str) -> Any:
