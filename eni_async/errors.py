@@ -313,7 +313,7 @@ class TaskFailedError(EniAsyncError):
 
 # Business codes (API 2.0 ``codeDesc`` and API 3.0 ``Error.Code``) -> class, matched exactly.
 CODE_CLASSES: Mapping[str, type[ApiError]] = {
-    # API 2.0 codeDesc strings (decisions.md table)
+    # API 2.0 codeDesc strings (docs/protocol.md, the error table)
     "InvalidVpc.NotFound": VpcNotFoundError,
     "InvalidNetworkInterface.NotFound": EniNotFoundError,
     "InvalidPrivateip.IsPrimary": PrimaryIpError,

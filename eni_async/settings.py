@@ -61,7 +61,7 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class RateLimits:
-    """Requests per second per action, per SecretId (decisions.md D8); a fraction (6.5) is allowed, e.g. to
+    """Requests per second per action, per SecretId (docs/protocol.md D8); a fraction (6.5) is allowed, e.g. to
     share one account's quota between processes."""
 
     unassign: float = 100

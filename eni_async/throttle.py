@@ -5,7 +5,7 @@ while full. ``RateBudget`` keeps its window and its ``rate_limit`` knob, reads t
 exactly until the oldest send leaves the window, so tests run in fake time and a full budget costs no CPU.
 The budget also adapts (AIMD): a throttle answer cuts the rate to ``DECREASE`` of itself (once per window,
 never below one), and each quiet window adds back ``RECOVERY`` of the configured rate, up to the configured
-rate or a limit the server stated (decisions.md D6). The client's window is ``WINDOW`` seconds, a little over
+rate or a limit the server stated (docs/protocol.md D6). The client's window is ``WINDOW`` seconds, a little over
 the server's one second, so that jitter in when requests arrive cannot fit more than the limit into one of
 the server's windows. A fractional rate (6.5 per period) also spaces acquisitions ``period / rate`` apart,
 so that the long-run rate is the fraction and not the next whole number.

@@ -188,3 +188,22 @@ def test_wheel_carries_the_documented_settings_file() -> None:
         "flaky.toml",
         "hostile.toml",
     }
+
+
+# Built from pieces, so that this file does not match itself.
+OUTSIDE = re.compile("decisions" + r"\.md|vpc-api" + r"\.md|\.\./" + "shared")
+ISSUE = re.compile(r"\bissues? " + r"#?\d+", re.IGNORECASE)
+
+
+def test_the_repository_cites_no_file_outside_itself() -> None:
+    """No file points at documents outside the repository (docs/protocol.md holds them), and no code names an issue."""
+    files = [ROOT / "README.md", ROOT / ".ci" / "run"]
+    for folder in ("eni_async", "tests", "examples", "bench", "config", "docs"):
+        files += [
+            p for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".md", ".toml") and p.is_file()
+        ]
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert not OUTSIDE.search(text), f"{path.relative_to(ROOT)} cites a file outside the repository"
+        if path.suffix == ".py":
+            assert not ISSUE.search(text), f"{path.relative_to(ROOT)} names an issue number"

@@ -1,6 +1,6 @@
 """``SimulatorConfig``: everything that shapes one simulator, as a frozen value checked on creation.
 
-``rate_limits`` is merged over Tencent's defaults (decisions.md D8), a value of 0 or None makes that action
+``rate_limits`` is merged over Tencent's defaults (docs/protocol.md D8), a value of 0 or None makes that action
 unlimited, and ``rate_limits=None`` means no limits at all. ``keys=None`` generates one key pair from the
 seed (a toy pair, fine to print). Bad values raise ``ConfigError`` naming the field.
 """

@@ -1,6 +1,6 @@
 """Per-SecretId per-action rate limits and API 2.0 nonce replay protection, both on the injected clock.
 
-Rate limits count requests in fixed one-second windows of ``clock.monotonic()`` (decisions.md D8): the
+Rate limits count requests in fixed one-second windows of ``clock.monotonic()`` (docs/protocol.md D8): the
 request that makes the count exceed the limit, and every later one in that second, is refused with Tencent's
 message (D6) and has no effect. The replay guard remembers each (SecretId, Nonce) for the replay window (D15)
 and forgets it afterwards, in O(1) amortised per request.
