@@ -25,7 +25,7 @@ SERVED = {"enis": 8, "ips_per_eni": 3, "seed": 5}
 
 # The keys of every outcome line, from batch and unassign alike ("decisions" and "line" when there are any).
 SCHEMA = {
-    "vpc_id", "eni_id", "ips", "status", "released", "not_released", "unknown", "absent",
+    "vpc_id", "eni_id", "ips", "status", "released", "not_released", "unknown", "absent", "confirmed_by",
     "task_ids", "request_ids", "error", "attempts", "elapsed_s",
 }  # fmt: skip
 
@@ -448,8 +448,8 @@ def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
     import termios
 
     from eni_async.batch import BatchStats
-    from eni_async.cli import logging_to_stderr
     from eni_async.progress import Progress
+    from eni_async.terminal import logging_to_stderr
 
     master, worker = os.openpty()
     # A terminal of 100 columns (a new pty has 0, and tqdm would draw nothing).

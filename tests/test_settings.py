@@ -285,9 +285,14 @@ def test_every_scalar_setting_has_an_environment_variable() -> None:
     for key in scalar_keys():
         section, _, leaf = key.rpartition(".")
         default = getattr(getattr(defaults, section), leaf) if section else getattr(defaults, leaf)
-        text = samples[type(default)] if key not in ("region", "dialect", "sign_method", "profile") else None
-        if text is None:
-            text = {"region": "ap-chengdu", "dialect": "v3", "sign_method": "HmacSHA1", "profile": "ops"}[key]
+        chosen = {
+            "region": "ap-chengdu",
+            "dialect": "v3",
+            "sign_method": "HmacSHA1",
+            "profile": "ops",
+            "confirm": "task",
+        }
+        text = chosen.get(key, samples[type(default)])
         loaded = load_settings(environ={env_name(key): text})
         value = getattr(getattr(loaded, section), leaf) if section else getattr(loaded, leaf)
         expected = {"false": False, "7": 7, "3.5": 3.5, "": ""}.get(text, text)

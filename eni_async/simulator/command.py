@@ -20,12 +20,13 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from eni_async import metrics
+from eni_async import prometheus
 from eni_async.errors import ConfigError, InputError
 from eni_async.simulator.app import Simulator
 from eni_async.simulator.config import SimulatorConfig
 from eni_async.simulator.faults import FaultProfile, load_fault_profile
 from eni_async.simulator.limits import DEFAULT_RATE_LIMITS
+from eni_async.simulator.metrics import register_simulator
 from eni_async.simulator.server import RunningServer, running
 
 
@@ -62,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--secret-id", default=None, help="SecretId to accept (default: a generated pair)")
     parser.add_argument("--secret-key", default=None, help="SecretKey for --secret-id")
-    metrics.add_arguments(parser)
+    prometheus.add_arguments(parser)
 
 
 def parse_latency(text: str) -> tuple[float, float]:
@@ -145,9 +146,9 @@ async def serve(args: argparse.Namespace) -> int:
         raise ConfigError(option, exc.value, f"{exc.field}: {exc.reason}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with metrics.endpoint_from(args) as endpoint, _listening(sim, args) as server:
+    async with prometheus.endpoint_from(args) as endpoint, _listening(sim, args) as server:
         if endpoint is not None:
-            metrics.register_simulator(sim, endpoint.registry)
+            register_simulator(sim, endpoint.registry)
         installed: list[signal.Signals] = []
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):
