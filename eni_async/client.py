@@ -55,6 +55,7 @@ from eni_async.transport import AiohttpTransport
 
 if TYPE_CHECKING:
     from eni_async.metrics import Metrics
+    from eni_async.shared_quota import SharedBudgets
 
 log = logging.getLogger("eni_async")
 
@@ -89,7 +90,7 @@ class EniClient:
         self.dialect: Dialect = get_dialect(settings.dialect)
         self.endpoint = settings.resolved_endpoint
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.budgets = Budgets(settings.rate_limits.by_action(), self.clock)
+        self.budgets: Budgets | SharedBudgets = self._make_budgets(credentials)
         self.latencies = LatencyTracker()
         self._credentials = credentials
         self._rng = rng if rng is not None else random.Random()
@@ -108,9 +109,26 @@ class EniClient:
             f"secret_id={self._credentials.secret_id!r})"
         )
 
+    def _make_budgets(self, credentials: Credentials) -> Budgets | SharedBudgets:
+        """In-memory budgets, or with ``shared_quota`` budgets in Redis (only then is ``redis`` imported)."""
+        rates = self.settings.rate_limits.by_action()
+        if not self.settings.shared_quota:
+            return Budgets(rates, self.clock)
+        from eni_async.shared_quota import SharedBudgets, account_key
+
+        return SharedBudgets(
+            rates,
+            self.clock,
+            url=self.settings.shared_quota,
+            account=account_key(credentials.secret_id, self.settings.quota_key),
+            region=self.settings.region,
+        )
+
     # -- lifecycle ------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        if not isinstance(self.budgets, Budgets):
+            await self.budgets.open()  # Redis unreachable at start: a ConfigError naming the URL
         if self._session is None:
             ssl: bool | ssl_module.SSLContext = self._ssl_option()
             connector = aiohttp.TCPConnector(limit=max(100, self.settings.concurrency * 2), ssl=ssl)
@@ -124,7 +142,9 @@ class EniClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the session if this client opened it."""
+        """Close the session if this client opened it, and the connections to a shared quota."""
+        if not isinstance(self.budgets, Budgets):
+            await self.budgets.close()
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
