@@ -49,7 +49,7 @@ from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, Su
 from eni_async.models import UnassignResult as UnassignResult
 from eni_async.policy import retrier, retryable
 from eni_async.poller import LatencyTracker, poll_until_done
-from eni_async.settings import Settings
+from eni_async.settings import Settings, mask_url
 from eni_async.throttle import Budgets
 from eni_async.transport import AiohttpTransport
 
@@ -114,8 +114,14 @@ class EniClient:
         rates = self.settings.rate_limits.by_action()
         if not self.settings.shared_quota:
             return Budgets(rates, self.clock)
-        from eni_async.shared_quota import SharedBudgets, account_key
-
+        try:
+            from eni_async.shared_quota import SharedBudgets, account_key
+        except ImportError as exc:
+            raise ConfigError(
+                "shared_quota",
+                mask_url(self.settings.shared_quota),
+                f"needs the redis package (pip install 'eni-async[redis]'): {exc}",
+            ) from None
         return SharedBudgets(
             rates,
             self.clock,

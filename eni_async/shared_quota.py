@@ -1,23 +1,24 @@
 """Rate budgets shared by many processes through Redis: one account's quota, however many replicas spend it.
 
 With ``shared_quota = "redis://HOST:PORT/DB"`` every per-action budget of a client reserves its send times
-from one Redis list per (account, region, action), in one server-side Lua script, so the reservation is
-atomic whatever the number of processes and machines. The script reads the server's ``TIME`` (the clocks
-of the clients do not matter), keeps the same rules as ``throttle.RateBudget``: at most ``rate`` sends in
-any ``WINDOW`` and at most a tenth of it in any tenth (spread evenly across the second), the same AIMD
-decrease on throttles (reported by any process, applied once per window to all) and the same recovery.
-Reservations are first come, first served and each process holds at most one outstanding reservation per
-action, so busy processes share the quota round-robin and an idle one costs nothing. If Redis is lost
-mid-run, each budget falls back to a local ``RateBudget`` of ``rate / processes`` (the processes seen
-using the action in the last ``HORIZON`` seconds; below one per window, a longer window), logs one WARNING,
-probes Redis every ``PROBE_INTERVAL`` seconds and returns to it when it answers. A Redis failure never fails
-a call: it only changes where the slot comes from. Why a hand-written script rather than a limiter library:
-the libraries on PyPI (``limits``, ``aiolimiter``, ``redis-rate-limit``...) count fixed or sliding windows
-but none keeps the tenths slicing, the shared adaptive rate or the FIFO reservation that make processes fair,
-and the whole script is forty lines over ``redis-py``'s asyncio client (the reference client, kept by
-Redis; ``hiredis`` speeds it up when installed). This module imports ``redis``; nothing imports this module
-unless ``shared_quota`` is set. The Redis password (from the URL or ``ENI_ASYNC_REDIS_PASSWORD``) never
-appears in a log line, an error or a repr.
+in one Redis list per (account, region, action), by one server-side Lua script, so a reservation is atomic
+whatever the number of processes and machines. The script reads the server's ``TIME`` (the clients' clocks
+do not matter) and keeps ``throttle.RateBudget``'s rules: at most ``rate`` sends in any ``WINDOW``, spread
+evenly (one slot every ``WINDOW / rate``, which also keeps a tenth of the rate in any tenth), the same AIMD
+decrease on throttles (reported by any process, applied once per window, seen by all) and the same recovery.
+Slots are handed out first come, first served, one time per slot, and a process holds at most one
+outstanding reservation per action, so busy processes take turns (fair shares) and an idle one costs
+nothing. If Redis is lost mid-run, each budget falls back to a local ``RateBudget`` of ``rate / processes``
+(the processes that used the action in the last ``HORIZON`` seconds; below one call per window each, one
+call per proportionally longer window), logs one WARNING, tries Redis again every ``PROBE_INTERVAL``
+seconds and goes back to it when it answers, gating by the local budget for one more window. A Redis
+failure never fails a call: it only changes where the slot comes from. Why a script of our own, over
+``redis-py``'s asyncio client (the reference client, kept by Redis; ``hiredis`` speeds it up when
+installed): ``limits``, the well-kept limiter with Redis storage, answers only "allowed now or not" for a
+fixed or moving window, so waiting processes would poll and race (unfair, and bursty at window edges) and
+it has no shared adaptive rate; ``aiolimiter`` is in-process only. Nothing imports this module (nor
+``redis``) unless ``shared_quota`` is set. The Redis password (from the URL or ``ENI_ASYNC_REDIS_PASSWORD``)
+never appears in a log line, an error or a repr.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from redis.exceptions import RedisError
 from eni_async.clock import Clock
 from eni_async.errors import ConfigError
 from eni_async.settings import mask_url
-from eni_async.throttle import BURST_SLICES, DECREASE, RECOVERY, WINDOW, RateBudget
+from eni_async.throttle import DECREASE, RECOVERY, WINDOW, RateBudget
 
 log = logging.getLogger("eni_async.shared_quota")
 
@@ -57,42 +58,40 @@ SOCKET_TIMEOUT = 1.0
 _MICRO = 1_000_000
 
 # KEYS: the reservation list, the adaptive-rate hash, the members sorted set (one hash slot: see key()).
-# ARGV: configured rate, window (µs), slices, member id, now (µs; '' = the server's TIME), throttle
-# reports since the last call, stated limit (0 = none), decrease, recovery, TTL (ms), horizon (µs).
+# ARGV: configured rate, window (µs), member id, now (µs; '' = the server's TIME), throttle reports since
+# the last call, stated limit (0 = none), decrease, recovery, TTL (ms), horizon (µs).
 # Returns {delay until the reserved send time (µs), the current rate, the active processes}.
 # Times are whole microseconds: exact in a double, unlike fractional seconds since 1970.
 RESERVE = """
-local configured = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local slices = tonumber(ARGV[3])
+local configured, window, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local throttles, stated = tonumber(ARGV[5]), tonumber(ARGV[6])
+local decrease, recovery, ttl, horizon = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
 local now
-if ARGV[5] == '' then
+if ARGV[4] == '' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 else
-  now = tonumber(ARGV[5])
+  now = tonumber(ARGV[4])
 end
 local st = redis.call('HMGET', KEYS[2], 'rate', 'ceiling', 'last_change', 'last_decrease')
 local ceiling = math.min(tonumber(st[2]) or configured, configured)
 local rate = math.min(tonumber(st[1]) or configured, ceiling)
 local last_change = tonumber(st[3]) or now
 local last_decrease = tonumber(st[4]) or (now - 2 * window)
-if tonumber(ARGV[6]) > 0 then
-  local stated = tonumber(ARGV[7])
+if throttles > 0 then
   if stated >= 1 then ceiling = math.min(configured, stated) end
   if now - last_decrease < window then
     rate = math.min(rate, ceiling)
   else
     last_decrease = now
-    rate = math.max(1, math.min(ceiling, math.floor(rate * tonumber(ARGV[8]))))
+    rate = math.max(1, math.min(ceiling, math.floor(rate * decrease)))
     last_change = now
   end
 end
 if rate < ceiling then
   local periods = math.floor((now - last_change) / window)
   if periods > 0 then
-    local step = math.max(1, math.floor(configured * tonumber(ARGV[9])))
-    rate = math.min(ceiling, rate + periods * step)
+    rate = math.min(ceiling, rate + periods * math.max(1, math.floor(configured * recovery)))
     last_change = last_change + periods * window
   end
 else
@@ -100,20 +99,16 @@ else
 end
 local n = redis.call('LLEN', KEYS[1])
 local at = now
-if n > 0 then at = math.max(at, tonumber(redis.call('LINDEX', KEYS[1], -1))) end
+if n > 0 then at = math.max(at, tonumber(redis.call('LINDEX', KEYS[1], -1)) + math.floor(window / rate)) end
 if n >= rate then at = math.max(at, tonumber(redis.call('LINDEX', KEYS[1], -rate)) + window) end
-local burst = math.ceil(rate / slices)
-if n >= burst then
-  at = math.max(at, tonumber(redis.call('LINDEX', KEYS[1], -burst)) + math.floor(window / slices))
-end
 redis.call('RPUSH', KEYS[1], string.format('%d', at))
 redis.call('LTRIM', KEYS[1], -configured, -1)
 redis.call('HSET', KEYS[2], 'rate', rate, 'ceiling', ceiling,
   'last_change', string.format('%d', last_change), 'last_decrease', string.format('%d', last_decrease))
-redis.call('ZADD', KEYS[3], now, ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[11]))
+redis.call('ZADD', KEYS[3], now, member)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - horizon)
 local active = redis.call('ZCARD', KEYS[3])
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[10]) end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
 return {string.format('%d', at - now), rate, active}
 """
 
@@ -197,7 +192,7 @@ class RedisQuota:
             return None
         self._connect()
         args = [
-            configured, int(WINDOW * _MICRO), BURST_SLICES, self.member,
+            configured, int(WINDOW * _MICRO), self.member,
             "" if self._server_time else str(int(self._clock.time() * _MICRO)),
             throttles, stated or 0, DECREASE, RECOVERY, int(TTL * 1000), int(HORIZON * _MICRO),
         ]  # fmt: skip
@@ -259,23 +254,32 @@ class SharedBudget:
     async def acquire(self) -> None:
         """Wait for this process's next slot: reserved in Redis, or from the local share while Redis is lost."""
         async with self._lock:
-            reported = self.throttles - self._reported
-            answer = await self._quota.reserve(self._keys, self.configured, reported, self._stated)
-            if answer is None:
+            delay = await self.reserve()
+            if delay is None:
                 await self._fallback().acquire()
                 return
-            self._reported += reported
-            delay, self._rate, self.active = answer
-            if self._local is not None:
-                # Back from a fallback: the local sends of the last window are unknown to Redis, so the
-                # local budget keeps gating for one more window.
-                self._local_until = self._clock.monotonic() + WINDOW
-                local, self._local = self._local, None
-                self._gate = local
             if delay > 0:
                 await self._clock.sleep(delay)
             if self._gate is not None and self._clock.monotonic() < self._local_until:
                 await self._gate.acquire()
+
+    async def reserve(self) -> float | None:
+        """Reserve the next slot in Redis and return the seconds until it (None: Redis is lost just now).
+
+        Throttle answers reported since the last reservation go with it, so every process slows at once.
+        """
+        reported = self.throttles - self._reported
+        answer = await self._quota.reserve(self._keys, self.configured, reported, self._stated)
+        if answer is None:
+            return None
+        self._reported += reported
+        delay, self._rate, self.active = answer
+        if self._local is not None:
+            # Back from a fallback: the local sends of the last window are unknown to Redis, so the local
+            # budget keeps gating for one more window.
+            self._local_until = self._clock.monotonic() + WINDOW
+            self._gate, self._local = self._local, None
+        return delay
 
     def _fallback(self) -> RateBudget:
         if self._local is None:
