@@ -206,6 +206,24 @@ async def test_the_password_comes_from_the_url_or_the_environment(
         server.stop()
 
 
+async def test_rediss_verifies_the_servers_certificate(tmp_path: Path) -> None:
+    """``rediss://`` speaks TLS: refused against an unknown CA, fine with ``?ssl_ca_certs=FILE``."""
+    server = RedisServer(tmp_path, tls=True)
+    server.start()
+    try:
+        untrusted = SharedBudgets({A: 5}, SystemClock(), url=server.url, account="tls", region="r")
+        with pytest.raises(ConfigError, match="certificate verify failed"):
+            await untrusted.open()
+        url = f"{server.url}?ssl_ca_certs={server.ca_file}"
+        trusted = SharedBudgets({A: 5}, SystemClock(), url=url, account="tls", region="r")
+        await trusted.open()
+        assert await trusted[A].reserve() == 0.0
+        assert await trusted[A].reserve() == pytest.approx(WINDOW / 5, abs=0.05)
+        await trusted.close()
+    finally:
+        server.stop()
+
+
 async def test_clients_in_one_process_share_in_real_time_on_the_servers_clock(
     redis_server: RedisServer,
 ) -> None:
