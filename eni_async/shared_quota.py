@@ -147,8 +147,9 @@ class RedisQuota:
             options: dict[str, Any] = {
                 "socket_timeout": SOCKET_TIMEOUT,
                 "socket_connect_timeout": SOCKET_TIMEOUT,
-                # Our own fallback is the retry: redis-py's default backs off for seconds per call.
-                "retry": Retry(NoBackoff(), 0),
+                # One immediate retry, on a fresh connection after a server restart; past that our own
+                # fallback is the retry (redis-py's default backs off for seconds per call).
+                "retry": Retry(NoBackoff(), 1),
             }
             if urlsplit(self.url).password is None and os.environ.get(PASSWORD_ENV):
                 options["password"] = os.environ[PASSWORD_ENV]
@@ -188,8 +189,10 @@ class RedisQuota:
         if not self.opened:  # a client used without ``async with``: the first call is the start
             await self.open()
         now = self._clock.monotonic()
-        if self.lost and now < self._next_probe:
-            return None
+        if self.lost:
+            if now < self._next_probe:
+                return None
+            self._next_probe = now + PROBE_INTERVAL  # one probe at a time, whichever budget makes it
         self._connect()
         args = [
             configured, int(WINDOW * _MICRO), self.member,
