@@ -10,8 +10,9 @@ Slots are handed out first come, first served, one time per slot, and a process 
 outstanding reservation per action, so busy processes take turns (fair shares) and an idle one costs
 nothing. If Redis is lost mid-run, each budget falls back to a local ``RateBudget`` of ``rate / processes``
 (the processes that used the action in the last ``HORIZON`` seconds; below one call per window each, one
-call per proportionally longer window), logs one WARNING, tries Redis again every ``PROBE_INTERVAL``
-seconds and goes back to it when it answers, gating by the local budget for one more window. A Redis
+call per proportionally longer window), starting one window after the last slot Redis may have granted,
+logs one WARNING, tries Redis again every ``PROBE_INTERVAL`` seconds and goes back to it when it answers,
+still gated by the local share until the other processes must be back too. A Redis
 failure never fails a call: it only changes where the slot comes from. Why a script of our own, over
 ``redis-py``'s asyncio client (the reference client, kept by Redis; ``hiredis`` speeds it up when
 installed): ``limits``, the well-kept limiter with Redis storage, answers only "allowed now or not" for a
@@ -239,6 +240,7 @@ class SharedBudget:
         self._local: RateBudget | None = None
         self._gate: RateBudget | None = None
         self._local_until = float("-inf")
+        self._local_from = float("-inf")
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -259,7 +261,11 @@ class SharedBudget:
         async with self._lock:
             delay = await self.reserve()
             if delay is None:
-                await self._fallback().acquire()
+                local = self._fallback()
+                wait = self._local_from - self._clock.monotonic()
+                if wait > 0:
+                    await self._clock.sleep(wait)
+                await local.acquire()
                 return
             if delay > 0:
                 await self._clock.sleep(delay)
@@ -278,15 +284,19 @@ class SharedBudget:
         self._reported += reported
         delay, self._rate, self.active = answer
         if self._local is not None:
-            # Back from a fallback: the local sends of the last window are unknown to Redis, so the local
-            # budget keeps gating for one more window.
-            self._local_until = self._clock.monotonic() + WINDOW
+            # Back from a fallback: Redis knows nothing of the local sends of the last window, nor of the
+            # other processes' until they too are back (their next probe), so the local budget keeps gating.
+            self._local_until = self._clock.monotonic() + PROBE_INTERVAL + WINDOW
             self._gate, self._local = self._local, None
         return delay
 
     def _fallback(self) -> RateBudget:
         if self._local is None:
             processes = max(1, self.active)
+            # Slots Redis granted stay good for a window, and the other processes may hold one each still
+            # ahead: the local share starts after both, so the window that straddles the loss is not spent
+            # twice.
+            self._local_from = self._clock.monotonic() + processes * WINDOW / self._rate + WINDOW
             share = self._rate // processes
             if share >= 1:
                 self._local = RateBudget(share, self._clock, period=WINDOW, name=self.name)

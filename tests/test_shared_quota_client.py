@@ -138,13 +138,16 @@ async def test_redis_killed_and_restarted_mid_batch_changes_no_outcome(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Redis killed mid-batch and started again: one WARNING each way, every IP released, no call doubled."""
-    sim = Simulator(SimulatorConfig(enis=30, ips_per_eni=1, seed=4, task_latency=(0.0, 0.0)))
+    limits = {"UnassignPrivateIpAddresses": 20, "DescribeVpcTaskResult": 20}
+    sim = Simulator(
+        SimulatorConfig(enis=30, ips_per_eni=1, seed=4, task_latency=(0.0, 0.0), rate_limits=limits)
+    )
     async with running(sim, host="127.0.0.1", port=0) as server:
         settings = Settings(
             endpoint=server.endpoint,
             region=sim.region,
             shared_quota=redis_server.url,
-            rate_limits=RateLimits(unassign=20, task_query=40),
+            rate_limits=RateLimits(unassign=20, task_query=20),
         )
         settings = replace(settings, poll=replace(settings.poll, first=0.01, initial=0.01))
         items = [
