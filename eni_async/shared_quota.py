@@ -356,6 +356,6 @@ class SharedBudgets:
 
 
 def key(account: str, region: str, action: str) -> list[str]:
-    """The three keys of one quota, in one hash slot (``{...}``) so a Redis Cluster can run the script."""
+    """The three keys of one quota, under one hash tag (``{...}``): one slot, should a cluster ever hold them."""
     tag = f"eni_async:{{{account}:{region}:{action}}}"
     return [f"{tag}:sends", f"{tag}:rate", f"{tag}:members"]
