@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from eni_async.cli import main
+from eni_async.cli import build_parser, main, settings_from
 from eni_async.client import EniClient
 from eni_async.clock import FakeClock
 from eni_async.errors import ConfigError
@@ -191,3 +192,19 @@ def test_simulator_counts_limits_per_sub_account() -> None:
     alone.check("AKID2", "DescribeVpcTaskResult")
     with pytest.raises(Exception, match="--sub-account"):
         parse_sub_accounts(["team"])
+
+
+def test_every_command_that_makes_a_client_takes_shared_quota(tmp_path: Path) -> None:
+    """Each command with client options (``--endpoint``) accepts ``--shared-quota`` into its settings."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    with_client = {
+        name: sub
+        for name, sub in commands.choices.items()
+        if any("--endpoint" in a.option_strings for a in sub._actions)
+    }
+    assert {"unassign", "batch", "resume"} <= set(with_client)
+    for sub in with_client.values():
+        assert any("--shared-quota" in a.option_strings for a in sub._actions)
+    args = parser.parse_args(["resume", str(tmp_path / "j"), "--shared-quota", "redis://127.0.0.1:6379/1"])
+    assert settings_from(args).shared_quota == "redis://127.0.0.1:6379/1"
