@@ -23,7 +23,7 @@ from eni_async.outcomes import Item
 from eni_async.settings import RateLimits, Settings, load_settings
 from eni_async.shared_quota import SharedBudgets
 from eni_async.simulator import Simulator, SimulatorConfig, running
-from eni_async.simulator.command import parse_sub_accounts
+from eni_async.simulator.command import build_config, parse_sub_accounts
 from eni_async.simulator.limits import RateLimiter
 from eni_async.simulator.rejects import Reject
 from eni_async.throttle import Budgets
@@ -208,3 +208,17 @@ def test_every_command_that_makes_a_client_takes_shared_quota(tmp_path: Path) ->
         assert any("--shared-quota" in a.option_strings for a in sub._actions)
     args = parser.parse_args(["resume", str(tmp_path / "j"), "--shared-quota", "redis://127.0.0.1:6379/1"])
     assert settings_from(args).shared_quota == "redis://127.0.0.1:6379/1"
+
+
+def test_simulate_takes_several_keys_and_sub_accounts() -> None:
+    """``simulate`` accepts repeated key pairs and ``--sub-account``, and refuses unpaired keys."""
+    parser = build_parser()
+    args = parser.parse_args(
+        ["simulate", "--secret-id", "AKID1", "--secret-key", "k1", "--secret-id", "AKID2", "--secret-key", "k2",
+         "--sub-account", "team=AKID1,AKID2"]
+    )  # fmt: skip
+    config = build_config(args)
+    assert config.key_pairs() == {"AKID1": "k1", "AKID2": "k2"}
+    assert config.accounts == {"AKID1": "team", "AKID2": "team"}
+    with pytest.raises(ConfigError, match="as many of each"):
+        build_config(parser.parse_args(["simulate", "--secret-id", "AKID1"]))
