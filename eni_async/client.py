@@ -1,8 +1,9 @@
 """``EniClient``: the one place where dialect, signing, transport, throttle and policies meet.
 
-A client is an async context manager that owns (or borrows) one aiohttp session and one set of rate budgets,
-and is safe to share between many coroutines. Every call goes: budget -> sign -> send -> parse, inside a
-tenacity retrier built from the retry table. A mutating call is retried only when it surely had no effect
+A client is an async context manager that owns (or borrows) one aiohttp session and one set of rate budgets
+(in memory, or with ``shared_quota`` in Redis, shared with other processes), and is safe to share between
+many coroutines. Every call goes: budget -> sign -> send -> parse, inside a tenacity retrier built from the
+retry table. A mutating call is retried only when it surely had no effect
 (throttled, never connected); after an ambiguous failure it raises ``OutcomeUnknownError`` carrying what was
 sent, so the caller can look before resubmitting.
 

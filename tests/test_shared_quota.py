@@ -224,6 +224,18 @@ async def test_rediss_verifies_the_servers_certificate(tmp_path: Path) -> None:
         server.stop()
 
 
+async def test_the_window_runs_on_the_servers_clock_not_the_clients(redis_server: RedisServer) -> None:
+    """Two clients whose clocks disagree by hours still space their calls by the server's time."""
+    early, late = (
+        SharedBudgets({A: 2}, FakeClock(start=start), url=redis_server.url, account="skew", region="r")
+        for start in (1_000_000_000.0, 2_000_000_000.0)
+    )
+    assert await early[A].reserve() == 0.0
+    assert await late[A].reserve() == pytest.approx(WINDOW / 2, abs=0.05)
+    for c in (early, late):
+        await c.close()
+
+
 async def test_clients_in_one_process_share_in_real_time_on_the_servers_clock(
     redis_server: RedisServer,
 ) -> None:
