@@ -5,7 +5,8 @@ in one Redis list per (account, region, action), by one server-side Lua script, 
 whatever the number of processes and machines. The script reads the server's ``TIME`` (the clients' clocks
 do not matter) and keeps ``throttle.RateBudget``'s rules: at most ``rate`` sends in any ``WINDOW``, spread
 evenly (one slot every ``WINDOW / rate``, which also keeps a tenth of the rate in any tenth), the same AIMD
-decrease on throttles (reported by any process, applied once per window, seen by all) and the same recovery.
+decrease on sustained throttles (``STRAY_LIMIT``, ``SHARE``: counted over every process's reports, applied
+once per window, seen by all; a stated limit caps at once) and the same recovery.
 Slots are handed out first come, first served, one time per slot, and a process holds at most one
 outstanding reservation per action, so busy processes take turns (fair shares) and an idle one costs
 nothing. If Redis is lost mid-run, each budget falls back to a local ``RateBudget`` of ``rate / processes``
@@ -51,6 +52,10 @@ PASSWORD_ENV = "ENI_ASYNC_REDIS_PASSWORD"
 HORIZON = 60.0
 # Keys vanish after this long unused, so a forgotten quota costs Redis nothing.
 TTL = 120.0
+# Throttles are sustained (and cut the shared rate) from this many in one window and this share of its
+# calls; until then each costs only the retry of its call. (1 and 0: every throttle answer counts.)
+STRAY_LIMIT = 1
+SHARE = 0.0
 # While Redis is lost, try it again at most this often.
 PROBE_INTERVAL = 2.0
 # Redis on a LAN answers in milliseconds; a budget that waited longer would stall every call behind it.
@@ -58,15 +63,18 @@ SOCKET_TIMEOUT = 1.0
 
 _MICRO = 1_000_000
 
-# KEYS: the reservation list, the adaptive-rate hash, the members sorted set (one hash slot: see key()).
+# KEYS: the reservation list, the adaptive-rate hash, the members sorted set, the recent throttles (one hash
+# slot: see key()).
 # ARGV: configured rate, window (µs), member id, now (µs; '' = the server's TIME), throttle reports since
-# the last call, stated limit (0 = none), decrease, recovery, TTL (ms), horizon (µs).
+# the last call, stated limit (0 = none), decrease, recovery, TTL (ms), horizon (µs), the throttles in one
+# window and their share of its calls that make them sustained (and cut the rate).
 # Returns {delay until the reserved send time (µs), the current rate, the active processes}.
 # Times are whole microseconds: exact in a double, unlike fractional seconds since 1970.
 RESERVE = """
 local configured, window, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local throttles, stated = tonumber(ARGV[5]), tonumber(ARGV[6])
 local decrease, recovery, ttl, horizon = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
+local stray_limit, share = tonumber(ARGV[11]), tonumber(ARGV[12])
 local now
 if ARGV[4] == '' then
   local t = redis.call('TIME')
@@ -80,8 +88,20 @@ local rate = math.min(tonumber(st[1]) or configured, ceiling)
 local last_change = tonumber(st[3]) or now
 local last_decrease = tonumber(st[4]) or (now - 2 * window)
 if throttles > 0 then
-  if stated >= 1 then ceiling = math.min(configured, stated) end
-  if now - last_decrease < window then
+  if stated >= 1 then
+    ceiling = math.min(configured, stated)
+    if rate > ceiling then  -- down to the stated limit at once: that is this window's cut
+      rate, last_decrease, last_change = ceiling, now, now
+    end
+  end
+  for _ = 1, throttles do redis.call('RPUSH', KEYS[4], string.format('%d', now)) end
+  while tonumber(redis.call('LINDEX', KEYS[4], 0) or now) <= now - window do redis.call('LPOP', KEYS[4]) end
+  local calls = 0
+  for _, sent in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    if tonumber(sent) > now - window then calls = calls + 1 end
+  end
+  local sustained = redis.call('LLEN', KEYS[4]) >= math.max(stray_limit, share * calls)
+  if not sustained or now - last_decrease < window then
     rate = math.min(rate, ceiling)
   else
     last_decrease = now
@@ -109,7 +129,7 @@ redis.call('HSET', KEYS[2], 'rate', rate, 'ceiling', ceiling,
 redis.call('ZADD', KEYS[3], now, member)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - horizon)
 local active = redis.call('ZCARD', KEYS[3])
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
 return {string.format('%d', at - now), rate, active}
 """
 
@@ -199,6 +219,7 @@ class RedisQuota:
             configured, int(WINDOW * _MICRO), self.member,
             "" if self._server_time else str(int(self._clock.time() * _MICRO)),
             throttles, stated or 0, DECREASE, RECOVERY, int(TTL * 1000), int(HORIZON * _MICRO),
+            STRAY_LIMIT, SHARE,
         ]  # fmt: skip
         try:
             delay, rate, active = await self._script(keys=keys, args=args)
@@ -257,20 +278,30 @@ class SharedBudget:
         return self._local is not None
 
     async def acquire(self) -> None:
-        """Wait for this process's next slot: reserved in Redis, or from the local share while Redis is lost."""
+        """Wait for this process's next slot: reserved in Redis, or from the local share while Redis is lost.
+
+        The process's calls reserve one at a time, so each process holds at most one reservation ahead.
+        """
         async with self._lock:
-            delay = await self.reserve()
-            if delay is None:
-                local = self._fallback()
-                wait = self._local_from - self._clock.monotonic()
-                if wait > 0:
-                    await self._clock.sleep(wait)
-                await local.acquire()
-                return
-            if delay > 0:
-                await self._clock.sleep(delay)
-            if self._gate is not None and self._clock.monotonic() < self._local_until:
-                await self._gate.acquire()
+            await self._take()
+
+    async def acquire_retry(self) -> None:
+        """Take a slot for the retry of a refused call without queueing behind this process's other calls."""
+        await self._take()
+
+    async def _take(self) -> None:
+        delay = await self.reserve()
+        if delay is None:
+            local = self._fallback()
+            wait = self._local_from - self._clock.monotonic()
+            if wait > 0:
+                await self._clock.sleep(wait)
+            await local.acquire()
+            return
+        if delay > 0:
+            await self._clock.sleep(delay)
+        if self._gate is not None and self._clock.monotonic() < self._local_until:
+            await self._gate.acquire()
 
     async def reserve(self) -> float | None:
         """Reserve the next slot in Redis and return the seconds until it (None: Redis is lost just now).
@@ -278,10 +309,11 @@ class SharedBudget:
         Throttle answers reported since the last reservation go with it, so every process slows at once.
         """
         reported = self.throttles - self._reported
+        self._reported += reported  # before the await: a concurrent retry must not report them again
         answer = await self._quota.reserve(self._keys, self.configured, reported, self._stated)
         if answer is None:
+            self._reported -= reported
             return None
-        self._reported += reported
         delay, self._rate, self.active = answer
         if self._local is not None:
             # Back from a fallback: Redis knows nothing of the local sends of the last window, nor of the
@@ -315,9 +347,8 @@ class SharedBudget:
             self.ceiling = min(self.configured, stated_limit)
         if self._local is not None:
             self._local.on_throttled(stated_limit)
-        else:
-            # What the script will make of it, for the caller's log line until the next reservation says.
-            self._rate = max(1, min(self.ceiling, int(self._rate * DECREASE)))
+        else:  # the script decides any cut; the next reservation brings the rate back
+            self._rate = min(self._rate, self.ceiling)
 
 
 class SharedBudgets:
@@ -356,6 +387,6 @@ class SharedBudgets:
 
 
 def key(account: str, region: str, action: str) -> list[str]:
-    """The three keys of one quota, under one hash tag (``{...}``): one slot, should a cluster ever hold them."""
+    """The keys of one quota, under one hash tag (``{...}``): one slot, should a cluster ever hold them."""
     tag = f"eni_async:{{{account}:{region}:{action}}}"
-    return [f"{tag}:sends", f"{tag}:rate", f"{tag}:members"]
+    return [f"{tag}:sends", f"{tag}:rate", f"{tag}:members", f"{tag}:throttles"]

@@ -17,7 +17,7 @@ import pytest
 
 from eni_async.clock import FakeClock, SystemClock
 from eni_async.errors import ConfigError
-from eni_async.shared_quota import PROBE_INTERVAL, SharedBudget, SharedBudgets, account_key
+from eni_async.shared_quota import PROBE_INTERVAL, STRAY_LIMIT, SharedBudget, SharedBudgets, account_key
 from eni_async.throttle import DECREASE, RECOVERY, WINDOW
 from tests.conftest import RedisServer, _free_port
 
@@ -95,8 +95,9 @@ async def test_a_throttle_seen_by_one_process_slows_all_and_they_recover_togethe
     clock = FakeClock()
     first, second = processes(redis_server.url, 2, clock)
     await first[A].reserve()
-    first[A].on_throttled(None)
-    second[A].on_throttled(None)  # the same window's throttles: one signal, one decrease
+    for _ in range(STRAY_LIMIT):  # sustained throttles, in both processes in one window: one decrease
+        first[A].on_throttled(None)
+        second[A].on_throttled(None)
     await first[A].reserve()
     await second[A].reserve()
     slowed = int(20 * DECREASE)
@@ -104,10 +105,27 @@ async def test_a_throttle_seen_by_one_process_slows_all_and_they_recover_togethe
     clock.advance(3 * WINDOW + 0.01)
     await second[A].reserve()
     assert second[A].rate == slowed + 3 * max(1, int(20 * RECOVERY))
-    first[A].on_throttled(8)  # a stated limit caps everybody
+    first[A].on_throttled(8)  # a stated limit caps everybody at once
     await first[A].reserve()
     await second[A].reserve()
     assert second[A].rate <= 8
+    for c in (first, second):
+        await c.close()
+
+
+async def test_throttles_cut_the_shared_rate_only_when_sustained(redis_server: RedisServer) -> None:
+    """Throttles below the sustained threshold cost no rate; the one that reaches it, from any process, does."""
+    clock = FakeClock()
+    first, second = processes(redis_server.url, 2, clock, rate=100)
+    for _ in range(20):
+        await first[A].reserve()
+    for _ in range(STRAY_LIMIT - 1):
+        first[A].on_throttled(None)
+    await first[A].reserve()
+    assert first[A].rate == 100
+    second[A].on_throttled(None)
+    await second[A].reserve()
+    assert second[A].rate == int(100 * DECREASE)
     for c in (first, second):
         await c.close()
 
