@@ -26,7 +26,7 @@ from eni_async.simulator import Simulator, SimulatorConfig, running
 from eni_async.simulator.command import build_config, parse_sub_accounts
 from eni_async.simulator.limits import RateLimiter
 from eni_async.simulator.rejects import Reject
-from eni_async.throttle import Budgets
+from eni_async.throttle import Budgets, BudgetTable
 from tests.conftest import RedisServer, _free_port
 
 SERVED = {"enis": 6, "ips_per_eni": 2, "seed": 9, "task_latency": (0.0, 0.0)}
@@ -222,3 +222,15 @@ def test_simulate_takes_several_keys_and_sub_accounts() -> None:
     assert config.accounts == {"AKID1": "team", "AKID2": "team"}
     with pytest.raises(ConfigError, match="as many of each"):
         build_config(parser.parse_args(["simulate", "--secret-id", "AKID1"]))
+
+
+def test_both_kinds_of_budget_table_give_the_same_interface(redis_server: RedisServer) -> None:
+    """``Budgets`` and ``SharedBudgets`` both satisfy ``BudgetTable``, so client code takes either."""
+
+    def rate_of(table: BudgetTable) -> int:
+        return table["DescribeVpcTaskResult"].rate
+
+    rates = {"DescribeVpcTaskResult": 7}
+    local = Budgets(rates, FakeClock())
+    shared = SharedBudgets(rates, FakeClock(), url=redis_server.url, account="a", region="r")
+    assert (rate_of(local), rate_of(shared)) == (7, 7)
