@@ -5,8 +5,8 @@ in one Redis list per (account, region, action), by one server-side Lua script, 
 whatever the number of processes and machines. The script reads the server's ``TIME`` (the clients' clocks
 do not matter) and keeps ``throttle.RateBudget``'s rules: at most ``rate`` sends in any ``WINDOW``, spread
 evenly (one slot every ``WINDOW / rate``, which also keeps a tenth of the rate in any tenth), the same AIMD
-decrease on sustained throttles (``STRAY_LIMIT``, ``SHARE``: counted over every process's reports, applied
-once per window, seen by all; a stated limit caps at once) and the same recovery.
+decrease on sustained throttles (``throttle.STRAY_LIMIT`` and ``SHARE``, counted over every process's
+reports; applied once per window, seen by all; a stated limit caps at once) and the same recovery.
 Slots are handed out first come, first served, one time per slot, and a process holds at most one
 outstanding reservation per action, so busy processes take turns (fair shares) and an idle one costs
 nothing. If Redis is lost mid-run, each budget falls back to a local ``RateBudget`` of ``rate / processes``
@@ -43,7 +43,7 @@ from redis.exceptions import RedisError
 from eni_async.clock import Clock
 from eni_async.errors import ConfigError
 from eni_async.settings import mask_url
-from eni_async.throttle import DECREASE, RECOVERY, WINDOW, RateBudget
+from eni_async.throttle import DECREASE, RECOVERY, SHARE, STRAY_LIMIT, WINDOW, RateBudget
 
 log = logging.getLogger("eni_async.shared_quota")
 
@@ -52,10 +52,6 @@ PASSWORD_ENV = "ENI_ASYNC_REDIS_PASSWORD"
 HORIZON = 60.0
 # Keys vanish after this long unused, so a forgotten quota costs Redis nothing.
 TTL = 120.0
-# Throttles are sustained (and cut the shared rate) from this many in one window and this share of its
-# calls; until then each costs only the retry of its call. (1 and 0: every throttle answer counts.)
-STRAY_LIMIT = 1
-SHARE = 0.0
 # While Redis is lost, try it again at most this often.
 PROBE_INTERVAL = 2.0
 # Redis on a LAN answers in milliseconds; a budget that waited longer would stall every call behind it.

@@ -17,8 +17,8 @@ import pytest
 
 from eni_async.clock import FakeClock, SystemClock
 from eni_async.errors import ConfigError
-from eni_async.shared_quota import PROBE_INTERVAL, STRAY_LIMIT, SharedBudget, SharedBudgets, account_key
-from eni_async.throttle import DECREASE, RECOVERY, WINDOW
+from eni_async.shared_quota import PROBE_INTERVAL, SharedBudget, SharedBudgets, account_key
+from eni_async.throttle import DECREASE, RECOVERY, STRAY_LIMIT, WINDOW
 from tests.conftest import RedisServer, _free_port
 
 A = "DescribeVpcTaskResult"

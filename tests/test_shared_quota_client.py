@@ -234,3 +234,10 @@ def test_both_kinds_of_budget_table_give_the_same_interface(redis_server: RedisS
     local = Budgets(rates, FakeClock())
     shared = SharedBudgets(rates, FakeClock(), url=redis_server.url, account="a", region="r")
     assert (rate_of(local), rate_of(shared)) == (7, 7)
+
+
+def test_discovery_is_refused_with_a_shared_quota() -> None:
+    """Probing the limits upward is per process, so it does not go with a quota shared by many."""
+    with pytest.raises(ConfigError) as caught:
+        Settings(shared_quota="redis://127.0.0.1:6379/0", discovery=True)
+    assert caught.value.field == "discovery"
