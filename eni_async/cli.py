@@ -95,6 +95,11 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dialect", choices=["v2", "v3"], help="API 2.0 (v2, default) or API 3.0 (v3)")
     parser.add_argument("--config", metavar="FILE", help="settings file (TOML); also $ENI_ASYNC_CONFIG")
+    parser.add_argument(
+        "--shared-quota",
+        metavar="URL",
+        help="share the account's rate limits with other processes through Redis (redis://HOST:PORT/DB)",
+    )
 
 
 SETTINGS_HELP = """\
@@ -248,7 +253,7 @@ def _with_settings(
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the file and environment, then the command-line options."""
     overrides: dict[str, Any] = {}
-    for name in ("endpoint", "region", "dialect", "profile"):
+    for name in ("endpoint", "region", "dialect", "profile", "shared_quota"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value

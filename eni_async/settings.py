@@ -88,6 +88,9 @@ class Settings:
     ``endpoint`` is ``scheme://host[:port]``; empty means the dialect's documented endpoint. ``proxy`` empty
     means "from the environment" (``HTTPS_PROXY``/``NO_PROXY``). ``ca_file`` empty means the system's trusted
     certificates; otherwise a PEM bundle to trust instead (e.g. a test server's self-signed certificate).
+    ``shared_quota`` is ``redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]``: the rate budgets then live in that
+    Redis, shared by every process of the account (see ``eni_async.shared_quota``); empty means in memory.
+    ``quota_key`` names the account that owns the quota; empty means the SecretId's own.
     """
 
     endpoint: str = ""
@@ -102,6 +105,8 @@ class Settings:
     confirm: str = "eni"
     discovery: bool = False
     grace: float = 5.0
+    shared_quota: str = ""
+    quota_key: str = ""
     timeouts: Timeouts = field(default_factory=Timeouts)
     rate_limits: RateLimits = field(default_factory=RateLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -111,9 +116,9 @@ class Settings:
         _check(self)
 
     def __repr__(self) -> str:
-        # A proxy URL may carry a password; everything else here is shown as is.
+        # A proxy or Redis URL may carry a password; everything else here is shown as is.
         fields = ", ".join(
-            f"{f.name}={(_mask_password(v) if f.name == 'proxy' else v)!r}"
+            f"{f.name}={(mask_url(v) if f.name in ('proxy', 'shared_quota') else v)!r}"
             for f in dataclasses.fields(self)
             for v in [getattr(self, f.name)]
         )
@@ -130,17 +135,31 @@ REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 MAX_CONCURRENCY = 10_000
 
 
-def _mask_password(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (quoted once, by whoever shows it)."""
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages, logs and reprs)."""
     try:
         parts = urlsplit(url)
         if parts.password is not None:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-            url = parts._replace(netloc=netloc).geturl()
+            return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
     except ValueError:
-        url = "<unparsable URL>"
+        return "<unparsable URL>"
     return url
 
+
+def _check_redis_url(url: str) -> None:
+    masked = mask_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError("shared_quota", masked, "not a URL") from None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ConfigError("shared_quota", masked, "expected redis://HOST[:PORT][/DB] or rediss://...")
+    if not re.fullmatch(r"(/\d*)?", parts.path) or parts.fragment:
+        raise ConfigError("shared_quota", masked, "the path must be a database number, e.g. /0")
+
+
+QUOTA_KEY = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 
 _SECTIONS: Mapping[str, type[Any]] = {
     "timeouts": Timeouts,
@@ -184,7 +203,15 @@ def _check(s: Settings) -> None:
         except ValueError:
             scheme = ""
         if scheme not in ("http", "https"):
-            raise ConfigError("proxy", _mask_password(s.proxy), "expected an http:// or https:// proxy URL")
+            raise ConfigError("proxy", mask_url(s.proxy), "expected an http:// or https:// proxy URL")
+    if s.shared_quota:
+        _check_redis_url(s.shared_quota)
+        if s.discovery:
+            raise ConfigError(
+                "discovery", True, "not with shared_quota: set [rate_limits] to the account's limits"
+            )
+    if s.quota_key and not QUOTA_KEY.fullmatch(s.quota_key):
+        raise ConfigError("quota_key", s.quota_key, "expected letters, digits and . _ - @ : (at most 128)")
     if not REGION.fullmatch(s.region):
         raise ConfigError(
             "region", s.region, "expected lowercase letters, digits and dashes, e.g. ap-guangzhou"

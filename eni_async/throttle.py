@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Mapping
+from typing import Protocol
 
 from asyncio_throttle.throttler import Throttler
 
@@ -188,6 +189,29 @@ class RateBudget(Throttler):
             step = max(1, int(self.configured * RECOVERY))
             self.rate_limit = min(self.ceiling, int(self.rate_limit) + periods * step)
             self._last_change += periods * self.period
+
+
+class Budget(Protocol):
+    """What a client needs of one action's budget: ``RateBudget``, or ``shared_quota.SharedBudget``."""
+
+    @property
+    def rate(self) -> float:
+        """The current rate per window."""
+        ...
+
+    async def acquire(self) -> None:
+        """Wait for a slot."""
+        ...
+
+    def on_throttled(self, stated_limit: int | None = None) -> None:
+        """Take a throttle answer into account."""
+        ...
+
+
+class BudgetTable(Protocol):
+    """One budget per action: ``Budgets``, or ``shared_quota.SharedBudgets``."""
+
+    def __getitem__(self, action: str) -> Budget: ...
 
 
 class Budgets:

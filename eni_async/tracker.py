@@ -43,7 +43,7 @@ from eni_async.models import (
 )
 from eni_async.poller import MIN_SAMPLES, LatencyTracker
 from eni_async.settings import Settings
-from eni_async.throttle import Budgets
+from eni_async.throttle import BudgetTable
 
 log = logging.getLogger("eni_async.tracker")
 
@@ -85,7 +85,7 @@ class Calls(Protocol):
     def settings(self) -> Settings: ...
 
     @property
-    def budgets(self) -> Budgets: ...
+    def budgets(self) -> BudgetTable: ...
 
     @property
     def latencies(self) -> LatencyTracker: ...

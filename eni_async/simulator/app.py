@@ -80,7 +80,9 @@ class Simulator:
                 seed=config.seed,
                 eip_fraction=config.eip_fraction,
             )
-        self.limiter = RateLimiter(self.clock, config.effective_rate_limits())
+        self.limiter = RateLimiter(
+            self.clock, config.effective_rate_limits(), accounts=config.accounts, region=config.region
+        )
         self.faults = FaultInjector(config.faults, config.seed)
         self.limiter.message_form = config.faults.throttle_message
         self.requests: Counter[str] = Counter()

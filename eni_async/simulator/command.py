@@ -61,8 +61,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="per-second limit for one action (0 = unlimited); repeatable",
     )
-    parser.add_argument("--secret-id", default=None, help="SecretId to accept (default: a generated pair)")
-    parser.add_argument("--secret-key", default=None, help="SecretKey for --secret-id")
+    parser.add_argument(
+        "--secret-id",
+        action="append",
+        default=None,
+        help="SecretId to accept (default: a generated pair); repeatable, each with its --secret-key",
+    )
+    parser.add_argument("--secret-key", action="append", default=None, help="SecretKey for --secret-id")
+    parser.add_argument(
+        "--sub-account",
+        metavar="NAME=ID[,ID...]",
+        action="append",
+        default=[],
+        help="these SecretIds share one sub-account's rate limits (default: each its own); repeatable",
+    )
     prometheus.add_arguments(parser)
 
 
@@ -96,10 +108,22 @@ def parse_rate_limits(items: list[str]) -> dict[str, int | None]:
     return limits
 
 
+def parse_sub_accounts(items: list[str]) -> dict[str, str]:
+    """Parse ``NAME=ID[,ID...]`` options into SecretId -> sub-account."""
+    accounts: dict[str, str] = {}
+    for item in items:
+        name, sep, ids = item.partition("=")
+        secret_ids = [i for i in ids.split(",") if i]
+        if not sep or not name or not secret_ids:
+            raise InputError("--sub-account", item, "expected NAME=SECRET_ID[,SECRET_ID...]")
+        accounts.update(dict.fromkeys(secret_ids, name))
+    return accounts
+
+
 def build_config(args: argparse.Namespace) -> SimulatorConfig:
     """Turn parsed options into a ``SimulatorConfig``; bad values raise errors naming the option."""
-    if (args.secret_id is None) != (args.secret_key is None):
-        raise ConfigError("--secret-id/--secret-key", "***", "give both or neither")
+    if len(args.secret_id or ()) != len(args.secret_key or ()):
+        raise ConfigError("--secret-id/--secret-key", "***", "give both or neither, as many of each")
     if not 0 <= args.port <= 65535:
         raise InputError("--port", args.port, "must be between 0 and 65535")
     for option, value in (("--enis", args.enis), ("--ips-per-eni", args.ips_per_eni)):
@@ -109,7 +133,7 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         faults: FaultProfile = load_fault_profile(args.faults)
     except ConfigError as exc:
         raise ConfigError("--faults", args.faults, exc.reason) from None
-    keys = {args.secret_id: args.secret_key} if args.secret_id else None
+    keys = dict(zip(args.secret_id, args.secret_key, strict=True)) if args.secret_id else None
     return SimulatorConfig(
         enis=args.enis,
         ips_per_eni=args.ips_per_eni,
@@ -119,6 +143,7 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         faults=faults,
         keys=keys,
         state_file=args.state,
+        accounts=parse_sub_accounts(args.sub_account),
     )
 
 
