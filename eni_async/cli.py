@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from eni_async import __version__
-from eni_async.credentials import load_credentials
+from eni_async.credentials import settings_credentials
 from eni_async.errors import EniAsyncError, InputError, TaskFailedError, error_code, error_info
 from eni_async.settings import Settings, load_settings
 
@@ -250,7 +250,7 @@ async def _run_unassign(args: argparse.Namespace) -> int:
     vpc, eni, ips = validation.release_request(args.vpc_id, args.eni_id, args.ip)
     if args.timeout is not None and not args.timeout > 0:  # NaN too
         raise InputError("--timeout", args.timeout, "must be positive")
-    credentials = load_credentials(settings.profile)
+    credentials = await settings_credentials(settings)
     output: dict[str, Any] = {"vpc_id": vpc, "eni_id": eni, "ips": list(ips)}
     async with EniClient(credentials, settings) as client:
         try:

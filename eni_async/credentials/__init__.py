@@ -7,7 +7,7 @@ returns a ``CredentialProvider`` that an ``EniClient`` takes in place of fixed `
 ``refresh`` (the provider protocol and the shared refresher), ``chain`` (the order).
 """
 
-from eni_async.credentials.chain import credential_chain
+from eni_async.credentials.chain import credential_chain, settings_credentials
 from eni_async.credentials.files import CREDENTIALS_FILE, load_credentials
 from eni_async.credentials.refresh import (
     CredentialError,
@@ -26,4 +26,5 @@ __all__ = [
     "as_provider",
     "credential_chain",
     "load_credentials",
+    "settings_credentials",
 ]

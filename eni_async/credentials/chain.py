@@ -75,6 +75,13 @@ async def credential_chain(
     return provider
 
 
+async def settings_credentials(settings: Settings) -> CredentialProvider:
+    """The chain for a ``Settings``: its profile when one is named, else ``TCCLI_PROFILE`` or ``default``."""
+    return await credential_chain(
+        profile=settings.profile if settings.profile != "default" else None, settings=settings
+    )
+
+
 class _Chain:
     """The sources, sharing settings, environment and clock."""
 
