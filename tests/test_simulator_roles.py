@@ -35,8 +35,11 @@ async def test_metadata_names_the_role_and_issues_expiring_credentials() -> None
         answer = await _role_credentials(client)
     assert answer["Code"] == "Success"
     assert answer["ExpiredTime"] == int(clock.time() + 900)
-    assert answer["Expiration"].endswith("Z") and answer["Expiration"][:4] == "2023"
-    assert answer["TmpSecretId"].startswith("AKID") and answer["TmpSecretKey"] and answer["Token"]
+    assert answer["Expiration"].endswith("Z")
+    assert answer["Expiration"][:4] == "2023"
+    assert answer["TmpSecretId"].startswith("AKID")
+    assert answer["TmpSecretKey"]
+    assert answer["Token"]
 
 
 async def test_metadata_without_a_role_or_with_another_name_is_404() -> None:
