@@ -94,6 +94,7 @@ class _Chain:
         ).rstrip("/")
         self.sts = (environ.get(STS_ENV) or settings.sts_endpoint or remote.STS_ENDPOINT).rstrip("/")
         self.tried: list[str] = []
+        self._ssl_context: bool | ssl_module.SSLContext | None = None
 
     def refreshing(self, fetch: Fetch, source: str, initial: Credentials) -> RefreshingCredentials:
         return RefreshingCredentials(
@@ -208,6 +209,12 @@ class _Chain:
         )
 
     def _ssl(self) -> bool | ssl_module.SSLContext:
+        """TLS for STS, built once: loading a CA file costs milliseconds of CPU."""
+        if self._ssl_context is None:
+            self._ssl_context = self._make_ssl()
+        return self._ssl_context
+
+    def _make_ssl(self) -> bool | ssl_module.SSLContext:
         if not self.sts.startswith("https://"):
             return True
         if not self.settings.verify_tls:

@@ -59,6 +59,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--secret-id", default=None, help="SecretId to accept (default: a generated pair)")
     parser.add_argument("--secret-key", default=None, help="SecretKey for --secret-id")
+    parser.add_argument(
+        "--role-name", default="eni-async-role", help="the CVM role the metadata service names ('' for none)"
+    )
+    parser.add_argument(
+        "--credential-lifetime",
+        type=float,
+        default=7200.0,
+        metavar="SECONDS",
+        help="how long issued temporary credentials are accepted (default 7200)",
+    )
     metrics.add_arguments(parser)
 
 
@@ -105,6 +115,10 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         faults: FaultProfile = load_fault_profile(args.faults)
     except ConfigError as exc:
         raise ConfigError("--faults", args.faults, f"{exc.field}: {exc.reason}") from None
+    if not args.credential_lifetime > 0:  # NaN too
+        raise InputError("--credential-lifetime", args.credential_lifetime, "must be positive")
+    if any(c in args.role_name for c in "/ ?#"):
+        raise InputError("--role-name", args.role_name, "must not contain '/', spaces, '?' or '#'")
     keys = {args.secret_id: args.secret_key} if args.secret_id else None
     return SimulatorConfig(
         enis=args.enis,
@@ -115,6 +129,8 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         faults=faults,
         keys=keys,
         state_file=args.state,
+        role_name=args.role_name,
+        credential_lifetime=args.credential_lifetime,
     )
 
 
