@@ -34,7 +34,12 @@ import aiohttp
 
 from eni_async.clock import Clock, SystemClock
 from eni_async.credentials import files, remote
-from eni_async.credentials.refresh import CredentialProvider, RefreshingCredentials, StaticCredentials
+from eni_async.credentials.refresh import (
+    CredentialError,
+    CredentialProvider,
+    RefreshingCredentials,
+    StaticCredentials,
+)
 from eni_async.errors import ConfigError
 from eni_async.models import Credentials
 from eni_async.settings import Settings
@@ -139,7 +144,7 @@ class _Chain:
     async def cvm_role(self, *, required: bool) -> CredentialProvider | None:
         try:
             role = await remote.metadata_role_name(self.metadata)
-        except remote.Unreachable as exc:
+        except CredentialError as exc:  # CVMRoleCredential.get_role_name: any failure means "no role here"
             if required:
                 raise ConfigError("use-cvm-role", "true", f"no metadata service ({exc})") from None
             self.tried.append(f"no metadata service at {self.metadata}")

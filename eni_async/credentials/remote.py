@@ -74,7 +74,7 @@ async def _exchange(
 async def metadata_role_name(endpoint: str) -> str | None:
     """The CVM's role name, or ``None`` when the instance has none (404 or an empty answer).
 
-    Raises ``Unreachable`` when there is no metadata service (not a CVM).
+    Raises ``Unreachable`` when there is no metadata service (not a CVM), ``CredentialError`` on a bad answer.
     """
     status, data = await _exchange("GET", endpoint.rstrip("/") + ROLE_PATH, timeout=METADATA_TIMEOUT)
     if status == 404:
