@@ -31,11 +31,10 @@ from tenacity import RetryCallState
 from eni_async import validation
 from eni_async.batch import Batch
 from eni_async.clock import Clock, SystemClock
-from eni_async.credentials.refresh import CredentialProvider, StaticCredentials, as_provider, token_expired
+from eni_async.credentials.refresh import CredentialProvider, StaticCredentials, as_provider
 from eni_async.dialects import DESCRIBE, TASK_QUERY, UNASSIGN, Dialect, SignContext, get_dialect
 from eni_async.errors import (
     ApiError,
-    AuthError,
     ConfigError,
     EniAsyncError,
     InputError,
@@ -44,6 +43,7 @@ from eni_async.errors import (
     TaskFailedError,
     TaskTimeoutError,
     ThrottledError,
+    TokenError,
     error_code,
 )
 from eni_async.journal import Journal
@@ -294,9 +294,7 @@ class EniClient:
         credentials = await self.credentials.get()
         try:
             return parse(await transport.send(build(self._context(credentials))))
-        except AuthError as exc:
-            if not token_expired(exc):
-                raise
+        except TokenError as exc:  # AuthFailure.TokenFailure; API 2.0 4100 naming the token, or 4105
             fresh = await self.credentials.refresh(credentials)
             if fresh == credentials:
                 raise  # nothing fresher to sign with

@@ -174,17 +174,6 @@ class RefreshingCredentials:
             return fresh
 
 
-def token_expired(exc: AuthError) -> bool:
-    """Whether the server refused the call's session token (it expired, or was revoked).
-
-    API 3.0 answers ``AuthFailure.TokenFailure``; API 2.0 answers 4100 (``codeDesc`` ``AuthFailure``) with a
-    message naming the token.
-    """
-    if exc.code == "AuthFailure.TokenFailure":
-        return True
-    return exc.code in ("AuthFailure", "4100") and "token" in exc.message.lower()
-
-
 def as_provider(credentials: Credentials | CredentialProvider) -> CredentialProvider:
     """A provider for either fixed credentials or a provider."""
     if isinstance(credentials, Credentials):

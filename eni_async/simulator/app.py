@@ -87,6 +87,7 @@ class Simulator:
             )
         self.limiter = RateLimiter(self.clock, config.effective_rate_limits())
         self.faults = FaultInjector(config.faults, config.seed)
+        self.limiter.message_form = config.faults.throttle_message
         self.requests: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         replay = ReplayGuard(self.clock)
@@ -96,6 +97,9 @@ class Simulator:
         self.metadata = MetadataService(self.keys, config.role_name, config.credential_lifetime)
         self.sts = StsService(self.keys, config.credential_lifetime, self._v3.verify, self.world.new_uuid)
         self.app = self._build_app()
+        # ENIs refused per resource; starts from the fault profile, and a test may add to it while running.
+        self.denied_enis: set[str] = set(config.faults.denied_enis)
+        self._v2.denied = self._v3.denied = self.denied_enis
 
     def __repr__(self) -> str:
         return f"Simulator(region={self.region!r}, enis={len(self.world.enis)}, faults={self.faults.profile.name!r})"
@@ -187,7 +191,8 @@ class Simulator:
         """Strike a fault that leaves the world untouched."""
         if kind == "throttle":
             limit = self.limiter.limit(action) or DEFAULT_RATE_LIMITS[action]
-            return _json(front.error(Reject(Reason.THROTTLED, throttle_message(limit + 1, limit))))
+            message = throttle_message(limit + 1, limit, self.limiter.message_form)
+            return _json(front.error(Reject(Reason.THROTTLED, message)))
         if kind == "internal_error":
             return _json(
                 front.error(Reject(Reason.INTERNAL, "an internal error occurred, please retry later"))
