@@ -18,7 +18,7 @@ from eni_async import EniClient
 from eni_async.cli import main
 from eni_async.clock import FakeClock
 from eni_async.credentials import RefreshingCredentials, StaticCredentials, credential_chain
-from eni_async.errors import AuthError, ConfigError
+from eni_async.errors import AuthError, ConfigError, TokenError
 from eni_async.models import Credentials
 from eni_async.settings import Settings
 from eni_async.simulator import Simulator, SimulatorConfig, running
@@ -304,3 +304,20 @@ async def test_cli_uses_the_chain_and_says_which_source_with_v(
     assert code == 0, err
     expected = "credentials: tccli profile" if source == "tccli" else "credentials: CVM role eni-async-role"
     assert expected in err
+
+
+async def test_an_expired_fixed_token_is_refused_once_not_retried(home: Home) -> None:
+    """Fixed credentials whose token expired give one TokenError: nothing fresher exists, so no second send."""
+    async with role_server(credential_lifetime=60.0) as (sim, endpoint, clock):
+        provider = await home.chain(remote_env(endpoint), clock=clock)
+        stale = await provider.get()
+        clock.advance(61)
+        settings = Settings(endpoint=endpoint, region=sim.region, dialect="v3")
+        async with EniClient(stale, settings, clock=clock) as client:
+            assert repr(stale.secret_id) in repr(client)
+            with pytest.raises(TokenError):
+                await client.describe_eni(sim.ground_truth()["enis"][0]["eni_id"])
+        async with EniClient(provider, settings, clock=clock) as client:
+            assert "CVM role" in repr(client)
+            assert stale.secret_key not in repr(client)
+    assert sim.requests["DescribeNetworkInterfaces"] == 1
