@@ -61,10 +61,14 @@ async def _exchange(
                 method, url, headers=headers, data=body, proxy=proxy, ssl=ssl, allow_redirects=False
             ) as response,
         ):
-            data = await response.content.read(MAX_ANSWER + 1)
-            if len(data) > MAX_ANSWER:
-                raise CredentialError(f"{what}: answer larger than {MAX_ANSWER} bytes")
-            return response.status, data
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.content.iter_any():
+                size += len(chunk)
+                if size > MAX_ANSWER:
+                    raise CredentialError(f"{what}: answer larger than {MAX_ANSWER} bytes")
+                chunks.append(chunk)
+            return response.status, b"".join(chunks)
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         raise Unreachable(f"{what}: cannot connect ({type(exc).__name__})") from None
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
