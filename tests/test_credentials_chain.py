@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from eni_async import EniClient
 from eni_async.cli import main
 from eni_async.clock import FakeClock
-from eni_async.credentials import RefreshingCredentials, StaticCredentials, credential_chain
+from eni_async.credentials import CredentialError, RefreshingCredentials, StaticCredentials, credential_chain
 from eni_async.errors import AuthError, ConfigError, TokenError
 from eni_async.models import Credentials
 from eni_async.settings import Settings
@@ -321,3 +323,33 @@ async def test_an_expired_fixed_token_is_refused_once_not_retried(home: Home) ->
             assert "CVM role" in repr(client)
             assert stale.secret_key not in repr(client)
     assert sim.requests["DescribeNetworkInterfaces"] == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"<html>gateway</html>",
+        b'{"Code": "Failure"}',
+        b'{"Code": "Success", "TmpSecretId": "AKIDx", "TmpSecretKey": "k", "ExpiredTime": 1}',
+        b'{"Code": "Success", "TmpSecretId": "AKIDx", "TmpSecretKey": "k", "Token": "t"}',
+        b"x" * 70_000,
+    ],
+    ids=["not-json", "not-success", "no-token", "no-expiry", "huge"],
+)
+async def test_a_role_with_a_bad_answer_is_a_credential_error(home: Home, answer: bytes) -> None:
+    """A metadata service that names a role but answers nonsense for it is a CredentialError, not a skip."""
+
+    async def role_name(request: web.Request) -> web.Response:
+        return web.Response(text="broken-role")
+
+    async def role(request: web.Request) -> web.Response:
+        return web.Response(body=answer, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/latest/meta-data/cam/security-credentials/", role_name)
+    app.router.add_get("/latest/meta-data/cam/security-credentials/broken-role", role)
+    async with TestServer(app, host="127.0.0.1") as server:
+        endpoint = f"http://127.0.0.1:{server.port}"
+        with pytest.raises(CredentialError) as caught:
+            await home.chain(remote_env(endpoint))
+    assert "metadata service" in str(caught.value)

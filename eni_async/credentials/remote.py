@@ -47,13 +47,14 @@ async def _exchange(
     method: str,
     url: str,
     *,
+    service: str,
     headers: dict[str, str] | None = None,
     body: bytes | None = None,
     timeout: aiohttp.ClientTimeout,
     proxy: str | None = None,
     ssl: bool | ssl_module.SSLContext = True,
 ) -> tuple[int, bytes]:
-    what = urlsplit(url).netloc
+    what = f"{service} at {urlsplit(url).netloc}"
     try:
         async with (
             aiohttp.ClientSession(trust_env=False, timeout=timeout) as session,
@@ -80,7 +81,9 @@ async def metadata_role_name(endpoint: str) -> str | None:
 
     Raises ``Unreachable`` when there is no metadata service (not a CVM), ``CredentialError`` on a bad answer.
     """
-    status, data = await _exchange("GET", endpoint.rstrip("/") + ROLE_PATH, timeout=METADATA_TIMEOUT)
+    status, data = await _exchange(
+        "GET", endpoint.rstrip("/") + ROLE_PATH, service="metadata service", timeout=METADATA_TIMEOUT
+    )
     if status == 404:
         return None
     if status != 200:
@@ -92,7 +95,7 @@ async def metadata_role_name(endpoint: str) -> str | None:
 async def metadata_credentials(endpoint: str, role: str) -> Credentials:
     """The role's temporary credentials (``CVMRoleCredential.update_credential``)."""
     url = endpoint.rstrip("/") + ROLE_PATH + quote(role, safe="")
-    status, data = await _exchange("GET", url, timeout=METADATA_TIMEOUT)
+    status, data = await _exchange("GET", url, service="metadata service", timeout=METADATA_TIMEOUT)
     if status != 200:
         raise CredentialError(f"metadata service: HTTP {status} for role {role}")
     answer = _json(data, "metadata service")
@@ -141,7 +144,14 @@ async def sts_call(
         if base.token:
             headers["X-TC-Token"] = base.token
     status, data = await _exchange(
-        "POST", endpoint.rstrip("/") + "/", headers=headers, body=body, timeout=timeout, proxy=proxy, ssl=ssl
+        "POST",
+        endpoint.rstrip("/") + "/",
+        service=f"STS {action}",
+        headers=headers,
+        body=body,
+        timeout=timeout,
+        proxy=proxy,
+        ssl=ssl,
     )
     if status != 200:
         raise CredentialError(f"STS {action}: HTTP {status}")
