@@ -75,6 +75,7 @@ class Settings:
     verify_tls: bool = True
     ca_file: str = ""
     concurrency: int = 64
+    grace: float = 5.0
     metadata_endpoint: str = ""
     sts_endpoint: str = ""
     credential_refresh_margin: float = 300.0
@@ -176,6 +177,8 @@ def _check(s: Settings) -> None:
         )
     if not 1 <= s.concurrency <= MAX_CONCURRENCY:
         raise ConfigError("concurrency", s.concurrency, f"must be between 1 and {MAX_CONCURRENCY}")
+    if isinstance(s.grace, bool) or not isinstance(s.grace, int | float) or not 0 <= s.grace < math.inf:
+        raise ConfigError("grace", s.grace, "must be a finite number of seconds, 0 or more")
     for name in _SECTIONS:
         section = getattr(s, name)
         for f in dataclasses.fields(section):
