@@ -1,8 +1,9 @@
 """``EniClient``: the one place where dialect, signing, transport, throttle and policies meet.
 
-A client is an async context manager that owns (or borrows) one aiohttp session and one set of rate budgets,
-and is safe to share between many coroutines. Every call goes: budget -> sign -> send -> parse, inside a
-tenacity retrier built from the retry table. A mutating call is retried only when it surely had no effect
+A client is an async context manager that owns (or borrows) one aiohttp session and one set of rate budgets
+(in memory, or with ``shared_quota`` in Redis, shared with other processes), and is safe to share between
+many coroutines. Every call goes: budget -> sign -> send -> parse, inside a tenacity retrier built from the
+retry table. A mutating call is retried only when it surely had no effect
 (throttled, never connected); after an ambiguous failure it raises ``OutcomeUnknownError`` carrying what was
 sent, so the caller can look before resubmitting.
 
@@ -22,7 +23,7 @@ import logging
 import random
 import ssl as ssl_module
 import urllib.request
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar, cast
 from urllib.parse import urlsplit
@@ -33,6 +34,7 @@ from tenacity import RetryCallState
 from eni_async import validation
 from eni_async.batch import Batch
 from eni_async.clock import Clock, SystemClock
+from eni_async.credentials.refresh import CredentialProvider, StaticCredentials, as_provider
 from eni_async.dialects import DESCRIBE, TASK_QUERY, UNASSIGN, Dialect, SignContext, get_dialect
 from eni_async.errors import (
     ApiError,
@@ -44,6 +46,7 @@ from eni_async.errors import (
     TaskFailedError,
     TaskTimeoutError,
     ThrottledError,
+    TokenError,
     error_code,
 )
 from eni_async.journal import Journal
@@ -61,13 +64,14 @@ from eni_async.models import UnassignResult as UnassignResult
 from eni_async.policy import retrier, retryable
 from eni_async.poller import LatencyTracker, poll_until_done
 from eni_async.reconcile import StopSubmitting
-from eni_async.settings import Settings
+from eni_async.settings import Settings, mask_url
 from eni_async.throttle import Budgets
 from eni_async.tracker import Tracker
 from eni_async.transport import AiohttpTransport
 
 if TYPE_CHECKING:
     from eni_async.metrics import Metrics
+    from eni_async.shared_quota import SharedBudgets
 
 log = logging.getLogger("eni_async")
 
@@ -80,6 +84,8 @@ T = TypeVar("T")
 class EniClient:
     """Release secondary IPs from ENIs, one ``await`` per ENI.
 
+    ``credentials`` are fixed ``Credentials`` or a ``CredentialProvider`` (``await credential_chain()``),
+    asked before every call; a call refused for an expired token is signed again, once, with fresh ones.
     ``session`` is borrowed when given (the caller closes it); otherwise the client opens its own on entry
     and closes it on exit. ``clock`` is the time seam (tests pass a ``FakeClock``); ``rng`` seeds jitter.
     ``metrics`` is an ``eni_async.metrics.Metrics`` to keep up to date (``None``: no metrics).
@@ -91,7 +97,7 @@ class EniClient:
 
     def __init__(
         self,
-        credentials: Credentials,
+        credentials: Credentials | CredentialProvider,
         settings: Settings = Settings(),  # noqa: B008 - frozen value
         *,
         session: aiohttp.ClientSession | None = None,
@@ -105,11 +111,11 @@ class EniClient:
         self.dialect: Dialect = get_dialect(settings.dialect)
         self.endpoint = settings.resolved_endpoint
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.budgets = Budgets(settings.rate_limits.by_action(), self.clock, discovery=settings.discovery)
+        self.budgets: Budgets | SharedBudgets = self._make_budgets(credentials)
         self.latencies = LatencyTracker()
         self._tracker: Tracker | None = None
         self._sent_at: dict[str, float] = {}
-        self._credentials = credentials
+        self.credentials: CredentialProvider = as_provider(credentials)
         self._rng = rng if rng is not None else random.Random()
         self._nonces = itertools.count(random.SystemRandom().randint(1, 2**30))
         self._session = session
@@ -121,14 +127,48 @@ class EniClient:
             self._transport = self._make_transport(session)
 
     def __repr__(self) -> str:
+        shown = self.credentials
+        who = f"secret_id={shown.credentials.secret_id!r}" if isinstance(shown, StaticCredentials) else ""
         return (
             f"EniClient(endpoint={self.endpoint!r}, dialect={self.settings.dialect!r}, "
-            f"secret_id={self._credentials.secret_id!r})"
+            f"{who or f'credentials={shown.source!r}'})"
+        )
+
+    def _make_budgets(self, credentials: Credentials | CredentialProvider) -> Budgets | SharedBudgets:
+        """In-memory budgets, or with ``shared_quota`` budgets in Redis (only then is ``redis`` imported)."""
+        rates = self.settings.rate_limits.by_action()
+        if not self.settings.shared_quota:
+            return Budgets(rates, self.clock, discovery=self.settings.discovery)
+        try:
+            from eni_async.shared_quota import SharedBudgets, account_key
+        except ImportError as exc:
+            raise ConfigError(
+                "shared_quota",
+                mask_url(self.settings.shared_quota),
+                f"needs the redis package (pip install 'eni-async[redis]'): {exc}",
+            ) from None
+        if isinstance(credentials, StaticCredentials):
+            credentials = credentials.credentials
+        if not isinstance(credentials, Credentials) and not self.settings.quota_key:
+            # Temporary credentials get a new SecretId at each renewal: the quota needs a stable name.
+            raise ConfigError(
+                "quota_key", "", "must name the account when shared_quota is used with renewed credentials"
+            )
+        return SharedBudgets(
+            rates,
+            self.clock,
+            url=self.settings.shared_quota,
+            account=account_key(
+                credentials.secret_id if isinstance(credentials, Credentials) else "", self.settings.quota_key
+            ),
+            region=self.settings.region,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        if not isinstance(self.budgets, Budgets):
+            await self.budgets.open()  # Redis unreachable at start: a ConfigError naming the URL
         if self._session is None:
             ssl: bool | ssl_module.SSLContext = self._ssl_option()
             connector = aiohttp.TCPConnector(
@@ -151,9 +191,12 @@ class EniClient:
         return self._tracker
 
     async def close(self) -> None:
-        """Stop the tracker (tasks still watched end ``unknown``); close the session if this client opened it."""
+        """Stop the tracker (tasks still watched end ``unknown``); close the session if this client opened it,
+        and the connections to a shared quota."""
         if self._tracker is not None:
             await self._tracker.close()
+        if not isinstance(self.budgets, Budgets):
+            await self.budgets.close()
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -199,9 +242,9 @@ class EniClient:
 
     # -- one call -------------------------------------------------------------------------------------
 
-    def _context(self) -> SignContext:
+    def _context(self, credentials: Credentials) -> SignContext:
         return SignContext(
-            credentials=self._credentials,
+            credentials=credentials,
             endpoint=self.endpoint,
             region=self.settings.region,
             timestamp=int(self.clock.time()),
@@ -262,7 +305,9 @@ class EniClient:
                 await getattr(budget, "acquire_retry", budget.acquire)()
             started = self.clock.monotonic()
             try:
-                result = parse(await transport.send(build(self._context())))
+                result = await self._signed_send(
+                    transport, build, parse, budget.acquire, f"{action} {subject}"
+                )
             except EniAsyncError as exc:
                 code = error_code(exc)
                 logged(code, getattr(exc, "request_id", None), self.clock.monotonic() - started, exc)
@@ -304,6 +349,29 @@ class EniClient:
 
         retrying = retrier(self.settings.retry, self.clock, mutating=mutating, before_sleep=before_sleep)
         return await retrying(again)
+
+    async def _signed_send(
+        self,
+        transport: AiohttpTransport,
+        build: Callable[[SignContext], HttpRequest],
+        parse: Callable[[HttpResponse], T],
+        acquire: Callable[[], Awaitable[None]],
+        label: str,
+    ) -> T:
+        """Sign with the provider's credentials and send; once more with fresh ones if the token expired.
+
+        A refused token means the call had no effect, so even a mutating call may be signed again.
+        """
+        credentials = await self.credentials.get()
+        try:
+            return parse(await transport.send(build(self._context(credentials))))
+        except TokenError as exc:  # AuthFailure.TokenFailure; API 2.0 4100 naming the token, or 4105
+            fresh = await self.credentials.refresh(credentials)
+            if fresh == credentials:
+                raise  # nothing fresher to sign with
+            log.info("%s: %s; signing again with fresh credentials", label, exc.code)
+        await acquire()
+        return parse(await transport.send(build(self._context(fresh))))
 
     # -- the API --------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """``SimulatorConfig``: everything that shapes one simulator, as a frozen value checked on creation.
 
-``rate_limits`` is merged over Tencent's defaults (decisions.md D8), a value of 0 or None makes that action
-unlimited, and ``rate_limits=None`` means no limits at all. ``keys=None`` generates one key pair from the
+``rate_limits`` is merged over Tencent's defaults (docs/protocol.md D8), a value of 0 or None makes that action
+unlimited, and ``rate_limits=None`` means no limits at all. ``accounts`` maps SecretIds to the sub-account
+whose limits they share (by default each SecretId is its own). ``keys=None`` generates one key pair from the
 seed (a toy pair, fine to print). Bad values raise ``ConfigError`` naming the field.
 """
 
@@ -33,6 +34,9 @@ class SimulatorConfig:
     state_file: str | Path | None = None
     eip_fraction: float = 0.3
     max_ips_per_eni: int = 50  # the per-ENI secondary IP quota AssignPrivateIpAddresses enforces
+    accounts: Mapping[str, str] = field(default_factory=dict)  # SecretId -> sub-account sharing its limits
+    role_name: str = "eni-async-role"  # the CVM role the metadata service names ("" for none)
+    credential_lifetime: float = 7200.0  # seconds a temporary key pair is accepted (metadata and STS)
 
     def __post_init__(self) -> None:
         if self.enis < 0:
@@ -43,6 +47,10 @@ class SimulatorConfig:
             raise ConfigError("task_latency", self.task_latency, "must be (median, sigma), both 0 or more")
         if not 0.0 <= self.eip_fraction <= 1.0:
             raise ConfigError("eip_fraction", self.eip_fraction, "must be between 0 and 1")
+        if not self.credential_lifetime > 0:
+            raise ConfigError("credential_lifetime", self.credential_lifetime, "must be positive")
+        if any(c in self.role_name for c in "/ ?#"):
+            raise ConfigError("role_name", self.role_name, "must not contain '/', spaces, '?' or '#'")
         if not self.region:
             raise ConfigError("region", self.region, "must not be empty")
         for action, limit in (self.rate_limits or {}).items():

@@ -1,5 +1,5 @@
 """The API 2.0 front end (``/v2/index.php``): read the parameters, verify the signature, run the action, and
-write the ``code``/``message``/``codeDesc`` envelope (vpc-api.md §1, decisions.md D2, D3 and the error table).
+write the ``code``/``message``/``codeDesc`` envelope (docs/protocol.md §1, D2, D3 and the error table).
 
 The signature is checked with ``eni_async.signing`` over every received parameter except ``Signature``, with
 the ``Host`` header as sent (D16). Errors are HTTP 200 with a non-zero ``code``; ``V2_CODES`` maps every
@@ -47,6 +47,7 @@ V2_CODES: Mapping[Reason, tuple[int, str]] = {
     Reason.BAD_AUTHORIZATION: (4100, "AuthFailure"),
     Reason.SECRET_ID_NOT_FOUND: (4104, "SecretIdNotFound"),
     Reason.EXPIRED: (4500, "ReplayAttack"),
+    Reason.TOKEN: (4100, "AuthFailure"),  # the message names the token
     Reason.NONCE_REUSED: (4500, "ReplayAttack"),
     Reason.INVALID_ACTION: (4000, "InvalidAction"),
     Reason.NO_SUCH_VERSION: (6100, "VersionNotSupported"),
@@ -103,6 +104,7 @@ class V2Frontend(ActionTable):
         )
         if not signing.signatures_equal(expected, params["Signature"]):
             raise Reject(Reason.SIGNATURE, "signature verification failed")
+        self._keys.check_token(secret_id, params.get("Token"))
         timestamp = integer(params["Timestamp"], name="Timestamp", default=0, low=0)
         self._replay.check_timestamp(timestamp)
         self._replay.check_nonce(secret_id, params["Nonce"])
@@ -177,7 +179,7 @@ class V2Frontend(ActionTable):
 
 
 def render_eni(eni: Eni) -> dict[str, Any]:
-    """One ENI as the API 2.0 DescribeNetworkInterfaces lists it (vpc-api.md §1.6)."""
+    """One ENI as the API 2.0 DescribeNetworkInterfaces lists it (docs/protocol.md §1.6)."""
     addresses = [
         {
             "privateIpAddress": eni.primary_ip,
