@@ -40,6 +40,7 @@ from eni_async.journal import Journal
 from eni_async.models import Credentials, EniInfo, TaskState, TaskStatus, UnassignResult
 from eni_async.outcomes import Item, Outcome
 from eni_async.policy import PollPolicy, RetryPolicy
+from eni_async.service.client import ServiceClient, ServiceError
 from eni_async.settings import RateLimits, Settings, Timeouts, load_settings
 
 __version__ = "0.1.0"
@@ -73,6 +74,8 @@ __all__ = [
     "RateLimits",
     "RetryPolicy",
     "ServerError",
+    "ServiceClient",
+    "ServiceError",
     "Settings",
     "SystemClock",
     "TaskFailedError",

@@ -155,6 +155,20 @@ class Journal:
 
     # -- reading ---------------------------------------------------------------------------------------
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open database, for layers that keep their own tables beside the journal's (the service)."""
+        return self._db
+
+    def item(self, key: int) -> tuple[str, dict[str, Any] | None] | None:
+        """One item's state and outcome so far (``None`` for an unknown key)."""
+        row = self._db.execute("SELECT state, outcome FROM items WHERE id = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        state, text = row
+        return state, (json.loads(text) if text else None)
+
+
     def counts(self) -> dict[str, int]:
         """Items by state (every state present, zero included)."""
         found = Counter(dict(self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall()))

@@ -1,0 +1,198 @@
+"""``eni-async serve``: compose the client, the journal, the engine and the HTTP face; run until a signal.
+
+Checks come first and fail as one-line errors naming the option, before any socket or request: the port,
+the callers' tokens (from the file named by ``service_tokens_file`` and from ``ENI_ASYNC_SERVICE_TOKENS``,
+never from the command line), an address beyond loopback without tokens (refused), the journal, the
+credentials. Once listening, one JSON line goes to stdout (``{"endpoint": ...}``) and logs go to stderr.
+SIGTERM or SIGINT: ``/v1`` answers 503, in-flight work gets ``service_grace`` seconds, what is unfinished
+stays in the journal, and the command returns 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from eni_async import metrics as metrics_cli
+from eni_async.credentials import load_credentials
+from eni_async.errors import ConfigError, InputError
+from eni_async.journal import Journal
+from eni_async.settings import Settings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+log = logging.getLogger("eni_async.service")
+
+TOKENS_ENV = "ENI_ASYNC_SERVICE_TOKENS"
+MIN_TOKEN_LENGTH = 16
+# Seconds the HTTP server gives open requests once the engine has stopped (long polls were answered).
+HTTP_SHUTDOWN_S = 2.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the ``serve`` options (the client options are added by the CLI)."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8750, help="port to listen on; 0 picks a free one")
+    parser.add_argument("--journal", required=True, metavar="FILE", help="SQLite journal of every release")
+    parser.add_argument("--concurrency", type=int, metavar="N", help="ENIs worked on at once (default 64)")
+    metrics_cli.add_arguments(parser)  # /metrics is always on the service's port; this adds another
+
+
+def load_tokens(settings: Settings, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Callers' tokens: lines of ``settings.service_tokens_file`` (``#`` comments and blank lines skipped)
+    and the comma-separated ``ENI_ASYNC_SERVICE_TOKENS``. A token never appears in an error."""
+    found: list[tuple[str, str]] = []
+    if settings.service_tokens_file:
+        path = Path(settings.service_tokens_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise ConfigError("service_tokens_file", str(path), f"cannot read: {reason}") from None
+        for number, line in enumerate(text.splitlines(), 1):
+            token = line.strip()
+            if token and not token.startswith("#"):
+                found.append((f"service_tokens_file line {number}", token))
+    for index, part in enumerate(environ.get(TOKENS_ENV, "").split(",")):
+        if part.strip():
+            found.append((f"{TOKENS_ENV} entry {index + 1}", part.strip()))
+    for where, token in found:
+        if len(token) < MIN_TOKEN_LENGTH or not all(33 <= ord(c) <= 126 for c in token):
+            raise ConfigError(
+                where, "***", f"a token must be at least {MIN_TOKEN_LENGTH} visible ASCII characters"
+            )
+    return [token for _, token in found]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the service until SIGTERM or SIGINT; 0 after a clean stop."""
+    from eni_async.client import EniClient
+    from eni_async.service.engine import Engine
+    from eni_async.service.http import make_app
+    from eni_async.service.metrics import ServiceMetrics
+
+    if not 0 <= args.port <= 65535:
+        raise InputError("--port", args.port, "must be between 0 and 65535")
+    tokens = load_tokens(settings)
+    if not tokens and not is_loopback(args.host):
+        raise ConfigError(
+            "--host",
+            args.host,
+            f"listening beyond loopback needs callers' tokens (service_tokens_file or {TOKENS_ENV})",
+        )
+    metrics_port: int | None = args.metrics_port
+    if metrics_port is not None and not 0 <= metrics_port <= 65535:
+        raise InputError("--metrics-port", metrics_port, "must be between 0 and 65535")
+    if metrics_port is not None:
+        metrics_cli.prometheus("--metrics-port", metrics_port)
+    service_metrics = ServiceMetrics.create() if _has_prometheus() else None
+    credentials = load_credentials(settings.profile)
+    with Journal(args.journal) as journal:
+        client_metrics = service_metrics.client if service_metrics else None
+        async with EniClient(credentials, settings, metrics=client_metrics) as client:
+            engine = Engine(client, journal, max_unfinished=settings.service_max_unfinished)
+            resumed = await engine.start()
+            grace = 0.0  # until serving: a failed start leaves everything unfinished at once
+            try:
+                app = make_app(
+                    engine,
+                    tokens=tokens,
+                    max_body=settings.service_max_body,
+                    metrics_registry=service_metrics.registry if service_metrics else None,
+                    requests_counter=service_metrics.requests if service_metrics else None,
+                )
+                if service_metrics is not None:
+                    service_metrics.watch(engine.registry)
+                async with _listening(app, args.host, args.port) as endpoint, AsyncExitStack() as extra:
+                    if service_metrics is not None and metrics_port is not None:
+                        url = await _serve_metrics(
+                            extra, service_metrics.registry, metrics_port, args.metrics_host
+                        )
+                        log.info("also serving metrics at %s", url)
+                    if not tokens:
+                        log.warning("no callers' tokens configured: any local process may use %s", endpoint)
+                    log.info("serving on %s (%d release(s) resumed)", endpoint, resumed)
+                    sys.stdout.write(json.dumps({"endpoint": endpoint}) + "\n")
+                    sys.stdout.flush()
+                    await _until_signal()
+                    log.info(
+                        "stopping: new requests get 503; in-flight work has %.1fs", settings.service_grace
+                    )
+                    grace = settings.service_grace
+                    left = await engine.stop(grace)
+                    log.info("stopped; %d release(s) unfinished stay in %s", left, journal.path)
+            finally:
+                await engine.stop(grace)
+    return 0
+
+
+def _has_prometheus() -> bool:
+    try:
+        metrics_cli.prometheus()
+    except ConfigError:
+        log.warning("prometheus-client not installed: /metrics answers 501")
+        return False
+    return True
+
+
+@asynccontextmanager
+async def _listening(app: web.Application, host: str, port: int) -> AsyncIterator[str]:
+    """Serve ``app`` on ``host:port`` for the block; yield the endpoint URL (the real port for 0)."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_S)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise ConfigError("--port", port, f"cannot listen on {host}: {exc.strerror or exc}") from None
+        shown = f"[{host}]" if ":" in host else host
+        yield f"http://{shown}:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def _serve_metrics(stack: AsyncExitStack, registry: CollectorRegistry, port: int, host: str) -> str:
+    try:
+        return await stack.enter_async_context(metrics_cli.serve_metrics(registry, port=port, host=host))
+    except OSError as exc:
+        raise ConfigError("--metrics-port", port, f"cannot listen on {host}: {exc.strerror or exc}") from None
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+__all__ = ["add_arguments", "is_loopback", "load_tokens", "serve"]
