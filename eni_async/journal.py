@@ -168,7 +168,6 @@ class Journal:
         state, text = row
         return state, (json.loads(text) if text else None)
 
-
     def counts(self) -> dict[str, int]:
         """Items by state (every state present, zero included)."""
         found = Counter(dict(self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall()))

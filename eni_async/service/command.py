@@ -18,17 +18,14 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from aiohttp import web
 
 from eni_async import metrics as metrics_cli
 from eni_async.credentials import load_credentials
 from eni_async.errors import ConfigError, InputError
-from eni_async.journal import Journal
 from eni_async.settings import Settings
 
 if TYPE_CHECKING:
@@ -38,8 +35,6 @@ log = logging.getLogger("eni_async.service")
 
 TOKENS_ENV = "ENI_ASYNC_SERVICE_TOKENS"
 MIN_TOKEN_LENGTH = 16
-# Seconds the HTTP server gives open requests once the engine has stopped (long polls were answered).
-HTTP_SHUTDOWN_S = 2.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,10 +84,7 @@ def is_loopback(host: str) -> bool:
 
 async def serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the service until SIGTERM or SIGINT; 0 after a clean stop."""
-    from eni_async.client import EniClient
-    from eni_async.service.engine import Engine
-    from eni_async.service.http import make_app
-    from eni_async.service.metrics import ServiceMetrics
+    from eni_async.service.server import metrics_available, running_service
 
     if not 0 <= args.port <= 65535:
         raise InputError("--port", args.port, "must be between 0 and 65535")
@@ -104,74 +96,32 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
             f"listening beyond loopback needs callers' tokens (service_tokens_file or {TOKENS_ENV})",
         )
     metrics_port: int | None = args.metrics_port
-    if metrics_port is not None and not 0 <= metrics_port <= 65535:
-        raise InputError("--metrics-port", metrics_port, "must be between 0 and 65535")
     if metrics_port is not None:
+        if not 0 <= metrics_port <= 65535:
+            raise InputError("--metrics-port", metrics_port, "must be between 0 and 65535")
         metrics_cli.prometheus("--metrics-port", metrics_port)
-    service_metrics = ServiceMetrics.create() if _has_prometheus() else None
-    credentials = load_credentials(settings.profile)
-    with Journal(args.journal) as journal:
-        client_metrics = service_metrics.client if service_metrics else None
-        async with EniClient(credentials, settings, metrics=client_metrics) as client:
-            engine = Engine(client, journal, max_unfinished=settings.service_max_unfinished)
-            resumed = await engine.start()
-            grace = 0.0  # until serving: a failed start leaves everything unfinished at once
-            try:
-                app = make_app(
-                    engine,
-                    tokens=tokens,
-                    max_body=settings.service_max_body,
-                    metrics_registry=service_metrics.registry if service_metrics else None,
-                    requests_counter=service_metrics.requests if service_metrics else None,
-                )
-                if service_metrics is not None:
-                    service_metrics.watch(engine.registry)
-                async with _listening(app, args.host, args.port) as endpoint, AsyncExitStack() as extra:
-                    if service_metrics is not None and metrics_port is not None:
-                        url = await _serve_metrics(
-                            extra, service_metrics.registry, metrics_port, args.metrics_host
-                        )
-                        log.info("also serving metrics at %s", url)
-                    if not tokens:
-                        log.warning("no callers' tokens configured: any local process may use %s", endpoint)
-                    log.info("serving on %s (%d release(s) resumed)", endpoint, resumed)
-                    sys.stdout.write(json.dumps({"endpoint": endpoint}) + "\n")
-                    sys.stdout.flush()
-                    await _until_signal()
-                    log.info(
-                        "stopping: new requests get 503; in-flight work has %.1fs", settings.service_grace
-                    )
-                    grace = settings.service_grace
-                    left = await engine.stop(grace)
-                    log.info("stopped; %d release(s) unfinished stay in %s", left, journal.path)
-            finally:
-                await engine.stop(grace)
-    return 0
-
-
-def _has_prometheus() -> bool:
-    try:
-        metrics_cli.prometheus()
-    except ConfigError:
+    if not metrics_available():
         log.warning("prometheus-client not installed: /metrics answers 501")
-        return False
-    return True
-
-
-@asynccontextmanager
-async def _listening(app: web.Application, host: str, port: int) -> AsyncIterator[str]:
-    """Serve ``app`` on ``host:port`` for the block; yield the endpoint URL (the real port for 0)."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_S)
-    await runner.setup()
-    try:
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as exc:
-            raise ConfigError("--port", port, f"cannot listen on {host}: {exc.strerror or exc}") from None
-        shown = f"[{host}]" if ":" in host else host
-        yield f"http://{shown}:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    credentials = load_credentials(settings.profile)
+    async with (
+        running_service(
+            credentials, settings, args.journal, host=args.host, port=args.port, tokens=tokens
+        ) as svc,
+        AsyncExitStack() as extra,
+    ):
+        if svc.metrics is not None and metrics_port is not None:
+            url = await _serve_metrics(extra, svc.metrics.registry, metrics_port, args.metrics_host)
+            log.info("also serving metrics at %s", url)
+        if not tokens:
+            log.warning("no callers' tokens configured: any local process may use %s", svc.endpoint)
+        log.info("serving on %s (%d release(s) resumed)", svc.endpoint, svc.resumed)
+        sys.stdout.write(json.dumps({"endpoint": svc.endpoint}) + "\n")
+        sys.stdout.flush()
+        await _until_signal()
+        log.info("stopping: new requests get 503; in-flight work has %.1fs", settings.service_grace)
+        left = await svc.engine.stop(settings.service_grace)
+        log.info("stopped; %d release(s) unfinished stay in %s", left, args.journal)
+    return 0
 
 
 async def _serve_metrics(stack: AsyncExitStack, registry: CollectorRegistry, port: int, host: str) -> str:
