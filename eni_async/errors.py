@@ -13,10 +13,14 @@
     ├── TaskTimeoutError (TimeoutError)    a task still not SUCCESS/FAILED at the poll deadline
     ├── TaskFailedError                    a task that ended FAILED
     └── ApiError                           an error answer from the API (code, message, request id)
-        ├── AuthError                      signature, key, token or permission: every later call fails too
-        │   ├── SignatureError
-        │   ├── SecretIdNotFoundError
-        │   └── ReplayError                stale timestamp or reused nonce
+        ├── AuthError                      the credentials themselves fail: every later call fails too
+        │   ├── SignatureError             bad signature (or an Authorization header that does not parse)
+        │   ├── SecretIdNotFoundError      unknown or disabled SecretId
+        │   ├── TokenError                 expired or invalid session token
+        │   └── ReplayError                timestamp too far from the server's clock
+        ├── PermissionDeniedError          access control refused this call (a resource, an action): that item
+        │                                  fails, the batch goes on; the call had no effect
+        ├── NonceReusedError               API 2.0 replay guard saw the nonce before; a retry uses a new one
         ├── ThrottledError                 over the action's rate limit; the call had no effect
         ├── InvalidParameterError
         ├── InvalidActionError
@@ -27,7 +31,26 @@
         │   └── TaskNotFoundError
         ├── PrimaryIpError                 the primary IP cannot be released
         ├── MutexError                     another task is running on the ENI
-        └── ServerError                    InternalError and other server-side faults
+        └── ServerError                    InternalError, a bare API 2.0 5100 and other server-side faults
+
+Only ``AuthError`` stops a batch (D17): it is raised for credential failures alone, since every
+later call would fail the same way. A per-resource denial (``UnauthorizedOperation``, its sub-codes,
+``AuthFailure.UnauthorizedOperation``, API 2.0 4101/4102/4103/4110/4300) is a ``PermissionDeniedError``, which is
+deliberately *not* an ``AuthError``: one ENI the sub-account may not touch fails alone.
+
+Codes are classified by tables, in this order: (1) an exact entry of ``CODE_CLASSES``; (2) for API 2.0, the
+numeric code when the ``codeDesc`` only names a family (only 4100's ``AuthFailure`` is documented, and the
+same name may come with any 41xx number, so 4102 with ``AuthFailure`` is a denial, not a signature failure)
+or is missing or unknown; (3) a family rule
+of ``FAMILY_CLASSES``: a code ``Family.SubCode`` not listed exactly is classified as its family, and only the
+families listed there have such a rule (``AuthFailure.*`` -> ``AuthError``, since that family is about the
+request's credentials and its one per-resource member is listed exactly; ``UnauthorizedOperation.*`` ->
+``PermissionDeniedError``; ``RequestLimitExceeded.*`` -> ``ThrottledError``; parameter, ``ResourceNotFound``
+and ``InternalError`` families likewise); (4) a plain ``ApiError``, never a crash. Two codes need their
+message: API 2.0 5100 is the mutex only with ``codeDesc`` ``ActionLocked`` or a message saying another task
+is running, otherwise a server error of unknown effect (D19); 4500 / ``ReplayAttack`` is a reused nonce when
+the message says so, otherwise a clock problem (``ReplayError``). Throttle messages state the limit in the
+plain, the backtick or the Chinese form (D6, D18); ``ThrottledError.limit`` reads all three.
 
 Two class attributes classify every error for retrying (one table, read by ``policy``): ``transient``
 (worth another try) and ``no_effect`` (the request surely changed nothing, so even a mutating call may be
@@ -138,19 +161,39 @@ class ApiError(EniAsyncError):
 
 
 class AuthError(ApiError):
-    """Authentication or authorisation failed; every later call with these credentials fails too."""
+    """The credentials themselves failed (signature, SecretId, token, clock); every later call fails too."""
 
 
 class SignatureError(AuthError):
-    """The signature did not match."""
+    """The signature did not match, or the Authorization header does not parse."""
 
 
 class SecretIdNotFoundError(AuthError):
-    """The SecretId is unknown."""
+    """The SecretId is unknown or disabled."""
+
+
+class TokenError(AuthError):
+    """The session token is expired or invalid."""
 
 
 class ReplayError(AuthError):
-    """The timestamp is too far from the server's clock, or the nonce was used before."""
+    """The request's timestamp is too far from the server's clock (a clock or signing problem)."""
+
+
+class PermissionDeniedError(ApiError):
+    """Access control refused this call for this resource or action; other items may still succeed.
+
+    Not an ``AuthError`` on purpose: the credentials work, so a batch goes on past it (D17).
+    """
+
+    no_effect = True
+
+
+class NonceReusedError(ApiError):
+    """The API 2.0 replay guard has seen this nonce before; the call had no effect and a retry signs anew."""
+
+    transient = True
+    no_effect = True
 
 
 class ThrottledError(ApiError):
@@ -161,12 +204,14 @@ class ThrottledError(ApiError):
 
     @property
     def limit(self) -> int | None:
-        """The per-second limit stated in Tencent's throttle message, if any (decisions.md D6)."""
+        """The per-second limit stated in Tencent's throttle message, in any of its forms (D6, D18)."""
         match = _LIMIT_RE.search(self.message)
         return int(match.group(1)) if match else None
 
 
-_LIMIT_RE = re.compile(r"frequency limit (\d+)")
+# The three published forms: "... exceeds the frequency limit 20", "... the frequency limit `20` for a
+# second" and "您当前每秒请求 `6` 次，超过了每秒频率上限 `5`，请稍后重试".
+_LIMIT_RE = re.compile(r"(?:frequency\s+limit|频率上限)\s*[`'\"]?\s*(\d+)", re.IGNORECASE)
 
 
 class InvalidParameterError(ApiError):
@@ -266,8 +311,7 @@ class TaskFailedError(EniAsyncError):
         super().__init__(f"task {task_id} on {eni_id or 'ENI'} ended FAILED{detail}")
 
 
-# Business codes (API 2.0 ``codeDesc`` and API 3.0 ``Error.Code``) -> class. Matched exactly first, then by
-# the longest dotted prefix, so ``RequestLimitExceeded.UinLimitExceeded`` is a throttle (decisions.md D7).
+# Business codes (API 2.0 ``codeDesc`` and API 3.0 ``Error.Code``) -> class, matched exactly.
 CODE_CLASSES: Mapping[str, type[ApiError]] = {
     # API 2.0 codeDesc strings (decisions.md table)
     "InvalidVpc.NotFound": VpcNotFoundError,
@@ -278,13 +322,17 @@ CODE_CLASSES: Mapping[str, type[ApiError]] = {
     "ActionLocked": MutexError,
     "SecretIdNotFound": SecretIdNotFoundError,
     "ReplayAttack": ReplayError,
-    # Shared and API 3.0 codes
+    # Shared and API 3.0 codes. Credential failures (D17) are AuthError; access-control denials are not.
     "AuthFailure": AuthError,
     "AuthFailure.SignatureFailure": SignatureError,
+    "AuthFailure.InvalidAuthorization": SignatureError,
     "AuthFailure.SecretIdNotFound": SecretIdNotFoundError,
     "AuthFailure.InvalidSecretId": SecretIdNotFoundError,
     "AuthFailure.SignatureExpire": ReplayError,
-    "UnauthorizedOperation": AuthError,
+    "AuthFailure.TokenFailure": TokenError,
+    "AuthFailure.MFAFailure": AuthError,
+    "AuthFailure.UnauthorizedOperation": PermissionDeniedError,
+    "UnauthorizedOperation": PermissionDeniedError,
     "RequestLimitExceeded": ThrottledError,
     "LimitExceeded.ActionLimited": ThrottledError,
     "InvalidParameter": InvalidParameterError,
@@ -299,41 +347,80 @@ CODE_CLASSES: Mapping[str, type[ApiError]] = {
     "ServiceUnavailable": ServerError,
 }
 
-# API 2.0 numeric public codes -> class, used only when ``codeDesc`` is missing or unknown.
+# The only families with a prefix rule: ``Family.AnySubCode`` not listed above is classified as its family.
+# ``AuthFailure.*`` is about the request's credentials (its one per-resource member is listed exactly above);
+# ``RequestLimitExceeded.*`` sub-codes are throttles (D7). Other families (``UnsupportedOperation``,
+# ``LimitExceeded``, ``InvalidVpc``, ...) have none: an unlisted sub-code of theirs is a plain ``ApiError``.
+FAMILY_CLASSES: Mapping[str, type[ApiError]] = {
+    "AuthFailure": AuthError,
+    "UnauthorizedOperation": PermissionDeniedError,
+    "RequestLimitExceeded": ThrottledError,
+    "InvalidParameter": InvalidParameterError,
+    "InvalidParameterValue": InvalidParameterError,
+    "MissingParameter": InvalidParameterError,
+    "UnknownParameter": InvalidParameterError,
+    "ResourceNotFound": NotFoundError,
+    "InternalError": ServerError,
+}
+
+# API 2.0 numeric public codes -> class (Tencent's public code table), used when ``codeDesc`` is missing, unknown, or only
+# names a family (``V2_FAMILY_DESCS``). 4101-4103, 4110 and 4300 are access-control denials (D17).
 V2_NUMERIC_CLASSES: Mapping[int, type[ApiError]] = {
     4000: InvalidParameterError,
     4100: SignatureError,
-    4101: AuthError,
-    4102: AuthError,
-    4103: AuthError,
+    4101: PermissionDeniedError,
+    4102: PermissionDeniedError,
+    4103: PermissionDeniedError,
     4104: SecretIdNotFoundError,
-    4105: AuthError,
+    4105: TokenError,
     4106: AuthError,
-    4110: AuthError,
+    4110: PermissionDeniedError,
     4200: ReplayError,
-    4300: AuthError,
+    4300: PermissionDeniedError,
     4400: ThrottledError,
     4500: ReplayError,
     5000: NotFoundError,
-    5100: MutexError,
+    5100: ServerError,
     6000: ServerError,
     6100: ServerError,
     6200: ServerError,
 }
 
+# API 2.0 ``codeDesc`` values that name a family only: the numeric code says which member it is.
+V2_FAMILY_DESCS = frozenset({"AuthFailure"})
 
-def class_for_code(code: str, numeric: int | None = None) -> type[ApiError]:
-    """Return the exception class for an API code; unknown codes give ``ApiError``."""
-    if code in CODE_CLASSES:
-        return CODE_CLASSES[code]
-    prefix = code
-    while "." in prefix:
-        prefix = prefix.rsplit(".", 1)[0]
-        if prefix in CODE_CLASSES:
-            return CODE_CLASSES[prefix]
-    if numeric is not None and numeric in V2_NUMERIC_CLASSES:
-        return V2_NUMERIC_CLASSES[numeric]
-    return ApiError
+# A 5100 that is the mutex says so in words (D19); Tencent's pages word it in English or Chinese.
+_MUTEX_RE = re.compile(
+    r"another (?:task|operation)|task is running|locked by (?:a )?running task|being operated|"
+    r"正在(?:执行|进行|被操作|操作)|任务.{0,8}(?:运行|执行)中",
+    re.IGNORECASE,
+)
+_NONCE_RE = re.compile(r"nonce", re.IGNORECASE)
+_TOKEN_RE = re.compile(r"token", re.IGNORECASE)
+
+
+def class_for_code(code: str, numeric: int | None = None, message: str = "") -> type[ApiError]:
+    """Return the exception class for an API code (see the module docstring); unknown codes give ``ApiError``."""
+    cls = CODE_CLASSES.get(code)
+    if numeric is not None and numeric in V2_NUMERIC_CLASSES and (cls is None or code in V2_FAMILY_DESCS):
+        cls = V2_NUMERIC_CLASSES[numeric]
+    if cls is None and "." in code:
+        family = code.split(".", 1)[0]
+        cls = FAMILY_CLASSES.get(family)
+    if cls is None:
+        return ApiError
+    return _refine(cls, code, numeric, message)
+
+
+def _refine(cls: type[ApiError], code: str, numeric: int | None, message: str) -> type[ApiError]:
+    """The two API 2.0 codes whose meaning depends on the message."""
+    if numeric == 5100 and code != "ActionLocked" and cls is ServerError and _MUTEX_RE.search(message):
+        return MutexError
+    if cls is ReplayError and (numeric == 4500 or code == "ReplayAttack") and _NONCE_RE.search(message):
+        return NonceReusedError
+    if cls is SignatureError and numeric == 4100 and _TOKEN_RE.search(message):
+        return TokenError
+    return cls
 
 
 def api_error(
@@ -346,7 +433,7 @@ def api_error(
     task_id: str | None = None,
 ) -> ApiError:
     """Build the typed error for an API answer."""
-    cls = class_for_code(code, numeric)
+    cls = class_for_code(code, numeric, message)
     return cls(code, message, action=action, request_id=request_id, task_id=task_id)
 
 

@@ -360,8 +360,13 @@ BUSINESS_ERRORS = [
     (4000, "InvalidParameter", errors.InvalidParameterError),
     (5100, "ActionLocked", errors.MutexError),
     (4400, "RequestLimitExceeded", errors.ThrottledError),
-    (4100, "AuthFailure", errors.AuthError),
+    (4100, "AuthFailure", errors.SignatureError),
+    (4101, "AuthFailure", errors.PermissionDeniedError),
+    (4102, "AuthFailure", errors.PermissionDeniedError),
+    (4102, "UnauthorizedOperation", errors.PermissionDeniedError),
+    (4103, "AuthFailure", errors.PermissionDeniedError),
     (4104, "SecretIdNotFound", errors.SecretIdNotFoundError),
+    (4105, "AuthFailure", errors.TokenError),
     (4500, "ReplayAttack", errors.ReplayError),
     (4000, "InvalidAction", errors.InvalidActionError),
     (5000, "InvalidTask.NotFound", errors.TaskNotFoundError),
@@ -371,7 +376,7 @@ BUSINESS_ERRORS = [
 
 @pytest.mark.parametrize("action", [UNASSIGN, TASK_QUERY, DESCRIBE])
 @pytest.mark.parametrize(
-    ("numeric", "code_desc", "cls"), BUSINESS_ERRORS, ids=[r[1] for r in BUSINESS_ERRORS]
+    ("numeric", "code_desc", "cls"), BUSINESS_ERRORS, ids=[f"{r[0]}-{r[1]}" for r in BUSINESS_ERRORS]
 )
 def test_business_error_becomes_its_class(
     action: str, numeric: int, code_desc: str, cls: type[errors.ApiError]
@@ -390,13 +395,74 @@ def test_business_error_becomes_its_class(
 
 @pytest.mark.parametrize(
     ("code", "cls"),
-    [(4400, errors.ThrottledError), ("4400", errors.ThrottledError), (5100, errors.MutexError)],
+    [
+        (4400, errors.ThrottledError),
+        ("4400", errors.ThrottledError),
+        (4102, errors.PermissionDeniedError),
+        (5100, errors.ServerError),
+    ],
 )
 def test_numeric_code_classifies_when_code_desc_is_missing(code: object, cls: type[errors.ApiError]) -> None:
     """Without a ``codeDesc`` the numeric code picks the class, and the code is reported as its digits."""
     with pytest.raises(cls) as info:
         DIALECT.parse_unassign(_answer({"code": code, "message": "no"}))
     assert info.value.code == str(code)
+
+
+@pytest.mark.parametrize(
+    ("code_desc", "message", "cls"),
+    [
+        ("ActionLocked", "resource is being operated on", errors.MutexError),
+        ("ActionLocked", "", errors.MutexError),
+        (None, "network interface eni-1 is locked by running task 16290", errors.MutexError),
+        (None, "another task is running on this ENI, retry later", errors.MutexError),
+        (None, "(100002)该网卡有任务正在执行，请稍后重试", errors.MutexError),
+        (None, "(100004)resource operation failed", errors.ServerError),
+        (None, "", errors.ServerError),
+        ("InternalError", "internal error", errors.ServerError),
+        ("ResourceOperationFailed", "unassign failed", errors.ServerError),
+    ],
+)
+def test_5100_is_the_mutex_only_when_it_says_so(
+    code_desc: str | None, message: str, cls: type[errors.ApiError]
+) -> None:
+    """5100 is the mutex only with ``codeDesc`` ActionLocked or a message naming a running task (D19)."""
+    body: dict[str, object] = {"code": 5100, "message": message}
+    if code_desc is not None:
+        body["codeDesc"] = code_desc
+    with pytest.raises(errors.ApiError) as info:
+        DIALECT.parse_unassign(_answer(body))
+    assert type(info.value) is cls
+
+
+def test_bare_5100_is_ambiguous_for_a_mutating_call() -> None:
+    """A bare 5100 is a server error of unknown effect: worth a retry when reading, never blind for a submit."""
+    with pytest.raises(errors.ServerError) as info:
+        DIALECT.parse_unassign(_answer({"code": 5100, "message": "operation failed"}))
+    assert (info.value.transient, info.value.no_effect) == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("message", "cls"),
+    [
+        ("nonce 12345 was already used", errors.NonceReusedError),
+        ("Nonce重复", errors.NonceReusedError),
+        ("timestamp 1500000000 is 900s away from server time (limit 300s)", errors.ReplayError),
+        ("", errors.ReplayError),
+    ],
+)
+def test_4500_is_a_clock_problem_unless_it_names_the_nonce(message: str, cls: type[errors.ApiError]) -> None:
+    """4500 stops a batch as a clock problem; a reused nonce is a one-off that a freshly signed retry clears."""
+    with pytest.raises(errors.ApiError) as info:
+        DIALECT.parse_unassign(_answer({"code": 4500, "message": message, "codeDesc": "ReplayAttack"}))
+    assert type(info.value) is cls
+    assert isinstance(info.value, errors.AuthError) is (cls is errors.ReplayError)
+
+
+def test_4100_naming_the_token_is_a_token_error() -> None:
+    """An expired session token comes back on API 2.0 as 4100 with a message naming the token."""
+    with pytest.raises(errors.TokenError):
+        DIALECT.parse_unassign(_answer({"code": 4100, "message": "token expired", "codeDesc": "AuthFailure"}))
 
 
 def test_unknown_business_error_is_a_plain_api_error() -> None:
@@ -413,6 +479,23 @@ def test_throttle_answer_states_its_limit() -> None:
     body = {"code": 4400, "message": message, "codeDesc": "RequestLimitExceeded"}
     with pytest.raises(errors.ThrottledError) as info:
         DIALECT.parse_task_query(_answer(body), TASK_ID)
+    assert info.value.limit == 20
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "request times equals to 21 in a second, which exceeds the frequency limit 20",
+        "request times equals to `21` in a second, which exceeds the frequency limit `20` for a second",
+        "您当前每秒请求 `21` 次，超过了每秒频率上限 `20`，请稍后重试",
+    ],
+    ids=["plain", "backticks", "chinese"],
+)
+def test_throttle_answer_states_its_limit_in_every_form(message: str) -> None:
+    """Each published throttle message form (D6, D18) gives the stated limit through the v2 dialect."""
+    body = {"code": 4400, "message": message, "codeDesc": "RequestLimitExceeded"}
+    with pytest.raises(errors.ThrottledError) as info:
+        DIALECT.parse_unassign(_answer(body))
     assert info.value.limit == 20
 
 

@@ -360,6 +360,14 @@ DECIDED_CODES = [
     (UNASSIGN, "AuthFailure.SignatureFailure", "signature mismatch", errors.SignatureError),
     (UNASSIGN, "AuthFailure.SecretIdNotFound", "no such key", errors.SecretIdNotFoundError),
     (UNASSIGN, "AuthFailure.SignatureExpire", "timestamp too old", errors.ReplayError),
+    (UNASSIGN, "AuthFailure.TokenFailure", "token expired", errors.TokenError),
+    (UNASSIGN, "AuthFailure.InvalidSecretId", "not a SecretId", errors.SecretIdNotFoundError),
+    (UNASSIGN, "AuthFailure.MFAFailure", "mfa", errors.AuthError),
+    (UNASSIGN, "AuthFailure.InvalidAuthorization", "bad header", errors.SignatureError),
+    (UNASSIGN, "AuthFailure.UnauthorizedOperation", "no permission", errors.PermissionDeniedError),
+    (UNASSIGN, "UnauthorizedOperation", "no permission on eni-1", errors.PermissionDeniedError),
+    (UNASSIGN, "UnauthorizedOperation.NoPermission", "no permission", errors.PermissionDeniedError),
+    (UNASSIGN, "AuthFailure.SomethingNew", "unlisted sub-code: its family", errors.AuthError),
     (UNASSIGN, "InvalidAction", "no such action", errors.InvalidActionError),
     (UNASSIGN, "InternalError", "injected fault", errors.ServerError),
     (TASK_QUERY, "ResourceNotFound", "no such task", errors.TaskNotFoundError),
@@ -417,6 +425,22 @@ def test_throttle_limit_read_from_message() -> None:
     message = "request times equals to 21 in a second, which exceeds the frequency limit 20"
     with pytest.raises(errors.ThrottledError) as caught:
         DIALECT.parse_task_query(_error("RequestLimitExceeded", message), TASK_ID)
+    assert caught.value.limit == 20
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "request times equals to 21 in a second, which exceeds the frequency limit 20",
+        "request times equals to `21` in a second, which exceeds the frequency limit `20` for a second",
+        "您当前每秒请求 `21` 次，超过了每秒频率上限 `20`，请稍后重试",
+    ],
+    ids=["plain", "backticks", "chinese"],
+)
+def test_throttle_limit_read_from_every_message_form(message: str) -> None:
+    """Each published throttle message form (D6, D18) gives the stated limit through the v3 dialect."""
+    with pytest.raises(errors.ThrottledError) as caught:
+        DIALECT.parse_unassign(_error("RequestLimitExceeded", message))
     assert caught.value.limit == 20
 
 

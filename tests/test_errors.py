@@ -1,10 +1,16 @@
-"""The exception tree classifies every API code by one table and decides retries by two flags."""
+"""The exception tree classifies every API code by its tables and decides retries by two flags; end to end,
+per-resource denials fail one item, credential failures stop a batch, and throttle limits are learnt."""
 
 from __future__ import annotations
+
+import asyncio
+from urllib.parse import parse_qs
 
 import pytest
 
 from eni_async import errors
+from eni_async.client import EniClient
+from eni_async.clock import FakeClock
 from eni_async.credentials import load_credentials
 from eni_async.dialects import SignContext
 from eni_async.dialects.v2 import V2Dialect
@@ -21,8 +27,10 @@ from eni_async.errors import (
     InvalidParameterError,
     IpNotOnEniError,
     MutexError,
+    NonceReusedError,
     NotFoundError,
     OutcomeUnknownError,
+    PermissionDeniedError,
     PrimaryIpError,
     ProtocolError,
     ReplayError,
@@ -33,15 +41,23 @@ from eni_async.errors import (
     TaskNotFoundError,
     TaskTimeoutError,
     ThrottledError,
+    TokenError,
     TransportError,
     VpcNotFoundError,
 )
 from eni_async.models import Credentials
-from eni_async.policy import retryable
+from eni_async.outcomes import Item, Outcome, check_against_truth
+from eni_async.policy import PollPolicy, retryable
+from eni_async.settings import Settings
+from eni_async.simulator import FaultProfile
+from tests.aioresp import Mocked, mocked
+from tests.batchhelpers import World, world
 
 SECRET_ID = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3gnPhESA"
 SECRET_KEY = "Gu5t9xGARNpq86cd98joQYCN3Cozk1qA"
 TOKEN = "session-token-that-must-stay-hidden"
+V2_URL = "https://vpc.api.qcloud.com/v2/index.php"
+VPC, ENI = "vpc-7t9nf3pu", "eni-m6dyj72l"
 THROTTLE_MESSAGE = "request times equals to 21 in a second, which exceeds the frequency limit 20"
 
 # -- the code table (decisions.md) -------------------------------------------------------------------------
@@ -55,7 +71,7 @@ V2_TABLE = [
     (4000, "InvalidParameter", InvalidParameterError),
     (5100, "ActionLocked", MutexError),
     (4400, "RequestLimitExceeded", ThrottledError),
-    (4100, "AuthFailure", AuthError),
+    (4100, "AuthFailure", SignatureError),
     (4104, "SecretIdNotFound", SecretIdNotFoundError),
     (4500, "ReplayAttack", ReplayError),
     (4000, "InvalidAction", InvalidActionError),
@@ -90,10 +106,75 @@ def test_v2_code_desc_maps_to_its_class(numeric: int, code: str, expected: type[
     assert errors.class_for_code(code, numeric) is expected
 
 
-@pytest.mark.parametrize(("numeric", "code", "expected"), V2_TABLE, ids=[row[1] for row in V2_TABLE])
+# A family-only codeDesc needs its number to say which member it is; every other one decides alone.
+V2_DESC_ALONE = [row for row in V2_TABLE if row[1] not in errors.V2_FAMILY_DESCS]
+
+
+@pytest.mark.parametrize(("numeric", "code", "expected"), V2_DESC_ALONE, ids=[r[1] for r in V2_DESC_ALONE])
 def test_v2_code_desc_alone_maps_to_its_class(numeric: int, code: str, expected: type[ApiError]) -> None:
     """The ``codeDesc`` decides the class by itself, without the numeric code."""
     assert errors.class_for_code(code) is expected
+
+
+@pytest.mark.parametrize(
+    ("numeric", "expected"),
+    [
+        (4100, SignatureError),
+        (4101, PermissionDeniedError),
+        (4102, PermissionDeniedError),
+        (4103, PermissionDeniedError),
+        (4104, SecretIdNotFoundError),
+        (4105, TokenError),
+        (4106, AuthError),
+        (4110, PermissionDeniedError),
+        (None, AuthError),
+    ],
+)
+def test_family_code_desc_is_decided_by_the_number(numeric: int | None, expected: type[ApiError]) -> None:
+    """``codeDesc`` ``AuthFailure`` only names the family: the API 2.0 number says which failure it is."""
+    assert errors.class_for_code("AuthFailure", numeric) is expected
+
+
+# decisions.md D17: the failures that stop a batch, and the denials that fail one item.
+CREDENTIAL_FAILURES = [
+    ("AuthFailure.SignatureFailure", None),
+    ("AuthFailure.SecretIdNotFound", None),
+    ("AuthFailure.SignatureExpire", None),
+    ("AuthFailure.TokenFailure", None),
+    ("AuthFailure.InvalidSecretId", None),
+    ("AuthFailure.MFAFailure", None),
+    ("AuthFailure", 4100),
+    ("4100", 4100),
+    ("SecretIdNotFound", 4104),
+    ("4104", 4104),
+    ("ReplayAttack", 4500),
+    ("4500", 4500),
+]
+PER_RESOURCE_DENIALS = [
+    ("UnauthorizedOperation", None),
+    ("UnauthorizedOperation.NoPermission", None),
+    ("UnauthorizedOperation.SomethingUnlisted", None),
+    ("AuthFailure.UnauthorizedOperation", None),
+    ("4102", 4102),
+    ("4103", 4103),
+    ("AuthFailure", 4102),
+    ("AuthFailure", 4103),
+    ("UnauthorizedOperation", 4102),
+]
+
+
+@pytest.mark.parametrize(("code", "numeric"), CREDENTIAL_FAILURES)
+def test_credential_failures_are_auth_errors(code: str, numeric: int | None) -> None:
+    """Each credential-level failure of D17 is an ``AuthError``, the one class that stops a batch."""
+    assert issubclass(errors.class_for_code(code, numeric, "timestamp is 900s off"), AuthError)
+
+
+@pytest.mark.parametrize(("code", "numeric"), PER_RESOURCE_DENIALS)
+def test_per_resource_denials_are_not_auth_errors(code: str, numeric: int | None) -> None:
+    """Each per-resource denial of D17 is a ``PermissionDeniedError``, which is not an ``AuthError``."""
+    cls = errors.class_for_code(code, numeric, "子账号未被主账号授权访问特定资源")
+    assert cls is PermissionDeniedError
+    assert not issubclass(cls, AuthError)
 
 
 @pytest.mark.parametrize(("code", "expected"), V3_TABLE, ids=[row[0] for row in V3_TABLE])
@@ -120,16 +201,45 @@ def test_throttle_codes_and_sub_codes_are_throttles(code: str) -> None:
 @pytest.mark.parametrize(
     ("code", "expected"),
     [
-        ("AuthFailure.TokenFailure", AuthError),
+        ("AuthFailure.SomethingUnlisted", AuthError),
+        ("UnauthorizedOperation.SomethingUnlisted", PermissionDeniedError),
+        ("RequestLimitExceeded.SomethingUnlisted", ThrottledError),
         ("InternalError.ModuleError", ServerError),
         ("InvalidParameter.Coexist", InvalidParameterError),
         ("InvalidParameterValue.Range", InvalidParameterError),
-        ("InvalidVpc.NotFound.Extra", VpcNotFoundError),
+        ("MissingParameter.Ips", InvalidParameterError),
+        ("UnknownParameter.Foo", InvalidParameterError),
+        ("ResourceNotFound.Eni", NotFoundError),
     ],
 )
-def test_unknown_sub_code_takes_its_longest_known_prefix(code: str, expected: type[ApiError]) -> None:
-    """A sub-code not in the table is classified by its longest known dotted prefix."""
+def test_unlisted_sub_code_of_a_family_is_classified_by_its_family(
+    code: str, expected: type[ApiError]
+) -> None:
+    """A sub-code not listed exactly takes its family's class, for the families that have a rule."""
     assert errors.class_for_code(code) is expected
+
+
+@pytest.mark.parametrize(("family", "cls"), sorted(errors.FAMILY_CLASSES.items()))
+def test_family_table_rules_apply_to_any_sub_code(family: str, cls: type[ApiError]) -> None:
+    """Every family rule of the table applies to any sub-code, one or two levels deep."""
+    assert errors.class_for_code(f"{family}.Unlisted") is cls
+    assert errors.class_for_code(f"{family}.Unlisted.Deeper") is cls
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "InvalidVpc.NotFound.Extra",
+        "UnsupportedOperation.SomethingUnlisted",
+        "UnsupportedOperation.AttachmentNotFound.Extra",
+        "ActionLocked.Extra",
+        "ServiceUnavailable.Extra",
+        "LimitExceeded.Quota",
+    ],
+)
+def test_no_prefix_rule_where_the_table_gives_none(code: str) -> None:
+    """A code that merely starts with a listed code is a plain ``ApiError``: prefixes match only for families."""
+    assert errors.class_for_code(code) is ApiError
 
 
 def test_plain_limit_exceeded_is_not_a_throttle() -> None:
@@ -143,11 +253,15 @@ def test_plain_limit_exceeded_is_not_a_throttle() -> None:
     [
         (4000, InvalidParameterError),
         (4100, SignatureError),
+        (4101, PermissionDeniedError),
+        (4102, PermissionDeniedError),
+        (4103, PermissionDeniedError),
         (4104, SecretIdNotFoundError),
+        (4105, TokenError),
         (4400, ThrottledError),
         (4500, ReplayError),
         (5000, NotFoundError),
-        (5100, MutexError),
+        (5100, ServerError),
         (6000, ServerError),
     ],
 )
@@ -210,6 +324,13 @@ def test_api_error_without_message_or_action_renders_the_code() -> None:
         (THROTTLE_MESSAGE, 20),
         ("request times equals to 101 in a second, which exceeds the frequency limit 100", 100),
         ("Requests over the frequency limit 7.", 7),
+        (
+            "request times equals to `21` in a second, which exceeds the frequency limit `20` for a second",
+            20,
+        ),
+        ("您当前每秒请求 `6` 次，超过了每秒频率上限 `5`，请稍后重试", 5),
+        ("您当前每秒请求 6 次，超过了每秒频率上限 5，请稍后重试", 5),
+        ("request times equals to `21` in a second", None),
         ("too many requests", None),
         ("", None),
     ],
@@ -253,7 +374,10 @@ RETRY_TABLE = [
     (AuthError, False, False),
     (SignatureError, False, False),
     (SecretIdNotFoundError, False, False),
+    (TokenError, False, False),
     (ReplayError, False, False),
+    (PermissionDeniedError, False, False),
+    (NonceReusedError, True, True),
     (InvalidParameterError, False, False),
     (InvalidActionError, False, False),
     (NotFoundError, False, False),
@@ -312,6 +436,9 @@ def test_mutex_error_had_no_effect_but_is_not_transient() -> None:
         (SignatureError, (AuthError, ApiError)),
         (SecretIdNotFoundError, (AuthError,)),
         (ReplayError, (AuthError,)),
+        (TokenError, (AuthError,)),
+        (PermissionDeniedError, (ApiError,)),
+        (NonceReusedError, (ApiError,)),
         (VpcNotFoundError, (NotFoundError,)),
         (EniNotFoundError, (NotFoundError,)),
         (IpNotOnEniError, (NotFoundError,)),
@@ -331,7 +458,11 @@ def test_exception_tree(cls: type[BaseException], bases: tuple[type[BaseExceptio
 
 def test_every_mapped_class_is_an_api_error() -> None:
     """Both code tables map only onto ``ApiError`` subclasses."""
-    classes = [*errors.CODE_CLASSES.values(), *errors.V2_NUMERIC_CLASSES.values()]
+    classes = [
+        *errors.CODE_CLASSES.values(),
+        *errors.FAMILY_CLASSES.values(),
+        *errors.V2_NUMERIC_CLASSES.values(),
+    ]
     assert all(issubclass(cls, ApiError) for cls in classes)
 
 
@@ -440,3 +571,147 @@ def test_signed_request_and_context_reprs_hide_secrets() -> None:
     assert SECRET_KEY not in text
     assert TOKEN not in text
     assert "Signature" not in text
+
+
+# -- end to end: what each class does to a batch (decisions.md D17, D19) ------------------------------------
+
+
+async def _release_all(w: World, credentials: Credentials | None = None) -> list[Outcome]:
+    """Run ``unassign_many`` over every seeded ENI with the world's client (or one with ``credentials``)."""
+    if credentials is None:
+        return [o async for o in w.client.unassign_many(w.items(), concurrency=2)]
+    async with EniClient(credentials, w.client.settings, clock=w.clock) as other:
+        return [o async for o in other.unassign_many(w.items(), concurrency=2)]
+
+
+@pytest.mark.parametrize("dialect", ["v2", "v3"])
+async def test_a_denied_eni_fails_alone_and_the_batch_goes_on(dialect: str) -> None:
+    """Over real HTTP, the ENI the sub-account may not touch fails with its IPs not released; all others go."""
+    settings = Settings(dialect=dialect, poll=PollPolicy(timeout=300.0))
+    async with world(enis=8, settings=settings) as w:
+        denied = w.items()[3].eni_id
+        w.sim.denied_enis.add(denied)
+        outcomes = await _release_all(w)
+        present = w.present()
+    by_eni = {o.eni_id: o for o in outcomes}
+    assert len(outcomes) == 8
+    assert by_eni[denied].status == "failed"
+    error = by_eni[denied].error
+    assert error is not None
+    assert error["code"] == "UnauthorizedOperation"
+    assert sorted(by_eni[denied].not_released) == sorted(by_eni[denied].ips)
+    assert by_eni[denied].released == []
+    assert by_eni[denied].task_ids == []
+    others = [o for o in outcomes if o.eni_id != denied]
+    assert all(o.status == "succeeded" for o in others), [o.to_json() for o in others]
+    assert [p for o in outcomes for p in check_against_truth(o.to_json(), present)] == []
+
+
+@pytest.mark.parametrize("dialect", ["v2", "v3"])
+async def test_a_credential_failure_still_stops_the_batch(dialect: str) -> None:
+    """With a wrong key the batch stops after the first failures, denied ENI or not, and nothing is released."""
+    settings = Settings(dialect=dialect, poll=PollPolicy(timeout=300.0))
+    async with world(enis=12, settings=settings) as w:
+        w.sim.denied_enis.add(w.items()[0].eni_id)
+        outcomes = await _release_all(w, Credentials(w.sim.credentials.secret_id, "not-the-key"))
+        requests = sum(w.sim.stats()["requests"].values())
+        untouched = all(e["secondary_ips"] for e in w.sim.ground_truth()["enis"])
+    statuses = [o.status for o in outcomes]
+    assert len(outcomes) == 12
+    assert statuses.count("not_attempted") >= 9
+    assert requests <= 3
+    assert untouched
+
+
+# A v2 ENI as DescribeNetworkInterfaces lists it (live-page envelope), with the given secondary IPs.
+def _described(ips: list[str]) -> dict[str, object]:
+    addresses = [{"privateIpAddress": "10.0.0.1", "primary": True}]
+    addresses += [{"privateIpAddress": ip, "primary": False} for ip in ips]
+    entry = {"vpcId": VPC, "networkInterfaceId": ENI, "privateIpAddressesSet": addresses}
+    return {"code": 0, "message": "", "codeDesc": "Success", "data": {"totalNum": 1, "data": [entry]}}
+
+
+def _actions(m: Mocked) -> list[str]:
+    calls = [call for calls in m.requests.values() for call in calls]
+    return [parse_qs(call.kwargs["data"].decode())["Action"][0] for call in calls]
+
+
+async def _one_item_batch(m: Mocked) -> Outcome:
+    settings = Settings(poll=PollPolicy(first=1.0, initial=0.5, timeout=60.0))
+    async with EniClient(Credentials(SECRET_ID, SECRET_KEY), settings, clock=FakeClock()) as client:
+        outcomes = [o async for o in client.unassign_many([Item(VPC, ENI, ("10.0.0.2",))])]
+    assert len(outcomes) == 1
+    return outcomes[0]
+
+
+async def test_bare_5100_is_reconciled_by_looking_not_resubmitted() -> None:
+    """After a bare 5100 the client describes the ENI; the IP turned out gone, so nothing is sent again."""
+    with mocked() as m:
+        m.post(V2_URL, payload={"code": 5100, "message": "(100004)operation failed"})
+        m.post(V2_URL, payload=_described([]))
+        outcome = await _one_item_batch(m)
+        actions = _actions(m)
+    assert actions == ["UnassignPrivateIpAddresses", "DescribeNetworkInterfaces"]
+    assert (outcome.status, outcome.released) == ("succeeded", ["10.0.0.2"])
+
+
+async def test_bare_5100_with_the_ip_still_there_is_resubmitted_only_after_looking() -> None:
+    """After a bare 5100 with the IP still on the ENI, the one resubmit comes after a describe, never before."""
+    with mocked() as m:
+        m.post(V2_URL, payload={"code": 5100, "message": "(100004)operation failed"})
+        m.post(V2_URL, payload=_described(["10.0.0.2"]))
+        m.post(V2_URL, payload={"code": 0, "message": "", "codeDesc": "Success", "data": {"taskId": 9}})
+        m.post(V2_URL, payload={"code": 0, "message": "", "codeDesc": "Success", "data": {"status": 0}})
+        outcome = await _one_item_batch(m)
+        actions = _actions(m)
+    assert actions[:3] == [
+        "UnassignPrivateIpAddresses",
+        "DescribeNetworkInterfaces",
+        "UnassignPrivateIpAddresses",
+    ]
+    assert (outcome.status, outcome.released, outcome.task_ids) == ("succeeded", ["10.0.0.2"], ["9"])
+
+
+async def test_action_locked_5100_waits_and_resubmits_without_describing() -> None:
+    """5100 with ``codeDesc`` ActionLocked is the mutex: the call had no effect, so it is simply sent again."""
+    with mocked() as m:
+        m.post(V2_URL, payload={"code": 5100, "message": "busy", "codeDesc": "ActionLocked"})
+        m.post(V2_URL, payload={"code": 0, "message": "", "codeDesc": "Success", "data": {"taskId": 9}})
+        m.post(V2_URL, payload={"code": 0, "message": "", "codeDesc": "Success", "data": {"status": 0}})
+        outcome = await _one_item_batch(m)
+        actions = _actions(m)
+    assert actions == ["UnassignPrivateIpAddresses", "UnassignPrivateIpAddresses", "DescribeVpcTaskResult"]
+    assert (outcome.status, outcome.released) == ("succeeded", ["10.0.0.2"])
+
+
+@pytest.mark.parametrize("form", ["plain", "backticks", "chinese"])
+async def test_client_learns_the_stated_limit_from_each_message_form(form: str) -> None:
+    """Throttled by the simulator in each message form, the client caps its rate at the limit it stated."""
+    async with world(
+        enis=4,
+        rate_limits={"DescribeNetworkInterfaces": 7},
+        faults=FaultProfile(name=form, throttle_message=form),
+    ) as w:
+        eni_ids = [item.eni_id for item in w.items()] * 6
+        await asyncio.gather(*(w.client.describe_eni(eni_id) for eni_id in eni_ids))
+        budget = w.client.budgets["DescribeNetworkInterfaces"]
+        throttled = w.sim.stats()["throttled"].get("DescribeNetworkInterfaces", 0)
+    assert throttled >= 1
+    assert budget.throttles >= 1
+    assert budget.ceiling == 7
+
+
+async def test_a_5100_that_never_clears_is_bounded_and_never_resent_blindly() -> None:
+    """Bare 5100 after bare 5100 with the IP still there: each resubmit follows a describe, and they stop."""
+    with mocked() as m:
+        for _ in range(12):
+            m.post(V2_URL, payload={"code": 5100, "message": "(100004)operation failed"})
+            m.post(V2_URL, payload=_described(["10.0.0.2"]))
+        outcome = await _one_item_batch(m)
+        actions = _actions(m)
+    submits = [i for i, action in enumerate(actions) if action == "UnassignPrivateIpAddresses"]
+    assert 1 < len(submits) <= 6
+    assert all(actions[i - 1] == "DescribeNetworkInterfaces" for i in submits[1:])
+    assert outcome.status == "failed"
+    assert outcome.released == []
+    assert sorted(outcome.not_released + outcome.unknown) == ["10.0.0.2"]

@@ -255,3 +255,134 @@ def test_action_overrides_inherit_rates(tmp_path: Path) -> None:
     assert (profile.name, profile.seed) == ("mine", 3)
     assert (task_rates.throttle, task_rates.http_502) == (0.0, 0.1)
     assert profile.rates_for(UNASSIGN).throttle == 0.2
+
+
+# -- throttle message forms and per-resource denials (decisions.md D17, D18) --------------------------------
+
+# The texts Tencent sends, written out here so that the simulator is checked against them, not against itself.
+THROTTLE_TEXTS = {
+    "plain": "request times equals to {n} in a second, which exceeds the frequency limit {limit}",
+    "backticks": "request times equals to `{n}` in a second, which exceeds the frequency limit `{limit}` for a second",
+    "chinese": "您当前每秒请求 `{n}` 次，超过了每秒频率上限 `{limit}`，请稍后重试",
+}
+DESCRIBE = "DescribeNetworkInterfaces"
+
+
+@pytest.mark.parametrize("dialect", ["v2", "v3"])
+@pytest.mark.parametrize("form", sorted(THROTTLE_TEXTS))
+async def test_rate_limit_answers_in_the_chosen_message_form(dialect: str, form: str) -> None:
+    """Over the limit, the throttle answer carries Tencent's text in the profile's chosen form."""
+    clock = FakeClock()
+    sim = make_sim(clock, rate_limits={DESCRIBE: 1}, faults=FaultProfile(name=form, throttle_message=form))
+    async with client_for(sim) as client:
+        if dialect == "v2":
+            v2 = V2(client, clock)
+            assert (await v2.call(DESCRIBE))["code"] == 0
+            answer = await v2.call(DESCRIBE)
+            assert (answer["code"], answer["codeDesc"]) == (4400, "RequestLimitExceeded")
+            message = answer["message"]
+        else:
+            v3 = V3(client, clock)
+            assert "Error" not in (await v3.call(DESCRIBE))["Response"]
+            error = (await v3.call(DESCRIBE))["Response"]["Error"]
+            assert error["Code"] == "RequestLimitExceeded"
+            message = error["Message"]
+    assert message == THROTTLE_TEXTS[form].format(n=2, limit=1)
+
+
+@pytest.mark.parametrize("form", sorted(THROTTLE_TEXTS))
+async def test_injected_throttle_fault_uses_the_chosen_form(form: str) -> None:
+    """An injected throttle states the action's limit in the profile's message form too."""
+    clock = FakeClock()
+    sim = make_sim(clock, faults=only("throttle", throttle_message=form))
+    eni = first_eni(sim)
+    async with client_for(sim) as client:
+        answer = await V2(client, clock).unassign(eni["vpc_id"], eni["eni_id"], eni["secondary_ips"][:1])
+    assert answer["message"] == THROTTLE_TEXTS[form].format(n=101, limit=100)
+
+
+async def test_denied_eni_is_refused_per_resource_in_both_dialects() -> None:
+    """A denied ENI answers 4102 (API 2.0) and UnauthorizedOperation (API 3.0); it can still be described."""
+    clock = FakeClock()
+    sim = make_sim(clock)
+    denied, allowed = sim.ground_truth()["enis"][:2]
+    sim.denied_enis.add(denied["eni_id"])
+    async with client_for(sim) as client:
+        v2, v3 = V2(client, clock), V3(client, clock)
+        refused2 = await v2.unassign(denied["vpc_id"], denied["eni_id"], denied["secondary_ips"][:1])
+        refused3 = await v3.call(
+            UNASSIGN,
+            {
+                "NetworkInterfaceId": denied["eni_id"],
+                "PrivateIpAddresses": [{"PrivateIpAddress": denied["secondary_ips"][0]}],
+            },
+        )
+        described = await v3.call(DESCRIBE, {"NetworkInterfaceIds": [denied["eni_id"]]})
+        accepted = await v2.unassign(allowed["vpc_id"], allowed["eni_id"], allowed["secondary_ips"][:1])
+    clock.advance(60.0)
+    assert (refused2["code"], refused2["codeDesc"]) == (4102, "UnauthorizedOperation")
+    assert refused3["Response"]["Error"]["Code"] == "UnauthorizedOperation"
+    assert denied["eni_id"] in refused3["Response"]["Error"]["Message"]
+    assert described["Response"]["TotalCount"] == 1
+    assert accepted["code"] == 0
+    after = {e["eni_id"]: e for e in sim.ground_truth()["enis"]}
+    assert after[denied["eni_id"]]["secondary_ips"] == denied["secondary_ips"]
+    assert len(after[allowed["eni_id"]]["secondary_ips"]) == len(allowed["secondary_ips"]) - 1
+
+
+def test_profile_file_sets_throttle_form_and_denied_enis(tmp_path: Path) -> None:
+    """A profile file may choose the throttle message form and list ENIs to deny."""
+    path = tmp_path / "strict.toml"
+    path.write_text('throttle_message = "chinese"\ndenied_enis = ["eni-aaaa1111", "eni-bbbb2222"]\n')
+    profile = load_fault_profile(str(path))
+    assert profile.throttle_message == "chinese"
+    assert profile.denied_enis == {"eni-aaaa1111", "eni-bbbb2222"}
+    sim = make_sim(faults=profile)
+    assert sim.denied_enis == {"eni-aaaa1111", "eni-bbbb2222"}
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('throttle_message = "klingon"\n', "throttle_message"),
+        ("throttle_message = 3\n", "throttle_message"),
+        ('denied_enis = "eni-aaaa1111"\n', "denied_enis"),
+        ('denied_enis = ["vpc-aaaa1111"]\n', "denied_enis"),
+    ],
+)
+def test_bad_throttle_form_or_denied_list_names_the_key(tmp_path: Path, text: str, field: str) -> None:
+    """A wrong throttle form or a denied list that is not ENI ids is a ConfigError naming the key."""
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_fault_profile(str(path))
+    assert caught.value.field == field
+
+
+def test_throttle_form_checked_on_the_profile_value() -> None:
+    """A profile built in code with an unknown throttle form is refused at once."""
+    with pytest.raises(ConfigError) as caught:
+        FaultProfile(throttle_message="shouting")
+    assert caught.value.field == "throttle_message"
+
+
+def test_simulator_shares_no_client_error_logic() -> None:
+    """The simulator's own code tables stand alone: from the client's errors it takes only config errors."""
+    import ast
+
+    allowed = {"ConfigError", "InputError"}
+    for path in sorted((REPO / "eni_async" / "simulator").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module in ("eni_async.errors", "eni_async.dialects"):
+                assert {alias.name for alias in node.names} <= allowed, path.name
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("eni_async.dialects")
+            ):
+                raise AssertionError(f"{path.name} imports {node.module}")
+            if isinstance(node, ast.Import):
+                assert not any(
+                    a.name.startswith(("eni_async.errors", "eni_async.dialects")) for a in node.names
+                )

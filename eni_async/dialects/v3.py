@@ -37,11 +37,11 @@ ACTION_CODE_CLASSES: Mapping[tuple[str, str], type[errors.ApiError]] = {
     (TASK_QUERY, "ResourceNotFound"): errors.TaskNotFoundError,
 }
 
-# API 3.0 common codes (vpc-api.md 2.7) that the shared table in ``errors`` does not classify yet.
+# API 3.0 common codes that the shared table in ``errors`` does not classify. The caller's
+# address being refused is access control, not a credential failure, so it does not stop a batch (D17).
 V3_CODE_CLASSES: Mapping[str, type[errors.ApiError]] = {
-    "AuthFailure.InvalidAuthorization": errors.SignatureError,
-    "IpInBlacklist": errors.AuthError,
-    "IpNotInWhitelist": errors.AuthError,
+    "IpInBlacklist": errors.PermissionDeniedError,
+    "IpNotInWhitelist": errors.PermissionDeniedError,
     "InvalidRequest": errors.InvalidParameterError,
     "RequestSizeLimitExceeded": errors.InvalidParameterError,
     "UnsupportedRegion": errors.InvalidParameterError,

@@ -82,12 +82,16 @@ class Simulator:
             )
         self.limiter = RateLimiter(self.clock, config.effective_rate_limits())
         self.faults = FaultInjector(config.faults, config.seed)
+        self.limiter.message_form = config.faults.throttle_message
         self.requests: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         replay = ReplayGuard(self.clock)
         self._v2 = V2Frontend(self.world, keys, replay)
         self._v3 = V3Frontend(self.world, keys, replay, config.region)
         self.app = self._build_app()
+        # ENIs refused per resource; starts from the fault profile, and a test may add to it while running.
+        self.denied_enis: set[str] = set(config.faults.denied_enis)
+        self._v2.denied = self._v3.denied = self.denied_enis
 
     def __repr__(self) -> str:
         return f"Simulator(region={self.region!r}, enis={len(self.world.enis)}, faults={self.faults.profile.name!r})"
@@ -172,7 +176,8 @@ class Simulator:
         """Strike a fault that leaves the world untouched."""
         if kind == "throttle":
             limit = self.limiter.limit(action) or DEFAULT_RATE_LIMITS[action]
-            return _json(front.error(Reject(Reason.THROTTLED, throttle_message(limit + 1, limit))))
+            message = throttle_message(limit + 1, limit, self.limiter.message_form)
+            return _json(front.error(Reject(Reason.THROTTLED, message)))
         if kind == "internal_error":
             return _json(
                 front.error(Reject(Reason.INTERNAL, "an internal error occurred, please retry later"))

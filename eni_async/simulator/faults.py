@@ -7,6 +7,8 @@ per-action overrides (``[actions.<Action>]``)::
     latency_seconds = 2.0     # the "latency" fault sleeps uniformly up to this long
     withhold_seconds = 10.0   # "withhold_after" sleeps this long after the effect, then drops the connection
     slow_task_factor = 30.0   # "task_slow" multiplies the task latency (at least 1 s) by this
+    throttle_message = "plain"  # form of every throttle answer: "plain", "backticks" or "chinese"
+    denied_enis = ["eni-..."] # Unassign/AssignPrivateIpAddresses on these ENIs are refused per resource
     [rates]
     throttle = 0.05           # a RequestLimitExceeded answer although under the limit (no effect)
     http_500 = 0.02           # HTTP 500/502/503 with a gateway page (no effect)
@@ -25,6 +27,8 @@ per-action overrides (``[actions.<Action>]``)::
     [actions.DescribeVpcTaskResult]
     drop_after = 0.0
 
+A denied ENI answers ``UnauthorizedOperation`` (API 3.0) or 4102 (API 2.0) to every mutating call, as a
+sub-account without permission on that one resource sees it; describing it still works.
 At most one response fault strikes a request (their rates must sum to at most 1; same for the task kinds).
 The injector draws the same four numbers for every request, so one seed and one request sequence always
 give the same faults. Unknown keys, kinds or actions are a ``ConfigError`` naming the key.
@@ -40,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from eni_async.errors import ConfigError
-from eni_async.simulator.limits import DEFAULT_RATE_LIMITS
+from eni_async.simulator.limits import DEFAULT_RATE_LIMITS, THROTTLE_MESSAGES
 from eni_async.simulator.resources import NORMAL, TaskFate
 
 BEFORE_EFFECT = ("throttle", "http_500", "http_502", "http_503", "internal_error", "drop_before")
@@ -48,7 +52,17 @@ AFTER_EFFECT = ("malformed_body", "truncated_body", "drop_after", "withhold_afte
 TASK_KINDS = ("task_failed", "task_partial", "task_slow")
 ALL_KINDS = (*BEFORE_EFFECT, *AFTER_EFFECT, "latency", *TASK_KINDS)
 PROFILE_NAMES = ("none", "flaky", "hostile")
-_SETTINGS = ("name", "seed", "latency_seconds", "withhold_seconds", "slow_task_factor", "rates", "actions")
+_SETTINGS = (
+    "name",
+    "seed",
+    "latency_seconds",
+    "withhold_seconds",
+    "slow_task_factor",
+    "throttle_message",
+    "denied_enis",
+    "rates",
+    "actions",
+)
 
 
 @dataclass(frozen=True)
@@ -85,8 +99,16 @@ class FaultProfile:
     latency_seconds: float = 2.0
     withhold_seconds: float = 10.0
     slow_task_factor: float = 30.0
+    throttle_message: str = "plain"
+    denied_enis: frozenset[str] = frozenset()
     rates: FaultRates = FaultRates()
     actions: Mapping[str, FaultRates] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.throttle_message not in THROTTLE_MESSAGES:
+            raise ConfigError(
+                "throttle_message", self.throttle_message, f"must be one of {', '.join(THROTTLE_MESSAGES)}"
+            )
 
     def rates_for(self, action: str) -> FaultRates:
         """The rates that apply to ``action``."""
@@ -175,6 +197,12 @@ def parse_fault_profile(data: Mapping[str, Any], *, name: str) -> FaultProfile:
     seed = data.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError("seed", seed, "must be an integer")
+    form = data.get("throttle_message", "plain")
+    if not isinstance(form, str) or form not in THROTTLE_MESSAGES:
+        raise ConfigError("throttle_message", form, f"must be one of {', '.join(THROTTLE_MESSAGES)}")
+    denied = data.get("denied_enis", [])
+    if not isinstance(denied, list) or not all(isinstance(e, str) and e.startswith("eni-") for e in denied):
+        raise ConfigError("denied_enis", denied, "must be a list of ENI ids (eni-...)")
     rates = _rates(data.get("rates", {}), "rates", FaultRates())
     actions_table = data.get("actions", {})
     if not isinstance(actions_table, dict):
@@ -186,7 +214,15 @@ def parse_fault_profile(data: Mapping[str, Any], *, name: str) -> FaultProfile:
                 f"actions.{action}", table, f"unknown action; known: {', '.join(DEFAULT_RATE_LIMITS)}"
             )
         actions[action] = _rates(table, f"actions.{action}", rates)
-    return FaultProfile(name=str(data.get("name", name)), seed=seed, rates=rates, actions=actions, **numbers)
+    return FaultProfile(
+        name=str(data.get("name", name)),
+        seed=seed,
+        throttle_message=form,
+        denied_enis=frozenset(denied),
+        rates=rates,
+        actions=actions,
+        **numbers,
+    )
 
 
 def load_fault_profile(name_or_path: str | Path) -> FaultProfile:

@@ -57,6 +57,10 @@ class Frontend(Protocol):
         ...
 
 
+# The actions a per-resource denial refuses; reading an ENI stays allowed, as with a read-only CAM policy.
+MUTATING = frozenset({"UnassignPrivateIpAddresses", "AssignPrivateIpAddresses"})
+
+
 class ActionTable:
     """What both front ends share: the world, the keys, the replay guard, and one table of the actions.
 
@@ -79,11 +83,23 @@ class ActionTable:
         """The actions this front end serves."""
         return frozenset(self._actions)
 
+    # ENIs whose mutating calls are refused per resource; the app shares one set with both front ends.
+    denied: set[str] | frozenset[str] = frozenset()
+
     def _run(self, call: Call, fate: TaskFate) -> dict[str, Any]:
         """Run ``call.action``'s method; an action not in the table is ``InvalidAction``."""
         handler = self._actions.get(call.action)
         if handler is None:
             raise Reject(Reason.INVALID_ACTION, f"unknown action {call.action!r}")
+        if self.denied and call.action in MUTATING:
+            # Both dialects name the ENI in one parameter: networkInterfaceId (2.0), NetworkInterfaceId (3.0).
+            eni_id = next((v for k, v in call.params.items() if k.lower() == "networkinterfaceid"), None)
+            if isinstance(eni_id, str) and eni_id in self.denied:
+                raise Reject(
+                    Reason.UNAUTHORIZED,
+                    f"you are not authorized to perform operation (vpc:{call.action}) on resource "
+                    f"(eni/{eni_id}): 子账号未被主账号授权访问特定资源",
+                )
         return handler(call.params, fate)
 
     def _unassign(self, params: Any, fate: TaskFate) -> dict[str, Any]:

@@ -23,9 +23,21 @@ DEFAULT_RATE_LIMITS: Mapping[str, int] = {
 REPLAY_WINDOW = 300.0
 
 
-def throttle_message(count: int, limit: int) -> str:
-    """Tencent's throttle text, from which a client may read the limit (D6)."""
-    return f"request times equals to {count} in a second, which exceeds the frequency limit {limit}"
+# Tencent's throttle texts in the three forms it sends, from which a client may read the limit (D6, D18):
+# plain, the numbers in backticks, and Chinese. Written out here, not shared with the client, so a client
+# that cannot read one of them fails its tests.
+THROTTLE_MESSAGES: Mapping[str, str] = {
+    "plain": "request times equals to {count} in a second, which exceeds the frequency limit {limit}",
+    "backticks": (
+        "request times equals to `{count}` in a second, which exceeds the frequency limit `{limit}` for a second"
+    ),
+    "chinese": "您当前每秒请求 `{count}` 次，超过了每秒频率上限 `{limit}`，请稍后重试",
+}
+
+
+def throttle_message(count: int, limit: int, form: str = "plain") -> str:
+    """Tencent's throttle text in ``form`` (one of ``THROTTLE_MESSAGES``)."""
+    return THROTTLE_MESSAGES[form].format(count=count, limit=limit)
 
 
 class RateLimiter:
@@ -39,6 +51,9 @@ class RateLimiter:
     def limit(self, action: str) -> int | None:
         """The configured per-second limit for ``action``, or None when unlimited."""
         return self._limits.get(action)
+
+    # The form of the throttle message (a key of THROTTLE_MESSAGES); the app sets it from the fault profile.
+    message_form: str = "plain"
 
     def check(self, secret_id: str, action: str) -> None:
         """Count one request; refuse it as THROTTLED if it exceeds the action's limit this second."""
@@ -54,7 +69,7 @@ class RateLimiter:
             window[1] += 1
             count = window[1]
         if count > limit:
-            raise Reject(Reason.THROTTLED, throttle_message(count, limit))
+            raise Reject(Reason.THROTTLED, throttle_message(count, limit, self.message_form))
 
 
 class ReplayGuard:

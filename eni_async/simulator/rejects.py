@@ -30,6 +30,7 @@ class Reason(StrEnum):
     IP_QUOTA = "ip_quota"  # the ENI would hold more secondary IPs than its quota
     MUTEX = "mutex"  # a task is RUNNING on the ENI
     THROTTLED = "throttled"
+    UNAUTHORIZED = "unauthorized"  # the caller may not act on this resource (a CAM denial, per ENI)
     SIGNATURE = "signature"
     SECRET_ID_NOT_FOUND = "secret_id_not_found"
     BAD_AUTHORIZATION = "bad_authorization"  # an Authorization header that does not parse

@@ -48,6 +48,7 @@ V3_CODES: Mapping[Reason, str] = {
     Reason.IP_IN_USE: "ResourceInUse",
     Reason.MUTEX: "UnsupportedOperation.MutexOperationTaskRunning",
     Reason.THROTTLED: "RequestLimitExceeded",
+    Reason.UNAUTHORIZED: "UnauthorizedOperation",
     Reason.SIGNATURE: "AuthFailure.SignatureFailure",
     Reason.BAD_AUTHORIZATION: "AuthFailure.InvalidAuthorization",
     Reason.SECRET_ID_NOT_FOUND: "AuthFailure.SecretIdNotFound",
