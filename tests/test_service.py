@@ -26,10 +26,11 @@ from eni_async import (
     TaskTimeoutError,
 )
 from eni_async.metrics import Metrics
-from eni_async.outcomes import check_against_truth
+from eni_async.outcomes import Outcome, check_against_truth
 from eni_async.service.engine import Engine
 from eni_async.service.http import make_app
 from eni_async.service.metrics import ServiceMetrics
+from eni_async.service.registry import Registry
 from eni_async.simulator import Simulator, SimulatorConfig, running
 
 TOKEN = "test-token-0123456789abcdef"
@@ -226,6 +227,39 @@ async def test_wait_returns_an_unfinished_release_when_time_passes(tmp_path: Pat
         status, now = await get(slow, f"/v1/releases/{release['id']}?wait=0.3")
         assert status == 200
         assert now["status"] in ("pending", "running")
+
+
+async def test_a_running_release_shows_its_tasks(tmp_path: Path) -> None:
+    """While its task runs, a release answers running, with the task id the journal recorded."""
+    sim = Simulator(SimulatorConfig(enis=1, ips_per_eni=2, seed=1, task_latency=(30.0, 0.0)))
+    async with service_on(sim, tmp_path / "j.db") as slow:
+        _, release = await post(slow, slow.body(0))
+        for _ in range(500):
+            _, now = await get(slow, f"/v1/releases/{release['id']}")
+            if now["task_ids"]:
+                break
+            await asyncio.sleep(0.01)
+        assert now["status"] == "running"
+        assert now["task_ids"] == [t["task_id"] for t in sim.ground_truth()["tasks"]]
+        assert now["finished_at"] is None
+
+
+async def test_start_finishes_a_release_whose_journal_item_already_finished(tmp_path: Path) -> None:
+    """A release the journal finished just before a crash is finished from the journal on start, not rerun."""
+    sim = Simulator(SimulatorConfig(enis=1, ips_per_eni=2, seed=1, task_latency=(0.0, 0.0)))
+    journal = tmp_path / "j.db"
+    with Journal(journal) as jr:
+        eni = sim.ground_truth()["enis"][0]
+        [release], _ = Registry(jr, now=lambda: 0.0).create([(eni["vpc_id"], eni["eni_id"], ("10.9.9.9",))])
+        outcome = Outcome(
+            eni["vpc_id"], eni["eni_id"], ("10.9.9.9",), status="succeeded", released=["10.9.9.9"]
+        )
+        jr.finished(release.item_key, outcome)
+    async with service_on(sim, journal) as svc:
+        _, found = await get(svc, f"/v1/releases/{release.id}")
+        assert found["status"] == "succeeded"
+        assert found["released"] == ["10.9.9.9"]
+        assert sim.ground_truth()["tasks"] == []
 
 
 # -- idempotency ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -181,6 +182,11 @@ async def post_releases(request: web.Request) -> web.Response:
     except NotAcceptingError:
         return error_response(
             503, "Unavailable", "the service is shutting down", headers={"Retry-After": RETRY_AFTER_STOPPING}
+        )
+    except sqlite3.Error as exc:  # the journal refused the write (disk full, locked): nothing was created
+        log.error("journal refused a release: %s", exc)
+        return error_response(
+            503, "JournalUnavailable", "the journal cannot take writes now", headers={"Retry-After": "5"}
         )
     headers = {} if created else {"Idempotent-Replayed": "true"}
     views = [engine.view(release) for release in releases]
