@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,30 @@ class Journal:
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
+
+    def add_many(
+        self, items: Sequence[Item], *, also: Callable[[sqlite3.Connection, list[int]], None] | None = None
+    ) -> list[int]:
+        """Record new pending items in one transaction and return their keys; ``also(db, keys)`` runs in
+        the same transaction, so a layer that keeps its own tables beside the journal's (the service's
+        release registry) commits its rows together with the items, or neither."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            keys = []
+            for item in items:
+                cur = self._db.execute(
+                    "INSERT INTO items (vpc_id, eni_id, ips, line, state) VALUES (?, ?, ?, ?, ?)",
+                    (item.vpc_id, item.eni_id, json.dumps(list(item.ips)), item.line, PENDING),
+                )
+                assert cur.lastrowid is not None
+                keys.append(cur.lastrowid)
+            if also is not None:
+                also(self._db, keys)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return keys
 
     def submitting(self, key: int, chunk: tuple[str, ...], outcome: Outcome) -> None:
         """A chunk is about to be sent: if we die now, the chunk is in doubt."""

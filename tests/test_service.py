@@ -26,7 +26,7 @@ from eni_async import (
     TaskTimeoutError,
 )
 from eni_async.metrics import Metrics
-from eni_async.outcomes import Outcome, check_against_truth
+from eni_async.outcomes import Item, Outcome, check_against_truth
 from eni_async.service.engine import Engine
 from eni_async.service.http import make_app
 from eni_async.service.metrics import ServiceMetrics
@@ -260,6 +260,24 @@ async def test_start_finishes_a_release_whose_journal_item_already_finished(tmp_
         assert found["status"] == "succeeded"
         assert found["released"] == ["10.9.9.9"]
         assert sim.ground_truth()["tasks"] == []
+
+
+def test_releases_and_their_journal_items_are_written_together(tmp_path: Path) -> None:
+    """When recording the releases fails, their journal items are not written either."""
+    with Journal(tmp_path / "j.db") as jr:
+
+        def fail(db: object, keys: list[int]) -> None:
+            raise RuntimeError("disk on fire")
+
+        with pytest.raises(RuntimeError):
+            jr.add_many([Item("vpc-aaaaaaaa", "eni-aaaaaaaa", ("10.0.0.2",))], also=fail)
+        assert sum(jr.counts().values()) == 0
+        releases, created = Registry(jr, now=lambda: 1.0).create(
+            [("vpc-aaaaaaaa", "eni-aaaaaaaa", ("10.0.0.2",))]
+        )
+        assert created
+        assert jr.counts()["pending"] == 1
+        assert jr.item(releases[0].item_key) == ("pending", None)
 
 
 # -- idempotency ---------------------------------------------------------------------------------------

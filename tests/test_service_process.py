@@ -172,6 +172,9 @@ async def test_sigterm_answers_503_keeps_unfinished_and_a_restart_finishes_them(
                 proc.send_signal(signal.SIGTERM)
                 assert await asyncio.wait_for(proc.wait(), 10) == 0
             assert [f["status"] for f in finals] == ["succeeded"] * 10
+            logged = read(log)
+            assert served.sim.credentials.secret_key not in logged
+            assert TOKEN not in logged
             assert set((await tasks_by_eni(http, served.endpoint)).values()) == {
                 1
             }  # polled, never resubmitted

@@ -163,29 +163,24 @@ class Registry:
             if earlier is not None:
                 return earlier, False
         now = self._now()
-        ids: list[str] = []
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for vpc, eni, ips in requests:
-                key = self.journal.add(Item(vpc, eni, ips))
-                rid = f"rel-{uuid.uuid4().hex}"
-                self._db.execute(
-                    "INSERT INTO service_releases (id, item_key, vpc_id, eni_id, ips, status, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (rid, key, vpc, eni, json.dumps(list(ips)), PENDING, now),
-                )
-                ids.append(rid)
+        ids = [f"rel-{uuid.uuid4().hex}" for _ in requests]
+
+        def record(db: sqlite3.Connection, keys: list[int]) -> None:
+            db.executemany(
+                "INSERT INTO service_releases (id, item_key, vpc_id, eni_id, ips, status, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (rid, key, vpc, eni, json.dumps(list(ips)), PENDING, now)
+                    for rid, key, (vpc, eni, ips) in zip(ids, keys, requests, strict=True)
+                ],
+            )
             if idempotency_key is not None:
-                self._db.execute(
+                db.execute(
                     "INSERT INTO service_idempotency VALUES (?, ?, ?, ?)",
                     (idempotency_key, body_hash, json.dumps(ids), now),
                 )
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-        if self._db.in_transaction:
-            self._db.execute("COMMIT")
+
+        self.journal.add_many([Item(vpc, eni, ips) for vpc, eni, ips in requests], also=record)
         made = [self.get(rid) for rid in ids]
         return [r for r in made if r is not None], True
 
