@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from eni_async import (
+    ConfigError,
     EniClient,
     Journal,
     PollPolicy,
@@ -34,6 +35,7 @@ from eni_async.service.registry import Registry
 from eni_async.simulator import Simulator, SimulatorConfig, running
 
 TOKEN = "test-token-0123456789abcdef"
+OTHER_TOKEN = "other-caller-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FAST = Settings(
     poll=PollPolicy(first=0.01, initial=0.01, maximum=0.05, timeout=30.0),
@@ -75,7 +77,7 @@ async def service_on(
     sim: Simulator,
     journal: Path,
     *,
-    tokens: tuple[str, ...] = (TOKEN,),
+    tokens: tuple[str, ...] = (TOKEN, OTHER_TOKEN),
     max_unfinished: int = 10_000,
     max_body: int = 1_048_576,
 ) -> AsyncIterator[Service]:
@@ -310,6 +312,20 @@ async def test_same_key_other_body_is_409(svc: Service) -> None:
     assert len(listed["releases"]) == 1
 
 
+async def test_idempotency_keys_belong_to_their_caller(svc: Service) -> None:
+    """Two callers using the same Idempotency-Key get their own releases, not each other's (nor a 409)."""
+    key = {"Idempotency-Key": "shared-name"}
+    status, mine = await post(svc, svc.body(0, svc.enis()[0]["secondary_ips"][:1]), key)
+    assert status == 202
+    theirs = await svc.http.post(
+        "/v1/releases",
+        json=svc.body(1, svc.enis()[1]["secondary_ips"][:1]),
+        headers={"Authorization": f"Bearer {OTHER_TOKEN}", **key},
+    )
+    assert theirs.status == 202
+    assert (await theirs.json())["id"] != mine["id"]
+
+
 async def test_concurrent_identical_posts_make_one_submission(svc: Service) -> None:
     """Twenty identical POSTs at once with one key make one release and one task on the simulator."""
     body = {"releases": [svc.body(2, svc.enis()[2]["secondary_ips"][:3])]}
@@ -478,6 +494,15 @@ async def test_bad_idempotency_key_is_400(svc: Service) -> None:
     assert data["error"]["field"] == "Idempotency-Key"
 
 
+async def test_every_answer_carries_a_request_id(svc: Service) -> None:
+    """Answers echo a caller's X-Request-Id, or carry a fresh one."""
+    resp = await svc.http.get("/healthz", headers={"X-Request-Id": "trace-42"})
+    assert resp.headers["X-Request-Id"] == "trace-42"
+    first = (await svc.http.get("/v1/releases/nope", headers=AUTH)).headers["X-Request-Id"]
+    second = (await svc.http.get("/v1/releases/nope", headers=AUTH)).headers["X-Request-Id"]
+    assert first != second
+
+
 async def test_wrong_method_and_unknown_route_answer_json(svc: Service) -> None:
     """A wrong method answers 405 and an unknown path 404, both as JSON errors."""
     resp = await svc.http.delete("/v1/releases", headers=AUTH)
@@ -565,6 +590,22 @@ async def test_restart_on_the_journal_polls_submitted_tasks_and_never_resubmits(
             assert any("resumed" in d for d in done.get("decisions", []))
         assert set(second.tasks_by_eni().values()) == {1}
         assert all(not e["secondary_ips"] for e in second.enis())
+
+
+async def test_unfinished_releases_resume_only_against_their_region(tmp_path: Path) -> None:
+    """A journal with unfinished releases refuses to start against another region, naming the option."""
+    sim = Simulator(SimulatorConfig(enis=2, ips_per_eni=1, seed=1, task_latency=(30.0, 0.0)))
+    journal = tmp_path / "j.db"
+    async with service_on(sim, journal) as first:
+        status, _ = await post(first, first.body(0))
+        assert status == 202
+    settings = Settings(endpoint="http://127.0.0.1:9", region="ap-shanghai")
+    with Journal(journal) as jr:
+        async with EniClient(sim.credentials, settings) as client:
+            with pytest.raises(ConfigError) as caught:
+                await Engine(client, jr, max_unfinished=10).start()
+    assert caught.value.field == "--region"
+    assert "unfinished releases" in str(caught.value)
 
 
 # -- the Python client ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from eni_async.errors import ConfigError
 from eni_async.journal import Journal, Resumed
 from eni_async.outcomes import NOT_ATTEMPTED, Item, Outcome
 from eni_async.service.registry import Registry, Release
@@ -75,8 +76,12 @@ class Engine:
         return self._unfinished
 
     async def start(self) -> int:
-        """Queue every unfinished release (resumed ones with their plans) and start; return how many."""
+        """Queue every unfinished release (resumed ones with their plans) and start; return how many.
+
+        Unfinished releases are only resumed in the region they were submitted to: another region than the
+        journal recorded is a ``ConfigError`` naming it."""
         releases = self.registry.unfinished()
+        self._check_target(bool(releases))
         wanted = {r.item_key for r in releases}
         plans = {res.item.key: res for res in self.journal.unfinished() if res.item.key in wanted}
         for release in releases:
@@ -96,6 +101,23 @@ class Engine:
         self._runner = asyncio.create_task(self._run())
         self.accepting = True
         return self._unfinished
+
+    def _check_target(self, unfinished: bool) -> None:
+        settings = self.client.settings
+        # Tasks belong to a region: polling them in another would find none. Endpoints may change (a
+        # regional endpoint, a proxy) and either dialect reads the same tasks.
+        target = {"region": settings.region}
+        recorded = self.journal.meta()
+        for key, value in target.items():
+            before = recorded.get(f"service.{key}")
+            if unfinished and before is not None and before != value:
+                raise ConfigError(
+                    f"--{key}",
+                    value,
+                    f"the journal's unfinished releases were submitted with {key} {before!r}; "
+                    "serve them with that, or use a new journal",
+                )
+        self.journal.set_meta({f"service.{key}": value for key, value in target.items()})
 
     def _enqueue(self, release_id: str, item: Item | Resumed) -> None:
         self._unfinished += 1

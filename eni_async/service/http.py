@@ -10,10 +10,12 @@ the work and is the only way to it (nothing here talks to Tencent).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
 import sqlite3
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,9 @@ log = logging.getLogger("eni_async.service.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ENGINE = web.AppKey("engine", Engine)
+REQUEST_ID = web.RequestKey("request_id", str)
+CALLER = web.RequestKey("caller", str)
+LOCAL_CALLER = "local"  # no tokens configured: loopback only, one caller
 RETRY_AFTER_STOPPING = "5"
 JSON_TYPE = "application/json"
 # HTTP statuses aiohttp raises on its own, as error codes in our JSON.
@@ -81,11 +86,24 @@ def make_app(
     command allows that on loopback only); ``metrics_registry`` is served at ``/metrics`` when given."""
     secrets = [token.encode() for token in tokens]
 
+    clock = engine.client.clock
+
     @web.middleware
     async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Tag the request with an id, count and log its answer (never a header value but the id)."""
+        given = request.headers.get("X-Request-Id", "")
+        request_id = given if _visible(given, 128) else uuid.uuid4().hex
+        request[REQUEST_ID] = request_id
+        started = clock.monotonic()
         response = await handler(request)
+        response.headers["X-Request-Id"] = request_id
+        route = _route(request)
         if requests_counter is not None:
-            requests_counter.labels(_route(request), str(response.status)).inc()
+            requests_counter.labels(route, str(response.status)).inc()
+        log.info(
+            "%s %s %d %.1fms", request.method, route, response.status, (clock.monotonic() - started) * 1000,
+            extra={"request_id": request_id, "route": route, "status": response.status},
+        )  # fmt: skip
         return response
 
     @web.middleware
@@ -108,13 +126,15 @@ def make_app(
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/v1/") and request.path != "/v1":
             return await handler(request)
-        if secrets and not _authorized(request.headers.get("Authorization", ""), secrets):
+        caller = _caller(request.headers.get("Authorization", ""), secrets) if secrets else LOCAL_CALLER
+        if caller is None:
             return error_response(
                 401,
                 "Unauthorized",
                 "missing or invalid bearer token",
                 headers={"WWW-Authenticate": 'Bearer realm="eni-async"'},
             )
+        request[CALLER] = caller
         if not engine.accepting:
             return error_response(
                 503,
@@ -149,15 +169,21 @@ def make_app(
     return app
 
 
-def _authorized(header: str, secrets: Sequence[bytes]) -> bool:
+def _caller(header: str, secrets: Sequence[bytes]) -> str | None:
+    """Who is calling: a short hash of the matching token (never the token), or ``None`` for no match."""
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
-        return False
+        return None
     candidate = given.strip().encode("utf-8", "surrogateescape")
-    found = False
+    found: bytes | None = None
     for secret in secrets:  # every token compared, in constant time each
-        found |= hmac.compare_digest(candidate, secret)
-    return found
+        if hmac.compare_digest(candidate, secret):
+            found = secret
+    return hashlib.sha256(found).hexdigest()[:16] if found is not None else None
+
+
+def _visible(value: str, longest: int) -> bool:
+    return 0 < len(value) <= longest and all(33 <= ord(c) <= 126 for c in value)
 
 
 async def post_releases(request: web.Request) -> web.Response:
@@ -167,7 +193,8 @@ async def post_releases(request: web.Request) -> web.Response:
     key = schema.idempotency_key(request.headers.get("Idempotency-Key"))
     body = schema.release_body(await request.read())
     try:
-        releases, created = engine.submit(body.requests, idempotency_key=key, body_hash=body.body_hash)
+        scoped = None if key is None else f"{request[CALLER]}/{key}"  # one caller cannot replay another's key
+        releases, created = engine.submit(body.requests, idempotency_key=scoped, body_hash=body.body_hash)
     except IdempotencyConflictError:
         return error_response(
             409,
