@@ -3,16 +3,26 @@
 ``unassign_many`` pulls items only when a worker is free (a 100,000-line file is never held whole), runs at
 most ``concurrency`` items at once, serialises items that name the same ENI (never racing into the mutex),
 and yields each outcome as it finishes. One item's failure is that item's outcome. An authentication failure
-stops the batch: every item not yet processed is reported ``not_attempted``. Closing or cancelling the
-iteration stops submitting, cancels the workers and leaves ``Batch.unconfirmed`` with what was submitted but
-not confirmed.
+stops the batch: every item not yet processed is reported ``not_attempted``.
+
+Stopping keeps the books: every item ever pulled from the input appears exactly once, either yielded or in
+``Batch.unconfirmed``. ``Batch.stop(grace)`` stops submitting and pulling at once, lets work in flight run
+for ``grace`` seconds to learn its fate, then cancels it; the iteration ends normally. Cancelling the
+iteration, ``Batch.aclose()`` or leaving ``async for`` early (``break``; the stop then happens when the
+iterator is closed, so prefer ``contextlib.aclosing`` or ``aclose()`` to stop at a known point) stops at
+once. An item stopped part-way gets an honest outcome (``Outcome.interrupt``): IPs of a submit whose effect
+was not observed are ``unknown``, never ``not_released``; an item with nothing submitted is
+``not_attempted``. Such outcomes, and finished outcomes not yet yielded, are in ``unconfirmed``; a journal
+records none of the interrupted ones as finished, so ``resume`` polls their tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -21,7 +31,7 @@ from eni_async import validation
 from eni_async.errors import AuthError, EniAsyncError, InputError, error_info
 from eni_async.journal import Journal, JournalRecorder, Resumed, ResumePlan
 from eni_async.outcomes import NOT_ATTEMPTED, InvalidItem, Item, Outcome, as_item
-from eni_async.reconcile import decide, finish_task, preflight, reconcile_in_doubt, release_item
+from eni_async.reconcile import StopSubmitting, decide, finish_task, reconcile_in_doubt, release_item
 
 __all__ = ["Batch", "BatchStats", "release_item"]
 
@@ -77,15 +87,53 @@ class Batch:
         self._recorder = JournalRecorder(journal) if journal is not None else None
         self._pull_lock = asyncio.Lock()
         self._eni_locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._active: dict[int, Outcome] = {}
         self._results: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=concurrency)
         self._runner: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._workers: set[asyncio.Task[None]] = set()
+        self._expiry: asyncio.Task[None] | None = None
+        self._iterator: weakref.ref[AsyncIterator[Outcome]] | None = None
+        self._stopping = False  # no new submit, no new item
+        self._halted = False  # the iteration itself was closed or cancelled
         self._failure: BaseException | None = None
+        # Every pulled item's outcome until it is yielded (insertion order is pull order), and which of them
+        # are final (emitted, or closed by an interruption).
+        self._open: dict[int, Outcome] = {}
+        self._final: set[int] = set()
         self.unconfirmed: list[Outcome] = []
 
     def __aiter__(self) -> AsyncIterator[Outcome]:
-        return self._iterate()
+        if self._runner is not None or self._iterator is not None:
+            raise RuntimeError("a Batch can be iterated only once")
+        iterator = self._iterate()
+        # A weak reference: on ``break`` the iterator must be free to be finalised (which closes it).
+        self._iterator = weakref.ref(iterator)
+        return iterator
+
+    def stop(self, grace: float = 0.0) -> None:
+        """Stop gracefully: submit nothing more and pull no more items; work in flight has ``grace`` seconds
+        (on the client's clock) to finish, then it is cancelled and listed in ``unconfirmed``. The iteration
+        then ends normally. Calling it again with a shorter grace shortens the wait (0: at once)."""
+        self._stopping = True
+        if self._expiry is not None and not self._expiry.done():
+            if grace > 0:
+                return
+            self._expiry.cancel()
+        self._expiry = asyncio.get_running_loop().create_task(self._expire(grace))
+
+    async def aclose(self) -> None:
+        """Stop at once (see the module docstring); safe to call more than once, or before iterating."""
+        iterator = self._iterator() if self._iterator is not None else None
+        if iterator is not None and hasattr(iterator, "aclose"):
+            with contextlib.suppress(RuntimeError):  # being awaited by another task: halt it from here
+                await iterator.aclose()
+        if self._runner is not None:
+            await self._halt("closed")
+
+    async def _expire(self, grace: float) -> None:
+        if grace > 0:
+            await self.client.clock.sleep(grace)
+        for worker in list(self._workers):
+            worker.cancel()
 
     async def _iterate(self) -> AsyncIterator[Outcome]:
         self._runner = asyncio.create_task(self._run())
@@ -96,52 +144,61 @@ class Batch:
                 if outcome is None:
                     finished = True
                     break
+                self._open.pop(id(outcome), None)
+                self._final.discard(id(outcome))
                 yield outcome
             if self._failure is not None:
                 raise self._failure
         finally:
             if not finished:
-                await self._stop()
+                await self._halt("cancelled")
             await asyncio.gather(self._runner, return_exceptions=True)
 
-    async def _stop(self) -> None:
-        """Cancel the workers; what was in flight becomes ``unconfirmed`` (or not attempted)."""
+    async def _halt(self, why: str) -> None:
+        """Cancel everything now; every pulled item not yielded goes to ``unconfirmed``."""
+        if self._halted:
+            return
         assert self._runner is not None
-        self._stopping = True
-        in_flight = list(self._active.values())  # workers forget their items as they unwind
+        self._halted = self._stopping = True
+        if self._expiry is not None:
+            self._expiry.cancel()
         self._runner.cancel()
         await asyncio.gather(self._runner, return_exceptions=True)
-        for outcome in in_flight:
-            if outcome.task_ids:
-                outcome.status = "failed"
-                outcome.error = {
-                    "code": "Cancelled",
-                    "message": f"cancelled; task(s) {', '.join(outcome.task_ids)} submitted but not confirmed",
-                }
-                outcome.not_released = [
-                    ip for ip in outcome.ips if ip not in outcome.released and ip not in outcome.not_released
-                ]
-            else:
-                outcome.status = NOT_ATTEMPTED
-                outcome.error = {"code": "Cancelled", "message": "cancelled before submitting"}
+        self._close_open(why)
+        while not self._results.empty():  # already in ``unconfirmed``; never yield them as well
+            self._results.get_nowait()
+        self._results.put_nowait(None)  # a consumer waiting in another task ends
+
+    def _close_open(self, why: str) -> None:
+        for key, outcome in self._open.items():
+            if key not in self._final:
+                outcome.interrupt(why)
             self.unconfirmed.append(outcome)
-        self._active.clear()
+        self._open.clear()
+        self._final.clear()
 
     async def _run(self) -> None:
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(self.concurrency):
-                    group.create_task(self._worker())
+                    worker = group.create_task(self._worker())
+                    self._workers.add(worker)
+                    worker.add_done_callback(self._workers.discard)
         except BaseException as exc:
-            if not self._stopping:  # a bug in a worker or the source: end the iteration, then raise it
+            if not self._halted:  # a bug in a worker or the source: end the iteration, then raise it
                 self._failure = exc
             raise
         finally:
-            if not self._stopping:
+            if self._expiry is not None:
+                self._expiry.cancel()
+            if not self._halted:
+                self._close_open("stopped")
                 await self._results.put(None)
 
     async def _next(self) -> Item | InvalidItem | Resumed | None:
         async with self._pull_lock:
+            if self._stopping:
+                return None
             try:
                 entry = await anext(self._source)
             except StopAsyncIteration:
@@ -156,6 +213,7 @@ class Batch:
             return item
 
     async def _emit(self, outcome: Outcome, key: int | None = None) -> None:
+        self._final.add(id(outcome))
         if self.journal is not None and key is not None and outcome.status != NOT_ATTEMPTED:
             self.journal.finished(key, outcome)
         self.stats.done += 1
@@ -166,47 +224,46 @@ class Batch:
 
     async def _worker(self) -> None:
         while True:
-            item = await self._next()
-            if item is None:
+            entry = await self._next()
+            if entry is None:
                 return
-            key = item.item.key if isinstance(item, Resumed) else item.key
+            outcome = _outcome_for(entry)
+            self._open[id(outcome)] = outcome  # from here on the item is accounted for, whatever happens
+            key = entry.item.key if isinstance(entry, Resumed) else entry.key
             if self.aborted is not None:
-                plain = item.item if isinstance(item, Resumed) else item
-                await self._emit(_not_attempted(plain, self.aborted), key)
+                plain = entry.item if isinstance(entry, Resumed) else entry
+                await self._emit(_not_attempted(plain, self.aborted, outcome), key)
                 continue
-            outcome = await self._process(item)
+            try:
+                await self._process(entry, outcome)
+            except StopSubmitting:
+                outcome.interrupt("stopped")
+                self._final.add(id(outcome))  # reported in ``unconfirmed``, never journalled as finished
+                return
             await self._emit(outcome, key)
 
-    async def _process(self, entry: Item | InvalidItem | Resumed) -> Outcome:
+    async def _process(self, entry: Item | InvalidItem | Resumed, outcome: Outcome) -> None:
         started = self.client.clock.monotonic()
         if isinstance(entry, InvalidItem):
-            outcome = Outcome(entry.vpc_id, entry.eni_id, entry.ips, status="failed", line=entry.line)
+            outcome.status = "failed"
             outcome.fail(entry.error)
-            return outcome
+            return
         plain, plan = (entry.item, entry.plan) if isinstance(entry, Resumed) else (entry, None)
-        outcome = (
-            plan.outcome
-            if plan is not None
-            else Outcome(plain.vpc_id, plain.eni_id, plain.ips, line=plain.line)
-        )
         try:  # the one validation of the item: every call below takes it as checked
             vpc, eni, ips = validation.release_request(plain.vpc_id, plain.eni_id, plain.ips)
         except InputError as exc:
             outcome.status = "failed"
             outcome.fail(exc)
-            return outcome
+            return
         item = Item(vpc, eni, ips, plain.line, plain.key)
-        key = id(outcome)
         lock = self._lock_for(item.eni_id)
         try:
             async with lock:
-                self._active[key] = outcome
                 self.stats.in_flight += 1
                 try:
                     await self._work(item, outcome, plan)
                 finally:
                     self.stats.in_flight -= 1
-                    self._active.pop(key, None)
         except AuthError as exc:
             if self.aborted is None:
                 log.error("authentication failed, stopping the batch: %s", exc)
@@ -218,15 +275,17 @@ class Batch:
             outcome.settle()
         finally:
             self._release_lock(item.eni_id)
-        outcome.elapsed_s += self.client.clock.monotonic() - started
-        return outcome
+            outcome.elapsed_s += self.client.clock.monotonic() - started
 
     async def _work(self, item: Item, outcome: Outcome, plan: ResumePlan | None) -> None:
         todo: tuple[str, ...] = item.ips
         if plan is not None:  # resuming: poll known tasks, reconcile a chunk in doubt, never resubmit blindly
-            for task_id, _request_id, chunk in plan.tasks:
+            for _task_id, _request_id, chunk in plan.tasks:
+                outcome.sent.update(chunk)
+            outcome.sent.update(plan.in_doubt)
+            for task_id, request_id, chunk in plan.tasks:
                 decide(outcome, f"resumed: polling task {task_id}")
-                await finish_task(self.client, item, outcome, task_id, chunk)
+                await finish_task(self.client, item, outcome, task_id, chunk, request_id)
                 if self._recorder is not None:
                     self._recorder.progressed(item, outcome)
             if plan.in_doubt:
@@ -234,13 +293,19 @@ class Batch:
                     self.client, outcome, plan.in_doubt, "resumed with a submit in doubt"
                 )
                 if still is None:
-                    outcome.not_released.extend(plan.in_doubt)
-            done = {*outcome.released, *outcome.not_released}
+                    outcome.unknown.extend(plan.in_doubt)
+            done = outcome.accounted()
             todo = tuple(ip for ip in item.ips if ip not in done)
-        elif self.preflight:
-            todo = await preflight(self.client, item, outcome)
         if todo:
-            await release_item(self.client, item, outcome, ips=todo, recorder=self._recorder)
+            await release_item(
+                self.client,
+                item,
+                outcome,
+                ips=todo,
+                recorder=self._recorder,
+                look=True if self.preflight else None,
+                gate=lambda: self._stopping,
+            )
         else:
             outcome.settle()
 
@@ -257,9 +322,17 @@ class Batch:
             self._eni_locks[eni] = (lock, users - 1)
 
 
-def _not_attempted(item: Item | InvalidItem, cause: BaseException) -> Outcome:
-    outcome = Outcome(item.vpc_id, item.eni_id, item.ips, status=NOT_ATTEMPTED, line=item.line)
+def _outcome_for(entry: Item | InvalidItem | Resumed) -> Outcome:
+    """The outcome an item's work fills in (a resumed item's carries what the journal knew)."""
+    if isinstance(entry, Resumed):
+        return entry.plan.outcome
+    return Outcome(entry.vpc_id, entry.eni_id, entry.ips, line=entry.line)
+
+
+def _not_attempted(item: Item | InvalidItem, cause: BaseException, outcome: Outcome) -> Outcome:
+    outcome.status = NOT_ATTEMPTED
     info = error_info(cause)
     outcome.error = {"code": "NotAttempted", "message": f"batch stopped: {info['message']}"}
-    outcome.not_released = list(item.ips)
+    done = outcome.accounted()
+    outcome.not_released.extend(ip for ip in item.ips if ip not in done)
     return outcome

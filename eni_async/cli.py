@@ -1,8 +1,14 @@
 """The ``eni-async`` command: the only place with ``asyncio.run``, printing and exit codes.
 
 Exit codes: 0 success, 1 an API call, a task or an item failed, 2 bad input or configuration (a one-line
-message on stderr, no traceback, and no request sent), 130 interrupted. Results go to stdout as JSON;
-logs and progress go to stderr.
+message on stderr, no traceback, and no request sent), 130 interrupted by SIGINT, 143 by SIGTERM. Results go
+to stdout as JSON; logs and progress go to stderr.
+
+SIGINT and SIGTERM are handled in one place (``Interruption``, installed around ``asyncio.run``): a command
+that registers a stopper (``batch``, ``resume``, ``demo``, ``unassign``) is told to stop submitting and given
+``settings.grace`` seconds to learn the fate of its work in flight, then writes an outcome for every item and
+its summary; a second signal ends the grace at once, a third exits on the spot. A command that registered
+nothing is cancelled.
 """
 
 from __future__ import annotations
@@ -10,9 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
+import dataclasses
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,12 +31,98 @@ from typing import Any, TextIO
 
 from eni_async import __version__
 from eni_async.credentials import load_credentials
-from eni_async.errors import EniAsyncError, InputError, TaskFailedError, error_code, error_info
+from eni_async.errors import EniAsyncError, InputError, error_code, error_info
 from eni_async.settings import Settings, load_settings
 
 log = logging.getLogger("eni_async.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+Stopper = Callable[[bool], None]  # called with now=False on the first signal, now=True on the second
+
+
+class Interruption:
+    """SIGINT/SIGTERM during one command: which signal came first, and who to tell.
+
+    The first signal calls every registered stopper with ``now=False`` (stop submitting, keep a grace
+    period), the second with ``now=True``; with no stopper registered the command's task is cancelled. A
+    third signal exits the process on the spot.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.count = 0
+        self.as_json = False
+        self.task: asyncio.Task[Any] | None = None
+        self._stoppers: list[Stopper] = []
+
+    @property
+    def exit_code(self) -> int | None:
+        """128 + the first signal's number (130 SIGINT, 143 SIGTERM), or None when none came."""
+        return None if self.signum is None else 128 + self.signum
+
+    def register(self, stopper: Stopper) -> Callable[[], None]:
+        """Tell ``stopper`` of signals until the returned function is called; told at once if one came."""
+        self._stoppers.append(stopper)
+        if self.count:
+            stopper(self.count > 1)
+        return lambda: self._stoppers.remove(stopper) if stopper in self._stoppers else None
+
+    def signalled(self, signum: int) -> None:
+        self.count += 1
+        name = signal.Signals(signum).name
+        if self.count == 1:
+            self.signum = signum
+            tell(
+                f"eni-async: {name}: stopping, nothing more is submitted; waiting for work in flight "
+                "(send again to stop waiting)",
+                as_json=self.as_json,
+                level=logging.WARNING,
+                signal=name,
+            )
+        elif self.count == 2:
+            tell(f"eni-async: {name} again: stopping now", as_json=self.as_json, level=logging.WARNING)
+        else:
+            os._exit(self.exit_code or EXIT_INTERRUPTED)
+        if self._stoppers:
+            for stopper in list(self._stoppers):
+                stopper(self.count > 1)
+        elif self.task is not None:
+            self.task.cancel()
+
+
+_INTERRUPTION: contextvars.ContextVar[Interruption | None] = contextvars.ContextVar(
+    "eni_async_interruption", default=None
+)
+
+
+def interruption() -> Interruption | None:
+    """The running command's signal state (None outside ``main``, e.g. when a handler is called directly)."""
+    return _INTERRUPTION.get()
+
+
+async def _with_signals(handler: Handler, args: argparse.Namespace, state: Interruption) -> int:
+    """Run ``handler`` with SIGINT/SIGTERM routed to ``state`` (main thread only; elsewhere unhandled)."""
+    loop = asyncio.get_running_loop()
+    state.task = asyncio.current_task()
+    installed: dict[signal.Signals, Any] = {}  # signal -> the handler it had before
+    if threading.current_thread() is threading.main_thread():
+        for wanted in SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                previous = signal.getsignal(wanted)
+                loop.add_signal_handler(wanted, state.signalled, wanted)
+                installed[wanted] = previous
+    token = _INTERRUPTION.set(state)
+    try:
+        return await handler(args)
+    finally:
+        _INTERRUPTION.reset(token)
+        for sig, previous in installed.items():
+            loop.remove_signal_handler(sig)
+            if previous is not None:  # as it was (``main`` may run many times in one process)
+                signal.signal(sig, previous)
+
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -253,54 +350,88 @@ def emit(obj: object, stream: TextIO | None = None) -> None:
 
 
 async def _run_unassign(args: argparse.Namespace) -> int:
+    """One ENI through the same path as every batch item; prints one outcome in the batch schema."""
     from eni_async import validation
     from eni_async.client import EniClient
+    from eni_async.outcomes import Item, Outcome
+    from eni_async.reconcile import StopSubmitting, release_item
 
     settings = settings_from(args)
     vpc, eni, ips = validation.release_request(args.vpc_id, args.eni_id, args.ip)
     if args.timeout is not None and not args.timeout > 0:  # NaN too
         raise InputError("--timeout", args.timeout, "must be positive")
+    if args.timeout is not None:
+        settings = dataclasses.replace(
+            settings, poll=dataclasses.replace(settings.poll, timeout=args.timeout)
+        )
     credentials = load_credentials(settings.profile)
-    output: dict[str, Any] = {"vpc_id": vpc, "eni_id": eni, "ips": list(ips)}
+    item = Item(vpc, eni, ips)
+    outcome = Outcome(vpc, eni, ips)
+    stopping = False
+    state = interruption()
     async with EniClient(credentials, settings) as client:
+        started = client.clock.monotonic()
+        work = asyncio.create_task(
+            _submit_only(client, item, outcome, lambda: stopping)
+            if args.no_wait
+            else release_item(client, item, outcome, gate=lambda: stopping)
+        )
+        cancel_later: asyncio.TimerHandle | None = None
+
+        def stop(now: bool) -> None:
+            nonlocal stopping, cancel_later
+            stopping = True
+            if cancel_later is not None:
+                cancel_later.cancel()
+            cancel_later = asyncio.get_running_loop().call_later(0 if now else settings.grace, work.cancel)
+
+        unregister = state.register(stop) if state is not None else None
         try:
-            if args.no_wait:
-                task_ids, request_ids = [], []
-                for chunk in validation.chunks(ips):
-                    task_id, request_id = await client._submit(vpc, eni, chunk)
-                    task_ids.append(task_id)
-                    request_ids.append(request_id)
-                output.update(status="submitted", task_ids=task_ids, request_ids=request_ids)
-                output.update(released=[], error=None)
-                emit(output)
-                return EXIT_OK
-            result = await client.unassign(vpc, eni, ips, timeout=args.timeout)
-        except InputError:
-            raise
+            await asyncio.shield(work)  # our own cancellation (no stopper) must not lose the outcome
+        except (StopSubmitting, asyncio.CancelledError):
+            if not work.done():  # the command itself was cancelled: stop the work, keep its outcome
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+            outcome.interrupt("interrupted")
+        except EniAsyncError as exc:  # AuthError: nothing else leaves release_item
+            outcome.fail(exc)
+            outcome.settle()
+        finally:
+            if unregister is not None:
+                unregister()
+            if cancel_later is not None:
+                cancel_later.cancel()
+        outcome.elapsed_s = client.clock.monotonic() - started
+    emit(outcome.to_json())
+    if outcome.error is not None and outcome.status != "submitted":
+        log.error("%s", outcome.error["message"])
+    return EXIT_OK if outcome.status in ("succeeded", "submitted") else EXIT_FAILED
+
+
+async def _submit_only(client: Any, item: Any, outcome: Any, gate: Callable[[], bool]) -> None:
+    """``unassign --no-wait``: submit each chunk, wait for none; the IPs' fate is ``unknown`` by design."""
+    from eni_async import validation
+    from eni_async.errors import OutcomeUnknownError
+    from eni_async.reconcile import StopSubmitting
+
+    for chunk in validation.chunks(item.ips):
+        if gate():
+            raise StopSubmitting
+        outcome.sent.update(chunk)
+        outcome.attempts += 1
+        try:
+            task_id, request_id = await client._submit(item.vpc_id, item.eni_id, chunk)
         except EniAsyncError as exc:
-            partial = getattr(exc, "result", None)
-            task_ids = list(partial.task_ids) if partial else []
-            if isinstance(exc, TaskFailedError) and exc.task_id not in task_ids:
-                task_ids.append(exc.task_id)
-            output.update(
-                status="failed",
-                task_ids=task_ids,
-                request_ids=list(partial.request_ids) if partial else [],
-                released=list(partial.released) if partial else [],
-                error=error_info(exc),
-            )
-            emit(output)
-            log.error("%s", output["error"]["message"])
-            return EXIT_FAILED
-    output.update(
-        status="succeeded",
-        task_ids=list(result.task_ids),
-        request_ids=list(result.request_ids),
-        released=list(result.released),
-        error=None,
-    )
-    emit(output)
-    return EXIT_OK
+            outcome.fail(exc)
+            ambiguous = isinstance(exc, OutcomeUnknownError)  # the server may have started a task
+            (outcome.unknown if ambiguous else outcome.not_released).extend(chunk)
+            outcome.settle()  # later chunks were never sent: not released
+            return
+        outcome.task_ids.append(task_id)
+        if request_id:
+            outcome.request_ids.append(request_id)
+        outcome.unknown.extend(chunk)
+    outcome.status = "submitted"
 
 
 def json_lines(args: argparse.Namespace) -> bool:
@@ -341,9 +472,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     as_json = json_lines(args)
+    state = Interruption()
+    state.as_json = as_json
     try:
         handler: Handler = args.handler
-        return asyncio.run(handler(args))
+        code = asyncio.run(_with_signals(handler, args, state))
+        return state.exit_code or code
+    except asyncio.CancelledError:  # a signal cancelled a command that had registered no stopper
+        tell("eni-async: interrupted", as_json=as_json, level=logging.ERROR)
+        return state.exit_code or EXIT_INTERRUPTED
     except InputError as exc:
         tell(f"eni-async: error: {exc}", as_json=as_json, level=logging.ERROR, code=error_code(exc))
         return EXIT_USAGE

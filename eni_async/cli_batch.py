@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from eni_async import metrics as metrics_cli
-from eni_async.cli import json_lines, tell
+from eni_async.cli import interruption, json_lines, tell
 from eni_async.client import EniClient
 from eni_async.credentials import load_credentials
 from eni_async.errors import InputError
@@ -27,7 +27,7 @@ from eni_async.inputs import count_lines, read_items
 from eni_async.journal import Journal
 from eni_async.metrics import Metrics, MetricsEndpoint
 from eni_async.models import Credentials
-from eni_async.outcomes import SUCCEEDED, Item, Outcome, check_against_truth
+from eni_async.outcomes import SUCCEEDED, Item, Outcome, as_item, check_against_truth
 from eni_async.progress import Progress, Summary
 from eni_async.settings import Settings
 
@@ -106,14 +106,17 @@ async def run_items(
     journal: Journal | None = None,
     as_json: bool = False,
     settled: Iterable[Outcome] = (),
+    report_rest: bool = False,
 ) -> tuple[Summary, list[dict[str, Any]]]:
     """Run a batch, writing JSON lines to ``out`` as outcomes arrive; return the summary and the outcomes
     as written (kept only when ``out`` is ``None``). ``settled`` are outcomes already final (lines that
     could not be read), reported and counted first. The summary goes to stderr: a table, or with
-    ``as_json`` one JSON line."""
+    ``as_json`` one JSON line. With ``report_rest`` (items held in memory), a batch stopped by a signal
+    also reports each item it never took as ``not_attempted``, so the summary covers every item."""
     summary = Summary()
     kept: list[dict[str, Any]] = []
-    batch = client.unassign_many(items, preflight=preflight, journal=journal)
+    source = iter(items)  # shared with the batch: what it never pulled is left here
+    batch = client.unassign_many(source, preflight=preflight, journal=journal)
     bar = Progress(batch.stats, total=total, enabled=progress)
     started = client.clock.monotonic()
 
@@ -127,8 +130,20 @@ async def run_items(
         summary.add(outcome)
         write(outcome.to_json())
     ticker = asyncio.create_task(_tick(bar))
+    state = interruption()
+    grace = client.settings.grace
+    # SIGINT/SIGTERM: stop submitting, give work in flight ``grace`` seconds, then report the rest honestly.
+    unregister = state.register(lambda now: batch.stop(0.0 if now else grace)) if state is not None else None
     try:
         async for outcome in batch:
+            summary.add(outcome)
+            write(outcome.to_json())
+        for outcome in batch.unconfirmed:  # stopped by a signal: what was still in flight
+            summary.add(outcome)
+            write(outcome.to_json())
+        for entry in source if report_rest else ():  # never taken: nothing was sent for them
+            rest = as_item(entry)
+            outcome = Outcome(rest.vpc_id, rest.eni_id, rest.ips, line=rest.line).interrupt("stopped")
             summary.add(outcome)
             write(outcome.to_json())
     except asyncio.CancelledError:
@@ -137,6 +152,8 @@ async def run_items(
             write(outcome.to_json())
         raise
     finally:
+        if unregister is not None:
+            unregister()
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
@@ -156,8 +173,11 @@ def _tell_summary(summary: Summary, elapsed: float, *, as_json: bool) -> None:
         as_json=True,
         enis=summary.total,
         statuses=dict(summary.statuses),
+        ips=summary.asked,
         released=summary.released,
         not_released=summary.not_released,
+        unknown=summary.unknown,
+        absent=summary.absent,
         tasks=summary.tasks,
         errors=dict(summary.errors),
         elapsed_s=round(elapsed, 3),
@@ -321,7 +341,13 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         with _output(args.output) if args.output else contextlib.nullcontext(None) as out:
             async with EniClient(creds, settings, metrics=metrics) as client:
                 _, kept = await run_items(
-                    client, items, out=None, total=len(items), progress=show, as_json=json_lines(args)
+                    client,
+                    items,
+                    out=None,
+                    total=len(items),
+                    progress=show,
+                    as_json=json_lines(args),
+                    report_rest=True,
                 )
             if out is not None:
                 for data in kept:

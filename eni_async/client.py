@@ -14,6 +14,7 @@ the same events update a ``Metrics`` (see ``eni_async.metrics``); without, they 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import logging
@@ -49,6 +50,7 @@ from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, Su
 from eni_async.models import UnassignResult as UnassignResult
 from eni_async.policy import retrier, retryable
 from eni_async.poller import LatencyTracker, poll_until_done
+from eni_async.reconcile import StopSubmitting
 from eni_async.settings import Settings
 from eni_async.throttle import Budgets
 from eni_async.transport import AiohttpTransport
@@ -363,12 +365,28 @@ class EniClient:
         return next((info for info in page.enis if info.eni_id == eni), None)
 
     async def unassign(
-        self, vpc_id: str, eni_id: str, ips: Sequence[str], *, timeout: float | None = None
+        self,
+        vpc_id: str,
+        eni_id: str,
+        ips: Sequence[str],
+        *,
+        timeout: float | None = None,
+        submitted: list[str] | None = None,
     ) -> UnassignResult:
         """Release ``ips`` from the ENI and return once every task has ended.
 
-        More than 10 IPs go in chunks of at most 10, one after another (one task per ENI at a time). A
-        FAILED task raises ``TaskFailedError`` with ``.result`` holding what earlier chunks released.
+        More than 10 IPs go in chunks of at most 10, one after another (one task per ENI at a time); ``timeout``
+        bounds the wait for each task (default ``settings.poll.timeout``). Any ``EniAsyncError`` raised once a
+        chunk was submitted carries ``.result``: an ``UnassignResult`` with every task id submitted (the
+        failed or timed-out one included) and the IPs released by earlier chunks. A FAILED task raises
+        ``TaskFailedError``; a task still running at the deadline ``TaskTimeoutError`` (a ``TimeoutError``;
+        the task may still release its IPs).
+
+        Cancellation is never swallowed or replaced (``asyncio.timeout``, ``TaskGroup`` and ``wait_for``
+        rely on seeing ``CancelledError``), so a cancelled call raises ``CancelledError`` as asyncio
+        requires; a task already submitted goes on at Tencent. To know which, pass ``submitted``: a list
+        each task id is appended to the moment the server accepts it. The ids are also added to the
+        ``CancelledError`` as a note, and logged at INFO when submitted.
         """
         vpc, eni, checked = validation.release_request(vpc_id, eni_id, ips)
         released: list[str] = []
@@ -378,19 +396,31 @@ class EniClient:
         def result() -> UnassignResult:
             return UnassignResult(vpc, eni, tuple(released), tuple(task_ids), tuple(request_ids))
 
-        for chunk in validation.chunks(checked):
-            started = self.clock.monotonic()
-            task_id, request_id = await self._submit_waiting_out_mutex(vpc, eni, chunk, timeout)
-            task_ids.append(task_id)
-            request_ids.append(request_id)
-            state = await self.wait_for_task(task_id, timeout=timeout, submitted_at=started)
-            if state.status is TaskStatus.FAILED:
-                error = TaskFailedError(
-                    task_id, eni_id=eni, ips=chunk, request_id=request_id, output=state.output
+        try:
+            for chunk in validation.chunks(checked):
+                started = self.clock.monotonic()
+                task_id, request_id = await self._submit_waiting_out_mutex(vpc, eni, chunk, timeout)
+                task_ids.append(task_id)
+                request_ids.append(request_id)
+                if submitted is not None:
+                    submitted.append(task_id)
+                state = await self.wait_for_task(task_id, timeout=timeout, submitted_at=started)
+                if state.status is TaskStatus.FAILED:
+                    raise TaskFailedError(
+                        task_id, eni_id=eni, ips=chunk, request_id=request_id, output=state.output
+                    )
+                released.extend(chunk)
+        except EniAsyncError as exc:
+            if task_ids:
+                exc.result = result()  # type: ignore[attr-defined]
+            raise
+        except asyncio.CancelledError as exc:
+            if task_ids:
+                exc.add_note(
+                    f"eni_async: task(s) {', '.join(task_ids)} submitted on {eni}; "
+                    f"released confirmed: {', '.join(released) or 'none'}"
                 )
-                error.result = result()  # type: ignore[attr-defined]
-                raise error
-            released.extend(chunk)
+            raise
         return result()
 
     def unassign_many(
@@ -405,9 +435,12 @@ class EniClient:
 
         ``items`` is any iterable or async iterable of ``(vpc_id, eni_id, ips)`` triples or ``Item`` values,
         consumed lazily. ``concurrency`` (ENIs worked on at once) is ``settings.concurrency`` when not
-        given. With ``preflight``, each ENI is described first: IPs not on it are skipped and a primary IP is
-        refused without a request. With a ``journal``, every step is recorded durably before it is taken,
-        and ``Journal.unfinished()`` can be fed back in to resume after a crash.
+        given. With ``preflight`` (and always on API 3.0), each ENI is described before its first submit: IPs
+        not on it are ``absent``, a primary IP is refused without a request, and an ENI not in the item's VPC
+        is refused. With a ``journal``, every step is recorded durably before it is taken, and
+        ``Journal.unfinished()`` can be fed back in to resume after a crash. ``Batch.stop(grace)``,
+        ``Batch.aclose()``, cancelling or leaving the loop early stop it; every item pulled is then either
+        yielded or in ``Batch.unconfirmed``, with IPs whose fate was not observed under ``unknown``.
         """
         return Batch(
             self,
@@ -418,9 +451,17 @@ class EniClient:
         )
 
     async def _submit_waiting_out_mutex(
-        self, vpc: str, eni: str, chunk: Sequence[str], timeout: float | None
+        self,
+        vpc: str,
+        eni: str,
+        chunk: Sequence[str],
+        timeout: float | None,
+        gate: Callable[[], bool] | None = None,
     ) -> tuple[str, str | None]:
-        """Submit, and while another task holds the ENI's mutex, wait (poll schedule) and try again."""
+        """Submit, and while another task holds the ENI's mutex, wait (poll schedule) and try again.
+
+        Once ``gate()`` is true no further try is made: ``StopSubmitting`` (every try so far met the mutex,
+        so none had an effect)."""
         policy = self.settings.poll
         deadline = self.clock.monotonic() + (policy.timeout if timeout is None else timeout)
         delay = policy.initial
@@ -428,6 +469,8 @@ class EniClient:
             try:
                 return await self._submit(vpc, eni, chunk)
             except MutexError as exc:
+                if gate is not None and gate():
+                    raise StopSubmitting from exc
                 if self.clock.monotonic() + delay > deadline:
                     raise TaskTimeoutError(f"(another task on {eni})", "RUNNING", delay) from exc
                 log.info(
@@ -438,6 +481,8 @@ class EniClient:
                 if self.metrics is not None:
                     self.metrics.retry(UNASSIGN, exc.code)
                 await self.clock.sleep(delay)
+                if gate is not None and gate():
+                    raise StopSubmitting from exc
                 delay = min(policy.maximum, delay * policy.multiplier)
 
 

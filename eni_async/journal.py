@@ -271,6 +271,10 @@ class Journal:
 def _restore(outcome: Outcome, data: dict[str, Any]) -> None:
     outcome.released = list(data.get("released", []))
     outcome.not_released = list(data.get("not_released", []))
+    outcome.absent = list(data.get("absent", []))
+    # IPs of unknown fate were sent by an earlier run: a resumed run retries them, and counts those found gone
+    # as released by that earlier call (not as absent).
+    outcome.sent.update(data.get("unknown", []))
     outcome.task_ids = list(data.get("task_ids", []))
     outcome.request_ids = list(data.get("request_ids", []))
     outcome.error = data.get("error")

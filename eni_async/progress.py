@@ -48,19 +48,34 @@ class Progress:
 
 
 class Summary:
-    """Counts over finished outcomes, rendered as a small table."""
+    """Counts over finished outcomes, rendered as a small table.
+
+    Every IP asked for is counted once, under released, not released, unknown or absent; an IP an outcome
+    leaves in none of them (an item that could not be read) is counted as not released, so the four rows
+    always add up to the IPs asked for.
+    """
 
     def __init__(self) -> None:
         self.statuses: Counter[str] = Counter()
+        self.asked = 0
         self.released = 0
         self.not_released = 0
+        self.unknown = 0
+        self.absent = 0
         self.tasks = 0
         self.errors: Counter[str] = Counter()
 
     def add(self, outcome: Outcome) -> None:
         self.statuses[outcome.status] += 1
-        self.released += len(outcome.released)
-        self.not_released += len(outcome.not_released)
+        asked = set(outcome.ips)
+        released, unknown, absent = (
+            asked & set(ips) for ips in (outcome.released, outcome.unknown, outcome.absent)
+        )
+        self.asked += len(asked)
+        self.released += len(released)
+        self.unknown += len(unknown - released)
+        self.absent += len(absent - released - unknown)
+        self.not_released += len(asked - released - unknown - absent)
         self.tasks += len(outcome.task_ids)
         if outcome.error is not None:
             self.errors[outcome.error["code"]] += 1
@@ -78,8 +93,11 @@ class Summary:
         rows = [("ENIs", str(self.total))]
         rows += [(f"  {status}", str(self.statuses[status])) for status in STATUSES if self.statuses[status]]
         rows += [
-            ("IPs released", str(self.released)),
-            ("IPs not released", str(self.not_released)),
+            ("IPs asked for", str(self.asked)),
+            ("  released", str(self.released)),
+            ("  not released", str(self.not_released)),
+            ("  unknown", str(self.unknown)),
+            ("  absent", str(self.absent)),
             ("tasks", str(self.tasks)),
             ("elapsed", f"{elapsed:.1f}s ({rate:.1f} ENI/s)"),
         ]

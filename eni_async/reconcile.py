@@ -2,14 +2,20 @@
 
 After an ambiguous submit (read timeout, connection lost after sending, HTTP 5xx, ``InternalError``) or a
 FAILED task, the ENI is described before anything is resubmitted: IPs already gone count as released, IPs
-still there are submitted again (ambiguous case) or reported not released (FAILED task, D12). An IP that the
-server says is not on the ENI is checked the same way; a primary IP is refused and the rest go on. Every
-decision is written into the outcome. Rounds are bounded, so an item always ends.
+still there are submitted again (ambiguous case) or reported not released (FAILED task, D12). An IP that is
+not on the ENI when we look is ``absent`` (D20): found so by a describe before the first submit, or named by
+the server as not on the ENI and gone when described (unless an earlier call of ours may have released it,
+which makes it released). A primary IP is refused and the rest go on. Before the first submit the ENI is
+described when asked (preflight) and always on API 3.0, whose release call carries no VPC: a VPC that does
+not match is refused there as API 2.0 refuses it. A ``gate`` that closes stops any further submit
+(``StopSubmitting``); the caller then closes the outcome with ``Outcome.interrupt``. Every decision is
+written into the outcome. Rounds are bounded, so an item always ends.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from eni_async import validation
@@ -24,7 +30,7 @@ from eni_async.errors import (
     TaskTimeoutError,
 )
 from eni_async.models import EniInfo, TaskStatus
-from eni_async.outcomes import SKIPPED, Item, Outcome
+from eni_async.outcomes import Item, Outcome
 
 if TYPE_CHECKING:
     from eni_async.client import EniClient
@@ -63,37 +69,45 @@ def _split(info: EniInfo | None, ips: tuple[str, ...]) -> tuple[list[str], list[
     return [ip for ip in ips if ip not in on_eni], [ip for ip in ips if ip in on_eni]
 
 
-async def preflight(client: EniClient, item: Item, outcome: Outcome) -> tuple[str, ...]:
-    """Check the item against DescribeNetworkInterfaces; return the IPs worth submitting."""
+class StopSubmitting(Exception):
+    """Raised instead of a submit once the gate has closed (the batch is stopping)."""
+
+
+Gate = Callable[[], bool]  # True once no new submit may start
+
+
+async def look_first(client: EniClient, item: Item, outcome: Outcome) -> tuple[str, ...]:
+    """Describe the ENI before any submit; return the IPs worth submitting.
+
+    An ENI that does not exist, or is not in the item's VPC, is refused (every IP ``not_released``); IPs not
+    on it are ``absent``; a primary IP is refused without a request (``not_released``).
+    """
     info = await client.describe_eni(item.eni_id)
     if info is None or info.vpc_id != item.vpc_id:
-        outcome.status = SKIPPED
-        outcome.not_released = []
+        where = f" (it is in {info.vpc_id})" if info is not None else ""
         outcome.error = {
             "code": "InvalidNetworkInterface.NotFound",
-            "message": f"{item.eni_id} not found in {item.vpc_id}",
+            "message": f"{item.eni_id} not found in {item.vpc_id}{where}",
         }
-        decide(outcome, "preflight: ENI not found in that VPC; nothing submitted")
+        outcome.not_released.extend(ip for ip in item.ips if ip not in outcome.accounted())
+        decide(outcome, f"described before submitting: ENI not in {item.vpc_id}{where}; nothing submitted")
         return ()
     todo: list[str] = []
     for ip in item.ips:
+        if ip in outcome.accounted():
+            continue
         if ip == info.primary_ip:
             outcome.not_released.append(ip)
-            decide(outcome, f"preflight: {ip} is the primary IP; refused without a request")
+            decide(outcome, f"described before submitting: {ip} is the primary IP; refused without a request")
             outcome.error = outcome.error or {
                 "code": "InvalidPrivateip.IsPrimary",
                 "message": f"{ip} is the primary IP of {item.eni_id} and cannot be released",
             }
         elif ip not in info.secondary_ips:
-            decide(outcome, f"preflight: {ip} is not on {item.eni_id}; skipped")
+            outcome.absent.append(ip)
+            decide(outcome, f"described before submitting: {ip} is not on {item.eni_id}; absent")
         else:
             todo.append(ip)
-    if not todo and outcome.error is None:
-        outcome.status = SKIPPED
-        outcome.error = {
-            "code": "InvalidPrivateIpAddress.NotFound",
-            "message": "no IP asked for is on the ENI",
-        }
     return tuple(todo)
 
 
@@ -104,17 +118,36 @@ async def release_item(
     *,
     ips: tuple[str, ...] | None = None,
     recorder: Recorder | None = None,
+    look: bool | None = None,
+    gate: Gate | None = None,
 ) -> Outcome:
-    """Release ``ips`` (default: the item's) chunk by chunk, reconciling every doubt. Raises only AuthError."""
-    for chunk in validation.chunks(item.ips if ips is None else ips):
-        await _release_chunk(client, item, outcome, chunk, recorder)
+    """Release ``ips`` (default: the item's) chunk by chunk, reconciling every doubt.
+
+    ``look``: describe the ENI before the first submit (``None``: on API 3.0 only, to check the VPC); it is
+    done only while nothing of the item has been sent. Raises ``AuthError``, and ``StopSubmitting`` once
+    ``gate()`` is true before a submit; any other failure is written into the outcome.
+    """
+    todo = item.ips if ips is None else ips
+    if look is None:
+        look = client.settings.dialect == "v3"
+    if look and not outcome.sent and not outcome.task_ids:
+        todo = await look_first(client, item, outcome)
+    for chunk in validation.chunks(todo):
+        await _release_chunk(client, item, outcome, chunk, recorder, gate)
     return outcome.settle()
 
 
 async def finish_task(
-    client: EniClient, item: Item, outcome: Outcome, task_id: str, chunk: tuple[str, ...]
+    client: EniClient,
+    item: Item,
+    outcome: Outcome,
+    task_id: str,
+    chunk: tuple[str, ...],
+    request_id: str | None = None,
 ) -> None:
-    """Wait for a submitted task and settle its IPs; used directly on resume (never resubmits)."""
+    """Wait for a submitted task and settle its IPs; used directly on resume (never resubmits).
+
+    ``request_id`` is the submit's, named in a failure (the request that started the task)."""
     try:
         state = await client.wait_for_task(task_id)
     except TaskTimeoutError as exc:
@@ -136,7 +169,11 @@ async def finish_task(
         return
     outcome.fail(
         TaskFailedError(
-            task_id, eni_id=item.eni_id, ips=chunk, request_id=state.request_id, output=state.output
+            task_id,
+            eni_id=item.eni_id,
+            ips=chunk,
+            request_id=request_id or state.request_id,
+            output=state.output,
         )
     )
     await _settle_by_looking(client, outcome, chunk, f"task {task_id} FAILED")
@@ -159,23 +196,35 @@ async def _settle_by_looking(
 
 
 async def _release_chunk(
-    client: EniClient, item: Item, outcome: Outcome, chunk: tuple[str, ...], recorder: Recorder | None
+    client: EniClient,
+    item: Item,
+    outcome: Outcome,
+    chunk: tuple[str, ...],
+    recorder: Recorder | None,
+    gate: Gate | None,
 ) -> None:
     todo = chunk
-    in_doubt = False  # an ambiguous submit of this chunk may have started a task we never heard of
     for _round in range(MAX_ROUNDS):
         if not todo:
             return
+        if gate is not None and gate():
+            raise StopSubmitting
+        earlier = set(outcome.sent)  # IPs an earlier call of ours may have released
+        outcome.sent.update(todo)
         outcome.attempts += 1
         if recorder is not None:
             recorder.submitting(item, todo, outcome)
         try:
-            task_id, request_id = await client._submit_waiting_out_mutex(item.vpc_id, item.eni_id, todo, None)
+            task_id, request_id = await client._submit_waiting_out_mutex(
+                item.vpc_id, item.eni_id, todo, None, gate
+            )
+        except StopSubmitting:  # every try of this round met the mutex: none of them had an effect
+            outcome.sent.difference_update(ip for ip in todo if ip not in earlier)
+            raise
         except AuthError:
             raise
         except OutcomeUnknownError as exc:
             log.warning("%s: %s; describing the ENI before resubmitting", item.eni_id, exc)
-            in_doubt = True
             still = await reconcile_in_doubt(client, outcome, todo, f"ambiguous submit ({exc.cause})")
             if still is None:
                 outcome.fail(exc)
@@ -187,12 +236,18 @@ async def _release_chunk(
             info = await _describe_or_none(client, outcome)
             if info is None:
                 outcome.fail(exc)
-                (outcome.unknown if in_doubt else outcome.not_released).extend(todo)
+                outcome.unknown.extend(ip for ip in todo if ip in earlier)
+                outcome.not_released.extend(ip for ip in todo if ip not in earlier)
                 return
             gone, present = _split(info, todo)
-            if gone:
-                outcome.released.extend(gone)
-                decide(outcome, f"{', '.join(gone)} not on the ENI: counted as released")
+            ours = [ip for ip in gone if ip in earlier]
+            if ours:
+                outcome.released.extend(ours)
+                decide(outcome, f"{', '.join(ours)} gone after an earlier call of ours: counted as released")
+            never = [ip for ip in gone if ip not in earlier]
+            if never:
+                outcome.absent.extend(never)
+                decide(outcome, f"{', '.join(never)} not on the ENI: absent (nothing to release)")
             if info.primary_ip in present:
                 outcome.fail(exc)
                 outcome.not_released.append(info.primary_ip)
@@ -210,7 +265,7 @@ async def _release_chunk(
             return
         except EniAsyncError as exc:
             outcome.fail(exc)
-            if in_doubt:  # e.g. still locked by the task our ambiguous submit started
+            if earlier & set(todo):  # e.g. still locked by the task our ambiguous submit started
                 await _settle_by_looking(client, outcome, todo, f"gave up ({exc})", doubt=True)
             else:
                 outcome.not_released.extend(todo)
@@ -220,7 +275,7 @@ async def _release_chunk(
             outcome.request_ids.append(request_id)
         if recorder is not None:
             recorder.submitted(item, task_id, request_id, todo, outcome)
-        await finish_task(client, item, outcome, task_id, todo)
+        await finish_task(client, item, outcome, task_id, todo, request_id)
         if recorder is not None:
             recorder.progressed(item, outcome)
         return
@@ -267,4 +322,13 @@ async def reconcile_in_doubt(
     return tuple(present)
 
 
-__all__ = ["Recorder", "decide", "finish_task", "preflight", "reconcile_in_doubt", "release_item"]
+__all__ = [
+    "Gate",
+    "Recorder",
+    "StopSubmitting",
+    "decide",
+    "finish_task",
+    "look_first",
+    "reconcile_in_doubt",
+    "release_item",
+]

@@ -76,7 +76,7 @@ class Settings:
     service_tokens_file: str = ""
     service_max_body: int = 1_048_576
     service_max_unfinished: int = 10_000
-    service_grace: float = 10.0
+    grace: float = 5.0
     timeouts: Timeouts = field(default_factory=Timeouts)
     rate_limits: RateLimits = field(default_factory=RateLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -167,6 +167,8 @@ def _check(s: Settings) -> None:
     if not 1 <= s.concurrency <= MAX_CONCURRENCY:
         raise ConfigError("concurrency", s.concurrency, f"must be between 1 and {MAX_CONCURRENCY}")
     _check_service(s)
+    if isinstance(s.grace, bool) or not isinstance(s.grace, int | float) or not 0 <= s.grace < math.inf:
+        raise ConfigError("grace", s.grace, "must be a finite number of seconds, 0 or more")
     for name in _SECTIONS:
         section = getattr(s, name)
         for f in dataclasses.fields(section):
@@ -185,12 +187,10 @@ def _check(s: Settings) -> None:
 
 
 def _check_service(s: Settings) -> None:
-    """The ``serve`` settings: sizes and counts of at least 1, a grace of 0 seconds or more."""
+    """The ``serve`` settings: sizes and counts of at least 1."""
     for name in ("service_max_body", "service_max_unfinished"):
         if getattr(s, name) < 1:
             raise ConfigError(name, getattr(s, name), "must be at least 1")
-    if not (math.isfinite(s.service_grace) and s.service_grace >= 0):
-        raise ConfigError("service_grace", s.service_grace, "must be 0 or more seconds")
 
 
 def from_mapping(

@@ -20,6 +20,13 @@ VPC, ENI = "vpc-7t9nf3pu", "eni-m6dyj72l"
 SERVED = {"enis": 8, "ips_per_eni": 3, "seed": 5}
 
 
+# The keys of every outcome line, from batch and unassign alike ("decisions" and "line" when there are any).
+SCHEMA = {
+    "vpc_id", "eni_id", "ips", "status", "released", "not_released", "unknown", "absent",
+    "task_ids", "request_ids", "error", "attempts", "elapsed_s",
+}  # fmt: skip
+
+
 def ok(data: dict[str, Any]) -> dict[str, Any]:
     return {"code": 0, "message": "", "codeDesc": "Success", "data": data}
 
@@ -258,3 +265,88 @@ async def test_every_command_speaks_api_3(served: tuple[Simulator, str], tmp_pat
     assert all(not e["secondary_ips"] for e in sim.ground_truth()["enis"])
     demo = ["demo", "--dialect", "v3", "--enis", "4", "--task-latency", "0", "--no-progress"]
     assert await asyncio.to_thread(main, demo) == 0
+
+
+async def _unassign(
+    sim: Simulator, endpoint: str, eni: dict[str, Any], ips: list[str], *extra: str
+) -> tuple[int, Any]:
+    """Run ``eni-async unassign`` in a thread against ``sim``; return the exit code and the printed object."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    argv = ["unassign", "--endpoint", endpoint, "--region", sim.region, "--vpc-id", eni["vpc_id"]]
+    argv += ["--eni-id", eni["eni_id"], *[a for ip in ips for a in ("--ip", ip)], *extra]
+    with contextlib.redirect_stdout(out):
+        code = await asyncio.to_thread(main, argv)
+    return code, json.loads(out.getvalue())
+
+
+@pytest.fixture
+async def slow_world(monkeypatch: pytest.MonkeyPatch, fast_config: Path) -> Any:
+    """A real-time simulator with 12 IPs per ENI whose tasks take a second or (on demand) much longer."""
+    from eni_async.simulator import SimulatorConfig, running
+
+    sim = Simulator(SimulatorConfig(enis=3, ips_per_eni=12, seed=2, task_latency=(0.2, 0.0)))
+    async with running(sim, host="127.0.0.1", port=0) as server:
+        monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", sim.credentials.secret_id)
+        monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", sim.credentials.secret_key)
+        yield sim, server.endpoint
+
+
+async def test_unassign_prints_the_batch_schema_with_every_task_id(slow_world: tuple[Simulator, str]) -> None:
+    """unassign prints one outcome in the batch schema; a chunk refused later keeps every task id submitted."""
+    sim, endpoint = slow_world
+    eni = sim.ground_truth()["enis"][0]
+    ips = [*eni["secondary_ips"][:11], eni["primary_ip"], "10.250.0.1"]
+    code, out = await _unassign(sim, endpoint, eni, ips)
+    assert set(out) - {"decisions"} == SCHEMA
+    assert code == 1
+    assert out["status"] == "failed"
+    assert sorted(out["released"]) == sorted(eni["secondary_ips"][:11])
+    assert out["not_released"] == [eni["primary_ip"]]
+    assert out["absent"] == ["10.250.0.1"]
+    assert len(out["task_ids"]) == 2, "the first chunk's task and the retried second chunk's"
+    assert out["error"]["code"] == "InvalidPrivateip.IsPrimary"
+
+
+async def test_unassign_timeout_reports_the_task_and_unknown_ips(slow_world: tuple[Simulator, str]) -> None:
+    """With --timeout shorter than the task, the output names the task and lists its IPs as unknown."""
+    sim, endpoint = slow_world
+    sim.world.task_latency = (30.0, 0.0)
+    eni = sim.ground_truth()["enis"][1]
+    code, out = await _unassign(sim, endpoint, eni, eni["secondary_ips"][:2], "--timeout", "0.3")
+    assert code == 1
+    assert len(out["task_ids"]) == 1
+    assert sorted(out["unknown"]) == sorted(eni["secondary_ips"][:2])
+    assert out["not_released"] == []
+    assert out["error"]["code"] == "TaskTimeout"
+
+
+async def test_batch_preflight_with_a_journal_describes_first(
+    served: tuple[Simulator, str], tmp_path: Path
+) -> None:
+    """batch --preflight --journal refuses a primary IP and lists a stray IP as absent without sending them."""
+    sim, endpoint = served
+    a, b = sim.ground_truth()["enis"][:2]
+    source = tmp_path / "in.jsonl"
+    rows = [
+        {"vpc_id": a["vpc_id"], "eni_id": a["eni_id"], "ips": [a["primary_ip"]]},
+        {"vpc_id": b["vpc_id"], "eni_id": b["eni_id"], "ips": [b["secondary_ips"][0], "10.250.0.7"]},
+    ]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = tmp_path / "out.jsonl"
+    args = ["batch", str(source), "--endpoint", endpoint, "--preflight", "--journal", str(tmp_path / "j")]
+    assert await asyncio.to_thread(main, [*args, "--output", str(output)]) == 1
+    first, second = sorted(
+        (json.loads(line) for line in output.read_text().splitlines()),
+        key=lambda o: o["eni_id"] != a["eni_id"],
+    )
+    assert (first["not_released"], first["task_ids"]) == ([a["primary_ip"]], [])
+    assert first["error"]["code"] == "InvalidPrivateip.IsPrimary"
+    assert (second["status"], second["released"], second["absent"]) == (
+        "succeeded",
+        [b["secondary_ips"][0]],
+        ["10.250.0.7"],
+    )
+    assert sim.stats()["requests"]["UnassignPrivateIpAddresses"] == 1, "only the real secondary IP was sent"

@@ -18,8 +18,10 @@ import aiohttp
 import pytest
 
 from eni_async.cli import main
+from eni_async.journal import Journal
 from eni_async.outcomes import check_against_truth
 from eni_async.service.command import load_tokens
+from eni_async.service.registry import Registry
 from eni_async.settings import Settings
 from eni_async.simulator import Simulator, SimulatorConfig, running
 
@@ -32,7 +34,7 @@ LIMITS = {
     "AssignPrivateIpAddresses": 1000,
 }
 CONFIG = """
-service_grace = {grace}
+grace = {grace}
 [poll]
 # The adaptive first-query delay grows without bound when many resumed tasks are polled at once (a known
 # problem of the per-task poller); these tests are about the service, so they poll on a fixed schedule.
@@ -178,6 +180,33 @@ async def test_sigterm_answers_503_keeps_unfinished_and_a_restart_finishes_them(
             assert set((await tasks_by_eni(http, served.endpoint)).values()) == {
                 1
             }  # polled, never resubmitted
+
+
+async def test_a_second_sigterm_ends_the_grace_at_once(tmp_path: Path) -> None:
+    """A second SIGTERM stops waiting for work in flight: exit 0 long before the 30 s grace, work kept."""
+    async with simulated(
+        tmp_path, grace=30.0, enis=3, ips_per_eni=1, seed=4, task_latency=(30.0, 0.0)
+    ) as served:
+        journal, log = tmp_path / "service.db", tmp_path / "serve.log"
+        eni = served.sim.ground_truth()["enis"][0]
+        body = {"vpc_id": eni["vpc_id"], "eni_id": eni["eni_id"], "ips": eni["secondary_ips"]}
+        async with aiohttp.ClientSession() as http, serve_process(served, journal, log) as (proc, endpoint):
+            async with http.post(f"{endpoint}/v1/releases", json=body, headers=AUTH) as resp:
+                rid = (await resp.json())["id"]
+            for _ in range(500):
+                if await tasks_by_eni(http, served.endpoint):
+                    break
+                await asyncio.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            assert proc.returncode is None  # still in its grace period
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 8) == 0
+        with Journal(journal) as jr:
+            release = Registry(jr, now=lambda: 0.0).get(rid)
+            assert release is not None
+            assert release.status == "running"  # unfinished, kept for the next start
+            assert jr.item(release.item_key) is not None
 
 
 async def test_sigkill_with_200_in_flight_then_restart_agrees_with_the_simulator(tmp_path: Path) -> None:

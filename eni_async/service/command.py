@@ -4,7 +4,7 @@ Checks come first and fail as one-line errors naming the option, before any sock
 the callers' tokens (from the file named by ``service_tokens_file`` and from ``ENI_ASYNC_SERVICE_TOKENS``,
 never from the command line), an address beyond loopback without tokens (refused), the journal, the
 credentials. Once listening, one JSON line goes to stdout (``{"endpoint": ...}``) and logs go to stderr.
-SIGTERM or SIGINT: ``/v1`` answers 503, in-flight work gets ``service_grace`` seconds, what is unfinished
+SIGTERM or SIGINT: ``/v1`` answers 503, in-flight work gets ``grace`` seconds, what is unfinished
 stays in the journal, and the command returns 0.
 """
 
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,24 +104,29 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     if not metrics_available():
         log.warning("prometheus-client not installed: /metrics answers 501")
     credentials = load_credentials(settings.profile)
-    async with (
-        running_service(
-            credentials, settings, args.journal, host=args.host, port=args.port, tokens=tokens
-        ) as svc,
-        AsyncExitStack() as extra,
-    ):
-        if svc.metrics is not None and metrics_port is not None:
-            url = await _serve_metrics(extra, svc.metrics.registry, metrics_port, args.metrics_host)
-            log.info("also serving metrics at %s", url)
-        if not tokens:
-            log.warning("no callers' tokens configured: any local process may use %s", svc.endpoint)
-        log.info("serving on %s (%d release(s) resumed)", svc.endpoint, svc.resumed)
-        sys.stdout.write(json.dumps({"endpoint": svc.endpoint}) + "\n")
-        sys.stdout.flush()
-        await _until_signal()
-        log.info("stopping: new requests get 503; in-flight work has %.1fs", settings.service_grace)
-        left = await svc.engine.stop(settings.service_grace)
-        log.info("stopped; %d release(s) unfinished stay in %s", left, args.journal)
+    with _Signals() as signals:
+        async with (
+            running_service(
+                credentials, settings, args.journal, host=args.host, port=args.port, tokens=tokens
+            ) as svc,
+            AsyncExitStack() as extra,
+        ):
+            if svc.metrics is not None and metrics_port is not None:
+                url = await _serve_metrics(extra, svc.metrics.registry, metrics_port, args.metrics_host)
+                log.info("also serving metrics at %s", url)
+            if not tokens:
+                log.warning("no callers' tokens configured: any local process may use %s", svc.endpoint)
+            log.info("serving on %s (%d release(s) resumed)", svc.endpoint, svc.resumed)
+            sys.stdout.write(json.dumps({"endpoint": svc.endpoint}) + "\n")
+            sys.stdout.flush()
+            await signals.first.wait()
+            log.warning(
+                "%s: stopping; new requests get 503, work in flight has %.1fs (signal again to stop now)",
+                signals.name, settings.grace,
+            )  # fmt: skip
+            signals.again = svc.engine.hurry
+            left = await svc.engine.stop(settings.grace)
+            log.info("stopped; %d release(s) unfinished stay in %s", left, args.journal)
     return 0
 
 
@@ -131,18 +137,41 @@ async def _serve_metrics(stack: AsyncExitStack, registry: CollectorRegistry, por
         raise ConfigError("--metrics-port", port, f"cannot listen on {host}: {exc.strerror or exc}") from None
 
 
-async def _until_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    try:
+class _Signals:
+    """SIGINT/SIGTERM while serving: the first stops the service gracefully (exit 0, it is how a service is
+    told to stop), the second ends the grace at once, a third exits on the spot. These replace the CLI's
+    own handlers for the command's length, since for ``serve`` a signal is not an interruption."""
+
+    def __init__(self) -> None:
+        self.first = asyncio.Event()
+        self.name = ""
+        self.count = 0
+        self.again: Callable[[], None] | None = None
+        self._installed: list[signal.Signals] = []
+
+    def __enter__(self) -> _Signals:
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-        await stop.wait()
-    finally:
-        for sig in installed:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._received, sig)
+                self._installed.append(sig)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._installed:
             loop.remove_signal_handler(sig)
+
+    def _received(self, sig: signal.Signals) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.name = sig.name
+            self.first.set()
+        elif self.count == 2 and self.again is not None:
+            log.warning("%s again: stopping now", sig.name)
+            self.again()
+        elif self.count > 2:
+            os._exit(128 + sig)
 
 
 __all__ = ["add_arguments", "is_loopback", "load_tokens", "serve"]

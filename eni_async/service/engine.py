@@ -32,6 +32,8 @@ log = logging.getLogger("eni_async.service")
 
 Request = tuple[str, str, tuple[str, ...]]
 # Error codes of an outcome that say the API could not be reached.
+# Seconds past the grace period a stopping batch may take to wind down before it is cancelled.
+STOP_MARGIN_S = 5.0
 UNREACHABLE_CODES = frozenset({"ConnectFailed", "ConnectionLost", "BadAnswer"})
 
 
@@ -236,22 +238,31 @@ class Engine:
             event.set()
 
     async def stop(self, grace: float) -> int:
-        """Take no more work; give in-flight items ``grace`` seconds, then cancel them. Return how many
-        releases stay unfinished (in the journal, for the next start)."""
+        """Take no more work; in-flight items get ``grace`` seconds to learn their fate (the batch's own
+        ``stop``: nothing new is submitted), then the rest is cancelled. Return how many releases stay
+        unfinished (in the journal, for the next start)."""
         self.accepting = False
         self._stopping = True
-        self._queue.put_nowait(None)
+        self._queue.put_nowait(None)  # a worker waiting for the next release gets none
         for event in self._waiters.values():  # long polls answer now, with the state as it stands
             event.set()
-        if self._runner is not None:
-            done, _ = await asyncio.wait({self._runner}, timeout=grace)
-            if not done:
+        runner = self._runner
+        if runner is not None and not runner.done():
+            if self._batch is not None:
                 if self._in_flight():
-                    log.warning("grace period over: cancelling %d in-flight release(s)", self._in_flight())
-                self._runner.cancel()
+                    log.info("letting %d in-flight release(s) finish (%.1fs)", self._in_flight(), grace)
+                self._batch.stop(grace)
+            done, _ = await asyncio.wait({runner}, timeout=grace + STOP_MARGIN_S)
+            if not done:  # the batch did not end by itself: cancel it
+                runner.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await self._runner
+                    await runner
         return self._unfinished
+
+    def hurry(self) -> None:
+        """End a stop's grace period now: work still in flight is cancelled and stays unfinished."""
+        if self._batch is not None and self._stopping:
+            self._batch.stop(0)
 
     def _in_flight(self) -> int:
         return self._batch.stats.in_flight if self._batch is not None else 0

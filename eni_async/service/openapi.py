@@ -56,6 +56,7 @@ _RELEASE = {
         "released": {**_LIST, "description": "gone from the ENI"},
         "not_released": {**_LIST, "description": "still on the ENI"},
         "unknown": {**_LIST, "description": "fate not observed"},
+        "absent": {**_LIST, "description": "not on the ENI when looked at: nothing to release"},
         "task_ids": _LIST,
         "request_ids": _LIST,
         "error": {

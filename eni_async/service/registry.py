@@ -97,7 +97,7 @@ class Release:
             started_at=_iso(self.started_at),
             finished_at=_iso(self.finished_at),
         )
-        for key in ("released", "not_released", "unknown", "task_ids", "request_ids"):
+        for key in ("released", "not_released", "unknown", "absent", "task_ids", "request_ids"):
             data.setdefault(key, [])
         data.setdefault("error", None)
         if self.outcome is not None and self.outcome.get("status") != self.status:
