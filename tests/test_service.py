@@ -547,6 +547,31 @@ async def test_stopping_answers_503_with_retry_after(svc: Service) -> None:
     assert (await svc.http.get("/healthz")).status == 200
 
 
+async def test_stopping_answers_long_polls_at_once(tmp_path: Path) -> None:
+    """A GET holding ?wait=30 answers as soon as the service stops, with the release as it stands."""
+    sim = Simulator(SimulatorConfig(enis=1, ips_per_eni=1, seed=1, task_latency=(30.0, 0.0)))
+    async with service_on(sim, tmp_path / "j.db") as slow:
+        _, release = await post(slow, slow.body(0))
+        holding = asyncio.ensure_future(get(slow, f"/v1/releases/{release['id']}?wait=30"))
+        await asyncio.sleep(0.1)
+        assert not holding.done()
+        await slow.engine.stop(0)
+        status, now = await asyncio.wait_for(holding, 5)
+        assert status == 200
+        assert now["status"] in ("pending", "running")
+
+
+async def test_metrics_without_prometheus_answer_501(tmp_path: Path) -> None:
+    """Without a metrics registry (prometheus-client missing), /metrics answers 501 saying what to install."""
+    sim = Simulator(SimulatorConfig(enis=1, ips_per_eni=1, seed=1, task_latency=(0.0, 0.0)))
+    async with service_on(sim, tmp_path / "j.db") as svc:
+        app = make_app(svc.engine, tokens=(TOKEN,))
+        async with TestClient(TestServer(app, host="127.0.0.1")) as bare:
+            resp = await bare.get("/metrics")
+            assert resp.status == 501
+            assert "eni-async[metrics]" in (await resp.json())["error"]["message"]
+
+
 async def test_readyz_says_when_the_api_is_unreachable(tmp_path: Path) -> None:
     """After a release fails to reach the API, /readyz answers 503 naming it."""
     sim = Simulator(SimulatorConfig(enis=1, ips_per_eni=1, seed=1, task_latency=(0.0, 0.0)))
