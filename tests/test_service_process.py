@@ -23,7 +23,7 @@ from eni_async.outcomes import check_against_truth
 from eni_async.service.command import load_tokens
 from eni_async.service.registry import Registry
 from eni_async.settings import Settings
-from eni_async.simulator import Simulator, SimulatorConfig, running
+from eni_async.simulator import Simulator, SimulatorConfig, load_fault_profile, running
 
 TOKEN = "process-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -209,10 +209,15 @@ async def test_a_second_sigterm_ends_the_grace_at_once(tmp_path: Path) -> None:
             assert jr.item(release.item_key) is not None
 
 
-async def test_sigkill_with_200_in_flight_then_restart_agrees_with_the_simulator(tmp_path: Path) -> None:
+@pytest.mark.parametrize("faults", ["none", "flaky"])
+async def test_sigkill_with_200_in_flight_then_restart_agrees_with_the_simulator(
+    tmp_path: Path, faults: str
+) -> None:
     """SIGKILL with 200 releases in flight; after a restart every release's final state matches /_sim/state."""
+    profile = load_fault_profile(faults)
+    latency = (1.0, 0.5) if faults == "none" else (0.3, 0.3)  # flaky makes some tasks ten times slower
     async with simulated(
-        tmp_path, grace=1.0, enis=200, ips_per_eni=1, seed=11, task_latency=(1.0, 0.5)
+        tmp_path, grace=1.0, enis=200, ips_per_eni=1, seed=11, task_latency=latency, faults=profile
     ) as served:
         journal, log = tmp_path / "service.db", tmp_path / "serve.log"
         enis = served.sim.ground_truth()["enis"]
@@ -244,10 +249,13 @@ async def test_sigkill_with_200_in_flight_then_restart_agrees_with_the_simulator
         present = {e["eni_id"]: {*e["secondary_ips"], e["primary_ip"]} for e in state["enis"]}
         problems = [p for f in finals for p in check_against_truth(f, present)]
         assert problems == []
-        assert Counter(f["status"] for f in finals) == {"succeeded": 200}
         assert sorted(f["eni_id"] for f in finals) == sorted(e["eni_id"] for e in enis)
-        assert all(not e["secondary_ips"] for e in state["enis"])
-        assert set(Counter(t["eni_id"] for t in state["tasks"]).values()) == {1}  # no task submitted twice
+        if faults == "none":  # nothing went wrong but the kill: everything released, no task twice
+            assert Counter(f["status"] for f in finals) == {"succeeded": 200}
+            assert all(not e["secondary_ips"] for e in state["enis"])
+            assert set(Counter(t["eni_id"] for t in state["tasks"]).values()) == {1}
+        else:  # faults make some fail, each honestly: what is said released is gone, the rest is there
+            assert Counter(f["status"] for f in finals)["succeeded"] > 150
 
 
 # -- refusals before anything starts ---------------------------------------------------------------------
