@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS service_releases (
     outcome TEXT
 );
 CREATE INDEX IF NOT EXISTS service_releases_status ON service_releases(status, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS service_releases_item ON service_releases(item_key);
 CREATE TABLE IF NOT EXISTS service_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS service_idempotency (
     key TEXT PRIMARY KEY,
