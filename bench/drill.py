@@ -3,14 +3,20 @@
 2,000 ENIs with 1 to 25 secondary IPs each (seeded), against ``eni-async simulate --faults hostile``
 (throttling, HTTP 5xx, InternalError, malformed and truncated bodies, connections dropped before and after
 the effect, withheld answers, failing, part-failing and long-running tasks), with the simulator's limits
-raised tenfold so the drill ends in minutes. Two runs, each on a fresh simulator:
+raised tenfold so the drill ends in minutes. Four runs, each on a fresh simulator:
 
 1. straight: ``eni-async batch INPUT --journal J`` to the end;
-2. killed: the same batch killed with SIGKILL at several points, each time followed by
-   ``eni-async resume J``, until the journal is finished.
+2. killed: the same batch killed with SIGKILL at several points (the batch, then each resume in turn), each
+   time followed by ``eni-async resume J``, until the journal is finished;
+3. load-killed: the batch reads its input from a pipe and is killed with SIGKILL while loading it (the pipe
+   is held open, so the kill surely lands inside the load); the journal must hold no item and ``resume``
+   must refuse (exit 2); then the batch runs again to the end;
+4. sigterm: the batch is sent SIGTERM mid-run; it must exit 143 having written an outcome for every item it
+   had finished or had in flight (IPs of unestablished fate under ``unknown``), then ``resume`` finishes.
 
-Verdict for each run: every ENI's outcome (read from the journal) agrees with the simulator's ground truth;
-no item is lost; no IP is reported released while still assigned, none unreleased while gone.
+Verdict for each run: the final ``resume --output`` file (or the straight batch's output) alone holds one
+outcome per ENI, and every outcome, in that file and in the journal, agrees with the simulator's ground
+truth: no item lost, no IP reported released while still assigned, none unreleased while gone.
 
     python bench/drill.py                 # full size (a few minutes)
     python bench/drill.py --enis 200      # quicker
@@ -22,12 +28,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -101,18 +110,35 @@ def environment(ready: dict[str, Any], config: Path) -> dict[str, str]:
     return env
 
 
-def batch_args(source: Path, journal: Path, endpoint: str, concurrency: int) -> list[str]:
+def batch_args(
+    source: Path | str, journal: Path, endpoint: str, concurrency: int, output: Path | str = os.devnull
+) -> list[str]:
     return [
         *CLI, "batch", str(source), "--journal", str(journal), "--endpoint", endpoint,
-        "--concurrency", str(concurrency), "--no-progress", "--output", os.devnull,
+        "--concurrency", str(concurrency), "--no-progress", "--output", str(output),
     ]  # fmt: skip
 
 
-def judge(journal_path: Path, endpoint: str, enis: list[str]) -> dict[str, Any]:
-    with Journal(journal_path) as journal:
+def resume_args(journal: Path, endpoint: str, concurrency: int, output: Path | str = os.devnull) -> list[str]:
+    return [*CLI, "resume", str(journal), "--endpoint", endpoint, "--no-progress",
+            "--concurrency", str(concurrency), "--output", str(output)]  # fmt: skip
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def judge(journal_path: Path, endpoint: str, enis: list[str], output: Path | None = None) -> dict[str, Any]:
+    """Outcomes against the ground truth: the output file's when given (it must hold every item), the
+    journal's otherwise; both must agree with the truth."""
+    with Journal(journal_path, read_only=True) as journal:
         outcomes = list(journal.finished_outcomes())
         counts = journal.counts()
-    result = verdict(outcomes, ground_truth(endpoint), enis).summary()
+    truth = ground_truth(endpoint)
+    result = verdict(read_lines(output) if output else outcomes, truth, enis).summary()
+    if output is not None:  # the journal must tell the same story as the file
+        result["journal_mismatches"] = verdict(outcomes, truth, enis).mismatches
+        result["mismatches"] += result["journal_mismatches"]
     result["journal"] = counts
     injected = stats(endpoint)
     result["faults_injected"] = sum(injected["faults"].values())
@@ -127,11 +153,12 @@ def run_straight(
     with simulator(state, args.seed) as ready:
         env = environment(ready, work / "client.toml")
         started = time.monotonic()
+        output = work / "straight.jsonl"
         subprocess.run(
-            batch_args(source, journal, ready["endpoint"], args.concurrency),
+            batch_args(source, journal, ready["endpoint"], args.concurrency, output),
             env=env, timeout=args.timeout, stderr=subprocess.DEVNULL, check=False,
         )  # fmt: skip
-        result = judge(journal, ready["endpoint"], enis)
+        result = judge(journal, ready["endpoint"], enis, output)
     result["elapsed_s"] = round(time.monotonic() - started, 1)
     return result
 
@@ -153,15 +180,129 @@ def run_killed(
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 kills += 1
-            with Journal(journal) as j:
+            with Journal(journal, read_only=True) as j:
                 print(f"  killed after {delay}s: journal {j.counts()}", flush=True)
-            command = [*CLI, "resume", str(journal), "--endpoint", ready["endpoint"], "--no-progress",
-                       "--concurrency", str(args.concurrency), "--output", os.devnull]  # fmt: skip
-        subprocess.run(command, env=env, timeout=args.timeout, stderr=subprocess.DEVNULL, check=False)
-        result = judge(journal, ready["endpoint"], enis)
+            command = resume_args(journal, ready["endpoint"], args.concurrency)
+        output = work / "killed.jsonl"
+        subprocess.run(
+            resume_args(journal, ready["endpoint"], args.concurrency, output),
+            env=env, timeout=args.timeout, stderr=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
+        result = judge(journal, ready["endpoint"], enis, output)
     result["kills"] = kills
     result["elapsed_s"] = round(time.monotonic() - started, 1)
     return result
+
+
+def pipe_backlog(fd: int) -> int:
+    """Bytes written to a pipe and not yet read by the other end."""
+    return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+
+
+def run_load_killed(
+    work: Path, state: Path, source: Path, enis: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    journal = work / "load.journal"
+    lines = source.read_bytes().splitlines(keepends=True)
+    with simulator(state, args.seed) as ready:
+        env = environment(ready, work / "client.toml")
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            batch_args("-", journal, ready["endpoint"], args.concurrency),
+            env=env, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert proc.stdin is not None
+        proc.stdin.write(b"".join(lines[:-1]))  # the last line withheld: the load cannot end
+        proc.stdin.flush()
+        while pipe_backlog(proc.stdin.fileno()) and proc.poll() is None:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdin.close()
+        with Journal(journal, read_only=True) as j:
+            left = sum(j.counts().values())
+        refused = subprocess.run(
+            resume_args(journal, ready["endpoint"], args.concurrency),
+            env=env, timeout=args.timeout, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        print(
+            f"  killed during load: {left} items in the journal; resume exit {refused.returncode}", flush=True
+        )
+        output = work / "load.jsonl"
+        subprocess.run(
+            batch_args(source, journal, ready["endpoint"], args.concurrency, output),
+            env=env, timeout=args.timeout, stderr=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
+        result = judge(journal, ready["endpoint"], enis, output)
+    result["items_after_load_kill"] = left
+    result["resume_exit_after_load_kill"] = refused.returncode
+    result["failed_checks"] = [
+        *([f"{left} items in the journal after a kill during load (all or none)"] if left else []),
+        *(
+            [f"resume exit {refused.returncode} after a kill during load (expected 2)"]
+            if refused.returncode != 2
+            else []
+        ),
+    ]
+    result["elapsed_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def run_sigterm(
+    work: Path, state: Path, source: Path, enis: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    journal = work / "term.journal"
+    first = work / "term-batch.jsonl"
+    with simulator(state, args.seed) as ready:
+        env = environment(ready, work / "client.toml")
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            batch_args(source, journal, ready["endpoint"], args.concurrency, first),
+            env=env, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            proc.wait(timeout=args.term_after)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        code = proc.returncode
+        written = read_lines(first)
+        with Journal(journal, read_only=True) as j:
+            finished = {o["eni_id"] for o in j.finished_outcomes()}
+        # Accounted: every finished item's outcome reached the output, and nothing written is wrong.
+        missing = finished - {o["eni_id"] for o in written}
+        at_stop = verdict(written, ground_truth(ready["endpoint"]), []).summary()
+        print(f"  SIGTERM: exit {code}, {len(written)} outcomes written, {len(missing)} finished but unwritten,"
+              f" {at_stop['mismatches']} mismatches at stop", flush=True)  # fmt: skip
+        output = work / "term.jsonl"
+        subprocess.run(
+            resume_args(journal, ready["endpoint"], args.concurrency, output),
+            env=env, timeout=args.timeout, stderr=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
+        result = judge(journal, ready["endpoint"], enis, output)
+    result["exit_on_sigterm"] = code
+    result["written_at_sigterm"] = len(written)
+    result["unknown_ips_at_sigterm"] = sum(len(o.get("unknown", [])) for o in written)
+    result["finished_but_unwritten"] = len(missing)
+    result["mismatches"] += at_stop["mismatches"]
+    result["failed_checks"] = [
+        *([f"exit {code} on SIGTERM (expected 143)"] if code != 143 else []),
+        *([f"{len(missing)} finished items missing from the output"] if missing else []),
+    ]
+    result["elapsed_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+MODES = {
+    "straight": run_straight,
+    "killed": run_killed,
+    "load-killed": run_load_killed,
+    "sigterm": run_sigterm,
+}
 
 
 def main() -> int:
@@ -172,6 +313,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--kill-after", type=float, nargs="+", default=[4.0, 6.0, 8.0], metavar="S")
+    parser.add_argument("--term-after", type=float, default=5.0, metavar="S", help="SIGTERM after S seconds")
+    parser.add_argument("--only", nargs="+", choices=list(MODES), default=list(MODES), help="runs to do")
     parser.add_argument("--timeout", type=float, default=1200.0, help="bound on each batch or resume run")
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     args = parser.parse_args()
@@ -192,13 +335,15 @@ def main() -> int:
         enis = [e["eni_id"] for e in world["enis"]]
         ips = sum(len(e["secondary_ips"]) for e in world["enis"])
         print(f"drill: {len(enis)} ENIs, {ips} IPs, hostile faults, limits x10", flush=True)
-        results = {"straight": run_straight(work, state, source, enis, args)}
-        print(f"straight: {json.dumps(results['straight'])}", flush=True)
-        results["killed"] = run_killed(work, state, source, enis, args)
-        print(f"killed:   {json.dumps(results['killed'])}", flush=True)
+        results = {}
+        for mode in args.only:
+            results[mode] = MODES[mode](work, state, source, enis, args)
+            print(f"{mode}: {json.dumps(results[mode])}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
-    ok = all(r["mismatches"] == 0 and r["lost_items"] == 0 for r in results.values())
+    ok = all(
+        r["mismatches"] == 0 and r["lost_items"] == 0 and not r.get("failed_checks") for r in results.values()
+    )
     print(
         f"verdict: {'PASS' if ok else 'FAIL'}; mismatches: {sum(r['mismatches'] for r in results.values())}"
     )

@@ -1,8 +1,12 @@
 """The ``batch`` and ``demo`` commands (part of the CLI: printing and exit codes live here and in cli.py).
 
 ``batch`` streams items from a file into ``EniClient.unassign_many`` and writes one JSON line per ENI as
-each finishes. ``demo`` starts the embedded simulator on 127.0.0.1, releases every secondary IP it seeded
-through the same path, and checks every outcome against the simulator's ground truth.
+each finishes, flushed at once (to a file or a pipe). With ``--journal`` the whole input is recorded in one
+transaction before any request, and ``resume`` writes the outcome of every item of the journal, those finished
+before the crash included, so its output alone is the complete result. A journal that cannot be used is one
+line and exit 2; an output that cannot be written stops the batch (exit 1) with every outcome in the
+journal. ``demo`` starts the embedded simulator on 127.0.0.1, releases every secondary IP it seeded through
+the same path, and checks every outcome against the simulator's ground truth.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -24,7 +29,7 @@ from eni_async.client import EniClient
 from eni_async.credentials import load_credentials
 from eni_async.errors import InputError
 from eni_async.inputs import count_lines, read_items
-from eni_async.journal import Journal
+from eni_async.journal import Journal, JournalError
 from eni_async.metrics import Metrics, MetricsEndpoint
 from eni_async.models import Credentials
 from eni_async.outcomes import SUCCEEDED, Item, Outcome, as_item, check_against_truth
@@ -53,7 +58,17 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("journal", metavar="FILE", help="the journal of an interrupted batch")
-    parser.add_argument("--output", metavar="FILE", help="write the JSON lines here instead of stdout")
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the outcome of every item of the journal here (default stdout); not the batch's own "
+        "output file unless --append",
+    )
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the lines already in --output and add the outcome of every item they lack",
+    )
     parser.add_argument("--concurrency", type=int, metavar="N", help="ENIs worked on at once (default 64)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     metrics_cli.add_arguments(parser)
@@ -61,6 +76,11 @@ def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("journal", metavar="FILE", help="a batch journal")
+    parser.add_argument(
+        "--outcomes",
+        action="store_true",
+        help="print every finished outcome as JSON Lines (the batch output format) instead of counts",
+    )
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,17 +102,75 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     metrics_cli.add_arguments(parser)
 
 
+class OutputError(Exception):
+    """The output could not be written (a full disk, a closed pipe): the batch stops."""
+
+    def __init__(self, path: str | None, exc: OSError) -> None:
+        self.path = path or "stdout"
+        super().__init__(f"cannot write the output {self.path}: {exc.strerror or exc}")
+
+
+class JournalUnusable(InputError):
+    """A ``JournalError`` on its way to the user: one line, exit 2."""
+
+    def __init__(self, error: JournalError, hint: str = "") -> None:
+        super().__init__("journal", error.path, error.reason)
+        self.message = f"{error}{hint}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
 @contextlib.contextmanager
-def _output(path: str | None) -> Iterator[TextIO]:
+def _journal_errors(hint: str = "") -> Iterator[None]:
+    """Report a journal failure, raised alone or from inside the batch's task group, as one line."""
+    try:
+        yield
+    except JournalError as exc:
+        raise JournalUnusable(exc, hint) from None
+    except BaseExceptionGroup as group:
+        found, _ = group.split(JournalError)
+        if found is None:
+            raise
+        leaf: BaseException = found
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        assert isinstance(leaf, JournalError)
+        raise JournalUnusable(leaf, hint) from None
+
+
+def _open_output(path: str, *, append: bool) -> TextIO:
+    """Open an output file (a seam for tests that need a file which fails); the caller closes it."""
+    if append:
+        return open(path, "a", encoding="utf-8")
+    return open(path, "w", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _output(path: str | None, *, append: bool = False) -> Iterator[TextIO]:
     if path is None:
         yield sys.stdout
         return
     try:
-        handle = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        handle = _open_output(path, append=append)
     except OSError as exc:
         raise InputError("--output", path, f"cannot write: {exc.strerror or exc}") from None
-    with handle:
+    try:
         yield handle
+    finally:
+        try:
+            handle.close()
+        except OSError as exc:
+            raise OutputError(path, exc) from None
+
+
+def write_line(out: TextIO, data: dict[str, Any], *, path: str | None = None) -> None:
+    """One outcome as one JSON line, flushed at once so that a crash or a reader loses nothing."""
+    try:
+        out.write(json.dumps(data, ensure_ascii=False) + "\n")
+        out.flush()
+    except OSError as exc:
+        raise OutputError(path or getattr(out, "name", None), exc) from None
 
 
 async def run_items(
@@ -124,7 +202,7 @@ async def run_items(
         if out is None:
             kept.append(data)
         else:
-            out.write(json.dumps(data, ensure_ascii=False) + "\n")
+            write_line(out, data)
 
     for outcome in settled:
         summary.add(outcome)
@@ -159,7 +237,8 @@ async def run_items(
             await ticker
         bar.close()
         if out is not None:
-            out.flush()
+            with contextlib.suppress(OSError):  # a failed write was already reported
+                out.flush()
         _tell_summary(summary, client.clock.monotonic() - started, as_json=as_json)
     return summary, kept
 
@@ -211,11 +290,30 @@ RESUME_KEYS = ("endpoint", "dialect", "region", "sign_method")
 def _open_journal(path: str, *, new: bool) -> Journal:
     if not new and not Path(path).is_file():
         raise InputError("journal", path, "no such file")
-    journal = Journal(path)
-    if new and any(journal.counts().values()):
-        journal.close()
-        raise InputError("--journal", path, "already holds a batch; use 'eni-async resume' to finish it")
+    with _journal_errors():
+        journal = Journal(path)
+        if new and any(journal.counts().values()):
+            journal.close()
+            raise InputError("--journal", path, "already holds a batch; use 'eni-async resume' to finish it")
     return journal
+
+
+def _real(path: str | None) -> str | None:
+    """The resolved path of an output file, to recognise the batch's own output on resume (only a regular
+    file: writing to /dev/null or a named pipe again loses nothing)."""
+    return os.path.realpath(path) if path and os.path.isfile(path) else None
+
+
+def _output_failed(exc: OutputError, args: argparse.Namespace, journal: Journal | None) -> int:
+    where = (
+        f"every finished outcome is in the journal: eni-async status {journal.path} --outcomes"
+        if journal is not None
+        else "outcomes not written are lost (use --journal to keep them)"
+    )
+    tell(
+        f"eni-async: error: {exc}; the batch stopped; {where}", as_json=json_lines(args), level=logging.ERROR
+    )
+    return 1
 
 
 async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
@@ -226,73 +324,150 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
     show = _show_progress(args)
     journal = _open_journal(args.journal, new=True) if args.journal else None
     try:
-        if journal is not None:
-            journal.set_meta({key: getattr(settings, key) for key in RESUME_KEYS} | {"input": args.input})
         with _output(args.output) as out:
             total = count_lines(args.input)
             settled: list[Outcome] = []
             if journal is not None:
-                # Every item is recorded before work starts, so a crash can lose none of them.
-                settled = list(journal.load(source))
-                items = journal.unfinished()
-                total = journal.counts()["pending"]
+                meta = {key: getattr(settings, key) for key in RESUME_KEYS} | {
+                    "input": args.input,
+                    "output": _real(args.output),
+                }
+                # Every item is recorded, in one transaction, before work starts: a crash loses none.
+                with _journal_errors("; nothing was recorded and nothing sent"):
+                    settled = journal.load(source, meta=meta)
+                    items = journal.unfinished()
+                    total = journal.counts()["pending"]
             async with metrics_cli.endpoint_from(args) as endpoint:
                 metrics = _client_metrics(endpoint, args)
                 async with EniClient(credentials, settings, metrics=metrics) as client:
-                    summary, _ = await run_items(
-                        client,
-                        items,
-                        out=out,
-                        total=total,
-                        progress=show,
-                        preflight=args.preflight,
-                        journal=journal,
-                        as_json=json_lines(args),
-                        settled=settled,
-                    )
+                    with _journal_errors(_RESUME_HINT.format(args.journal)):
+                        summary, _ = await run_items(
+                            client,
+                            items,
+                            out=out,
+                            total=total,
+                            progress=show,
+                            preflight=args.preflight,
+                            journal=journal,
+                            as_json=json_lines(args),
+                            settled=settled,
+                        )
+    except OutputError as exc:
+        return _output_failed(exc, args, journal)
     finally:
         if journal is not None:
             journal.close()
     return 0 if summary.all_succeeded else 1
 
 
+_RESUME_HINT = "; the batch stopped, every step before it is recorded: fix this and run 'eni-async resume {}'"
+
+
+def _lines_in(path: str) -> set[int]:
+    """Input line numbers of the outcomes already in an output file; a partial last line (a crash mid-write)
+    is cut off so that appending starts on a fresh line."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return set()
+    except OSError as exc:
+        raise InputError("--output", path, f"cannot read: {exc.strerror or exc}") from None
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(len(complete))
+    lines: set[int] = set()
+    for raw in complete.splitlines():
+        with contextlib.suppress(ValueError, AttributeError):
+            line = json.loads(raw).get("line")
+            if isinstance(line, int):
+                lines.add(line)
+    return lines
+
+
 async def run_resume(args: argparse.Namespace, settings: Settings) -> int:
-    """``eni-async resume``: finish a journalled batch; exit 0 when every ENI of it succeeded."""
-    with _open_journal(args.journal, new=False) as journal:
+    """``eni-async resume``: finish a journalled batch, writing the outcome of every item of it; exit 0
+    when every ENI of it succeeded, 2 when the journal holds no batch or cannot be used."""
+    with (
+        _open_journal(args.journal, new=False) as journal,
+        _journal_errors(_RESUME_HINT.format(args.journal)),
+    ):
         meta = journal.meta()
+        counts = journal.counts()
+        if not any(counts.values()):
+            raise InputError(
+                "journal",
+                args.journal,
+                "holds no items: its batch stopped before the whole input was recorded, so nothing was sent; "
+                "nothing to resume, run the batch again",
+            )
+        if args.append and not args.output:
+            raise InputError(
+                "--append", True, "needs --output FILE (the file to add the missing outcomes to)"
+            )
+        own = meta.get("output")
+        if own is not None and own == _real(args.output) and not args.append:
+            raise InputError(
+                "--output",
+                args.output,
+                "is the batch's own output file; resume writes every outcome, so give another file, "
+                "or --append to add only the outcomes it lacks",
+            )
         given = {key: getattr(args, key, None) for key in RESUME_KEYS}
         recorded = {key: meta[key] for key in RESUME_KEYS if key in meta and given.get(key) is None}
         settings = dataclasses.replace(settings, **recorded)
-        counts = journal.counts()
         todo = counts["pending"] + counts["submitting"] + counts["submitted"]
-        if todo == 0:
-            tell(
-                f"journal {args.journal}: all {counts['finished']} items finished; nothing to do",
-                as_json=json_lines(args),
-            )
-            return 0 if set(journal.outcome_counts()) <= {SUCCEEDED} else 1
-        credentials = load_credentials(settings.profile)
-        show = _show_progress(args)
-        with _output(args.output) as out:
-            async with metrics_cli.endpoint_from(args) as endpoint:
-                metrics = _client_metrics(endpoint, args)
-                async with EniClient(credentials, settings, metrics=metrics) as client:
-                    await run_items(
-                        client,
-                        journal.unfinished(),
-                        out=out,
-                        total=todo,
-                        progress=show,
-                        journal=journal,
+        written = _lines_in(args.output) if args.output and args.append else set()
+        settled = (o for o in journal.finished_items() if o.line is None or o.line not in written)
+        try:
+            with _output(args.output, append=args.append) as out:
+                if todo == 0:
+                    for outcome in settled:
+                        write_line(out, outcome.to_json(), path=args.output)
+                    tell(
+                        f"journal {args.journal}: all {counts['finished']} items finished; nothing to do",
                         as_json=json_lines(args),
                     )
-        return 0 if set(journal.outcome_counts()) <= {SUCCEEDED} and not journal.counts()["pending"] else 1
+                    return 0 if set(journal.outcome_counts()) <= {SUCCEEDED} else 1
+                credentials = load_credentials(settings.profile)
+                show = _show_progress(args)
+                async with metrics_cli.endpoint_from(args) as endpoint:
+                    metrics = _client_metrics(endpoint, args)
+                    async with EniClient(credentials, settings, metrics=metrics) as client:
+                        await run_items(
+                            client,
+                            journal.unfinished(),
+                            out=out,
+                            total=todo,
+                            progress=show,
+                            journal=journal,
+                            as_json=json_lines(args),
+                            settled=settled,
+                        )
+        except OutputError as exc:
+            return _output_failed(exc, args, journal)
+        done = journal.counts()
+        return (
+            0
+            if set(journal.outcome_counts()) <= {SUCCEEDED} and done["finished"] == sum(done.values())
+            else 1
+        )
 
 
 async def run_status(args: argparse.Namespace, settings: Settings) -> int:
-    """``eni-async status``: counts of a journal's items by state and by outcome."""
-    with _open_journal(args.journal, new=False) as journal:
-        print(json.dumps({"items": journal.counts(), "outcomes": journal.outcome_counts()}))
+    """``eni-async status``: a journal's items by state and by outcome, or with ``--outcomes`` every
+    finished outcome as JSON Lines. Reads the journal only (no lock, no settings used)."""
+    with _journal_errors():
+        journal = Journal(args.journal, read_only=True)
+        try:
+            if args.outcomes:
+                for data in journal.finished_outcomes():
+                    write_line(sys.stdout, data)
+            else:
+                print(json.dumps({"items": journal.counts(), "outcomes": journal.outcome_counts()}))
+        finally:
+            journal.close()
     return 0
 
 

@@ -277,6 +277,21 @@ def test_refuses_a_public_address_without_tokens(
     assert not (tmp_path / "j.db").exists()
 
 
+def test_a_journal_in_use_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """serve on a journal another process holds exits 2 with one line naming the journal."""
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", "AKIDexample")
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", "example-key")
+    with Journal(tmp_path / "j.db"):
+        code = main(["serve", "--port", "0", "--journal", str(tmp_path / "j.db")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--journal" in err
+    assert "in use" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_tokens_come_from_the_file_and_the_environment(tmp_path: Path) -> None:
     """Tokens are read from service_tokens_file (comments skipped) and ENI_ASYNC_SERVICE_TOKENS."""
     path = tmp_path / "tokens"

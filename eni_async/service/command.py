@@ -41,7 +41,9 @@ MIN_TOKEN_LENGTH = 16
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the ``serve`` options (the client options are added by the CLI)."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8750, help="port to listen on (default 8750); 0 picks a free one")
+    parser.add_argument(
+        "--port", type=int, default=8750, help="port to listen on (default 8750); 0 picks a free one"
+    )
     parser.add_argument("--journal", required=True, metavar="FILE", help="SQLite journal of every release")
     parser.add_argument("--concurrency", type=int, metavar="N", help="ENIs worked on at once (default 64)")
     metrics_cli.add_arguments(parser)  # /metrics is always on the service's port; this adds another

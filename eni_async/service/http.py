@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from eni_async.journal import JournalError
 from eni_async.service import schema
 from eni_async.service.engine import BackpressureError, Engine, NotAcceptingError
 from eni_async.service.openapi import DOCUMENT
@@ -210,7 +211,7 @@ async def post_releases(request: web.Request) -> web.Response:
         return error_response(
             503, "Unavailable", "the service is shutting down", headers={"Retry-After": RETRY_AFTER_STOPPING}
         )
-    except sqlite3.Error as exc:  # the journal refused the write (disk full, locked): nothing was created
+    except (JournalError, sqlite3.Error) as exc:  # the journal refused the write (disk full): nothing created
         log.error("journal refused a release: %s", exc)
         return error_response(
             503, "JournalUnavailable", "the journal cannot take writes now", headers={"Retry-After": "5"}

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from eni_async.client import EniClient
 from eni_async.errors import ConfigError
-from eni_async.journal import Journal
+from eni_async.journal import Journal, JournalError
 from eni_async.metrics import prometheus
 from eni_async.models import Credentials
 from eni_async.service.engine import Engine
@@ -64,7 +64,11 @@ async def running_service(
 ) -> AsyncIterator[RunningService]:
     """Serve releases for the block; see the module docstring."""
     service_metrics = ServiceMetrics.create() if metrics and metrics_available() else None
-    with Journal(journal) as opened:
+    try:
+        opened = Journal(journal)
+    except JournalError as exc:
+        raise ConfigError("--journal", exc.path, exc.reason) from None
+    with opened:
         client_metrics = service_metrics.client if service_metrics else None
         async with EniClient(credentials, settings, metrics=client_metrics) as client:
             engine = Engine(client, opened, max_unfinished=settings.service_max_unfinished)
