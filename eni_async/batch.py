@@ -3,7 +3,8 @@
 ``unassign_many`` pulls items only when a worker is free (a 100,000-line file is never held whole), runs at
 most ``concurrency`` items at once, serialises items that name the same ENI (never racing into the mutex),
 and yields each outcome as it finishes. One item's failure is that item's outcome. An authentication failure
-stops the batch: every item not yet processed is reported ``not_attempted``.
+stops the batch: every item not yet processed is reported ``not_attempted``, and a journal records none
+of the items it cut short as finished, so a ``resume`` with good credentials finishes them.
 
 Stopping keeps the books: every item ever pulled from the input appears exactly once, either yielded or in
 ``Batch.unconfirmed``. ``Batch.stop(grace)`` stops submitting and pulling at once, lets work in flight run
@@ -99,6 +100,8 @@ class Batch:
         # are final (emitted, or closed by an interruption).
         self._open: dict[int, Outcome] = {}
         self._final: set[int] = set()
+        # Outcomes cut short by the credential failure that ended the batch: never journalled as finished.
+        self._cut: set[int] = set()
         self.unconfirmed: list[Outcome] = []
 
     def __aiter__(self) -> AsyncIterator[Outcome]:
@@ -214,7 +217,12 @@ class Batch:
 
     async def _emit(self, outcome: Outcome, key: int | None = None) -> None:
         self._final.add(id(outcome))
-        if self.journal is not None and key is not None and outcome.status != NOT_ATTEMPTED:
+        if (
+            self.journal is not None
+            and key is not None
+            and outcome.status != NOT_ATTEMPTED
+            and id(outcome) not in self._cut
+        ):
             self.journal.finished(key, outcome)
         self.stats.done += 1
         if outcome.status != "succeeded":
@@ -268,6 +276,7 @@ class Batch:
             if self.aborted is None:
                 log.error("authentication failed, stopping the batch: %s", exc)
                 self.aborted = exc
+            self._cut.add(id(outcome))  # pending in a journal: resume polls its tasks and does the rest
             outcome.fail(exc)
             outcome.settle()
         except EniAsyncError as exc:  # anything else is this item's outcome, never the batch's end

@@ -342,11 +342,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 
+class OutputError(Exception):
+    """The output could not be written (a full disk, a closed pipe): the command stops."""
+
+    def __init__(self, path: str | None, exc: OSError) -> None:
+        self.path = path or "stdout"
+        super().__init__(f"cannot write the output {self.path}: {exc.strerror or exc}")
+
+
 def emit(obj: object, stream: TextIO | None = None) -> None:
     """Write one JSON line to stdout (or ``stream``)."""
     out = stream or sys.stdout
-    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    out.flush()
+    try:
+        out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        out.flush()
+    except OSError as exc:
+        raise OutputError(getattr(out, "name", None), exc) from None
 
 
 async def _run_unassign(args: argparse.Namespace) -> int:
@@ -469,6 +480,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
 
 
+def _drop_stdout() -> None:
+    """Point stdout at the null device, so that Python's flush at exit cannot fail a second time."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     as_json = json_lines(args)
@@ -491,6 +510,11 @@ def _run(args: argparse.Namespace) -> int:
         info = error_info(exc)
         fields = {"code": info["code"], "request_id": getattr(exc, "request_id", None)}
         tell(f"eni-async: error: {info['message']}", as_json=as_json, level=logging.ERROR, **fields)
+        return EXIT_FAILED
+    except (OutputError, BrokenPipeError) as exc:  # a closed pipe (`| head`) or a full disk: one line
+        _drop_stdout()
+        problem = exc if isinstance(exc, OutputError) else OutputError(None, exc)
+        tell(f"eni-async: error: {problem}", as_json=as_json, level=logging.ERROR)
         return EXIT_FAILED
     except Exception as exc:  # a bug: say so in one line, never a traceback
         log.debug("unexpected error after %.1fs", time.monotonic() - started, exc_info=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from eni_async import metrics as metrics_cli
-from eni_async.cli import interruption, json_lines, tell
+from eni_async.cli import OutputError, interruption, json_lines, tell
 from eni_async.client import EniClient
 from eni_async.credentials import load_credentials
 from eni_async.errors import InputError
@@ -100,14 +100,6 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dialect", choices=["v2", "v3"], default=None, help="API dialect (default v2)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     metrics_cli.add_arguments(parser)
-
-
-class OutputError(Exception):
-    """The output could not be written (a full disk, a closed pipe): the batch stops."""
-
-    def __init__(self, path: str | None, exc: OSError) -> None:
-        self.path = path or "stdout"
-        super().__init__(f"cannot write the output {self.path}: {exc.strerror or exc}")
 
 
 class JournalUnusable(InputError):

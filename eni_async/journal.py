@@ -208,6 +208,10 @@ class Journal:
             if not tables and create:
                 self._db.executescript(SCHEMA)
                 return
+        if not tables:  # created, then the batch stopped before its schema and input were recorded
+            raise JournalError(
+                self.path, "holds no items: its batch stopped before recording its input, so nothing was sent"
+            )
         if not {"meta", "items", "tasks"} <= tables:
             raise JournalError(self.path, "is not an eni-async journal (an SQLite file with other tables)")
         if version < FORMAT:

@@ -2,7 +2,9 @@
 
 After an ambiguous submit (read timeout, connection lost after sending, HTTP 5xx, ``InternalError``) or a
 FAILED task, the ENI is described before anything is resubmitted: IPs already gone count as released, IPs
-still there are submitted again (ambiguous case) or reported not released (FAILED task, D12). An IP that is
+still there are submitted again (ambiguous case) or reported not released (FAILED task, D12). After an
+ambiguous submit a gone IP is released only when the whole submit is gone or we saw it on the ENI before;
+else it may never have been there, and is ``unknown``. An IP that is
 not on the ENI when we look is ``absent`` (D20): found so by a describe before the first submit, or named by
 the server as not on the ENI and gone when described (unless an earlier call of ours may have released it,
 which makes it released). A primary IP is refused and the rest go on. Before the first submit the ENI is
@@ -130,10 +132,12 @@ async def release_item(
     todo = item.ips if ips is None else ips
     if look is None:
         look = client.settings.dialect == "v3"
+    seen: set[str] = set()  # IPs a describe of ours found on the ENI
     if look and not outcome.sent and not outcome.task_ids:
         todo = await look_first(client, item, outcome)
+        seen.update(todo)
     for chunk in validation.chunks(todo):
-        await _release_chunk(client, item, outcome, chunk, recorder, gate)
+        await _release_chunk(client, item, outcome, chunk, recorder, gate, seen)
     return outcome.settle()
 
 
@@ -202,6 +206,7 @@ async def _release_chunk(
     chunk: tuple[str, ...],
     recorder: Recorder | None,
     gate: Gate | None,
+    seen: set[str],
 ) -> None:
     todo = chunk
     for _round in range(MAX_ROUNDS):
@@ -225,11 +230,16 @@ async def _release_chunk(
             raise
         except OutcomeUnknownError as exc:
             log.warning("%s: %s; describing the ENI before resubmitting", item.eni_id, exc)
-            still = await reconcile_in_doubt(client, outcome, todo, f"ambiguous submit ({exc.cause})")
+            doubts = len(outcome.unknown)
+            still = await reconcile_in_doubt(
+                client, outcome, todo, f"ambiguous submit ({exc.cause})", seen=seen
+            )
             if still is None:
                 outcome.fail(exc)
                 outcome.unknown.extend(todo)
                 return
+            if len(outcome.unknown) > doubts:
+                outcome.fail(exc)
             todo = still
             continue
         except (IpNotOnEniError, PrimaryIpError) as exc:
@@ -279,6 +289,8 @@ async def _release_chunk(
         if recorder is not None:
             recorder.progressed(item, outcome)
         return
+    if not todo:  # the last round settled every IP
+        return
     outcome.fail(
         OutcomeUnknownError(
             "UnassignPrivateIpAddresses",
@@ -307,18 +319,40 @@ async def _describe_or_none(client: EniClient, outcome: Outcome) -> EniInfo | No
 
 
 async def reconcile_in_doubt(
-    client: EniClient, outcome: Outcome, todo: tuple[str, ...], why: str
+    client: EniClient,
+    outcome: Outcome,
+    todo: tuple[str, ...],
+    why: str,
+    *,
+    seen: set[str] | None = None,
 ) -> tuple[str, ...] | None:
-    """After an ambiguous submit: IPs gone count as released; return those still present (None: unknown)."""
+    """After an ambiguous submit: return the IPs still present (None: the ENI could not be described).
+
+    A gone IP is released when every IP of the submit is gone (the call, all or nothing, took effect) or a
+    describe of ours saw it on the ENI before (``seen``, updated here). Otherwise the call may have been
+    refused because that IP was never there, or a task of ours may have released it before failing: nothing
+    tells the two apart, so its fate is ``unknown``, never guessed.
+    """
     info = await _describe_or_none(client, outcome)
     if info is None:
         return None
     gone, present = _split(info, todo)
-    outcome.released.extend(gone)
+    known = seen if seen is not None else set()
+    doubtful = [ip for ip in gone if present and ip not in known]
+    outcome.released.extend(ip for ip in gone if ip not in doubtful)
+    outcome.unknown.extend(doubtful)
+    known.update(present)
     decide(
         outcome,
-        f"{why}: described ENI, {len(gone)} already gone (released), {len(present)} still assigned (resubmitted)",
+        f"{why}: described ENI, {len(gone) - len(doubtful)} already gone (released), "
+        f"{len(present)} still assigned (resubmitted)",
     )
+    if doubtful:
+        decide(
+            outcome,
+            f"{', '.join(doubtful)} gone but never seen on the ENI, while others of the submit are still there "
+            "(refused for an IP not on the ENI, or released by a task that then failed): unknown",
+        )
     return tuple(present)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -350,3 +353,62 @@ async def test_batch_preflight_with_a_journal_describes_first(
         ["10.250.0.7"],
     )
     assert sim.stats()["requests"]["UnassignPrivateIpAddresses"] == 1, "only the real secondary IP was sent"
+
+
+class _FullDisk:
+    """A stdout on a full disk: every write fails with ENOSPC."""
+
+    name = "<stdout>"
+
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+    def flush(self) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_unassign_to_a_full_stdout_is_one_line_and_exit_1(
+    creds: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outcome that cannot be written to stdout is one line on stderr and exit 1, not "unexpected"."""
+    monkeypatch.setattr("sys.stdout", _FullDisk())
+    with mocked() as m:
+        m.post(URL, payload=ok({"taskId": 16284}))
+        m.post(URL, payload=ok({"status": 0}))
+        code = main(["unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == "eni-async: error: cannot write the output <stdout>: No space left on device\n"
+
+
+async def test_status_outcomes_into_a_closed_pipe_is_one_line(
+    served: tuple[Simulator, str], tmp_path: Path
+) -> None:
+    """`status --outcomes | head -1`: the closed pipe is one line on stderr and exit 1, never a traceback."""
+    sim, endpoint = served
+    enis = sim.ground_truth()["enis"]
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
+            for e in enis
+        )
+    )
+    journal = tmp_path / "batch.journal"
+    args = ["batch", str(source), "--endpoint", endpoint, "--journal", str(journal), "--output", os.devnull]
+    assert await asyncio.to_thread(main, args) == 0
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "eni_async", "status", str(journal), "--outcomes"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 1
+    assert done.stderr == "eni-async: error: cannot write the output <stdout>: Broken pipe\n"

@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 
+from eni_async.dialects import UNASSIGN
 from eni_async.errors import TaskTimeoutError
 from eni_async.journal import Journal
 from eni_async.outcomes import Item, Outcome, check_against_truth
 from eni_async.policy import PollPolicy
 from eni_async.progress import Summary
 from eni_async.settings import Settings
+from eni_async.simulator import FaultProfile, FaultRates
 from eni_async.testing import drill_state
 from tests.batchhelpers import World, world
 
@@ -418,3 +420,60 @@ def test_main_leaves_signal_handlers_as_it_found_them() -> None:
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, saved)
+
+
+async def test_a_lost_answer_never_makes_a_stray_ip_released() -> None:
+    """On API 2.0 without a describe first, a submit whose answer is lost never reports an IP that was not
+    on the ENI as released: gone but never seen there, its fate is unknown, while the real IP is released."""
+    lost = FaultProfile(name="lost", actions={UNASSIGN: FaultRates(drop_after=1.0)})
+    async with world(enis=3, ips_per_eni=2, faults=lost, task_latency=(0.0, 0.0)) as w:
+        items, stray, real = await _items_with_an_absent_ip(w)
+        outcomes = [o async for o in w.client.unassign_many(items[:1], concurrency=1)]
+        assert judge(w, outcomes) == []
+    (outcome,) = outcomes
+    assert stray not in outcome.released
+    assert (outcome.released, outcome.unknown, outcome.status) == ([real], [stray], "failed")
+    assert outcome.error is not None
+    assert any("never seen on the ENI" in d for d in outcome.decisions)
+
+
+async def test_a_lost_answer_after_a_describe_counts_ips_seen_there_as_released() -> None:
+    """With a describe before the first submit (API 3.0), an IP seen on the ENI and gone after a lost answer
+    is released even when a task of ours released only part of the submit."""
+    lost = FaultProfile(name="lost", actions={UNASSIGN: FaultRates(drop_after=1.0, task_partial=1.0)})
+    settings = Settings(dialect="v3", poll=PollPolicy(timeout=300.0))
+    async with world(enis=1, ips_per_eni=3, faults=lost, settings=settings, task_latency=(0.0, 0.0)) as w:
+        (item,) = w.items()
+        (outcome,) = [o async for o in w.client.unassign_many([item])]
+        assert judge(w, [outcome]) == []
+        still = w.present()[item.eni_id]
+    gone = [ip for ip in item.ips if ip not in still]
+    assert gone, "a partial task released something"
+    assert sorted(outcome.released) == sorted(gone) == sorted(item.ips)
+    assert (outcome.unknown, outcome.status) == ([], "succeeded")
+
+
+async def test_a_chunk_settled_in_the_last_round_is_not_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the last allowed round settles every IP of a chunk (all gone after our earlier call), the item
+    succeeds: it is not failed as having had too many ambiguous rounds."""
+    monkeypatch.setattr("eni_async.reconcile.MAX_ROUNDS", 2)
+    lost = FaultProfile(name="lost", actions={UNASSIGN: FaultRates(drop_after=1.0)})
+    async with world(enis=1, ips_per_eni=2, faults=lost, task_latency=(5.0, 0.0)) as w:
+        (item,) = w.items()
+        describe = w.client.describe_eni
+        looks = 0
+
+        async def late_second_look(eni_id: str) -> Any:  # the task ends between the two rounds' looks
+            nonlocal looks
+            looks += 1
+            if looks == 2:
+                await w.clock.sleep(10.0)
+            return await describe(eni_id)
+
+        monkeypatch.setattr(w.client, "describe_eni", late_second_look)
+        (outcome,) = [o async for o in w.client.unassign_many([item])]
+        assert judge(w, [outcome]) == []
+        assert w.present()[item.eni_id].isdisjoint(item.ips)
+    assert outcome.attempts == 2
+    assert sorted(outcome.released) == sorted(item.ips)
+    assert (outcome.status, outcome.error) == ("succeeded", None)

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import signal
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -133,12 +134,18 @@ def test_second_process_on_a_journal_is_refused(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("case", ["corrupt", "older", "read-only", "missing"])
+@pytest.mark.parametrize("case", ["corrupt", "older", "read-only", "missing", "empty"])
 def test_unusable_journals_exit_2_in_one_line(
     tmp_path: Path, creds: None, capsys: pytest.CaptureFixture[str], case: str
 ) -> None:
-    """resume and status on a corrupt, older, read-only or missing journal: one line naming the cause, exit 2."""
+    """resume and status on a corrupt, older, read-only, missing or empty journal (a disk full before its
+    schema was written): one line naming the cause, exit 2."""
     path = tmp_path / "b.journal"
+    if case == "empty":
+        made = sqlite3.connect(path)
+        made.execute("PRAGMA journal_mode=WAL")  # what Journal() writes before its schema
+        made.close()
+        assert path.stat().st_size > 0
     if case == "corrupt":
         path.write_bytes(b"garbage" * 1000)
     elif case == "older":
@@ -149,15 +156,22 @@ def test_unusable_journals_exit_2_in_one_line(
         with Journal(path) as journal:
             journal.load([])
         path.chmod(0o444)
-    expected = {"corrupt": "corrupt", "older": "older", "read-only": "read-only", "missing": "no such file"}[
-        case
-    ]
+    expected = {
+        "corrupt": "corrupt",
+        "older": "older",
+        "read-only": "read-only",
+        "missing": "no such file",
+        "empty": "holds no items",
+    }[case]
+    if case == "empty":  # status only reads: it finds no schema (resume below writes the empty one)
+        assert main(["status", str(path)]) == 2
+        assert expected in capsys.readouterr().err
     assert main(["resume", str(path)]) == 2
     err = capsys.readouterr().err
     assert expected in err
     assert err.count("\n") == 1
     assert "unexpected" not in err
-    if case != "read-only":  # a read-only journal can still be read
+    if case not in ("read-only", "empty"):  # a read-only journal can still be read
         assert main(["status", str(path)]) == 2
         assert expected in capsys.readouterr().err
 
