@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from eni_async import (
     ConfigError,
+    Credentials,
     EniClient,
     Journal,
     PollPolicy,
@@ -28,7 +29,7 @@ from eni_async import (
 )
 from eni_async.metrics import Metrics
 from eni_async.outcomes import Item, Outcome, check_against_truth
-from eni_async.service.engine import Engine
+from eni_async.service.engine import Engine, NotAcceptingError
 from eni_async.service.http import make_app
 from eni_async.service.metrics import ServiceMetrics
 from eni_async.service.registry import Registry
@@ -593,6 +594,36 @@ async def test_readyz_says_when_the_api_is_unreachable(tmp_path: Path) -> None:
             assert "unreachable" in reason
             await engine.stop(0)
             engine.journal.close()
+
+
+async def test_refused_credentials_keep_releases_for_a_restart(tmp_path: Path) -> None:
+    """Credentials the API refuses leave releases pending, /readyz and POST 503; good ones finish them."""
+    sim = Simulator(SimulatorConfig(enis=2, ips_per_eni=1, seed=1, task_latency=(0.0, 0.0)))
+    eni = sim.ground_truth()["enis"][0]
+    journal = tmp_path / "j.db"
+    async with running(sim, host="127.0.0.1", port=0) as server:
+        settings = Settings(endpoint=server.endpoint, region=sim.region, poll=FAST.poll, retry=FAST.retry)
+        wrong = Credentials(sim.credentials.secret_id, "not-the-secret-key")
+        with Journal(journal) as jr:
+            async with EniClient(wrong, settings) as client:
+                engine = Engine(client, jr, max_unfinished=10)
+                await engine.start()
+                [release], _ = engine.submit([(eni["vpc_id"], eni["eni_id"], tuple(eni["secondary_ips"]))])
+                for _ in range(500):
+                    if engine.api_state == "auth_failed":
+                        break
+                    await asyncio.sleep(0.01)
+                assert engine.ready() == (False, "API auth failed")
+                found = engine.get(release.id)
+                assert found is not None
+                assert found["status"] == "pending"
+                with pytest.raises(NotAcceptingError):
+                    engine.submit([(eni["vpc_id"], eni["eni_id"], ("10.0.0.9",))])
+                await engine.stop(0)
+    async with service_on(sim, journal) as good:
+        _, done = await get(good, f"/v1/releases/{release.id}?wait=10")
+        assert done["status"] == "succeeded"
+        assert good.enis()[0]["secondary_ips"] == []
 
 
 async def test_restart_on_the_journal_polls_submitted_tasks_and_never_resubmits(tmp_path: Path) -> None:

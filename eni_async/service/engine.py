@@ -7,7 +7,9 @@ registry. Each journal item carries its key as ``line`` (the one field a batch c
 is how an outcome finds its release. On start, unfinished releases go first: submitted tasks are polled,
 never resubmitted, a chunk caught mid-submit is reconciled against the ENI, pending ones run. ``stop`` stops
 taking work, lets in-flight items finish within the grace period, then cancels the rest, which stay
-unfinished in the journal for the next start. Nothing here parses HTTP.
+unfinished in the journal for the next start. Credentials the API refuses stop the batch: the releases it cut
+short go back to ``pending`` for the next start (with good credentials), and no new one is accepted. Nothing
+here parses HTTP.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from eni_async.errors import ConfigError
 from eni_async.journal import Journal, Resumed
-from eni_async.outcomes import NOT_ATTEMPTED, Item, Outcome
+from eni_async.outcomes import Item, Outcome
 from eni_async.service.registry import Registry, Release
 
 if TYPE_CHECKING:
@@ -133,6 +135,8 @@ class Engine:
         ``IdempotencyConflictError``. Synchronous on purpose: concurrent identical requests cannot race."""
         if not self.accepting:
             raise NotAcceptingError("the service is shutting down")
+        if self.api_state == "auth_failed":
+            raise NotAcceptingError("the API refused the service's credentials; fix them and restart it")
         if idempotency_key is not None:
             earlier = self.registry.replay(idempotency_key, body_hash)
             if earlier is not None:
@@ -225,9 +229,12 @@ class Engine:
         if key is None or release is None:
             log.warning("outcome for %s matches no release; ignored", outcome.eni_id)
             return
-        if outcome.status == NOT_ATTEMPTED:  # the batch stopped on an authentication failure
+        if self._batch is not None and self._batch.aborted is not None:
             self.api_state = "auth_failed"
-            self.journal.finished(key, outcome)
+            found = self.journal.item(key)
+            if found is None or found[0] != "finished":  # cut short by the credentials: for the next start
+                self.registry.requeue(release.id)
+                return
         else:
             code = (outcome.error or {}).get("code")
             self.api_state = "unreachable" if code in UNREACHABLE_CODES else "ok"

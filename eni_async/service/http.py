@@ -207,10 +207,8 @@ async def post_releases(request: web.Request) -> web.Response:
         return error_response(
             429, "TooManyUnfinished", str(exc), headers={"Retry-After": str(exc.retry_after)}
         )
-    except NotAcceptingError:
-        return error_response(
-            503, "Unavailable", "the service is shutting down", headers={"Retry-After": RETRY_AFTER_STOPPING}
-        )
+    except NotAcceptingError as exc:
+        return error_response(503, "Unavailable", str(exc), headers={"Retry-After": RETRY_AFTER_STOPPING})
     except (JournalError, sqlite3.Error) as exc:  # the journal refused the write (disk full): nothing created
         log.error("journal refused a release: %s", exc)
         return error_response(

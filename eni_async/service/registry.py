@@ -193,6 +193,13 @@ class Registry:
             (RUNNING, self._now(), release_id, PENDING),
         )
 
+    def requeue(self, release_id: str) -> None:
+        """Work on the release was cut short and will start again (on the next start): pending."""
+        self._db.execute(
+            "UPDATE service_releases SET status = ? WHERE id = ? AND status = ?",
+            (PENDING, release_id, RUNNING),
+        )
+
     def finish(self, release_id: str, outcome: dict[str, Any]) -> Release | None:
         """Record the final outcome; return the release as it now stands."""
         self._db.execute(
