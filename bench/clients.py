@@ -5,6 +5,8 @@
   ``StandardRetryer``, one coroutine per ENI under an ``asyncio.Semaphore``: submit, then ``sleep(1)`` and
   query until the task ends, the way people write it. A throttle that outlives the retryer is waited out
   (one more second) instead of crashing the script, so that the script finishes and can be timed.
+- ``sdk_threads``: the official sync ``VpcClient`` in a pool of ``--concurrency`` threads, the same submit
+  and 1 s poll loop per ENI (the way a script without asyncio is written).
 - ``aiohttp``: plain aiohttp, TC3-signed with ``eni_async.signing``, ``asyncio.gather`` over every ENI
   under a semaphore, the same fixed 1 s poll loop and the same "wait a second on a throttle".
 
@@ -28,7 +30,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 Triple = tuple[str, str, list[str]]
@@ -46,6 +48,9 @@ class Config:
     items: list[Triple]
     concurrency: int
     limits: tuple[int, int, int]  # unassign, task query, describe per second; 0 = unlimited
+    dialect: str = "v3"
+    confirm: str = "eni"
+    discovery: bool = False
 
 
 @dataclass
@@ -97,24 +102,38 @@ async def run_eni_async(cfg: Config) -> Result:
 
     unassign, query, describe = (limit or UNLIMITED for limit in cfg.limits)
     settings = Settings(
-        dialect="v3",
+        dialect=cfg.dialect,
         endpoint=cfg.endpoint,
         region=cfg.region,
-        concurrency=cfg.concurrency,
+        confirm=cfg.confirm,
+        discovery=cfg.discovery,
         rate_limits=RateLimits(unassign=unassign, task_query=query, describe=describe),
     )
+    if cfg.concurrency:  # 0: the default, as many in flight as the budgets keep busy
+        settings = replace(settings, concurrency=cfg.concurrency)
     clocked = Clocked(Result("eni_async", len(cfg.items), cfg.concurrency))
+    outcomes: list[dict[str, Any]] = []
     async with EniClient(Credentials(cfg.secret_id, cfg.secret_key), settings) as client:
         clocked.start()
         async for outcome in client.unassign_many(cfg.items):
+            outcomes.append(outcome.to_json())
             clocked.done(outcome.status == "succeeded")
             if outcome.error is not None:
                 clocked.errors[outcome.error.get("code", "?")] += 1
         result = clocked.finish()
         result.extra["client_throttles"] = {
             action: client.budgets[action].throttles
-            for action in ("UnassignPrivateIpAddresses", "DescribeVpcTaskResult")
+            for action in ("UnassignPrivateIpAddresses", "DescribeVpcTaskResult", "DescribeNetworkInterfaces")
         }
+        result.extra["final_rates"] = {
+            action: client.budgets[action].rate
+            for action in ("UnassignPrivateIpAddresses", "DescribeVpcTaskResult", "DescribeNetworkInterfaces")
+        }
+        result.extra["tracker"] = {
+            "describe_calls": client.tracker.describe_calls,
+            "task_queries": client.tracker.task_queries,
+        }
+        result.extra["outcomes"] = outcomes
     return result
 
 
@@ -171,6 +190,74 @@ async def run_sdk(cfg: Config) -> Result:
     async with vpc_client_async.VpcClient(cred, cfg.region, profile) as client:
         clocked.start()
         await asyncio.gather(*(release(client, eni, ips) for _vpc, eni, ips in cfg.items))
+    return clocked.finish()
+
+
+# --- the official sync SDK in threads --------------------------------------------------------------------
+
+
+async def run_sdk_threads(cfg: Config) -> Result:
+    """The sync ``VpcClient`` in a thread pool of ``concurrency`` threads, one ENI per thread at a time."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tencentcloud.common import credential
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+    from tencentcloud.common.profile.client_profile import ClientProfile
+    from tencentcloud.common.profile.http_profile import HttpProfile
+    from tencentcloud.vpc.v20170312 import models, vpc_client
+
+    cred = credential.Credential(cfg.secret_id, cfg.secret_key)
+    http = HttpProfile(protocol="http", endpoint=cfg.endpoint.removeprefix("http://"), reqTimeout=30)
+    clocked = Clocked(Result("sdk_threads", len(cfg.items), cfg.concurrency))
+    lock = threading.Lock()
+    local = threading.local()
+
+    def client() -> Any:
+        if not hasattr(local, "client"):
+            local.client = vpc_client.VpcClient(cred, cfg.region, ClientProfile(httpProfile=http))
+        return local.client
+
+    def call(fn: Callable[[], Any]) -> Any:
+        while True:
+            try:
+                return fn()
+            except TencentCloudSDKException as exc:
+                with lock:
+                    clocked.errors[str(exc.get_code())] += 1
+                if not str(exc.get_code()).startswith("RequestLimitExceeded"):
+                    raise
+                time.sleep(1)
+
+    def release(eni: str, ips: list[str]) -> None:
+        request = models.UnassignPrivateIpAddressesRequest()
+        request.NetworkInterfaceId = eni
+        request.PrivateIpAddresses = []
+        for ip in ips:
+            spec = models.PrivateIpAddressSpecification()
+            spec.PrivateIpAddress = ip
+            request.PrivateIpAddresses.append(spec)
+        ok = False
+        try:
+            submitted = call(lambda: client().UnassignPrivateIpAddresses(request))
+            query = models.DescribeVpcTaskResultRequest()
+            query.TaskId = submitted.RequestId
+            while True:
+                time.sleep(1)
+                task = call(lambda: client().DescribeVpcTaskResult(query))
+                if task.Status != "RUNNING":
+                    break
+            ok = task.Status == "SUCCESS"
+        except TencentCloudSDKException:
+            pass
+        with lock:
+            clocked.done(ok)
+
+    clocked.start()
+    with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: list(pool.map(lambda item: release(item[1], item[2]), cfg.items))
+        )
     return clocked.finish()
 
 
@@ -248,6 +335,7 @@ async def run_aiohttp(cfg: Config) -> Result:
 CLIENTS: dict[str, Callable[[Config], Awaitable[Result]]] = {
     "eni_async": run_eni_async,
     "sdk": run_sdk,
+    "sdk_threads": run_sdk_threads,
     "aiohttp": run_aiohttp,
 }
 
@@ -265,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="0,0,0",
         help="client-side rate budgets unassign,task_query,describe per second (0 = unlimited)",
     )
+    parser.add_argument("--dialect", choices=("v2", "v3"), default="v3", help="eni_async only")
+    parser.add_argument("--confirm", choices=("eni", "task"), default="eni", help="eni_async only")
+    parser.add_argument("--discovery", action="store_true", help="eni_async only: probe the limits upward")
     args = parser.parse_args(argv)
     with open(args.items, encoding="utf-8") as handle:
         items = [(vpc, eni, list(ips)) for vpc, eni, ips in json.load(handle)]
@@ -277,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         items=items,
         concurrency=args.concurrency,
         limits=(unassign, query, describe),
+        dialect=args.dialect,
+        confirm=args.confirm,
+        discovery=args.discovery,
     )
     result = asyncio.run(CLIENTS[args.client](cfg))
     with open(args.out, "w", encoding="utf-8") as handle:

@@ -317,6 +317,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=list(MODES), default=list(MODES), help="runs to do")
     parser.add_argument("--timeout", type=float, default=1200.0, help="bound on each batch or resume run")
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
+    parser.add_argument(
+        "--confirm", choices=("eni", "task"), default="eni", help="how releases are confirmed (default eni)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="eni-drill-") as tmp:
@@ -331,10 +334,13 @@ def main() -> int:
                     json.dumps({k: eni[k] for k in ("vpc_id", "eni_id")} | {"ips": eni["secondary_ips"]})
                     + "\n"
                 )
-        (work / "client.toml").write_text(CLIENT_CONFIG)
+        (work / "client.toml").write_text(f'confirm = "{args.confirm}"\n' + CLIENT_CONFIG)
         enis = [e["eni_id"] for e in world["enis"]]
         ips = sum(len(e["secondary_ips"]) for e in world["enis"])
-        print(f"drill: {len(enis)} ENIs, {ips} IPs, hostile faults, limits x10", flush=True)
+        print(
+            f"drill: {len(enis)} ENIs, {ips} IPs, hostile faults, limits x10, confirm = {args.confirm}",
+            flush=True,
+        )
         results = {}
         for mode in args.only:
             results[mode] = MODES[mode](work, state, source, enis, args)

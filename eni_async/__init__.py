@@ -38,11 +38,12 @@ from eni_async.errors import (
     error_info,
 )
 from eni_async.journal import Journal
-from eni_async.models import Credentials, EniInfo, TaskState, TaskStatus, UnassignResult
+from eni_async.models import ChunkFate, Credentials, EniInfo, TaskState, TaskStatus, UnassignResult
 from eni_async.outcomes import Item, Outcome
 from eni_async.policy import PollPolicy, RetryPolicy
 from eni_async.service.client import ServiceClient, ServiceError
 from eni_async.settings import RateLimits, Settings, Timeouts, load_settings
+from eni_async.tracker import Tracker
 
 __version__ = "0.1.0"
 
@@ -50,6 +51,7 @@ __all__ = [
     "ApiError",
     "AuthError",
     "Batch",
+    "ChunkFate",
     "Clock",
     "ConfigError",
     "ConnectError",
@@ -86,6 +88,7 @@ __all__ = [
     "TaskTimeoutError",
     "ThrottledError",
     "Timeouts",
+    "Tracker",
     "TransportError",
     "UnassignResult",
     "VpcNotFoundError",

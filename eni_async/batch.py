@@ -1,7 +1,8 @@
 """Many ENIs at once: bounded concurrency, lazy input, one task per ENI at a time, one outcome per ENI.
 
-``unassign_many`` pulls items only when a worker is free (a 100,000-line file is never held whole), runs at
-most ``concurrency`` items at once, serialises items that name the same ENI (never racing into the mutex),
+``unassign_many`` pulls items only when a worker is free (a 100,000-line file is never held whole), runs as
+many items at once as the rate budgets keep busy (the client's tracker derives it from the submit rate and
+the observed task latency, Little's law), never more than ``concurrency``, serialises items that name the same ENI (never racing into the mutex),
 and yields each outcome as it finishes. One item's failure is that item's outcome. An authentication failure
 stops the batch: every item not yet processed is reported ``not_attempted``, and a journal records none
 of the items it cut short as finished, so a ``resume`` with good credentials finishes them.
@@ -26,18 +27,22 @@ import logging
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from eni_async import validation
 from eni_async.errors import AuthError, EniAsyncError, InputError, error_info
 from eni_async.journal import Journal, JournalRecorder, Resumed, ResumePlan
 from eni_async.outcomes import NOT_ATTEMPTED, InvalidItem, Item, Outcome, as_item
-from eni_async.reconcile import StopSubmitting, decide, finish_task, reconcile_in_doubt, release_item
+from eni_async.reconcile import (
+    Releaser,
+    StopSubmitting,
+    decide,
+    finish_task,
+    reconcile_in_doubt,
+    release_item,
+)
 
 __all__ = ["Batch", "BatchStats", "release_item"]
 
-if TYPE_CHECKING:
-    from eni_async.client import EniClient
 
 log = logging.getLogger("eni_async.batch")
 
@@ -69,7 +74,7 @@ class Batch:
 
     def __init__(
         self,
-        client: EniClient,
+        client: Releaser,
         items: Items,
         *,
         concurrency: int,
@@ -88,7 +93,9 @@ class Batch:
         self._recorder = JournalRecorder(journal) if journal is not None else None
         self._pull_lock = asyncio.Lock()
         self._eni_locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._results: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=concurrency)
+        self._results: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=min(concurrency, 1024))
+        self._group: asyncio.TaskGroup | None = None
+        self._exhausted = False
         self._runner: asyncio.Task[None] | None = None
         self._workers: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.Task[None] | None = None
@@ -183,10 +190,8 @@ class Batch:
     async def _run(self) -> None:
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(self.concurrency):
-                    worker = group.create_task(self._worker())
-                    self._workers.add(worker)
-                    worker.add_done_callback(self._workers.discard)
+                self._group = group
+                self._grow()
         except BaseException as exc:
             if not self._halted:  # a bug in a worker or the source: end the iteration, then raise it
                 self._failure = exc
@@ -205,6 +210,7 @@ class Batch:
             try:
                 entry = await anext(self._source)
             except StopAsyncIteration:
+                self._exhausted = True
                 return None
             self.stats.pulled += 1
             if isinstance(entry, Resumed):
@@ -230,8 +236,23 @@ class Batch:
         self.stats.by_status[outcome.status] = self.stats.by_status.get(outcome.status, 0) + 1
         await self._results.put(outcome)
 
+    def _target(self) -> int:
+        """Items to work on at once: as many as the budgets keep busy (Little's law), at most ``concurrency``."""
+        return min(self.concurrency, self.client.tracker.releases_in_flight())
+
+    def _grow(self) -> None:
+        """Start workers up to the target (it grows as task latencies are observed and budgets change)."""
+        assert self._group is not None
+        while not self._exhausted and not self._stopping and len(self._workers) < self._target():
+            worker = self._group.create_task(self._worker())
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+
     async def _worker(self) -> None:
         while True:
+            if len(self._workers) > self._target() + 1:  # the target shrank: this worker retires
+                return
+            self._grow()
             entry = await self._next()
             if entry is None:
                 return

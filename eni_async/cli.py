@@ -4,7 +4,7 @@ Exit codes: 0 success, 1 an API call, a task or an item failed, 2 bad input or c
 message on stderr, no traceback, and no request sent), 130 interrupted by SIGINT, 143 by SIGTERM. Results go
 to stdout as JSON; logs and progress go to stderr.
 
-SIGINT and SIGTERM are handled in one place (``Interruption``, installed around ``asyncio.run``): a command
+SIGINT and SIGTERM are handled in one place (``eni_async.terminal.Interruption``, around ``asyncio.run``): a command
 that registers a stopper (``batch``, ``resume``, ``demo``, ``unassign``) is told to stop submitting and given
 ``settings.grace`` seconds to learn the fate of its work in flight, then writes an outcome for every item and
 its summary; a second signal ends the grace at once, a third exits on the spot. A command that registered
@@ -16,156 +16,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
-import json
 import logging
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
-from eni_async import __version__
+from eni_async import __version__, cli_batch
 from eni_async.credentials import load_credentials
 from eni_async.errors import EniAsyncError, InputError, error_code, error_info
 from eni_async.settings import Settings, load_settings
-
-log = logging.getLogger("eni_async.cli")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-Stopper = Callable[[bool], None]  # called with now=False on the first signal, now=True on the second
-
-
-class Interruption:
-    """SIGINT/SIGTERM during one command: which signal came first, and who to tell.
-
-    The first signal calls every registered stopper with ``now=False`` (stop submitting, keep a grace
-    period), the second with ``now=True``; with no stopper registered the command's task is cancelled. A
-    third signal exits the process on the spot.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.count = 0
-        self.as_json = False
-        self.task: asyncio.Task[Any] | None = None
-        self._stoppers: list[Stopper] = []
-
-    @property
-    def exit_code(self) -> int | None:
-        """128 + the first signal's number (130 SIGINT, 143 SIGTERM), or None when none came."""
-        return None if self.signum is None else 128 + self.signum
-
-    def register(self, stopper: Stopper) -> Callable[[], None]:
-        """Tell ``stopper`` of signals until the returned function is called; told at once if one came."""
-        self._stoppers.append(stopper)
-        if self.count:
-            stopper(self.count > 1)
-        return lambda: self._stoppers.remove(stopper) if stopper in self._stoppers else None
-
-    def signalled(self, signum: int) -> None:
-        self.count += 1
-        name = signal.Signals(signum).name
-        if self.count == 1:
-            self.signum = signum
-            tell(
-                f"eni-async: {name}: stopping, nothing more is submitted; waiting for work in flight "
-                "(send again to stop waiting)",
-                as_json=self.as_json,
-                level=logging.WARNING,
-                signal=name,
-            )
-        elif self.count == 2:
-            tell(f"eni-async: {name} again: stopping now", as_json=self.as_json, level=logging.WARNING)
-        else:
-            os._exit(self.exit_code or EXIT_INTERRUPTED)
-        if self._stoppers:
-            for stopper in list(self._stoppers):
-                stopper(self.count > 1)
-        elif self.task is not None:
-            self.task.cancel()
-
-
-_INTERRUPTION: contextvars.ContextVar[Interruption | None] = contextvars.ContextVar(
-    "eni_async_interruption", default=None
+from eni_async.terminal import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Handler,
+    Interruption,
+    OutputError,
+    emit,
+    interruption,
+    json_lines,
+    logging_to_stderr,
+    tell,
+    with_signals,
 )
 
-
-def interruption() -> Interruption | None:
-    """The running command's signal state (None outside ``main``, e.g. when a handler is called directly)."""
-    return _INTERRUPTION.get()
-
-
-async def _with_signals(handler: Handler, args: argparse.Namespace, state: Interruption) -> int:
-    """Run ``handler`` with SIGINT/SIGTERM routed to ``state`` (main thread only; elsewhere unhandled)."""
-    loop = asyncio.get_running_loop()
-    state.task = asyncio.current_task()
-    installed: dict[signal.Signals, Any] = {}  # signal -> the handler it had before
-    if threading.current_thread() is threading.main_thread():
-        for wanted in SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                previous = signal.getsignal(wanted)
-                loop.add_signal_handler(wanted, state.signalled, wanted)
-                installed[wanted] = previous
-    token = _INTERRUPTION.set(state)
-    try:
-        return await handler(args)
-    finally:
-        _INTERRUPTION.reset(token)
-        for sig, previous in installed.items():
-            loop.remove_signal_handler(sig)
-            if previous is not None:  # as it was (``main`` may run many times in one process)
-                signal.signal(sig, previous)
-
-
-Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
-
-
-# Attributes every LogRecord has; anything else on a record came from ``extra=`` and goes into JSON lines.
-_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
-
-
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message, the ``extra`` fields, and any error."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": round(record.created, 3),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update((k, v) for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES)
-        if record.exc_info and record.exc_info[1] is not None:
-            entry["error"] = repr(record.exc_info[1])
-        return json.dumps(entry, ensure_ascii=False, default=str)
-
-
-@contextlib.contextmanager
-def logging_to_stderr(verbosity: int, fmt: str, stream: TextIO | None = None) -> Iterator[None]:
-    """Log ``eni_async`` to stderr for the block: WARNING by default, INFO with -v, DEBUG with -vv; human or
-    JSON lines. The logger is left as it was found afterwards (``main`` may run many times in one process)."""
-    root = logging.getLogger("eni_async")
-    saved = (root.handlers[:], root.level, root.propagate)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.handlers[:] = [handler]
-    root.setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)])
-    root.propagate = False
-    try:
-        yield
-    finally:
-        handler.flush()
-        root.handlers[:], root.level, root.propagate = saved
+log = logging.getLogger("eni_async.cli")
 
 
 class UsageError(InputError):
@@ -221,9 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    from eni_async import cli_batch
     from eni_async.service import command as service_command
-    from eni_async.simulator import command as sim_command
+    from eni_async.simulator import command as sim_command  # the simulator loads only when asked for
 
     for spec in (
         Command(
@@ -342,24 +221,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 
-class OutputError(Exception):
-    """The output could not be written (a full disk, a closed pipe): the command stops."""
-
-    def __init__(self, path: str | None, exc: OSError) -> None:
-        self.path = path or "stdout"
-        super().__init__(f"cannot write the output {self.path}: {exc.strerror or exc}")
-
-
-def emit(obj: object, stream: TextIO | None = None) -> None:
-    """Write one JSON line to stdout (or ``stream``)."""
-    out = stream or sys.stdout
-    try:
-        out.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        out.flush()
-    except OSError as exc:
-        raise OutputError(getattr(out, "name", None), exc) from None
-
-
 async def _run_unassign(args: argparse.Namespace) -> int:
     """One ENI through the same path as every batch item; prints one outcome in the batch schema."""
     from eni_async import validation
@@ -445,24 +306,6 @@ async def _submit_only(client: Any, item: Any, outcome: Any, gate: Callable[[], 
     outcome.status = "submitted"
 
 
-def json_lines(args: argparse.Namespace) -> bool:
-    """Whether stderr is JSON lines (``--log-format json`` before or after the command)."""
-    return (getattr(args, "sub_log_format", None) or getattr(args, "log_format", "human")) == "json"
-
-
-def tell(message: str, *, as_json: bool, level: int = logging.INFO, **fields: Any) -> None:
-    """Write a line for the person at the terminal on stderr, whatever the log level: plain text, or with
-    ``as_json`` one JSON object shaped like a log record (``fields`` included), so stderr stays JSON lines."""
-    if as_json:
-        record = logging.makeLogRecord(
-            {"name": log.name, "levelno": level, "levelname": logging.getLevelName(level), "msg": message}
-            | fields
-        )
-        message = _JsonFormatter().format(record)
-    sys.stderr.write(message + "\n")
-    sys.stderr.flush()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (never raises for user errors)."""
     try:
@@ -495,7 +338,7 @@ def _run(args: argparse.Namespace) -> int:
     state.as_json = as_json
     try:
         handler: Handler = args.handler
-        code = asyncio.run(_with_signals(handler, args, state))
+        code = asyncio.run(with_signals(handler, args, state))
         return state.exit_code or code
     except asyncio.CancelledError:  # a signal cancelled a command that had registered no stopper
         tell("eni-async: interrupted", as_json=as_json, level=logging.ERROR)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from eni_async import metrics as metrics_cli
-from eni_async.cli import OutputError, interruption, json_lines, tell
 from eni_async.client import EniClient
 from eni_async.credentials import load_credentials
 from eni_async.errors import InputError
@@ -35,6 +34,7 @@ from eni_async.models import Credentials
 from eni_async.outcomes import SUCCEEDED, Item, Outcome, as_item, check_against_truth
 from eni_async.progress import Progress, Summary
 from eni_async.settings import Settings
+from eni_async.terminal import OutputError, interruption, json_lines, tell
 
 log = logging.getLogger("eni_async.cli")
 
@@ -44,7 +44,12 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         "input", metavar="INPUT", help="CSV (vpc_id,eni_id,ip) or JSON Lines file; - for stdin"
     )
     parser.add_argument("--output", metavar="FILE", help="write the JSON lines here instead of stdout")
-    parser.add_argument("--concurrency", type=int, metavar="N", help="ENIs worked on at once (default 64)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="ENIs worked on at once, at most (default: as the rate limits allow)",
+    )
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -69,7 +74,12 @@ def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the lines already in --output and add the outcome of every item they lack",
     )
-    parser.add_argument("--concurrency", type=int, metavar="N", help="ENIs worked on at once (default 64)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="ENIs worked on at once, at most (default: as the rate limits allow)",
+    )
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     metrics_cli.add_arguments(parser)
 
@@ -91,7 +101,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--faults", default="none", metavar="PROFILE", help="none, flaky, hostile or a .toml file"
     )
-    parser.add_argument("--concurrency", type=int, metavar="N", help="ENIs worked on at once (default 64)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="ENIs worked on at once, at most (default: as the rate limits allow)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulator (default 1)")
     parser.add_argument(
         "--task-latency", default="1.0,0.5", metavar="MEDIAN[,SPREAD]", help="task latency (s)"
@@ -476,6 +491,7 @@ def _latency(text: str) -> tuple[float, float]:
 async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     """``eni-async demo``: exit 0 only when every outcome agrees with the simulator's ground truth."""
     from eni_async.simulator import Simulator, SimulatorConfig, load_fault_profile, running
+    from eni_async.simulator.metrics import register_simulator
 
     if args.enis < 1 or args.ips_per_eni < 1:
         raise InputError("--enis/--ips-per-eni", f"{args.enis}/{args.ips_per_eni}", "must be at least 1")
@@ -491,7 +507,7 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     async with metrics_cli.endpoint_from(args) as endpoint, running(sim, host="127.0.0.1", port=0) as server:
         metrics = _client_metrics(endpoint, args)
         if endpoint is not None:  # the client's and the simulator's families, side by side
-            metrics_cli.register_simulator(sim, endpoint.registry)
+            register_simulator(sim, endpoint.registry)
         settings = dataclasses.replace(settings, endpoint=server.endpoint, region=sim.region)
         truth = sim.ground_truth()
         items = [

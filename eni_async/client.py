@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 import random
@@ -46,19 +47,32 @@ from eni_async.errors import (
     error_code,
 )
 from eni_async.journal import Journal
-from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, Submitted, TaskState, TaskStatus
+from eni_async.models import (
+    ChunkFate,
+    Credentials,
+    EniInfo,
+    HttpRequest,
+    HttpResponse,
+    Submitted,
+    TaskState,
+    TaskStatus,
+)
 from eni_async.models import UnassignResult as UnassignResult
 from eni_async.policy import retrier, retryable
 from eni_async.poller import LatencyTracker, poll_until_done
 from eni_async.reconcile import StopSubmitting
 from eni_async.settings import Settings
 from eni_async.throttle import Budgets
+from eni_async.tracker import Tracker
 from eni_async.transport import AiohttpTransport
 
 if TYPE_CHECKING:
     from eni_async.metrics import Metrics
 
 log = logging.getLogger("eni_async")
+
+# Send times of submits kept for the tracker, at most (the oldest go first).
+SENT_REMEMBERED = 100_000
 
 T = TypeVar("T")
 
@@ -91,8 +105,10 @@ class EniClient:
         self.dialect: Dialect = get_dialect(settings.dialect)
         self.endpoint = settings.resolved_endpoint
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.budgets = Budgets(settings.rate_limits.by_action(), self.clock)
+        self.budgets = Budgets(settings.rate_limits.by_action(), self.clock, discovery=settings.discovery)
         self.latencies = LatencyTracker()
+        self._tracker: Tracker | None = None
+        self._sent_at: dict[str, float] = {}
         self._credentials = credentials
         self._rng = rng if rng is not None else random.Random()
         self._nonces = itertools.count(random.SystemRandom().randint(1, 2**30))
@@ -115,7 +131,9 @@ class EniClient:
     async def __aenter__(self) -> Self:
         if self._session is None:
             ssl: bool | ssl_module.SSLContext = self._ssl_option()
-            connector = aiohttp.TCPConnector(limit=max(100, self.settings.concurrency * 2), ssl=ssl)
+            connector = aiohttp.TCPConnector(
+                limit=min(1000, max(100, self.settings.concurrency * 2)), ssl=ssl
+            )
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
             self._transport = self._make_transport(self._session)
         return self
@@ -125,8 +143,17 @@ class EniClient:
     ) -> None:
         await self.close()
 
+    @property
+    def tracker(self) -> Tracker:
+        """The one tracker that watches every task this client submits (made on first use)."""
+        if self._tracker is None:
+            self._tracker = Tracker(self)
+        return self._tracker
+
     async def close(self) -> None:
-        """Close the session if this client opened it."""
+        """Stop the tracker (tasks still watched end ``unknown``); close the session if this client opened it."""
+        if self._tracker is not None:
+            await self._tracker.close()
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -229,7 +256,10 @@ class EniClient:
         async def once() -> T:
             nonlocal attempt
             attempt += 1
-            await budget.acquire()
+            if attempt == 1:
+                await budget.acquire()
+            else:  # a retry does not queue again behind every call waiting for the budget
+                await getattr(budget, "acquire_retry", budget.acquire)()
             started = self.clock.monotonic()
             try:
                 result = parse(await transport.send(build(self._context())))
@@ -251,8 +281,10 @@ class EniClient:
             if isinstance(result, TaskState):
                 # When the task was seen in this state: the send time, not the answer's (budget waits excluded).
                 result = cast(T, dataclasses.replace(result, observed_at=started))
-            elif isinstance(result, Submitted) and metrics is not None:
-                metrics.task_submitted(result.task_id, started)
+            elif isinstance(result, Submitted):
+                self._note_sent(result.task_id, started)
+                if metrics is not None:
+                    metrics.task_submitted(result.task_id, started)
             return result
 
         # The first attempt runs outside tenacity: most calls succeed at once, and building a retrier for
@@ -352,17 +384,63 @@ class EniClient:
         metrics.task_ended(task_id, state.status.value, state.observed_at)
         return state
 
-    async def describe_eni(self, eni_id: str) -> EniInfo | None:
-        """Return what DescribeNetworkInterfaces says about one ENI, or ``None`` when it does not exist."""
-        eni = validation.eni_id(eni_id)
+    def _note_sent(self, task_id: str, at: float) -> None:
+        sent = self._sent_at
+        sent[task_id] = at
+        if (
+            len(sent) > SENT_REMEMBERED
+        ):  # submits nobody tracks (``submit_unassign`` alone): forget the oldest
+            del sent[next(iter(sent))]
+
+    def sent_at(self, task_id: str) -> float | None:
+        """When the submit that started ``task_id`` was sent (``Clock.monotonic``), if this client sent it;
+        asked once, by the tracker (budget and mutex waits before it are not the task's latency)."""
+        return self._sent_at.pop(task_id, None)
+
+    def task_seen(self, task_id: str, status: str, seen_at: float | None) -> None:
+        """The tracker's word that it stopped watching ``task_id`` (for metrics)."""
+        if self.metrics is not None:
+            self.metrics.task_ended(task_id, status, seen_at)
+
+    async def describe_many(self, eni_ids: Sequence[str]) -> dict[str, EniInfo]:
+        """Describe ENIs by id, as many per call as the dialect takes (API 3.0: 100; API 2.0: one).
+
+        An ENI missing from the answer does not exist (or is not visible to this key).
+        """
+        wanted = [validation.eni_id(eni) for eni in dict.fromkeys(eni_ids)]
+        per_call = self.dialect.describe_ids_per_call
+        found: dict[str, EniInfo] = {}
+        for start in range(0, len(wanted), per_call):
+            group = wanted[start : start + per_call]
+            page = await self._call(
+                DESCRIBE,
+                functools.partial(self.dialect.build_describe, eni_ids=group, limit=len(group)),
+                self.dialect.parse_describe,
+                mutating=False,
+                subject=group[0] if len(group) == 1 else f"{len(group)} ENIs",
+            )
+            found.update((info.eni_id, info) for info in page.enis if info.eni_id in group)
+        return found
+
+    async def describe_vpc(self, vpc_id: str, *, offset: int, limit: int) -> tuple[list[EniInfo], int]:
+        """One page of the ENIs of a VPC, and how many the VPC has."""
         page = await self._call(
             DESCRIBE,
-            lambda ctx: self.dialect.build_describe(ctx, eni_ids=[eni], limit=1),
+            lambda ctx: self.dialect.build_describe(ctx, vpc_id=vpc_id, offset=offset, limit=limit),
             self.dialect.parse_describe,
             mutating=False,
-            subject=eni,
+            subject=vpc_id,
         )
-        return next((info for info in page.enis if info.eni_id == eni), None)
+        return list(page.enis), page.total
+
+    async def describe_eni(self, eni_id: str) -> EniInfo | None:
+        """Return what DescribeNetworkInterfaces says about one ENI, or ``None`` when it does not exist.
+
+        Where the dialect takes many ids per call (API 3.0), ENIs asked for at about the same time share one
+        call (see ``Tracker.describe``).
+        """
+        eni = validation.eni_id(eni_id)
+        return await self.tracker.describe(eni)
 
     async def unassign(
         self,
@@ -378,9 +456,11 @@ class EniClient:
         More than 10 IPs go in chunks of at most 10, one after another (one task per ENI at a time); ``timeout``
         bounds the wait for each task (default ``settings.poll.timeout``). Any ``EniAsyncError`` raised once a
         chunk was submitted carries ``.result``: an ``UnassignResult`` with every task id submitted (the
-        failed or timed-out one included) and the IPs released by earlier chunks. A FAILED task raises
-        ``TaskFailedError``; a task still running at the deadline ``TaskTimeoutError`` (a ``TimeoutError``;
-        the task may still release its IPs).
+        failed or timed-out one included) and every IP released so far, IP by IP (a part-failed chunk's
+        released IPs included), and ``.fate``: the last chunk's ``ChunkFate``. Each chunk is confirmed by
+        the client's tracker. A chunk that left IPs on the ENI (a FAILED task) raises ``TaskFailedError``;
+        one whose IPs' fate was not seen by the deadline raises ``TaskTimeoutError`` (a ``TimeoutError``;
+        the task may still release its IPs) or the error that kept it from being seen.
 
         Cancellation is never swallowed or replaced (``asyncio.timeout``, ``TaskGroup`` and ``wait_for``
         rely on seeing ``CancelledError``), so a cancelled call raises ``CancelledError`` as asyncio
@@ -404,12 +484,22 @@ class EniClient:
                 request_ids.append(request_id)
                 if submitted is not None:
                     submitted.append(task_id)
-                state = await self.wait_for_task(task_id, timeout=timeout, submitted_at=started)
-                if state.status is TaskStatus.FAILED:
-                    raise TaskFailedError(
-                        task_id, eni_id=eni, ips=chunk, request_id=request_id, output=state.output
+                fate = await self.tracker.track(
+                    vpc, eni, task_id, chunk, submitted_at=started, timeout=timeout
+                )
+                released.extend(fate.released)
+                failed = fate.state is not None and fate.state.status is TaskStatus.FAILED
+                if fate.not_released or failed:
+                    output = fate.state.output if fate.state is not None else None
+                    raise _with_fate(
+                        TaskFailedError(task_id, eni_id=eni, ips=chunk, request_id=request_id, output=output),
+                        fate,
                     )
-                released.extend(chunk)
+                if fate.unknown:
+                    error = fate.error
+                    if not isinstance(error, EniAsyncError):
+                        error = TaskTimeoutError(task_id, None, self.clock.monotonic() - started)
+                    raise _with_fate(error, fate)
         except EniAsyncError as exc:
             if task_ids:
                 exc.result = result()  # type: ignore[attr-defined]
@@ -484,6 +574,11 @@ class EniClient:
                 if gate is not None and gate():
                     raise StopSubmitting from exc
                 delay = min(policy.maximum, delay * policy.multiplier)
+
+
+def _with_fate(error: EniAsyncError, fate: ChunkFate) -> EniAsyncError:
+    error.fate = fate  # type: ignore[attr-defined]
+    return error
 
 
 __all__ = ["ApiError", "EniClient", "UnassignResult"]

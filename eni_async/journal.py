@@ -491,6 +491,7 @@ def _restore(outcome: Outcome, data: dict[str, Any]) -> None:
     outcome.attempts = int(data.get("attempts", 0))
     outcome.elapsed_s = float(data.get("elapsed_s", 0.0))
     outcome.decisions = list(data.get("decisions", []))
+    outcome.confirmed_by = {str(ip): str(by) for ip, by in dict(data.get("confirmed_by") or {}).items()}
 
 
 class JournalRecorder:

@@ -88,6 +88,45 @@ class EniInfo:
     primary_ip: str | None
     secondary_ips: tuple[str, ...]
     eips: Mapping[str, str] = field(default_factory=dict)
+    # Each listed IP's ``State`` where the dialect lists one (API 3.0: ``AVAILABLE``, ``DELETING`` while an
+    # unassign task runs on it, ``PENDING`` while an assign does); empty where it does not (API 2.0).
+    ip_states: Mapping[str, str] = field(default_factory=dict)
+
+    def listed(self, ip: str) -> bool:
+        """Whether ``ip`` is on this ENI, primary or secondary."""
+        return ip == self.primary_ip or ip in self.secondary_ips
+
+
+RELEASED, NOT_RELEASED, UNKNOWN = "released", "not_released", "unknown"
+BY_ENI, BY_TASK = "eni", "task"
+
+
+@dataclass(frozen=True)
+class ChunkFate:
+    """What became of the IPs of one submitted task, IP by IP, and how each fate was established.
+
+    ``confirmed_by`` maps every IP that is released or not released to ``"eni"`` (seen on, or gone from, the
+    ENI as described after the task was submitted) or ``"task"`` (the task read as SUCCESS). ``state`` is the
+    task's last reading when one was made (its ``output`` is a FAILED task's reason); ``reason`` says why IPs
+    are ``unknown`` when some are; ``error`` is the error that left them unknown, when one did.
+    """
+
+    vpc_id: str
+    eni_id: str
+    task_id: str
+    ips: tuple[str, ...]
+    released: tuple[str, ...] = ()
+    not_released: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()
+    confirmed_by: Mapping[str, str] = field(default_factory=dict)
+    state: TaskState | None = None
+    reason: str | None = None
+    error: BaseException | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Whether every IP's fate was observed (none unknown)."""
+        return not self.unknown
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class Outcome:
     elapsed_s: float = 0.0
     line: int | None = None
     decisions: list[str] = field(default_factory=list)
+    confirmed_by: dict[str, str] = field(default_factory=dict)  # IP -> "eni" or "task": how its fate was seen
     # IPs that were part of a submit we started (its effect may be unknown); not part of the output.
     sent: set[str] = field(default_factory=set, repr=False, compare=False)
 
@@ -131,6 +132,7 @@ class Outcome:
             "not_released": self.not_released,
             "unknown": self.unknown,
             "absent": self.absent,
+            "confirmed_by": self.confirmed_by,
             "task_ids": self.task_ids,
             "request_ids": self.request_ids,
             "error": self.error,

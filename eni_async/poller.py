@@ -9,9 +9,10 @@ logged by the client; the first wait is logged at DEBUG and a passed deadline at
 
 from __future__ import annotations
 
-import bisect
 import logging
+import math
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import tenacity
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 
 # Tasks timed before the first-query delay is learnt; until then ``PollPolicy.first`` is used.
 MIN_SAMPLES = 8
+# The latencies remembered (the most recent), and the bound on the first delay they set.
+RECENT = 1024
+BOUND_QUANTILE = 0.95
+BOUND_FACTOR = 2.0
 
 
 class LatencyTracker:
@@ -37,6 +42,11 @@ class LatencyTracker:
     grows by ``step * (1 - running) / running``. The delay settles where a fraction ``running`` of tasks need
     a second query (a Robbins-Monro quantile estimate that needs no latency it cannot observe: a task seen
     done only says it ended before it was asked).
+
+    Two rules keep it from running away. An answer steers only the delay it was asked at: many tasks first
+    asked at one delay answer in a burst, and that burst is one signal, so once the delay has moved the rest
+    of the burst (which speaks of the old delay) is ignored. And the delay never exceeds ``BOUND_FACTOR`` times
+    the ``BOUND_QUANTILE`` of the latencies observed lately (the last ``RECENT`` tasks seen end).
     """
 
     def __init__(self, *, quantile: float = 0.9, running: float = 0.1, step: float = 0.05) -> None:
@@ -45,29 +55,49 @@ class LatencyTracker:
         self.quantile = quantile
         self.running = running
         self.step = step
-        self._warmup: list[float] = []
+        self._recent: deque[float] = deque(maxlen=RECENT)
+        self._sorted: list[float] | None = None
         self._delay: float | None = None
 
     def __len__(self) -> int:
-        return len(self._warmup)
+        return len(self._recent)
 
     def observe(self, seconds: float) -> None:
-        """Record that a task took at most ``seconds`` (used while warming up)."""
-        if self._delay is not None:
-            return
-        bisect.insort(self._warmup, seconds)
-        if len(self._warmup) >= MIN_SAMPLES:
-            index = min(len(self._warmup) - 1, int(self.quantile * len(self._warmup)))
-            self._delay = self._warmup[index]
+        """Record that a task took at most ``seconds``."""
+        self._recent.append(seconds)
+        self._sorted = None
+        if self._delay is None and len(self._recent) >= MIN_SAMPLES:
+            self._delay = self.latency(self.quantile)
 
-    def first_answer(self, *, done: bool) -> None:
-        """Steer the delay by whether a task was done at its first query."""
-        if self._delay is None:
+    def latency(self, quantile: float) -> float | None:
+        """The ``quantile`` of the latencies observed lately, or ``None`` before any."""
+        if not self._recent:
+            return None
+        if self._sorted is None:
+            self._sorted = sorted(self._recent)
+        return self._sorted[min(len(self._sorted) - 1, int(quantile * len(self._sorted)))]
+
+    def bound(self) -> float | None:
+        """The longest first delay allowed: ``BOUND_FACTOR`` x the ``BOUND_QUANTILE`` latency (once warm)."""
+        if len(self._recent) < MIN_SAMPLES:
+            return None
+        high = self.latency(BOUND_QUANTILE)
+        return None if high is None else BOUND_FACTOR * high
+
+    def first_answer(self, *, done: bool, delay: float | None = None) -> None:
+        """Steer the delay by whether a task first asked after ``delay`` (default: the current) was done."""
+        current = self._delay
+        if current is None:
             return
+        used = current if delay is None else delay
+        if not math.isclose(used, current, rel_tol=1e-9, abs_tol=1e-12):
+            return  # speaks of a delay already steered away from: part of a burst already counted
         if done:
-            self._delay *= 1.0 - self.step
+            current *= 1.0 - self.step
         else:
-            self._delay *= 1.0 + self.step * (1.0 - self.running) / self.running
+            current *= 1.0 + self.step * (1.0 - self.running) / self.running
+        bound = self.bound()
+        self._delay = current if bound is None else min(current, bound)
 
     def estimate(self) -> float | None:
         """The delay before a task's first query, or ``None`` while warming up."""
@@ -138,7 +168,7 @@ async def poll_until_done(
     # take over from that first answer when the task is still running.
     first_state = await once()
     if first_state is not None and policy.adaptive and estimate is not None:
-        tracker.first_answer(done=first_state.status.done)
+        tracker.first_answer(done=first_state.status.done, delay=estimate)
     if first_state is not None and first_state.status.done:
         return _done(first_state, clock, origin, tracker)
     replay = [first_state]

@@ -17,7 +17,7 @@ written into the outcome. Rounds are bounded, so an item always ends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from eni_async import validation
@@ -31,11 +31,13 @@ from eni_async.errors import (
     TaskFailedError,
     TaskTimeoutError,
 )
-from eni_async.models import EniInfo, TaskStatus
+from eni_async.models import ChunkFate, EniInfo, TaskStatus
 from eni_async.outcomes import Item, Outcome
 
 if TYPE_CHECKING:
-    from eni_async.client import EniClient
+    from eni_async.clock import Clock
+    from eni_async.settings import Settings
+    from eni_async.tracker import Tracker
 
 log = logging.getLogger("eni_async.reconcile")
 
@@ -49,6 +51,30 @@ def decide(outcome: Outcome, decision: str) -> None:
     """Record a reconciliation decision in the outcome and in the log (INFO), with the ENI."""
     outcome.decisions.append(decision)
     log.info("%s: %s", outcome.eni_id, decision)
+
+
+class Releaser(Protocol):
+    """What releasing needs of a client (``EniClient`` is one); this layer never imports the client."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def tracker(self) -> Tracker: ...
+
+    async def describe_eni(self, eni_id: str) -> EniInfo | None: ...
+
+    async def _submit_waiting_out_mutex(
+        self,
+        vpc: str,
+        eni: str,
+        chunk: Sequence[str],
+        timeout: float | None,
+        gate: Callable[[], bool] | None = None,
+    ) -> tuple[str, str | None]: ...
 
 
 class Recorder(Protocol):
@@ -78,7 +104,7 @@ class StopSubmitting(Exception):
 Gate = Callable[[], bool]  # True once no new submit may start
 
 
-async def look_first(client: EniClient, item: Item, outcome: Outcome) -> tuple[str, ...]:
+async def look_first(client: Releaser, item: Item, outcome: Outcome) -> tuple[str, ...]:
     """Describe the ENI before any submit; return the IPs worth submitting.
 
     An ENI that does not exist, or is not in the item's VPC, is refused (every IP ``not_released``); IPs not
@@ -114,7 +140,7 @@ async def look_first(client: EniClient, item: Item, outcome: Outcome) -> tuple[s
 
 
 async def release_item(
-    client: EniClient,
+    client: Releaser,
     item: Item,
     outcome: Outcome,
     *,
@@ -142,49 +168,57 @@ async def release_item(
 
 
 async def finish_task(
-    client: EniClient,
+    client: Releaser,
     item: Item,
     outcome: Outcome,
     task_id: str,
     chunk: tuple[str, ...],
     request_id: str | None = None,
+    *,
+    submitted_at: float | None = None,
 ) -> None:
-    """Wait for a submitted task and settle its IPs; used directly on resume (never resubmits).
+    """Hand a submitted task to the client's tracker and record each IP's fate; used directly on resume.
 
     ``request_id`` is the submit's, named in a failure (the request that started the task)."""
-    try:
-        state = await client.wait_for_task(task_id)
-    except TaskTimeoutError as exc:
-        outcome.fail(exc)
-        # The task may still release them: IPs gone are released, the rest are in doubt, never "not released".
-        await _settle_by_looking(
-            client, outcome, chunk, f"task {task_id} still running at the deadline", doubt=True
+    fate = await client.tracker.track(item.vpc_id, item.eni_id, task_id, chunk, submitted_at=submitted_at)
+    record_fate(outcome, fate, request_id)
+
+
+def record_fate(outcome: Outcome, fate: ChunkFate, request_id: str | None = None) -> None:
+    """Write a chunk's fate into the outcome, IP by IP, with how each was established and why any is in doubt."""
+    outcome.released.extend(fate.released)
+    outcome.not_released.extend(fate.not_released)
+    outcome.unknown.extend(fate.unknown)
+    outcome.confirmed_by.update(fate.confirmed_by)
+    state = fate.state
+    failed = state is not None and state.status is TaskStatus.FAILED
+    if fate.not_released or failed:  # the task's failure is the error, even where a look then failed
+        outcome.fail(
+            TaskFailedError(
+                fate.task_id,
+                eni_id=fate.eni_id,
+                ips=fate.ips,
+                request_id=request_id or (state.request_id if state is not None else None),
+                output=state.output if state is not None else None,
+            )
         )
-        return
-    except AuthError:
-        raise
-    except EniAsyncError as exc:
-        outcome.fail(exc)
-        # The task may still be running: IPs gone are released, those still there are in doubt.
-        await _settle_by_looking(client, outcome, chunk, f"task {task_id} unreadable ({exc})", doubt=True)
-        return
-    if state.status is TaskStatus.SUCCESS:
-        outcome.released.extend(chunk)
-        return
-    outcome.fail(
-        TaskFailedError(
-            task_id,
-            eni_id=item.eni_id,
-            ips=chunk,
-            request_id=request_id or state.request_id,
-            output=state.output,
+    if fate.unknown:
+        outcome.fail(fate.error or TaskTimeoutError(fate.task_id, None, 0.0))
+        decide(
+            outcome,
+            f"{fate.reason or f'task {fate.task_id} not confirmed'}: {len(fate.released)} gone, "
+            f"{len(fate.unknown)} in doubt",
         )
-    )
-    await _settle_by_looking(client, outcome, chunk, f"task {task_id} FAILED")
+    elif fate.not_released or failed:
+        ended = f"task {fate.task_id} {state.status.value}" if state is not None else f"task {fate.task_id}"
+        decide(
+            outcome,
+            f"{ended}; described ENI: {len(fate.released)} gone, {len(fate.not_released)} still assigned",
+        )
 
 
 async def _settle_by_looking(
-    client: EniClient, outcome: Outcome, chunk: tuple[str, ...], why: str, *, doubt: bool = False
+    client: Releaser, outcome: Outcome, chunk: tuple[str, ...], why: str, *, doubt: bool = False
 ) -> None:
     """Describe the ENI: IPs gone are released; those present are not released (in doubt if a task may run)."""
     info = await _describe_or_none(client, outcome)
@@ -200,7 +234,7 @@ async def _settle_by_looking(
 
 
 async def _release_chunk(
-    client: EniClient,
+    client: Releaser,
     item: Item,
     outcome: Outcome,
     chunk: tuple[str, ...],
@@ -219,6 +253,7 @@ async def _release_chunk(
         outcome.attempts += 1
         if recorder is not None:
             recorder.submitting(item, todo, outcome)
+        started = client.clock.monotonic()
         try:
             task_id, request_id = await client._submit_waiting_out_mutex(
                 item.vpc_id, item.eni_id, todo, None, gate
@@ -285,7 +320,7 @@ async def _release_chunk(
             outcome.request_ids.append(request_id)
         if recorder is not None:
             recorder.submitted(item, task_id, request_id, todo, outcome)
-        await finish_task(client, item, outcome, task_id, todo, request_id)
+        await finish_task(client, item, outcome, task_id, todo, request_id, submitted_at=started)
         if recorder is not None:
             recorder.progressed(item, outcome)
         return
@@ -303,7 +338,7 @@ async def _release_chunk(
     await _settle_by_looking(client, outcome, todo, "too many ambiguous rounds", doubt=True)
 
 
-async def _describe_or_none(client: EniClient, outcome: Outcome) -> EniInfo | None:
+async def _describe_or_none(client: Releaser, outcome: Outcome) -> EniInfo | None:
     """Describe the ENI, trying a few times more than one call's retries: it is how we avoid guessing."""
     for attempt in range(DESCRIBE_ROUNDS):
         try:
@@ -319,7 +354,7 @@ async def _describe_or_none(client: EniClient, outcome: Outcome) -> EniInfo | No
 
 
 async def reconcile_in_doubt(
-    client: EniClient,
+    client: Releaser,
     outcome: Outcome,
     todo: tuple[str, ...],
     why: str,
@@ -359,6 +394,7 @@ async def reconcile_in_doubt(
 __all__ = [
     "Gate",
     "Recorder",
+    "Releaser",
     "StopSubmitting",
     "decide",
     "finish_task",

@@ -25,6 +25,8 @@ from eni_async.policy import PollPolicy, RetryPolicy
 CONFIG_ENV = "ENI_ASYNC_CONFIG"
 DIALECT_ENDPOINTS = {"v2": "https://vpc.api.qcloud.com", "v3": "https://vpc.tencentcloudapi.com"}
 SIGN_METHODS = ("HmacSHA1", "HmacSHA256")
+# How a submitted task's IPs are confirmed: from the ENI's described state, or from the task's status only.
+CONFIRM_MODES = ("eni", "task")
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,9 @@ class Settings:
     proxy: str = ""
     verify_tls: bool = True
     ca_file: str = ""
-    concurrency: int = 64
+    concurrency: int = 10_000
+    confirm: str = "eni"
+    discovery: bool = False
     service_tokens_file: str = ""
     service_max_body: int = 1_048_576
     service_max_unfinished: int = 10_000
@@ -167,6 +171,8 @@ def _check(s: Settings) -> None:
     if not 1 <= s.concurrency <= MAX_CONCURRENCY:
         raise ConfigError("concurrency", s.concurrency, f"must be between 1 and {MAX_CONCURRENCY}")
     _check_service(s)
+    if s.confirm not in CONFIRM_MODES:
+        raise ConfigError("confirm", s.confirm, f"expected one of {', '.join(CONFIRM_MODES)}")
     if isinstance(s.grace, bool) or not isinstance(s.grace, int | float) or not 0 <= s.grace < math.inf:
         raise ConfigError("grace", s.grace, "must be a finite number of seconds, 0 or more")
     for name in _SECTIONS:

@@ -3,11 +3,15 @@
 asyncio-throttle keeps a sliding window of send times but reads ``time.monotonic`` and polls every 10 ms
 while full. ``RateBudget`` keeps its window and its ``rate_limit`` knob, reads the injected clock, and sleeps
 exactly until the oldest send leaves the window, so tests run in fake time and a full budget costs no CPU.
-The budget also adapts (AIMD): a throttle answer cuts the rate to ``DECREASE`` of itself (once per window,
-never below one), and each quiet window adds back ``RECOVERY`` of the configured rate, up to the configured
-rate or a limit the server stated (decisions.md D6). The client's window is ``WINDOW`` seconds, a little over
-the server's one second, so that jitter in when requests arrive cannot fit more than the limit into one of
-the server's windows.
+The budget also adapts (AIMD), to sustained throttling only: a stray throttle answer (a fault, a neighbour's
+burst) costs only the retry of the call it hit, while throttles that keep coming (at least ``STRAY_LIMIT``
+within one window, and at least ``SHARE`` of the calls sent in it: another process is spending the same
+quota) cut the rate to ``DECREASE`` of itself, once per window, never below one. Each quiet window adds back
+``RECOVERY`` of the configured rate, up to the configured rate or a limit the server stated (decisions.md
+D6, D18). With ``discovery`` (opt-in), a budget that has more demand than rate grows by ``GROWTH`` per window
+while never throttled (slow start), and settles at the limit the first throttle answer states, even above
+the configured rate. The client's window is ``WINDOW`` seconds, a little over the server's one second, so
+that jitter in when requests arrive cannot fit more than the limit into one of the server's windows.
 """
 
 from __future__ import annotations
@@ -22,11 +26,18 @@ from eni_async.clock import Clock
 
 # How long past the window edge to wake: guards against float rounding re-sleeping for nothing.
 _EPSILON = 1e-6
-# The client's window: the server counts per second by arrival, and arrivals jitter by milliseconds.
-WINDOW = 1.02
+# The client's window: the server counts per second by arrival, and arrivals jitter by milliseconds (tens of
+# them when the server is busy: at 1.02 s one answer in a few thousand was throttled under load).
+WINDOW = 1.05
 # A throttle answer cuts the rate to this fraction; a quiet window adds back this fraction of the configured.
 DECREASE = 0.7
 RECOVERY = 0.05
+# Throttles count as sustained (and cut the rate) only this many within one window, and this share of its calls.
+STRAY_LIMIT = 3
+SHARE = 0.05
+# Discovery: the rate grows by this factor per window while demand exceeds it and no throttle was seen
+# (slow start: doubling, so a tenfold quota is found in under four windows).
+GROWTH = 2.0
 # A period is spent in tenths: at most a tenth of the rate (rounded up) in any tenth of the period.
 BURST_SLICES = 10
 
@@ -34,7 +45,9 @@ BURST_SLICES = 10
 class RateBudget(Throttler):
     """At most ``rate`` acquisitions in any ``period`` seconds, shared by every coroutine that uses it."""
 
-    def __init__(self, rate: int, clock: Clock, *, period: float = 1.0, name: str = "") -> None:
+    def __init__(
+        self, rate: int, clock: Clock, *, period: float = 1.0, name: str = "", discovery: bool = False
+    ) -> None:
         if rate < 1:
             raise ValueError(f"rate must be at least 1, not {rate}")
         super().__init__(rate_limit=rate, period=period)
@@ -42,6 +55,10 @@ class RateBudget(Throttler):
         self.name = name
         self.configured = rate
         self.ceiling = rate
+        self.discovery = discovery
+        self.discovered: int | None = None  # the limit a throttle answer stated while discovering
+        self._recent_throttles: deque[float] = deque()
+        self._last_growth = clock.monotonic()
         self._lock = asyncio.Lock()
         self._burst_logs: deque[float] = deque()
         self._last_change = clock.monotonic()
@@ -73,35 +90,84 @@ class RateBudget(Throttler):
         than in one burst that a busy server would count partly into its next second.
         """
         async with self._lock:
-            while True:
-                self._recover()
-                self.flush()
-                burst_cap = -(-int(self.rate_limit) // BURST_SLICES)
-                waits = []
-                if len(self._task_logs) >= self.rate_limit:
-                    waits.append(self._task_logs[0] + self.period)
-                if len(self._burst_logs) >= burst_cap:
-                    waits.append(self._burst_logs[0] + self.period / BURST_SLICES)
-                if not waits:
-                    break
-                await self._clock.sleep(max(max(waits) - self._clock.monotonic(), 0.0) + _EPSILON)
-            now = self._clock.monotonic()
-            self._task_logs.append(now)
-            self._burst_logs.append(now)
+            await self._take()
+
+    async def acquire_retry(self) -> None:
+        """Take a slot for the retry of a call that was refused (throttled) or failed, without queueing.
+
+        The retry does not go to the back of the line of every call waiting for this budget: it competes
+        only with the one call at the head of it, so a stray throttle costs its call a retry wait, not a
+        second trip through the whole queue (at 100/s with hundreds of items waiting, seconds).
+        """
+        await self._take()
+
+    async def _take(self) -> None:
+        while True:
+            self._recover()
+            self.flush()
+            burst_cap = -(-int(self.rate_limit) // BURST_SLICES)
+            waits = []
+            if len(self._task_logs) >= self.rate_limit:
+                waits.append(self._task_logs[0] + self.period)
+            if len(self._burst_logs) >= burst_cap:
+                waits.append(self._burst_logs[0] + self.period / BURST_SLICES)
+            if not waits:
+                break
+            if self._grow():
+                continue
+            await self._clock.sleep(max(max(waits) - self._clock.monotonic(), 0.0) + _EPSILON)
+        now = self._clock.monotonic()
+        self._task_logs.append(now)
+        self._burst_logs.append(now)
 
     def on_throttled(self, stated_limit: int | None = None) -> None:
-        """Slow down after a throttle answer: halve the rate, and never exceed a limit the server stated."""
+        """Take a throttle answer into account; ``stated_limit`` is the limit its message gave, if any.
+
+        A stated limit caps the rate and the ceiling (never above the configured rate, unless discovering);
+        the rate is cut only when throttles are sustained (see the module docstring).
+        """
         self.throttles += 1
-        if stated_limit is not None and stated_limit >= 1:
-            self.ceiling = min(self.configured, stated_limit)
         now = self._clock.monotonic()
+        stated = stated_limit if stated_limit is not None and stated_limit >= 1 else None
+        if self.discovery and self.discovered is None:
+            # The first throttle ends the probe: settle at the stated limit, or back at the last rate that held.
+            self.discovered = (
+                stated if stated is not None else max(self.configured, int(self.rate_limit / GROWTH))
+            )
+            self.ceiling = self.discovered
+            self.rate_limit = self.discovered
+            self._last_change = now
+            return
+        if stated is not None:
+            self.ceiling = min(self.discovered or self.configured, stated)
+            if self.rate_limit > self.ceiling:  # down to the stated limit at once: that is this window's cut
+                self.rate_limit = self.ceiling
+                self._last_decrease = self._last_change = now
+        recent = self._recent_throttles
+        recent.append(now)
+        while recent and now - recent[0] >= self.period:
+            recent.popleft()
+        self.flush()
+        sustained = len(recent) >= max(STRAY_LIMIT, SHARE * len(self._task_logs))
         # Many calls of one window are throttled together: that is one signal, so decrease once per period.
-        if now - self._last_decrease < self.period:
+        if not sustained or now - self._last_decrease < self.period:
             self.rate_limit = min(self.rate_limit, self.ceiling)
             return
         self._last_decrease = now
         self.rate_limit = max(1, min(self.ceiling, int(self.rate_limit * DECREASE)))
         self._last_change = now
+
+    def _grow(self) -> bool:
+        """Discovery: with more demand than rate and no throttle yet, raise the rate once per window."""
+        if not self.discovery or self.discovered is not None:
+            return False
+        now = self._clock.monotonic()
+        if now - self._last_growth < self.period:
+            return False
+        self._last_growth = now
+        self.rate_limit = max(int(self.rate_limit) + 1, int(self.rate_limit * GROWTH))
+        self.ceiling = max(self.ceiling, int(self.rate_limit))
+        return True
 
     def _recover(self) -> None:
         # Additive increase: a step per quiet period, back up to the ceiling.
@@ -118,9 +184,12 @@ class RateBudget(Throttler):
 class Budgets:
     """One ``RateBudget`` per action, shared by every coroutine of a client."""
 
-    def __init__(self, rates: Mapping[str, int], clock: Clock, *, period: float = WINDOW) -> None:
+    def __init__(
+        self, rates: Mapping[str, int], clock: Clock, *, period: float = WINDOW, discovery: bool = False
+    ) -> None:
         self._budgets = {
-            action: RateBudget(rate, clock, period=period, name=action) for action, rate in rates.items()
+            action: RateBudget(rate, clock, period=period, name=action, discovery=discovery)
+            for action, rate in rates.items()
         }
 
     def __getitem__(self, action: str) -> RateBudget:

@@ -34,9 +34,11 @@ def fast_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def creds(monkeypatch: pytest.MonkeyPatch, fast_config: Path) -> None:
-    """The documentation's example key pair in the environment, and fast polls."""
+    """The documentation's example key pair in the environment, fast polls, and task-only confirmation
+    (the scripted exchanges these tests replay answer task queries, not descriptions)."""
     monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", DOC_SECRET_ID)
     monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", DOC_SECRET_KEY)
+    fast_config.write_text('confirm = "task"\n' + FAST_TOML)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ SERVED = {"enis": 8, "ips_per_eni": 3, "seed": 5}
 
 # The keys of every outcome line, from batch and unassign alike ("decisions" and "line" when there are any).
 SCHEMA = {
-    "vpc_id", "eni_id", "ips", "status", "released", "not_released", "unknown", "absent",
+    "vpc_id", "eni_id", "ips", "status", "released", "not_released", "unknown", "absent", "confirmed_by",
     "task_ids", "request_ids", "error", "attempts", "elapsed_s",
 }  # fmt: skip
 

@@ -58,7 +58,7 @@ def sent_in_order(m: Mocked) -> list[str]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[EniClient]:
-    settings = Settings(poll=PollPolicy(first=1.0, initial=0.5, timeout=60.0))
+    settings = Settings(confirm="task", poll=PollPolicy(first=1.0, initial=0.5, timeout=60.0))
     async with EniClient(CREDS, settings, clock=FakeClock()) as c:
         yield c
 

@@ -309,7 +309,7 @@ DESCRIBE_ANSWER = {
 
 
 def test_parse_describe_page() -> None:
-    """A page gives each ENI's primary IP, its other IPs in order (DELETING too) and EIP ids by IP."""
+    """A page gives each ENI's primary IP, its other IPs in order (DELETING too), EIP ids and states by IP."""
     page = DIALECT.parse_describe(_answer(DESCRIBE_ANSWER))
     assert page == DescribePage(
         enis=(
@@ -319,6 +319,12 @@ def test_parse_describe_page() -> None:
                 primary_ip="10.0.0.1",
                 secondary_ips=("10.0.0.5", "10.0.0.2", "10.0.0.3"),
                 eips={"10.0.0.1": "eip-primary", "10.0.0.2": "eip-abc123"},
+                ip_states={
+                    "10.0.0.1": "AVAILABLE",
+                    "10.0.0.5": "AVAILABLE",
+                    "10.0.0.2": "DELETING",
+                    "10.0.0.3": "AVAILABLE",
+                },
             ),
             EniInfo(vpc_id="vpc-7t9nf3pu", eni_id="eni-empty", primary_ip="10.0.1.1", secondary_ips=()),
         ),

@@ -637,7 +637,8 @@ def _actions(m: Mocked) -> list[str]:
 
 
 async def _one_item_batch(m: Mocked) -> Outcome:
-    settings = Settings(poll=PollPolicy(first=1.0, initial=0.5, timeout=60.0))
+    # These exchanges script task queries, as task-only confirmation asks them.
+    settings = Settings(confirm="task", poll=PollPolicy(first=1.0, initial=0.5, timeout=60.0))
     async with EniClient(Credentials(SECRET_ID, SECRET_KEY), settings, clock=FakeClock()) as client:
         outcomes = [o async for o in client.unassign_many([Item(VPC, ENI, ("10.0.0.2",))])]
     assert len(outcomes) == 1

@@ -353,7 +353,7 @@ def test_signals_reach_stoppers_first_gracefully_then_at_once(capsys: pytest.Cap
     """The first signal asks stoppers to stop with a grace, the second at once; the exit code is 128+signal."""
     import signal
 
-    from eni_async.cli import Interruption
+    from eni_async.terminal import Interruption
 
     state = Interruption()
     calls: list[bool] = []

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def calls(records: list[logging.LogRecord], action: str) -> list[logging.LogReco
 async def test_every_call_is_logged_at_debug_with_its_details(caplog: pytest.LogCaptureFixture) -> None:
     """Each API call logs action, subject (ENI or task), request id, attempt, latency and result at DEBUG."""
     caplog.set_level(logging.DEBUG, logger="eni_async")
-    async with world(settings=V3) as w:
+    async with world(settings=replace(V3, confirm="task")) as w:
         item = w.items()[0]
         await w.client.describe_eni(item.eni_id)
         result = await w.client.unassign(item.vpc_id, item.eni_id, item.ips)

@@ -21,14 +21,15 @@ from prometheus_client import CollectorRegistry
 from eni_async.cli import main
 from eni_async.client import EniClient
 from eni_async.clock import FakeClock
-from eni_async.dialects import TASK_QUERY, UNASSIGN
+from eni_async.dialects import DESCRIBE, TASK_QUERY, UNASSIGN
 from eni_async.errors import ConfigError
-from eni_async.metrics import Metrics, endpoint_from, register_simulator
+from eni_async.metrics import Metrics, endpoint_from
 from eni_async.models import TaskStatus
 from eni_async.policy import PollPolicy
 from eni_async.settings import Settings
 from eni_async.simulator import Simulator, SimulatorConfig, running
 from eni_async.simulator.command import add_arguments, serve
+from eni_async.simulator.metrics import register_simulator
 from tests.batchhelpers import World
 from tests.conftest import FAST_TOML
 
@@ -55,10 +56,13 @@ async def test_a_batch_counts_calls_tasks_and_latencies() -> None:
     """After a batch, calls by action and code, tasks by status and both histograms match what was done."""
     async with metered() as (w, registry):
         outcomes = [o async for o in w.client.unassign_many(w.items())]
-        queries = w.sim.stats()["requests"][TASK_QUERY]
+        requests = w.sim.stats()["requests"]
     assert {o.status for o in outcomes} == {"succeeded"}
     assert value(registry, "eni_async_calls_total", action=UNASSIGN, code="Success") == 6
-    assert value(registry, "eni_async_calls_total", action=TASK_QUERY, code="Success") == queries
+    for action in (TASK_QUERY, DESCRIBE):
+        assert value(registry, "eni_async_calls_total", action=action, code="Success") == requests.get(
+            action, 0
+        )
     assert value(registry, "eni_async_call_latency_seconds_count", action=UNASSIGN) == 6
     assert value(registry, "eni_async_tasks_total", status="SUCCESS") == 6
     assert value(registry, "eni_async_task_latency_seconds_count") == 6

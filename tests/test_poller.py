@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import random
@@ -381,3 +382,53 @@ async def test_a_task_never_readable_times_out_with_its_last_known_status() -> N
     with pytest.raises(TaskTimeoutError) as info:
         await _poll(task, timeout=30.0)
     assert info.value.last_status == "RUNNING"
+
+
+@pytest.mark.parametrize("burst", [16, 64, 1000])
+def test_a_burst_of_running_answers_moves_the_delay_one_step(burst: int) -> None:
+    """Many tasks first asked at one delay and all still RUNNING grow it once, not once per answer."""
+    tracker = _tracker([1.0] * 8)
+    used = tracker.estimate()
+    assert used is not None
+    for _ in range(burst):
+        tracker.first_answer(done=False, delay=used)
+    grown = tracker.estimate()
+    assert grown == pytest.approx(used * (1 + tracker.step * (1 - tracker.running) / tracker.running))
+
+
+@pytest.mark.parametrize("burst", [16, 64, 1000])
+def test_a_burst_of_done_answers_moves_the_delay_one_step(burst: int) -> None:
+    """Many tasks first asked at one delay and all done shrink it once, not to nothing."""
+    tracker = _tracker([1.0] * 8)
+    used = tracker.estimate()
+    assert used is not None
+    for _ in range(burst):
+        tracker.first_answer(done=True, delay=used)
+    assert tracker.estimate() == pytest.approx(used * (1 - tracker.step))
+
+
+@pytest.mark.parametrize("burst", [16, 64, 1000])
+def test_bursts_of_running_answers_never_pass_twice_the_95th_percentile(burst: int) -> None:
+    """Burst after burst of RUNNING answers, the delay stays within twice the p95 of observed latencies."""
+    tracker = _tracker([0.5, 0.8, 1.0, 1.0, 1.2, 1.5, 2.0, 3.0])
+    for _ in range(50):
+        used = tracker.estimate()
+        assert used is not None
+        for _ in range(burst):
+            tracker.first_answer(done=False, delay=used)
+    bound = tracker.bound()
+    assert bound == pytest.approx(2 * 3.0)
+    assert tracker.estimate() == pytest.approx(bound)
+
+
+async def test_simultaneous_first_queries_do_not_compound_the_delay() -> None:
+    """1,000 tasks polled at once, all RUNNING at their first query, leave the delay one step up."""
+    clock = FakeClock()
+    tracker = _tracker([1.0] * 8)
+    before = tracker.estimate()
+    assert before is not None
+    tasks = [ScriptedTask(clock, [RUNNING, SUCCESS]) for _ in range(1000)]
+    await asyncio.gather(*(_poll(task, tracker=tracker, submitted_at=0.0) for task in tasks))
+    after = tracker.estimate()
+    assert after is not None
+    assert after <= before * (1 + tracker.step * (1 - tracker.running) / tracker.running) + 1e-9

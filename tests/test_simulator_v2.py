@@ -256,9 +256,16 @@ async def test_unassign_task_runs_then_releases_ips_and_eips() -> None:
     after = first_eni(sim)
     assert after["secondary_ips"] == eni["secondary_ips"][2:]
     assert not set(ips) & set(after["eips"])
-    assert sim.ground_truth()["tasks"] == [
-        {"task_id": str(task_id), "eni_id": eni["eni_id"], "ips": ips, "status": "SUCCESS"}
-    ]
+    (task,) = sim.ground_truth()["tasks"]
+    assert task | {"started_s": 0.0, "latency_s": 0.0} == {
+        "task_id": str(task_id),
+        "eni_id": eni["eni_id"],
+        "ips": ips,
+        "status": "SUCCESS",
+        "started_s": 0.0,
+        "latency_s": 0.0,
+    }
+    assert task["latency_s"] > 0, "it ran before it released them"
 
 
 async def test_mutex_while_task_runs() -> None:

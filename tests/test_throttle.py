@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from eni_async.clock import FakeClock
-from eni_async.throttle import DECREASE, RECOVERY, WINDOW, Budgets, RateBudget
+from eni_async.throttle import DECREASE, GROWTH, RECOVERY, STRAY_LIMIT, WINDOW, Budgets, RateBudget
 
 
 async def _acquire_times(budget: RateBudget, clock: FakeClock, count: int) -> list[float]:
@@ -108,19 +108,79 @@ async def test_concurrent_acquirers_never_exceed_the_rate() -> None:
     assert _max_in_any_window(times) <= 20
 
 
-def test_throttle_cuts_the_rate() -> None:
-    """A throttle answer cuts the rate to DECREASE of itself, and one in a later period cuts it again."""
+def sustained(budget: RateBudget, stated: int | None = None) -> None:
+    """Throttle ``budget`` enough times at once to count as sustained throttling."""
+    for _ in range(STRAY_LIMIT):
+        budget.on_throttled(stated)
+
+
+def test_a_stray_throttle_does_not_cut_the_rate() -> None:
+    """One or two throttle answers in a window (a fault, a neighbour's burst) leave the rate as it was."""
     clock = FakeClock()
     budget = RateBudget(100, clock)
+    for _ in range(STRAY_LIMIT - 1):
+        budget.on_throttled()
+    assert budget.rate == 100
+    clock.advance(1.1)
     budget.on_throttled()
+    assert budget.rate == 100, "throttles of an earlier window no longer count"
+
+
+async def test_stray_throttles_among_many_calls_do_not_cut_the_rate() -> None:
+    """Throttles below ``SHARE`` of a busy window's calls are strays, even more than ``STRAY_LIMIT`` of them."""
+    clock = FakeClock()
+    budget = RateBudget(100, clock)
+    await _acquire_times(budget, clock, 100)
+    for _ in range(STRAY_LIMIT):
+        budget.on_throttled()
+    assert budget.rate == 100
+
+
+def test_sustained_throttles_cut_the_rate() -> None:
+    """Throttles that keep coming cut the rate to DECREASE of itself, once per period, and again later."""
+    clock = FakeClock()
+    budget = RateBudget(100, clock)
+    sustained(budget)
     assert budget.rate == int(100 * DECREASE)
     clock.advance(0.5)
-    budget.on_throttled()
+    sustained(budget)
     assert budget.rate == int(100 * DECREASE), "throttles within one period are one signal"
     clock.advance(0.6)
-    budget.on_throttled()
+    sustained(budget)
     assert budget.rate == int(int(100 * DECREASE) * DECREASE)
-    assert budget.throttles == 3
+    assert budget.throttles == 3 * STRAY_LIMIT
+
+
+async def test_discovery_probes_up_and_settles_at_the_stated_limit() -> None:
+    """With discovery, a busy budget grows by GROWTH per window until throttled, then holds the stated limit."""
+    clock = FakeClock()
+    budget = RateBudget(10, clock, discovery=True)
+    await _acquire_times(budget, clock, 60)
+    assert budget.rate > 10 * GROWTH, "grew while demand exceeded the rate"
+    budget.on_throttled(37)
+    assert (budget.rate, budget.ceiling, budget.discovered) == (37, 37, 37)
+    clock.advance(5.0)
+    await _acquire_times(budget, clock, 200)
+    assert budget.rate == 37, "no more probing once a limit was stated"
+
+
+async def test_without_discovery_the_rate_never_exceeds_the_configured() -> None:
+    """By default a busy budget stays at its configured rate, and a stated higher limit does not raise it."""
+    clock = FakeClock()
+    budget = RateBudget(10, clock)
+    await _acquire_times(budget, clock, 60)
+    budget.on_throttled(37)
+    assert (budget.rate, budget.ceiling) == (10, 10)
+
+
+async def test_an_idle_budget_does_not_probe() -> None:
+    """Discovery grows only a budget that had to wait: an idle one keeps its rate."""
+    clock = FakeClock()
+    budget = RateBudget(10, clock, discovery=True)
+    for _ in range(20):
+        clock.advance(0.5)
+        await budget.acquire()
+    assert budget.rate == 10
 
 
 def test_throttle_never_goes_below_one() -> None:
@@ -128,7 +188,7 @@ def test_throttle_never_goes_below_one() -> None:
     clock = FakeClock()
     budget = RateBudget(1, clock)
     for _ in range(3):
-        budget.on_throttled()
+        sustained(budget)
         clock.advance(1.0)
     assert budget.rate == 1
 
@@ -137,16 +197,16 @@ def test_throttle_never_goes_below_one() -> None:
     ("configured", "stated", "rate", "ceiling"),
     [
         (100, 20, 20, 20),
-        (100, 80, 70, 80),
+        (100, 80, 80, 80),
         (20, 8, 8, 8),
         (20, 100, 14, 20),
         (20, 0, 14, 20),
     ],
 )
 def test_throttle_respects_a_stated_limit(configured: int, stated: int, rate: int, ceiling: int) -> None:
-    """A limit the server states caps the rate and the ceiling, but never raises them above the configuration."""
+    """A stated limit caps the rate and the ceiling at once (never above the configuration); more throttles cut."""
     budget = RateBudget(configured, FakeClock())
-    budget.on_throttled(stated)
+    sustained(budget, stated)
     assert (budget.rate, budget.ceiling) == (rate, ceiling)
 
 
@@ -155,7 +215,7 @@ async def test_cut_rate_applies_to_the_next_window() -> None:
     clock = FakeClock()
     budget = RateBudget(20, clock)
     await _acquire_times(budget, clock, 20)
-    budget.on_throttled()
+    sustained(budget)
     before = await _acquire_times(budget, clock, 0)
     times = await _acquire_times(budget, clock, 30)
     assert before == []
@@ -169,7 +229,7 @@ async def test_recovery_adds_a_step_per_quiet_period() -> None:
     """Each full quiet period after a throttle adds RECOVERY of the configured rate back."""
     clock = FakeClock()
     budget = RateBudget(100, clock)
-    budget.on_throttled()
+    sustained(budget)
     clock.advance(0.99)
     await budget.acquire()
     assert budget.rate == 70
@@ -185,7 +245,7 @@ async def test_recovery_step_is_at_least_one() -> None:
     """A small budget still recovers by one per quiet period."""
     clock = FakeClock()
     budget = RateBudget(10, clock)
-    budget.on_throttled()
+    sustained(budget)
     assert budget.rate == 7
     clock.advance(2.0)
     await budget.acquire()
@@ -196,7 +256,7 @@ async def test_recovery_stops_at_the_configured_rate() -> None:
     """Recovery never takes the rate above the configured rate."""
     clock = FakeClock()
     budget = RateBudget(20, clock)
-    budget.on_throttled()
+    sustained(budget)
     clock.advance(1000.0)
     await budget.acquire()
     assert budget.rate == 20
@@ -206,9 +266,9 @@ async def test_recovery_stops_at_a_stated_limit() -> None:
     """After the server states a limit, recovery stops there, below the configured rate."""
     clock = FakeClock()
     budget = RateBudget(100, clock)
-    budget.on_throttled(20)
+    sustained(budget, 20)
     clock.advance(1.0)
-    budget.on_throttled()
+    sustained(budget)
     assert budget.rate == 14
     clock.advance(1000.0)
     await budget.acquire()
@@ -219,7 +279,7 @@ async def test_recovery_counts_quiet_time_between_uneven_calls() -> None:
     """Quiet time is not lost between calls that fall mid-period: 4.2 s without a throttle add back 4 steps."""
     clock = FakeClock()
     budget = RateBudget(100, clock)
-    budget.on_throttled()
+    sustained(budget)
     for _ in range(7):
         clock.advance(0.6)
         await budget.acquire()
@@ -231,9 +291,9 @@ async def test_another_throttle_restarts_the_quiet_period() -> None:
     """A second throttle cuts again and recovery counts from it, not from the first."""
     clock = FakeClock()
     budget = RateBudget(100, clock)
-    budget.on_throttled()
+    sustained(budget)
     clock.advance(1.1)
-    budget.on_throttled()
+    sustained(budget)
     clock.advance(0.9)
     await budget.acquire()
     assert budget.rate == 49
@@ -277,3 +337,22 @@ async def test_budgets_are_independent() -> None:
     budgets["A"].on_throttled()
     assert await _acquire_times(budgets["B"], clock, 2) == [0.0, 0.0]
     assert budgets["B"].rate == 20
+
+
+async def test_a_retry_does_not_queue_behind_waiting_calls() -> None:
+    """A retried call takes the next free slot instead of waiting behind every call already queued."""
+    clock = FakeClock()
+    budget = RateBudget(10, clock)
+    queued: list[float] = []
+
+    async def first_timer() -> None:
+        await budget.acquire()
+        queued.append(clock.monotonic())
+
+    waiting = [asyncio.create_task(first_timer()) for _ in range(40)]
+    await asyncio.sleep(0)
+    await budget.acquire_retry()
+    retried_at = clock.monotonic()
+    await asyncio.gather(*waiting)
+    assert retried_at < 1.5, "not after the 40 calls queued before it (4 s of budget)"
+    assert _max_in_any_window([*queued, retried_at]) <= 10

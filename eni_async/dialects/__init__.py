@@ -8,92 +8,35 @@ branches on the dialect.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
-from urllib.parse import urlsplit
+from eni_async.dialects import v2, v3
+from eni_async.dialects.base import (
+    ACTIONS,
+    ASSIGN,
+    DESCRIBE,
+    TASK_QUERY,
+    UNASSIGN,
+    DescribePage,
+    Dialect,
+    SignContext,
+)
 
-from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, Submitted, TaskState
-
-UNASSIGN = "UnassignPrivateIpAddresses"
-TASK_QUERY = "DescribeVpcTaskResult"
-DESCRIBE = "DescribeNetworkInterfaces"
-ASSIGN = "AssignPrivateIpAddresses"
-ACTIONS = (UNASSIGN, TASK_QUERY, DESCRIBE, ASSIGN)
-
-
-@dataclass(frozen=True)
-class SignContext:
-    """Everything a request needs besides its parameters. ``endpoint`` is ``scheme://host[:port]``."""
-
-    credentials: Credentials
-    endpoint: str
-    region: str
-    timestamp: int
-    nonce: int
-    sign_method: str = "HmacSHA256"
-
-    def __repr__(self) -> str:
-        return f"SignContext(endpoint={self.endpoint!r}, region={self.region!r}, timestamp={self.timestamp})"
-
-    @property
-    def host(self) -> str:
-        """The ``Host`` header as sent, with the port when there is one (decisions.md D16)."""
-        return urlsplit(self.endpoint).netloc
-
-
-@dataclass(frozen=True)
-class DescribePage:
-    """One page of DescribeNetworkInterfaces."""
-
-    enis: tuple[EniInfo, ...]
-    total: int
-    request_id: str | None
-
-
-class Dialect(Protocol):
-    """One API dialect: request builders and response parsers, all pure."""
-
-    name: str
-    default_endpoint: str
-    max_describe_limit: int
-
-    def build_unassign(
-        self, ctx: SignContext, vpc_id: str, eni_id: str, ips: Sequence[str]
-    ) -> HttpRequest: ...
-
-    def build_task_query(self, ctx: SignContext, task_id: str) -> HttpRequest: ...
-
-    def build_describe(
-        self,
-        ctx: SignContext,
-        *,
-        vpc_id: str | None = None,
-        eni_ids: Sequence[str] = (),
-        offset: int = 0,
-        limit: int = 20,
-    ) -> HttpRequest: ...
-
-    def parse_unassign(self, response: HttpResponse) -> Submitted:
-        """Return the task started, or raise the typed error (``ApiError`` / ``ProtocolError``)."""
-        ...
-
-    def parse_task_query(self, response: HttpResponse, task_id: str) -> TaskState: ...
-
-    def parse_describe(self, response: HttpResponse) -> DescribePage: ...
+DIALECTS: dict[str, Dialect] = {"v2": v2.DIALECT, "v3": v3.DIALECT}
 
 
 def get_dialect(name: str) -> Dialect:
     """Return the dialect called ``name`` (``v2`` or ``v3``)."""
-    from eni_async.dialects import v2
+    return DIALECTS[name]
 
-    table: dict[str, Dialect] = {"v2": v2.DIALECT}
-    try:
-        from eni_async.dialects import v3
 
-        table["v3"] = v3.DIALECT
-    except ImportError:  # pragma: no cover - v3 lands in its own change
-        pass
-    if name not in table:
-        raise KeyError(name)
-    return table[name]
+__all__ = [
+    "ACTIONS",
+    "ASSIGN",
+    "DESCRIBE",
+    "DIALECTS",
+    "TASK_QUERY",
+    "UNASSIGN",
+    "DescribePage",
+    "Dialect",
+    "SignContext",
+    "get_dialect",
+]

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from eni_async import signing
-from eni_async.dialects import (
+from eni_async.dialects.base import (
     DESCRIBE,
     TASK_QUERY,
     UNASSIGN,
@@ -40,6 +40,9 @@ class V2Dialect:
     name = "v2"
     default_endpoint = "https://vpc.api.qcloud.com"
     max_describe_limit = 50
+    # One ``networkInterfaceId`` per call, or a ``vpcId`` page; no per-IP state is listed (D22).
+    describe_ids_per_call = 1
+    lists_ip_state = False
 
     def __init__(self, method: str = "POST") -> None:
         if method not in ("GET", "POST"):

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from eni_async import errors, signing
-from eni_async.dialects import DESCRIBE, TASK_QUERY, UNASSIGN, DescribePage, SignContext
+from eni_async.dialects.base import DESCRIBE, TASK_QUERY, UNASSIGN, DescribePage, SignContext
 from eni_async.models import EniInfo, HttpRequest, HttpResponse, Submitted, TaskState, TaskStatus
 
 SERVICE = "vpc"
@@ -65,6 +65,9 @@ class V3Dialect:
     name = "v3"
     default_endpoint = "https://vpc.tencentcloudapi.com"
     max_describe_limit = 100
+    # ENI ids one DescribeNetworkInterfaces call can name, and whether it lists each IP's ``State`` (D22).
+    describe_ids_per_call = 100
+    lists_ip_state = True
 
     def __repr__(self) -> str:
         return "V3Dialect()"
@@ -176,9 +179,13 @@ def _eni(item: Mapping[str, Any], request_id: str) -> EniInfo:
     primary_ip: str | None = None
     secondary: list[str] = []
     eips: dict[str, str] = {}
+    states: dict[str, str] = {}
     for entry in _field(item, "PrivateIpAddressSet", list, DESCRIBE, request_id):
         spec = _as(entry, dict, "PrivateIpAddressSet[]", DESCRIBE, request_id)
         ip = _field(spec, "PrivateIpAddress", str, DESCRIBE, request_id)
+        state = _optional(spec, "State", str, DESCRIBE, request_id)
+        if state:
+            states[ip] = state.upper()
         if _optional(spec, "Primary", bool, DESCRIBE, request_id):
             primary_ip = ip
         else:
@@ -192,6 +199,7 @@ def _eni(item: Mapping[str, Any], request_id: str) -> EniInfo:
         primary_ip=primary_ip,
         secondary_ips=tuple(secondary),
         eips=eips,
+        ip_states=states,
     )
 
 

@@ -17,12 +17,13 @@ import signal
 import sys
 from typing import Any
 
-from eni_async import metrics
+from eni_async import prometheus
 from eni_async.errors import ConfigError, InputError
 from eni_async.simulator.app import Simulator
 from eni_async.simulator.config import SimulatorConfig
 from eni_async.simulator.faults import FaultProfile, load_fault_profile
 from eni_async.simulator.limits import DEFAULT_RATE_LIMITS
+from eni_async.simulator.metrics import register_simulator
 from eni_async.simulator.server import running
 
 
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--secret-id", default=None, help="SecretId to accept (default: a generated pair)")
     parser.add_argument("--secret-key", default=None, help="SecretKey for --secret-id")
-    metrics.add_arguments(parser)
+    prometheus.add_arguments(parser)
 
 
 def parse_latency(text: str) -> tuple[float, float]:
@@ -129,11 +130,11 @@ async def serve(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     async with (
-        metrics.endpoint_from(args) as endpoint,
+        prometheus.endpoint_from(args) as endpoint,
         running(sim, host=args.host, port=args.port) as server,
     ):
         if endpoint is not None:
-            metrics.register_simulator(sim, endpoint.registry)
+            register_simulator(sim, endpoint.registry)
         installed: list[signal.Signals] = []
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -67,3 +67,4 @@ class Task:
     released_on_failure: tuple[str, ...] = ()
     status: TaskStatus = TaskStatus.RUNNING
     output: str = ""
+    started_at: float = 0.0  # the simulator clock's monotonic time when the task was accepted

@@ -117,8 +117,10 @@ class World:
                 released = tuple(self.task_rng.sample(list(ips), count))
         if fate.kind != "normal":
             self.fault_counts[fate.kind] += 1
-        task = Task(task_id, kind, eni, tuple(ips), self.clock.monotonic() + latency, outcome, released)
+        now = self.clock.monotonic()
+        task = Task(task_id, kind, eni, tuple(ips), now + latency, outcome, released)
         task.output = output
+        task.started_at = now
         self.tasks[task_id] = task
         eni.task = task
         self.task_counts[TaskStatus.RUNNING] += 1
@@ -267,7 +269,16 @@ class World:
             for eni in self.all_enis
         ]
         tasks = [
-            {"task_id": t.task_id, "eni_id": t.eni.eni_id, "ips": list(t.ips), "status": str(t.status)}
+            {
+                "task_id": t.task_id,
+                "eni_id": t.eni.eni_id,
+                "ips": list(t.ips),
+                "status": str(t.status),
+                # When it was accepted and how long it ran (seconds, simulator clock): benchmarks derive the
+                # best makespan any client could have reached from these.
+                "started_s": round(t.started_at, 6),
+                "latency_s": round(max(0.0, t.ends_at - t.started_at), 6),
+            }
             for t in self.tasks.values()
         ]
         return {"enis": enis, "tasks": tasks}
