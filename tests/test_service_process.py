@@ -36,9 +36,6 @@ LIMITS = {
 CONFIG = """
 grace = {grace}
 [poll]
-# The adaptive first-query delay grows without bound when many resumed tasks are polled at once (a known
-# problem of the per-task poller); these tests are about the service, so they poll on a fixed schedule.
-adaptive = false
 first = 0.2
 initial = 0.1
 maximum = 0.3
