@@ -1,4 +1,4 @@
-"""Benchmarks of eni_async against its peers (issue 7, item 2); never part of the test run.
+"""Benchmarks of eni_async against its peers; never part of the test run.
 
 Run ``python bench/run.py`` (or ``--quick`` for a smoke run) from the repository root with the ``bench``
 dependencies installed (matplotlib). Three benchmarks, each against ``eni-async simulate`` in its own

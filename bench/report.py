@@ -89,7 +89,7 @@ def scale_table(data: dict[str, Any]) -> str:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue 7 with the measured value and whether it is met."""
+    """Each benchmark target with the measured value and whether it is met."""
     checks: list[dict[str, Any]] = []
 
     def check(name: str, value: float, limit: float, shown: str) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from eni_async import __version__, cli_batch
 from eni_async.credentials import load_credentials
 from eni_async.errors import EniAsyncError, InputError, error_code, error_info
-from eni_async.settings import Settings, load_settings
+from eni_async.settings import Settings, defaults_file, load_settings, settings_as_dict
 from eni_async.terminal import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -82,9 +82,35 @@ def _log_options(parser: argparse.ArgumentParser) -> None:
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", help="API endpoint, scheme://host[:port] (default: the dialect's)")
-    parser.add_argument("--region", help="region, e.g. ap-guangzhou")
+    parser.add_argument(
+        "--region",
+        help="region, e.g. ap-guangzhou (default: $TENCENTCLOUD_REGION, the settings file, the profile's "
+        "region, ap-guangzhou)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="credentials profile: the [NAME] section of ~/.tencentcloud/credentials and tccli's "
+        "~/.tccli/NAME.credential (default: $TCCLI_PROFILE, else default)",
+    )
     parser.add_argument("--dialect", choices=["v2", "v3"], help="API 2.0 (v2, default) or API 3.0 (v3)")
     parser.add_argument("--config", metavar="FILE", help="settings file (TOML); also $ENI_ASYNC_CONFIG")
+    parser.add_argument(
+        "--shared-quota",
+        metavar="URL",
+        help="share the account's rate limits with other processes through Redis (redis://HOST:PORT/DB)",
+    )
+
+
+SETTINGS_HELP = """\
+settings: defaults, then the file (--config FILE or $ENI_ASYNC_CONFIG), then ENI_ASYNC_* variables, then
+options. Every key of 'eni-async config --defaults' has a variable: ENI_ASYNC_ and the key in capitals, a
+section's key joined with _ (ENI_ASYNC_REGION, ENI_ASYNC_RATE_LIMITS_TASK_QUERY=6.5, ENI_ASYNC_POLL_ADAPTIVE=false).
+profile: --profile > ENI_ASYNC_PROFILE > TCCLI_PROFILE > file > default.
+region: --region > ENI_ASYNC_REGION > TENCENTCLOUD_REGION > file > the profile's region > ap-guangzhou
+(-v logs the one chosen and where it came from).
+
+example: eni-async demo"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="eni-async",
         description="Release secondary private IPs from Tencent Cloud ENIs.",
-        epilog="example: eni-async demo",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"eni-async {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-v INFO, -vv DEBUG)")
@@ -164,7 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
             "Print a journal's items by state and outcome as one JSON object.",
             "eni-async status batch.journal",
             cli_batch.add_status_arguments,
-            _with_settings(cli_batch.run_status),
+            cli_batch.run_status,
+        ),
+        Command(
+            "config",
+            "print the settings in force, or the documented defaults",
+            "Print the settings in force (file, ENI_ASYNC_* variables and options applied) as one JSON "
+            "object, or with --defaults the documented settings file, every key with its default.",
+            "eni-async config --defaults > my-settings.toml",
+            _add_config_arguments,
+            _run_config,
+            client_options=True,
         ),
     ):
         sub = commands.add_parser(
@@ -199,6 +236,21 @@ def _add_unassign_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, help="seconds to wait for each task")
 
 
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--defaults", action="store_true", help="print the documented settings file (TOML) and exit"
+    )
+
+
+async def _run_config(args: argparse.Namespace) -> int:
+    if args.defaults:
+        sys.stdout.write(defaults_file())
+        sys.stdout.flush()
+        return EXIT_OK
+    emit(settings_as_dict(settings_from(args)))
+    return EXIT_OK
+
+
 def _with_settings(
     run: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]],
 ) -> Handler:
@@ -211,7 +263,7 @@ def _with_settings(
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the file and environment, then the command-line options."""
     overrides: dict[str, Any] = {}
-    for name in ("endpoint", "region", "dialect"):
+    for name in ("endpoint", "region", "dialect", "profile", "shared_quota"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -351,7 +403,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except EniAsyncError as exc:
         info = error_info(exc)
-        fields = {"code": info["code"], "request_id": getattr(exc, "request_id", None)}
+        fields = {key: info[key] for key in ("code", "request_id") if key in info}
         tell(f"eni-async: error: {info['message']}", as_json=as_json, level=logging.ERROR, **fields)
         return EXIT_FAILED
     except (OutputError, BrokenPipeError) as exc:  # a closed pipe (`| head`) or a full disk: one line

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from eni_async import metrics as metrics_cli
 from eni_async.client import EniClient
 from eni_async.credentials import load_credentials
-from eni_async.errors import InputError
+from eni_async.errors import ConfigError, InputError
 from eni_async.inputs import count_lines, read_items
 from eni_async.journal import Journal, JournalError
 from eni_async.metrics import Metrics, MetricsEndpoint
@@ -171,10 +171,17 @@ def _output(path: str | None, *, append: bool = False) -> Iterator[TextIO]:
             raise OutputError(path, exc) from None
 
 
-def write_line(out: TextIO, data: dict[str, Any], *, path: str | None = None) -> None:
-    """One outcome as one JSON line, flushed at once so that a crash or a reader loses nothing."""
+def write_line(
+    out: TextIO, data: dict[str, Any], *, path: str | None = None, bar: Progress | None = None
+) -> None:
+    """One outcome as one JSON line, flushed at once so that a crash or a reader loses nothing; with a
+    ``bar``, written around it (never on the bar's line when both share a terminal)."""
+    text = json.dumps(data, ensure_ascii=False) + "\n"
     try:
-        out.write(json.dumps(data, ensure_ascii=False) + "\n")
+        if bar is None:
+            out.write(text)
+        else:
+            bar.write(out, text)
         out.flush()
     except OSError as exc:
         raise OutputError(path or getattr(out, "name", None), exc) from None
@@ -209,7 +216,7 @@ async def run_items(
         if out is None:
             kept.append(data)
         else:
-            write_line(out, data)
+            write_line(out, data, bar=bar)
 
     for outcome in settled:
         summary.add(outcome)
@@ -462,7 +469,7 @@ async def run_resume(args: argparse.Namespace, settings: Settings) -> int:
         )
 
 
-async def run_status(args: argparse.Namespace, settings: Settings) -> int:
+async def run_status(args: argparse.Namespace) -> int:
     """``eni-async status``: a journal's items by state and by outcome, or with ``--outcomes`` every
     finished outcome as JSON Lines. Reads the journal only (no lock, no settings used)."""
     with _journal_errors():
@@ -495,12 +502,16 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.enis < 1 or args.ips_per_eni < 1:
         raise InputError("--enis/--ips-per-eni", f"{args.enis}/{args.ips_per_eni}", "must be at least 1")
+    try:
+        faults = load_fault_profile(args.faults)
+    except ConfigError as exc:
+        raise ConfigError("--faults", args.faults, exc.reason) from None
     config = SimulatorConfig(
         enis=args.enis,
         ips_per_eni=args.ips_per_eni,
         seed=args.seed,
         task_latency=_latency(args.task_latency),
-        faults=load_fault_profile(args.faults),
+        faults=faults,
     )
     sim = Simulator(config)
     show = _show_progress(args)

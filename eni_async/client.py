@@ -1,8 +1,9 @@
 """``EniClient``: the one place where dialect, signing, transport, throttle and policies meet.
 
-A client is an async context manager that owns (or borrows) one aiohttp session and one set of rate budgets,
-and is safe to share between many coroutines. Every call goes: budget -> sign -> send -> parse, inside a
-tenacity retrier built from the retry table. A mutating call is retried only when it surely had no effect
+A client is an async context manager that owns (or borrows) one aiohttp session and one set of rate budgets
+(in memory, or with ``shared_quota`` in Redis, shared with other processes), and is safe to share between
+many coroutines. Every call goes: budget -> sign -> send -> parse, inside a tenacity retrier built from the
+retry table. A mutating call is retried only when it surely had no effect
 (throttled, never connected); after an ambiguous failure it raises ``OutcomeUnknownError`` carrying what was
 sent, so the caller can look before resubmitting.
 
@@ -61,13 +62,14 @@ from eni_async.models import UnassignResult as UnassignResult
 from eni_async.policy import retrier, retryable
 from eni_async.poller import LatencyTracker, poll_until_done
 from eni_async.reconcile import StopSubmitting
-from eni_async.settings import Settings
+from eni_async.settings import Settings, mask_url
 from eni_async.throttle import Budgets
 from eni_async.tracker import Tracker
 from eni_async.transport import AiohttpTransport
 
 if TYPE_CHECKING:
     from eni_async.metrics import Metrics
+    from eni_async.shared_quota import SharedBudgets
 
 log = logging.getLogger("eni_async")
 
@@ -105,7 +107,7 @@ class EniClient:
         self.dialect: Dialect = get_dialect(settings.dialect)
         self.endpoint = settings.resolved_endpoint
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.budgets = Budgets(settings.rate_limits.by_action(), self.clock, discovery=settings.discovery)
+        self.budgets: Budgets | SharedBudgets = self._make_budgets(credentials)
         self.latencies = LatencyTracker()
         self._tracker: Tracker | None = None
         self._sent_at: dict[str, float] = {}
@@ -126,9 +128,32 @@ class EniClient:
             f"secret_id={self._credentials.secret_id!r})"
         )
 
+    def _make_budgets(self, credentials: Credentials) -> Budgets | SharedBudgets:
+        """In-memory budgets, or with ``shared_quota`` budgets in Redis (only then is ``redis`` imported)."""
+        rates = self.settings.rate_limits.by_action()
+        if not self.settings.shared_quota:
+            return Budgets(rates, self.clock, discovery=self.settings.discovery)
+        try:
+            from eni_async.shared_quota import SharedBudgets, account_key
+        except ImportError as exc:
+            raise ConfigError(
+                "shared_quota",
+                mask_url(self.settings.shared_quota),
+                f"needs the redis package (pip install 'eni-async[redis]'): {exc}",
+            ) from None
+        return SharedBudgets(
+            rates,
+            self.clock,
+            url=self.settings.shared_quota,
+            account=account_key(credentials.secret_id, self.settings.quota_key),
+            region=self.settings.region,
+        )
+
     # -- lifecycle ------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        if not isinstance(self.budgets, Budgets):
+            await self.budgets.open()  # Redis unreachable at start: a ConfigError naming the URL
         if self._session is None:
             ssl: bool | ssl_module.SSLContext = self._ssl_option()
             connector = aiohttp.TCPConnector(
@@ -151,9 +176,12 @@ class EniClient:
         return self._tracker
 
     async def close(self) -> None:
-        """Stop the tracker (tasks still watched end ``unknown``); close the session if this client opened it."""
+        """Stop the tracker (tasks still watched end ``unknown``); close the session if this client opened it,
+        and the connections to a shared quota."""
         if self._tracker is not None:
             await self._tracker.close()
+        if not isinstance(self.budgets, Budgets):
+            await self.budgets.close()
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None

@@ -313,7 +313,7 @@ class TaskFailedError(EniAsyncError):
 
 # Business codes (API 2.0 ``codeDesc`` and API 3.0 ``Error.Code``) -> class, matched exactly.
 CODE_CLASSES: Mapping[str, type[ApiError]] = {
-    # API 2.0 codeDesc strings (decisions.md table)
+    # API 2.0 codeDesc strings (docs/protocol.md, the error table)
     "InvalidVpc.NotFound": VpcNotFoundError,
     "InvalidNetworkInterface.NotFound": EniNotFoundError,
     "InvalidPrivateip.IsPrimary": PrimaryIpError,
@@ -461,9 +461,13 @@ def error_code(exc: BaseException) -> str:
 
 
 def error_info(exc: BaseException) -> dict[str, str]:
-    """``{"code", "message"}`` for output; the message includes the request id when there is one."""
+    """``{"code", "message"}`` for output, plus ``request_id`` as its own field when there is one (never
+    ``null``: API 2.0 answers carry none); the message names the request id too, for people."""
     message = str(exc)
     request_id = getattr(exc, "request_id", None)
     if request_id and request_id not in message:
         message += f" (request id {request_id})"
-    return {"code": error_code(exc), "message": message}
+    info = {"code": error_code(exc), "message": message}
+    if request_id:
+        info["request_id"] = request_id
+    return info

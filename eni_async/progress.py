@@ -1,11 +1,15 @@
 """What a person watching a batch sees on stderr: a live bar (tqdm) and a summary table at the end.
 
 The bar shows done, failed and in-flight ENIs, the rate and the ETA; it is drawn only when stderr is a
-terminal (or when asked). Nothing here touches stdout, which carries the JSON results.
+terminal (or when asked). The bar never shares a line with other output: a result line written with
+``Progress.write``, and while the bar is drawn every ``eni_async`` log record, clears the bar first and
+redraws it after when it goes to the bar's terminal (stdout and stderr both on one screen).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections import Counter
 from typing import Any, TextIO
@@ -24,15 +28,43 @@ class Progress:
     ) -> None:
         self.stats = stats
         self._bar: tqdm[Any] | None = None
+        self._stream = stream or sys.stderr
+        self._shared: dict[int, bool] = {}
+        self._logger = logging.getLogger("eni_async")
+        self._handlers = self._logger.handlers[:]
         if enabled:
             self._bar = tqdm(
                 total=total,
-                file=stream or sys.stderr,
+                file=self._stream,
                 unit="eni",
                 dynamic_ncols=True,
                 mininterval=0.2,
                 smoothing=0.1,
             )
+            self._logger.handlers[:] = [
+                _AroundBar(h, self) if isinstance(h, logging.StreamHandler) else h for h in self._handlers
+            ]
+
+    def write(self, out: TextIO, text: str) -> None:
+        """Write ``text`` to ``out``; when ``out`` is on the bar's terminal, clear the bar around it."""
+        if self._bar is None or not self._shares_terminal(out):
+            out.write(text)
+            return
+        self._bar.clear()
+        out.write(text)
+        out.flush()
+        self._bar.refresh()
+
+    def _shares_terminal(self, out: TextIO) -> bool:
+        if id(out) not in self._shared:
+            try:
+                same = out.isatty() and os.path.samestat(
+                    os.fstat(out.fileno()), os.fstat(self._stream.fileno())
+                )
+            except (AttributeError, OSError, ValueError):  # no file descriptor (a StringIO, a wrapper)
+                same = False
+            self._shared[id(out)] = same
+        return self._shared[id(out)]
 
     def update(self) -> None:
         """Advance the bar to the batch's counters."""
@@ -45,6 +77,25 @@ class Progress:
         if self._bar is not None:
             self.update()
             self._bar.close()
+            self._logger.handlers[:] = self._handlers
+
+
+class _AroundBar(logging.Handler):
+    """A stream handler's records, written through ``Progress.write`` so they never land on the bar's line."""
+
+    def __init__(self, inner: logging.StreamHandler[TextIO], progress: Progress) -> None:
+        super().__init__(inner.level)
+        self.inner = inner
+        self.progress = progress
+        self.setFormatter(inner.formatter)
+        self.filters = inner.filters[:]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.progress.write(self.inner.stream, self.format(record) + self.inner.terminator)
+            self.inner.flush()
+        except Exception:  # logging must never break the batch; report it the way logging does
+            self.handleError(record)
 
 
 class Summary:

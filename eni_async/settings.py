@@ -1,19 +1,34 @@
-"""Settings: defaults in code, overridden by a TOML file, then by explicit arguments; one frozen value.
+"""Settings: defaults in code, then a TOML file, then ``ENI_ASYNC_*`` variables, then arguments; one frozen value.
 
 ``config/eni-async.toml`` documents every key with its default (a test keeps the two equal). A file comes
-from ``--config FILE`` or ``ENI_ASYNC_CONFIG``; unknown keys and bad values are a ``ConfigError`` naming the
-key. Credentials are read separately (``credentials.py``) and never live in settings.
+from ``--config FILE`` or ``ENI_ASYNC_CONFIG``. Every scalar setting can also be set from the environment as
+``ENI_ASYNC_`` plus its key in capitals, a section's key joined with ``_`` (``ENI_ASYNC_REGION``,
+``ENI_ASYNC_RATE_LIMITS_TASK_QUERY``, ``ENI_ASYNC_POLL_ADAPTIVE=false``); the environment beats the file and
+arguments beat both. Two settings follow Tencent's own tools as well: the profile (``--profile`` >
+``ENI_ASYNC_PROFILE`` > ``TCCLI_PROFILE`` > file > ``default``, as tccli reads ``TCCLI_PROFILE``) and the
+region (``--region`` > ``ENI_ASYNC_REGION`` > ``TENCENTCLOUD_REGION`` > file > the profile's region > the
+default), where the profile's region is the ``region`` key of its section of the credentials file, else
+tccli's ``~/.tccli/<profile>.configure`` (``{"_sys_param": {"region": ...}}``). The chosen region and where
+it came from are logged at INFO. Unknown keys, unknown ``ENI_ASYNC_*`` variables and bad values are a
+``ConfigError`` naming the key (and the closest valid key, when one is close). Credentials are read
+separately (``credentials.py``) and never live in settings.
 """
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
+import difflib
+import json
+import logging
 import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +37,15 @@ from eni_async.dialects import ASSIGN, DESCRIBE, TASK_QUERY, UNASSIGN
 from eni_async.errors import ConfigError
 from eni_async.policy import PollPolicy, RetryPolicy
 
+log = logging.getLogger(__name__)
+
 CONFIG_ENV = "ENI_ASYNC_CONFIG"
+ENV_PREFIX = "ENI_ASYNC_"
+# Variables of Tencent's own tools that eni-async honours too (tccli and the official SDKs read them).
+REGION_ENV = "TENCENTCLOUD_REGION"
+PROFILE_ENV = "TCCLI_PROFILE"
+DEFAULT_PROFILE = "default"
+DEFAULT_REGION = "ap-guangzhou"
 DIALECT_ENDPOINTS = {"v2": "https://vpc.api.qcloud.com", "v3": "https://vpc.tencentcloudapi.com"}
 SIGN_METHODS = ("HmacSHA1", "HmacSHA256")
 # How a submitted task's IPs are confirmed: from the ENI's described state, or from the task's status only.
@@ -40,14 +63,15 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class RateLimits:
-    """Requests per second per action, per SecretId (decisions.md D8)."""
+    """Requests per second per action, per SecretId (docs/protocol.md D8); a fraction (6.5) is allowed, e.g. to
+    share one account's quota between processes."""
 
-    unassign: int = 100
-    task_query: int = 20
-    describe: int = 100
-    assign: int = 100
+    unassign: float = 100
+    task_query: float = 20
+    describe: float = 100
+    assign: float = 100
 
-    def by_action(self) -> dict[str, int]:
+    def by_action(self) -> dict[str, float]:
         """The limits keyed by API action name."""
         return {
             UNASSIGN: self.unassign,
@@ -64,13 +88,16 @@ class Settings:
     ``endpoint`` is ``scheme://host[:port]``; empty means the dialect's documented endpoint. ``proxy`` empty
     means "from the environment" (``HTTPS_PROXY``/``NO_PROXY``). ``ca_file`` empty means the system's trusted
     certificates; otherwise a PEM bundle to trust instead (e.g. a test server's self-signed certificate).
+    ``shared_quota`` is ``redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]``: the rate budgets then live in that
+    Redis, shared by every process of the account (see ``eni_async.shared_quota``); empty means in memory.
+    ``quota_key`` names the account that owns the quota; empty means the SecretId's own.
     """
 
     endpoint: str = ""
-    region: str = "ap-guangzhou"
+    region: str = DEFAULT_REGION
     dialect: str = "v2"
     sign_method: str = "HmacSHA256"
-    profile: str = "default"
+    profile: str = DEFAULT_PROFILE
     proxy: str = ""
     verify_tls: bool = True
     ca_file: str = ""
@@ -81,6 +108,8 @@ class Settings:
     service_max_body: int = 1_048_576
     service_max_unfinished: int = 10_000
     grace: float = 5.0
+    shared_quota: str = ""
+    quota_key: str = ""
     timeouts: Timeouts = field(default_factory=Timeouts)
     rate_limits: RateLimits = field(default_factory=RateLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -90,9 +119,9 @@ class Settings:
         _check(self)
 
     def __repr__(self) -> str:
-        # A proxy URL may carry a password; everything else here is shown as is.
+        # A proxy or Redis URL may carry a password; everything else here is shown as is.
         fields = ", ".join(
-            f"{f.name}={_mask_password(v) if f.name == 'proxy' else v!r}"
+            f"{f.name}={(mask_url(v) if f.name in ('proxy', 'shared_quota') else v)!r}"
             for f in dataclasses.fields(self)
             for v in [getattr(self, f.name)]
         )
@@ -109,17 +138,31 @@ REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 MAX_CONCURRENCY = 10_000
 
 
-def _mask_password(url: str) -> str:
-    """``url`` with any password replaced by ``***``, quoted for a repr."""
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages, logs and reprs)."""
     try:
         parts = urlsplit(url)
         if parts.password is not None:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-            url = parts._replace(netloc=netloc).geturl()
+            return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
     except ValueError:
-        url = "<unparsable URL>"
-    return repr(url)
+        return "<unparsable URL>"
+    return url
 
+
+def _check_redis_url(url: str) -> None:
+    masked = mask_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError("shared_quota", masked, "not a URL") from None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ConfigError("shared_quota", masked, "expected redis://HOST[:PORT][/DB] or rediss://...")
+    if not re.fullmatch(r"(/\d*)?", parts.path) or parts.fragment:
+        raise ConfigError("shared_quota", masked, "the path must be a database number, e.g. /0")
+
+
+QUOTA_KEY = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 
 _SECTIONS: Mapping[str, type[Any]] = {
     "timeouts": Timeouts,
@@ -163,7 +206,15 @@ def _check(s: Settings) -> None:
         except ValueError:
             scheme = ""
         if scheme not in ("http", "https"):
-            raise ConfigError("proxy", _mask_password(s.proxy), "expected an http:// or https:// proxy URL")
+            raise ConfigError("proxy", mask_url(s.proxy), "expected an http:// or https:// proxy URL")
+    if s.shared_quota:
+        _check_redis_url(s.shared_quota)
+        if s.discovery:
+            raise ConfigError(
+                "discovery", True, "not with shared_quota: set [rate_limits] to the account's limits"
+            )
+    if s.quota_key and not QUOTA_KEY.fullmatch(s.quota_key):
+        raise ConfigError("quota_key", s.quota_key, "expected letters, digits and . _ - @ : (at most 128)")
     if not REGION.fullmatch(s.region):
         raise ConfigError(
             "region", s.region, "expected lowercase letters, digits and dashes, e.g. ap-guangzhou"
@@ -185,6 +236,8 @@ def _check(s: Settings) -> None:
                 continue
             if not math.isfinite(value):
                 raise ConfigError(f"{name}.{f.name}", value, "must be a finite number")
+            if name == "rate_limits" and value < 1:
+                raise ConfigError(f"{name}.{f.name}", value, "must be at least 1 (per second)")
             if f.name in _MAY_BE_ZERO:
                 if value < 0:
                     raise ConfigError(f"{name}.{f.name}", value, "must be 0 or more")
@@ -208,33 +261,116 @@ def from_mapping(
     changes: dict[str, Any] = {}
     for key, value in data.items():
         if key not in top:
-            raise ConfigError(key, value, f"unknown key in {source}")
+            raise ConfigError(key, value, f"unknown key in {source}{_did_you_mean(key, scalar_keys())}")
         if key in _SECTIONS:
             if not isinstance(value, Mapping):
                 raise ConfigError(key, value, f"expected a table in {source}")
             changes[key] = _apply_section(key, getattr(base, key), value, source)
         else:
-            changes[key] = _typed(key, getattr(base, key), value, source)
+            changes[key] = _typed(key, _field_type(Settings, key), value, source)
     return dataclasses.replace(base, **changes)
 
 
 def _apply_section(name: str, current: Any, data: Mapping[str, Any], source: str) -> Any:
-    known = {f.name for f in dataclasses.fields(current)}
+    known = [f.name for f in dataclasses.fields(current)]
     changes = {}
     for key, value in data.items():
         if key not in known:
-            raise ConfigError(f"{name}.{key}", value, f"unknown key in {source}")
-        changes[key] = _typed(f"{name}.{key}", getattr(current, key), value, source)
+            hint = _did_you_mean(key, known, prefix=f"{name}.")
+            raise ConfigError(f"{name}.{key}", value, f"unknown key in {source}{hint}")
+        changes[key] = _typed(f"{name}.{key}", _field_type(type(current), key), value, source)
     return dataclasses.replace(current, **changes)
 
 
-def _typed(key: str, default: Any, value: Any, source: str) -> Any:
-    expected = type(default)
+def _did_you_mean(key: str, candidates: list[str], *, prefix: str = "") -> str:
+    """``; did you mean 'x'?`` naming the closest candidate, or nothing when none is close."""
+    # Compare without the section, so that ``task_query`` at the top level finds ``rate_limits.task_query``.
+    bare = {c.rpartition(".")[2].lower(): c for c in candidates}
+    close = difflib.get_close_matches(key.lower(), [c.lower() for c in candidates], n=1, cutoff=0.6)
+    if not close:
+        close = [bare[m] for m in difflib.get_close_matches(key.lower(), list(bare), n=1, cutoff=0.6)]
+    if not close:
+        return ""
+    match = next((c for c in candidates if c.lower() == close[0].lower()), close[0])
+    return f"; did you mean '{prefix}{match}'?"
+
+
+def _field_type(cls: type[Any], name: str) -> type[Any]:
+    """The declared type of a settings field (``float`` fields accept integers too; ``X | None`` is ``X``)."""
+    hint = typing.get_type_hints(cls)[name]
+    if isinstance(hint, type):
+        return hint
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 and isinstance(args[0], type) else object
+
+
+def _typed(key: str, expected: type[Any], value: Any, source: str) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if type(value) is not expected:
+    if expected is not object and type(value) is not expected:
         raise ConfigError(key, value, f"expected {expected.__name__} in {source}")
     return value
+
+
+def scalar_keys() -> list[str]:
+    """Every scalar setting as a dotted key: ``region``, ``rate_limits.task_query``, ..."""
+    keys: list[str] = []
+    for f in dataclasses.fields(Settings):
+        if f.name in _SECTIONS:
+            keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(_SECTIONS[f.name])]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def env_name(key: str) -> str:
+    """The environment variable of a dotted key: ``rate_limits.task_query`` -> ``ENI_ASYNC_RATE_LIMITS_TASK_QUERY``."""
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ``ENI_ASYNC_*`` overrides in ``environ``, parsed and shaped like the TOML file.
+
+    Values are read as the setting's type: ``true``/``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``)
+    for flags, numbers for numbers, text as it is. An unknown ``ENI_ASYNC_*`` name is an error naming the
+    closest known one, so that a typo never passes silently.
+    """
+    by_name = {env_name(key): key for key in scalar_keys()}
+    data: dict[str, Any] = {}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        text = environ[name]
+        key = by_name.get(name)
+        if key is None:
+            hint = _did_you_mean(name, [*by_name, CONFIG_ENV])
+            raise ConfigError(name, text, f"unknown setting in the environment{hint}")
+        section, _, leaf = key.rpartition(".")
+        cls: type[Any] = _SECTIONS[section] if section else Settings
+        target = data.setdefault(section, {}) if section else data
+        target[leaf] = _parse_text(name, _field_type(cls, leaf), text)
+    return data
+
+
+def _parse_text(name: str, expected: type[Any], text: str) -> Any:
+    value = text.strip()
+    if expected is bool:
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise ConfigError(name, text, "expected true or false")
+    if expected in (int, float):
+        try:
+            return expected(value)
+        except ValueError:
+            raise ConfigError(
+                name, text, f"expected {'a whole number' if expected is int else 'a number'}"
+            ) from None
+    return text
 
 
 def load_settings(
@@ -242,10 +378,15 @@ def load_settings(
     *,
     environ: Mapping[str, str] = os.environ,
     overrides: Mapping[str, Any] = {},
+    home: Path | None = None,
+    etc: Path = Path("/etc"),
 ) -> Settings:
-    """Defaults, then the file (``path`` or ``$ENI_ASYNC_CONFIG``), then ``overrides``."""
+    """Defaults, then the file (``path`` or ``$ENI_ASYNC_CONFIG``), then ``ENI_ASYNC_*``, then ``overrides``;
+    the profile and the region also from Tencent's variables and the profile's files (see the module's
+    docstring). ``home`` and ``etc`` locate the profile files (the user's home and ``/etc`` by default)."""
     settings = Settings()
     file = path if path is not None else environ.get(CONFIG_ENV) or None
+    region_from = "the default"
     if file is not None:
         try:
             data = tomllib.loads(Path(file).read_text(encoding="utf-8"))
@@ -254,11 +395,91 @@ def load_settings(
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError("config", str(file), f"not valid TOML: {exc}") from None
         settings = from_mapping(data, base=settings, source=str(file))
+        if "region" in data:
+            region_from = f"the settings file {file}"
+    if environ.get(PROFILE_ENV):
+        settings = _from_variables({"profile": environ[PROFILE_ENV]}, settings, lambda _: PROFILE_ENV)
+    if environ.get(REGION_ENV):
+        settings = _from_variables({"region": environ[REGION_ENV]}, settings, lambda _: REGION_ENV)
+        region_from = REGION_ENV
+    env = from_environment(environ)
+    if env:
+        settings = _from_variables(env, settings, env_name)
+        if "region" in env:
+            region_from = env_name("region")
     if overrides:
         settings = from_mapping(overrides, base=settings, source="arguments")
+        if "region" in overrides:
+            region_from = "--region"
+    if region_from == "the default":
+        found = profile_region(settings.profile, home=home, etc=etc)
+        if found is not None:
+            region, region_from = found
+            where = region_from
+            settings = _from_variables({"region": region}, settings, lambda _: f"region in {where}")
+    log.info(
+        "region %s (from %s), profile %s",
+        settings.region,
+        region_from,
+        settings.profile,
+        extra={"region": settings.region, "region_from": region_from, "profile": settings.profile},
+    )
     return settings
+
+
+def _from_variables(data: Mapping[str, Any], base: Settings, name_of: Callable[[str], str]) -> Settings:
+    """``from_mapping`` for values read from variables or files other than the settings file: a bad value's
+    error names where it was read (``ENI_ASYNC_CONCURRENCY``, ``TENCENTCLOUD_REGION``), not only the key."""
+    try:
+        return from_mapping(data, base=base, source="the environment")
+    except ConfigError as exc:
+        if exc.field.startswith(ENV_PREFIX):
+            raise
+        raise ConfigError(name_of(exc.field), exc.value, exc.reason) from None
+
+
+def profile_region(
+    profile: str, *, home: Path | None = None, etc: Path = Path("/etc")
+) -> tuple[str, str] | None:
+    """The region a profile names, and where: the ``region`` key of its section in the credentials file
+    (``~/.tencentcloud/credentials``, then ``/etc/tencentcloud/credentials``), else ``_sys_param.region`` of
+    tccli's ``~/.tccli/<profile>.configure`` (the JSON ``tccli configure`` writes). Unreadable files are
+    skipped here: the credential chain reports them if it needs them."""
+    base = home if home is not None else Path.home()
+    for path in (base / ".tencentcloud" / "credentials", etc / "tencentcloud" / "credentials"):
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            if not parser.read(path, encoding="utf-8"):
+                continue
+        except (configparser.Error, UnicodeDecodeError, OSError):
+            log.debug("skipping unreadable %s while looking for a region", path)
+            continue
+        if parser.has_section(profile) and parser[profile].get("region", "").strip():
+            return parser[profile]["region"].strip(), f"{path} [{profile}]"
+    configure = base / ".tccli" / f"{profile}.configure"
+    try:
+        data = json.loads(configure.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        log.debug("skipping unreadable %s while looking for a region", configure)
+        return None
+    params = data.get("_sys_param") if isinstance(data, dict) else None
+    region = params.get("region") if isinstance(params, dict) else None
+    if isinstance(region, str) and region.strip():
+        return region.strip(), str(configure)
+    return None
 
 
 def settings_as_dict(settings: Settings) -> dict[str, Any]:
     """Settings as plain data, in the shape of the TOML file."""
     return dataclasses.asdict(settings)
+
+
+def defaults_file() -> str:
+    """The documented settings file (every key with its default), as shipped in the wheel."""
+    packaged = resources.files("eni_async").joinpath("config", "eni-async.toml")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    # A source checkout (or an editable install): the file at the top of the repository.
+    return (Path(__file__).resolve().parent.parent / "config" / "eni-async.toml").read_text(encoding="utf-8")

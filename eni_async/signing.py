@@ -1,7 +1,7 @@
 """Pure request signing for Tencent Cloud API 2.0 (HmacSHA1/HmacSHA256) and API 3.0 (TC3-HMAC-SHA256).
 
 Nothing here reads the clock, draws a random number or performs I/O: timestamps, nonces and keys are
-arguments, so every function is pinned by the official vectors in ``spec/vpc-api.md`` section 3. The same
+arguments, so every function is pinned by the official vectors in ``docs/protocol.md`` §3. The same
 functions sign for the client and verify for the simulator.
 """
 

@@ -7,7 +7,7 @@ The budget also adapts (AIMD), to sustained throttling only: a stray throttle an
 burst) costs only the retry of the call it hit, while throttles that keep coming (at least ``STRAY_LIMIT``
 within one window, and at least ``SHARE`` of the calls sent in it: another process is spending the same
 quota) cut the rate to ``DECREASE`` of itself, once per window, never below one. Each quiet window adds back
-``RECOVERY`` of the configured rate, up to the configured rate or a limit the server stated (decisions.md
+``RECOVERY`` of the configured rate, up to the configured rate or a limit the server stated (docs/protocol.md
 D6, D18). With ``discovery`` (opt-in), a budget that has more demand than rate grows by ``GROWTH`` per window
 while never throttled (slow start), and settles at the limit the first throttle answer states, even above
 the configured rate. The client's window is ``WINDOW`` seconds, a little over the server's one second, so
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Mapping
+from typing import Protocol
 
 from asyncio_throttle.throttler import Throttler
 
@@ -45,18 +46,22 @@ BURST_SLICES = 10
 class RateBudget(Throttler):
     """At most ``rate`` acquisitions in any ``period`` seconds, shared by every coroutine that uses it."""
 
+    # asyncio-throttle annotates an int; its window arithmetic works as well with a fractional rate.
+    rate_limit: float  # type: ignore[assignment]
+
     def __init__(
-        self, rate: int, clock: Clock, *, period: float = 1.0, name: str = "", discovery: bool = False
+        self, rate: float, clock: Clock, *, period: float = 1.0, name: str = "", discovery: bool = False
     ) -> None:
         if rate < 1:
             raise ValueError(f"rate must be at least 1, not {rate}")
-        super().__init__(rate_limit=rate, period=period)
+        super().__init__(rate_limit=1, period=period)
+        self.rate_limit = rate
         self._clock = clock
         self.name = name
         self.configured = rate
         self.ceiling = rate
         self.discovery = discovery
-        self.discovered: int | None = None  # the limit a throttle answer stated while discovering
+        self.discovered: float | None = None  # the limit a throttle answer stated while discovering
         self._recent_throttles: deque[float] = deque()
         self._last_growth = clock.monotonic()
         self._lock = asyncio.Lock()
@@ -69,9 +74,10 @@ class RateBudget(Throttler):
         return f"RateBudget({self.name!r}, rate={self.rate_limit}/{self.period}s)"
 
     @property
-    def rate(self) -> int:
-        """The current rate per period."""
-        return int(self.rate_limit)
+    def rate(self) -> float:
+        """The current rate per period (a whole number unless a fraction was configured)."""
+        rate: float = self.rate_limit
+        return int(rate) if float(rate).is_integer() else rate
 
     def flush(self) -> None:
         now = self._clock.monotonic()
@@ -111,6 +117,10 @@ class RateBudget(Throttler):
                 waits.append(self._task_logs[0] + self.period)
             if len(self._burst_logs) >= burst_cap:
                 waits.append(self._burst_logs[0] + self.period / BURST_SLICES)
+            # A fractional rate (6.5) also spaces calls period/rate apart: its long-run rate is the fraction.
+            spaced = self._task_logs[-1] + self.period / self.rate_limit if self._task_logs else 0.0
+            if not float(self.rate_limit).is_integer() and spaced > self._clock.monotonic():
+                waits.append(spaced)
             if not waits:
                 break
             if self._grow():
@@ -181,11 +191,34 @@ class RateBudget(Throttler):
             self._last_change += periods * self.period
 
 
+class Budget(Protocol):
+    """What a client needs of one action's budget: ``RateBudget``, or ``shared_quota.SharedBudget``."""
+
+    @property
+    def rate(self) -> float:
+        """The current rate per window."""
+        ...
+
+    async def acquire(self) -> None:
+        """Wait for a slot."""
+        ...
+
+    def on_throttled(self, stated_limit: int | None = None) -> None:
+        """Take a throttle answer into account."""
+        ...
+
+
+class BudgetTable(Protocol):
+    """One budget per action: ``Budgets``, or ``shared_quota.SharedBudgets``."""
+
+    def __getitem__(self, action: str) -> Budget: ...
+
+
 class Budgets:
     """One ``RateBudget`` per action, shared by every coroutine of a client."""
 
     def __init__(
-        self, rates: Mapping[str, int], clock: Clock, *, period: float = WINDOW, discovery: bool = False
+        self, rates: Mapping[str, float], clock: Clock, *, period: float = WINDOW, discovery: bool = False
     ) -> None:
         self._budgets = {
             action: RateBudget(rate, clock, period=period, name=action, discovery=discovery)

@@ -43,7 +43,7 @@ from eni_async.models import (
 )
 from eni_async.poller import MIN_SAMPLES, LatencyTracker
 from eni_async.settings import Settings
-from eni_async.throttle import Budgets
+from eni_async.throttle import BudgetTable
 
 log = logging.getLogger("eni_async.tracker")
 
@@ -85,7 +85,7 @@ class Calls(Protocol):
     def settings(self) -> Settings: ...
 
     @property
-    def budgets(self) -> Budgets: ...
+    def budgets(self) -> BudgetTable: ...
 
     @property
     def latencies(self) -> LatencyTracker: ...
@@ -380,10 +380,10 @@ class Tracker:
             heapq.heappop(heap)
 
     def _look_capacity(self) -> int:
-        return max(1, self._client.budgets["DescribeNetworkInterfaces"].rate // 4)
+        return max(1, int(self._client.budgets["DescribeNetworkInterfaces"].rate // 4))
 
     def _query_capacity(self) -> int:
-        return max(1, self._client.budgets["DescribeVpcTaskResult"].rate // 2)
+        return max(1, int(self._client.budgets["DescribeVpcTaskResult"].rate // 2))
 
     def _first_look(self) -> float:
         latencies = self._client.latencies

@@ -13,7 +13,7 @@ from eni_async.errors import InputError
 
 VPC_ID = re.compile(r"vpc-[0-9a-z]{8}")
 ENI_ID = re.compile(r"eni-[0-9a-z]{8}")
-MAX_IPS_PER_CALL = 10  # decisions.md D9
+MAX_IPS_PER_CALL = 10  # docs/protocol.md D9
 
 
 def vpc_id(value: object, field: str = "vpc_id") -> str:

@@ -1,11 +1,16 @@
-"""Fixtures shared by the CLI-level tests: a fast poll configuration, credentials, a served simulator."""
+"""Fixtures shared by the tests: a fast poll configuration, credentials, a served simulator, a Redis server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from eni_async.simulator import Simulator, SimulatorConfig, running
 
@@ -56,3 +61,88 @@ async def served(
         monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", sim.credentials.secret_id)
         monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", sim.credentials.secret_key)
         yield sim, server.endpoint
+
+
+class RedisServer:
+    """A real ``redis-server`` on 127.0.0.1 (no disk, no config file) that a test may stop and start again.
+
+    Installed by ``.ci/run`` and the README's test command when missing (Debian's ``redis-server``).
+    """
+
+    def __init__(self, workdir: Path, *, password: str = "", tls: bool = False) -> None:
+        self.workdir = workdir
+        self.password = password
+        self.tls = tls
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ca_file = workdir / "redis-ca.pem"
+        if tls:  # a certificate for 127.0.0.1 from a throwaway CA
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1")
+            ca.cert_pem.write_to_path(str(self.ca_file))
+            cert.private_key_pem.write_to_path(str(workdir / "redis-key.pem"))
+            cert.cert_chain_pems[0].write_to_path(str(workdir / "redis-cert.pem"))
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0`` (``rediss://`` with TLS)."""
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def _options(self) -> list[str]:
+        options = ["--requirepass", self.password] if self.password else []
+        if self.tls:
+            options += [
+                "--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no",
+                "--tls-cert-file", str(self.workdir / "redis-cert.pem"),
+                "--tls-key-file", str(self.workdir / "redis-key.pem"),
+                "--tls-ca-cert-file", str(self.ca_file),
+            ]  # fmt: skip
+        return options
+
+    def start(self) -> None:
+        """Start the server on the same port as before and wait until it answers PING."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed: apt-get install -y redis-server (see the README)")
+        self.proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--daemonize", "no", "--loglevel", "warning", *self._options()],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                    if self.tls:  # listening is enough: the handshake is the test's business
+                        return
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(64).startswith((b"+PONG", b"-NOAUTH")):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        pytest.fail(f"redis-server did not answer on port {self.port}")
+
+    def stop(self) -> None:
+        """Kill the server (SIGKILL: as abrupt as a lost machine) and wait for it."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh, empty ``redis-server`` on a free port of 127.0.0.1, killed after the test."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -2,7 +2,7 @@
 
 Requests are signed with ``eni_async.signing`` directly (not through the client), so the simulator's tests
 stand on the official vectors and on nothing else of ours. Every helper call checks that the answer's
-``Content-Type`` is exactly ``application/json`` (decisions.md D4).
+``Content-Type`` is exactly ``application/json`` (docs/protocol.md D4).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from eni_async import signing
 from eni_async.clock import FakeClock
 from eni_async.simulator import Simulator, SimulatorConfig
 
-# The example key pair from Tencent's docs (vpc-api.md §3); not a real key.
+# The example key pair from Tencent's docs (docs/protocol.md §3); not a real key.
 DOC_SECRET_ID = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3gnPhESA"
 DOC_SECRET_KEY = "Gu5t9xGARNpq86cd98joQYCN3Cozk1qA"
 DOC_KEYS = {DOC_SECRET_ID: DOC_SECRET_KEY}
@@ -43,7 +43,7 @@ async def client_for(sim: Simulator) -> AsyncIterator[TestClient[Any, Any]]:
 
 
 def host_of(client: TestClient[Any, Any]) -> str:
-    """The ``Host`` header the client sends: address and port (decisions.md D16)."""
+    """The ``Host`` header the client sends: address and port (docs/protocol.md D16)."""
     return f"127.0.0.1:{client.port}"
 
 

@@ -128,7 +128,7 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     """--version prints the version; every command's --help shows an example."""
     assert main(["--version"]) == 0
     assert __version__ in capsys.readouterr().out
-    for command in ("unassign", "batch", "demo", "simulate", "resume", "status"):
+    for command in ("unassign", "batch", "demo", "simulate", "resume", "status", "config"):
         assert main([command, "--help"]) == 0
         assert "example: eni-async" in capsys.readouterr().out
 
@@ -268,6 +268,224 @@ async def test_every_command_speaks_api_3(served: tuple[Simulator, str], tmp_pat
     assert all(not e["secondary_ips"] for e in sim.ground_truth()["enis"])
     demo = ["demo", "--dialect", "v3", "--enis", "4", "--task-latency", "0", "--no-progress"]
     assert await asyncio.to_thread(main, demo) == 0
+
+
+# -- conventions: profile, region, settings from the environment -------------------------------------------
+
+
+async def test_profile_option_picks_the_credentials_section_and_its_region(
+    served: tuple[Simulator, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--profile NAME reads [NAME] of ~/.tencentcloud/credentials, and -v logs the region it names."""
+    sim, endpoint = served
+    monkeypatch.delenv("TENCENTCLOUD_SECRET_ID")
+    monkeypatch.delenv("TENCENTCLOUD_SECRET_KEY")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".tencentcloud").mkdir()
+    (tmp_path / ".tencentcloud" / "credentials").write_text(
+        "[default]\nsecret_id = AKIDwrong\nsecret_key = wrong\n"
+        f"[ops]\nsecret_id = {sim.credentials.secret_id}\nsecret_key = {sim.credentials.secret_key}\n"
+        f"region = {sim.region}\n"
+    )
+    eni = sim.ground_truth()["enis"][0]
+    argv = ["unassign", "-v", "--profile", "ops", "--endpoint", endpoint, "--vpc-id", eni["vpc_id"],
+            "--eni-id", eni["eni_id"], "--ip", eni["secondary_ips"][0]]  # fmt: skip
+    assert await asyncio.to_thread(main, argv) == 0
+    err = capsys.readouterr().err
+    assert f"region {sim.region} (from {tmp_path / '.tencentcloud' / 'credentials'} [ops])" in err
+
+
+async def test_tccli_profile_variable_names_the_profile(
+    served: tuple[Simulator, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """TCCLI_PROFILE chooses the profile as tccli does; TENCENTCLOUD_REGION beats the profile's region."""
+    sim, endpoint = served
+    monkeypatch.delenv("TENCENTCLOUD_SECRET_ID")
+    monkeypatch.delenv("TENCENTCLOUD_SECRET_KEY")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("TCCLI_PROFILE", "ops")
+    monkeypatch.setenv("TENCENTCLOUD_REGION", sim.region)
+    (tmp_path / ".tencentcloud").mkdir()
+    (tmp_path / ".tencentcloud" / "credentials").write_text(
+        f"[ops]\nsecret_id = {sim.credentials.secret_id}\nsecret_key = {sim.credentials.secret_key}\n"
+        "region = ap-elsewhere\n"
+    )
+    eni = sim.ground_truth()["enis"][1]
+    argv = ["unassign", "-v", "--endpoint", endpoint, "--vpc-id", eni["vpc_id"], "--eni-id", eni["eni_id"],
+            "--ip", eni["secondary_ips"][0]]  # fmt: skip
+    assert await asyncio.to_thread(main, argv) == 0
+    assert f"region {sim.region} (from TENCENTCLOUD_REGION), profile ops" in capsys.readouterr().err
+
+
+def test_config_prints_settings_with_environment_overrides(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``config`` prints the settings in force: ENI_ASYNC_* applied, fractional rates kept."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ENI_ASYNC_RATE_LIMITS_TASK_QUERY", "6.5")
+    monkeypatch.setenv("ENI_ASYNC_DIALECT", "v3")
+    assert main(["config", "--region", "ap-shanghai"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["rate_limits"]["task_query"], shown["dialect"], shown["region"]) == (
+        6.5,
+        "v3",
+        "ap-shanghai",
+    )
+
+
+def test_config_defaults_prints_the_documented_file(capsys: pytest.CaptureFixture[str]) -> None:
+    """``config --defaults`` prints config/eni-async.toml exactly."""
+    assert main(["config", "--defaults"]) == 0
+    documented = Path(__file__).resolve().parent.parent / "config" / "eni-async.toml"
+    assert capsys.readouterr().out == documented.read_text(encoding="utf-8")
+
+
+def test_unknown_environment_setting_exits_2_naming_the_closest(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt ENI_ASYNC_* variable is one line naming it and the variable probably meant, exit 2."""
+    monkeypatch.setenv("ENI_ASYNC_CONCURENCY", "8")
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert "ENI_ASYNC_CONCURENCY" in err
+    assert "did you mean 'ENI_ASYNC_CONCURRENCY'?" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+# -- small things a user hits first -------------------------------------------------------------------------
+
+
+def test_status_ignores_settings_it_does_not_use(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``status`` works with a broken ENI_ASYNC_CONFIG, since it reads no settings."""
+    from eni_async.journal import Journal
+
+    journal_path = tmp_path / "j.journal"
+    Journal(journal_path).close()
+    monkeypatch.setenv("ENI_ASYNC_CONFIG", str(tmp_path / "missing.toml"))
+    assert main(["status", str(journal_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["items"]["pending"] == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [(["simulate", "--port"], "--port"), (["simulate", "--metrics-port"], "--metrics-port"),
+     (["demo", "--enis", "1", "--metrics-port"], "--metrics-port")],
+)  # fmt: skip
+def test_busy_port_is_one_line_exit_2(
+    command: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A port in use (the simulator's or the metrics'): one line naming the option, exit 2, no 'please report it'."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main([*command, str(port)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"eni-async: error: {option}: cannot listen on 127.0.0.1: ")
+    assert "report" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["demo", "simulate"])
+def test_unknown_fault_profile_names_the_option_once(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The message for a bad --faults names the option once and lists the profiles."""
+    assert main([command, "--faults", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("faults:") == 1
+    assert err.startswith("eni-async: error: --faults: unknown fault profile")
+
+
+def test_v2_unassign_output_has_no_null_request_ids(creds: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """API 2.0 answers carry no request id: the output lists none rather than nulls, and the error has none."""
+    with mocked() as m:
+        m.post(URL, payload=ok({"taskId": 9}))
+        assert main(["unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2", "--no-wait"]) == 0
+        m.post(URL, payload={"code": 4000, "message": "primary", "codeDesc": "InvalidPrivateip.IsPrimary"})
+        assert main(["unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2"]) == 1
+    submitted, failed = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert submitted["request_ids"] == []
+    assert failed["request_ids"] == []
+    assert "request_id" not in failed["error"]
+    assert "null" not in json.dumps([submitted, failed]).replace('"error": null', "")
+
+
+async def test_error_object_carries_the_request_id(
+    served: tuple[Simulator, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An API 3.0 error in the output (here a refused signature) has ``request_id`` as its own field."""
+    sim, endpoint = served
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", "not-the-key")
+    eni = sim.ground_truth()["enis"][2]
+    argv = ["unassign", "--dialect", "v3", "--endpoint", endpoint, "--region", sim.region,
+            "--vpc-id", eni["vpc_id"], "--eni-id", eni["eni_id"], "--ip", eni["secondary_ips"][0]]  # fmt: skip
+    assert await asyncio.to_thread(main, argv) == 1
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["code"] == "AuthFailure.SignatureFailure"
+    assert error["request_id"]
+    assert error["request_id"] in error["message"]
+
+
+def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
+    """On one terminal, each JSON line and each log line starts its own line, never glued after the bar."""
+    import fcntl
+    import logging
+    import os
+    import re
+    import struct
+    import termios
+
+    from eni_async.batch import BatchStats
+    from eni_async.progress import Progress
+    from eni_async.terminal import logging_to_stderr
+
+    master, worker = os.openpty()
+    # A terminal of 100 columns (a new pty has 0, and tqdm would draw nothing).
+    fcntl.ioctl(worker, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    with open(worker, "w", encoding="utf-8", closefd=True) as screen:
+        # stdout and stderr on one terminal: the same tty, two file objects.
+        with open(os.dup(screen.fileno()), "w", encoding="utf-8") as out:
+            stats = BatchStats()
+            with logging_to_stderr(0, "human", stream=screen):
+                bar = Progress(stats, total=3, enabled=True, stream=screen)
+                for n in range(3):
+                    stats.done = n
+                    bar.update()
+                    bar._bar.refresh()  # type: ignore[union-attr]
+                    bar.write(out, json.dumps({"n": n}) + "\n")
+                    logging.getLogger("eni_async.test").warning("line %d", n)
+                bar.close()
+        screen.flush()
+        data = b""
+        while chunk := _read_ready(master):
+            data += chunk
+    os.close(master)
+    segments = re.split(r"[\r\n]", data.decode("utf-8", "replace"))
+    assert any("eni/s" in s for s in segments), "the bar was drawn"
+    for n in range(3):
+        assert json.dumps({"n": n}) in segments, f"result line {n} shares a line with the bar"
+        assert any(s.endswith(f"WARNING eni_async.test: line {n}") and "eni/s" not in s for s in segments)
+
+
+def _read_ready(fd: int) -> bytes:
+    """What the terminal has to read now (nothing when it is drained)."""
+    import os
+    import select
+
+    ready, _, _ = select.select([fd], [], [], 0.05)
+    return os.read(fd, 65536) if ready else b""
 
 
 async def _unassign(

@@ -351,7 +351,7 @@ def test_parse_describe_without_a_primary_ip() -> None:
 
 # -- parsing: business errors ------------------------------------------------------------------------------
 
-# (numeric code, codeDesc, class) from decisions.md's table.
+# (numeric code, codeDesc, class) from the error table of docs/protocol.md.
 BUSINESS_ERRORS = [
     (5000, "InvalidVpc.NotFound", errors.VpcNotFoundError),
     (5000, "InvalidNetworkInterface.NotFound", errors.EniNotFoundError),
@@ -381,7 +381,7 @@ BUSINESS_ERRORS = [
 def test_business_error_becomes_its_class(
     action: str, numeric: int, code_desc: str, cls: type[errors.ApiError]
 ) -> None:
-    """Each business error of decisions.md's table raises its class with the action, codeDesc and message."""
+    """Each business error of the error table of docs/protocol.md raises its class with the action, codeDesc and message."""
     body = {"code": numeric, "message": "(100004) it went wrong", "codeDesc": code_desc}
     with pytest.raises(cls) as info:
         PARSERS[action](_answer(body))

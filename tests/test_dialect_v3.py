@@ -343,7 +343,7 @@ def test_parse_describe_empty_page() -> None:
 
 # -- error answers -----------------------------------------------------------------------------------------
 
-# decisions.md error table, API 3.0 column, plus the tolerated throttle forms (D7).
+# docs/protocol.md, the error table, API 3.0 column, plus the tolerated throttle forms (D7).
 DECIDED_CODES = [
     (UNASSIGN, "ResourceNotFound", "eni not found", errors.EniNotFoundError),
     (UNASSIGN, "UnsupportedOperation", "can not unassign primary ip 10.0.0.1", errors.PrimaryIpError),

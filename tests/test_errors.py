@@ -60,9 +60,9 @@ V2_URL = "https://vpc.api.qcloud.com/v2/index.php"
 VPC, ENI = "vpc-7t9nf3pu", "eni-m6dyj72l"
 THROTTLE_MESSAGE = "request times equals to 21 in a second, which exceeds the frequency limit 20"
 
-# -- the code table (decisions.md) -------------------------------------------------------------------------
+# -- the code table (docs/protocol.md) -------------------------------------------------------------------------
 
-# (API 2.0 numeric code, codeDesc, expected class): the v2 column of decisions.md's table.
+# (API 2.0 numeric code, codeDesc, expected class): the v2 column of the error table of docs/protocol.md.
 V2_TABLE = [
     (5000, "InvalidVpc.NotFound", VpcNotFoundError),
     (5000, "InvalidNetworkInterface.NotFound", EniNotFoundError),
@@ -79,7 +79,7 @@ V2_TABLE = [
     (6000, "InternalError", ServerError),
 ]
 
-# (API 3.0 Error.Code, expected class from the shared table): the v3 column of decisions.md's table.
+# (API 3.0 Error.Code, expected class from the shared table): the v3 column of the error table of docs/protocol.md.
 # ``ResourceNotFound`` and plain ``UnsupportedOperation`` are ambiguous in API 3.0; the v3 dialect refines
 # them by action and message, so the shared table gives the general class for them.
 V3_TABLE = [
@@ -102,7 +102,7 @@ V3_TABLE = [
 
 @pytest.mark.parametrize(("numeric", "code", "expected"), V2_TABLE, ids=[row[1] for row in V2_TABLE])
 def test_v2_code_desc_maps_to_its_class(numeric: int, code: str, expected: type[ApiError]) -> None:
-    """Every API 2.0 ``codeDesc`` of decisions.md's table, with its numeric code, maps to exactly its class."""
+    """Every API 2.0 ``codeDesc`` of the error table of docs/protocol.md, with its numeric code, maps to exactly its class."""
     assert errors.class_for_code(code, numeric) is expected
 
 
@@ -135,7 +135,7 @@ def test_family_code_desc_is_decided_by_the_number(numeric: int | None, expected
     assert errors.class_for_code("AuthFailure", numeric) is expected
 
 
-# decisions.md D17: the failures that stop a batch, and the denials that fail one item.
+# docs/protocol.md D17: the failures that stop a batch, and the denials that fail one item.
 CREDENTIAL_FAILURES = [
     ("AuthFailure.SignatureFailure", None),
     ("AuthFailure.SecretIdNotFound", None),
@@ -179,7 +179,7 @@ def test_per_resource_denials_are_not_auth_errors(code: str, numeric: int | None
 
 @pytest.mark.parametrize(("code", "expected"), V3_TABLE, ids=[row[0] for row in V3_TABLE])
 def test_v3_code_maps_to_its_class(code: str, expected: type[ApiError]) -> None:
-    """Every API 3.0 ``Error.Code`` of decisions.md's table maps to exactly its class."""
+    """Every API 3.0 ``Error.Code`` of the error table of docs/protocol.md maps to exactly its class."""
     assert errors.class_for_code(code) is expected
 
 
@@ -518,15 +518,29 @@ def test_error_code(exc: BaseException, code: str) -> None:
 
 
 def test_error_info_adds_a_missing_request_id() -> None:
-    """``error_info`` gives code and message, adding the request id when the message lacks it."""
+    """``error_info`` gives code, message and ``request_id``, adding the request id to a message that lacks it."""
     info = errors.error_info(ProtocolError("DescribeVpcTaskResult: HTTP 502", status=502, request_id="r-2"))
-    assert info == {"code": "BadAnswer", "message": "DescribeVpcTaskResult: HTTP 502 (request id r-2)"}
+    assert info == {
+        "code": "BadAnswer",
+        "message": "DescribeVpcTaskResult: HTTP 502 (request id r-2)",
+        "request_id": "r-2",
+    }
+
+
+def test_error_info_without_a_request_id_has_no_such_field() -> None:
+    """An error without a request id (API 2.0 answers carry none) has no ``request_id`` key, never null."""
+    info = errors.error_info(ApiError("InternalError", "boom"))
+    assert info == {"code": "InternalError", "message": "InternalError: boom"}
 
 
 def test_error_info_does_not_repeat_the_request_id() -> None:
     """An API error whose message already names the request id keeps a single mention of it."""
     info = errors.error_info(ApiError("InternalError", "boom", request_id="r-3"))
-    assert info == {"code": "InternalError", "message": "InternalError: boom (request id r-3)"}
+    assert info == {
+        "code": "InternalError",
+        "message": "InternalError: boom (request id r-3)",
+        "request_id": "r-3",
+    }
     assert info["message"].count("r-3") == 1
 
 
@@ -573,7 +587,7 @@ def test_signed_request_and_context_reprs_hide_secrets() -> None:
     assert "Signature" not in text
 
 
-# -- end to end: what each class does to a batch (decisions.md D17, D19) ------------------------------------
+# -- end to end: what each class does to a batch (docs/protocol.md D17, D19) ------------------------------------
 
 
 async def _release_all(w: World, credentials: Credentials | None = None) -> list[Outcome]:

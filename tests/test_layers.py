@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("dialects.v2", "dialects.v3", "journal", "inputs", "metrics", "poller", "testing"),
     ("dialects",),
     ("settings",),
-    ("tracker",),
+    ("tracker", "shared_quota"),
     ("reconcile",),
     ("batch",),
     ("client", "progress", "service.schema", "service.registry", "service.client"),

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from eni_async.clock import FakeClock
 from eni_async.credentials import load_credentials
 from eni_async.errors import ConfigError
 from eni_async.models import Credentials
 from eni_async.policy import PollPolicy, RetryPolicy
-from eni_async.settings import CONFIG_ENV, RateLimits, Settings, Timeouts, from_mapping, load_settings
+from eni_async.settings import (
+    CONFIG_ENV,
+    RateLimits,
+    Settings,
+    Timeouts,
+    defaults_file,
+    env_name,
+    from_mapping,
+    load_settings,
+    scalar_keys,
+)
+from eni_async.throttle import WINDOW, Budgets
 
 CONFIG_FILE = Path(__file__).resolve().parent.parent / "config" / "eni-async.toml"
 SECRET_ID = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3gnPhESA"
@@ -141,7 +156,7 @@ def test_unknown_override_is_an_error_naming_it() -> None:
         ({"timeouts": 5}, "timeouts"),
         ({"timeouts": {"connect": "5"}}, "timeouts.connect"),
         ({"timeouts": {"read": True}}, "timeouts.read"),
-        ({"rate_limits": {"task_query": 20.5}}, "rate_limits.task_query"),
+        ({"rate_limits": {"task_query": "20"}}, "rate_limits.task_query"),
         ({"retry": {"attempts": 3.0}}, "retry.attempts"),
         ({"poll": {"adaptive": 1}}, "poll.adaptive"),
         ({"poll": {"timeout": "600"}}, "poll.timeout"),
@@ -257,6 +272,237 @@ def test_direct_construction_is_checked() -> None:
     """Building ``Settings`` directly runs the same checks as loading it."""
     with pytest.raises(ConfigError):
         Settings(retry=RetryPolicy(attempts=0))
+
+
+# -- the environment, the profile and the region -------------------------------------------------------------
+
+
+def test_every_scalar_setting_has_an_environment_variable() -> None:
+    """Each scalar key maps to ``ENI_ASYNC_<KEY>``, sections joined with ``_``, and every one is honoured."""
+    assert env_name("rate_limits.task_query") == "ENI_ASYNC_RATE_LIMITS_TASK_QUERY"
+    samples = {bool: "false", int: "7", float: "3.5", str: ""}
+    defaults = Settings()
+    for key in scalar_keys():
+        section, _, leaf = key.rpartition(".")
+        default = getattr(getattr(defaults, section), leaf) if section else getattr(defaults, leaf)
+        chosen = {
+            "region": "ap-chengdu",
+            "dialect": "v3",
+            "sign_method": "HmacSHA1",
+            "profile": "ops",
+            "confirm": "task",
+        }
+        text = chosen.get(key, samples[type(default)])
+        loaded = load_settings(environ={env_name(key): text})
+        value = getattr(getattr(loaded, section), leaf) if section else getattr(loaded, leaf)
+        expected = {"false": False, "7": 7, "3.5": 3.5, "": ""}.get(text, text)
+        assert value == expected, key
+
+
+def test_environment_beats_the_file_and_arguments_beat_the_environment(tmp_path: Path) -> None:
+    """File < ``ENI_ASYNC_*`` < arguments, key by key; keys not overridden keep the file's value."""
+    path = _write(tmp_path, 'dialect = "v3"\nconcurrency = 5\n[poll]\ntimeout = 30.0\n')
+    environ = {
+        "ENI_ASYNC_CONCURRENCY": "9",
+        "ENI_ASYNC_POLL_TIMEOUT": "12.5",
+        "ENI_ASYNC_POLL_ADAPTIVE": "no",
+    }
+    settings = load_settings(path, environ=environ, overrides={"concurrency": 11})
+    assert (settings.dialect, settings.concurrency) == ("v3", 11)
+    assert settings.poll == PollPolicy(timeout=12.5, adaptive=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "hint"),
+    [
+        ("ENI_ASYNC_CONCURRENCY", "many", "whole number"),
+        ("ENI_ASYNC_POLL_ADAPTIVE", "maybe", "true or false"),
+        ("ENI_ASYNC_TIMEOUTS_READ", "1s", "number"),
+        ("ENI_ASYNC_CONCURRENCY", "0", "between 1 and"),
+        ("ENI_ASYNC_POLL_TIMEOUT", "-1", "positive"),
+        ("ENI_ASYNC_DIALECT", "v9", "v2, v3"),
+        ("TENCENTCLOUD_REGION", "Bad_Region", "lowercase"),
+        ("ENI_ASYNC_REGOIN", "ap-shanghai", "did you mean 'ENI_ASYNC_REGION'?"),
+        ("ENI_ASYNC_RATE_LIMIT_TASK_QUERY", "5", "did you mean 'ENI_ASYNC_RATE_LIMITS_TASK_QUERY'?"),
+    ],
+)
+def test_bad_environment_variable_is_an_error_naming_it(name: str, text: str, hint: str) -> None:
+    """A bad value from a variable, or an unknown ``ENI_ASYNC_*`` name, is a ``ConfigError`` naming the variable."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={name: text})
+    assert info.value.field == name
+    assert hint in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "closest"),
+    [
+        ('regoin = "gz"\n', "regoin", "region"),
+        ("[rate_limits]\ntask_qeury = 5\n", "rate_limits.task_qeury", "rate_limits.task_query"),
+        ("task_query = 5\n", "task_query", "rate_limits.task_query"),
+        ("[poll]\ntimout = 5.0\n", "poll.timout", "poll.timeout"),
+    ],
+)
+def test_unknown_key_names_the_closest_valid_key(tmp_path: Path, text: str, key: str, closest: str) -> None:
+    """An unknown key's error says which valid key was probably meant."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, text), environ={})
+    assert info.value.field == key
+    assert f"did you mean '{closest}'?" in str(info.value)
+
+
+def test_unknown_key_far_from_any_is_not_guessed(tmp_path: Path) -> None:
+    """No suggestion is made when nothing is close."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, "xyzzy = 1\n"), environ={})
+    assert "did you mean" not in str(info.value)
+
+
+def test_fractional_rate_is_accepted_and_spent_at_that_rate(tmp_path: Path) -> None:
+    """``task_query = 6.5`` loads as 6.5, and the client's budget then spends 6.5 calls per window over time."""
+    settings = load_settings(_write(tmp_path, "[rate_limits]\ntask_query = 6.5\n"), environ={})
+    assert settings.rate_limits.task_query == 6.5
+    clock = FakeClock()
+    budget = Budgets(settings.rate_limits.by_action(), clock)["DescribeVpcTaskResult"]
+
+    async def run() -> list[float]:
+        times = []
+        for _ in range(66):
+            await budget.acquire()
+            times.append(clock.monotonic())
+        return times
+
+    times = asyncio.run(run())
+    # 65 intervals at 6.5 per window take 10 windows; 7 would take about 9.3, 6 about 10.8.
+    assert times[-1] == pytest.approx(10 * WINDOW, rel=0.01)
+    assert max(sum(1 for u in times if t <= u < t + WINDOW) for t in times) <= 7
+    assert budget.rate == 6.5
+
+
+def _profile_home(
+    tmp_path: Path,
+    *,
+    credentials: str | None = None,
+    tccli: dict[str, Any] | None = None,
+    profile: str = "default",
+) -> Path:
+    home = tmp_path / "home"
+    (home / ".tencentcloud").mkdir(parents=True, exist_ok=True)
+    (home / ".tccli").mkdir(exist_ok=True)
+    if credentials is not None:
+        (home / ".tencentcloud" / "credentials").write_text(credentials, encoding="utf-8")
+    if tccli is not None:
+        (home / ".tccli" / f"{profile}.configure").write_text(json.dumps(tccli), encoding="utf-8")
+    return home
+
+
+REGION_CASES = [
+    # (arguments, environment, file, profile file region, tccli region) -> chosen
+    (
+        {"region": "ap-a"},
+        {"ENI_ASYNC_REGION": "ap-b", "TENCENTCLOUD_REGION": "ap-c"},
+        "ap-d",
+        "ap-e",
+        "ap-f",
+        "ap-a",
+    ),
+    ({}, {"ENI_ASYNC_REGION": "ap-b", "TENCENTCLOUD_REGION": "ap-c"}, "ap-d", "ap-e", "ap-f", "ap-b"),
+    ({}, {"TENCENTCLOUD_REGION": "ap-c"}, "ap-d", "ap-e", "ap-f", "ap-c"),
+    ({}, {}, "ap-d", "ap-e", "ap-f", "ap-d"),
+    ({}, {}, None, "ap-e", "ap-f", "ap-e"),
+    ({}, {}, None, None, "ap-f", "ap-f"),
+    ({}, {}, None, None, None, "ap-guangzhou"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "environ", "file", "profile", "tccli", "chosen"), REGION_CASES)
+def test_region_precedence(
+    tmp_path: Path,
+    overrides: dict[str, str],
+    environ: dict[str, str],
+    file: str | None,
+    profile: str | None,
+    tccli: str | None,
+    chosen: str,
+) -> None:
+    """--region > ENI_ASYNC_REGION > TENCENTCLOUD_REGION > settings file > the profile's region > the default."""
+    path = _write(tmp_path, f'region = "{file}"\n' if file else "")
+    home = _profile_home(
+        tmp_path,
+        credentials=f"[default]\nsecret_id = x\nsecret_key = y\nregion = {profile}\n" if profile else None,
+        tccli={"_sys_param": {"region": tccli, "output": "json"}} if tccli else None,
+    )
+    settings = load_settings(path, environ=environ, overrides=overrides, home=home, etc=tmp_path / "etc")
+    assert settings.region == chosen
+
+
+def test_chosen_region_and_its_source_are_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The region and where it came from are logged at INFO (what ``-v`` shows)."""
+    home = _profile_home(tmp_path, tccli={"_sys_param": {"region": "ap-nanjing"}}, profile="ops")
+    with caplog.at_level(logging.INFO, logger="eni_async.settings"):
+        load_settings(environ={"TCCLI_PROFILE": "ops"}, home=home, etc=tmp_path / "etc")
+    assert "region ap-nanjing (from " in caplog.text
+    assert str(home / ".tccli" / "ops.configure") in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "environ", "file", "chosen"),
+    [
+        ({"profile": "a"}, {"ENI_ASYNC_PROFILE": "b", "TCCLI_PROFILE": "c"}, "d", "a"),
+        ({}, {"ENI_ASYNC_PROFILE": "b", "TCCLI_PROFILE": "c"}, "d", "b"),
+        ({}, {"TCCLI_PROFILE": "c"}, "d", "c"),
+        ({}, {}, "d", "d"),
+        ({}, {}, None, "default"),
+    ],
+)
+def test_profile_precedence(
+    tmp_path: Path, overrides: dict[str, str], environ: dict[str, str], file: str | None, chosen: str
+) -> None:
+    """--profile > ENI_ASYNC_PROFILE > TCCLI_PROFILE (as tccli reads it) > settings file > ``default``."""
+    path = _write(tmp_path, f'profile = "{file}"\n' if file else "")
+    settings = load_settings(path, environ=environ, overrides=overrides, home=tmp_path, etc=tmp_path)
+    assert settings.profile == chosen
+
+
+def test_profile_region_comes_from_the_named_profile(tmp_path: Path) -> None:
+    """The region is read from the chosen profile's section, not from ``[default]``."""
+    home = _profile_home(
+        tmp_path, credentials="[default]\nregion = ap-a\n[ops]\nsecret_id = x\nregion = ap-b\n"
+    )
+    settings = load_settings(environ={}, overrides={"profile": "ops"}, home=home, etc=tmp_path / "etc")
+    assert settings.region == "ap-b"
+
+
+def test_bad_profile_region_names_the_file(tmp_path: Path) -> None:
+    """A malformed region in a profile file is an error naming that file and section."""
+    home = _profile_home(tmp_path, credentials="[default]\nregion = Not A Region\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, home=home, etc=tmp_path / "etc")
+    assert info.value.field == f"region in {home / '.tencentcloud' / 'credentials'} [default]"
+
+
+@pytest.mark.parametrize("content", ["not json", '["a list"]', '{"_sys_param": "x"}'])
+def test_unreadable_tccli_configure_is_skipped(tmp_path: Path, content: str) -> None:
+    """A broken tccli configure file does not stop loading; the default region is used."""
+    home = _profile_home(tmp_path)
+    (home / ".tccli" / "default.configure").write_text(content, encoding="utf-8")
+    assert load_settings(environ={}, home=home, etc=tmp_path / "etc").region == "ap-guangzhou"
+
+
+def test_repr_quotes_empty_strings_once() -> None:
+    """Empty strings show as ``''`` in the repr, the proxy included, and a proxy password is masked."""
+    text = repr(Settings())
+    assert "proxy=''" in text
+    assert "endpoint=''" in text
+    assert "\"''\"" not in text
+    masked = repr(Settings(proxy="http://user:pw@127.0.0.1:3128"))
+    assert "proxy='http://user:***@127.0.0.1:3128'" in masked
+    assert "pw" not in masked.replace("pwd", "")
+
+
+def test_defaults_file_is_the_documented_file() -> None:
+    """``defaults_file()`` (what ``eni-async config --defaults`` prints) is ``config/eni-async.toml``."""
+    assert defaults_file() == CONFIG_FILE.read_text(encoding="utf-8")
 
 
 # -- credentials -------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Signing is pinned by every known-answer vector of spec/vpc-api.md section 3 (made by the official SDKs)."""
+"""Signing is pinned by every known-answer vector of docs/protocol.md §3 (made by the official SDKs)."""
 
 from __future__ import annotations
 

@@ -257,7 +257,7 @@ def test_action_overrides_inherit_rates(tmp_path: Path) -> None:
     assert profile.rates_for(UNASSIGN).throttle == 0.2
 
 
-# -- throttle message forms and per-resource denials (decisions.md D17, D18) --------------------------------
+# -- throttle message forms and per-resource denials (docs/protocol.md D17, D18) --------------------------------
 
 # The texts Tencent sends, written out here so that the simulator is checked against them, not against itself.
 THROTTLE_TEXTS = {

@@ -1,5 +1,5 @@
 """Conformance with a client nobody here wrote: the official ``tencentcloud-sdk-python-vpc`` sync and async
-clients against the API 3.0 simulator on a real socket (issue 5, item 3)."""
+clients against the API 3.0 simulator on a real socket."""
 
 from __future__ import annotations
 

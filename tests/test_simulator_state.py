@@ -1,5 +1,5 @@
 """The simulated world: seeded reproducibly and fast, loaded from a state file, checked configuration, and
-the ground truth under /_sim/ (issue 3, items 2 and 5)."""
+the ground truth under /_sim/."""
 
 from __future__ import annotations
 

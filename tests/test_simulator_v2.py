@@ -1,5 +1,5 @@
 """API 2.0 behaviour of the simulator: the official vectors, auth, replay, throttling, every business error,
-the mutex, tasks on a fake clock and EIP release (vpc-api.md §1, decisions.md)."""
+the mutex, tasks on a fake clock and EIP release (docs/protocol.md §1 and its decisions)."""
 
 from __future__ import annotations
 

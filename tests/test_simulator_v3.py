@@ -1,5 +1,5 @@
 """API 3.0 behaviour of the simulator: TC3 auth, envelopes and codes, tasks by RequestId, describe filters, and
-both dialects over one world (vpc-api.md §2, decisions.md)."""
+both dialects over one world (docs/protocol.md §2 and its decisions)."""
 
 from __future__ import annotations
 

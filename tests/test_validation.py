@@ -236,5 +236,5 @@ def test_chunks_with_a_smaller_size() -> None:
 
 
 def test_max_ips_per_call_is_ten() -> None:
-    """At most 10 IPs go in one call (decisions.md D9)."""
+    """At most 10 IPs go in one call (docs/protocol.md D9)."""
     assert validation.MAX_IPS_PER_CALL == 10

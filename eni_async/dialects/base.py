@@ -34,7 +34,7 @@ class SignContext:
 
     @property
     def host(self) -> str:
-        """The ``Host`` header as sent, with the port when there is one (decisions.md D16)."""
+        """The ``Host`` header as sent, with the port when there is one (docs/protocol.md D16)."""
         return urlsplit(self.endpoint).netloc
 
 

@@ -1,7 +1,7 @@
 """API 2.0 (``vpc.api.qcloud.com/v2/index.php``): request building and response parsing, with no I/O.
 
 Requests are form POSTs (or GET queries) signed with HmacSHA1/HmacSHA256 over the sorted raw parameters
-(vpc-api.md §1.3). Parsing is tolerant where decisions.md says so: the task id at ``data.taskId`` or at the
+(docs/protocol.md §1.3). Parsing is tolerant where docs/protocol.md says so: the task id at ``data.taskId`` or at the
 top level, ``code`` as an integer or a numeric string (D2), and both DescribeNetworkInterfaces envelopes (D3).
 Any answer that is not HTTP 200 JSON in the envelope is a ``ProtocolError`` (D5), never a business answer.
 """
@@ -26,7 +26,7 @@ from eni_async.errors import ProtocolError, api_error
 from eni_async.models import EniInfo, HttpRequest, HttpResponse, Submitted, TaskState, TaskStatus
 
 PATH = "/v2/index.php"
-# data.status -> task state (vpc-api.md §1.5); anything else is a protocol fault.
+# data.status -> task state (docs/protocol.md §1.5); anything else is a protocol fault.
 TASK_STATUSES: Mapping[int, TaskStatus] = {
     0: TaskStatus.SUCCESS,
     1: TaskStatus.FAILED,

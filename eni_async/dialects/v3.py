@@ -1,13 +1,13 @@
 """The API 3.0 dialect (``vpc.tencentcloudapi.com``, version 2017-03-12, TC3-HMAC-SHA256), sans-I/O.
 
 Builders turn an operation into a signed ``HttpRequest`` whose JSON body has exactly the bytes the official
-Python SDK sends (``json.dumps`` with default separators, vpc-api.md V3-B), and parsers turn an
+Python SDK sends (``json.dumps`` with default separators, docs/protocol.md V3-B), and parsers turn an
 ``HttpResponse`` into a model or a typed exception. Nothing here awaits, reads the clock or draws a random
 number; the timestamp comes in ``SignContext``. One rule decides "their bad answer": anything that is not
 HTTP 200 JSON of the form ``{"Response": {..., "RequestId": str}}`` with fields of the documented types is a
-``ProtocolError`` (decisions.md D5), never a ``KeyError`` or ``TypeError``; an ``Error`` object in the
+``ProtocolError`` (docs/protocol.md D5), never a ``KeyError`` or ``TypeError``; an ``Error`` object in the
 envelope is an ``ApiError`` from the shared tree in ``errors``, refined here only where API 3.0 needs the
-action or the message to tell cases apart (decisions.md error table).
+action or the message to tell cases apart (docs/protocol.md, the error table).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ V3_CODE_CLASSES: Mapping[str, type[errors.ApiError]] = {
     "ActionOffline": errors.InvalidActionError,
 }
 
-# API 3.0 has no "is primary" code; decisions.md has the server answer ``UnsupportedOperation`` with a
+# API 3.0 has no "is primary" code; docs/protocol.md has the server answer ``UnsupportedOperation`` with a
 # message that names the primary IP, in English or Chinese.
 _PRIMARY_IP_RE = re.compile(r"primary|主\s*(?:内网\s*)?ip", re.IGNORECASE)
 _EXCERPT = 80

@@ -1,6 +1,6 @@
 """``Simulator``: the aiohttp application, its one request pipeline for both dialects, and ``/_sim/``.
 
-Pipeline (decisions.md D11): settle due tasks, parse, count, authenticate, check the action, draw the faults,
+Pipeline (docs/protocol.md D11): settle due tasks, parse, count, authenticate, check the action, draw the faults,
 add latency, strike a before-effect fault, rate-limit, run the action, strike an after-effect fault, answer.
 Every answer is HTTP 200 JSON with ``Content-Type`` exactly ``application/json`` (D4) unless a fault says
 otherwise. ``/_sim/state`` and ``/_sim/stats`` are the ground truth outside Tencent's API: no auth, no faults,
@@ -40,7 +40,7 @@ _STATUS_TEXT = {
 
 def _json(body: Any, status: int = 200) -> web.Response:
     # Bytes plus an explicit header: web.json_response would add "; charset=utf-8", and the official SDK
-    # then ignores error bodies (vpc-api.md §2.1).
+    # then ignores error bodies (docs/protocol.md §2.1).
     data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return web.Response(body=data, status=status, headers=JSON_HEADERS)
 
@@ -80,7 +80,9 @@ class Simulator:
                 seed=config.seed,
                 eip_fraction=config.eip_fraction,
             )
-        self.limiter = RateLimiter(self.clock, config.effective_rate_limits())
+        self.limiter = RateLimiter(
+            self.clock, config.effective_rate_limits(), accounts=config.accounts, region=config.region
+        )
         self.faults = FaultInjector(config.faults, config.seed)
         self.limiter.message_form = config.faults.throttle_message
         self.requests: Counter[str] = Counter()

@@ -13,8 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from eni_async import prometheus
@@ -24,7 +27,7 @@ from eni_async.simulator.config import SimulatorConfig
 from eni_async.simulator.faults import FaultProfile, load_fault_profile
 from eni_async.simulator.limits import DEFAULT_RATE_LIMITS
 from eni_async.simulator.metrics import register_simulator
-from eni_async.simulator.server import running
+from eni_async.simulator.server import RunningServer, running
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,8 +61,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="per-second limit for one action (0 = unlimited); repeatable",
     )
-    parser.add_argument("--secret-id", default=None, help="SecretId to accept (default: a generated pair)")
-    parser.add_argument("--secret-key", default=None, help="SecretKey for --secret-id")
+    parser.add_argument(
+        "--secret-id",
+        action="append",
+        default=None,
+        help="SecretId to accept (default: a generated pair); repeatable, each with its --secret-key",
+    )
+    parser.add_argument("--secret-key", action="append", default=None, help="SecretKey for --secret-id")
+    parser.add_argument(
+        "--sub-account",
+        metavar="NAME=ID[,ID...]",
+        action="append",
+        default=[],
+        help="these SecretIds share one sub-account's rate limits (default: each its own); repeatable",
+    )
     prometheus.add_arguments(parser)
 
 
@@ -93,10 +108,22 @@ def parse_rate_limits(items: list[str]) -> dict[str, int | None]:
     return limits
 
 
+def parse_sub_accounts(items: list[str]) -> dict[str, str]:
+    """Parse ``NAME=ID[,ID...]`` options into SecretId -> sub-account."""
+    accounts: dict[str, str] = {}
+    for item in items:
+        name, sep, ids = item.partition("=")
+        secret_ids = [i for i in ids.split(",") if i]
+        if not sep or not name or not secret_ids:
+            raise InputError("--sub-account", item, "expected NAME=SECRET_ID[,SECRET_ID...]")
+        accounts.update(dict.fromkeys(secret_ids, name))
+    return accounts
+
+
 def build_config(args: argparse.Namespace) -> SimulatorConfig:
     """Turn parsed options into a ``SimulatorConfig``; bad values raise errors naming the option."""
-    if (args.secret_id is None) != (args.secret_key is None):
-        raise ConfigError("--secret-id/--secret-key", "***", "give both or neither")
+    if len(args.secret_id or ()) != len(args.secret_key or ()):
+        raise ConfigError("--secret-id/--secret-key", "***", "give both or neither, as many of each")
     if not 0 <= args.port <= 65535:
         raise InputError("--port", args.port, "must be between 0 and 65535")
     for option, value in (("--enis", args.enis), ("--ips-per-eni", args.ips_per_eni)):
@@ -105,8 +132,8 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
     try:
         faults: FaultProfile = load_fault_profile(args.faults)
     except ConfigError as exc:
-        raise ConfigError("--faults", args.faults, f"{exc.field}: {exc.reason}") from None
-    keys = {args.secret_id: args.secret_key} if args.secret_id else None
+        raise ConfigError("--faults", args.faults, exc.reason) from None
+    keys = dict(zip(args.secret_id, args.secret_key, strict=True)) if args.secret_id else None
     return SimulatorConfig(
         enis=args.enis,
         ips_per_eni=args.ips_per_eni,
@@ -116,7 +143,22 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         faults=faults,
         keys=keys,
         state_file=args.state,
+        accounts=parse_sub_accounts(args.sub_account),
     )
+
+
+@asynccontextmanager
+async def _listening(sim: Simulator, args: argparse.Namespace) -> AsyncIterator[RunningServer]:
+    """``running`` on ``--host``/``--port``; an address that cannot be bound (a busy port) is a one-line
+    ``ConfigError`` naming ``--port``, not a crash."""
+    async with AsyncExitStack() as stack:
+        try:
+            server = await stack.enter_async_context(running(sim, host=args.host, port=args.port))
+        except OSError as exc:
+            # asyncio's message repeats the address; the errno's own text is the one-line reason.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigError("--port", args.port, f"cannot listen on {args.host}: {reason}") from None
+        yield server
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -129,10 +171,7 @@ async def serve(args: argparse.Namespace) -> int:
         raise ConfigError(option, exc.value, f"{exc.field}: {exc.reason}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with (
-        prometheus.endpoint_from(args) as endpoint,
-        running(sim, host=args.host, port=args.port) as server,
-    ):
+    async with prometheus.endpoint_from(args) as endpoint, _listening(sim, args) as server:
         if endpoint is not None:
             register_simulator(sim, endpoint.registry)
         installed: list[signal.Signals] = []

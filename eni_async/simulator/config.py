@@ -1,7 +1,8 @@
 """``SimulatorConfig``: everything that shapes one simulator, as a frozen value checked on creation.
 
-``rate_limits`` is merged over Tencent's defaults (decisions.md D8), a value of 0 or None makes that action
-unlimited, and ``rate_limits=None`` means no limits at all. ``keys=None`` generates one key pair from the
+``rate_limits`` is merged over Tencent's defaults (docs/protocol.md D8), a value of 0 or None makes that action
+unlimited, and ``rate_limits=None`` means no limits at all. ``accounts`` maps SecretIds to the sub-account
+whose limits they share (by default each SecretId is its own). ``keys=None`` generates one key pair from the
 seed (a toy pair, fine to print). Bad values raise ``ConfigError`` naming the field.
 """
 
@@ -33,6 +34,7 @@ class SimulatorConfig:
     state_file: str | Path | None = None
     eip_fraction: float = 0.3
     max_ips_per_eni: int = 50  # the per-ENI secondary IP quota AssignPrivateIpAddresses enforces
+    accounts: Mapping[str, str] = field(default_factory=dict)  # SecretId -> sub-account sharing its limits
 
     def __post_init__(self) -> None:
         if self.enis < 0:

@@ -1,6 +1,8 @@
-"""Per-SecretId per-action rate limits and API 2.0 nonce replay protection, both on the injected clock.
+"""Per-account per-action rate limits and API 2.0 nonce replay protection, both on the injected clock.
 
-Rate limits count requests in fixed one-second windows of ``clock.monotonic()`` (decisions.md D8): the
+Rate limits count requests per action, region and sub-account (docs/protocol.md D21; a SecretId is its own
+sub-account unless ``accounts`` says which one it belongs to) in fixed one-second windows of
+``clock.monotonic()`` (D8): the
 request that makes the count exceed the limit, and every later one in that second, is refused with Tencent's
 message (D6) and has no effect. The replay guard remembers each (SecretId, Nonce) for the replay window (D15)
 and forgets it afterwards, in O(1) amortised per request.
@@ -41,12 +43,21 @@ def throttle_message(count: int, limit: int, form: str = "plain") -> str:
 
 
 class RateLimiter:
-    """Fixed one-second windows per (SecretId, action). A limit of 0 or None means unlimited."""
+    """Fixed one-second windows per (sub-account, region, action). A limit of 0 or None means unlimited."""
 
-    def __init__(self, clock: Clock, limits: Mapping[str, int | None] | None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        limits: Mapping[str, int | None] | None,
+        *,
+        accounts: Mapping[str, str] | None = None,
+        region: str = "",
+    ) -> None:
         self._clock = clock
         self._limits = {action: n for action, n in (limits or {}).items() if n}
-        self._windows: dict[tuple[str, str], list[int]] = {}
+        self._accounts = dict(accounts or {})
+        self._region = region
+        self._windows: dict[tuple[str, str, str], list[int]] = {}
 
     def limit(self, action: str) -> int | None:
         """The configured per-second limit for ``action``, or None when unlimited."""
@@ -61,9 +72,10 @@ class RateLimiter:
         if limit is None:
             return
         second = int(self._clock.monotonic())
-        window = self._windows.get((secret_id, action))
+        key = (self._accounts.get(secret_id, secret_id), self._region, action)
+        window = self._windows.get(key)
         if window is None or window[0] != second:
-            self._windows[(secret_id, action)] = [second, 1]
+            self._windows[key] = [second, 1]
             count = 1
         else:
             window[1] += 1

@@ -2,7 +2,7 @@
 
 Operations take already-parsed arguments and raise ``Reject`` with a dialect-neutral ``Reason``; they never
 see HTTP. Task status is computed lazily from the injected clock: every operation first calls ``settle``,
-which pops the tasks whose end time has passed from a heap and applies their effect (decisions.md D12), so
+which pops the tasks whose end time has passed from a heap and applies their effect (docs/protocol.md D12), so
 there are no background timers and a ``FakeClock`` drives everything. Lookups are by index (ENI by id, ENIs
 by VPC, IP owner by ``(vpc, ip)``), so each call costs O(IPs in the call), not O(ENIs).
 """

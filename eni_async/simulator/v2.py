@@ -1,5 +1,5 @@
 """The API 2.0 front end (``/v2/index.php``): read the parameters, verify the signature, run the action, and
-write the ``code``/``message``/``codeDesc`` envelope (vpc-api.md §1, decisions.md D2, D3 and the error table).
+write the ``code``/``message``/``codeDesc`` envelope (docs/protocol.md §1, D2, D3 and the error table).
 
 The signature is checked with ``eni_async.signing`` over every received parameter except ``Signature``, with
 the ``Host`` header as sent (D16). Errors are HTTP 200 with a non-zero ``code``; ``V2_CODES`` maps every
@@ -177,7 +177,7 @@ class V2Frontend(ActionTable):
 
 
 def render_eni(eni: Eni) -> dict[str, Any]:
-    """One ENI as the API 2.0 DescribeNetworkInterfaces lists it (vpc-api.md §1.6)."""
+    """One ENI as the API 2.0 DescribeNetworkInterfaces lists it (docs/protocol.md §1.6)."""
     addresses = [
         {
             "privateIpAddress": eni.primary_ip,

@@ -1,6 +1,6 @@
 """The API 3.0 front end (``POST /`` with a JSON body, ``GET /`` with a query string), TC3-HMAC-SHA256 auth.
 
-Verification follows vpc-api.md §2.2 with ``eni_async.signing``: whatever ``SignedHeaders`` the client
+Verification follows docs/protocol.md §2.2 with ``eni_async.signing``: whatever ``SignedHeaders`` the client
 lists, the raw query string as received, the SHA-256 of the body bytes (or ``UNSIGNED-PAYLOAD``), the
 credential date checked against ``X-TC-Timestamp``. Answers are ``{"Response": {..., "RequestId"}}``; an
 UnassignPrivateIpAddresses' RequestId is its task id. ``V3_CODES`` maps every ``Reason`` to an ``Error.Code``.
@@ -260,7 +260,7 @@ def _address(ip: str, primary: bool, eip: Any, state: str) -> dict[str, Any]:
 
 
 def render_eni(eni: Eni) -> dict[str, Any]:
-    """One ENI as the API 3.0 DescribeNetworkInterfaces lists it (vpc-api.md §2.6)."""
+    """One ENI as the API 3.0 DescribeNetworkInterfaces lists it (docs/protocol.md §2.6)."""
     task = eni.task
     busy = set(task.ips) if task is not None else set()
     busy_state = "DELETING" if task is not None and task.kind == "unassign" else "PENDING"

@@ -1,7 +1,7 @@
 """Shape checks for ids and IP lists, shared by both front ends; each failure is a ``Reject``.
 
 Tencent is strict about formats, so the simulator is too: ``vpc-``/``eni-``/``subnet-`` plus eight lower-case
-letters or digits, dotted-quad IPv4 addresses without leading zeros, at most 10 IPs per call (decisions.md D9)
+letters or digits, dotted-quad IPv4 addresses without leading zeros, at most 10 IPs per call (docs/protocol.md D9)
 and no IP twice. Nothing here touches state.
 """
 
