@@ -40,6 +40,9 @@ from eni_async.policy import PollPolicy, RetryPolicy
 log = logging.getLogger(__name__)
 
 CONFIG_ENV = "ENI_ASYNC_CONFIG"
+# ``ENI_ASYNC_*`` variables that are not settings: the config file's name, and serve's callers' tokens
+# (secrets, deliberately kept out of settings and never shown).
+NOT_SETTINGS = frozenset({CONFIG_ENV, "ENI_ASYNC_SERVICE_TOKENS"})
 ENV_PREFIX = "ENI_ASYNC_"
 # Variables of Tencent's own tools that eni-async honours too (tccli and the official SDKs read them).
 REGION_ENV = "TENCENTCLOUD_REGION"
@@ -341,13 +344,14 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     by_name = {env_name(key): key for key in scalar_keys()}
     data: dict[str, Any] = {}
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         text = environ[name]
         key = by_name.get(name)
         if key is None:
             hint = _did_you_mean(name, [*by_name, CONFIG_ENV])
-            raise ConfigError(name, text, f"unknown setting in the environment{hint}")
+            # The value is not shown: an unknown variable may hold a secret.
+            raise ConfigError(name, "***", f"unknown setting in the environment{hint}")
         section, _, leaf = key.rpartition(".")
         cls: type[Any] = _SECTIONS[section] if section else Settings
         target = data.setdefault(section, {}) if section else data

@@ -22,7 +22,7 @@ from eni_async.journal import Journal
 from eni_async.outcomes import check_against_truth
 from eni_async.service.command import load_tokens
 from eni_async.service.registry import Registry
-from eni_async.settings import Settings
+from eni_async.settings import Settings, load_settings
 from eni_async.simulator import Simulator, SimulatorConfig, load_fault_profile, running
 
 TOKEN = "process-token-0123456789abcdef"
@@ -287,6 +287,12 @@ def test_a_journal_in_use_is_refused_in_one_line(
     assert "--journal" in err
     assert "in use" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_tokens_variable_is_not_an_unknown_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENI_ASYNC_SERVICE_TOKENS is read by serve, not refused as an unknown ENI_ASYNC_* setting."""
+    monkeypatch.setenv("ENI_ASYNC_SERVICE_TOKENS", TOKEN)
+    assert load_settings(environ={"ENI_ASYNC_SERVICE_TOKENS": TOKEN}) == Settings()
 
 
 def test_tokens_come_from_the_file_and_the_environment(tmp_path: Path) -> None:

@@ -152,8 +152,8 @@ class Engine:
 
     def _retry_after(self) -> int:
         """Seconds worth waiting before retrying: about how long the queue ahead takes at full speed."""
-        per_second = max(1, self.client.settings.rate_limits.task_query)
-        return max(1, min(60, self._unfinished // per_second))
+        per_second = max(1.0, float(self.client.settings.rate_limits.task_query))
+        return max(1, min(60, int(self._unfinished / per_second)))
 
     def get(self, release_id: str) -> dict[str, Any] | None:
         """The release as JSON (with the journal's progress while it runs), or ``None``."""
