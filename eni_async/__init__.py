@@ -11,7 +11,14 @@ Many ENIs are one loop over ``client.unassign_many(items)``. ``__all__`` is the 
 from eni_async.batch import Batch
 from eni_async.client import EniClient
 from eni_async.clock import Clock, FakeClock, SystemClock
-from eni_async.credentials import load_credentials
+from eni_async.credentials import (
+    CredentialError,
+    CredentialProvider,
+    RefreshingCredentials,
+    StaticCredentials,
+    credential_chain,
+    load_credentials,
+)
 from eni_async.errors import (
     ApiError,
     AuthError,
@@ -56,6 +63,8 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "ConnectionLostError",
+    "CredentialError",
+    "CredentialProvider",
     "Credentials",
     "EniAsyncError",
     "EniClient",
@@ -76,11 +85,13 @@ __all__ = [
     "PrimaryIpError",
     "ProtocolError",
     "RateLimits",
+    "RefreshingCredentials",
     "RetryPolicy",
     "ServerError",
     "ServiceClient",
     "ServiceError",
     "Settings",
+    "StaticCredentials",
     "SystemClock",
     "TaskFailedError",
     "TaskState",
@@ -93,6 +104,7 @@ __all__ = [
     "UnassignResult",
     "VpcNotFoundError",
     "__version__",
+    "credential_chain",
     "error_info",
     "load_credentials",
     "load_settings",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eni_async import __version__, cli_batch
-from eni_async.credentials import load_credentials
+from eni_async.credentials import settings_credentials
 from eni_async.errors import EniAsyncError, InputError, error_code, error_info
 from eni_async.settings import Settings, defaults_file, load_settings, settings_as_dict
 from eni_async.terminal import (
@@ -288,7 +288,7 @@ async def _run_unassign(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(
             settings, poll=dataclasses.replace(settings.poll, timeout=args.timeout)
         )
-    credentials = load_credentials(settings.profile)
+    credentials = await settings_credentials(settings)
     item = Item(vpc, eni, ips)
     outcome = Outcome(vpc, eni, ips)
     stopping = False

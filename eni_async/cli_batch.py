@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from eni_async import metrics as metrics_cli
 from eni_async.client import EniClient
-from eni_async.credentials import load_credentials
+from eni_async.credentials import settings_credentials
 from eni_async.errors import ConfigError, InputError
 from eni_async.inputs import count_lines, read_items
 from eni_async.journal import Journal, JournalError
@@ -334,7 +334,7 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
     """``eni-async batch``: exit 0 when every ENI succeeded, 1 otherwise, 2 when the input is unreadable."""
     source = read_items(args.input)
     items: Iterable[object] = source
-    credentials = load_credentials(settings.profile)
+    credentials = await settings_credentials(settings)
     show = _show_progress(args)
     journal = _open_journal(args.journal, new=True) if args.journal else None
     try:
@@ -444,7 +444,7 @@ async def run_resume(args: argparse.Namespace, settings: Settings) -> int:
                         as_json=json_lines(args),
                     )
                     return 0 if set(journal.outcome_counts()) <= {SUCCEEDED} else 1
-                credentials = load_credentials(settings.profile)
+                credentials = await settings_credentials(settings)
                 show = _show_progress(args)
                 async with metrics_cli.endpoint_from(args) as endpoint:
                     metrics = _client_metrics(endpoint, args)

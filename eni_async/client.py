@@ -23,7 +23,7 @@ import logging
 import random
 import ssl as ssl_module
 import urllib.request
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar, cast
 from urllib.parse import urlsplit
@@ -34,6 +34,7 @@ from tenacity import RetryCallState
 from eni_async import validation
 from eni_async.batch import Batch
 from eni_async.clock import Clock, SystemClock
+from eni_async.credentials.refresh import CredentialProvider, StaticCredentials, as_provider
 from eni_async.dialects import DESCRIBE, TASK_QUERY, UNASSIGN, Dialect, SignContext, get_dialect
 from eni_async.errors import (
     ApiError,
@@ -45,6 +46,7 @@ from eni_async.errors import (
     TaskFailedError,
     TaskTimeoutError,
     ThrottledError,
+    TokenError,
     error_code,
 )
 from eni_async.journal import Journal
@@ -82,6 +84,8 @@ T = TypeVar("T")
 class EniClient:
     """Release secondary IPs from ENIs, one ``await`` per ENI.
 
+    ``credentials`` are fixed ``Credentials`` or a ``CredentialProvider`` (``await credential_chain()``),
+    asked before every call; a call refused for an expired token is signed again, once, with fresh ones.
     ``session`` is borrowed when given (the caller closes it); otherwise the client opens its own on entry
     and closes it on exit. ``clock`` is the time seam (tests pass a ``FakeClock``); ``rng`` seeds jitter.
     ``metrics`` is an ``eni_async.metrics.Metrics`` to keep up to date (``None``: no metrics).
@@ -93,7 +97,7 @@ class EniClient:
 
     def __init__(
         self,
-        credentials: Credentials,
+        credentials: Credentials | CredentialProvider,
         settings: Settings = Settings(),  # noqa: B008 - frozen value
         *,
         session: aiohttp.ClientSession | None = None,
@@ -111,7 +115,7 @@ class EniClient:
         self.latencies = LatencyTracker()
         self._tracker: Tracker | None = None
         self._sent_at: dict[str, float] = {}
-        self._credentials = credentials
+        self.credentials: CredentialProvider = as_provider(credentials)
         self._rng = rng if rng is not None else random.Random()
         self._nonces = itertools.count(random.SystemRandom().randint(1, 2**30))
         self._session = session
@@ -123,12 +127,14 @@ class EniClient:
             self._transport = self._make_transport(session)
 
     def __repr__(self) -> str:
+        shown = self.credentials
+        who = f"secret_id={shown.credentials.secret_id!r}" if isinstance(shown, StaticCredentials) else ""
         return (
             f"EniClient(endpoint={self.endpoint!r}, dialect={self.settings.dialect!r}, "
-            f"secret_id={self._credentials.secret_id!r})"
+            f"{who or f'credentials={shown.source!r}'})"
         )
 
-    def _make_budgets(self, credentials: Credentials) -> Budgets | SharedBudgets:
+    def _make_budgets(self, credentials: Credentials | CredentialProvider) -> Budgets | SharedBudgets:
         """In-memory budgets, or with ``shared_quota`` budgets in Redis (only then is ``redis`` imported)."""
         rates = self.settings.rate_limits.by_action()
         if not self.settings.shared_quota:
@@ -141,11 +147,20 @@ class EniClient:
                 mask_url(self.settings.shared_quota),
                 f"needs the redis package (pip install 'eni-async[redis]'): {exc}",
             ) from None
+        if isinstance(credentials, StaticCredentials):
+            credentials = credentials.credentials
+        if not isinstance(credentials, Credentials) and not self.settings.quota_key:
+            # Temporary credentials get a new SecretId at each renewal: the quota needs a stable name.
+            raise ConfigError(
+                "quota_key", "", "must name the account when shared_quota is used with renewed credentials"
+            )
         return SharedBudgets(
             rates,
             self.clock,
             url=self.settings.shared_quota,
-            account=account_key(credentials.secret_id, self.settings.quota_key),
+            account=account_key(
+                credentials.secret_id if isinstance(credentials, Credentials) else "", self.settings.quota_key
+            ),
             region=self.settings.region,
         )
 
@@ -227,9 +242,9 @@ class EniClient:
 
     # -- one call -------------------------------------------------------------------------------------
 
-    def _context(self) -> SignContext:
+    def _context(self, credentials: Credentials) -> SignContext:
         return SignContext(
-            credentials=self._credentials,
+            credentials=credentials,
             endpoint=self.endpoint,
             region=self.settings.region,
             timestamp=int(self.clock.time()),
@@ -290,7 +305,9 @@ class EniClient:
                 await getattr(budget, "acquire_retry", budget.acquire)()
             started = self.clock.monotonic()
             try:
-                result = parse(await transport.send(build(self._context())))
+                result = await self._signed_send(
+                    transport, build, parse, budget.acquire, f"{action} {subject}"
+                )
             except EniAsyncError as exc:
                 code = error_code(exc)
                 logged(code, getattr(exc, "request_id", None), self.clock.monotonic() - started, exc)
@@ -332,6 +349,29 @@ class EniClient:
 
         retrying = retrier(self.settings.retry, self.clock, mutating=mutating, before_sleep=before_sleep)
         return await retrying(again)
+
+    async def _signed_send(
+        self,
+        transport: AiohttpTransport,
+        build: Callable[[SignContext], HttpRequest],
+        parse: Callable[[HttpResponse], T],
+        acquire: Callable[[], Awaitable[None]],
+        label: str,
+    ) -> T:
+        """Sign with the provider's credentials and send; once more with fresh ones if the token expired.
+
+        A refused token means the call had no effect, so even a mutating call may be signed again.
+        """
+        credentials = await self.credentials.get()
+        try:
+            return parse(await transport.send(build(self._context(credentials))))
+        except TokenError as exc:  # AuthFailure.TokenFailure; API 2.0 4100 naming the token, or 4105
+            fresh = await self.credentials.refresh(credentials)
+            if fresh == credentials:
+                raise  # nothing fresher to sign with
+            log.info("%s: %s; signing again with fresh credentials", label, exc.code)
+        await acquire()
+        return parse(await transport.send(build(self._context(fresh))))
 
     # -- the API --------------------------------------------------------------------------------------
 

@@ -25,15 +25,20 @@ class TaskStatus(StrEnum):
 
 @dataclass(frozen=True)
 class Credentials:
-    """A Tencent Cloud key pair and optional session token. The repr hides the key and token."""
+    """A Tencent Cloud key pair, optional session token and, for temporary ones, when they expire.
+
+    ``expires_at`` is epoch seconds (``None``: never). The repr hides the key and token.
+    """
 
     secret_id: str
     secret_key: str = field(repr=False)
     token: str | None = field(default=None, repr=False)
+    expires_at: float | None = None
 
     def __repr__(self) -> str:
         token = ", token=***" if self.token else ""
-        return f"Credentials(secret_id={self.secret_id!r}, secret_key=***{token})"
+        expiry = f", expires_at={self.expires_at:.0f}" if self.expires_at is not None else ""
+        return f"Credentials(secret_id={self.secret_id!r}, secret_key=***{token}{expiry})"
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,8 @@ class Settings:
     ``shared_quota`` is ``redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]``: the rate budgets then live in that
     Redis, shared by every process of the account (see ``eni_async.shared_quota``); empty means in memory.
     ``quota_key`` names the account that owns the quota; empty means the SecretId's own.
+    ``metadata_endpoint`` and ``sts_endpoint`` (``scheme://host[:port]``, empty: Tencent's own) are where role
+    credentials come from; ``credential_refresh_margin`` is how many seconds before expiry they are renewed.
     """
 
     endpoint: str = ""
@@ -113,6 +115,9 @@ class Settings:
     grace: float = 5.0
     shared_quota: str = ""
     quota_key: str = ""
+    metadata_endpoint: str = ""
+    sts_endpoint: str = ""
+    credential_refresh_margin: float = 300.0
     timeouts: Timeouts = field(default_factory=Timeouts)
     rate_limits: RateLimits = field(default_factory=RateLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -179,30 +184,39 @@ _SECTIONS: Mapping[str, type[Any]] = {
 _MAY_BE_ZERO = ("initial", "jitter", "first")
 
 
+def _check_endpoint(name: str, value: str) -> None:
+    """An endpoint setting is empty or ``scheme://host[:port]`` with http or https."""
+    if not value:
+        return
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ConfigError(name, value, "not a URL") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or parts.password is not None
+    ):
+        raise ConfigError(name, value, "expected scheme://host[:port] with http or https")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError(name, value, "bad port") from None
+
+
 def _check(s: Settings) -> None:
     if s.dialect not in DIALECT_ENDPOINTS:
         raise ConfigError("dialect", s.dialect, f"expected one of {', '.join(DIALECT_ENDPOINTS)}")
     if s.sign_method not in SIGN_METHODS:
         raise ConfigError("sign_method", s.sign_method, f"expected one of {', '.join(SIGN_METHODS)}")
-    if s.endpoint:
-        try:
-            parts = urlsplit(s.endpoint)
-        except ValueError:
-            raise ConfigError("endpoint", s.endpoint, "not a URL") from None
-        if (
-            parts.scheme not in ("http", "https")
-            or not parts.hostname
-            or parts.path not in ("", "/")
-            or parts.query
-            or parts.fragment
-            or parts.username is not None
-            or parts.password is not None
-        ):
-            raise ConfigError("endpoint", s.endpoint, "expected scheme://host[:port] with http or https")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ConfigError("endpoint", s.endpoint, "bad port") from None
+    for name in ("endpoint", "metadata_endpoint", "sts_endpoint"):
+        _check_endpoint(name, getattr(s, name))
+    if not (math.isfinite(s.credential_refresh_margin) and s.credential_refresh_margin >= 0):
+        raise ConfigError("credential_refresh_margin", s.credential_refresh_margin, "must be 0 or more")
     if s.proxy:
         try:
             scheme = urlsplit(s.proxy).scheme

@@ -28,6 +28,35 @@ maximum = 0.05
 DOC_SECRET_ID, DOC_SECRET_KEY = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3gnPhESA", "Gu5t9xGARNpq86cd98joQYCN3Cozk1qA"
 
 
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+# Role-credential sources the credential chain reaches when nothing static is found.
+ROLE_ENV = (
+    "TKE_REGION",
+    "TKE_PROVIDER_ID",
+    "TKE_WEB_IDENTITY_TOKEN_FILE",
+    "TKE_ROLE_ARN",
+    "TENCENTCLOUD_ROLE_ARN",
+    "TENCENTCLOUD_ROLE_SESSION_NAME",
+    "TCCLI_PROFILE",
+)
+
+
+@pytest.fixture(autouse=True)
+def no_role_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test: no TKE or role variables, and the metadata service and STS on a closed local port."""
+    for name in ROLE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("ENI_ASYNC_METADATA_ENDPOINT", closed)
+    monkeypatch.setenv("ENI_ASYNC_STS_ENDPOINT", closed)
+
+
 @pytest.fixture
 def fast_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """A settings file with fast polls, named by ``ENI_ASYNC_CONFIG``."""

@@ -236,6 +236,28 @@ def test_both_kinds_of_budget_table_give_the_same_interface(redis_server: RedisS
     assert (rate_of(local), rate_of(shared)) == (7, 7)
 
 
+class _RenewedCredentials:
+    """A provider whose SecretId changes at each renewal, as role credentials do."""
+
+    source = "a role"
+
+    async def get(self) -> Credentials:
+        return Credentials("AKIDtemporary", "key", "token")
+
+    async def refresh(self, stale: Credentials | None = None) -> Credentials:
+        return await self.get()
+
+
+def test_renewed_credentials_need_a_quota_key(redis_server: RedisServer) -> None:
+    """Renewed credentials change their SecretId, so a shared quota needs ``quota_key`` to name the account."""
+    settings = Settings(shared_quota=redis_server.url)
+    with pytest.raises(ConfigError) as caught:
+        EniClient(_RenewedCredentials(), settings)
+    assert caught.value.field == "quota_key"
+    client = EniClient(_RenewedCredentials(), replace(settings, quota_key="team-a"))
+    assert isinstance(client.budgets, SharedBudgets)
+
+
 def test_discovery_is_refused_with_a_shared_quota() -> None:
     """Probing the limits upward is per process, so it does not go with a quota shared by many."""
     with pytest.raises(ConfigError) as caught:

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from eni_async.errors import ConfigError, InputError
-from eni_async.simulator.command import add_arguments, parse_latency, serve
+from eni_async.simulator.command import add_arguments, build_config, parse_latency, serve
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -69,6 +69,8 @@ async def test_serve_stops_on_cancel(capsys: pytest.CaptureFixture[str]) -> None
         (("--faults", "apocalyptic"), ConfigError, "--faults"),
         (("--state", "/nonexistent/state.json"), ConfigError, "--state"),
         (("--port", "70000"), InputError, "--port"),
+        (("--credential-lifetime", "0"), InputError, "--credential-lifetime"),
+        (("--role-name", "a/b"), InputError, "--role-name"),
     ],
 )
 async def test_bad_options_are_named(argv: tuple[str, ...], error: type[Exception], option: str) -> None:
@@ -83,3 +85,13 @@ def test_latency_forms() -> None:
     assert parse_latency("0") == (0.0, 0.0)
     assert parse_latency("2") == (2.0, 0.5)
     assert parse_latency("1.5,0.1") == (1.5, 0.1)
+
+
+def test_role_options_reach_the_config() -> None:
+    """--role-name and --credential-lifetime set the metadata service's role and the credentials' lifetime."""
+    config = build_config(_args("--role-name", "releaser", "--credential-lifetime", "90"))
+    assert (config.role_name, config.credential_lifetime) == ("releaser", 90.0)
+    assert (build_config(_args()).role_name, build_config(_args()).credential_lifetime) == (
+        "eni-async-role",
+        7200.0,
+    )

@@ -23,6 +23,7 @@ from eni_async.simulator.faults import AFTER_EFFECT, ALL_KINDS, BEFORE_EFFECT, N
 from eni_async.simulator.frontend import Frontend
 from eni_async.simulator.limits import DEFAULT_RATE_LIMITS, RateLimiter, ReplayGuard, throttle_message
 from eni_async.simulator.rejects import Reason, Reject
+from eni_async.simulator.roles import STS_ACTIONS, KeyRing, MetadataService, StsService
 from eni_async.simulator.seeding import load_world, seed_world
 from eni_async.simulator.state import World
 from eni_async.simulator.v2 import V2Frontend
@@ -53,7 +54,11 @@ def _drop(request: web.Request) -> web.Response:
 
 
 class Simulator:
-    """An in-process Tencent VPC: API 2.0 at ``/v2/index.php``, API 3.0 at ``/``, ground truth at ``/_sim/``."""
+    """An in-process Tencent VPC: API 2.0 at ``/v2/index.php``, API 3.0 at ``/``, ground truth at ``/_sim/``.
+
+    The same server is the CVM metadata service (``/latest/meta-data/...``) and STS (API 3.0 actions
+    ``AssumeRoleWithWebIdentity`` and ``AssumeRole`` at ``/``): see ``roles``.
+    """
 
     def __init__(self, config: SimulatorConfig, *, clock: Clock | None = None) -> None:
         self.config = config
@@ -88,8 +93,11 @@ class Simulator:
         self.requests: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         replay = ReplayGuard(self.clock)
-        self._v2 = V2Frontend(self.world, keys, replay)
-        self._v3 = V3Frontend(self.world, keys, replay, config.region)
+        self.keys = KeyRing(keys, self.clock, seed=config.seed)
+        self._v2 = V2Frontend(self.world, self.keys, replay)
+        self._v3 = V3Frontend(self.world, self.keys, replay, config.region)
+        self.metadata = MetadataService(self.keys, config.role_name, config.credential_lifetime)
+        self.sts = StsService(self.keys, config.credential_lifetime, self._v3.verify, self.world.new_uuid)
         self.app = self._build_app()
         # ENIs refused per resource; starts from the fault profile, and a test may add to it while running.
         self.denied_enis: set[str] = set(config.faults.denied_enis)
@@ -104,6 +112,7 @@ class Simulator:
         app.router.add_route("POST", V2_PATH, self._handle_v2)
         app.router.add_route("GET", "/", self._handle_v3)
         app.router.add_route("POST", "/", self._handle_v3)
+        self.metadata.add_routes(app)
         app.router.add_route("GET", "/_sim/state", self._handle_state)
         app.router.add_route("GET", "/_sim/stats", self._handle_stats)
         return app
@@ -137,6 +146,12 @@ class Simulator:
         return await self._serve(self._v2, request)
 
     async def _handle_v3(self, request: web.Request) -> web.StreamResponse:
+        action = request.headers.get("X-TC-Action", "")
+        if (
+            request.method == "POST" and action in STS_ACTIONS
+        ):  # STS shares the API 3.0 path: only hosts differ
+            self.requests[action] += 1
+            return await self.sts.handle(request, action)
         return await self._serve(self._v3, request)
 
     async def _serve(self, front: Frontend, request: web.Request) -> web.StreamResponse:

@@ -75,6 +75,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="these SecretIds share one sub-account's rate limits (default: each its own); repeatable",
     )
+    parser.add_argument(
+        "--role-name", default="eni-async-role", help="the CVM role the metadata service names ('' for none)"
+    )
+    parser.add_argument(
+        "--credential-lifetime",
+        type=float,
+        default=7200.0,
+        metavar="SECONDS",
+        help="how long issued temporary credentials are accepted (default 7200)",
+    )
     prometheus.add_arguments(parser)
 
 
@@ -133,6 +143,10 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         faults: FaultProfile = load_fault_profile(args.faults)
     except ConfigError as exc:
         raise ConfigError("--faults", args.faults, exc.reason) from None
+    if not args.credential_lifetime > 0:  # NaN too
+        raise InputError("--credential-lifetime", args.credential_lifetime, "must be positive")
+    if any(c in args.role_name for c in "/ ?#"):
+        raise InputError("--role-name", args.role_name, "must not contain '/', spaces, '?' or '#'")
     keys = dict(zip(args.secret_id, args.secret_key, strict=True)) if args.secret_id else None
     return SimulatorConfig(
         enis=args.enis,
@@ -144,6 +158,8 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         keys=keys,
         state_file=args.state,
         accounts=parse_sub_accounts(args.sub_account),
+        role_name=args.role_name,
+        credential_lifetime=args.credential_lifetime,
     )
 
 

@@ -35,6 +35,8 @@ class SimulatorConfig:
     eip_fraction: float = 0.3
     max_ips_per_eni: int = 50  # the per-ENI secondary IP quota AssignPrivateIpAddresses enforces
     accounts: Mapping[str, str] = field(default_factory=dict)  # SecretId -> sub-account sharing its limits
+    role_name: str = "eni-async-role"  # the CVM role the metadata service names ("" for none)
+    credential_lifetime: float = 7200.0  # seconds a temporary key pair is accepted (metadata and STS)
 
     def __post_init__(self) -> None:
         if self.enis < 0:
@@ -45,6 +47,10 @@ class SimulatorConfig:
             raise ConfigError("task_latency", self.task_latency, "must be (median, sigma), both 0 or more")
         if not 0.0 <= self.eip_fraction <= 1.0:
             raise ConfigError("eip_fraction", self.eip_fraction, "must be between 0 and 1")
+        if not self.credential_lifetime > 0:
+            raise ConfigError("credential_lifetime", self.credential_lifetime, "must be positive")
+        if any(c in self.role_name for c in "/ ?#"):
+            raise ConfigError("role_name", self.role_name, "must not contain '/', spaces, '?' or '#'")
         if not self.region:
             raise ConfigError("region", self.region, "must not be empty")
         for action, limit in (self.rate_limits or {}).items():

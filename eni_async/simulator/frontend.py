@@ -7,7 +7,7 @@ build HTTP responses themselves, so the app alone decides status codes, headers 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,6 +18,7 @@ from eni_async.simulator.resources import TaskFate
 
 if TYPE_CHECKING:
     from eni_async.simulator.limits import ReplayGuard
+    from eni_async.simulator.roles import KeyRing
     from eni_async.simulator.state import World
 
 
@@ -62,12 +63,12 @@ MUTATING = frozenset({"UnassignPrivateIpAddresses", "AssignPrivateIpAddresses"})
 
 
 class ActionTable:
-    """What both front ends share: the world, the keys, the replay guard, and one table of the actions.
+    """What both front ends share: the world, the key ring, the replay guard, and one table of the actions.
 
     A front end subclasses it and writes the four action methods in its own wire format.
     """
 
-    def __init__(self, world: World, keys: Mapping[str, str], replay: ReplayGuard) -> None:
+    def __init__(self, world: World, keys: KeyRing, replay: ReplayGuard) -> None:
         self._world = world
         self._keys = keys
         self._replay = replay

@@ -35,6 +35,7 @@ class Reason(StrEnum):
     SECRET_ID_NOT_FOUND = "secret_id_not_found"
     BAD_AUTHORIZATION = "bad_authorization"  # an Authorization header that does not parse
     EXPIRED = "expired"  # timestamp outside the replay window
+    TOKEN = "token"  # a temporary SecretId whose session token is missing, wrong or expired
     NONCE_REUSED = "nonce_reused"
     INVALID_ACTION = "invalid_action"
     NO_SUCH_VERSION = "no_such_version"

@@ -47,6 +47,7 @@ V2_CODES: Mapping[Reason, tuple[int, str]] = {
     Reason.BAD_AUTHORIZATION: (4100, "AuthFailure"),
     Reason.SECRET_ID_NOT_FOUND: (4104, "SecretIdNotFound"),
     Reason.EXPIRED: (4500, "ReplayAttack"),
+    Reason.TOKEN: (4100, "AuthFailure"),  # the message names the token
     Reason.NONCE_REUSED: (4500, "ReplayAttack"),
     Reason.INVALID_ACTION: (4000, "InvalidAction"),
     Reason.NO_SUCH_VERSION: (6100, "VersionNotSupported"),
@@ -103,6 +104,7 @@ class V2Frontend(ActionTable):
         )
         if not signing.signatures_equal(expected, params["Signature"]):
             raise Reject(Reason.SIGNATURE, "signature verification failed")
+        self._keys.check_token(secret_id, params.get("Token"))
         timestamp = integer(params["Timestamp"], name="Timestamp", default=0, low=0)
         self._replay.check_timestamp(timestamp)
         self._replay.check_nonce(secret_id, params["Nonce"])

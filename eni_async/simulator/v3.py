@@ -24,6 +24,7 @@ from eni_async.simulator.frontend import ActionTable, Call
 from eni_async.simulator.limits import ReplayGuard
 from eni_async.simulator.rejects import Reason, Reject
 from eni_async.simulator.resources import Eni, TaskFate
+from eni_async.simulator.roles import KeyRing
 from eni_async.simulator.state import World
 from eni_async.simulator.validate import MAX_IPS_PER_CALL, integer, ip_list, resource_id
 
@@ -53,6 +54,7 @@ V3_CODES: Mapping[Reason, str] = {
     Reason.BAD_AUTHORIZATION: "AuthFailure.InvalidAuthorization",
     Reason.SECRET_ID_NOT_FOUND: "AuthFailure.SecretIdNotFound",
     Reason.EXPIRED: "AuthFailure.SignatureExpire",
+    Reason.TOKEN: "AuthFailure.TokenFailure",
     Reason.NONCE_REUSED: "AuthFailure.SignatureExpire",
     Reason.INVALID_ACTION: "InvalidAction",
     Reason.NO_SUCH_VERSION: "NoSuchVersion",
@@ -93,7 +95,7 @@ class V3Frontend(ActionTable):
 
     dialect = "v3"
 
-    def __init__(self, world: World, keys: Mapping[str, str], replay: ReplayGuard, region: str) -> None:
+    def __init__(self, world: World, keys: KeyRing, replay: ReplayGuard, region: str) -> None:
         super().__init__(world, keys, replay)
         self._region = region
 
@@ -116,8 +118,8 @@ class V3Frontend(ActionTable):
             params = {}
         return Call(action, params, body)
 
-    def authenticate(self, request: web.Request, call: Call) -> str:
-        """Verify the TC3 Authorization header, then the timestamp window, version and region."""
+    def verify(self, request: web.Request, body: bytes, service: str) -> str:
+        """Verify a TC3 signature for ``service``, the session token and the timestamp; return the SecretId."""
         match = _AUTH_RE.fullmatch(request.headers.get("Authorization", "").strip())
         if match is None:
             raise Reject(Reason.BAD_AUTHORIZATION, "the Authorization header is missing or malformed")
@@ -130,23 +132,29 @@ class V3Frontend(ActionTable):
             raise Reject(Reason.SECRET_ID_NOT_FOUND, "the SecretId does not exist")
         signed = match["headers"].split(";")
         headers = {name: request.headers.get(name) for name in signed}
-        if any(v is None for v in headers.values()) or match["service"] != SERVICE:
+        if any(v is None for v in headers.values()) or match["service"] != service:
             raise Reject(Reason.SIGNATURE, "signature verification failed")
         canonical = signing.tc3_canonical_request(
             request.method,
             request.rel_url.raw_query_string,
             {k: v for k, v in headers.items() if v is not None},
             signed,
-            call.body,
+            body,
             unsigned_payload=request.headers.get("X-TC-Content-SHA256") == "UNSIGNED-PAYLOAD",
         )
-        to_sign = signing.tc3_string_to_sign(canonical, timestamp, SERVICE)
-        expected = signing.tc3_signature(secret_key, timestamp, SERVICE, to_sign)
+        to_sign = signing.tc3_string_to_sign(canonical, timestamp, service)
+        expected = signing.tc3_signature(secret_key, timestamp, service, to_sign)
         if match["date"] != signing.tc3_date(timestamp) or not signing.signatures_equal(
             expected, match["signature"]
         ):
             raise Reject(Reason.SIGNATURE, "signature verification failed")
+        self._keys.check_token(match["id"], request.headers.get("X-TC-Token"))
         self._replay.check_timestamp(timestamp)
+        return match["id"]
+
+    def authenticate(self, request: web.Request, call: Call) -> str:
+        """Verify the TC3 Authorization header, the token, the timestamp window, version and region."""
+        secret_id = self.verify(request, call.body, SERVICE)
         version = request.headers.get("X-TC-Version")
         if not version:
             raise Reject(Reason.MISSING, "missing required header X-TC-Version")
@@ -155,7 +163,7 @@ class V3Frontend(ActionTable):
         region = request.headers.get("X-TC-Region")
         if region and region != self._region:
             raise Reject(Reason.UNSUPPORTED_REGION, f"region {region} is not served here")
-        return match["id"]
+        return secret_id
 
     def dispatch(self, call: Call, fate: TaskFate) -> dict[str, Any]:
         """Run ``call.action``; return the success body or raise ``Reject``."""
