@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eni_async import metrics as metrics_cli
-from eni_async.credentials import load_credentials
+from eni_async.credentials import settings_credentials
 from eni_async.errors import ConfigError, InputError
 from eni_async.settings import Settings
 
@@ -105,7 +105,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
         metrics_cli.prometheus("--metrics-port", metrics_port)
     if not metrics_available():
         log.warning("prometheus-client not installed: /metrics answers 501")
-    credentials = load_credentials(settings.profile)
+    credentials = await settings_credentials(settings)  # the chain batch uses: env, profile, role, STS
     with _Signals() as signals:
         async with (
             running_service(

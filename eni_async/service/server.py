@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from eni_async.client import EniClient
+from eni_async.credentials import CredentialProvider
 from eni_async.errors import ConfigError
 from eni_async.journal import Journal, JournalError
 from eni_async.metrics import prometheus
@@ -53,7 +54,7 @@ def metrics_available() -> bool:
 
 @asynccontextmanager
 async def running_service(
-    credentials: Credentials,
+    credentials: Credentials | CredentialProvider,
     settings: Settings,
     journal: str | Path,
     *,
