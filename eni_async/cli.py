@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    from eni_async.service import command as service_command
     from eni_async.simulator import command as sim_command  # the simulator loads only when asked for
 
     for spec in (
@@ -173,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
             "eni-async resume batch.journal --output rest.jsonl",
             cli_batch.add_resume_arguments,
             _with_settings(cli_batch.run_resume),
+            client_options=True,
+        ),
+        Command(
+            "serve",
+            "run the release service: an HTTP API that tracks every release to its end",
+            "Serve the release API on 127.0.0.1 until SIGTERM; prints one JSON line when ready.",
+            "eni-async serve --journal releases.db --port 8750",
+            service_command.add_arguments,
+            _with_settings(service_command.serve),
             client_options=True,
         ),
         Command(

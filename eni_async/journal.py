@@ -22,7 +22,7 @@ import os
 import sqlite3
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,6 +276,25 @@ class Journal:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
+    def add_many(
+        self, items: Sequence[Item], *, also: Callable[[sqlite3.Connection, list[int]], None] | None = None
+    ) -> list[int]:
+        """Record new pending items in one transaction and return their keys; ``also(db, keys)`` runs in
+        the same transaction, so a layer that keeps its own tables beside the journal's (the service's
+        release registry) commits its rows together with the items, or neither."""
+        keys: list[int] = []
+        with self._transaction() as db:
+            for item in items:
+                cur = db.execute(
+                    "INSERT INTO items (vpc_id, eni_id, ips, line, state) VALUES (?, ?, ?, ?, ?)",
+                    (item.vpc_id, item.eni_id, json.dumps(list(item.ips)), item.line, PENDING),
+                )
+                assert cur.lastrowid is not None
+                keys.append(cur.lastrowid)
+            if also is not None:
+                also(db, keys)
+        return keys
+
     def submitting(self, key: int, chunk: tuple[str, ...], outcome: Outcome) -> None:
         """A chunk is about to be sent: if we die now, the chunk is in doubt."""
         with self._transaction() as db:
@@ -317,6 +336,19 @@ class Journal:
             )
 
     # -- reading ---------------------------------------------------------------------------------------
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open database, for layers that keep their own tables beside the journal's (the service)."""
+        return self._db
+
+    def item(self, key: int) -> tuple[str, dict[str, Any] | None] | None:
+        """One item's state and outcome so far (``None`` for an unknown key)."""
+        row = self._db.execute("SELECT state, outcome FROM items WHERE id = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        state, text = row
+        return state, (json.loads(text) if text else None)
 
     def counts(self) -> dict[str, int]:
         """Items by state (every state present, zero included)."""

@@ -40,6 +40,9 @@ from eni_async.policy import PollPolicy, RetryPolicy
 log = logging.getLogger(__name__)
 
 CONFIG_ENV = "ENI_ASYNC_CONFIG"
+# ``ENI_ASYNC_*`` variables that are not settings: the config file's name, and serve's callers' tokens
+# (secrets, deliberately kept out of settings and never shown).
+NOT_SETTINGS = frozenset({CONFIG_ENV, "ENI_ASYNC_SERVICE_TOKENS"})
 ENV_PREFIX = "ENI_ASYNC_"
 # Variables of Tencent's own tools that eni-async honours too (tccli and the official SDKs read them).
 REGION_ENV = "TENCENTCLOUD_REGION"
@@ -106,6 +109,9 @@ class Settings:
     concurrency: int = 10_000
     confirm: str = "eni"
     discovery: bool = False
+    service_tokens_file: str = ""
+    service_max_body: int = 1_048_576
+    service_max_unfinished: int = 10_000
     grace: float = 5.0
     shared_quota: str = ""
     quota_key: str = ""
@@ -232,6 +238,7 @@ def _check(s: Settings) -> None:
         )
     if not 1 <= s.concurrency <= MAX_CONCURRENCY:
         raise ConfigError("concurrency", s.concurrency, f"must be between 1 and {MAX_CONCURRENCY}")
+    _check_service(s)
     if s.confirm not in CONFIRM_MODES:
         raise ConfigError("confirm", s.confirm, f"expected one of {', '.join(CONFIRM_MODES)}")
     if isinstance(s.grace, bool) or not isinstance(s.grace, int | float) or not 0 <= s.grace < math.inf:
@@ -253,6 +260,13 @@ def _check(s: Settings) -> None:
                     raise ConfigError(f"{name}.{f.name}", value, "must be 0 or more")
             elif value <= 0:
                 raise ConfigError(f"{name}.{f.name}", value, "must be positive")
+
+
+def _check_service(s: Settings) -> None:
+    """The ``serve`` settings: sizes and counts of at least 1."""
+    for name in ("service_max_body", "service_max_unfinished"):
+        if getattr(s, name) < 1:
+            raise ConfigError(name, getattr(s, name), "must be at least 1")
 
 
 def from_mapping(
@@ -344,13 +358,14 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     by_name = {env_name(key): key for key in scalar_keys()}
     data: dict[str, Any] = {}
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         text = environ[name]
         key = by_name.get(name)
         if key is None:
             hint = _did_you_mean(name, [*by_name, CONFIG_ENV])
-            raise ConfigError(name, text, f"unknown setting in the environment{hint}")
+            # The value is not shown: an unknown variable may hold a secret.
+            raise ConfigError(name, "***", f"unknown setting in the environment{hint}")
         section, _, leaf = key.rpartition(".")
         cls: type[Any] = _SECTIONS[section] if section else Settings
         target = data.setdefault(section, {}) if section else data

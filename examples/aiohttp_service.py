@@ -1,70 +1,108 @@
-"""An aiohttp service that releases IPs on request, sharing one ``EniClient`` across all handlers.
+"""A controller's aiohttp app that hands IP releases to ``eni-async serve`` and answers at once.
 
-    python examples/aiohttp_service.py      # serves on 127.0.0.1:8080 against the embedded simulator
-    curl -X POST 127.0.0.1:8080/release -d '{"vpc_id": "...", "eni_id": "...", "ips": ["..."]}'
+The app owns no Tencent credentials and no rate budget: it forwards each request to the release service
+with ``ServiceClient`` (an ``Idempotency-Key`` passed through, so a retried request never makes a second
+release) and answers 202 with the release id; ``GET /recycle/{id}`` asks the service what happened. Run it
+as it is to try it: it starts the embedded simulator and the service in this process, then serves on
+127.0.0.1:8080::
 
-One client per process: it holds the HTTP session and the rate budgets, so every request of the service
-shares the account's limits. Bad input is a 400 (before any call to Tencent), an API or task failure a 502.
+    python examples/aiohttp_service.py
+    curl -X POST 127.0.0.1:8080/recycle -d '{"vpc_id": "...", "eni_id": "...", "ips": ["..."]}'
+    curl '127.0.0.1:8080/recycle/rel-...?wait=10'
+
+In production run ``eni-async serve --journal releases.db`` (see the README) and give this app its URL
+and a token from ``ENI_ASYNC_SERVICE_TOKENS``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
-from eni_async import Credentials, EniAsyncError, EniClient, InputError, Settings, error_info
+from eni_async import ServiceClient, ServiceError, Settings
 
-CLIENT = web.AppKey("client", EniClient)
+SERVICE = web.AppKey("service", ServiceClient)
 
 
-async def release(request: web.Request) -> web.Response:
-    """POST /release {"vpc_id", "eni_id", "ips"}: release the IPs and answer when the task has ended."""
+def _error(exc: ServiceError) -> web.Response:
+    body = {"error": {"code": exc.code, "message": exc.message, "field": exc.field}}
+    return web.json_response(body, status=exc.status)
+
+
+async def recycle(request: web.Request) -> web.Response:
+    """Hand one release to the service; 202 with its id, or the service's error."""
     try:
         body = await request.json()
         vpc_id, eni_id, ips = body["vpc_id"], body["eni_id"], body["ips"]
     except (ValueError, KeyError, TypeError):
-        return web.json_response({"error": "expected JSON with vpc_id, eni_id and ips"}, status=400)
+        return web.json_response(
+            {"error": {"code": "InvalidInput", "message": "expected vpc_id, eni_id, ips"}}, status=400
+        )
+    key = request.headers.get("Idempotency-Key")
     try:
-        result = await request.app[CLIENT].unassign(vpc_id, eni_id, ips)
-    except InputError as exc:
-        return web.json_response({"error": str(exc)}, status=400)
-    except EniAsyncError as exc:
-        return web.json_response({"error": error_info(exc)}, status=502)
-    return web.json_response({"released": list(result.released), "task_ids": list(result.task_ids)})
+        release = await request.app[SERVICE].submit(vpc_id, eni_id, ips, idempotency_key=key)
+    except ServiceError as exc:
+        return _error(exc)
+    return web.json_response({"release": release["id"], "status": release["status"]}, status=202)
 
 
-def make_app(credentials: Credentials, settings: Settings) -> web.Application:
-    """The service: one EniClient opened with the app and closed with it."""
+async def status(request: web.Request) -> web.Response:
+    """What happened to a release (``?wait=SECONDS`` holds the answer until it ends)."""
+    wait = float(request.query.get("wait", "0") or 0)
+    try:
+        release = await request.app[SERVICE].get(request.match_info["id"], wait=min(max(wait, 0.0), 60.0))
+    except ServiceError as exc:
+        return _error(exc)
+    return web.json_response(release)
+
+
+def make_app(service_endpoint: str, token: str | None) -> web.Application:
+    """The controller's app: one ``ServiceClient`` opened with the app and closed with it."""
     app = web.Application()
 
     async def client_context(app: web.Application) -> AsyncIterator[None]:
-        async with EniClient(credentials, settings) as client:
-            app[CLIENT] = client
+        async with ServiceClient(service_endpoint, token) as client:
+            app[SERVICE] = client
             yield
 
     app.cleanup_ctx.append(client_context)
-    app.router.add_post("/release", release)
+    app.router.add_post("/recycle", recycle)
+    app.router.add_get("/recycle/{id}", status)
     return app
 
 
 async def main() -> None:
+    from eni_async.service.server import running_service
     from eni_async.simulator import Simulator, SimulatorConfig, running
 
     sim = Simulator(SimulatorConfig(enis=3, ips_per_eni=2, task_latency=(0.5, 0.2)))
-    async with running(sim) as server:
-        app = make_app(sim.credentials, Settings(endpoint=server.endpoint, region=sim.region))
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 8080).start()
-        print("simulator ENIs:", json.dumps(sim.ground_truth()["enis"], indent=1))
-        print("serving on http://127.0.0.1:8080/release (Ctrl-C to stop)")
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await runner.cleanup()
+    token = "example-token-change-me-0123456789"
+    with tempfile.TemporaryDirectory() as tmp:
+        async with (
+            running(sim) as server,
+            running_service(
+                sim.credentials,
+                Settings(endpoint=server.endpoint, region=sim.region),
+                Path(tmp) / "releases.db",
+                tokens=[token],
+            ) as service,
+        ):
+            runner = web.AppRunner(make_app(service.endpoint, token))
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 8080).start()
+            print("simulator ENIs:", json.dumps(sim.ground_truth()["enis"], indent=1))
+            print(
+                f"release service on {service.endpoint}; this app on http://127.0.0.1:8080 (Ctrl-C to stop)"
+            )
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await runner.cleanup()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from eni_async import PollPolicy, Settings
+from eni_async.service.server import running_service
 from eni_async.simulator import Simulator, SimulatorConfig, running
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -62,19 +63,26 @@ async def test_release_many(sim: tuple[Simulator, Settings]) -> None:
     assert all(not e["secondary_ips"] for e in simulator.ground_truth()["enis"])
 
 
-async def test_aiohttp_service(sim: tuple[Simulator, Settings]) -> None:
-    """The service answers 200 with the released IPs, 400 for bad input, and 502 for an API failure."""
+async def test_aiohttp_service(sim: tuple[Simulator, Settings], tmp_path: Path) -> None:
+    """The controller app hands a release to the service (202), reads it back succeeded, and passes on 400s."""
     simulator, settings = sim
     module = load("aiohttp_service")
     eni = simulator.ground_truth()["enis"][0]
-    app = module.make_app(simulator.credentials, settings)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        body: dict[str, Any] = {"vpc_id": eni["vpc_id"], "eni_id": eni["eni_id"], "ips": eni["secondary_ips"]}
-        ok = await client.post("/release", json=body)
-        assert ok.status == 200
-        assert (await ok.json())["released"] == eni["secondary_ips"]
-        bad = await client.post("/release", json={**body, "eni_id": "eni-BAD"})
-        assert bad.status == 400
-        gone = await client.post("/release", json=body)
-        assert gone.status == 502
-        assert (await gone.json())["error"]["code"] == "InvalidPrivateIpAddress.NotFound"
+    token = "example-test-token-0123456789"
+    async with running_service(simulator.credentials, settings, tmp_path / "r.db", tokens=[token]) as service:
+        app = module.make_app(service.endpoint, token)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            body: dict[str, Any] = {
+                "vpc_id": eni["vpc_id"],
+                "eni_id": eni["eni_id"],
+                "ips": eni["secondary_ips"],
+            }
+            accepted = await client.post("/recycle", json=body)
+            assert accepted.status == 202
+            release_id = (await accepted.json())["release"]
+            done = await client.get(f"/recycle/{release_id}?wait=10")
+            assert (await done.json())["status"] == "succeeded"
+            assert simulator.ground_truth()["enis"][0]["secondary_ips"] == []
+            bad = await client.post("/recycle", json={**body, "eni_id": "eni-BAD"})
+            assert bad.status == 400
+            assert (await bad.json())["error"]["field"] == "eni_id"

@@ -32,8 +32,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tracker", "shared_quota", "credentials"),
     ("reconcile",),
     ("batch",),
-    ("client", "progress"),
-    ("", "cli_batch"),  # "" is the package itself: its __init__ is the public API
+    ("client", "progress", "service.schema", "service.registry", "service.client"),
+    # "" is the package itself: its __init__ is the public API
+    ("", "cli_batch", "service", "service.openapi", "service.engine", "service.metrics"),
+    ("service.http",),  # the HTTP face: never talks to Tencent but through the engine
+    ("service.server",),
+    ("service.command",),
     ("cli",),
     ("__main__",),
 )

@@ -95,7 +95,7 @@ def output_sample() -> dict[str, Any]:
 
 
 # Shell blocks run here rather than by .ci/run (each has its test below).
-RUN_HERE = ("eni-async batch ", "eni-async simulate ")
+RUN_HERE = ("eni-async batch ", "eni-async simulate ", "eni-async serve ")
 
 
 def test_every_shell_block_is_run() -> None:
@@ -173,6 +173,25 @@ def test_simulator_command_serves_and_prints_its_ready_line() -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     assert set(ready) == {"endpoint", "region", "secret_id", "secret_key"}
+    assert ready["endpoint"].startswith("http://127.0.0.1:")
+
+
+async def test_serve_command_serves_and_stops_on_sigterm(
+    world: tuple[Simulator, dict[str, set[str]]], tmp_path: Path
+) -> None:
+    """The service section's command prints its one JSON line and exits 0 on SIGTERM (on a free port)."""
+    argv = shlex.split(shell_block("eni-async serve "))
+    assert argv[:2] == ["eni-async", "serve"]
+    argv = [*argv[1 : argv.index("--port")], "--port", "0", *argv[argv.index("--port") + 2 :]]
+    env = {**os.environ, "ENI_ASYNC_SERVICE_TOKENS": "a-caller-token-of-16-or-more"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "eni_async", *argv, stdout=subprocess.PIPE, cwd=tmp_path, env=env
+    )
+    assert proc.stdout is not None
+    ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert list(ready) == ["endpoint"]
     assert ready["endpoint"].startswith("http://127.0.0.1:")
 
 

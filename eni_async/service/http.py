@@ -1,0 +1,269 @@
+"""The service's HTTP face (aiohttp.web): routes, callers' authentication, limits, and errors as JSON.
+
+Every answer is JSON, errors included: ``{"error": {"code", "message"[, "field"]}}``; a caller's mistake is
+a 4xx naming the problem, and no answer ever carries a traceback, a token or a credential. ``/v1`` routes
+need ``Authorization: Bearer TOKEN`` when tokens are configured (compared in constant time; a 401 never
+says which part was wrong); ``/healthz``, ``/readyz`` and ``/metrics`` do not. Once the engine stops
+accepting, ``/v1`` answers 503 with ``Retry-After``. This module checks and translates; the engine does
+the work and is the only way to it (nothing here talks to Tencent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import sqlite3
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from eni_async.journal import JournalError
+from eni_async.service import schema
+from eni_async.service.engine import BackpressureError, Engine, NotAcceptingError
+from eni_async.service.openapi import DOCUMENT
+from eni_async.service.registry import STATUSES, IdempotencyConflictError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter
+
+log = logging.getLogger("eni_async.service.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ENGINE = web.AppKey("engine", Engine)
+REQUEST_ID = web.RequestKey("request_id", str)
+CALLER = web.RequestKey("caller", str)
+LOCAL_CALLER = "local"  # no tokens configured: loopback only, one caller
+RETRY_AFTER_STOPPING = "5"
+JSON_TYPE = "application/json"
+# HTTP statuses aiohttp raises on its own, as error codes in our JSON.
+STATUS_CODES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "IdempotencyConflict",
+    413: "TooLarge",
+    415: "UnsupportedMediaType",
+    429: "TooManyUnfinished",
+    503: "Unavailable",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A JSON error answer."""
+    error: dict[str, str] = {"code": code}
+    if field is not None:
+        error["field"] = field
+    error["message"] = message
+    return json_response({"error": error}, status=status, headers=headers)
+
+
+def json_response(data: object, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON answer with ``Content-Type: application/json`` exactly."""
+    body = json.dumps(data, ensure_ascii=False).encode()
+    return web.Response(body=body, status=status, headers={"Content-Type": JSON_TYPE, **(headers or {})})
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def make_app(
+    engine: Engine,
+    *,
+    tokens: Sequence[str] = (),
+    max_body: int = 1_048_576,
+    metrics_registry: CollectorRegistry | None = None,
+    requests_counter: Counter | None = None,
+) -> web.Application:
+    """The application: ``engine`` does the work; ``tokens`` empty means no caller authentication (the
+    command allows that on loopback only); ``metrics_registry`` is served at ``/metrics`` when given."""
+    secrets = [token.encode() for token in tokens]
+
+    clock = engine.client.clock
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Tag the request with an id, count and log its answer (never a header value but the id)."""
+        given = request.headers.get("X-Request-Id", "")
+        request_id = given if _visible(given, 128) else uuid.uuid4().hex
+        request[REQUEST_ID] = request_id
+        started = clock.monotonic()
+        response = await handler(request)
+        response.headers["X-Request-Id"] = request_id
+        route = _route(request)
+        if requests_counter is not None:
+            requests_counter.labels(route, str(response.status)).inc()
+        log.info(
+            "%s %s %d %.1fms", request.method, route, response.status, (clock.monotonic() - started) * 1000,
+            extra={"request_id": request_id, "route": route, "status": response.status},
+        )  # fmt: skip
+        return response
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except schema.BadRequest as exc:
+            return error_response(400, "InvalidInput", exc.message, field=exc.field)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+            message = exc.reason if exc.status != 413 else f"request body over {max_body} bytes"
+            return error_response(exc.status, STATUS_CODES.get(exc.status, "Error"), message, headers=headers)
+        except Exception as exc:  # a bug: logged here, a plain 500 to the caller
+            log.error("unexpected error answering %s %s: %r", request.method, request.path, exc)
+            return error_response(500, "InternalError", "internal error; see the service log")
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/v1/") and request.path != "/v1":
+            return await handler(request)
+        caller = _caller(request.headers.get("Authorization", ""), secrets) if secrets else LOCAL_CALLER
+        if caller is None:
+            return error_response(
+                401,
+                "Unauthorized",
+                "missing or invalid bearer token",
+                headers={"WWW-Authenticate": 'Bearer realm="eni-async"'},
+            )
+        request[CALLER] = caller
+        if not engine.accepting:
+            return error_response(
+                503,
+                "Unavailable",
+                "the service is shutting down; retry against another replica or after restart",
+                headers={"Retry-After": RETRY_AFTER_STOPPING},
+            )
+        return await handler(request)
+
+    app = web.Application(middlewares=[count, errors, guard], client_max_size=max_body)
+    app[ENGINE] = engine
+    app.router.add_post("/v1/releases", post_releases)
+    app.router.add_get("/v1/releases", list_releases)
+    app.router.add_get("/v1/releases/{id}", get_release)
+    app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+    async def metrics(request: web.Request) -> web.Response:
+        schema.only_params(request.query, ())
+        if metrics_registry is None:
+            return error_response(
+                501, "MetricsUnavailable", "install the 'metrics' extra: pip install 'eni-async[metrics]'"
+            )
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return web.Response(
+            body=generate_latest(metrics_registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def _caller(header: str, secrets: Sequence[bytes]) -> str | None:
+    """Who is calling: a short hash of the matching token (never the token), or ``None`` for no match."""
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return None
+    candidate = given.strip().encode("utf-8", "surrogateescape")
+    found: bytes | None = None
+    for secret in secrets:  # every token compared, in constant time each
+        if hmac.compare_digest(candidate, secret):
+            found = secret
+    return hashlib.sha256(found).hexdigest()[:16] if found is not None else None
+
+
+def _visible(value: str, longest: int) -> bool:
+    return 0 < len(value) <= longest and all(33 <= ord(c) <= 126 for c in value)
+
+
+async def post_releases(request: web.Request) -> web.Response:
+    """``POST /v1/releases``: accept one release or the batch form; 202."""
+    engine = request.app[ENGINE]
+    schema.only_params(request.query, ())
+    key = schema.idempotency_key(request.headers.get("Idempotency-Key"))
+    body = schema.release_body(await request.read())
+    try:
+        scoped = None if key is None else f"{request[CALLER]}/{key}"  # one caller cannot replay another's key
+        releases, created = engine.submit(body.requests, idempotency_key=scoped, body_hash=body.body_hash)
+    except IdempotencyConflictError:
+        return error_response(
+            409,
+            "IdempotencyConflict",
+            "this Idempotency-Key was used with another body",
+            field="Idempotency-Key",
+        )
+    except BackpressureError as exc:
+        return error_response(
+            429, "TooManyUnfinished", str(exc), headers={"Retry-After": str(exc.retry_after)}
+        )
+    except NotAcceptingError as exc:
+        return error_response(503, "Unavailable", str(exc), headers={"Retry-After": RETRY_AFTER_STOPPING})
+    except (JournalError, sqlite3.Error) as exc:  # the journal refused the write (disk full): nothing created
+        log.error("journal refused a release: %s", exc)
+        return error_response(
+            503, "JournalUnavailable", "the journal cannot take writes now", headers={"Retry-After": "5"}
+        )
+    headers = {} if created else {"Idempotent-Replayed": "true"}
+    views = [engine.view(release) for release in releases]
+    if body.batch:
+        return json_response({"releases": views}, status=202, headers=headers)
+    headers["Location"] = f"/v1/releases/{views[0]['id']}"
+    return json_response(views[0], status=202, headers=headers)
+
+
+async def get_release(request: web.Request) -> web.Response:
+    """``GET /v1/releases/{id}[?wait=SECONDS]``: the release; 404 for an unknown id."""
+    schema.only_params(request.query, ("wait",))
+    wait = schema.wait_seconds(request.query.get("wait"))
+    found = await request.app[ENGINE].wait(request.match_info["id"], wait)
+    if found is None:
+        return error_response(404, "NotFound", "no release with this id", field="id")
+    return json_response(found)
+
+
+async def list_releases(request: web.Request) -> web.Response:
+    """``GET /v1/releases?status=&limit=&cursor=``: newest first, paged."""
+    query = request.query
+    schema.only_params(query, ("status", "limit", "cursor"))
+    status = schema.status_filter(query.get("status"), STATUSES)
+    limit = schema.page_limit(query.get("limit"))
+    before = schema.cursor(query.get("cursor"))
+    views, following = request.app[ENGINE].page(status=status, limit=limit, before=before)
+    return json_response({"releases": views, "next_cursor": schema.make_cursor(following)})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """``GET /v1/openapi.json``."""
+    return json_response(DOCUMENT)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: the process answers."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """``GET /readyz``: 200 when the engine can take work, 503 with the reason otherwise."""
+    engine = request.app[ENGINE]
+    ready, reason = engine.ready()
+    data: dict[str, Any] = {
+        "status": "ready" if ready else "not_ready",
+        "reason": reason,
+        "api": engine.api_state,
+        "unfinished": engine.unfinished,
+    }
+    return json_response(data, status=200 if ready else 503)
+
+
+__all__ = ["ENGINE", "error_response", "json_response", "make_app"]

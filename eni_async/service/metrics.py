@@ -1,0 +1,74 @@
+"""The service's Prometheus families, beside the client's, in one registry it owns.
+
+``eni_async_service_requests_total{route,code}`` counts answers by route template and HTTP status;
+``eni_async_service_releases{status}`` is read from the release registry at scrape time, so it costs
+nothing per release. Requires the optional ``metrics`` extra, like every metric of eni_async.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from eni_async.metrics import Metrics, prometheus
+from eni_async.service.registry import Registry
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter
+    from prometheus_client.metrics_core import Metric
+
+
+class ReleasesCollector:
+    """``eni_async_service_releases{status}``: releases now in each status."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._core = prometheus().metrics_core
+
+    def __repr__(self) -> str:
+        return f"ReleasesCollector({self.registry!r})"
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without samples (registering reads nothing)."""
+        yield self._core.GaugeMetricFamily(
+            "eni_async_service_releases", "Releases by status", labels=["status"]
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        """The family with the registry's counts."""
+        family = self._core.GaugeMetricFamily(
+            "eni_async_service_releases", "Releases by status", labels=["status"]
+        )
+        for status, count in self.registry.counts().items():
+            family.add_metric([status], count)
+        yield family
+
+
+@dataclass(frozen=True)
+class ServiceMetrics:
+    """The registry served at ``/metrics``, the client's families in it, and the request counter."""
+
+    registry: CollectorRegistry
+    client: Metrics
+    requests: Counter
+
+    @classmethod
+    def create(cls) -> ServiceMetrics:
+        """A fresh registry with the client's families and the request counter."""
+        prom = prometheus()
+        registry: CollectorRegistry = prom.CollectorRegistry()
+        requests = prom.Counter(
+            "eni_async_service_requests",
+            "HTTP answers by route and status code",
+            ["route", "code"],
+            registry=registry,
+        )
+        return cls(registry, Metrics(registry), requests)
+
+    def watch(self, releases: Registry) -> None:
+        """Export the release counts of ``releases``."""
+        self.registry.register(ReleasesCollector(releases))
+
+
+__all__ = ["ReleasesCollector", "ServiceMetrics"]
