@@ -95,7 +95,7 @@ def output_sample() -> dict[str, Any]:
 
 
 # Shell blocks run here rather than by .ci/run (each has its test below).
-RUN_HERE = ("eni-async batch ", "eni-async simulate ", "eni-async serve ")
+RUN_HERE = ("eni-async batch ", "eni-async simulate ", "eni-async serve ", "api() { curl ")
 
 
 def test_every_shell_block_is_run() -> None:
@@ -193,6 +193,51 @@ async def test_serve_command_serves_and_stops_on_sigterm(
     assert await asyncio.wait_for(proc.wait(), 30) == 0
     assert list(ready) == ["endpoint"]
     assert ready["endpoint"].startswith("http://127.0.0.1:")
+
+
+async def test_curl_walk_through_runs_against_a_serve_process(
+    world: tuple[Simulator, dict[str, set[str]]], tmp_path: Path
+) -> None:
+    """The API's curl block, run by bash against ``eni-async serve``, releases the IPs it names and prints them."""
+    sim, before = world
+    token = "a-caller-token-of-16-or-more"
+    env = {**os.environ, "ENI_ASYNC_SERVICE_TOKENS": token}
+    serve = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "eni_async", "serve", "--journal", "releases.db", "--port", "0"],
+        stdout=subprocess.PIPE,
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        assert serve.stdout is not None
+        endpoint = json.loads(await asyncio.wait_for(serve.stdout.readline(), 30))["endpoint"]
+        assert endpoint.startswith("http://127.0.0.1:")
+        walk = await asyncio.create_subprocess_exec(
+            *["bash", "-euo", "pipefail", "-c", shell_block("api() { curl ")],
+            stdout=subprocess.PIPE,
+            cwd=tmp_path,
+            env={**env, "ENDPOINT": endpoint, "TOKEN": token},
+        )
+        out, _ = await asyncio.wait_for(walk.communicate(), 90)
+        assert walk.returncode == 0, out
+    finally:
+        if serve.returncode is None:
+            serve.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(serve.wait(), 30) == 0
+    lines = out.decode().splitlines()
+    posted, batch, waited, failed, health, ready = (json.loads(line) for line in lines[:6])
+    assert posted["status"] in {"pending", "running"}
+    assert [r["eni_id"] for r in batch["releases"]] == ["eni-5k2wq8rn"]
+    assert waited["id"] == posted["id"], "the repeated key answered the same release"
+    assert waited["status"] == "succeeded"
+    assert waited["released"] == ["10.0.0.2", "10.0.0.3"]
+    assert failed["releases"] == []
+    assert health == {"status": "ok"}
+    assert ready["status"] == "ready"
+    assert all(line.startswith("eni_async_service_releases{") for line in lines[6:])
+    assert any(line.startswith('eni_async_service_releases{status="succeeded"}') for line in lines[6:])
+    gone = before["eni-m6dyj72l"] - _secondary_ips(sim)["eni-m6dyj72l"]
+    assert set(waited["released"]) == gone, "the simulator agrees on what was released"
 
 
 def test_wheel_carries_the_documented_settings_file() -> None:
