@@ -48,8 +48,11 @@ ROLE_ENV = (
 
 
 @pytest.fixture(autouse=True)
-def no_role_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test: no TKE or role variables, and the metadata service and STS on a closed local port."""
+def no_role_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test: no TKE or role variables, the metadata service and STS on a closed local port, and an empty
+    home (a developer's own ~/.tencentcloud or ~/.tccli profile, and its region, never reach a test)."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.delenv("TCCLI_PROFILE", raising=False)
     for name in ROLE_ENV:
         monkeypatch.delenv(name, raising=False)
     closed = f"http://127.0.0.1:{_closed_port()}"
