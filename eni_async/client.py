@@ -145,7 +145,7 @@ class EniClient:
             raise ConfigError(
                 "shared_quota",
                 mask_url(self.settings.shared_quota),
-                f"needs the redis package (pip install 'eni-async[redis]'): {exc}",
+                f"needs the redis package (pip install '.[redis]' from a clone): {exc}",
             ) from None
         if isinstance(credentials, StaticCredentials):
             credentials = credentials.credentials

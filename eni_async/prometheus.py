@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("eni_async.metrics")
 
-INSTALL_HINT = "prometheus-client is not installed; install the extra: pip install 'eni-async[metrics]'"
+INSTALL_HINT = "prometheus-client is not installed; install the extra: pip install '.[metrics]' from a clone"
 
 # How long a scrape waits for an event loop's answer, and a server's thread to stop.
 SCRAPE_TIMEOUT = 5.0

@@ -278,7 +278,8 @@ def from_mapping(
     changes: dict[str, Any] = {}
     for key, value in data.items():
         if key not in top:
-            raise ConfigError(key, value, f"unknown key in {source}{_did_you_mean(key, scalar_keys())}")
+            # An unknown key's value is never shown: it may be a secret put where it does not belong.
+            raise ConfigError(key, "***", f"unknown key in {source}{_did_you_mean(key, scalar_keys())}")
         if key in _SECTIONS:
             if not isinstance(value, Mapping):
                 raise ConfigError(key, value, f"expected a table in {source}")
@@ -294,7 +295,7 @@ def _apply_section(name: str, current: Any, data: Mapping[str, Any], source: str
     for key, value in data.items():
         if key not in known:
             hint = _did_you_mean(key, known, prefix=f"{name}.")
-            raise ConfigError(f"{name}.{key}", value, f"unknown key in {source}{hint}")
+            raise ConfigError(f"{name}.{key}", "***", f"unknown key in {source}{hint}")
         changes[key] = _typed(f"{name}.{key}", _field_type(type(current), key), value, source)
     return dataclasses.replace(current, **changes)
 
@@ -490,8 +491,11 @@ def profile_region(
 
 
 def settings_as_dict(settings: Settings) -> dict[str, Any]:
-    """Settings as plain data, in the shape of the TOML file."""
-    return dataclasses.asdict(settings)
+    """Settings as plain data, in the shape of the TOML file, with any password in a URL masked."""
+    data = dataclasses.asdict(settings)
+    for key in ("proxy", "shared_quota"):
+        data[key] = mask_url(data[key])
+    return data
 
 
 def defaults_file() -> str:

@@ -339,6 +339,22 @@ def test_config_prints_settings_with_environment_overrides(
     )
 
 
+def test_config_masks_passwords_in_urls(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``config`` shows the proxy and shared-quota URLs with their passwords masked."""
+    monkeypatch.setenv("ENI_ASYNC_PROXY", "http://user:PASSWORD123@127.0.0.1:3128")
+    assert main(["config", "--shared-quota", "redis://:REDISPASS@127.0.0.1:6379/0"]) == 0
+    out = capsys.readouterr().out
+    shown = json.loads(out)
+    assert "PASSWORD123" not in out
+    assert "REDISPASS" not in out
+    assert (shown["proxy"], shown["shared_quota"]) == (
+        "http://user:***@127.0.0.1:3128",
+        "redis://:***@127.0.0.1:6379/0",
+    )
+
+
 def test_config_defaults_prints_the_documented_file(capsys: pytest.CaptureFixture[str]) -> None:
     """``config --defaults`` prints config/eni-async.toml exactly."""
     assert main(["config", "--defaults"]) == 0

@@ -150,7 +150,7 @@ async def test_simulator_collector_reflects_its_stats() -> None:
 def test_without_prometheus_client_metrics_ask_for_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without prometheus-client, ``Metrics()`` is a ``ConfigError`` that names the extra to install."""
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
-    with pytest.raises(ConfigError, match=r"eni-async\[metrics\]"):
+    with pytest.raises(ConfigError, match=r"pip install '\.\[metrics\]'"):
         Metrics()
 
 
@@ -169,7 +169,7 @@ def test_without_prometheus_client_metrics_port_exits_2(
     assert code == 2
     assert err.count("\n") == 1
     assert "--metrics-port" in err
-    assert "pip install 'eni-async[metrics]'" in err
+    assert "pip install '.[metrics]'" in err
 
 
 def free_port() -> int:

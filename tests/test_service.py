@@ -570,7 +570,7 @@ async def test_metrics_without_prometheus_answer_501(tmp_path: Path) -> None:
         async with TestClient(TestServer(app, host="127.0.0.1")) as bare:
             resp = await bare.get("/metrics")
             assert resp.status == 501
-            assert "eni-async[metrics]" in (await resp.json())["error"]["message"]
+            assert "pip install '.[metrics]'" in (await resp.json())["error"]["message"]
 
 
 async def test_readyz_says_when_the_api_is_unreachable(tmp_path: Path) -> None:

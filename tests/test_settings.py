@@ -137,6 +137,17 @@ def test_unknown_key_is_an_error_naming_it(tmp_path: Path, text: str, key: str) 
     assert key in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "text", ['secret_key = "SUPERSECRETVALUE123"\n', '[timeouts]\nsecret_key = "SUPERSECRETVALUE123"\n']
+)
+def test_an_unknown_keys_value_is_never_shown(tmp_path: Path, text: str) -> None:
+    """A secret put under an unknown key is named by its key only, never echoed in the error."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, text), environ={})
+    assert "secret_key" in str(info.value)
+    assert "SUPERSECRETVALUE123" not in str(info.value)
+
+
 def test_unknown_override_is_an_error_naming_it() -> None:
     """An unknown key among the overrides is a ``ConfigError`` too."""
     with pytest.raises(ConfigError, match="bogus"):

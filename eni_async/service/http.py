@@ -158,7 +158,9 @@ def make_app(
         schema.only_params(request.query, ())
         if metrics_registry is None:
             return error_response(
-                501, "MetricsUnavailable", "install the 'metrics' extra: pip install 'eni-async[metrics]'"
+                501,
+                "MetricsUnavailable",
+                "install the 'metrics' extra: pip install '.[metrics]' from a clone",
             )
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
