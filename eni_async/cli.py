@@ -84,14 +84,14 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", help="API endpoint, scheme://host[:port] (default: the dialect's)")
     parser.add_argument(
         "--region",
-        help="region, e.g. ap-guangzhou (default: $TENCENTCLOUD_REGION, the settings file, the profile's "
-        "region, ap-guangzhou)",
+        help="region, e.g. ap-guangzhou (default: $ENI_ASYNC_REGION, $TENCENTCLOUD_REGION, the settings file, "
+        "the profile's region, ap-guangzhou)",
     )
     parser.add_argument(
         "--profile",
         metavar="NAME",
         help="credentials profile: the [NAME] section of ~/.tencentcloud/credentials and tccli's "
-        "~/.tccli/NAME.credential (default: $TCCLI_PROFILE, else default)",
+        "~/.tccli/NAME.credential (default: $ENI_ASYNC_PROFILE, $TCCLI_PROFILE, the settings file, else default)",
     )
     parser.add_argument("--dialect", choices=["v2", "v3"], help="API 2.0 (v2, default) or API 3.0 (v3)")
     parser.add_argument("--config", metavar="FILE", help="settings file (TOML); also $ENI_ASYNC_CONFIG")
@@ -232,7 +232,11 @@ def _add_unassign_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vpc-id", required=True)
     parser.add_argument("--eni-id", required=True)
     parser.add_argument("--ip", action="append", required=True, help="a secondary IP (repeatable)")
-    parser.add_argument("--no-wait", action="store_true", help="submit only; print the task id(s)")
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="submit only; print the outcome with its task id(s), IPs unknown",
+    )
     parser.add_argument("--timeout", type=float, help="seconds to wait for each task")
 
 

@@ -80,7 +80,12 @@ def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="ENIs worked on at once, at most (default: as the rate limits allow)",
     )
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="live progress bar on stderr (default: when stderr is a terminal)",
+    )
     metrics_cli.add_arguments(parser)
 
 
@@ -113,7 +118,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output", metavar="FILE", help="also write the JSON lines here")
     parser.add_argument("--dialect", choices=["v2", "v3"], default=None, help="API dialect (default v2)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="live progress bar on stderr (default: when stderr is a terminal)",
+    )
     metrics_cli.add_arguments(parser)
 
 
