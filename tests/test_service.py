@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -502,6 +503,15 @@ async def test_every_answer_carries_a_request_id(svc: Service) -> None:
     first = (await svc.http.get("/v1/releases/nope", headers=AUTH)).headers["X-Request-Id"]
     second = (await svc.http.get("/v1/releases/nope", headers=AUTH)).headers["X-Request-Id"]
     assert first != second
+
+
+async def test_the_access_log_line_names_the_request_id(
+    svc: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The access log line, in its plain text too, repeats the answer's request id."""
+    caplog.set_level(logging.INFO, logger="eni_async")
+    await svc.http.get("/healthz", headers={"X-Request-Id": "trace-43"})
+    assert any("GET" in r.getMessage() and "request_id=trace-43" in r.getMessage() for r in caplog.records)
 
 
 async def test_wrong_method_and_unknown_route_answer_json(svc: Service) -> None:

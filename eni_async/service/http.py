@@ -102,7 +102,8 @@ def make_app(
         if requests_counter is not None:
             requests_counter.labels(route, str(response.status)).inc()
         log.info(
-            "%s %s %d %.1fms", request.method, route, response.status, (clock.monotonic() - started) * 1000,
+            "%s %s %d %.1fms request_id=%s", request.method, route, response.status,
+            (clock.monotonic() - started) * 1000, request_id,
             extra={"request_id": request_id, "route": route, "status": response.status},
         )  # fmt: skip
         return response
