@@ -39,11 +39,8 @@ from eni_async.terminal import OutputError, interruption, json_lines, tell
 log = logging.getLogger("eni_async.cli")
 
 
-def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "input", metavar="INPUT", help="CSV (vpc_id,eni_id,ip) or JSON Lines file; - for stdin"
-    )
-    parser.add_argument("--output", metavar="FILE", help="write the JSON lines here instead of stdout")
+def add_pace_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--concurrency`` and ``--progress``, the same on every command that runs a batch."""
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -56,6 +53,14 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="live progress bar on stderr (default: when stderr is a terminal)",
     )
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "input", metavar="INPUT", help="CSV (vpc_id,eni_id,ip) or JSON Lines file; - for stdin"
+    )
+    parser.add_argument("--output", metavar="FILE", help="write the JSON lines here instead of stdout")
+    add_pace_arguments(parser)
     parser.add_argument("--preflight", action="store_true", help="describe each ENI before submitting")
     parser.add_argument("--journal", metavar="FILE", help="record progress in this SQLite file (for resume)")
     metrics_cli.add_arguments(parser)
@@ -74,18 +79,7 @@ def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the lines already in --output and add the outcome of every item they lack",
     )
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        metavar="N",
-        help="ENIs worked on at once, at most (default: as the rate limits allow)",
-    )
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="live progress bar on stderr (default: when stderr is a terminal)",
-    )
+    add_pace_arguments(parser)
     metrics_cli.add_arguments(parser)
 
 
@@ -106,24 +100,13 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--faults", default="none", metavar="PROFILE", help="none, flaky, hostile or a .toml file"
     )
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        metavar="N",
-        help="ENIs worked on at once, at most (default: as the rate limits allow)",
-    )
+    add_pace_arguments(parser)
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulator (default 1)")
     parser.add_argument(
         "--task-latency", default="1.0,0.5", metavar="MEDIAN[,SPREAD]", help="task latency (s)"
     )
     parser.add_argument("--output", metavar="FILE", help="also write the JSON lines here")
     parser.add_argument("--dialect", choices=["v2", "v3"], default=None, help="API dialect (default v2)")
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="live progress bar on stderr (default: when stderr is a terminal)",
-    )
     metrics_cli.add_arguments(parser)
 
 

@@ -45,7 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--port", type=int, default=8750, help="port to listen on (default 8750); 0 picks a free one"
     )
     parser.add_argument("--journal", required=True, metavar="FILE", help="SQLite journal of every release")
-    parser.add_argument("--concurrency", type=int, metavar="N", help="ENIs worked on at once (default 64)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="ENIs worked on at once, at most (default: as the rate limits allow)",
+    )
     metrics_cli.add_arguments(parser)  # /metrics is always on the service's port; this adds another
 
 
