@@ -27,7 +27,6 @@ Only 127.0.0.1; every subprocess is bounded by a timeout and killed at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import json
 import os
@@ -39,12 +38,12 @@ import tempfile
 import termios
 import time
 import urllib.request
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from eni_async.journal import Journal
-from eni_async.testing import drill_state, verdict
+from eni_async.testing import drill_state, simulator_process, verdict
 
 LIMITS = {"UnassignPrivateIpAddresses": 1000, "DescribeVpcTaskResult": 200, "DescribeNetworkInterfaces": 1000}
 CLIENT_CONFIG = """
@@ -60,34 +59,12 @@ timeout = 900.0
 CLI = [sys.executable, "-m", "eni_async"]
 
 
-@contextlib.contextmanager
-def simulator(state: Path, seed: int) -> Iterator[dict[str, Any]]:
+def simulator(state: Path, seed: int) -> AbstractContextManager[dict[str, Any]]:
     """Run ``eni-async simulate`` on 127.0.0.1 and yield its ready line."""
-    args = [
-        *CLI,
-        "simulate",
-        "--state",
-        str(state),
-        "--faults",
-        "hostile",
-        "--seed",
-        str(seed),
-        "--port",
-        "0",
-    ]
+    args = ["--state", str(state), "--faults", "hostile", "--seed", str(seed)]
     for action, limit in LIMITS.items():
         args += ["--rate-limit", f"{action}={limit}"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        ready = json.loads(proc.stdout.readline())
-        yield ready
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return simulator_process(*args)
 
 
 def ground_truth(endpoint: str) -> dict[str, Any]:

@@ -34,10 +34,11 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from eni_async.testing import verdict
+from eni_async.testing import simulator_process, verdict
 
 CLI = [sys.executable, "-m", "eni_async"]
 RUNS = ("one", "shared", "separate", "one-shared")
@@ -77,20 +78,9 @@ def redis_server(workdir: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-@contextlib.contextmanager
-def simulator(enis: int, seed: int) -> Iterator[dict[str, Any]]:
+def simulator(enis: int, seed: int) -> AbstractContextManager[dict[str, Any]]:
     """``eni-async simulate`` at the default (Tencent's) limits; yields its ready line."""
-    args = [*CLI, "simulate", "--enis", str(enis), "--ips-per-eni", "1", "--seed", str(seed), "--port", "0"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        yield json.loads(proc.stdout.readline())
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return simulator_process("--enis", str(enis), "--ips-per-eni", "1", "--seed", str(seed))
 
 
 def fetch(endpoint: str, path: str) -> dict[str, Any]:

@@ -2,21 +2,46 @@
 
 ``drill_state`` builds a simulator state (the ``/_sim/state`` shape) with a varied number of IPs per ENI;
 ``verdict`` compares reported outcomes with the simulator's ground truth and counts every kind of
-disagreement. Nothing here starts a server.
+disagreement. ``simulator_process`` runs ``eni-async simulate`` in a process of its own, for tests and
+drills that kill or signal real processes; nothing else here starts a server.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
 import string
-from collections.abc import Iterable, Mapping
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from eni_async.outcomes import SUCCEEDED
 
 _ALPHABET = string.ascii_lowercase + string.digits
+
+
+@contextmanager
+def simulator_process(*args: str) -> Iterator[dict[str, Any]]:
+    """``eni-async simulate ARGS`` on 127.0.0.1, any free port, in its own process: yields its ready line
+    (``endpoint``, ``region``, ``secret_id``, ``secret_key``) and ends the process on exit."""
+    command = [sys.executable, "-m", "eni_async", "simulate", "--host", "127.0.0.1", "--port", "0", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    try:
+        ready: dict[str, Any] = json.loads(proc.stdout.readline())
+        yield ready
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
 
 
 def _rid(rng: random.Random, prefix: str, taken: set[str]) -> str:

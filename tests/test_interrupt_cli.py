@@ -13,14 +13,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from eni_async.outcomes import check_against_truth
+from eni_async.testing import simulator_process
 from tests.conftest import FAST_TOML
 
 CLI = [sys.executable, "-m", "eni_async"]
@@ -33,24 +33,11 @@ def _get(endpoint: str, path: str) -> dict[str, Any]:
     return data
 
 
-@contextmanager
-def simulator() -> Iterator[dict[str, Any]]:
+def simulator() -> AbstractContextManager[dict[str, Any]]:
     """``eni-async simulate`` in its own process; yields its ready line."""
-    command = [*CLI, "simulate", "--enis", str(ENIS), "--ips-per-eni", str(IPS), "--seed", "11"]
-    command += ["--task-latency", f"{LATENCY},0", "--port", "0"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        yield json.loads(proc.stdout.readline())
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    return simulator_process(
+        "--enis", str(ENIS), "--ips-per-eni", str(IPS), "--seed", "11", "--task-latency", f"{LATENCY},0"
+    )
 
 
 def _submits(endpoint: str) -> int:

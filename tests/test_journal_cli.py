@@ -17,7 +17,7 @@ import sys
 import termios
 import time
 import urllib.request
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,7 +27,7 @@ from eni_async import cli_batch
 from eni_async.cli import main
 from eni_async.journal import Journal
 from eni_async.simulator import Simulator
-from eni_async.testing import verdict
+from eni_async.testing import simulator_process, verdict
 from tests.conftest import DOC_SECRET_ID, DOC_SECRET_KEY, FAST_TOML
 
 CLI = [sys.executable, "-m", "eni_async"]
@@ -52,20 +52,9 @@ def env_with(tmp_path: Path, secret_id: str, secret_key: str) -> dict[str, str]:
     )
 
 
-@contextlib.contextmanager
-def simulator(*args: str) -> Iterator[dict[str, Any]]:
+def simulator(*args: str) -> AbstractContextManager[dict[str, Any]]:
     """``eni-async simulate`` as a subprocess on 127.0.0.1; yields its ready line."""
-    proc = subprocess.Popen(
-        [*CLI, "simulate", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        yield json.loads(proc.stdout.readline())
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    return simulator_process(*args)
 
 
 def sim_state(endpoint: str) -> dict[str, Any]:
