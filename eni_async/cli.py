@@ -348,7 +348,8 @@ async def _submit_only(client: Any, item: Any, outcome: Any, gate: Callable[[], 
         outcome.sent.update(chunk)
         outcome.attempts += 1
         try:
-            task_id, request_id = await client._submit(item.vpc_id, item.eni_id, chunk)
+            sent = await client.submit(item.vpc_id, item.eni_id, chunk)
+            task_id, request_id = sent.task_id, sent.request_id
         except EniAsyncError as exc:
             outcome.fail(exc)
             ambiguous = isinstance(exc, OutcomeUnknownError)  # the server may have started a task

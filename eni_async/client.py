@@ -33,9 +33,18 @@ from tenacity import RetryCallState
 
 from eni_async import validation
 from eni_async.batch import Batch
+from eni_async.calls import Gate, StopSubmitting
 from eni_async.clock import Clock, SystemClock
 from eni_async.credentials.refresh import CredentialProvider, StaticCredentials, as_provider
-from eni_async.dialects import DESCRIBE, TASK_QUERY, UNASSIGN, Dialect, SignContext, get_dialect
+from eni_async.dialects import (
+    DESCRIBE,
+    TASK_QUERY,
+    UNASSIGN,
+    Capabilities,
+    Dialect,
+    SignContext,
+    get_dialect,
+)
 from eni_async.errors import (
     ApiError,
     ConfigError,
@@ -61,9 +70,8 @@ from eni_async.models import (
     TaskStatus,
 )
 from eni_async.models import UnassignResult as UnassignResult
-from eni_async.policy import retrier, retryable
+from eni_async.policy import PollPolicy, RetryPolicy, retrier, retryable
 from eni_async.poller import LatencyTracker, poll_until_done
-from eni_async.reconcile import StopSubmitting
 from eni_async.settings import Settings, mask_url
 from eni_async.throttle import Budgets
 from eni_async.tracker import Tracker
@@ -134,6 +142,21 @@ class EniClient:
             f"{who or f'credentials={shown.source!r}'})"
         )
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the dialect can do (``eni_async.calls.Calls``)."""
+        return self.dialect.capabilities
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """How failed calls are retried (``settings.retry``)."""
+        return self.settings.retry
+
+    @property
+    def poll(self) -> PollPolicy:
+        """How running tasks are polled (``settings.poll``)."""
+        return self.settings.poll
+
     def _make_budgets(self, credentials: Credentials | CredentialProvider) -> Budgets | SharedBudgets:
         """In-memory budgets, or with ``shared_quota`` budgets in Redis (only then is ``redis`` imported)."""
         rates = self.settings.rate_limits.by_action()
@@ -187,7 +210,7 @@ class EniClient:
     def tracker(self) -> Tracker:
         """The one tracker that watches every task this client submits (made on first use)."""
         if self._tracker is None:
-            self._tracker = Tracker(self)
+            self._tracker = Tracker(self, confirm=self.settings.confirm, rng=self._rng)
         return self._tracker
 
     async def close(self) -> None:
@@ -302,7 +325,7 @@ class EniClient:
             if attempt == 1:
                 await budget.acquire()
             else:  # a retry does not queue again behind every call waiting for the budget
-                await getattr(budget, "acquire_retry", budget.acquire)()
+                await budget.acquire_retry()
             started = self.clock.monotonic()
             try:
                 result = await self._signed_send(
@@ -380,11 +403,11 @@ class EniClient:
         vpc, eni, checked = validation.release_request(vpc_id, eni_id, ips)
         if len(checked) > validation.MAX_IPS_PER_CALL:
             raise InputError("ips", len(checked), "at most 10 IPs per call; use unassign()")
-        submitted = await self._submit(vpc, eni, checked)
-        return submitted[0]
+        return (await self.submit(vpc, eni, checked)).task_id
 
-    async def _submit(self, vpc: str, eni: str, checked: Sequence[str]) -> tuple[str, str | None]:
+    async def submit(self, vpc_id: str, eni_id: str, ips: Sequence[str]) -> Submitted:
         """Send one call for ids and IPs already validated (every caller validates once, up front)."""
+        vpc, eni, checked = vpc_id, eni_id, ips
         try:
             submitted = await self._call(
                 UNASSIGN,
@@ -404,7 +427,7 @@ class EniClient:
                 extra={"action": UNASSIGN, "subject": eni, "task_id": submitted.task_id,
                        "request_id": submitted.request_id},
             )  # fmt: skip
-        return submitted.task_id, submitted.request_id
+        return submitted
 
     async def task_status(self, task_id: str) -> TaskStatus:
         """Query a task once and return RUNNING, SUCCESS or FAILED."""
@@ -547,7 +570,8 @@ class EniClient:
         try:
             for chunk in validation.chunks(checked):
                 started = self.clock.monotonic()
-                task_id, request_id = await self._submit_waiting_out_mutex(vpc, eni, chunk, timeout)
+                submitted_call = await self.submit_when_free(vpc, eni, chunk, timeout=timeout)
+                task_id, request_id = submitted_call.task_id, submitted_call.request_id
                 task_ids.append(task_id)
                 request_ids.append(request_id)
                 if submitted is not None:
@@ -608,14 +632,15 @@ class EniClient:
             journal=journal,
         )
 
-    async def _submit_waiting_out_mutex(
+    async def submit_when_free(
         self,
-        vpc: str,
-        eni: str,
-        chunk: Sequence[str],
-        timeout: float | None,
-        gate: Callable[[], bool] | None = None,
-    ) -> tuple[str, str | None]:
+        vpc_id: str,
+        eni_id: str,
+        ips: Sequence[str],
+        *,
+        timeout: float | None = None,
+        gate: Gate | None = None,
+    ) -> Submitted:
         """Submit, and while another task holds the ENI's mutex, wait (poll schedule) and try again.
 
         Once ``gate()`` is true no further try is made: ``StopSubmitting`` (every try so far met the mutex,
@@ -625,15 +650,15 @@ class EniClient:
         delay = policy.initial
         while True:
             try:
-                return await self._submit(vpc, eni, chunk)
+                return await self.submit(vpc_id, eni_id, ips)
             except MutexError as exc:
                 if gate is not None and gate():
                     raise StopSubmitting from exc
                 if self.clock.monotonic() + delay > deadline:
-                    raise TaskTimeoutError(f"(another task on {eni})", "RUNNING", delay) from exc
+                    raise TaskTimeoutError(f"(another task on {eni_id})", "RUNNING", delay) from exc
                 log.info(
-                    "%s busy with another task (%s); retrying in %.2fs", eni, exc, delay,
-                    extra={"action": UNASSIGN, "subject": eni, "code": exc.code,
+                    "%s busy with another task (%s); retrying in %.2fs", eni_id, exc, delay,
+                    extra={"action": UNASSIGN, "subject": eni_id, "code": exc.code,
                            "request_id": exc.request_id, "wait_s": round(delay, 3)},
                 )  # fmt: skip
                 if self.metrics is not None:

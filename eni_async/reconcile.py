@@ -17,10 +17,10 @@ written into the outcome. Rounds are bounded, so an item always ends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from eni_async import validation
+from eni_async.calls import Calls, Gate, StopSubmitting
 from eni_async.errors import (
     AuthError,
     EniAsyncError,
@@ -35,8 +35,6 @@ from eni_async.models import ChunkFate, EniInfo, TaskStatus
 from eni_async.outcomes import Item, Outcome
 
 if TYPE_CHECKING:
-    from eni_async.clock import Clock
-    from eni_async.settings import Settings
     from eni_async.tracker import Tracker
 
 log = logging.getLogger("eni_async.reconcile")
@@ -53,28 +51,13 @@ def decide(outcome: Outcome, decision: str) -> None:
     log.info("%s: %s", outcome.eni_id, decision)
 
 
-class Releaser(Protocol):
-    """What releasing needs of a client (``EniClient`` is one); this layer never imports the client."""
-
-    @property
-    def clock(self) -> Clock: ...
-
-    @property
-    def settings(self) -> Settings: ...
+class Releaser(Calls, Protocol):
+    """What releasing needs of a client (``EniClient`` is one): the call pipeline and its tracker."""
 
     @property
     def tracker(self) -> Tracker: ...
 
     async def describe_eni(self, eni_id: str) -> EniInfo | None: ...
-
-    async def _submit_waiting_out_mutex(
-        self,
-        vpc: str,
-        eni: str,
-        chunk: Sequence[str],
-        timeout: float | None,
-        gate: Callable[[], bool] | None = None,
-    ) -> tuple[str, str | None]: ...
 
 
 class Recorder(Protocol):
@@ -95,13 +78,6 @@ def _split(info: EniInfo | None, ips: tuple[str, ...]) -> tuple[list[str], list[
     if info and info.primary_ip:
         on_eni.add(info.primary_ip)
     return [ip for ip in ips if ip not in on_eni], [ip for ip in ips if ip in on_eni]
-
-
-class StopSubmitting(Exception):
-    """Raised instead of a submit once the gate has closed (the batch is stopping)."""
-
-
-Gate = Callable[[], bool]  # True once no new submit may start
 
 
 async def look_first(client: Releaser, item: Item, outcome: Outcome) -> tuple[str, ...]:
@@ -157,7 +133,7 @@ async def release_item(
     """
     todo = item.ips if ips is None else ips
     if look is None:
-        look = client.settings.dialect == "v3"
+        look = not client.capabilities.release_names_vpc
     seen: set[str] = set()  # IPs a describe of ours found on the ENI
     if look and not outcome.sent and not outcome.task_ids:
         todo = await look_first(client, item, outcome)
@@ -255,9 +231,8 @@ async def _release_chunk(
             recorder.submitting(item, todo, outcome)
         started = client.clock.monotonic()
         try:
-            task_id, request_id = await client._submit_waiting_out_mutex(
-                item.vpc_id, item.eni_id, todo, None, gate
-            )
+            sent = await client.submit_when_free(item.vpc_id, item.eni_id, todo, gate=gate)
+            task_id, request_id = sent.task_id, sent.request_id
         except StopSubmitting:  # every try of this round met the mutex: none of them had an effect
             outcome.sent.difference_update(ip for ip in todo if ip not in earlier)
             raise
@@ -349,7 +324,7 @@ async def _describe_or_none(client: Releaser, outcome: Outcome) -> EniInfo | Non
             if attempt == DESCRIBE_ROUNDS - 1:
                 decide(outcome, f"could not describe the ENI ({exc})")
                 return None
-            await client.clock.sleep(client.settings.retry.maximum * (attempt + 1))
+            await client.clock.sleep(client.retry.maximum * (attempt + 1))
     return None
 
 

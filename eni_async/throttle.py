@@ -203,6 +203,10 @@ class Budget(Protocol):
         """Wait for a slot."""
         ...
 
+    async def acquire_retry(self) -> None:
+        """Wait for a slot for a retry, without queueing again behind every first attempt."""
+        ...
+
     def on_throttled(self, stated_limit: int | None = None) -> None:
         """Take a throttle answer into account."""
         ...

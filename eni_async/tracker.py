@@ -26,11 +26,12 @@ import heapq
 import itertools
 import logging
 import math
+import random
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from eni_async.clock import Clock
+from eni_async.calls import Calls
 from eni_async.errors import AuthError, EniAsyncError, TaskTimeoutError
 from eni_async.models import (
     BY_ENI,
@@ -42,9 +43,7 @@ from eni_async.models import (
     TaskState,
     TaskStatus,
 )
-from eni_async.poller import MIN_SAMPLES, LatencyTracker
-from eni_async.settings import Settings
-from eni_async.throttle import BudgetTable
+from eni_async.poller import MIN_SAMPLES, poll_until_done
 
 log = logging.getLogger("eni_async.tracker")
 
@@ -76,36 +75,6 @@ QUERIES_PER_TASK = 1.2
 DESCRIBE_ROUNDS = 3
 # Describes of one ENI failing in a row (each already retried) before its task is asked as well.
 BLIND_LOOKS = 2
-
-
-class Calls(Protocol):
-    """What the tracker needs of a client: its clock, settings, budgets, latencies and three calls."""
-
-    @property
-    def clock(self) -> Clock: ...
-
-    @property
-    def settings(self) -> Settings: ...
-
-    @property
-    def budgets(self) -> BudgetTable: ...
-
-    @property
-    def latencies(self) -> LatencyTracker: ...
-
-    async def describe_many(self, eni_ids: Sequence[str]) -> dict[str, EniInfo]: ...
-
-    async def describe_vpc(self, vpc_id: str, *, offset: int, limit: int) -> tuple[list[EniInfo], int]: ...
-
-    async def task_state(self, task_id: str) -> TaskState: ...
-
-    async def wait_for_task(
-        self, task_id: str, *, timeout: float | None = None, submitted_at: float | None = None
-    ) -> TaskState: ...
-
-    def task_seen(self, task_id: str, status: str, seen_at: float | None) -> None: ...
-
-    def sent_at(self, task_id: str) -> float | None: ...
 
 
 @dataclass(eq=False)
@@ -151,14 +120,15 @@ class _Watch:
 class Tracker:
     """Watches every task a client submits; see the module docstring for the rules."""
 
-    def __init__(self, client: Calls) -> None:
+    def __init__(self, client: Calls, *, confirm: str = "eni", rng: random.Random | None = None) -> None:
         self._client = client
         self._clock = client.clock
-        self.confirm = client.settings.confirm
-        dialect = getattr(client, "dialect", None)
-        self._per_call = int(getattr(dialect, "describe_ids_per_call", 1))
-        self._page = int(getattr(dialect, "max_describe_limit", 50))
-        self._lists_state = bool(getattr(dialect, "lists_ip_state", False))
+        self.confirm = confirm
+        self._rng = rng if rng is not None else random.Random()
+        can = client.capabilities
+        self._per_call = can.describe_ids_per_call
+        self._page = can.describe_page_limit
+        self._lists_state = can.lists_ip_state
         self._loop: asyncio.AbstractEventLoop | None = None
         self._looks: list[tuple[float, int, int, _Watch]] = []
         self._queries: list[tuple[float, int, int, _Watch]] = []
@@ -202,7 +172,7 @@ class Tracker:
         now); ``timeout`` defaults
         to ``settings.poll.timeout``. Raises only ``AuthError`` (every later call would fail the same way).
         """
-        policy = self._client.settings.poll
+        policy = self._client.poll
         limit = policy.timeout if timeout is None else timeout
         now = self._clock.monotonic()
         # The submit's own send time when this client sent it: waits for the budget or a mutex before it are
@@ -281,7 +251,7 @@ class Tracker:
             rate = min(rate, budgets["DescribeVpcTaskResult"].rate / QUERIES_PER_TASK)
         latencies = self._client.latencies
         typical = latencies.latency(0.9) if len(latencies) >= MIN_SAMPLES else None
-        hold = (2.0 * self._client.settings.poll.first if typical is None else typical) + MAX_GAP / 2
+        hold = (2.0 * self._client.poll.first if typical is None else typical) + MAX_GAP / 2
         target = max(MIN_IN_FLIGHT, math.ceil(rate * hold * IN_FLIGHT_HEADROOM))
         self._in_flight = (now, target)
         return target
@@ -389,7 +359,7 @@ class Tracker:
 
     def _first_look(self) -> float:
         latencies = self._client.latencies
-        policy = self._client.settings.poll
+        policy = self._client.poll
         if len(latencies) < MIN_SAMPLES or not policy.adaptive:
             return policy.first
         typical = latencies.latency(FIRST_LOOK_QUANTILE)
@@ -405,9 +375,9 @@ class Tracker:
     def _expected(self) -> float:
         latencies = self._client.latencies
         if len(latencies) < MIN_SAMPLES:
-            return 2.0 * self._client.settings.poll.first
+            return 2.0 * self._client.poll.first
         high = latencies.latency(EXPECTED_QUANTILE)
-        return 2.0 * self._client.settings.poll.first if high is None else high
+        return 2.0 * self._client.poll.first if high is None else high
 
     # -- scheduling -----------------------------------------------------------------------------------
 
@@ -774,7 +744,7 @@ class Tracker:
             self._schedule_look(w, now)
 
     def _query_gap(self, w: _Watch) -> float:
-        policy = self._client.settings.poll
+        policy = self._client.poll
         return min(policy.maximum, max(policy.initial, MIN_GAP) * policy.multiplier ** max(0, w.queries - 1))
 
     def _read(self, w: _Watch, state: TaskState) -> None:
@@ -856,16 +826,33 @@ class Tracker:
         self, vpc: str, eni: str, task_id: str, ips: tuple[str, ...], sent: float, timeout: float
     ) -> ChunkFate:
         try:
-            state = await self._client.wait_for_task(task_id, timeout=timeout, submitted_at=sent)
-        except AuthError:
-            raise
-        except EniAsyncError as exc:
-            why = (
-                f"task {task_id} still running at the deadline"
-                if isinstance(exc, TaskTimeoutError)
-                else f"task {task_id} unreadable ({exc})"
+            state = await poll_until_done(
+                self._client.task_state,
+                task_id,
+                policy=self._client.poll,
+                clock=self._clock,
+                tracker=self._client.latencies,
+                rng=self._rng,
+                timeout=timeout,
+                submitted_at=sent,
             )
-            return await self._look_once(vpc, eni, task_id, ips, None, why, exc)
+        except AuthError:
+            self._client.task_seen(task_id, "UNKNOWN", None)
+            raise
+        except TaskTimeoutError as exc:
+            self._client.task_seen(task_id, "TIMEOUT", None)
+            return await self._look_once(
+                vpc, eni, task_id, ips, None, f"task {task_id} still running at the deadline", exc
+            )
+        except EniAsyncError as exc:
+            self._client.task_seen(task_id, "UNKNOWN", None)
+            return await self._look_once(
+                vpc, eni, task_id, ips, None, f"task {task_id} unreadable ({exc})", exc
+            )
+        except BaseException:  # a bug or a cancellation: the tracker stops watching it
+            self._client.task_seen(task_id, "UNKNOWN", None)
+            raise
+        self._client.task_seen(task_id, state.status.value, state.observed_at)
         if state.status is TaskStatus.SUCCESS:
             return ChunkFate(
                 vpc, eni, task_id, ips, released=ips, confirmed_by=dict.fromkeys(ips, BY_TASK), state=state
@@ -895,7 +882,7 @@ class Tracker:
             except EniAsyncError as exc:
                 error = error or exc
                 if attempt < DESCRIBE_ROUNDS - 1:
-                    await self._clock.sleep(self._client.settings.retry.maximum * (attempt + 1))
+                    await self._clock.sleep(self._client.retry.maximum * (attempt + 1))
         if info is None or info is _NOT_FOUND or info.vpc_id != vpc:
             what = "could not describe the ENI" if info is None else f"{eni} not found"
             return ChunkFate(
@@ -932,4 +919,4 @@ def _fail_all(group: dict[str, list[asyncio.Future[EniInfo | None]]], exc: BaseE
 # An ENI described by id and not returned: not found (kept apart from "not described").
 _NOT_FOUND = EniInfo(vpc_id="", eni_id="", primary_ip=None, secondary_ips=())
 
-__all__ = ["Calls", "Tracker"]
+__all__ = ["Tracker"]

@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "dialects.base",
     ),
     ("dialects.v2", "dialects.v3", "journal", "inputs", "metrics", "poller", "testing", "credentials.remote"),
-    ("dialects",),
+    ("dialects", "calls"),
     ("settings",),
     ("credentials.chain",),
     ("tracker", "shared_quota", "credentials"),

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from eni_async.calls import Gate
 from eni_async.clock import FakeClock
-from eni_async.dialects import DESCRIBE, TASK_QUERY, get_dialect
+from eni_async.dialects import DESCRIBE, TASK_QUERY, Capabilities, get_dialect
 from eni_async.errors import PermissionDeniedError, TaskNotFoundError, TaskTimeoutError
-from eni_async.models import EniInfo, TaskState, TaskStatus
-from eni_async.policy import PollPolicy
+from eni_async.models import EniInfo, Submitted, TaskState, TaskStatus
+from eni_async.policy import PollPolicy, RetryPolicy
 from eni_async.poller import LatencyTracker
 from eni_async.settings import RateLimits, Settings
 from eni_async.throttle import Budgets
@@ -75,10 +76,35 @@ class FakeCalls:
             raise TaskNotFoundError("ResourceNotFound", f"no task {task_id}")
         return state
 
-    async def wait_for_task(
-        self, task_id: str, *, timeout: float | None = None, submitted_at: float | None = None
-    ) -> TaskState:
-        raise AssertionError("the ENI-state tracker never polls a task")
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.dialect.capabilities
+
+    @property
+    def poll(self) -> PollPolicy:
+        return self.settings.poll
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.settings.retry
+
+    async def submit(self, vpc_id: str, eni_id: str, ips: Sequence[str]) -> Submitted:
+        raise AssertionError("the tracker never submits")
+
+    async def submit_when_free(
+        self,
+        vpc_id: str,
+        eni_id: str,
+        ips: Sequence[str],
+        *,
+        timeout: float | None = None,
+        gate: Gate | None = None,
+    ) -> Submitted:
+        raise AssertionError("the tracker never submits")
+
+    def tracker(self) -> Tracker:
+        """A tracker over this fake, confirming as its settings say."""
+        return Tracker(self, confirm=self.settings.confirm)
 
     def task_seen(self, task_id: str, status: str, seen_at: float | None) -> None:
         self.seen.append((task_id, status))
@@ -116,7 +142,7 @@ async def test_ips_gone_from_the_eni_are_released_by_eni_without_a_task_query() 
     calls.add("eni-1", ["10.0.0.2", "10.0.0.3"])
     calls.tasks["t1"] = TaskState("t1", TaskStatus.RUNNING)
     calls.later(2.5, lambda: release(calls, "eni-1", "10.0.0.2", "10.0.0.3"))
-    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2", "10.0.0.3"])
+    fate = await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2", "10.0.0.3"])
     assert fate.released == ("10.0.0.2", "10.0.0.3")
     assert dict(fate.confirmed_by) == {"10.0.0.2": "eni", "10.0.0.3": "eni"}
     assert calls.calls("query") == []
@@ -127,7 +153,7 @@ async def test_ips_gone_from_the_eni_are_released_by_eni_without_a_task_query() 
 async def test_enis_are_packed_a_hundred_to_a_call() -> None:
     """250 tasks due together are looked at in three describe calls, not 250."""
     calls = FakeCalls(FakeClock())
-    tracker = Tracker(calls)
+    tracker = calls.tracker()
     for i in range(250):
         calls.add(f"eni-{i}", [f"10.0.{i // 200}.{i % 200 + 2}"], state="DELETING")
     calls.later(0.5, lambda: clear_all(calls))
@@ -143,7 +169,7 @@ async def test_failed_task_leaves_listed_ips_not_released_with_its_reason() -> N
     calls = FakeCalls(FakeClock())
     calls.add("eni-1", ["10.0.0.2"], state="AVAILABLE")
     calls.end("t1", TaskStatus.FAILED, output="subnet busy")
-    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    fate = await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2"])
     assert (fate.released, fate.not_released, fate.unknown) == ((), ("10.0.0.2",), ())
     assert fate.confirmed_by == {"10.0.0.2": "eni"}
     assert fate.state is not None
@@ -165,7 +191,7 @@ async def test_part_failed_task_is_reported_ip_by_ip() -> None:
         calls.end("t1", TaskStatus.FAILED, output="partly")
 
     calls.later(1.5, part_fail)
-    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2", "10.0.0.3", "10.0.0.4"])
+    fate = await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2", "10.0.0.3", "10.0.0.4"])
     assert fate.released == ("10.0.0.3",)
     assert fate.not_released == ("10.0.0.2", "10.0.0.4")
     assert set(fate.confirmed_by.values()) == {"eni"}
@@ -177,7 +203,7 @@ async def test_a_stale_view_is_not_taken_for_a_failure() -> None:
     calls.add("eni-1", ["10.0.0.2"], state="AVAILABLE")
     calls.end("t1", TaskStatus.RUNNING)
     calls.later(3.0, lambda: release(calls, "eni-1", "10.0.0.2"))
-    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    fate = await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2"])
     assert fate.released == ("10.0.0.2",)
     assert fate.not_released == ()
 
@@ -193,7 +219,7 @@ async def test_ip_moved_to_another_eni_was_released_from_this_one() -> None:
         calls.enis["eni-2"].ips["10.0.0.2"] = "AVAILABLE"
 
     calls.later(1.2, move)
-    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    fate = await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2"])
     assert fate.released == ("10.0.0.2",)
     assert fate.confirmed_by == {"10.0.0.2": "eni"}
 
@@ -208,7 +234,7 @@ async def test_an_eni_described_as_not_found_is_settled_by_its_task(
     """An ENI that vanished: a SUCCESS task released its IPs (by task); after a FAILED one they are unknown."""
     calls = FakeCalls(FakeClock())
     calls.end("t1", status)
-    fate = await Tracker(calls).track(VPC, "eni-gone", "t1", ["10.0.0.2"])
+    fate = await calls.tracker().track(VPC, "eni-gone", "t1", ["10.0.0.2"])
     assert (fate.released, fate.unknown) == (released, unknown)
     assert fate.confirmed_by == dict.fromkeys(released, "task")
     assert len(calls.calls("query")) == 1
@@ -219,7 +245,7 @@ async def test_an_eni_in_another_vpc_counts_as_not_found() -> None:
     calls = FakeCalls(FakeClock())
     calls.add("eni-1", ["10.0.0.2"], vpc="vpc-bbbbbbbb")
     calls.end("t1", TaskStatus.SUCCESS)
-    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    fate = await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2"])
     assert fate.confirmed_by == {"10.0.0.2": "task"}
 
 
@@ -227,7 +253,7 @@ async def test_ips_still_deleting_at_the_deadline_are_unknown() -> None:
     """Past its deadline, a task whose IPs are still DELETING leaves them unknown, with a timeout error."""
     calls = FakeCalls(FakeClock())
     calls.add("eni-1", ["10.0.0.2"])
-    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"], timeout=20.0)
+    fate = await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2"], timeout=20.0)
     assert fate.unknown == ("10.0.0.2",)
     assert isinstance(fate.error, TaskTimeoutError)
     assert calls.calls("query") == [], "DELETING is an answer: no task query needed to know it runs"
@@ -239,7 +265,7 @@ async def test_v2_listed_past_the_expected_latency_asks_the_task() -> None:
     calls = FakeCalls(FakeClock(), dialect="v2")
     calls.add("eni-1", ["10.0.0.2", "10.0.0.3"], state="")
     calls.end("t1", TaskStatus.FAILED)
-    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2", "10.0.0.3"])
+    fate = await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2", "10.0.0.3"])
     assert fate.not_released == ("10.0.0.2", "10.0.0.3")
     (query,) = calls.calls("query")
     assert query[0] >= 2.0 * calls.settings.poll.first - 1e-9, "not before the expected latency"
@@ -250,7 +276,7 @@ async def test_v2_tasks_that_end_in_time_cost_no_task_query() -> None:
     calls = FakeCalls(FakeClock(), dialect="v2")
     calls.add("eni-1", ["10.0.0.2"], state="")
     calls.later(1.1, lambda: release(calls, "eni-1", "10.0.0.2"))
-    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    fate = await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2"])
     assert fate.released == ("10.0.0.2",)
     assert calls.calls("query") == []
 
@@ -258,7 +284,7 @@ async def test_v2_tasks_that_end_in_time_cost_no_task_query() -> None:
 async def test_v2_many_enis_of_one_vpc_are_paged_by_vpc() -> None:
     """API 2.0: 120 ENIs of one VPC due together cost three pages of 50, not 120 calls by id."""
     calls = FakeCalls(FakeClock(), dialect="v2")
-    tracker = Tracker(calls)
+    tracker = calls.tracker()
     for i in range(120):
         calls.add(f"eni-{i}", [f"10.1.{i // 200}.{i % 200 + 2}"], state="")
     calls.later(0.5, lambda: clear_all(calls))
@@ -276,7 +302,7 @@ async def test_v2_a_lone_eni_is_described_by_id() -> None:
     for i in range(200):
         calls.add(f"eni-{i}", ["10.2.0.2"], state="")
     calls.later(1.1, lambda: release(calls, "eni-7", "10.2.0.2"))
-    fate = await Tracker(calls).track(VPC, "eni-7", "t7", ["10.2.0.2"])
+    fate = await calls.tracker().track(VPC, "eni-7", "t7", ["10.2.0.2"])
     assert fate.released == ("10.2.0.2",)
     assert calls.calls("vpc") == []
 
@@ -284,7 +310,7 @@ async def test_v2_a_lone_eni_is_described_by_id() -> None:
 async def test_task_queries_go_by_expected_end_not_by_arrival() -> None:
     """With room for one query at a time, tasks are asked about earliest expected end first."""
     calls = FakeCalls(FakeClock(), dialect="v2", rate_limits=RateLimits(task_query=1))
-    tracker = Tracker(calls)
+    tracker = calls.tracker()
     for i in range(4):
         calls.add(f"eni-{i}", ["10.3.0.2"], vpc=f"vpc-{i:08d}", state="")
         calls.end(f"t{i}", TaskStatus.FAILED)
@@ -301,7 +327,7 @@ async def test_task_queries_go_by_expected_end_not_by_arrival() -> None:
 async def test_looks_share_the_describe_budget() -> None:
     """Looks by id never exceed the describe budget, however many tasks are due."""
     calls = FakeCalls(FakeClock(), dialect="v2", rate_limits=RateLimits(describe=4))
-    tracker = Tracker(calls)
+    tracker = calls.tracker()
     for i in range(12):
         calls.add(f"eni-{i}", ["10.4.0.2"], vpc=f"vpc-{i:08d}", state="")
     calls.later(1.5, lambda: clear_all(calls))
@@ -317,7 +343,7 @@ async def test_cancelling_the_awaiter_drops_the_watch() -> None:
     """A cancelled ``track`` stops the tracker from looking at that task (and its loop from running)."""
     calls = FakeCalls(FakeClock())
     calls.add("eni-1", ["10.0.0.2"])
-    tracker = Tracker(calls)
+    tracker = calls.tracker()
     waiting = asyncio.create_task(tracker.track(VPC, "eni-1", "t1", ["10.0.0.2"]))
     await calls.clock.sleep(2.0)
     waiting.cancel()
@@ -332,7 +358,7 @@ async def test_closing_leaves_watched_ips_unknown() -> None:
     """Closing the tracker ends every watched task with its pending IPs unknown, never guessed."""
     calls = FakeCalls(FakeClock())
     calls.add("eni-1", ["10.0.0.2"])
-    tracker = Tracker(calls)
+    tracker = calls.tracker()
     waiting = asyncio.create_task(tracker.track(VPC, "eni-1", "t1", ["10.0.0.2"]))
     await calls.clock.sleep(1.5)
     await tracker.close()
@@ -348,7 +374,7 @@ async def test_first_looks_follow_the_observed_latency() -> None:
     for _ in range(10):
         calls.latencies.observe(0.4)
     calls.add("eni-1", [])
-    await Tracker(calls).track(VPC, "eni-1", "t1", [])
+    await calls.tracker().track(VPC, "eni-1", "t1", [])
     ((at, _, _),) = calls.calls("ids")
     assert at == pytest.approx(0.4)
 
@@ -361,7 +387,7 @@ def test_in_flight_follows_the_budgets_and_latency() -> None:
     for calls in (base, tenfold, task):
         for _ in range(10):
             calls.latencies.observe(1.0)
-    small, big, polled = (Tracker(c).releases_in_flight() for c in (base, tenfold, task))
+    small, big, polled = (c.tracker().releases_in_flight() for c in (base, tenfold, task))
     assert big == pytest.approx(10 * small, rel=0.05)
     assert polled < small / 4, "task-only confirmation is bound by 20 queries a second"
 
@@ -372,7 +398,7 @@ async def test_v2_a_task_still_running_when_asked_is_asked_again_later() -> None
     calls.add("eni-1", ["10.0.0.2"], state="")
     calls.end("t1", TaskStatus.RUNNING)
     calls.later(6.0, lambda: calls.end("t1", TaskStatus.FAILED))
-    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    fate = await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2"])
     assert fate.not_released == ("10.0.0.2",)
     asked = [at for at, _, _ in calls.calls("query")]
     assert len(asked) >= 2
@@ -384,7 +410,7 @@ async def test_v2_a_task_unknown_to_the_server_leaves_listed_ips_unknown_at_once
     calls = FakeCalls(FakeClock(), dialect="v2")
     calls.add("eni-1", ["10.0.0.2", "10.0.0.3"], state="")
     calls.later(0.5, lambda: release(calls, "eni-1", "10.0.0.3"))
-    fate = await Tracker(calls).track(VPC, "eni-1", "t-gone", ["10.0.0.2", "10.0.0.3"])
+    fate = await calls.tracker().track(VPC, "eni-1", "t-gone", ["10.0.0.2", "10.0.0.3"])
     assert (fate.released, fate.unknown) == (("10.0.0.3",), ("10.0.0.2",))
     assert isinstance(fate.error, TaskNotFoundError)
     assert calls.clock.monotonic() < 10.0
@@ -396,14 +422,14 @@ async def test_an_eni_refused_to_describe_is_settled_by_its_task() -> None:
     calls.add("eni-1", ["10.0.0.2"])
     calls.denied.add("eni-1")
     calls.end("t1", TaskStatus.SUCCESS)
-    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    fate = await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2"])
     assert fate.confirmed_by == {"10.0.0.2": "task"}
 
 
 async def test_one_refused_eni_does_not_fail_the_descriptions_sharing_its_call() -> None:
     """Descriptions packed into one call: one ENI refused fails that ENI's only; the others are answered."""
     calls = FakeCalls(FakeClock())
-    tracker = Tracker(calls)
+    tracker = calls.tracker()
     for i in range(5):
         calls.add(f"eni-{i}", ["10.5.0.2"], state="AVAILABLE")
     calls.denied.add("eni-3")
@@ -416,7 +442,7 @@ async def test_one_refused_eni_does_not_fail_the_descriptions_sharing_its_call()
 async def test_descriptions_asked_together_share_one_call() -> None:
     """Up to 100 ENIs asked for within the coalescing window are described in one call."""
     calls = FakeCalls(FakeClock())
-    tracker = Tracker(calls)
+    tracker = calls.tracker()
     for i in range(150):
         calls.add(f"eni-{i}", ["10.6.0.2"], state="AVAILABLE")
     found = await asyncio.gather(
@@ -433,6 +459,6 @@ async def test_latency_counts_from_the_submits_own_send_time() -> None:
     calls.add("eni-1", [])
     calls.clock.advance(5.0)
     calls.sent_at = lambda task_id: 4.5 if task_id == "t1" else None  # type: ignore[method-assign]
-    await Tracker(calls).track(VPC, "eni-1", "t1", [], submitted_at=0.0)
+    await calls.tracker().track(VPC, "eni-1", "t1", [], submitted_at=0.0)
     ((at, _, _),) = calls.calls("ids")
     assert at == pytest.approx(4.5 + calls.settings.poll.first)

@@ -39,6 +39,23 @@ class SignContext:
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """What a dialect can do, in the terms the tracker and the release path ask about (never its name).
+
+    ``describe_ids_per_call``: ENI ids one DescribeNetworkInterfaces call can name (API 3.0: 100; API 2.0: one,
+    or a VPC's page). ``describe_page_limit``: the largest page of a VPC's ENIs. ``lists_ip_state``: each
+    listed IP carries a ``State`` (API 3.0: ``DELETING`` while an unassign task runs on it, D22).
+    ``release_names_vpc``: the release call carries the VPC and the server refuses a wrong one (API 2.0);
+    where it does not (API 3.0) the ENI is described before the first submit to check it.
+    """
+
+    describe_ids_per_call: int
+    describe_page_limit: int
+    lists_ip_state: bool
+    release_names_vpc: bool
+
+
+@dataclass(frozen=True)
 class DescribePage:
     """One page of DescribeNetworkInterfaces."""
 
@@ -55,6 +72,7 @@ class Dialect(Protocol):
     max_describe_limit: int
     describe_ids_per_call: int
     lists_ip_state: bool
+    capabilities: Capabilities
 
     def build_unassign(
         self, ctx: SignContext, vpc_id: str, eni_id: str, ips: Sequence[str]
@@ -87,6 +105,7 @@ __all__ = [
     "DESCRIBE",
     "TASK_QUERY",
     "UNASSIGN",
+    "Capabilities",
     "DescribePage",
     "Dialect",
     "SignContext",

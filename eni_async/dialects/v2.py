@@ -19,6 +19,7 @@ from eni_async.dialects.base import (
     DESCRIBE,
     TASK_QUERY,
     UNASSIGN,
+    Capabilities,
     DescribePage,
     SignContext,
 )
@@ -43,6 +44,9 @@ class V2Dialect:
     # One ``networkInterfaceId`` per call, or a ``vpcId`` page; no per-IP state is listed (D22).
     describe_ids_per_call = 1
     lists_ip_state = False
+    capabilities = Capabilities(
+        describe_ids_per_call=1, describe_page_limit=50, lists_ip_state=False, release_names_vpc=True
+    )
 
     def __init__(self, method: str = "POST") -> None:
         if method not in ("GET", "POST"):

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from eni_async import errors, signing
-from eni_async.dialects.base import DESCRIBE, TASK_QUERY, UNASSIGN, DescribePage, SignContext
+from eni_async.dialects.base import DESCRIBE, TASK_QUERY, UNASSIGN, Capabilities, DescribePage, SignContext
 from eni_async.models import EniInfo, HttpRequest, HttpResponse, Submitted, TaskState, TaskStatus
 
 SERVICE = "vpc"
@@ -68,6 +68,9 @@ class V3Dialect:
     # ENI ids one DescribeNetworkInterfaces call can name, and whether it lists each IP's ``State`` (D22).
     describe_ids_per_call = 100
     lists_ip_state = True
+    capabilities = Capabilities(
+        describe_ids_per_call=100, describe_page_limit=100, lists_ip_state=True, release_names_vpc=False
+    )
 
     def __repr__(self) -> str:
         return "V3Dialect()"
