@@ -216,20 +216,20 @@ class Batch:
             if isinstance(entry, Resumed):
                 return entry
             item = as_item(entry)
-            if self.journal is not None and item.key is None:
+            if self._recorder is not None and item.key is None:
                 plain = Item(item.vpc_id, item.eni_id, item.ips, item.line)
-                item = dataclasses.replace(item, key=self.journal.add(plain))
+                item = dataclasses.replace(item, key=await self._recorder.add(plain))
             return item
 
     async def _emit(self, outcome: Outcome, key: int | None = None) -> None:
         self._final.add(id(outcome))
         if (
-            self.journal is not None
+            self._recorder is not None
             and key is not None
             and outcome.status != NOT_ATTEMPTED
             and id(outcome) not in self._cut
         ):
-            self.journal.finished(key, outcome)
+            await self._recorder.finished(key, outcome)
         self.stats.done += 1
         if outcome.status != "succeeded":
             self.stats.failed += 1
@@ -317,7 +317,7 @@ class Batch:
                 decide(outcome, f"resumed: polling task {task_id}")
                 await finish_task(self.client, item, outcome, task_id, chunk, request_id)
                 if self._recorder is not None:
-                    self._recorder.progressed(item, outcome)
+                    await self._recorder.progressed(item, outcome)
             if plan.in_doubt:
                 still = await reconcile_in_doubt(
                     self.client, outcome, plan.in_doubt, "resumed with a submit in doubt"

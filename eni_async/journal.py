@@ -495,21 +495,30 @@ def _restore(outcome: Outcome, data: dict[str, Any]) -> None:
 
 
 class JournalRecorder:
-    """Adapts a ``Journal`` to the ``Recorder`` hooks of ``reconcile`` (items carry their journal key)."""
+    """Adapts a ``Journal`` to the ``Recorder`` hooks of the release path (items carry their journal key).
+
+    The hooks are coroutines so that a journal reached over the network is never awaited on the event loop's
+    thread; the SQLite journal's writes are short local transactions, made in place."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
-    def submitting(self, item: Item, chunk: tuple[str, ...], outcome: Outcome) -> None:
+    async def add(self, item: Item) -> int:
+        return self.journal.add(item)
+
+    async def submitting(self, item: Item, chunk: tuple[str, ...], outcome: Outcome) -> None:
         if item.key is not None:
             self.journal.submitting(item.key, chunk, outcome)
 
-    def submitted(
+    async def submitted(
         self, item: Item, task_id: str, request_id: str | None, chunk: tuple[str, ...], outcome: Outcome
     ) -> None:
         if item.key is not None:
             self.journal.submitted(item.key, task_id, request_id, chunk, outcome)
 
-    def progressed(self, item: Item, outcome: Outcome) -> None:
+    async def progressed(self, item: Item, outcome: Outcome) -> None:
         if item.key is not None:
             self.journal.progressed(item.key, outcome)
+
+    async def finished(self, key: int, outcome: Outcome) -> None:
+        self.journal.finished(key, outcome)

@@ -8,7 +8,7 @@ Which exceptions are retried is one table: the ``transient`` and ``no_effect`` f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import tenacity
@@ -45,6 +45,28 @@ class PollPolicy:
     jitter: float = 0.25
     timeout: float = 600.0
     adaptive: bool = True
+
+
+@dataclass(frozen=True)
+class LookPolicy:
+    """How hard to try to describe an ENI before an IP's fate is left in doubt: ``rounds`` describe calls
+    (each already retried by the ``RetryPolicy``), the n-th pause between them ``pause * n`` seconds."""
+
+    rounds: int = 3
+    pause: float = 5.0
+
+    def pauses(self) -> Iterator[float]:
+        """The pause before each round after the first (``rounds - 1`` of them)."""
+        return (self.pause * n for n in range(1, self.rounds))
+
+
+def backoff(policy: PollPolicy, *, start: float | None = None) -> Iterator[float]:
+    """The poll schedule without jitter: ``start`` (default ``policy.initial``), then ``multiplier`` times
+    longer each time, capped at ``maximum``; endless (the caller's deadline bounds it)."""
+    delay = policy.initial if start is None else start
+    while True:
+        yield min(policy.maximum, delay)
+        delay = min(policy.maximum, delay * policy.multiplier)
 
 
 class stop_at_deadline(stop_base):

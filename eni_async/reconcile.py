@@ -61,15 +61,20 @@ class Releaser(Calls, Protocol):
 
 
 class Recorder(Protocol):
-    """Told of every step, before the work it announces goes on (the journal implements it)."""
+    """Told of every step, before the work it announces goes on (the journal implements it): an item taken
+    in (``add`` returns its key), a chunk about to be sent, a task accepted, progress, the final outcome."""
 
-    def submitting(self, item: Item, chunk: tuple[str, ...], outcome: Outcome) -> None: ...
+    async def add(self, item: Item) -> int: ...
 
-    def submitted(
+    async def submitting(self, item: Item, chunk: tuple[str, ...], outcome: Outcome) -> None: ...
+
+    async def submitted(
         self, item: Item, task_id: str, request_id: str | None, chunk: tuple[str, ...], outcome: Outcome
     ) -> None: ...
 
-    def progressed(self, item: Item, outcome: Outcome) -> None: ...
+    async def progressed(self, item: Item, outcome: Outcome) -> None: ...
+
+    async def finished(self, key: int, outcome: Outcome) -> None: ...
 
 
 def _split(info: EniInfo | None, ips: tuple[str, ...]) -> tuple[list[str], list[str]]:
@@ -228,7 +233,7 @@ async def _release_chunk(
         outcome.sent.update(todo)
         outcome.attempts += 1
         if recorder is not None:
-            recorder.submitting(item, todo, outcome)
+            await recorder.submitting(item, todo, outcome)
         started = client.clock.monotonic()
         try:
             sent = await client.submit_when_free(item.vpc_id, item.eni_id, todo, gate=gate)
@@ -294,10 +299,10 @@ async def _release_chunk(
         if request_id:
             outcome.request_ids.append(request_id)
         if recorder is not None:
-            recorder.submitted(item, task_id, request_id, todo, outcome)
+            await recorder.submitted(item, task_id, request_id, todo, outcome)
         await finish_task(client, item, outcome, task_id, todo, request_id, submitted_at=started)
         if recorder is not None:
-            recorder.progressed(item, outcome)
+            await recorder.progressed(item, outcome)
         return
     if not todo:  # the last round settled every IP
         return
