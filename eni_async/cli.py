@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Print a journal's items by state and outcome as one JSON object.",
             "eni-async status batch.journal",
             cli_batch.add_status_arguments,
-            cli_batch.run_status,
+            _run_status,
         ),
         Command(
             "config",
@@ -253,6 +253,11 @@ async def _run_config(args: argparse.Namespace) -> int:
         return EXIT_OK
     emit(settings_as_dict(settings_from(args)))
     return EXIT_OK
+
+
+async def _run_status(args: argparse.Namespace) -> int:
+    # Settings are read only to find the journal when none is named: status uses nothing else of them.
+    return await cli_batch.run_status(args, settings_from(args) if args.journal is None else None)
 
 
 def _with_settings(
