@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eni_async import __version__, cli_batch
+from eni_async import __version__, cli_batch, cli_journal
 from eni_async.credentials import settings_credentials
 from eni_async.errors import EniAsyncError, InputError, error_code, error_info
 from eni_async.settings import Settings, defaults_file, load_settings, settings_as_dict
@@ -192,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
             "eni-async status batch.journal",
             cli_batch.add_status_arguments,
             _run_status,
+        ),
+        Command(
+            "journal",
+            "move a journal between SQLite and PostgreSQL",
+            "Copy every item, task, lease and release of a journal into an empty one (SQLite <-> "
+            "PostgreSQL), in one transaction; the source is left as it was.",
+            "eni-async journal copy batch.journal postgresql://eni@db.internal/eni_async",
+            cli_journal.add_arguments,
+            _with_settings(cli_journal.run),
         ),
         Command(
             "config",

@@ -38,13 +38,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("dialects", "calls", "journal.migrations", "journal.sql"),
     ("settings", "journal.sqlite", "journal.postgres"),
     ("credentials.chain", "journal"),
-    ("tracker", "shared_quota", "credentials"),
+    ("tracker", "shared_quota", "credentials", "journal.copy"),
     ("reconcile",),
     ("batch",),
     ("client", "progress", "service.schema", "service.registry", "service.client"),
     # "" is the package itself: its __init__ is the public API
     ("", "cli_batch", "service", "service.openapi", "service.engine", "service.metrics"),
-    ("service.http",),  # the HTTP face: never talks to Tencent but through the engine
+    ("service.http", "cli_journal"),  # the HTTP face: never talks to Tencent but through the engine
     ("service.server",),
     ("service.command",),
     ("cli",),

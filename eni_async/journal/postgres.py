@@ -54,6 +54,13 @@ _REASONS = {
     "08": "cannot be reached",
     "57P": "was shut down or restarted",
 }
+# What a failed connection says (libpq gives it no SQLSTATE) -> what to tell the user.
+_CONNECT_REASONS = (
+    ("does not exist", "names a database or role that does not exist"),
+    ("password authentication failed", "refused the password"),
+    ("no password supplied", "needs a password"),
+    ("no pg_hba.conf entry", "refused the connection (pg_hba.conf)"),
+)
 _NOW = "extract(epoch FROM clock_timestamp())::double precision"
 
 
@@ -62,6 +69,8 @@ def explain(exc: BaseException, secret: str | None) -> str:
     state = getattr(exc, "sqlstate", None) or ""
     reason = next((text for code, text in _REASONS.items() if state.startswith(code)), None)
     detail = " ".join(str(exc).split()) or type(exc).__name__
+    if reason is None:
+        reason = next((text for found, text in _CONNECT_REASONS if found in detail), None)
     if secret:
         detail = detail.replace(secret, "***")
     if reason is None:
