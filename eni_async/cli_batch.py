@@ -476,6 +476,12 @@ async def _resume(args: argparse.Namespace, settings: Settings, journal: Journal
             "is the batch's own output file; resume writes every outcome, so give another file, "
             "or --append to rewrite it with one line per item",
         )
+    # Every row is read once before anything is written or sent: a damaged one stops the resume here, in one
+    # line, rather than part-way through its output.
+    async for _ in journal.unfinished():
+        pass
+    async for _ in journal.finished_items():
+        pass
     given = {key: getattr(args, key, None) for key in RESUME_KEYS}
     recorded = {key: meta[key] for key in RESUME_KEYS if key in meta and given.get(key) is None}
     settings = dataclasses.replace(settings, **recorded)
@@ -521,11 +527,11 @@ async def run_status(args: argparse.Namespace, settings: Settings | None) -> int
     journal = await _open_journal(url, new=False, read_only=True)
     try:
         with _journal_errors():
+            counts = await journal.counts()  # a damaged state is refused here, whatever is asked
             if args.outcomes:
                 async for data in journal.finished_outcomes():
                     write_line(sys.stdout, data)
             else:
-                counts = await journal.counts()
                 print(json.dumps({"items": counts, "outcomes": await journal.outcome_counts()}))
     finally:
         await journal.close()
