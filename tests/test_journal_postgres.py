@@ -7,12 +7,14 @@ import asyncio
 import json
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from eni_async.cli import main
 from eni_async.journal import JournalError, SqliteJournal, open_journal
 from eni_async.journal.sql import SqlJournal
 from eni_async.outcomes import Item, Outcome
+from eni_async.settings import Settings
 from eni_async.simulator import Simulator
 from eni_async.testing import verdict
 from tests.pgserver import PostgresServer
@@ -212,3 +214,38 @@ async def test_batch_resume_and_status_on_a_postgresql_journal(
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     result = verdict(lines, sim.ground_truth(), [e["eni_id"] for e in enis])
     assert (result.reported, result.mismatches) == (len(enis), 0), result.summary()
+
+
+async def test_the_service_runs_on_a_postgresql_journal_and_resumes_from_it(
+    served: tuple[Simulator, str], postgres_url: str
+) -> None:
+    """serve's engine on a postgresql:// journal: releases finish, an idempotent retry replays, /readyz and
+    /metrics answer without the password, and a restart on the same database still knows every release."""
+    from eni_async import ServiceClient
+    from eni_async.service.server import running_service
+
+    sim, endpoint = served
+    url = postgres_url.replace("postgres@", f"postgres:{SECRET}@")  # trust: any password passes
+    settings = Settings(endpoint=endpoint, region=sim.region, confirm="task")
+    eni = sim.ground_truth()["enis"][0]
+    async with running_service(sim.credentials, settings, url) as svc, ServiceClient(svc.endpoint) as client:
+        first = await client.submit(
+            eni["vpc_id"], eni["eni_id"], eni["secondary_ips"], idempotency_key="once"
+        )
+        again = await client.submit(
+            eni["vpc_id"], eni["eni_id"], eni["secondary_ips"], idempotency_key="once"
+        )
+        done = await client.wait(first["id"], timeout=30)
+        async with aiohttp.ClientSession() as http:
+            for path in ("/readyz", "/metrics"):
+                async with http.get(svc.endpoint + path) as answer:
+                    text = await answer.text()
+                    assert answer.status == 200, text
+                    assert SECRET not in text
+        assert 'eni_async_service_releases{status="succeeded"} 1.0' in text
+    assert again["id"] == first["id"]
+    assert done["status"] == "succeeded"
+    async with running_service(sim.credentials, settings, url) as svc, ServiceClient(svc.endpoint) as client:
+        known = await client.get(first["id"])
+    assert known["status"] == "succeeded"
+    assert sorted(known["released"]) == sorted(eni["secondary_ips"])
