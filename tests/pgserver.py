@@ -15,6 +15,7 @@ import glob
 import itertools
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -56,6 +57,10 @@ class PostgresServer:
 
     def __init__(self) -> None:
         self.bin = binaries()
+        version = subprocess.run(
+            [str(self.bin / "initdb"), "--version"], capture_output=True, text=True, check=False
+        )
+        self.major = int(re.search(r"(\d+)", version.stdout or "0").group(1))  # type: ignore[union-attr]
         self.port = _free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="eni-async-pg-"))
         self.data = self.dir / "data"
@@ -157,7 +162,8 @@ class PostgresServer:
     def database(self) -> str:
         """A new, empty database (a file copy of template1: about 40 ms); its URL."""
         name = f"t{next(self._names)}"
-        self.sql(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
+        strategy = " STRATEGY FILE_COPY" if self.major >= 15 else ""  # faster, from PostgreSQL 15 on
+        self.sql(f"CREATE DATABASE {name}{strategy}")
         return self.url(name)
 
 
