@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from eni_async import metrics as metrics_cli
 from eni_async.credentials import settings_credentials
 from eni_async.errors import ConfigError, InputError
-from eni_async.settings import Settings
+from eni_async.settings import Settings, mask_url
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -44,7 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=8750, help="port to listen on (default 8750); 0 picks a free one"
     )
-    parser.add_argument("--journal", required=True, metavar="FILE", help="SQLite journal of every release")
+    parser.add_argument(
+        "--journal",
+        metavar="URL",
+        help="journal of every release: a file (SQLite) or postgresql://HOST/DATABASE "
+        "(default: the journal setting, $ENI_ASYNC_JOURNAL)",
+    )
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -96,6 +101,9 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if not 0 <= args.port <= 65535:
         raise InputError("--port", args.port, "must be between 0 and 65535")
+    journal = args.journal or settings.journal
+    if not journal:
+        raise ConfigError("--journal", "", "serve needs a journal: --journal URL or the journal setting")
     tokens = load_tokens(settings)
     if not tokens and not is_loopback(args.host):
         raise ConfigError(
@@ -114,7 +122,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     with _Signals() as signals:
         async with (
             running_service(
-                credentials, settings, args.journal, host=args.host, port=args.port, tokens=tokens
+                credentials, settings, journal, host=args.host, port=args.port, tokens=tokens
             ) as svc,
             AsyncExitStack() as extra,
         ):
@@ -133,7 +141,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
             )  # fmt: skip
             signals.again = svc.engine.hurry
             left = await svc.engine.stop(settings.grace)
-            log.info("stopped; %d release(s) unfinished stay in %s", left, args.journal)
+            log.info("stopped; %d release(s) unfinished stay in %s", left, mask_url(journal))
     return 0
 
 

@@ -1,8 +1,9 @@
 """The service's Prometheus families, beside the client's, in one registry it owns.
 
 ``eni_async_service_requests_total{route,code}`` counts answers by route template and HTTP status;
-``eni_async_service_releases{status}`` is read from the release registry at scrape time, so it costs
-nothing per release. Requires the optional ``metrics`` extra, like every metric of eni_async.
+``eni_async_service_releases{status}`` is read from the release registry at scrape time (``refresh``,
+awaited by ``/metrics`` before it renders, since a collector cannot await the journal), so it costs nothing
+per release. Requires the optional ``metrics`` extra, like every metric of eni_async.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ class ReleasesCollector:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._core = prometheus().metrics_core
+        self._counts: dict[str, int] = {}
+
+    async def refresh(self) -> None:
+        """Read the registry's counts for the next collection."""
+        self._counts = await self.registry.counts()
 
     def __repr__(self) -> str:
         return f"ReleasesCollector({self.registry!r})"
@@ -40,7 +46,7 @@ class ReleasesCollector:
         family = self._core.GaugeMetricFamily(
             "eni_async_service_releases", "Releases by status", labels=["status"]
         )
-        for status, count in self.registry.counts().items():
+        for status, count in self._counts.items():
             family.add_metric([status], count)
         yield family
 
@@ -52,6 +58,7 @@ class ServiceMetrics:
     registry: CollectorRegistry
     client: Metrics
     requests: Counter
+    collectors: list[ReleasesCollector]
 
     @classmethod
     def create(cls) -> ServiceMetrics:
@@ -64,11 +71,18 @@ class ServiceMetrics:
             ["route", "code"],
             registry=registry,
         )
-        return cls(registry, Metrics(registry), requests)
+        return cls(registry, Metrics(registry), requests, [])
 
     def watch(self, releases: Registry) -> None:
         """Export the release counts of ``releases``."""
-        self.registry.register(ReleasesCollector(releases))
+        collector = ReleasesCollector(releases)
+        self.collectors.append(collector)
+        self.registry.register(collector)
+
+    async def refresh(self) -> None:
+        """Read what the collectors export from the journal (before each scrape)."""
+        for collector in self.collectors:
+            await collector.refresh()
 
 
 __all__ = ["ReleasesCollector", "ServiceMetrics"]
