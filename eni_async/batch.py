@@ -16,6 +16,11 @@ once. An item stopped part-way gets an honest outcome (``Outcome.interrupt``): I
 was not observed are ``unknown``, never ``not_released``; an item with nothing submitted is
 ``not_attempted``. Such outcomes, and finished outcomes not yet yielded, are in ``unconfirmed``; a journal
 records none of the interrupted ones as finished, so ``resume`` polls their tasks.
+
+Work another process took over (the service's replicas, D27): a ``guard`` asked before every submit, or a
+journal write refused by its lease's fence, raises ``LeaseLostError``; the item is then dropped where it
+stands (neither yielded nor journalled: its new owner reports it), counted in ``BatchStats.dropped``, and the
+worker goes on with the next item.
 """
 
 from __future__ import annotations
@@ -25,14 +30,15 @@ import contextlib
 import dataclasses
 import logging
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 from eni_async import validation
 from eni_async.errors import AuthError, EniAsyncError, InputError, error_info
-from eni_async.journal import Journal, JournalRecorder, Resumed, ResumePlan
+from eni_async.journal import Journal, JournalRecorder, LeaseLostError, Resumed, ResumePlan
 from eni_async.outcomes import NOT_ATTEMPTED, InvalidItem, Item, Outcome, as_item
 from eni_async.reconcile import (
+    Recorder,
     Releaser,
     StopSubmitting,
     decide,
@@ -57,6 +63,7 @@ class BatchStats:
     in_flight: int = 0
     done: int = 0
     failed: int = 0
+    dropped: int = 0  # taken over by another process (its lease moved)
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -80,6 +87,8 @@ class Batch:
         concurrency: int,
         preflight: bool = False,
         journal: Journal | None = None,
+        recorder: Recorder | None = None,
+        guard: Callable[[Item], None] | None = None,
     ) -> None:
         if concurrency < 1:
             raise InputError("concurrency", concurrency, "must be at least 1")
@@ -90,7 +99,9 @@ class Batch:
         self.aborted: BaseException | None = None
         self._source = _aiter(items)
         self.journal = journal
-        self._recorder = JournalRecorder(journal) if journal is not None else None
+        # ``recorder``: one that fences the journal's writes (the service's); else the journal's own.
+        self._recorder = recorder or (JournalRecorder(journal) if journal is not None else None)
+        self._guard = guard
         self._pull_lock = asyncio.Lock()
         self._eni_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._results: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=min(concurrency, 1024))
@@ -265,11 +276,15 @@ class Batch:
                 continue
             try:
                 await self._process(entry, outcome)
+                await self._emit(outcome, key)
             except StopSubmitting:
                 outcome.interrupt("stopped")
                 self._final.add(id(outcome))  # reported in ``unconfirmed``, never journalled as finished
                 return
-            await self._emit(outcome, key)
+            except LeaseLostError:  # another process owns the item's work now: it reports the item
+                self._open.pop(id(outcome), None)
+                self._final.discard(id(outcome))
+                self.stats.dropped += 1
 
     async def _process(self, entry: Item | InvalidItem | Resumed, outcome: Outcome) -> None:
         started = self.client.clock.monotonic()
@@ -334,10 +349,21 @@ class Batch:
                 ips=todo,
                 recorder=self._recorder,
                 look=True if self.preflight else None,
-                gate=lambda: self._stopping,
+                gate=self._gate(item),
             )
         else:
             outcome.settle()
+
+    def _gate(self, item: Item) -> Callable[[], bool]:
+        """Asked before every submit of ``item``: closed once stopping; the guard raises when the item's
+        work moved to another process."""
+
+        def gate() -> bool:
+            if self._guard is not None:
+                self._guard(item)
+            return self._stopping
+
+        return gate
 
     def _lock_for(self, eni: str) -> asyncio.Lock:
         lock, users = self._eni_locks.get(eni, (asyncio.Lock(), 0))

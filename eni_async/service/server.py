@@ -66,7 +66,7 @@ async def running_service(
     """Serve releases for the block; see the module docstring."""
     service_metrics = ServiceMetrics.create() if metrics and metrics_available() else None
     try:
-        opened = await open_journal(journal)
+        opened = await open_journal(journal, exclusive=False)  # replicas share a PostgreSQL journal
     except JournalError as exc:
         raise ConfigError("--journal", exc.path, exc.reason) from None
     async with opened:
