@@ -52,6 +52,9 @@ WRITER_KEY = 0x656E6961  # "enia"
 MIGRATE_KEY = 0x656E696D  # "enim"
 POOL_SIZE = 10
 CONNECT_TIMEOUT_S = 10
+# How long a step waits for a pooled connection: steps are short, so a longer wait means the server is
+# gone (the caller hears so, and the service's writes try again), not that the pool is busy.
+POOL_WAIT_S = 5.0
 # The listening connection: how long it waits for a notification before it checks that the server is still
 # there (a silent network partition never closes a socket), and its reconnection backoff.
 LISTEN_CHECK_S = 5.0
@@ -179,7 +182,7 @@ class PostgresConnector:
             max_size=POOL_SIZE,
             kwargs=kwargs,
             open=False,
-            timeout=CONNECT_TIMEOUT_S * 3,
+            timeout=POOL_WAIT_S,
             name="eni-async journal",
         )
         try:

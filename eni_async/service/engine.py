@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from eni_async.batch import Batch
+from eni_async.batch import Batch, BatchStats
 from eni_async.errors import ConfigError
 from eni_async.journal import Journal, JournalError, Lease, LeaseLostError, Resumed
 from eni_async.journal.seam import CONNECTED, RELEASE_CHANNEL, WORK_CHANNEL
@@ -120,6 +120,11 @@ class Engine:
         """Releases accepted and not yet finished, by every replica (as last read)."""
         return self._count[1]
 
+    @property
+    def stats(self) -> BatchStats | None:
+        """The batch's live counters (``dropped``: work whose lease moved), once it runs."""
+        return self._batch.stats if self._batch is not None else None
+
     async def start(self) -> int:
         """Start: free the leases of a journal only this process writes (an earlier run's), take the first
         work, and run; return how many releases are unfinished in the journal.
@@ -174,6 +179,8 @@ class Engine:
             raise NotAcceptingError("the service is shutting down")
         if self.api_state == "auth_failed":
             raise NotAcceptingError("the API refused the service's credentials; fix them and restart it")
+        if self.leases.journal_error is not None:  # known unreachable: answer now, not after the pool's wait
+            raise JournalError(self.journal.where, f"does not answer ({self.leases.journal_error})")
         if idempotency_key is not None:
             earlier = await self.registry.replay(idempotency_key, body_hash)
             if earlier is not None:
@@ -276,14 +283,14 @@ class Engine:
             return False, "shutting down"
         if self.failure is not None:
             return False, f"engine stopped: {type(self.failure).__name__}"
+        if self.leases.journal_error is not None:
+            return False, "journal unreachable; not taking work"
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 await self.registry.heartbeat()
                 await self._unfinished_now()
         except (Exception, TimeoutError) as exc:  # JournalError: the journal is not writable
             return False, f"journal not writable ({type(exc).__name__}); not taking work"
-        if self.leases.journal_error is not None:
-            return False, "journal unreachable; not taking work"
         if self.api_state in ("unreachable", "auth_failed"):
             return False, f"API {self.api_state.replace('_', ' ')}"
         return True, "ready"

@@ -77,6 +77,7 @@ async def running_service(
             try:
                 if service_metrics is not None:
                     service_metrics.watch(engine.registry)
+                    service_metrics.watch_leases(engine.leases)
                 app = make_app(
                     engine,
                     tokens=tokens,
