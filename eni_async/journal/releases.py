@@ -137,6 +137,18 @@ class SqlReleases(Releases):
                 (RUNNING, now, release_id, PENDING),
             )
 
+    async def started_many(self, release_ids: Collection[str], *, now: float, owner: str) -> None:
+        wanted = sorted(set(release_ids))
+        async with self.connector.transaction() as tx:
+            for start in range(0, len(wanted), IN_LIST):
+                part = wanted[start : start + IN_LIST]
+                await tx.run(
+                    "UPDATE service_releases SET status = ?, started_at = COALESCE(started_at, ?) "
+                    f"WHERE status = ? AND id IN ({', '.join('?' * len(part))}) "
+                    "AND eni_id IN (SELECT eni_id FROM leases WHERE owner = ?)",
+                    (RUNNING, now, PENDING, *part, owner),
+                )
+
     async def requeue(self, release_id: str, *, lease: Lease | None = None) -> None:
         async with self.connector.transaction() as tx:
             await self.journal.fence(tx, lease, table="service_releases", key=release_id)

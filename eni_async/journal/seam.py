@@ -184,6 +184,11 @@ class Releases(Protocol):
         """The release is running (fenced by ``lease``, like every write of leased work)."""
         ...
 
+    async def started_many(self, release_ids: Collection[str], *, now: float, owner: str) -> None:
+        """Releases taken up by ``owner`` are running: those on ENIs it holds a lease on (the fence), in one
+        transaction."""
+        ...
+
     async def requeue(self, release_id: str, *, lease: Lease | None = None) -> None: ...
 
     async def finish(

@@ -32,13 +32,13 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eni_async.batch import Batch, BatchStats
 from eni_async.errors import ConfigError
-from eni_async.journal import Journal, JournalError, Lease, LeaseLostError, Resumed
+from eni_async.journal import Journal, JournalError, LeaseLostError, Resumed
 from eni_async.journal.seam import CONNECTED, RELEASE_CHANNEL, WORK_CHANNEL
 from eni_async.outcomes import Item, Outcome
 from eni_async.service.leases import FencedRecorder, Leases, Tenure, new_owner
@@ -60,6 +60,7 @@ MIN_HELD = 16
 # CLAIM_TICK_S at least (expired leases are found so); after a journal failure it waits CLAIM_RETRY_S.
 CLAIM_GAP_S, CLAIM_TICK_S, CLAIM_RETRY_S = 0.02, 1.0, 1.0
 WAIT_SWEEP_S = 5.0
+FILL_BATCH = 500  # ENIs whose releases are read (and marked running) in one go
 # The global count of unfinished releases (backpressure, /readyz) is read again when older than this.
 COUNT_TTL_S = 0.5
 READY_TIMEOUT_S = 2.0  # a readiness probe's write to the journal, at most
@@ -334,8 +335,12 @@ class Engine:
         return self._batch is not None and self._batch.aborted is not None
 
     async def _fill(self, tenures: list[Tenure]) -> None:
-        """Feed the unfinished releases of the tenures' ENIs that are not already here; give back those that
-        end up with nothing to do."""
+        """Feed the unfinished releases of the tenures' ENIs that are not already here (marked running in one
+        statement, fenced by this owner's leases); give back those that end up with nothing to do."""
+        for start in range(0, len(tenures), FILL_BATCH):
+            await self._fill_some(tenures[start : start + FILL_BATCH])
+
+    async def _fill_some(self, tenures: list[Tenure]) -> None:
         by_eni = {t.eni_id: t for t in tenures}
         waiting = [] if self._aborted() else await self.registry.unfinished(eni_ids=list(by_eni))
         waiting = [r for r in waiting if r.item_key not in self._work]
@@ -345,19 +350,23 @@ class Engine:
             async for found in self.journal.unfinished(eni_ids={r.eni_id for r in waiting}):
                 if found.item.key in wanted:
                     plans[found.item.key] = found
+        fed: list[tuple[Release, Tenure, Item | Resumed]] = []
         for release in waiting:
             tenure = by_eni[release.eni_id]
             resumed = plans.get(release.item_key)
             if resumed is None:
-                if await self._settled_in_journal(release, tenure):
-                    continue
-                self._feed(release, tenure, release.item)
+                if not await self._settled_in_journal(release, tenure):
+                    fed.append((release, tenure, release.item))
                 continue
             if tenure.lease.adopted_from is not None and (resumed.plan.tasks or resumed.plan.in_doubt):
                 self.leases.counts.adopted_releases += 1
             resumed.plan.outcome.line = release.item_key
             item = dataclasses.replace(resumed.item, line=release.item_key)
-            self._feed(release, tenure, Resumed(item, resumed.plan))
+            fed.append((release, tenure, Resumed(item, resumed.plan)))
+        if fed:
+            await self.registry.started_many([r.id for r, _, _ in fed], owner=self.leases.owner)
+        for release, tenure, entry in fed:
+            self._feed(release, tenure, entry)
         live = {w.tenure.eni_id for w in self._work.values()}
         for tenure in tenures:
             # An ENI whose release is still here under an earlier, lost tenure waits for that to leave.
@@ -412,7 +421,7 @@ class Engine:
     # -- running ---------------------------------------------------------------------------------------------
 
     async def _source(self) -> AsyncIterator[Item | Resumed]:
-        """The batch's input: fed releases, each marked running (fenced) as a worker takes it."""
+        """The batch's input: the fed releases whose tenure still holds, in the order fed."""
         while not self._stopping:
             work = await self._queue.get()
             if work is None or self._stopping:
@@ -420,14 +429,7 @@ class Engine:
             if work.tenure.lost:
                 self._leave(work)
                 continue
-            try:
-                await self.recorder.write(work.key, self._started(work.release_id))
-            except LeaseLostError:
-                continue
             yield work.entry
-
-    def _started(self, release_id: str) -> Callable[[Lease], Awaitable[None]]:
-        return lambda lease: self.registry.started(release_id, lease=lease)
 
     async def _run(self) -> None:
         batch = Batch(

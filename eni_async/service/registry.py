@@ -71,6 +71,10 @@ class Registry:
         """A worker took the release: it is running (``lease``: the write is fenced by it)."""
         await self._releases.started(release_id, now=self._now(), lease=lease)
 
+    async def started_many(self, release_ids: Collection[str], *, owner: str) -> None:
+        """Releases ``owner`` took up are running (those on ENIs it holds a lease on)."""
+        await self._releases.started_many(release_ids, now=self._now(), owner=owner)
+
     async def requeue(self, release_id: str, *, lease: Lease | None = None) -> None:
         """Work on the release was cut short and will start again (on the next start): pending."""
         await self._releases.requeue(release_id, lease=lease)
