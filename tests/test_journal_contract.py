@@ -391,14 +391,18 @@ async def test_nothing_is_sent_under_an_expired_lease_but_what_was_seen_is_kept(
 
 
 async def test_renewing_many_leases_keeps_those_held_and_leaves_out_the_lost(journal_url: str) -> None:
-    """One renewal extends every lease still held and answers without the ones another owner took."""
+    """One renewal extends every lease still held and answers without the ones another owner took; giving
+    them all back frees those still held and leaves the other owner's alone."""
     async with opened(journal_url) as journal:
         await releases_on(journal, 0, 1, 2)
         held = await journal.claim("a", lease_s=0, limit=3)
         (taken,) = await journal.claim("b", lease_s=60, limit=1)
         renewed = await journal.renew_many(held, lease_s=60)
+        await journal.give_back_many(held)  # the lost one is left to its owner
+        again = await journal.claim("c", lease_s=60, limit=3)
     assert [lease.eni_id for lease in renewed] == sorted({lease.eni_id for lease in held} - {taken.eni_id})
     assert all(lease.owner == "a" and lease.expires_at > held[0].expires_at for lease in renewed)
+    assert [lease.eni_id for lease in again] == [lease.eni_id for lease in renewed]
 
 
 async def test_a_lease_given_back_is_claimable_at_once(journal_url: str) -> None:

@@ -120,7 +120,7 @@ class PostgresConnector:
     markers: ClassVar[dict[str, str]] = {
         "now": _NOW,
         "skip_locked": "FOR UPDATE OF l SKIP LOCKED",
-        "for_share": "FOR SHARE",
+        "for_share": "FOR SHARE OF l",
     }
 
     def __init__(
@@ -321,12 +321,19 @@ class PostgresConnector:
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[_Tx]:
         """One consistent read: a read-only transaction on a pooled connection."""
+        import psycopg
+
         assert self._pool is not None, "open() the connector first"
         try:
             with self._guard():
-                async with self._pool.connection() as conn, conn.transaction():
-                    await conn.execute("SET TRANSACTION READ ONLY")
-                    yield _Tx(conn)
+                async with self._pool.connection() as conn:
+                    await conn.set_read_only(True)  # BEGIN READ ONLY: no round trip of its own
+                    try:
+                        async with conn.transaction():
+                            yield _Tx(conn)
+                    finally:
+                        with contextlib.suppress(psycopg.Error):  # a broken connection leaves the pool
+                            await conn.set_read_only(None)
         except JournalError:
             self._check_pool()
             raise

@@ -318,6 +318,10 @@ class Journal(Protocol):
         """End ``lease`` early (its ENI may be claimed at once); a lease already lost is left alone."""
         ...
 
+    async def give_back_many(self, leases: Collection[Lease]) -> None:
+        """``give_back`` for each of ``leases``, in one transaction."""
+        ...
+
     async def clear_leases(self) -> None:
         """Free every lease: only for the journal's one writer (whose lock proves no other process holds
         one), when it starts."""

@@ -49,10 +49,15 @@ LOAD_BATCH = 1000
 _ITEM_INSERT = "INSERT INTO items (vpc_id, eni_id, ips, line, state) VALUES (?, ?, ?, ?, ?)"
 _LEASES_FOR = "INSERT INTO leases (eni_id) SELECT DISTINCT eni_id FROM items WHERE id > ? ON CONFLICT (eni_id) DO NOTHING"
 _STEP = "UPDATE items SET state = ?, in_doubt = ?, outcome = ?, sent = ? WHERE id = ?"
-_FENCE = "SELECT epoch FROM leases WHERE eni_id = ? AND owner = ? AND epoch = ? {for_share}"
+# The lease held, on the row's own ENI (``{{table}}``: items or service_releases), in one statement.
+_FENCE = (
+    "SELECT l.epoch FROM leases l JOIN {{table}} t ON t.eni_id = l.eni_id "
+    "WHERE t.id = ? AND l.eni_id = ? AND l.owner = ? AND l.epoch = ? {for_share}"
+)
 # Before a send: the lease must also not have expired (another owner may be adopting the ENI).
 _FENCE_LIVE = (
-    "SELECT epoch FROM leases WHERE eni_id = ? AND owner = ? AND epoch = ? AND expires_at > {now} {for_share}"
+    "SELECT l.epoch FROM leases l JOIN {{table}} t ON t.eni_id = l.eni_id "
+    "WHERE t.id = ? AND l.eni_id = ? AND l.owner = ? AND l.epoch = ? AND l.expires_at > {now} {for_share}"
 )
 # ENIs with unfinished releases that nobody holds, those whose oldest release waits longest first.
 _CLAIMABLE = """
@@ -149,11 +154,8 @@ class SqlJournal(Journal):
         until ``tx`` ends, so that no claim takes the ENI meanwhile. No lease: nothing to check."""
         if lease is None:
             return
-        held = await tx.run(
-            self._sql["fence_live" if live else "fence"], (lease.eni_id, lease.owner, lease.epoch)
-        )
-        mine = await tx.run(f"SELECT 1 FROM {table} WHERE id = ? AND eni_id = ?", (key, lease.eni_id))
-        if not held or not mine:
+        sql = self._sql["fence_live" if live else "fence"].replace("{table}", _FENCED[table])
+        if not await tx.run(sql, (key, lease.eni_id, lease.owner, lease.epoch)):
             raise LeaseLostError(lease)
 
     async def submitting(
@@ -395,6 +397,10 @@ class SqlJournal(Journal):
         async with self.connector.transaction() as tx:
             await tx.run(_GIVE_BACK, (lease.eni_id, lease.owner, lease.epoch))
 
+    async def give_back_many(self, leases: Collection[Lease]) -> None:
+        async with self.connector.transaction() as tx:
+            await tx.run_many(_GIVE_BACK, [(lease.eni_id, lease.owner, lease.epoch) for lease in leases])
+
     async def clear_leases(self) -> None:
         async with self.connector.transaction() as tx:
             await tx.run("UPDATE leases SET owner = NULL, expires_at = NULL WHERE owner IS NOT NULL")
@@ -406,6 +412,7 @@ class SqlJournal(Journal):
         await self.connector.hold()
 
 
+_FENCED = {"items": "items", "service_releases": "service_releases"}  # the tables a fence may name
 _TEMPLATES = {
     "fence": _FENCE,
     "fence_live": _FENCE_LIVE,

@@ -58,7 +58,7 @@ UNREACHABLE_CODES = frozenset({"ConnectFailed", "ConnectionLost", "BadAnswer"})
 MIN_HELD = 16
 # The claimer works when woken (new work, an ENI done) but at most every CLAIM_GAP_S, and every
 # CLAIM_TICK_S at least (expired leases are found so); after a journal failure it waits CLAIM_RETRY_S.
-CLAIM_GAP_S, CLAIM_TICK_S, CLAIM_RETRY_S = 0.02, 1.0, 1.0
+CLAIM_GAP_S, CLAIM_TICK_S, CLAIM_RETRY_S = 0.1, 1.0, 1.0
 WAIT_SWEEP_S = 5.0
 FILL_BATCH = 500  # ENIs whose releases are read (and marked running) in one go
 # The global count of unfinished releases (backpressure, /readyz) is read again when older than this.
@@ -368,10 +368,8 @@ class Engine:
         for release, tenure, entry in fed:
             self._feed(release, tenure, entry)
         live = {w.tenure.eni_id for w in self._work.values()}
-        for tenure in tenures:
-            # An ENI whose release is still here under an earlier, lost tenure waits for that to leave.
-            if not tenure.keys and tenure.eni_id not in live:
-                await self.leases.give_back(tenure)
+        # An ENI whose release is still here under an earlier, lost tenure waits for that to leave.
+        await self.leases.give_back([t for t in tenures if not t.keys and t.eni_id not in live])
 
     async def _settled_in_journal(self, release: Release, tenure: Tenure) -> bool:
         """A release whose journal item finished (a replica died between the two commits): finished from

@@ -24,7 +24,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 from eni_async.journal import Journal, JournalError, Lease, LeaseLostError
@@ -184,29 +184,27 @@ class Leases:
             self.counts.renewed += 1
         return lost
 
-    async def give_back(self, tenure: Tenure) -> None:
-        """End ``tenure`` early so that any replica may claim the ENI at once. Raises ``JournalError``."""
-        if tenure.lost:
+    async def give_back(self, tenures: Collection[Tenure]) -> None:
+        """End ``tenures`` early (one transaction) so that any replica may claim their ENIs at once.
+        Raises ``JournalError``."""
+        live = [t for t in tenures if not t.lost]
+        if not live:
             return
-        await self.journal.give_back(tenure.lease)
-        tenure.lost = True
-        if self.held.get(tenure.eni_id) is tenure:
-            del self.held[tenure.eni_id]
-        self.counts.given_back += 1
+        await self.journal.give_back_many([t.lease for t in live])
+        for tenure in live:
+            tenure.lost = True
+            if self.held.get(tenure.eni_id) is tenure:
+                del self.held[tenure.eni_id]
+        self.counts.given_back += len(live)
 
     async def give_back_all(self) -> None:
         """Give back every tenure (when stopping): the work goes to other replicas without waiting."""
-        for tenure in list(self.held.values()):
-            try:
-                await self.give_back(tenure)
-            except JournalError as exc:  # it expires by itself
-                log.info(
-                    "could not give back %s (%s); it expires in %.0fs",
-                    tenure.eni_id,
-                    exc.reason,
-                    self.lease_s,
-                )
-                return
+        try:
+            await self.give_back(list(self.held.values()))
+        except JournalError as exc:  # they expire by themselves
+            log.info(
+                "could not give the leases back (%s); they expire within %.0fs", exc.reason, self.lease_s
+            )
 
 
 Write = Callable[[Lease], Awaitable[None]]
