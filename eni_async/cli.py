@@ -27,6 +27,7 @@ from typing import Any
 
 from eni_async import __version__, cli_batch
 from eni_async.credentials import settings_credentials
+from eni_async.credentials.chain import command_line
 from eni_async.errors import EniAsyncError, InputError, error_code, error_info
 from eni_async.settings import Settings, defaults_file, load_settings, settings_as_dict
 from eni_async.terminal import (
@@ -197,10 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
             "config",
             "print the settings in force, or the documented defaults",
             "Print the settings in force (file, ENI_ASYNC_* variables and options applied) as one JSON "
-            "object, or with --defaults the documented settings file, every key with its default.",
-            "eni-async config --defaults > my-settings.toml",
+            "object, with --show-origin where each came from, or with --defaults the documented settings "
+            "file, every key with its default.",
+            "eni-async config --show-origin",
             _add_config_arguments,
             _run_config,
+            client_options=True,
+        ),
+        Command(
+            "whoami",
+            "print who the API takes the credentials for, and where they came from",
+            "Ask STS GetCallerIdentity who the credentials are; print it with where the keys, the region "
+            "and the profile came from, and the quota they spend (one JSON object).",
+            "eni-async whoami --profile prod",
+            lambda parser: None,
+            _run_whoami,
             client_options=True,
         ),
     ):
@@ -241,8 +253,14 @@ def _add_unassign_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
         "--defaults", action="store_true", help="print the documented settings file (TOML) and exit"
+    )
+    shown.add_argument(
+        "--show-origin",
+        action="store_true",
+        help="print every setting as {value, origin}: the default, the file, a variable or an option",
     )
 
 
@@ -251,7 +269,44 @@ async def _run_config(args: argparse.Namespace) -> int:
         sys.stdout.write(defaults_file())
         sys.stdout.flush()
         return EXIT_OK
-    emit(settings_as_dict(settings_from(args)))
+    settings, origins = settings_and_origins(args)
+    if not args.show_origin:
+        emit(settings_as_dict(settings))
+        return EXIT_OK
+    values = settings_as_dict(settings)
+    shown: dict[str, Any] = {}
+    for key, origin in origins.items():
+        section, _, leaf = key.rpartition(".")
+        value = values[section][leaf] if section else values[key]
+        shown[key] = {"value": value, "origin": origin}
+    emit(shown)
+    return EXIT_OK
+
+
+async def _run_whoami(args: argparse.Namespace) -> int:
+    """Who the API takes the credentials for (STS GetCallerIdentity), and where keys, region and profile came
+    from; one JSON object."""
+    from eni_async.credentials import caller_identity, quota_account
+    from eni_async.shared_quota import access_region
+
+    settings, origins = settings_and_origins(args)
+    provider = await settings_credentials(settings)
+    identity = await caller_identity(provider, settings)
+    account = quota_account(provider, settings)
+    emit(
+        {
+            "caller": identity.as_json(),
+            "credentials": provider.source,
+            "profile": {"value": settings.profile, "origin": origins["profile"]},
+            "region": {"value": settings.region, "origin": origins["region"]},
+            "endpoint": settings.resolved_endpoint,
+            "quota": {
+                "sub_account": account if isinstance(account, str) else "uin-" + identity.sub_account,
+                "sub_account_origin": "quota_key" if isinstance(account, str) else "GetCallerIdentity",
+                "access_region": access_region(settings.resolved_endpoint, settings.region),
+            },
+        }
+    )
     return EXIT_OK
 
 
@@ -266,6 +321,12 @@ def _with_settings(
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the file and environment, then the command-line options."""
+    return settings_and_origins(args)[0]
+
+
+def settings_and_origins(args: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
+    """``settings_from``, and where each setting came from. The credential chain is told whether the profile
+    was named, so that it takes tccli's order and lets a named profile beat the environment."""
     overrides: dict[str, Any] = {}
     for name in ("endpoint", "region", "dialect", "profile", "shared_quota"):
         value = getattr(args, name, None)
@@ -274,7 +335,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
     concurrency = getattr(args, "concurrency", None)
     if concurrency is not None:
         overrides["concurrency"] = concurrency
-    return load_settings(getattr(args, "config", None), overrides=overrides)
+    origins: dict[str, str] = {}
+    settings = load_settings(getattr(args, "config", None), overrides=overrides, origins=origins)
+    command_line.set(origins["profile"] != "the default")
+    return settings, origins
 
 
 async def _run_unassign(args: argparse.Namespace) -> int:

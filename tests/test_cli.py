@@ -304,23 +304,29 @@ async def test_tccli_profile_variable_names_the_profile(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """TCCLI_PROFILE chooses the profile as tccli does; TENCENTCLOUD_REGION beats the profile's region."""
+    """TCCLI_PROFILE names the profile, which then beats the environment for keys and region: the profile's
+    keys sign (the environment's would be refused) and its region is used, not TENCENTCLOUD_REGION's."""
     sim, endpoint = served
-    monkeypatch.delenv("TENCENTCLOUD_SECRET_ID")
-    monkeypatch.delenv("TENCENTCLOUD_SECRET_KEY")
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", "AKIDnotknownbythesimulator")
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", "wrong")
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("TCCLI_PROFILE", "ops")
-    monkeypatch.setenv("TENCENTCLOUD_REGION", sim.region)
+    monkeypatch.setenv("TENCENTCLOUD_REGION", "ap-elsewhere")
     (tmp_path / ".tencentcloud").mkdir()
     (tmp_path / ".tencentcloud" / "credentials").write_text(
         f"[ops]\nsecret_id = {sim.credentials.secret_id}\nsecret_key = {sim.credentials.secret_key}\n"
-        "region = ap-elsewhere\n"
+        f"region = {sim.region}\n"
     )
     eni = sim.ground_truth()["enis"][1]
     argv = ["unassign", "-v", "--endpoint", endpoint, "--vpc-id", eni["vpc_id"], "--eni-id", eni["eni_id"],
             "--ip", eni["secondary_ips"][0]]  # fmt: skip
     assert await asyncio.to_thread(main, argv) == 0
-    assert f"region {sim.region} (from TENCENTCLOUD_REGION), profile ops" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert (
+        f"region {sim.region} (from {tmp_path / '.tencentcloud' / 'credentials'} [ops]), profile ops" in err
+    )
+    assert "TENCENTCLOUD_REGION not read" in err
+    assert "TENCENTCLOUD_SECRET_ID in the environment not read" in err
 
 
 def test_config_prints_settings_with_environment_overrides(

@@ -23,6 +23,7 @@ from eni_async.simulator.faults import AFTER_EFFECT, ALL_KINDS, BEFORE_EFFECT, N
 from eni_async.simulator.frontend import Frontend
 from eni_async.simulator.keys import KeyRing
 from eni_async.simulator.limits import DEFAULT_RATE_LIMITS, RateLimiter, ReplayGuard, throttle_message
+from eni_async.simulator.login import LoginService
 from eni_async.simulator.rejects import Reason, Reject
 from eni_async.simulator.roles import STS_ACTIONS, MetadataService, StsService
 from eni_async.simulator.seeding import load_world, seed_world
@@ -58,7 +59,8 @@ class Simulator:
     """An in-process Tencent VPC: API 2.0 at ``/v2/index.php``, API 3.0 at ``/``, ground truth at ``/_sim/``.
 
     The same server is the CVM metadata service (``/latest/meta-data/...``) and STS (API 3.0 actions
-    ``AssumeRoleWithWebIdentity``, ``AssumeRole`` and ``GetCallerIdentity`` at ``/``): see ``roles``.
+    ``AssumeRoleWithWebIdentity``, ``AssumeRole`` and ``GetCallerIdentity`` at ``/``): see ``roles``; and
+    tccli's login service, which renews ``tccli auth login`` and ``tccli sso login`` keys: see ``login``.
     """
 
     def __init__(self, config: SimulatorConfig, *, clock: Clock | None = None) -> None:
@@ -107,6 +109,7 @@ class Simulator:
             now=self.clock.time,
             roles=config.roles,
         )
+        self.login = LoginService(self.keys, self.clock, config.credential_lifetime, seed=config.seed)
         self.app = self._build_app()
         # ENIs refused per resource; starts from the fault profile, and a test may add to it while running.
         self.denied_enis: set[str] = set(config.faults.denied_enis)
@@ -122,6 +125,7 @@ class Simulator:
         app.router.add_route("GET", "/", self._handle_v3)
         app.router.add_route("POST", "/", self._handle_v3)
         self.metadata.add_routes(app)
+        self.login.add_routes(app)
         app.router.add_route("GET", "/_sim/state", self._handle_state)
         app.router.add_route("GET", "/_sim/stats", self._handle_stats)
         return app
