@@ -1,8 +1,9 @@
 """What the commands share about the terminal: exit codes, SIGINT/SIGTERM, and lines on stderr.
 
-``Interruption`` routes SIGINT/SIGTERM during one command to the stoppers the command registered (``batch``,
-``resume``, ``demo``, ``unassign``): the first signal stops submitting and leaves a grace period, the second
-ends it, a third exits on the spot; a command that registered nothing is cancelled. ``tell`` writes a line
+``Signals`` (``Interruption``) is the one SIGINT/SIGTERM state machine of every command: it routes the signals
+during one command to the stoppers the command registered (``batch``, ``resume``, ``demo``, ``unassign``;
+``serve`` and ``simulate`` through ``signals_for_command``): the first signal stops submitting and leaves a
+grace period, the second ends it, a third exits on the spot; a command that registered nothing is cancelled. ``tell`` writes a line
 for the person at the terminal whatever the log level (JSON lines with ``--log-format json``), and
 ``logging_to_stderr`` sets up the ``eni_async`` logger for a command. Nothing here parses arguments or runs
 a command: ``eni_async.cli`` and ``eni_async.cli_batch`` do, and both use this module (never each other's).
@@ -31,25 +32,43 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 Stopper = Callable[[bool], None]  # called with now=False on the first signal, now=True on the second
 
 
-class Interruption:
-    """SIGINT/SIGTERM during one command: which signal came first, and who to tell.
+class Signals:
+    """SIGINT/SIGTERM during one command, the one state machine of the CLI, ``serve`` and ``simulate``.
 
-    The first signal calls every registered stopper with ``now=False`` (stop submitting, keep a grace
-    period), the second with ``now=True``; with no stopper registered the command's task is cancelled. A
-    third signal exits the process on the spot.
+    The first signal tells ``first_message`` and calls every registered stopper with ``now=False`` (stop
+    submitting, keep a grace period); with no stopper registered the command's task is cancelled. The second
+    tells ``again_message`` and calls the stoppers with ``now=True``. A third exits the process on the spot.
+    ``exit_code`` is 128 + the first signal's number (130 SIGINT, 143 SIGTERM), unless the command declared
+    the signal ``expected`` (``serve`` and ``simulate`` run until told to stop, and then end normally).
+    ``installed`` routes the signals here on the running loop for a block (main thread only) and puts the
+    previous handlers back. Lines go through ``tell``, so they never land on a progress bar.
     """
+
+    FIRST = (
+        "eni-async: {name}: stopping, nothing more is submitted; waiting for work in flight "
+        "(send again to stop waiting)"
+    )
+    AGAIN = "eni-async: {name} again: stopping now"
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.count = 0
         self.as_json = False
+        self.expected = False
+        self.first_message = self.FIRST
+        self.again_message = self.AGAIN
         self.task: asyncio.Task[Any] | None = None
         self._stoppers: list[Stopper] = []
 
     @property
+    def name(self) -> str:
+        """The first signal's name (``SIGINT``), or empty before any."""
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    @property
     def exit_code(self) -> int | None:
-        """128 + the first signal's number (130 SIGINT, 143 SIGTERM), or None when none came."""
-        return None if self.signum is None else 128 + self.signum
+        """128 + the first signal's number (130 SIGINT, 143 SIGTERM), or None when none came or it was expected."""
+        return None if self.signum is None or self.expected else 128 + self.signum
 
     def register(self, stopper: Stopper) -> Callable[[], None]:
         """Tell ``stopper`` of signals until the returned function is called; told at once if one came."""
@@ -59,58 +78,99 @@ class Interruption:
         return lambda: self._stoppers.remove(stopper) if stopper in self._stoppers else None
 
     def signalled(self, signum: int) -> None:
+        """One signal arrived (called on the loop by the installed handler, or directly by tests)."""
         self.count += 1
         name = signal.Signals(signum).name
         if self.count == 1:
             self.signum = signum
-            tell(
-                f"eni-async: {name}: stopping, nothing more is submitted; waiting for work in flight "
-                "(send again to stop waiting)",
-                as_json=self.as_json,
-                level=logging.WARNING,
-                signal=name,
-            )
+            message = self.first_message
         elif self.count == 2:
-            tell(f"eni-async: {name} again: stopping now", as_json=self.as_json, level=logging.WARNING)
+            message = self.again_message
         else:
-            os._exit(self.exit_code or EXIT_INTERRUPTED)
+            os._exit(128 + (self.signum or signum))
+        if message:
+            tell(message.format(name=name), as_json=self.as_json, level=logging.WARNING, signal=name)
         if self._stoppers:
             for stopper in list(self._stoppers):
                 stopper(self.count > 1)
         elif self.task is not None:
             self.task.cancel()
 
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Signals]:
+        """Route SIGINT/SIGTERM to ``signalled`` on the running loop for the block (main thread only;
+        elsewhere they stay unhandled), then put back the handlers found (``main`` may run many times)."""
+        loop = asyncio.get_running_loop()
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for wanted in SIGNALS:
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    found = signal.getsignal(wanted)
+                    loop.add_signal_handler(wanted, self.signalled, wanted)
+                    previous[wanted] = found
+        try:
+            yield self
+        finally:
+            for sig, found in previous.items():
+                loop.remove_signal_handler(sig)
+                if found is not None:
+                    signal.signal(sig, found)
 
-_INTERRUPTION: contextvars.ContextVar[Interruption | None] = contextvars.ContextVar(
+
+class StopRequest:
+    """The stopper of a command that runs until told to stop: the first signal sets ``requested``, the second
+    calls ``hurry`` when the command has set one."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.hurry: Callable[[], None] | None = None
+
+    def __call__(self, now: bool) -> None:
+        if not now:
+            self.requested.set()
+        elif self.hurry is not None:
+            self.hurry()
+
+
+@contextlib.contextmanager
+def signals_for_command(
+    *, first_message: str, again_message: str = Signals.AGAIN
+) -> Iterator[tuple[Signals, StopRequest]]:
+    """For ``serve`` and ``simulate``: the running command's ``Signals`` (or, outside ``main``, one installed
+    for the block), with a signal ``expected`` (the command ends normally) and a ``StopRequest`` registered."""
+    running = interruption()
+    stop = StopRequest()
+    with contextlib.ExitStack() as stack:
+        signals = running if running is not None else stack.enter_context(Signals().installed())
+        signals.expected = True
+        signals.first_message, signals.again_message = first_message, again_message
+        stack.callback(signals.register(stop))
+        yield signals, stop
+
+
+# The CLI's name for the same machine.
+Interruption = Signals
+
+
+_INTERRUPTION: contextvars.ContextVar[Signals | None] = contextvars.ContextVar(
     "eni_async_interruption", default=None
 )
 
 
-def interruption() -> Interruption | None:
+def interruption() -> Signals | None:
     """The running command's signal state (None outside ``main``, e.g. when a handler is called directly)."""
     return _INTERRUPTION.get()
 
 
-async def with_signals(handler: Handler, args: argparse.Namespace, state: Interruption) -> int:
+async def with_signals(handler: Handler, args: argparse.Namespace, state: Signals) -> int:
     """Run ``handler`` with SIGINT/SIGTERM routed to ``state`` (main thread only; elsewhere unhandled)."""
-    loop = asyncio.get_running_loop()
     state.task = asyncio.current_task()
-    installed: dict[signal.Signals, Any] = {}  # signal -> the handler it had before
-    if threading.current_thread() is threading.main_thread():
-        for wanted in SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                previous = signal.getsignal(wanted)
-                loop.add_signal_handler(wanted, state.signalled, wanted)
-                installed[wanted] = previous
     token = _INTERRUPTION.set(state)
     try:
-        return await handler(args)
+        with state.installed():
+            return await handler(args)
     finally:
         _INTERRUPTION.reset(token)
-        for sig, previous in installed.items():
-            loop.remove_signal_handler(sig)
-            if previous is not None:  # as it was (``main`` may run many times in one process)
-                signal.signal(sig, previous)
 
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
@@ -201,10 +261,13 @@ __all__ = [
     "Handler",
     "Interruption",
     "OutputError",
+    "Signals",
+    "StopRequest",
     "emit",
     "interruption",
     "json_lines",
     "logging_to_stderr",
+    "signals_for_command",
     "tell",
     "with_signals",
 ]

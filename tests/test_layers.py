@@ -53,7 +53,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__",),
 )
 # What the simulator may use outside itself: shared vocabulary and the wire protocol, no client logic.
-SIMULATOR_MAY_USE = {"clock", "errors", "models", "signing", "prometheus"}
+SIMULATOR_MAY_USE = {"clock", "errors", "models", "signing", "prometheus", "terminal"}
 
 
 def _name(path: Path) -> str:
