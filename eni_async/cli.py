@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
+import difflib
 import logging
-import os
+import re
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -38,6 +38,7 @@ from eni_async.terminal import (
     Handler,
     Interruption,
     OutputError,
+    drop_stdout,
     emit,
     interruption,
     json_lines,
@@ -50,20 +51,67 @@ log = logging.getLogger("eni_async.cli")
 
 
 class UsageError(InputError):
-    """A command line that argparse rejected; the message is argparse's own."""
+    """A command line that argparse rejected: ``PROG: error: MESSAGE`` (argparse's message, with a
+    suggestion when a close option or command exists)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, prog: str, message: str) -> None:
         super().__init__("arguments", "", message)
+        self.prog = prog
 
     def __str__(self) -> str:
-        return self.reason
+        return f"{self.prog}: error: {self.reason}"
+
+
+def _closest(word: str, known: Sequence[str]) -> str | None:
+    """The known option or command ``word`` most likely meant: one it abbreviates, else a close spelling."""
+    starting = [k for k in known if k.startswith(word) and len(word) > 2]
+    if len(starting) == 1:
+        return starting[0]
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as an ``InputError`` instead of exiting."""
+    """argparse that reports usage errors as an ``InputError`` instead of exiting, never takes an
+    abbreviation for an option (``--conc`` is not ``--concurrency``), and suggests the closest command."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> Any:
-        raise UsageError(f"{self.prog}: {message}")
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice is not None:
+            known = re.findall(r"'([^']*)'", choice[2])
+            guess = _closest(choice[1], known)
+            if guess is not None:
+                message += f"; did you mean '{guess}'?"
+        raise UsageError(self.prog, message)
+
+    def options(self) -> list[str]:
+        """Every option string this parser takes."""
+        return [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+
+
+def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]) -> UsageError:
+    """The error for arguments no parser took, naming the command and suggesting the options meant."""
+    sub = _commands(parser).get(getattr(args, "command", None) or "", parser)
+    known = sub.options() if isinstance(sub, _Parser) else []
+    hints = []
+    for extra in extras:
+        if extra.startswith("--"):
+            guess = _closest(extra.split("=", 1)[0], known)
+            if guess is not None:
+                hints.append(f"{extra.split('=', 1)[0]}: did you mean {guess}?")
+    message = f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else "")
+    return UsageError(sub.prog, message)
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 def _log_options(parser: argparse.ArgumentParser) -> None:
@@ -431,7 +479,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (never raises for user errors)."""
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            raise _unrecognized(parser, args, extras)
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_USAGE
     except InputError as exc:
         sys.stderr.write(f"eni-async: error: {exc}\n")
         return EXIT_USAGE
@@ -442,14 +495,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     with logging_to_stderr(args.verbose + args.sub_verbose, args.sub_log_format or args.log_format):
         return _run(args)
-
-
-def _drop_stdout() -> None:
-    """Point stdout at the null device, so that Python's flush at exit cannot fail a second time."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -472,11 +517,11 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except EniAsyncError as exc:
         info = error_info(exc)
-        fields = {key: info[key] for key in ("code", "request_id") if key in info}
+        fields: dict[str, Any] = {key: info[key] for key in ("code", "request_id") if key in info}
         tell(f"eni-async: error: {info['message']}", as_json=as_json, level=logging.ERROR, **fields)
         return EXIT_FAILED
     except (OutputError, BrokenPipeError) as exc:  # a closed pipe (`| head`) or a full disk: one line
-        _drop_stdout()
+        drop_stdout()
         problem = exc if isinstance(exc, OutputError) else OutputError(None, exc)
         tell(f"eni-async: error: {problem}", as_json=as_json, level=logging.ERROR)
         return EXIT_FAILED

@@ -18,8 +18,9 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,9 +33,9 @@ from eni_async.journal import Journal, JournalError
 from eni_async.metrics import Metrics, MetricsEndpoint
 from eni_async.models import Credentials
 from eni_async.outcomes import SUCCEEDED, Item, Outcome, as_item, check_against_truth
-from eni_async.progress import Progress, Summary
-from eni_async.settings import Settings
-from eni_async.terminal import OutputError, interruption, json_lines, tell
+from eni_async.progress import Progress, Summary, warning_rows
+from eni_async.settings import Settings, mask_url
+from eni_async.terminal import OutputError, drop_stdout, interruption, json_lines, tell
 
 log = logging.getLogger("eni_async.cli")
 
@@ -192,49 +193,62 @@ async def run_items(
     as_json: bool = False,
     settled: Iterable[Outcome] = (),
     report_rest: bool = False,
+    earlier: bool = False,
+    stopped_notes: Callable[[Summary], list[str]] | None = None,
 ) -> tuple[Summary, list[dict[str, Any]]]:
     """Run a batch, writing JSON lines to ``out`` as outcomes arrive; return the summary and the outcomes
     as written (kept only when ``out`` is ``None``). ``settled`` are outcomes already final (lines that
-    could not be read), reported and counted first. The summary goes to stderr: a table, or with
-    ``as_json`` one JSON line. With ``report_rest`` (items held in memory), a batch stopped by a signal
-    also reports each item it never took as ``not_attempted``, so the summary covers every item."""
+    could not be read; with ``earlier``, a resumed journal's outcomes of earlier runs, shown apart in the
+    summary), reported and counted first. The summary goes to stderr: a table, or with ``as_json`` one JSON
+    line; when a signal or a closed output stopped the batch, ``stopped_notes`` say what is left and how to
+    finish it. With ``report_rest`` (items held in memory), a batch stopped by a signal also reports each
+    item it never took as ``not_attempted``, so the summary covers every item. An output that cannot be
+    written (a closed pipe) stops the batch as a signal would: work in flight gets the grace, every outcome is
+    still counted (and journalled), then the ``OutputError`` is raised."""
     summary = Summary()
+    if earlier:
+        summary.earlier = Summary()
     kept: list[dict[str, Any]] = []
     source = iter(items)  # shared with the batch: what it never pulled is left here
     batch = client.unassign_many(source, preflight=preflight, journal=journal)
     bar = Progress(batch.stats, total=total, enabled=progress)
     started = client.clock.monotonic()
+    grace = client.settings.grace
+    closed: list[OutputError] = []
 
     def write(data: dict[str, Any]) -> None:
         if out is None:
             kept.append(data)
-        else:
-            write_line(out, data, bar=bar)
+        elif not closed:
+            try:
+                write_line(out, data, bar=bar)
+            except OutputError as exc:  # nobody reads on: stop as a signal would, keep counting
+                closed.append(exc)
+                batch.stop(grace)
 
     for outcome in settled:
-        summary.add(outcome)
+        (summary.earlier if summary.earlier is not None else summary).add(outcome)
         write(outcome.to_json())
     ticker = asyncio.create_task(_tick(bar))
     state = interruption()
-    grace = client.settings.grace
     # SIGINT/SIGTERM: stop submitting, give work in flight ``grace`` seconds, then report the rest honestly.
     unregister = state.register(lambda now: batch.stop(0.0 if now else grace)) if state is not None else None
+
+    def finish(outcome: Outcome) -> None:
+        summary.add(outcome)
+        write(outcome.to_json())
+
     try:
         async for outcome in batch:
-            summary.add(outcome)
-            write(outcome.to_json())
+            finish(outcome)
         for outcome in batch.unconfirmed:  # stopped by a signal: what was still in flight
-            summary.add(outcome)
-            write(outcome.to_json())
+            finish(outcome)
         for entry in source if report_rest else ():  # never taken: nothing was sent for them
             rest = as_item(entry)
-            outcome = Outcome(rest.vpc_id, rest.eni_id, rest.ips, line=rest.line).interrupt("stopped")
-            summary.add(outcome)
-            write(outcome.to_json())
+            finish(Outcome(rest.vpc_id, rest.eni_id, rest.ips, line=rest.line).interrupt("stopped"))
     except asyncio.CancelledError:
         for outcome in batch.unconfirmed:
-            summary.add(outcome)
-            write(outcome.to_json())
+            finish(outcome)
         raise
     finally:
         if unregister is not None:
@@ -243,31 +257,75 @@ async def run_items(
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
         bar.close()
-        if out is not None:
+        if out is not None and not closed:
             with contextlib.suppress(OSError):  # a failed write was already reported
                 out.flush()
-        _tell_summary(summary, client.clock.monotonic() - started, as_json=as_json)
+        notes = [f"the output closed ({closed[0]}): the batch stopped"] if closed else []
+        if (closed or (state is not None and state.count)) and stopped_notes is not None:
+            notes += stopped_notes(summary)
+        _tell_summary(summary, client.clock.monotonic() - started, as_json=as_json, notes=notes)
+    if closed:
+        raise closed[0]
     return summary, kept
 
 
-def _tell_summary(summary: Summary, elapsed: float, *, as_json: bool) -> None:
+def _tell_summary(summary: Summary, elapsed: float, *, as_json: bool, notes: Sequence[str] = ()) -> None:
+    notes = [*notes, *warning_rows()]
     if not as_json:
-        sys.stderr.write(summary.render(elapsed) + "\n")
+        sys.stderr.write(summary.render(elapsed, notes=notes) + "\n")
+        sys.stderr.flush()
         return
+    fields: dict[str, Any] = {
+        "enis": summary.total,
+        "statuses": dict(summary.statuses),
+        "ips": summary.asked,
+        "released": summary.released,
+        "not_released": summary.not_released,
+        "unknown": summary.unknown,
+        "absent": summary.absent,
+        "unreadable_lines": summary.unreadable,
+        "tasks": summary.tasks,
+        "errors": dict(summary.errors),
+        "elapsed_s": round(elapsed, 3),
+    }
+    if summary.earlier is not None:  # a resume: this run above, the journal's whole batch here
+        total = summary.combined()
+        fields["journal_total"] = {"enis": total.total, "statuses": dict(total.statuses), "ips": total.asked,
+                                   "released": total.released, "unknown": total.unknown}  # fmt: skip
+    if notes:
+        fields["notes"] = notes
     tell(
         f"batch finished: {summary.total} ENIs, {summary.statuses[SUCCEEDED]} succeeded",
         as_json=True,
-        enis=summary.total,
-        statuses=dict(summary.statuses),
-        ips=summary.asked,
-        released=summary.released,
-        not_released=summary.not_released,
-        unknown=summary.unknown,
-        absent=summary.absent,
-        tasks=summary.tasks,
-        errors=dict(summary.errors),
-        elapsed_s=round(elapsed, 3),
+        **fields,
     )
+
+
+def resume_notes(
+    args: argparse.Namespace, journal: Journal | None, summary: Summary, total: int | None
+) -> list[str]:
+    """What a stopped batch leaves, and the exact command that finishes it."""
+    if journal is None:
+        left = summary.interrupted + max(0, (total or 0) - summary.total)
+        return [
+            f"stopped: {left} item(s) left unfinished; without --journal nothing records them: run the batch "
+            "again for those (with --journal FILE to make it resumable)"
+        ]
+    counts = journal.counts()
+    left = counts["pending"] + counts["submitting"] + counts["submitted"]
+    command = ["eni-async", "resume", str(journal.path)]
+    if getattr(args, "output", None):
+        command += ["--output", args.output, "--append"]
+    for option in ("config", "profile"):
+        if getattr(args, option, None):
+            command += [f"--{option}", getattr(args, option)]
+    quota = getattr(args, "shared_quota", None)
+    extra = ""
+    if quota and mask_url(quota) == quota:
+        command += ["--shared-quota", quota]
+    elif quota:
+        extra = " (with the same --shared-quota, its password masked here)"
+    return [f"stopped: {left} item(s) left in the journal; finish them with: {shlex.join(command)}{extra}"]
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
@@ -312,6 +370,9 @@ def _real(path: str | None) -> str | None:
 
 
 def _output_failed(exc: OutputError, args: argparse.Namespace, journal: Journal | None) -> int:
+    if exc.closed:  # `| head`: the summary said so already; nothing more to say, and stdout is gone
+        drop_stdout()
+        return 1
     where = (
         f"every finished outcome is in the journal: eni-async status {journal.path} --outcomes"
         if journal is not None
@@ -358,6 +419,7 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
                             journal=journal,
                             as_json=json_lines(args),
                             settled=settled,
+                            stopped_notes=lambda done: resume_notes(args, journal, done, total),
                         )
     except OutputError as exc:
         return _output_failed(exc, args, journal)
@@ -451,6 +513,8 @@ async def run_resume(args: argparse.Namespace, settings: Settings) -> int:
                             journal=journal,
                             as_json=json_lines(args),
                             settled=settled,
+                            earlier=True,
+                            stopped_notes=lambda done: resume_notes(args, journal, done, todo),
                         )
         except OutputError as exc:
             return _output_failed(exc, args, journal)
@@ -547,9 +611,10 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     problems += [f"{i.eni_id}: no outcome reported" for i in items if i.eni_id not in reported]
     for problem in problems[:20]:
         print(f"  mismatch: {problem}")
+    limited, injected = sum(stats["throttled"].values()), stats["faults"]["throttle"]
     print(
-        f"requests: {sum(stats['requests'].values())}, throttled: {sum(stats['throttled'].values())}, "
-        f"faults injected: {sum(stats['faults'].values())}"
+        f"requests: {sum(stats['requests'].values())}, throttled: {limited + injected} "
+        f"({limited} by the rate limits, {injected} injected), faults injected: {sum(stats['faults'].values())}"
     )
     print(f"mismatches: {len(problems)}", flush=True)
     return 0 if not problems else 1

@@ -304,12 +304,14 @@ class EniClient:
                 code = error_code(exc)
                 logged(code, getattr(exc, "request_id", None), self.clock.monotonic() - started, exc)
                 if isinstance(exc, ThrottledError):
+                    before = budget.rate
                     budget.on_throttled(exc.limit)
                     if metrics is not None:
                         metrics.throttle(action)
                     log.warning(
-                        "throttled on %s %s (attempt %d): %s; rate now %d/s",
-                        action, subject, attempt, exc, budget.rate,
+                        "throttled on %s %s (attempt %d): %s: %s%s",
+                        action, subject, attempt, exc.code, exc.message,
+                        f"; rate lowered to {budget.rate:g}/s" if budget.rate < before else "",
                         extra={"action": action, "subject": subject, "attempt": attempt, "code": code,
                                "request_id": exc.request_id, "rate": budget.rate},
                     )  # fmt: skip

@@ -1,9 +1,12 @@
 """What a person watching a batch sees on stderr: a live bar (tqdm) and a summary table at the end.
 
-The bar shows done, failed and in-flight ENIs, the rate and the ETA; it is drawn only when stderr is a
-terminal (or when asked). The bar never shares a line with other output: a result line written with
-``Progress.write``, and while the bar is drawn every ``eni_async`` log record, clears the bar first and
-redraws it after when it goes to the bar's terminal (stdout and stderr both on one screen).
+The bar shows the ENIs done by status (the summary's names and counts: ``succeeded``, ``failed``, ``skipped``,
+``not_attempted``) and in flight, the rate and the ETA; it is drawn only when stderr is a terminal (or when
+asked). The bar never shares a line with other output: a result line written with ``Progress.write``, and while
+the bar is drawn every ``eni_async`` log record and every line ``terminal.tell`` writes (a signal's, say), clears
+the bar first and redraws it after when it goes to the bar's terminal (stdout and stderr both on one screen).
+The summary counts every IP once; lines that could not be read have their own rows; a resumed batch shows this
+run beside the journal's total; the warnings counted at the default level close it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from eni_async import terminal
 from eni_async.batch import BatchStats
 from eni_async.outcomes import STATUSES, SUCCEEDED, Outcome
 
@@ -44,6 +48,11 @@ class Progress:
             self._logger.handlers[:] = [
                 _AroundBar(h, self) if isinstance(h, logging.StreamHandler) else h for h in self._handlers
             ]
+            terminal.write_around_bar(self._tell)
+
+    def _tell(self, text: str) -> None:
+        self.write(self._stream, text)
+        self._stream.flush()
 
     def write(self, out: TextIO, text: str) -> None:
         """Write ``text`` to ``out``; when ``out`` is on the bar's terminal, clear the bar around it."""
@@ -70,7 +79,10 @@ class Progress:
         """Advance the bar to the batch's counters."""
         if self._bar is None:
             return
-        self._bar.set_postfix(failed=self.stats.failed, in_flight=self.stats.in_flight, refresh=False)
+        counts = self.stats.by_status
+        shown: dict[str, object] = {status: counts[status] for status in STATUSES if counts.get(status)}
+        shown["in_flight"] = self.stats.in_flight
+        self._bar.set_postfix(shown, refresh=False)
         self._bar.update(self.stats.done - self._bar.n)
 
     def close(self) -> None:
@@ -78,6 +90,7 @@ class Progress:
             self.update()
             self._bar.close()
             self._logger.handlers[:] = self._handlers
+            terminal.write_around_bar(None)
 
 
 class _AroundBar(logging.Handler):
@@ -98,12 +111,24 @@ class _AroundBar(logging.Handler):
             self.handleError(record)
 
 
+def unreadable(outcome: Outcome) -> bool:
+    """An input line that could not be read (or named bad ids or IPs): failed before anything was sent."""
+    error = outcome.error or {}
+    return (
+        error.get("code") == "InvalidInput"
+        and not outcome.task_ids
+        and not outcome.attempts
+        and not (outcome.released or outcome.not_released or outcome.unknown or outcome.absent)
+    )
+
+
 class Summary:
     """Counts over finished outcomes, rendered as a small table.
 
-    Every IP asked for is counted once, under released, not released, unknown or absent; an IP an outcome
-    leaves in none of them (an item that could not be read) is counted as not released, so the four rows
-    always add up to the IPs asked for.
+    Every IP asked for is counted once, under released, not released, unknown, absent, or in an unreadable
+    line (an item that could not be read, whose four lists are empty), so those rows add up to the IPs asked
+    for. ``earlier`` (a resume) holds the journal's outcomes from earlier runs: the table then shows this run
+    beside the journal's total.
     """
 
     def __init__(self) -> None:
@@ -113,23 +138,30 @@ class Summary:
         self.not_released = 0
         self.unknown = 0
         self.absent = 0
+        self.unreadable = 0
+        self.unreadable_ips = 0
         self.tasks = 0
         self.errors: Counter[str] = Counter()
+        self.earlier: Summary | None = None
 
     def add(self, outcome: Outcome) -> None:
         self.statuses[outcome.status] += 1
         asked = set(outcome.ips)
+        self.asked += len(asked)
+        self.tasks += len(outcome.task_ids)
+        if outcome.error is not None:
+            self.errors[outcome.error["code"]] += 1
+        if unreadable(outcome):
+            self.unreadable += 1
+            self.unreadable_ips += len(asked)
+            return
         released, unknown, absent = (
             asked & set(ips) for ips in (outcome.released, outcome.unknown, outcome.absent)
         )
-        self.asked += len(asked)
         self.released += len(released)
         self.unknown += len(unknown - released)
         self.absent += len(absent - released - unknown)
         self.not_released += len(asked - released - unknown - absent)
-        self.tasks += len(outcome.task_ids)
-        if outcome.error is not None:
-            self.errors[outcome.error["code"]] += 1
 
     @property
     def total(self) -> int:
@@ -139,19 +171,72 @@ class Summary:
     def all_succeeded(self) -> bool:
         return self.statuses[SUCCEEDED] == self.total
 
-    def render(self, elapsed: float) -> str:
-        rate = self.total / elapsed if elapsed > 0 else 0.0
+    @property
+    def interrupted(self) -> int:
+        """Outcomes a stop left open: nothing sent, or IPs sent whose fate was not seen."""
+        return self.errors["Interrupted"] + self.errors["NotAttempted"]
+
+    def _rows(self) -> list[tuple[str, str]]:
         rows = [("ENIs", str(self.total))]
-        rows += [(f"  {status}", str(self.statuses[status])) for status in STATUSES if self.statuses[status]]
+        rows += [(f"  {status}", str(self.statuses[status])) for status in STATUSES]
         rows += [
+            ("  unreadable lines", str(self.unreadable)),
             ("IPs asked for", str(self.asked)),
             ("  released", str(self.released)),
             ("  not released", str(self.not_released)),
             ("  unknown", str(self.unknown)),
             ("  absent", str(self.absent)),
+            ("  in unreadable lines", str(self.unreadable_ips)),
             ("tasks", str(self.tasks)),
-            ("elapsed", f"{elapsed:.1f}s ({rate:.1f} ENI/s)"),
         ]
-        rows += [(f"  error {code}", str(n)) for code, n in self.errors.most_common(8)]
-        width = max(len(name) for name, _ in rows)
-        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+        return rows
+
+    def combined(self) -> Summary:
+        """This run and ``earlier`` together (the journal's total)."""
+        total = Summary()
+        for part in (self, self.earlier or Summary()):
+            total.statuses.update(part.statuses)
+            total.errors.update(part.errors)
+            for name in ("asked", "released", "not_released", "unknown", "absent", "unreadable",
+                         "unreadable_ips", "tasks"):  # fmt: skip
+                setattr(total, name, getattr(total, name) + getattr(part, name))
+        return total
+
+    def render(self, elapsed: float, *, notes: list[str] | None = None) -> str:
+        rate = self.total / elapsed if elapsed > 0 else 0.0
+        optional = {"  skipped", "  not_attempted", "  unreadable lines", "  in unreadable lines"}
+        if self.earlier is None:
+            rows = [(name, value) for name, value in self._rows() if value != "0" or name not in optional]
+            rows.append(("elapsed", f"{elapsed:.1f}s ({rate:.1f} ENI/s)"))
+            rows += [(f"  error {code}", str(n)) for code, n in self.errors.most_common(8)]
+            width = max(len(name) for name, _ in rows)
+            lines = [f"{name:<{width}}  {value}" for name, value in rows]
+        else:
+            total = self.combined()
+            pairs = [
+                (name, mine, all_)
+                for (name, mine), (_, all_) in zip(self._rows(), total._rows(), strict=True)
+                if all_ != "0" or name not in optional
+            ]
+            pairs.append(("elapsed", f"{elapsed:.1f}s", ""))
+            pairs += [
+                (f"  error {code}", str(self.errors[code]), str(n)) for code, n in total.errors.most_common(8)
+            ]
+            width = max(len(name) for name, _, _ in pairs)
+            column = max(len("this run"), *(len(mine) for _, mine, _ in pairs))
+            lines = [f"{'':<{width}}  {'this run':>{column}}  journal total"]
+            lines += [f"{name:<{width}}  {mine:>{column}}  {all_}".rstrip() for name, mine, all_ in pairs]
+        lines += notes or []
+        return "\n".join(lines)
+
+
+def warning_rows() -> list[str]:
+    """The warnings counted at the default level, for the end of a summary: one line per condition seen
+    more than once (the first was shown when it happened), marked reported."""
+    counter = terminal.conditions()
+    if counter is None:
+        return []
+    return [
+        f"warned {n} times: {terminal.shorten(terminal.generic(message), 140)} (-v shows each)"
+        for message, n in counter.repeated()
+    ]

@@ -461,7 +461,8 @@ async def test_error_object_carries_the_request_id(
 
 
 def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
-    """On one terminal, each JSON line and each log line starts its own line, never glued after the bar."""
+    """On one terminal, each JSON line, each log line and each line told (a signal's) starts its own line,
+    never glued after the bar."""
     import fcntl
     import logging
     import os
@@ -471,7 +472,7 @@ def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
 
     from eni_async.batch import BatchStats
     from eni_async.progress import Progress
-    from eni_async.terminal import logging_to_stderr
+    from eni_async.terminal import logging_to_stderr, tell
 
     master, worker = os.openpty()
     # A terminal of 100 columns (a new pty has 0, and tqdm would draw nothing).
@@ -487,7 +488,8 @@ def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
                     bar.update()
                     bar._bar.refresh()  # type: ignore[union-attr]
                     bar.write(out, json.dumps({"n": n}) + "\n")
-                    logging.getLogger("eni_async.test").warning("line %d", n)
+                    logging.getLogger("eni_async.test").warning(f"line {n}")  # three conditions
+                    tell(f"eni-async: told {n}", as_json=False)  # a signal's line, say
                 bar.close()
         screen.flush()
         data = b""
@@ -499,6 +501,7 @@ def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
     for n in range(3):
         assert json.dumps({"n": n}) in segments, f"result line {n} shares a line with the bar"
         assert any(s.endswith(f"WARNING eni_async.test: line {n}") and "eni/s" not in s for s in segments)
+        assert f"eni-async: told {n}" in segments, f"told line {n} shares a line with the bar"
 
 
 def _read_ready(fd: int) -> bytes:
