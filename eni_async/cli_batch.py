@@ -193,21 +193,24 @@ async def run_items(
     as_json: bool = False,
     settled: Iterable[Outcome] = (),
     report_rest: bool = False,
-    earlier: bool = False,
+    earlier: Iterable[Outcome] | None = None,
     stopped_notes: Callable[[Summary], list[str]] | None = None,
 ) -> tuple[Summary, list[dict[str, Any]]]:
     """Run a batch, writing JSON lines to ``out`` as outcomes arrive; return the summary and the outcomes
     as written (kept only when ``out`` is ``None``). ``settled`` are outcomes already final (lines that
-    could not be read; with ``earlier``, a resumed journal's outcomes of earlier runs, shown apart in the
-    summary), reported and counted first. The summary goes to stderr: a table, or with ``as_json`` one JSON
+    could not be read, or a resumed journal's outcomes of earlier runs), reported first; ``earlier`` (a
+    resume) are the journal's outcomes of earlier runs, counted apart in the summary (``settled`` is then
+    written, not counted). The summary goes to stderr: a table, or with ``as_json`` one JSON
     line; when a signal or a closed output stopped the batch, ``stopped_notes`` say what is left and how to
     finish it. With ``report_rest`` (items held in memory), a batch stopped by a signal also reports each
     item it never took as ``not_attempted``, so the summary covers every item. An output that cannot be
     written (a closed pipe) stops the batch as a signal would: work in flight gets the grace, every outcome is
     still counted (and journalled), then the ``OutputError`` is raised."""
     summary = Summary()
-    if earlier:
+    if earlier is not None:
         summary.earlier = Summary()
+        for outcome in earlier:
+            summary.earlier.add(outcome)
     kept: list[dict[str, Any]] = []
     source = iter(items)  # shared with the batch: what it never pulled is left here
     batch = client.unassign_many(source, preflight=preflight, journal=journal)
@@ -227,7 +230,8 @@ async def run_items(
                 batch.stop(grace)
 
     for outcome in settled:
-        (summary.earlier if summary.earlier is not None else summary).add(outcome)
+        if summary.earlier is None:
+            summary.add(outcome)
         write(outcome.to_json())
     ticker = asyncio.create_task(_tick(bar))
     state = interruption()
@@ -488,7 +492,8 @@ async def run_resume(args: argparse.Namespace, settings: Settings) -> int:
         settings = dataclasses.replace(settings, **recorded)
         todo = counts["pending"] + counts["submitting"] + counts["submitted"]
         written = _lines_in(args.output) if args.output and args.append else set()
-        settled = (o for o in journal.finished_items() if o.line is None or o.line not in written)
+        finished = list(journal.finished_items())
+        settled = (o for o in finished if o.line is None or o.line not in written)
         try:
             with _output(args.output, append=args.append) as out:
                 if todo == 0:
@@ -513,7 +518,7 @@ async def run_resume(args: argparse.Namespace, settings: Settings) -> int:
                             journal=journal,
                             as_json=json_lines(args),
                             settled=settled,
-                            earlier=True,
+                            earlier=finished,
                             stopped_notes=lambda done: resume_notes(args, journal, done, todo),
                         )
         except OutputError as exc:

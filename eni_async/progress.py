@@ -204,7 +204,7 @@ class Summary:
 
     def render(self, elapsed: float, *, notes: list[str] | None = None) -> str:
         rate = self.total / elapsed if elapsed > 0 else 0.0
-        optional = {"  skipped", "  not_attempted", "  unreadable lines", "  in unreadable lines"}
+        optional = {f"  {status}" for status in STATUSES} | {"  unreadable lines", "  in unreadable lines"}
         if self.earlier is None:
             rows = [(name, value) for name, value in self._rows() if value != "0" or name not in optional]
             rows.append(("elapsed", f"{elapsed:.1f}s ({rate:.1f} ENI/s)"))
