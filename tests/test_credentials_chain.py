@@ -82,6 +82,14 @@ def remote_env(endpoint: str, **extra: str) -> dict[str, str]:
     return {"ENI_ASYNC_METADATA_ENDPOINT": endpoint, "ENI_ASYNC_STS_ENDPOINT": endpoint, **extra}
 
 
+def keys_env(sim: Simulator) -> dict[str, str]:
+    """The simulator's own key pair as the environment names it."""
+    return {
+        "TENCENTCLOUD_SECRET_ID": sim.credentials.secret_id,
+        "TENCENTCLOUD_SECRET_KEY": sim.credentials.secret_key,
+    }
+
+
 async def test_explicit_credentials_win_over_everything(home: Home) -> None:
     """Credentials given as an argument are used even with the environment and files set."""
     home.write_profile("[default]\nsecret_id = AKIDfile\nsecret_key = k\n")
@@ -206,10 +214,7 @@ async def test_partial_tke_variables_name_the_missing_one(home: Home) -> None:
 async def test_assumed_role_exchanges_the_environment_keys_at_sts(home: Home) -> None:
     """TENCENTCLOUD_ROLE_ARN + _ROLE_SESSION_NAME turn the environment keys into the role's via AssumeRole."""
     async with role_server() as (sim, endpoint, clock):
-        base = {
-            "TENCENTCLOUD_SECRET_ID": sim.credentials.secret_id,
-            "TENCENTCLOUD_SECRET_KEY": sim.credentials.secret_key,
-        }
+        base = keys_env(sim)
         roles = {"TENCENTCLOUD_ROLE_ARN": ROLE_ARN, "TENCENTCLOUD_ROLE_SESSION_NAME": "nightly"}
         provider = await home.chain(remote_env(endpoint, **base, **roles), clock=clock)
         credentials = await provider.get()

@@ -21,7 +21,7 @@ from eni_async.errors import ConfigError
 from eni_async.models import Credentials
 from eni_async.settings import Settings
 from eni_async.simulator.keys import uin_of
-from tests.test_credentials_chain import ENV, ROLE_ARN, Home, remote_env, role_server
+from tests.test_credentials_chain import ENV, ROLE_ARN, Home, keys_env, remote_env, role_server
 
 
 @pytest.fixture
@@ -236,10 +236,7 @@ def test_each_source_renews_on_the_sdks_schedule() -> None:
 async def test_an_assumed_role_is_renewed_at_a_tenth_of_its_duration(home: Home) -> None:
     """An assumed role's keys (7200 s asked) are kept 720 s, then renewed once, over real HTTP."""
     async with role_server() as (sim, endpoint, clock):
-        base = {
-            "TENCENTCLOUD_SECRET_ID": sim.credentials.secret_id,
-            "TENCENTCLOUD_SECRET_KEY": sim.credentials.secret_key,
-        }
+        base = keys_env(sim)
         roles = {"TENCENTCLOUD_ROLE_ARN": ROLE_ARN, "TENCENTCLOUD_ROLE_SESSION_NAME": "s"}
         provider = await home.chain({**remote_env(endpoint), **base, **roles}, clock=clock)
         first = await provider.get()

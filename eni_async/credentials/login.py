@@ -84,12 +84,7 @@ class TccliLogin:
         answer = await self._call(
             "/get_temp_cred", {"AccessToken": info["accessToken"], "Site": info["site"]}
         )
-        keys = Credentials(
-            _field(answer, "SecretId", str),
-            _field(answer, "SecretKey", str),
-            _field(answer, "Token", str),
-            float(_field(answer, "ExpiresAt")),
-        )
+        keys = _keys(answer, "SecretId", "SecretKey", "Token", "ExpiresAt")
         return keys, _written("oauth", keys, info)
 
     async def _sso(self) -> tuple[Credentials, dict[str, Any]]:
@@ -113,15 +108,20 @@ class TccliLogin:
              "RoleArn": f"qcs::cam::uin/{uin}:roleName/TencentCloudSSO-{sso['roleConfigurationName']}",
              "RoleSessionName": f"ses-{uuid.uuid4()}", "DurationSeconds": SSO_DURATION},
         )  # fmt: skip
-        keys = Credentials(
-            _field(answer, "TmpSecretId", str),
-            _field(answer, "TmpSecretKey", str),
-            _field(answer, "Token", str),
-            float(_field(answer, "ExpiredTime")),
-        )
+        keys = _keys(answer, "TmpSecretId", "TmpSecretKey", "Token", "ExpiredTime")
         # tccli's save_credential reads the SSO login's expiry from STS's answer, which has none: the
         # login's own expiry is kept instead (renewing the keys does not extend the login).
         return keys, _written("sso", keys, sso)
+
+
+def _keys(answer: dict[str, Any], secret_id: str, secret_key: str, token: str, expiry: str) -> Credentials:
+    """Keys from an answer that names them so (``/get_temp_cred`` and STS name them differently)."""
+    return Credentials(
+        _field(answer, secret_id, str),
+        _field(answer, secret_key, str),
+        _field(answer, token, str),
+        float(_field(answer, expiry)),
+    )
 
 
 def _written(kind: str, keys: Credentials, section: dict[str, Any]) -> dict[str, Any]:

@@ -41,7 +41,8 @@ def role_id_of(role: str) -> str:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a key is, as STS ``GetCallerIdentity`` answers it."""
+    """Who a key is, as STS ``GetCallerIdentity`` answers it. Written here, not shared with the client's
+    ``CallerIdentity``, so that a client misreading the answer fails its tests."""
 
     arn: str
     account_id: str
