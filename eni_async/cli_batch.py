@@ -18,9 +18,8 @@ import dataclasses
 import json
 import logging
 import os
-import shlex
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,8 +32,8 @@ from eni_async.journal import Journal, JournalError
 from eni_async.metrics import Metrics, MetricsEndpoint
 from eni_async.models import Credentials
 from eni_async.outcomes import SUCCEEDED, Item, Outcome, as_item, check_against_truth
-from eni_async.progress import Progress, Summary, warning_rows
-from eni_async.settings import Settings, mask_url
+from eni_async.progress import Progress, Summary, resume_notes, tell_summary
+from eni_async.settings import Settings
 from eni_async.terminal import OutputError, drop_stdout, interruption, json_lines, tell
 
 log = logging.getLogger("eni_async.cli")
@@ -267,69 +266,10 @@ async def run_items(
         notes = [f"the output closed ({closed[0]}): the batch stopped"] if closed else []
         if (closed or (state is not None and state.count)) and stopped_notes is not None:
             notes += stopped_notes(summary)
-        _tell_summary(summary, client.clock.monotonic() - started, as_json=as_json, notes=notes)
+        tell_summary(summary, client.clock.monotonic() - started, as_json=as_json, notes=notes)
     if closed:
         raise closed[0]
     return summary, kept
-
-
-def _tell_summary(summary: Summary, elapsed: float, *, as_json: bool, notes: Sequence[str] = ()) -> None:
-    notes = [*notes, *warning_rows()]
-    if not as_json:
-        sys.stderr.write(summary.render(elapsed, notes=notes) + "\n")
-        sys.stderr.flush()
-        return
-    fields: dict[str, Any] = {
-        "enis": summary.total,
-        "statuses": dict(summary.statuses),
-        "ips": summary.asked,
-        "released": summary.released,
-        "not_released": summary.not_released,
-        "unknown": summary.unknown,
-        "absent": summary.absent,
-        "unreadable_lines": summary.unreadable,
-        "tasks": summary.tasks,
-        "errors": dict(summary.errors),
-        "elapsed_s": round(elapsed, 3),
-    }
-    if summary.earlier is not None:  # a resume: this run above, the journal's whole batch here
-        total = summary.combined()
-        fields["journal_total"] = {"enis": total.total, "statuses": dict(total.statuses), "ips": total.asked,
-                                   "released": total.released, "unknown": total.unknown}  # fmt: skip
-    if notes:
-        fields["notes"] = notes
-    tell(
-        f"batch finished: {summary.total} ENIs, {summary.statuses[SUCCEEDED]} succeeded",
-        as_json=True,
-        **fields,
-    )
-
-
-def resume_notes(
-    args: argparse.Namespace, journal: Journal | None, summary: Summary, total: int | None
-) -> list[str]:
-    """What a stopped batch leaves, and the exact command that finishes it."""
-    if journal is None:
-        left = summary.interrupted + max(0, (total or 0) - summary.total)
-        return [
-            f"stopped: {left} item(s) left unfinished; without --journal nothing records them: run the batch "
-            "again for those (with --journal FILE to make it resumable)"
-        ]
-    counts = journal.counts()
-    left = counts["pending"] + counts["submitting"] + counts["submitted"]
-    command = ["eni-async", "resume", str(journal.path)]
-    if getattr(args, "output", None):
-        command += ["--output", args.output, "--append"]
-    for option in ("config", "profile"):
-        if getattr(args, option, None):
-            command += [f"--{option}", getattr(args, option)]
-    quota = getattr(args, "shared_quota", None)
-    extra = ""
-    if quota and mask_url(quota) == quota:
-        command += ["--shared-quota", quota]
-    elif quota:
-        extra = " (with the same --shared-quota, its password masked here)"
-    return [f"stopped: {left} item(s) left in the journal; finish them with: {shlex.join(command)}{extra}"]
 
 
 def _show_progress(args: argparse.Namespace) -> bool:

@@ -6,22 +6,29 @@ asked). The bar never shares a line with other output: a result line written wit
 the bar is drawn every ``eni_async`` log record and every line ``terminal.tell`` writes (a signal's, say), clears
 the bar first and redraws it after when it goes to the bar's terminal (stdout and stderr both on one screen).
 The summary counts every IP once; lines that could not be read have their own rows; a resumed batch shows this
-run beside the journal's total; the warnings counted at the default level close it.
+run beside the journal's total; ``tell_summary`` writes it (a table, or one JSON line), closed by the warnings
+counted at the default level and, for a stopped batch, ``resume_notes``: what is left and the exact command
+that finishes it.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import shlex
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
 from eni_async import terminal
 from eni_async.batch import BatchStats
+from eni_async.journal import Journal
 from eni_async.outcomes import STATUSES, SUCCEEDED, Outcome
+from eni_async.settings import mask_url
 
 
 class Progress:
@@ -240,3 +247,64 @@ def warning_rows() -> list[str]:
         f"warned {n} times: {terminal.shorten(terminal.generic(message), 140)} (-v shows each)"
         for message, n in counter.repeated()
     ]
+
+
+def tell_summary(summary: Summary, elapsed: float, *, as_json: bool, notes: Sequence[str] = ()) -> None:
+    """The summary on stderr: the table, or with ``as_json`` one JSON line; ``notes`` and the counted
+    warnings close it."""
+    notes = [*notes, *warning_rows()]
+    if not as_json:
+        sys.stderr.write(summary.render(elapsed, notes=notes) + "\n")
+        sys.stderr.flush()
+        return
+    fields: dict[str, Any] = {
+        "enis": summary.total,
+        "statuses": dict(summary.statuses),
+        "ips": summary.asked,
+        "released": summary.released,
+        "not_released": summary.not_released,
+        "unknown": summary.unknown,
+        "absent": summary.absent,
+        "unreadable_lines": summary.unreadable,
+        "tasks": summary.tasks,
+        "errors": dict(summary.errors),
+        "elapsed_s": round(elapsed, 3),
+    }
+    if summary.earlier is not None:  # a resume: this run above, the journal's whole batch here
+        total = summary.combined()
+        fields["journal_total"] = {"enis": total.total, "statuses": dict(total.statuses), "ips": total.asked,
+                                   "released": total.released, "unknown": total.unknown}  # fmt: skip
+    if notes:
+        fields["notes"] = notes
+    terminal.tell(
+        f"batch finished: {summary.total} ENIs, {summary.statuses[SUCCEEDED]} succeeded",
+        as_json=True,
+        **fields,
+    )
+
+
+def resume_notes(
+    args: argparse.Namespace, journal: Journal | None, summary: Summary, total: int | None
+) -> list[str]:
+    """What a stopped batch leaves, and the exact command that finishes it."""
+    if journal is None:
+        left = summary.interrupted + max(0, (total or 0) - summary.total)
+        return [
+            f"stopped: {left} item(s) left unfinished; without --journal nothing records them: run the batch "
+            "again for those (with --journal FILE to make it resumable)"
+        ]
+    counts = journal.counts()
+    left = counts["pending"] + counts["submitting"] + counts["submitted"]
+    command = ["eni-async", "resume", str(journal.path)]
+    if getattr(args, "output", None):
+        command += ["--output", args.output, "--append"]
+    for option in ("config", "profile"):
+        if getattr(args, option, None):
+            command += [f"--{option}", getattr(args, option)]
+    quota = getattr(args, "shared_quota", None)
+    extra = ""
+    if quota and mask_url(quota) == quota:
+        command += ["--shared-quota", quota]
+    elif quota:
+        extra = " (with the same --shared-quota, its password masked here)"
+    return [f"stopped: {left} item(s) left in the journal; finish them with: {shlex.join(command)}{extra}"]
