@@ -22,11 +22,9 @@ import itertools
 import logging
 import random
 import ssl as ssl_module
-import urllib.request
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar, cast
-from urllib.parse import urlsplit
 
 import aiohttp
 from tenacity import RetryCallState
@@ -35,6 +33,7 @@ from eni_async import validation
 from eni_async.batch import Batch
 from eni_async.calls import Gate, StopSubmitting
 from eni_async.clock import Clock, SystemClock
+from eni_async.credentials.identity import quota_account
 from eni_async.credentials.refresh import CredentialProvider, StaticCredentials, as_provider
 from eni_async.dialects import (
     DESCRIBE,
@@ -75,7 +74,7 @@ from eni_async.poller import LatencyTracker, poll_until_done
 from eni_async.settings import Settings, mask_url
 from eni_async.throttle import Budgets
 from eni_async.tracker import Tracker
-from eni_async.transport import AiohttpTransport
+from eni_async.transport import AiohttpTransport, client_timeout, proxy_for, tls_for
 
 if TYPE_CHECKING:
     from eni_async.metrics import Metrics
@@ -163,28 +162,19 @@ class EniClient:
         if not self.settings.shared_quota:
             return Budgets(rates, self.clock, discovery=self.settings.discovery)
         try:
-            from eni_async.shared_quota import SharedBudgets, account_key
+            from eni_async.shared_quota import SharedBudgets, access_region
         except ImportError as exc:
             raise ConfigError(
                 "shared_quota",
                 mask_url(self.settings.shared_quota),
                 f"needs the redis package (pip install '.[redis]' from a clone): {exc}",
             ) from None
-        if isinstance(credentials, StaticCredentials):
-            credentials = credentials.credentials
-        if not isinstance(credentials, Credentials) and not self.settings.quota_key:
-            # Temporary credentials get a new SecretId at each renewal: the quota needs a stable name.
-            raise ConfigError(
-                "quota_key", "", "must name the account when shared_quota is used with renewed credentials"
-            )
         return SharedBudgets(
             rates,
             self.clock,
             url=self.settings.shared_quota,
-            account=account_key(
-                credentials.secret_id if isinstance(credentials, Credentials) else "", self.settings.quota_key
-            ),
-            region=self.settings.region,
+            account=quota_account(credentials, self.settings, clock=self.clock),
+            region=access_region(self.endpoint, self.settings.region),
         )
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -226,42 +216,21 @@ class EniClient:
             self._transport = None
 
     def _ssl_option(self) -> bool | ssl_module.SSLContext:
-        if self._ssl is None and self._ssl_context is None and not self.endpoint.startswith("https://"):
-            if not self.settings.verify_tls:
-                log.warning("TLS certificate verification is OFF (verify_tls = false); use only for testing")
-            self._ssl = True  # plain HTTP: no context to build (it costs tens of milliseconds)
-        if self._ssl is None:
-            made = self._ssl_context if self._ssl_context is not None else self._make_ssl_context()
-            self._ssl = made if made is not None else False
+        if self._ssl is None:  # decided once: building a context costs tens of milliseconds
+            s = self.settings
+            self._ssl = tls_for(
+                self.endpoint, verify=s.verify_tls, ca_file=s.ca_file, context=self._ssl_context
+            )
         return self._ssl
-
-    def _make_ssl_context(self) -> ssl_module.SSLContext | None:
-        if not self.settings.verify_tls:
-            log.warning("TLS certificate verification is OFF (verify_tls = false); use only for testing")
-            return None
-        try:
-            return ssl_module.create_default_context(cafile=self.settings.ca_file or None)
-        except (OSError, ssl_module.SSLError) as exc:
-            raise ConfigError("ca_file", self.settings.ca_file, f"cannot load certificates ({exc})") from None
 
     def _make_transport(self, session: aiohttp.ClientSession) -> AiohttpTransport:
         t = self.settings.timeouts
         return AiohttpTransport(
             session,
-            timeout=aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read),
-            proxy=self._proxy(),
+            timeout=client_timeout(connect=t.connect, read=t.read, total=t.total),
+            proxy=proxy_for(self.endpoint, self.settings.proxy),
             ssl=self._ssl_option(),
         )
-
-    def _proxy(self) -> str | None:
-        """The proxy for the endpoint: the setting, else the environment's (honouring ``NO_PROXY``)."""
-        if self.settings.proxy:
-            return self.settings.proxy
-        parts = urlsplit(self.endpoint)
-        proxy = urllib.request.getproxies().get(parts.scheme)
-        if proxy and not urllib.request.proxy_bypass(parts.netloc):
-            return proxy
-        return None
 
     # -- one call -------------------------------------------------------------------------------------
 
@@ -335,12 +304,14 @@ class EniClient:
                 code = error_code(exc)
                 logged(code, getattr(exc, "request_id", None), self.clock.monotonic() - started, exc)
                 if isinstance(exc, ThrottledError):
+                    before = budget.rate
                     budget.on_throttled(exc.limit)
                     if metrics is not None:
                         metrics.throttle(action)
                     log.warning(
-                        "throttled on %s %s (attempt %d): %s; rate now %d/s",
-                        action, subject, attempt, exc, budget.rate,
+                        "throttled on %s %s (attempt %d): %s: %s%s",
+                        action, subject, attempt, exc.code, exc.message,
+                        f"; rate lowered to {budget.rate:g}/s" if budget.rate < before else "",
                         extra={"action": action, "subject": subject, "attempt": attempt, "code": code,
                                "request_id": exc.request_id, "rate": budget.rate},
                     )  # fmt: skip

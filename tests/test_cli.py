@@ -304,23 +304,29 @@ async def test_tccli_profile_variable_names_the_profile(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """TCCLI_PROFILE chooses the profile as tccli does; TENCENTCLOUD_REGION beats the profile's region."""
+    """TCCLI_PROFILE names the profile, which then beats the environment for keys and region: the profile's
+    keys sign (the environment's would be refused) and its region is used, not TENCENTCLOUD_REGION's."""
     sim, endpoint = served
-    monkeypatch.delenv("TENCENTCLOUD_SECRET_ID")
-    monkeypatch.delenv("TENCENTCLOUD_SECRET_KEY")
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", "AKIDnotknownbythesimulator")
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", "wrong")
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("TCCLI_PROFILE", "ops")
-    monkeypatch.setenv("TENCENTCLOUD_REGION", sim.region)
+    monkeypatch.setenv("TENCENTCLOUD_REGION", "ap-elsewhere")
     (tmp_path / ".tencentcloud").mkdir()
     (tmp_path / ".tencentcloud" / "credentials").write_text(
         f"[ops]\nsecret_id = {sim.credentials.secret_id}\nsecret_key = {sim.credentials.secret_key}\n"
-        "region = ap-elsewhere\n"
+        f"region = {sim.region}\n"
     )
     eni = sim.ground_truth()["enis"][1]
     argv = ["unassign", "-v", "--endpoint", endpoint, "--vpc-id", eni["vpc_id"], "--eni-id", eni["eni_id"],
             "--ip", eni["secondary_ips"][0]]  # fmt: skip
     assert await asyncio.to_thread(main, argv) == 0
-    assert f"region {sim.region} (from TENCENTCLOUD_REGION), profile ops" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert (
+        f"region {sim.region} (from {tmp_path / '.tencentcloud' / 'credentials'} [ops]), profile ops" in err
+    )
+    assert "TENCENTCLOUD_REGION not read" in err
+    assert "TENCENTCLOUD_SECRET_ID in the environment not read" in err
 
 
 def test_config_prints_settings_with_environment_overrides(
@@ -455,7 +461,8 @@ async def test_error_object_carries_the_request_id(
 
 
 def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
-    """On one terminal, each JSON line and each log line starts its own line, never glued after the bar."""
+    """On one terminal, each JSON line, each log line and each line told (a signal's) starts its own line,
+    never glued after the bar."""
     import fcntl
     import logging
     import os
@@ -465,7 +472,7 @@ def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
 
     from eni_async.batch import BatchStats
     from eni_async.progress import Progress
-    from eni_async.terminal import logging_to_stderr
+    from eni_async.terminal import logging_to_stderr, tell
 
     master, worker = os.openpty()
     # A terminal of 100 columns (a new pty has 0, and tqdm would draw nothing).
@@ -481,7 +488,8 @@ def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
                     bar.update()
                     bar._bar.refresh()  # type: ignore[union-attr]
                     bar.write(out, json.dumps({"n": n}) + "\n")
-                    logging.getLogger("eni_async.test").warning("line %d", n)
+                    logging.getLogger("eni_async.test").warning(f"line {n}")  # three conditions
+                    tell(f"eni-async: told {n}", as_json=False)  # a signal's line, say
                 bar.close()
         screen.flush()
         data = b""
@@ -493,6 +501,7 @@ def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
     for n in range(3):
         assert json.dumps({"n": n}) in segments, f"result line {n} shares a line with the bar"
         assert any(s.endswith(f"WARNING eni_async.test: line {n}") and "eni/s" not in s for s in segments)
+        assert f"eni-async: told {n}" in segments, f"told line {n} shares a line with the bar"
 
 
 def _read_ready(fd: int) -> bytes:

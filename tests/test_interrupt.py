@@ -369,6 +369,35 @@ def test_signals_reach_stoppers_first_gracefully_then_at_once(capsys: pytest.Cap
     assert "SIGTERM" in capsys.readouterr().err
 
 
+async def test_serve_and_simulate_share_the_one_signal_machine() -> None:
+    """``signals_for_command`` registers with the running command's Signals (a signal is then expected, exit
+    code kept); outside a command it installs its own for the block and puts the handlers back after."""
+    import signal
+
+    from eni_async.terminal import _INTERRUPTION, Signals, signals_for_command
+
+    running = Signals()
+    token = _INTERRUPTION.set(running)
+    try:
+        with signals_for_command(first_message="") as (signals, stop):
+            assert signals is running
+            hurried: list[bool] = []
+            stop.hurry = lambda: hurried.append(True)
+            running.signalled(signal.SIGTERM)
+            assert stop.requested.is_set()
+            running.signalled(signal.SIGTERM)
+            assert hurried == [True]
+    finally:
+        _INTERRUPTION.reset(token)
+    assert running.exit_code is None, "a stop the command asked for is not an interruption"
+    before = signal.getsignal(signal.SIGTERM)
+    with signals_for_command(first_message="") as (own, _):
+        assert own is not running
+        assert asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, own.signalled, signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 @pytest.mark.parametrize("grace", [-1.0, float("nan"), float("inf")])
 def test_grace_must_be_a_finite_number_of_seconds(grace: float) -> None:
     """A negative or non-finite grace is refused, naming the setting."""
@@ -413,11 +442,12 @@ def test_main_leaves_signal_handlers_as_it_found_them() -> None:
     def mine(signum: int, frame: object) -> None:
         raise AssertionError("not called")
 
+    found = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN when the suite started so
     saved = signal.signal(signal.SIGTERM, mine)
     try:
         assert main(["status", "/nonexistent/journal"]) == 2
         assert signal.getsignal(signal.SIGTERM) is mine
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is found
     finally:
         signal.signal(signal.SIGTERM, saved)
 

@@ -34,10 +34,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "poller",
         "testing",
         "credentials.remote",
+        "credentials.plan",
     ),
-    ("dialects", "calls", "journal.migrations", "journal.sql"),
+    ("dialects", "calls", "credentials.login", "journal.migrations", "journal.sql"),
     ("settings", "journal.sqlite", "journal.postgres"),
     ("credentials.chain", "journal"),
+    ("credentials.identity",),
     ("tracker", "shared_quota", "credentials", "journal.copy"),
     ("reconcile",),
     ("batch",),
@@ -51,7 +53,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__",),
 )
 # What the simulator may use outside itself: shared vocabulary and the wire protocol, no client logic.
-SIMULATOR_MAY_USE = {"clock", "errors", "models", "signing", "prometheus"}
+SIMULATOR_MAY_USE = {"clock", "errors", "models", "signing", "prometheus", "terminal"}
 
 
 def _name(path: Path) -> str:

@@ -11,15 +11,12 @@ stays in the journal, and the command returns 0.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
 import os
-import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +25,7 @@ from eni_async import metrics as metrics_cli
 from eni_async.credentials import settings_credentials
 from eni_async.errors import ConfigError, InputError
 from eni_async.settings import Settings, mask_url
+from eni_async.terminal import signals_for_command
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -119,7 +117,11 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     if not metrics_available():
         log.warning("prometheus-client not installed: /metrics answers 501")
     credentials = await settings_credentials(settings)  # the chain batch uses: env, profile, role, STS
-    with _Signals() as signals:
+    stopping = (
+        f"eni-async: {{name}}: stopping; new requests get 503, work in flight has {settings.grace:.1f}s "
+        "(send again to stop now)"
+    )
+    with signals_for_command(first_message=stopping) as (_, stop):
         async with (
             running_service(
                 credentials, settings, journal, host=args.host, port=args.port, tokens=tokens
@@ -134,12 +136,8 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
             log.info("serving on %s (%d release(s) resumed)", svc.endpoint, svc.resumed)
             sys.stdout.write(json.dumps({"endpoint": svc.endpoint}) + "\n")
             sys.stdout.flush()
-            await signals.first.wait()
-            log.warning(
-                "%s: stopping; new requests get 503, work in flight has %.1fs (signal again to stop now)",
-                signals.name, settings.grace,
-            )  # fmt: skip
-            signals.again = svc.engine.hurry
+            await stop.requested.wait()
+            stop.hurry = svc.engine.hurry
             left = await svc.engine.stop(settings.grace)
             log.info("stopped; %d release(s) unfinished stay in %s", left, mask_url(journal))
     return 0
@@ -150,43 +148,6 @@ async def _serve_metrics(stack: AsyncExitStack, registry: CollectorRegistry, por
         return await stack.enter_async_context(metrics_cli.serve_metrics(registry, port=port, host=host))
     except OSError as exc:
         raise ConfigError("--metrics-port", port, f"cannot listen on {host}: {exc.strerror or exc}") from None
-
-
-class _Signals:
-    """SIGINT/SIGTERM while serving: the first stops the service gracefully (exit 0, it is how a service is
-    told to stop), the second ends the grace at once, a third exits on the spot. These replace the CLI's
-    own handlers for the command's length, since for ``serve`` a signal is not an interruption."""
-
-    def __init__(self) -> None:
-        self.first = asyncio.Event()
-        self.name = ""
-        self.count = 0
-        self.again: Callable[[], None] | None = None
-        self._installed: list[signal.Signals] = []
-
-    def __enter__(self) -> _Signals:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self._received, sig)
-                self._installed.append(sig)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in self._installed:
-            loop.remove_signal_handler(sig)
-
-    def _received(self, sig: signal.Signals) -> None:
-        self.count += 1
-        if self.count == 1:
-            self.name = sig.name
-            self.first.set()
-        elif self.count == 2 and self.again is not None:
-            log.warning("%s again: stopping now", sig.name)
-            self.again()
-        elif self.count > 2:
-            os._exit(128 + sig)
 
 
 __all__ = ["add_arguments", "is_loopback", "load_tokens", "serve"]
