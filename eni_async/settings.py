@@ -131,6 +131,12 @@ class Settings:
     service_tokens_file: str = ""
     service_max_body: int = 1_048_576
     service_max_unfinished: int = 10_000
+    service_max_connections: int = 1000
+    service_header_timeout: float = 15.0
+    service_body_timeout: float = 30.0
+    service_tls_cert: str = ""
+    service_tls_key: str = ""
+    service_metrics_tokens_file: str = ""
     grace: float = 5.0
     shared_quota: str = ""
     quota_key: str = ""
@@ -282,10 +288,15 @@ def _check(s: Settings) -> None:
 
 
 def _check_service(s: Settings) -> None:
-    """The ``serve`` settings: sizes and counts of at least 1."""
-    for name in ("service_max_body", "service_max_unfinished"):
+    """The ``serve`` settings: sizes and counts of at least 1, finite positive timeouts, no TLS key alone."""
+    for name in ("service_max_body", "service_max_unfinished", "service_max_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(name, getattr(s, name), "must be at least 1")
+    for name in ("service_header_timeout", "service_body_timeout"):
+        if not (math.isfinite(getattr(s, name)) and getattr(s, name) > 0):
+            raise ConfigError(name, getattr(s, name), "must be a finite number of seconds above 0")
+    if s.service_tls_key and not s.service_tls_cert:
+        raise ConfigError("service_tls_key", s.service_tls_key, "needs service_tls_cert (the certificate)")
 
 
 def from_mapping(
@@ -401,9 +412,7 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
 
 def service_link(name: str, value: str) -> bool:
     """Whether ``name=value`` is a Kubernetes service-link variable of a Service named ``eni-async[-*]``."""
-    return any(
-        pattern.fullmatch(name) and shape.fullmatch(value.strip()) for pattern, shape in SERVICE_LINKS
-    )
+    return any(pattern.fullmatch(name) and shape.fullmatch(value.strip()) for pattern, shape in SERVICE_LINKS)
 
 
 def _parse_text(name: str, expected: type[Any], text: str) -> Any:
