@@ -210,7 +210,7 @@ async def test_at_the_cap_idle_connections_make_room_and_busy_ones_make_a_503(tm
                 for _ in range(3)
             ]
             for _ in range(100):
-                if len(svc.listener.connections) == 3 and all(c.pending for c in svc.listener.connections):
+                if len(svc.listener.connections) == 3 and all(c.in_request for c in svc.listener.connections):
                     break
                 await asyncio.sleep(0.02)
             raw = await asyncio.to_thread(_raw, port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -222,6 +222,29 @@ async def test_at_the_cap_idle_connections_make_room_and_busy_ones_make_a_503(tm
             for poll in polls:
                 poll.cancel()
             await asyncio.gather(*polls, return_exceptions=True)
+
+
+async def test_at_the_cap_connections_trickling_their_headers_make_room_too(tmp_path: Path) -> None:
+    """Connections that keep sending a header a byte at a time cannot lock a caller out: at the cap, the one
+    waiting longest for a whole request is closed and the caller is answered."""
+    async with hostile_service(tmp_path, service_max_connections=3) as (svc, _):
+        port = _port(svc)
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            for sock in slow:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+            for _ in range(3):
+                for sock in slow:
+                    sock.sendall(b"a")
+                await asyncio.sleep(0.02)
+            request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            status, _, body = _answer(await asyncio.to_thread(_raw, port, request))
+            assert (status, body) == (200, {"status": "ok"})
+            assert _closed(slow[0])
+            assert svc.listener.refused == 0
+        finally:
+            for sock in slow:
+                sock.close()
 
 
 MALFORMED_HTTP = [

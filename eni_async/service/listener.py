@@ -4,10 +4,10 @@ aiohttp's ``TCPSite`` accepts without limit, and once descriptors run out asynci
 failed ``accept()`` (hundreds a second, 62 MB in 25 s); an idle connection stays open for an hour. So one
 accept loop here owns the socket. At most ``cap`` connections are open at once (``connection_cap``: the
 setting, less what the descriptor limit leaves for the journal and the calls to Tencent). At the cap, the
-connection idle the longest (no request in progress) is closed to admit the new one, so idle sockets cannot
-lock callers and probes out; only when every connection is busy is a newcomer answered one ``503`` in the
-service's JSON shape and closed. Refusals, evictions and failed accepts are logged through a ``LogLimiter``
-(one line a minute with a count, never one each). A connection must send a request's headers within
+connection that has waited longest for a whole request (idle, or trickling its headers) is closed to admit
+the new one, so idle or slow sockets cannot lock callers and probes out; only when every connection is in a
+request is a newcomer answered one ``503`` in the service's JSON shape and closed. Refusals, evictions and
+failed accepts are logged through a ``LogLimiter`` (one line a minute with a count, never one each). A connection must send a request's headers within
 ``header_timeout`` seconds of opening or of its previous answer (aiohttp's keep-alive timer, which closes a
 connection still waiting for a whole request; the TLS handshake has the same bound). Requests aiohttp
 cannot parse are answered by ``Connection.handle_error``: the JSON error shape, and a log line that names
@@ -41,6 +41,9 @@ RESERVED_DESCRIPTORS = 200
 REFUSALS_AT_ONCE = 32
 REFUSAL_LINGER_S = 1.0
 ACCEPT_RETRY_S = 0.1
+# Loop turns a newcomer at the cap waits for connections of the same burst to be set up (and so to count as
+# idle) before it is refused; a plain connection is set up within about three.
+SETUP_TICKS = 8
 # How long the rest of a refused request's body is read and dropped before closing (aiohttp's default: 10 s,
 # for a caller that may keep sending).
 LINGER_S = 1.0
@@ -82,14 +85,15 @@ REFUSAL = _refusal()
 
 
 class Connection(web.RequestHandler):
-    """aiohttp's handler for one connection, which also tells the listener whether it is idle (no request
-    bytes since its last answer) and answers unparsable requests in the JSON error shape."""
+    """aiohttp's handler for one connection, which also tells the listener whether it is in a request (its
+    headers arrived, its answer is not yet written) or waiting for one, and since when; and answers
+    unparsable requests in the JSON error shape."""
 
     def __init__(self, manager: web.Server, listener: Listener, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self.listener = listener
-        self.pending = False  # request bytes arrived since the last answer was written
-        self.active_at = listener.loop.time()
+        self.in_request = False
+        self.waiting_since = listener.loop.time()  # opened, or its last answer written
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -99,15 +103,10 @@ class Connection(web.RequestHandler):
         super().connection_lost(exc)
         self.listener.closed(self)
 
-    def data_received(self, data: bytes) -> None:
-        self.pending = True
-        self.active_at = self.listener.loop.time()
-        super().data_received(data)
-
     def log_access(self, request: web.BaseRequest, response: web.StreamResponse, time: float | None) -> None:
-        # Called once the answer is written: the connection is idle until the next request's bytes.
-        self.pending = False
-        self.active_at = self.listener.loop.time()
+        # Called once the answer is written: the connection waits for its next request from now.
+        self.in_request = False
+        self.waiting_since = self.listener.loop.time()
         super().log_access(request, response, time)
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
@@ -173,6 +172,16 @@ class Listener:
         }
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting: asyncio.Task[None] | None = None
+        # aiohttp builds each request through the server's request_factory once its headers are in: the one
+        # public point where a connection's request begins. Handlers read it when made, so wrap it first.
+        make_request = server.request_factory
+
+        def request_started(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+            if isinstance(protocol, Connection):
+                protocol.in_request = True
+            return make_request(message, payload, protocol, writer, task)
+
+        server.request_factory = request_started
 
     def __repr__(self) -> str:
         return f"Listener(open={self.open}, cap={self.cap})"
@@ -216,21 +225,29 @@ class Listener:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                     continue  # the caller gave up before we accepted
                 raise
-            self._admit(conn)
+            await self._admit(conn)
+            # One loop turn per connection: sock_accept() does not yield while connections wait, and the
+            # callbacks that close evicted connections (and free their descriptors) must run in between.
+            await asyncio.sleep(0)
 
-    def _admit(self, conn: socket.socket) -> None:
-        if self.open >= self.cap and not self._evict():
-            self._refuse(conn)
-            return
-        self.open += 1
-        self._spawn(self._serve(conn))
+    async def _admit(self, conn: socket.socket) -> None:
+        for _ in range(SETUP_TICKS):
+            if self.open < self.cap or self._evict():
+                self.open += 1
+                self._spawn(self._serve(conn))
+                return
+            if len(self.connections) >= self.open:  # every open connection is made, and busy
+                break
+            await asyncio.sleep(0)  # connections accepted in this burst become candidates once made
+        self._refuse(conn)
 
     def _evict(self) -> bool:
-        """Close the connection idle the longest, to make room; ``False`` if every one is busy."""
-        idle = [c for c in self.connections if not c.pending]
-        if not idle:
+        """Close the connection that has waited longest for a whole request (idle, or sending its headers
+        slowly), to make room; ``False`` if every one is in a request."""
+        waiting = [c for c in self.connections if not c.in_request]
+        if not waiting:
             return False
-        victim = min(idle, key=lambda c: c.active_at)
+        victim = min(waiting, key=lambda c: c.waiting_since)
         self.connections.discard(victim)
         victim.force_close()
         self.evicted += 1
