@@ -99,7 +99,7 @@ async def service_on(
             async with EniClient(sim.credentials, settings, metrics=metrics.client) as client:
                 engine = Engine(client, jr, max_unfinished=max_unfinished)
                 await engine.start()
-                metrics.watch(engine.registry)
+                metrics.watch(engine.registry, engine.ready)
                 app = make_app(
                     engine,
                     tokens=tokens,
@@ -688,6 +688,33 @@ async def test_metrics_have_the_client_and_service_families(svc: Service) -> Non
     assert 'eni_async_service_requests_total{code="404",route="/v1/releases/{id}"} 1.0' in text
     assert 'eni_async_service_releases{status="succeeded"} 1.0' in text
     assert 'eni_async_calls_total{action="UnassignPrivateIpAddresses",code="Success"} 1.0' in text
+
+
+async def test_metrics_say_whether_the_service_is_ready(svc: Service) -> None:
+    """eni_async_service_ready is 1 while /readyz answers 200 and 0 once it answers 503."""
+    assert "eni_async_service_ready 1.0" in await (await svc.http.get("/metrics")).text()
+    await svc.engine.stop(0)
+    assert (await svc.http.get("/readyz")).status == 503
+    assert "eni_async_service_ready 0.0" in await (await svc.http.get("/metrics")).text()
+
+
+async def test_metrics_can_require_their_own_token(svc: Service) -> None:
+    """With metrics tokens, /metrics answers 401 without one of them (a caller's token is not one) and 200
+    with one; the served document says /metrics needs a bearer token."""
+    metrics_token = "metrics-token-0123456789abcdef"
+    app = make_app(
+        svc.engine, tokens=(TOKEN,), metrics_registry=svc.metrics.registry, metrics_tokens=(metrics_token,)
+    )
+    async with TestClient(TestServer(app, host="127.0.0.1")) as guarded:
+        assert (await guarded.get("/metrics")).status == 401
+        assert (await guarded.get("/metrics", headers=AUTH)).status == 401
+        resp = await guarded.get("/metrics", headers={"Authorization": f"Bearer {metrics_token}"})
+        assert resp.status == 200
+        assert "eni_async_service_releases" in await resp.text()
+        assert (await guarded.get("/healthz")).status == 200
+        doc = await (await guarded.get("/v1/openapi.json")).json()
+        assert doc["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}]
+        assert "security" not in DOCUMENT["paths"]["/metrics"]["get"]
 
 
 async def test_stopping_answers_503_with_retry_after(svc: Service) -> None:

@@ -2,12 +2,13 @@
 
 ``eni_async_service_requests_total{route,code}`` counts answers by route template and HTTP status;
 ``eni_async_service_releases{status}`` is read from the release registry at scrape time, so it costs
-nothing per release. Requires the optional ``metrics`` extra, like every metric of eni_async.
+nothing per release; ``eni_async_service_ready`` is 1 when ``/readyz`` would answer 200, else 0 (read at
+scrape time too). Requires the optional ``metrics`` extra, like every metric of eni_async.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,28 @@ class ReleasesCollector:
         yield family
 
 
+class ReadinessCollector:
+    """``eni_async_service_ready``: 1 when the service can take work (``/readyz`` 200), else 0."""
+
+    def __init__(self, ready: Callable[[], tuple[bool, str]]) -> None:
+        self.ready = ready
+        self._core = prometheus().metrics_core
+
+    def __repr__(self) -> str:
+        return "ReadinessCollector()"
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without samples."""
+        yield self._core.GaugeMetricFamily("eni_async_service_ready", "1 when /readyz answers 200, else 0")
+
+    def collect(self) -> Iterator[Metric]:
+        """The family with readiness as it stands."""
+        ready, _ = self.ready()
+        yield self._core.GaugeMetricFamily(
+            "eni_async_service_ready", "1 when /readyz answers 200, else 0", value=1 if ready else 0
+        )
+
+
 @dataclass(frozen=True)
 class ServiceMetrics:
     """The registry served at ``/metrics``, the client's families in it, and the request counter."""
@@ -66,9 +89,11 @@ class ServiceMetrics:
         )
         return cls(registry, Metrics(registry), requests)
 
-    def watch(self, releases: Registry) -> None:
-        """Export the release counts of ``releases``."""
+    def watch(self, releases: Registry, ready: Callable[[], tuple[bool, str]] | None = None) -> None:
+        """Export the release counts of ``releases``, and readiness as ``ready`` (the engine's) says."""
         self.registry.register(ReleasesCollector(releases))
+        if ready is not None:
+            self.registry.register(ReadinessCollector(ready))
 
 
-__all__ = ["ReleasesCollector", "ServiceMetrics"]
+__all__ = ["ReadinessCollector", "ReleasesCollector", "ServiceMetrics"]

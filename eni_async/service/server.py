@@ -85,7 +85,7 @@ async def running_service(
             resumed = await engine.start()
             try:
                 if service_metrics is not None:
-                    service_metrics.watch(engine.registry)
+                    service_metrics.watch(engine.registry, engine.ready)
                 app = make_app(
                     engine,
                     tokens=tokens,
