@@ -203,6 +203,10 @@ class Listener:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.logs.flush()
 
+    def counts(self) -> dict[str, int]:
+        """Connections open now, the cap, and those refused and evicted since start (for metrics)."""
+        return {"open": self.open, "cap": self.cap, "refused": self.refused, "evicted": self.evicted}
+
     def closed(self, connection: Connection) -> None:
         """A connection ended (called once per admitted connection that reached its handler)."""
         if connection in self.connections:

@@ -3,7 +3,10 @@
 ``eni_async_service_requests_total{route,code}`` counts answers by route template and HTTP status;
 ``eni_async_service_releases{status}`` is read from the release registry at scrape time, so it costs
 nothing per release; ``eni_async_service_ready`` is 1 when ``/readyz`` would answer 200, else 0 (read at
-scrape time too). Requires the optional ``metrics`` extra, like every metric of eni_async.
+scrape time too); ``eni_async_service_connections{state="open"|"cap"}``,
+``eni_async_service_connections_refused_total`` (at the cap, all busy: 503) and
+``eni_async_service_connections_evicted_total`` (at the cap, the longest waiting one closed) are read from
+the listener. Requires the optional ``metrics`` extra, like every metric of eni_async.
 """
 
 from __future__ import annotations
@@ -68,6 +71,43 @@ class ReadinessCollector:
         )
 
 
+class ConnectionsCollector:
+    """The listener's connections: open and the cap, refused and evicted since start."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.counts = counts  # {"open", "cap", "refused", "evicted"}
+        self._core = prometheus().metrics_core
+
+    def __repr__(self) -> str:
+        return "ConnectionsCollector()"
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples."""
+        yield from self._families({"open": 0, "cap": 0, "refused": 0, "evicted": 0}, samples=False)
+
+    def collect(self) -> Iterator[Metric]:
+        """The families with the listener's counts."""
+        yield from self._families(self.counts(), samples=True)
+
+    def _families(self, counts: dict[str, int], *, samples: bool) -> Iterator[Metric]:
+        core = self._core
+        connections = core.GaugeMetricFamily(
+            "eni_async_service_connections", "Callers' connections: open now, and the cap", labels=["state"]
+        )
+        refused = core.CounterMetricFamily(
+            "eni_async_service_connections_refused", "Connections refused with 503 at the cap (all busy)"
+        )
+        evicted = core.CounterMetricFamily(
+            "eni_async_service_connections_evicted", "Connections closed at the cap to admit a newcomer"
+        )
+        if samples:
+            connections.add_metric(["open"], counts["open"])
+            connections.add_metric(["cap"], counts["cap"])
+            refused.add_metric([], counts["refused"])
+            evicted.add_metric([], counts["evicted"])
+        yield from (connections, refused, evicted)
+
+
 @dataclass(frozen=True)
 class ServiceMetrics:
     """The registry served at ``/metrics``, the client's families in it, and the request counter."""
@@ -95,5 +135,9 @@ class ServiceMetrics:
         if ready is not None:
             self.registry.register(ReadinessCollector(ready))
 
+    def watch_connections(self, counts: Callable[[], dict[str, int]]) -> None:
+        """Export the listener's connection counts (``{"open", "cap", "refused", "evicted"}``)."""
+        self.registry.register(ConnectionsCollector(counts))
 
-__all__ = ["ReadinessCollector", "ReleasesCollector", "ServiceMetrics"]
+
+__all__ = ["ConnectionsCollector", "ReadinessCollector", "ReleasesCollector", "ServiceMetrics"]

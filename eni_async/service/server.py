@@ -96,6 +96,8 @@ async def running_service(
                     metrics_tokens=metrics_tokens,
                 )
                 async with _listening(app, settings, host, port, tls) as listener:
+                    if service_metrics is not None:
+                        service_metrics.watch_connections(listener.counts)
                     where = listener.sock.getsockname()
                     listening = (
                         f"{where[0]}:{where[1]}" if ":" not in where[0] else f"[{where[0]}]:{where[1]}"
