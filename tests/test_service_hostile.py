@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -32,14 +33,18 @@ IDLE = 1100
 
 
 def _raw(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
-    """Send ``data`` on a fresh connection and read until the server closes it."""
+    """Send ``data`` on a fresh connection and read one whole answer (or until the server closes)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
-        chunks = []
+        got = b""
         with contextlib.suppress(ConnectionResetError):
             while chunk := sock.recv(65536):
-                chunks.append(chunk)
-    return b"".join(chunks)
+                got += chunk
+                head, _, body = got.partition(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length: *(\d+)", head)
+                if length and len(body) >= int(length.group(1)):
+                    break
+    return got
 
 
 def _answer(raw: bytes) -> tuple[int, dict[str, str], Any]:
