@@ -75,7 +75,7 @@ class LogLimiter:
         if window.held:
             self.logger.log(
                 window.level,
-                window.message + " (%d more like it in the last %.0fs)",
+                window.message + " (%d more like it in the last %gs)",
                 *window.args,
                 window.held,
                 self.interval,
