@@ -13,6 +13,7 @@ import contextlib
 import json
 import re
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 
 from eni_async import Settings
 from eni_async.service.listener import REFUSALS_AT_ONCE, RESERVED_DESCRIPTORS
@@ -250,6 +252,39 @@ async def test_at_the_cap_connections_trickling_their_headers_make_room_too(tmp_
         finally:
             for sock in slow:
                 sock.close()
+
+
+async def test_at_the_cap_stalled_tls_handshakes_make_room_too(tmp_path: Path) -> None:
+    """Over TLS, sockets that never start their handshake cannot lock a caller out: at the cap, the oldest is
+    closed and the caller's HTTPS request is answered."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    sim = Simulator(SimulatorConfig(enis=1, ips_per_eni=1, seed=1))
+    async with running(sim, host="127.0.0.1", port=0) as server:
+        settings = Settings(endpoint=server.endpoint, region=sim.region, service_max_connections=3)
+        async with running_service(
+            sim.credentials, settings, tmp_path / "j.db", tokens=[TOKEN], tls=server_context
+        ) as svc:
+            stalled = [socket.create_connection(("127.0.0.1", _port(svc))) for _ in range(3)]
+            try:
+                for _ in range(100):
+                    if svc.listener.open == 3:
+                        break
+                    await asyncio.sleep(0.01)
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.get(f"{svc.endpoint}/healthz", ssl=client_context) as resp,
+                ):
+                    assert resp.status == 200
+                assert _closed(stalled[0])
+                assert svc.listener.refused == 0
+            finally:
+                for sock in stalled:
+                    sock.close()
 
 
 MALFORMED_HTTP = [

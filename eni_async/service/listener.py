@@ -171,6 +171,8 @@ class Listener:
             **(handler_args or {}),
         }
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handshakes: dict[asyncio.Task[None], float] = {}  # TLS handshakes under way, since when
+        self._evicting: set[asyncio.Task[None]] = set()
         self._accepting: asyncio.Task[None] | None = None
         # aiohttp builds each request through the server's request_factory once its headers are in: the one
         # public point where a connection's request begins. Handlers read it when made, so wrap it first.
@@ -240,20 +242,27 @@ class Listener:
                 self.open += 1
                 self._spawn(self._serve(conn))
                 return
-            if len(self.connections) >= self.open:  # every open connection is made, and busy
+            if len(self.connections) + len(self._handshakes) >= self.open:  # all made or in TLS, all busy
                 break
             await asyncio.sleep(0)  # connections accepted in this burst become candidates once made
         self._refuse(conn)
 
     def _evict(self) -> bool:
-        """Close the connection that has waited longest for a whole request (idle, or sending its headers
-        slowly), to make room; ``False`` if every one is in a request."""
-        waiting = [c for c in self.connections if not c.in_request]
+        """Close the connection that has waited longest for a whole request (idle, sending its headers
+        slowly, or still in its TLS handshake), to make room; ``False`` if every one is in a request."""
+        waiting: list[tuple[float, Connection | asyncio.Task[None]]] = [
+            (c.waiting_since, c) for c in self.connections if not c.in_request
+        ]
+        waiting += [(since, task) for task, since in self._handshakes.items() if task not in self._evicting]
         if not waiting:
             return False
-        victim = min(waiting, key=lambda c: c.waiting_since)
-        self.connections.discard(victim)
-        victim.force_close()
+        _, victim = min(waiting, key=lambda pair: pair[0])
+        if isinstance(victim, Connection):
+            self.connections.discard(victim)
+            victim.force_close()
+        else:
+            self._evicting.add(victim)
+            victim.cancel()
         self.evicted += 1
         self.logs.log(
             logging.INFO, "evict", "at the cap of %d connections: closed the longest idle one", self.cap
@@ -294,6 +303,10 @@ class Listener:
             self._refusing -= 1
 
     async def _serve(self, conn: socket.socket) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self.ssl_context is not None:
+            self._handshakes[task] = self.loop.time()
         try:
             await self.loop.connect_accepted_socket(
                 self._handler,
@@ -301,13 +314,18 @@ class Listener:
                 ssl=self.ssl_context,
                 ssl_handshake_timeout=self.header_timeout if self.ssl_context else None,
             )
-        except (OSError, TimeoutError) as exc:  # a failed TLS handshake, or the caller left
+        except (OSError, TimeoutError, asyncio.CancelledError) as exc:  # a failed handshake, or evicted
             conn.close()
             self.open -= 1
             self.logs.log(
                 logging.INFO, "handshake", "a connection ended before its first request (%s)",
                 type(exc).__name__,
             )  # fmt: skip
+            if isinstance(exc, asyncio.CancelledError) and task not in self._evicting:
+                raise  # the listener is closing
+        finally:
+            self._handshakes.pop(task, None)
+            self._evicting.discard(task)
 
     def _handler(self) -> Connection:
         return Connection(self.server, self, loop=self.loop, **self._handler_args)
