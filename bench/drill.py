@@ -27,6 +27,7 @@ Only 127.0.0.1; every subprocess is bounded by a timeout and killed at the end.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import fcntl
 import json
 import os
@@ -42,7 +43,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from eni_async.journal import Journal
+from eni_async.journal import SqliteJournal
 from eni_async.testing import drill_state, simulator_process, verdict
 
 LIMITS = {"UnassignPrivateIpAddresses": 1000, "DescribeVpcTaskResult": 200, "DescribeNetworkInterfaces": 1000}
@@ -105,12 +106,20 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def read_journal(path: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """A journal's counts and finished outcomes, read without its lock."""
+
+    async def read() -> tuple[dict[str, int], list[dict[str, Any]]]:
+        async with SqliteJournal(path, read_only=True) as journal:
+            return await journal.counts(), [data async for data in journal.finished_outcomes()]
+
+    return asyncio.run(read())
+
+
 def judge(journal_path: Path, endpoint: str, enis: list[str], output: Path | None = None) -> dict[str, Any]:
     """Outcomes against the ground truth: the output file's when given (it must hold every item), the
     journal's otherwise; both must agree with the truth."""
-    with Journal(journal_path, read_only=True) as journal:
-        outcomes = list(journal.finished_outcomes())
-        counts = journal.counts()
+    counts, outcomes = read_journal(journal_path)
     truth = ground_truth(endpoint)
     result = verdict(read_lines(output) if output else outcomes, truth, enis).summary()
     if output is not None:  # the journal must tell the same story as the file
@@ -157,8 +166,7 @@ def run_killed(
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 kills += 1
-            with Journal(journal, read_only=True) as j:
-                print(f"  killed after {delay}s: journal {j.counts()}", flush=True)
+            print(f"  killed after {delay}s: journal {read_journal(journal)[0]}", flush=True)
             command = resume_args(journal, ready["endpoint"], args.concurrency)
         output = work / "killed.jsonl"
         subprocess.run(
@@ -196,8 +204,7 @@ def run_load_killed(
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdin.close()
-        with Journal(journal, read_only=True) as j:
-            left = sum(j.counts().values())
+        left = sum(read_journal(journal)[0].values())
         refused = subprocess.run(
             resume_args(journal, ready["endpoint"], args.concurrency),
             env=env, timeout=args.timeout, capture_output=True, text=True, check=False,
@@ -248,8 +255,7 @@ def run_sigterm(
                 proc.wait()
         code = proc.returncode
         written = read_lines(first)
-        with Journal(journal, read_only=True) as j:
-            finished = {o["eni_id"] for o in j.finished_outcomes()}
+        finished = {o["eni_id"] for o in read_journal(journal)[1]}
         # Accounted: every finished item's outcome reached the output, and nothing written is wrong.
         missing = finished - {o["eni_id"] for o in written}
         at_stop = verdict(written, ground_truth(ready["endpoint"]), []).summary()

@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eni_async import __version__, cli_batch
+from eni_async import __version__, cli_batch, cli_journal
 from eni_async.credentials import settings_credentials
 from eni_async.errors import EniAsyncError, InputError, error_code, error_info
 from eni_async.settings import Settings, defaults_file, load_settings, settings_as_dict
@@ -191,7 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
             "Print a journal's items by state and outcome as one JSON object.",
             "eni-async status batch.journal",
             cli_batch.add_status_arguments,
-            cli_batch.run_status,
+            _run_status,
+        ),
+        Command(
+            "journal",
+            "move a journal between SQLite and PostgreSQL",
+            "Copy every item, task, lease and release of a journal into an empty one (SQLite <-> "
+            "PostgreSQL), in one transaction; the source is left as it was.",
+            "eni-async journal copy batch.journal postgresql://eni@db.internal/eni_async",
+            cli_journal.add_arguments,
+            _with_settings(cli_journal.run),
         ),
         Command(
             "config",
@@ -253,6 +262,11 @@ async def _run_config(args: argparse.Namespace) -> int:
         return EXIT_OK
     emit(settings_as_dict(settings_from(args)))
     return EXIT_OK
+
+
+async def _run_status(args: argparse.Namespace) -> int:
+    # Settings are read only to find the journal when none is named: status uses nothing else of them.
+    return await cli_batch.run_status(args, settings_from(args) if args.journal is None else None)
 
 
 def _with_settings(

@@ -3,9 +3,11 @@
 ``batch`` streams items from a file into ``EniClient.unassign_many`` and writes one JSON line per ENI as
 each finishes, flushed at once (to a file or a pipe). With ``--journal`` the whole input is recorded in one
 transaction before any request, and ``resume`` writes the outcome of every item of the journal, those finished
-before the crash included, so its output alone is the complete result. A journal that cannot be used is one
-line and exit 2; an output that cannot be written stops the batch (exit 1) with every outcome in the
-journal. ``demo`` starts the embedded simulator on 127.0.0.1, releases every secondary IP it seeded through
+before the crash included, so its output alone is the complete result; ``resume --append`` rewrites the
+batch's own output atomically (the complete result to ``FILE.partial``, renamed over ``FILE`` at the end),
+so it ends with exactly one line per item. A journal is a path or a URL (``eni_async.journal``; the
+``journal`` setting when the command line names none). A journal that cannot be used is one line and exit 2;
+an output that cannot be written stops the batch (exit 1) with every outcome in the journal. ``demo`` starts the embedded simulator on 127.0.0.1, releases every secondary IP it seeded through
 the same path, and checks every outcome against the simulator's ground truth.
 """
 
@@ -19,8 +21,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any, TextIO
 
 from eni_async import metrics as metrics_cli
@@ -28,7 +29,7 @@ from eni_async.client import EniClient
 from eni_async.credentials import settings_credentials
 from eni_async.errors import ConfigError, InputError
 from eni_async.inputs import count_lines, read_items
-from eni_async.journal import Journal, JournalError
+from eni_async.journal import Journal, JournalError, describe, is_postgres, open_journal
 from eni_async.metrics import Metrics, MetricsEndpoint
 from eni_async.models import Credentials
 from eni_async.outcomes import SUCCEEDED, Item, Outcome, as_item, check_against_truth
@@ -62,12 +63,22 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="FILE", help="write the JSON lines here instead of stdout")
     add_pace_arguments(parser)
     parser.add_argument("--preflight", action="store_true", help="describe each ENI before submitting")
-    parser.add_argument("--journal", metavar="FILE", help="record progress in this SQLite file (for resume)")
+    parser.add_argument(
+        "--journal",
+        metavar="URL",
+        help="record progress here, for resume: a file (SQLite) or postgresql://HOST/DATABASE "
+        "(default: the journal setting, $ENI_ASYNC_JOURNAL)",
+    )
     metrics_cli.add_arguments(parser)
 
 
 def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("journal", metavar="FILE", help="the journal of an interrupted batch")
+    parser.add_argument(
+        "journal",
+        metavar="URL",
+        nargs="?",
+        help="the journal of an interrupted batch, a file or postgresql://... (default: the journal setting)",
+    )
     parser.add_argument(
         "--output",
         metavar="FILE",
@@ -77,14 +88,17 @@ def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--append",
         action="store_true",
-        help="keep the lines already in --output and add the outcome of every item they lack",
+        help="rewrite --output (the batch's own output, say) with one line per item, the final outcome "
+        "where there is one: written to FILE.partial and renamed over FILE at the end",
     )
     add_pace_arguments(parser)
     metrics_cli.add_arguments(parser)
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("journal", metavar="FILE", help="a batch journal")
+    parser.add_argument(
+        "journal", metavar="URL", nargs="?", help="a batch journal (default: the journal setting)"
+    )
     parser.add_argument(
         "--outcomes",
         action="store_true",
@@ -182,7 +196,7 @@ def write_line(
 
 async def run_items(
     client: EniClient,
-    items: Iterable[Item | Any],
+    items: Iterable[Any] | AsyncIterable[Any],
     *,
     out: TextIO | None,
     total: int | None,
@@ -190,7 +204,7 @@ async def run_items(
     preflight: bool = False,
     journal: Journal | None = None,
     as_json: bool = False,
-    settled: Iterable[Outcome] = (),
+    settled: Iterable[Outcome] | AsyncIterable[Outcome] = (),
     report_rest: bool = False,
 ) -> tuple[Summary, list[dict[str, Any]]]:
     """Run a batch, writing JSON lines to ``out`` as outcomes arrive; return the summary and the outcomes
@@ -200,7 +214,8 @@ async def run_items(
     also reports each item it never took as ``not_attempted``, so the summary covers every item."""
     summary = Summary()
     kept: list[dict[str, Any]] = []
-    source = iter(items)  # shared with the batch: what it never pulled is left here
+    # Shared with the batch: what it never pulled is left here (a journal's items are read as they are pulled).
+    source = items if isinstance(items, AsyncIterable) else iter(items)
     batch = client.unassign_many(source, preflight=preflight, journal=journal)
     bar = Progress(batch.stats, total=total, enabled=progress)
     started = client.clock.monotonic()
@@ -211,7 +226,7 @@ async def run_items(
         else:
             write_line(out, data, bar=bar)
 
-    for outcome in settled:
+    async for outcome in _each(settled):
         summary.add(outcome)
         write(outcome.to_json())
     ticker = asyncio.create_task(_tick(bar))
@@ -226,7 +241,7 @@ async def run_items(
         for outcome in batch.unconfirmed:  # stopped by a signal: what was still in flight
             summary.add(outcome)
             write(outcome.to_json())
-        for entry in source if report_rest else ():  # never taken: nothing was sent for them
+        for entry in source if report_rest and isinstance(source, Iterator) else ():  # never taken: none sent
             rest = as_item(entry)
             outcome = Outcome(rest.vpc_id, rest.eni_id, rest.ips, line=rest.line).interrupt("stopped")
             summary.add(outcome)
@@ -248,6 +263,15 @@ async def run_items(
                 out.flush()
         _tell_summary(summary, client.clock.monotonic() - started, as_json=as_json)
     return summary, kept
+
+
+async def _each(outcomes: Iterable[Outcome] | AsyncIterable[Outcome]) -> AsyncIterator[Outcome]:
+    if isinstance(outcomes, AsyncIterable):
+        async for outcome in outcomes:
+            yield outcome
+    else:
+        for outcome in outcomes:
+            yield outcome
 
 
 def _tell_summary(summary: Summary, elapsed: float, *, as_json: bool) -> None:
@@ -294,14 +318,35 @@ async def _tick(bar: Progress) -> None:
 RESUME_KEYS = ("endpoint", "dialect", "region", "sign_method")
 
 
-def _open_journal(path: str, *, new: bool) -> Journal:
-    if not new and not Path(path).is_file():
-        raise InputError("journal", path, "no such file")
+def journal_url(given: str | None, settings: Settings, *, needed: bool) -> str | None:
+    """The journal named on the command line, else by the ``journal`` setting (``None``: no journal)."""
+    url = given if given is not None else settings.journal or None
+    if needed and url is None:
+        raise InputError(
+            "journal", "", "name a journal (a file or postgresql://...) or set the journal setting"
+        )
+    return url
+
+
+async def _open_journal(url: str, *, new: bool, read_only: bool = False) -> Journal:
+    if not new and not is_postgres(url):
+        with _journal_errors():
+            from eni_async.journal import sqlite_path
+
+            if not sqlite_path(url).is_file():
+                raise InputError("journal", url, "no such file")
     with _journal_errors():
-        journal = Journal(path)
-        if new and any(journal.counts().values()):
-            journal.close()
-            raise InputError("--journal", path, "already holds a batch; use 'eni-async resume' to finish it")
+        journal = await open_journal(url, read_only=read_only)
+        try:
+            held = any((await journal.counts()).values()) if new else False
+        except BaseException:
+            await journal.close()
+            raise
+    if held:
+        await journal.close()
+        raise InputError(
+            "--journal", describe(url), "already holds a batch; use 'eni-async resume' to finish it"
+        )
     return journal
 
 
@@ -313,7 +358,7 @@ def _real(path: str | None) -> str | None:
 
 def _output_failed(exc: OutputError, args: argparse.Namespace, journal: Journal | None) -> int:
     where = (
-        f"every finished outcome is in the journal: eni-async status {journal.path} --outcomes"
+        f"every finished outcome is in the journal: eni-async status {journal.where} --outcomes"
         if journal is not None
         else "outcomes not written are lost (use --journal to keep them)"
     )
@@ -326,10 +371,11 @@ def _output_failed(exc: OutputError, args: argparse.Namespace, journal: Journal 
 async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
     """``eni-async batch``: exit 0 when every ENI succeeded, 1 otherwise, 2 when the input is unreadable."""
     source = read_items(args.input)
-    items: Iterable[object] = source
+    items: Iterable[object] | AsyncIterable[object] = source
     credentials = await settings_credentials(settings)
     show = _show_progress(args)
-    journal = _open_journal(args.journal, new=True) if args.journal else None
+    url = journal_url(args.journal, settings, needed=False)
+    journal = await _open_journal(url, new=True) if url else None
     try:
         with _output(args.output) as out:
             total = count_lines(args.input)
@@ -341,13 +387,13 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
                 }
                 # Every item is recorded, in one transaction, before work starts: a crash loses none.
                 with _journal_errors("; nothing was recorded and nothing sent"):
-                    settled = journal.load(source, meta=meta)
+                    settled = await journal.load(source, meta=meta)
                     items = journal.unfinished()
-                    total = journal.counts()["pending"]
+                    total = (await journal.counts())["pending"]
             async with metrics_cli.endpoint_from(args) as endpoint:
                 metrics = _client_metrics(endpoint, args)
                 async with EniClient(credentials, settings, metrics=metrics) as client:
-                    with _journal_errors(_RESUME_HINT.format(args.journal)):
+                    with _journal_errors(_RESUME_HINT.format(journal.where if journal else "")):
                         summary, _ = await run_items(
                             client,
                             items,
@@ -363,118 +409,132 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
         return _output_failed(exc, args, journal)
     finally:
         if journal is not None:
-            journal.close()
+            await journal.close()
     return 0 if summary.all_succeeded else 1
 
 
 _RESUME_HINT = "; the batch stopped, every step before it is recorded: fix this and run 'eni-async resume {}'"
 
 
-def _lines_in(path: str) -> set[int]:
-    """Input line numbers of the outcomes already in an output file; a partial last line (a crash mid-write)
-    is cut off so that appending starts on a fresh line."""
+@contextlib.contextmanager
+def _rewritten(path: str) -> Iterator[TextIO]:
+    """``resume --append``: the complete result goes to ``PATH.partial``, renamed over ``PATH`` once all of
+    it is written, so that PATH holds one line per item, and a crash before the end leaves PATH as it was.
+    A pipe or a device cannot be rewritten: it is appended to."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        with _output(path, append=True) as out:
+            yield out
+        return
+    partial = f"{path}.partial"
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        return set()
+        with _output(partial) as out:
+            yield out
+            with contextlib.suppress(
+                OSError, AttributeError, ValueError
+            ):  # a disk that cannot sync still wrote
+                os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    try:
+        os.replace(partial, path)
     except OSError as exc:
-        raise InputError("--output", path, f"cannot read: {exc.strerror or exc}") from None
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(len(complete))
-    lines: set[int] = set()
-    for raw in complete.splitlines():
-        with contextlib.suppress(ValueError, AttributeError):
-            line = json.loads(raw).get("line")
-            if isinstance(line, int):
-                lines.add(line)
-    return lines
+        raise OutputError(path, exc) from None
 
 
 async def run_resume(args: argparse.Namespace, settings: Settings) -> int:
     """``eni-async resume``: finish a journalled batch, writing the outcome of every item of it; exit 0
     when every ENI of it succeeded, 2 when the journal holds no batch or cannot be used."""
-    with (
-        _open_journal(args.journal, new=False) as journal,
-        _journal_errors(_RESUME_HINT.format(args.journal)),
-    ):
-        meta = journal.meta()
-        counts = journal.counts()
-        if not any(counts.values()):
-            raise InputError(
-                "journal",
-                args.journal,
-                "holds no items: its batch stopped before the whole input was recorded, so nothing was sent; "
-                "nothing to resume, run the batch again",
-            )
-        if args.append and not args.output:
-            raise InputError(
-                "--append", True, "needs --output FILE (the file to add the missing outcomes to)"
-            )
-        own = meta.get("output")
-        if own is not None and own == _real(args.output) and not args.append:
-            raise InputError(
-                "--output",
-                args.output,
-                "is the batch's own output file; resume writes every outcome, so give another file, "
-                "or --append to add only the outcomes it lacks",
-            )
-        given = {key: getattr(args, key, None) for key in RESUME_KEYS}
-        recorded = {key: meta[key] for key in RESUME_KEYS if key in meta and given.get(key) is None}
-        settings = dataclasses.replace(settings, **recorded)
-        todo = counts["pending"] + counts["submitting"] + counts["submitted"]
-        written = _lines_in(args.output) if args.output and args.append else set()
-        settled = (o for o in journal.finished_items() if o.line is None or o.line not in written)
-        try:
-            with _output(args.output, append=args.append) as out:
-                if todo == 0:
-                    for outcome in settled:
-                        write_line(out, outcome.to_json(), path=args.output)
-                    tell(
-                        f"journal {args.journal}: all {counts['finished']} items finished; nothing to do",
-                        as_json=json_lines(args),
-                    )
-                    return 0 if set(journal.outcome_counts()) <= {SUCCEEDED} else 1
-                credentials = await settings_credentials(settings)
-                show = _show_progress(args)
-                async with metrics_cli.endpoint_from(args) as endpoint:
-                    metrics = _client_metrics(endpoint, args)
-                    async with EniClient(credentials, settings, metrics=metrics) as client:
-                        await run_items(
-                            client,
-                            journal.unfinished(),
-                            out=out,
-                            total=todo,
-                            progress=show,
-                            journal=journal,
-                            as_json=json_lines(args),
-                            settled=settled,
-                        )
-        except OutputError as exc:
-            return _output_failed(exc, args, journal)
-        done = journal.counts()
-        return (
-            0
-            if set(journal.outcome_counts()) <= {SUCCEEDED} and done["finished"] == sum(done.values())
-            else 1
+    url = journal_url(args.journal, settings, needed=True)
+    assert url is not None
+    journal = await _open_journal(url, new=False)
+    try:
+        with _journal_errors(_RESUME_HINT.format(journal.where)):
+            return await _resume(args, settings, journal)
+    finally:
+        await journal.close()
+
+
+async def _resume(args: argparse.Namespace, settings: Settings, journal: Journal) -> int:
+    meta = await journal.meta()
+    counts = await journal.counts()
+    if not any(counts.values()):
+        raise InputError(
+            "journal",
+            journal.where,
+            "holds no items: its batch stopped before the whole input was recorded, so nothing was sent; "
+            "nothing to resume, run the batch again",
         )
+    if args.append and not args.output:
+        raise InputError("--append", True, "needs --output FILE (the file to rewrite with every outcome)")
+    own = meta.get("output")
+    if own is not None and own == _real(args.output) and not args.append:
+        raise InputError(
+            "--output",
+            args.output,
+            "is the batch's own output file; resume writes every outcome, so give another file, "
+            "or --append to rewrite it with one line per item",
+        )
+    # Every row is read once before anything is written or sent: a damaged one stops the resume here, in one
+    # line, rather than part-way through its output.
+    async for _ in journal.unfinished():
+        pass
+    async for _ in journal.finished_items():
+        pass
+    given = {key: getattr(args, key, None) for key in RESUME_KEYS}
+    recorded = {key: meta[key] for key in RESUME_KEYS if key in meta and given.get(key) is None}
+    settings = dataclasses.replace(settings, **recorded)
+    todo = counts["pending"] + counts["submitting"] + counts["submitted"]
+    try:
+        with _rewritten(args.output) if args.append else _output(args.output) as out:
+            if todo == 0:
+                async for outcome in journal.finished_items():
+                    write_line(out, outcome.to_json(), path=args.output)
+                tell(
+                    f"journal {journal.where}: all {counts['finished']} items finished; nothing to do",
+                    as_json=json_lines(args),
+                )
+                return 0 if set(await journal.outcome_counts()) <= {SUCCEEDED} else 1
+            credentials = await settings_credentials(settings)
+            show = _show_progress(args)
+            async with metrics_cli.endpoint_from(args) as endpoint:
+                metrics = _client_metrics(endpoint, args)
+                async with EniClient(credentials, settings, metrics=metrics) as client:
+                    await run_items(
+                        client,
+                        journal.unfinished(),
+                        out=out,
+                        total=todo,
+                        progress=show,
+                        journal=journal,
+                        as_json=json_lines(args),
+                        settled=journal.finished_items(),
+                    )
+    except OutputError as exc:
+        return _output_failed(exc, args, journal)
+    done = await journal.counts()
+    every = set(await journal.outcome_counts()) <= {SUCCEEDED}
+    return 0 if every and done["finished"] == sum(done.values()) else 1
 
 
-async def run_status(args: argparse.Namespace) -> int:
+async def run_status(args: argparse.Namespace, settings: Settings | None) -> int:
     """``eni-async status``: a journal's items by state and by outcome, or with ``--outcomes`` every
-    finished outcome as JSON Lines. Reads the journal only (no lock, no settings used)."""
-    with _journal_errors():
-        journal = Journal(args.journal, read_only=True)
-        try:
+    finished outcome as JSON Lines. Reads the journal only (no lock); ``settings`` only name the journal
+    when the command line does not."""
+    url = journal_url(args.journal, settings or Settings(), needed=True)
+    assert url is not None
+    journal = await _open_journal(url, new=False, read_only=True)
+    try:
+        with _journal_errors():
+            counts = await journal.counts()  # a damaged state is refused here, whatever is asked
             if args.outcomes:
-                for data in journal.finished_outcomes():
+                async for data in journal.finished_outcomes():
                     write_line(sys.stdout, data)
             else:
-                print(json.dumps({"items": journal.counts(), "outcomes": journal.outcome_counts()}))
-        finally:
-            journal.close()
+                print(json.dumps({"items": counts, "outcomes": await journal.outcome_counts()}))
+    finally:
+        await journal.close()
     return 0
 
 

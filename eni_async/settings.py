@@ -112,7 +112,9 @@ class Settings:
     certificates; otherwise a PEM bundle to trust instead (e.g. a test server's self-signed certificate).
     ``shared_quota`` is ``redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]``: the rate budgets then live in that
     Redis, shared by every process of the account (see ``eni_async.shared_quota``); empty means in memory.
-    ``quota_key`` names the account that owns the quota; empty means the SecretId's own.
+    ``quota_key`` names the account that owns the quota; empty means the SecretId's own. ``journal`` is the
+    journal ``batch``, ``resume``, ``status`` and ``serve`` use when the command line names none: a path (or
+    ``sqlite:///PATH``) or ``postgresql://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE``; empty means none.
     ``metadata_endpoint`` and ``sts_endpoint`` (``scheme://host[:port]``, empty: Tencent's own) are where role
     credentials come from; ``credential_refresh_margin`` is how many seconds before expiry they are renewed.
     """
@@ -140,6 +142,7 @@ class Settings:
     grace: float = 5.0
     shared_quota: str = ""
     quota_key: str = ""
+    journal: str = ""
     metadata_endpoint: str = ""
     sts_endpoint: str = ""
     credential_refresh_margin: float = 300.0
@@ -152,9 +155,9 @@ class Settings:
         _check(self)
 
     def __repr__(self) -> str:
-        # A proxy or Redis URL may carry a password; everything else here is shown as is.
+        # A proxy, Redis or journal URL may carry a password; everything else here is shown as is.
         fields = ", ".join(
-            f"{f.name}={(mask_url(v) if f.name in ('proxy', 'shared_quota') else v)!r}"
+            f"{f.name}={(mask_url(v) if f.name in URL_SETTINGS else v)!r}"
             for f in dataclasses.fields(self)
             for v in [getattr(self, f.name)]
         )
@@ -171,15 +174,22 @@ REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 MAX_CONCURRENCY = 10_000
 
 
+# Settings that hold a URL, which may carry a password: masked wherever settings are shown.
+URL_SETTINGS = ("proxy", "shared_quota", "journal")
+
+
 def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages, logs and reprs)."""
+    """``url`` with any password replaced by ``***`` (for messages, logs and reprs): in the authority, and a
+    ``password=`` query parameter (as libpq's URLs allow)."""
     try:
         parts = urlsplit(url)
         if parts.password is not None:
-            return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+            parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+        if "password=" in parts.query.lower():
+            parts = parts._replace(query=re.sub(r"(?i)((?:^|&)password=)[^&]*", r"\1***", parts.query))
+        return parts.geturl() if parts.geturl() != urlsplit(url).geturl() else url
     except ValueError:
         return "<unparsable URL>"
-    return url
 
 
 def _check_redis_url(url: str) -> None:
@@ -534,7 +544,7 @@ def profile_region(
 def settings_as_dict(settings: Settings) -> dict[str, Any]:
     """Settings as plain data, in the shape of the TOML file, with any password in a URL masked."""
     data = dataclasses.asdict(settings)
-    for key in ("proxy", "shared_quota"):
+    for key in URL_SETTINGS:
         data[key] = mask_url(data[key])
     return data
 

@@ -1,4 +1,5 @@
-"""Fixtures shared by the tests: a fast poll configuration, credentials, a served simulator, a Redis server."""
+"""Fixtures shared by the tests: a fast poll configuration, credentials, a served simulator, a Redis server,
+a PostgreSQL server (one per session, a database per test) and a journal URL of either kind."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import trustme
 
 from eni_async.simulator import Simulator, SimulatorConfig, running
+from tests.pgserver import PostgresServer, started
 
 # Polls and retries measured in hundredths of a second, for tests that run the CLI in real time.
 FAST_TOML = """
@@ -178,3 +180,34 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (started on first use), stopped at the end."""
+    server = started()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of an empty journal on the session's PostgreSQL server (its tables truncated)."""
+    return postgres_server.reset()
+
+
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> str:
+    """The URL of a new database holding nothing, not even a journal's tables."""
+    return postgres_server.database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A journal of each kind: an SQLite file, then an empty PostgreSQL database (the contract's two sides)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "j.journal")
+    url: str = request.getfixturevalue("postgres_url")
+    return url

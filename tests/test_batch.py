@@ -224,19 +224,19 @@ async def test_items_cut_short_by_bad_credentials_stay_pending_for_resume(tmp_pa
     """With a journal, the items a credential failure cut short are not recorded as finished, so a resume
     with good credentials releases every IP."""
     from eni_async.client import EniClient
-    from eni_async.journal import Journal
+    from eni_async.journal import SqliteJournal
 
     async with world(enis=6) as w:
         items = w.items()
         wrong = Credentials(w.sim.credentials.secret_id, "not-the-key")
-        with Journal(tmp_path / "j.sqlite") as journal:
-            list(journal.load(items))
+        async with SqliteJournal(tmp_path / "j.sqlite") as journal:
+            await journal.load(items)
             async with EniClient(wrong, w.client.settings, clock=w.clock) as client:
                 first = [o async for o in client.unassign_many(journal.unfinished(), journal=journal)]
             assert {o.error["code"] for o in first if o.error} <= {"AuthFailure", "NotAttempted"}
-            assert journal.counts()["finished"] == 0
+            assert (await journal.counts())["finished"] == 0
             second = [o async for o in w.client.unassign_many(journal.unfinished(), journal=journal)]
-            assert journal.counts()["finished"] == len(items)
+            assert (await journal.counts())["finished"] == len(items)
         assert agree(w, second) == []
         assert all(not e["secondary_ips"] for e in w.sim.ground_truth()["enis"])
     assert [o.status for o in second] == ["succeeded"] * len(items)

@@ -381,10 +381,10 @@ def test_status_ignores_settings_it_does_not_use(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``status`` works with a broken ENI_ASYNC_CONFIG, since it reads no settings."""
-    from eni_async.journal import Journal
+    from tests.journalhelpers import execute
 
     journal_path = tmp_path / "j.journal"
-    Journal(journal_path).close()
+    execute(journal_path, "SELECT 1")
     monkeypatch.setenv("ENI_ASYNC_CONFIG", str(tmp_path / "missing.toml"))
     assert main(["status", str(journal_path)]) == 0
     assert json.loads(capsys.readouterr().out)["items"]["pending"] == 0

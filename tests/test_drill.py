@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from eni_async.client import EniClient
-from eni_async.journal import Journal
+from eni_async.journal import Journal, SqliteJournal
 from eni_async.outcomes import Item
 from eni_async.policy import PollPolicy
 from eni_async.settings import Settings
@@ -74,7 +74,8 @@ async def _run_until_killed(client: EniClient, journal: Journal, items: Any, kil
     task = asyncio.create_task(consume())
     for _ in range(20_000):
         await asyncio.sleep(0)
-        if task.done() or journal.counts()["submitted"] + journal.counts()["finished"] >= kill_after:
+        counts = await journal.counts()
+        if task.done() or counts["submitted"] + counts["finished"] >= kill_after:
             break
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -93,8 +94,8 @@ async def test_killed_and_resumed_loses_nothing(tmp_path: Path, seed: int, diale
         settings=settings,
     ) as w:
         items = items_of(w)
-        journal = Journal(path)
-        journal.load(items)  # as ``batch --journal`` does: the whole input first, in one transaction
+        journal = SqliteJournal(path)
+        await journal.load(items)  # as ``batch --journal`` does: the whole input first, in one transaction
         for kill_after in (5, 12, 20):
             async with EniClient(w.sim.credentials, w.client.settings, clock=w.clock) as client:
                 await _run_until_killed(client, journal, journal.unfinished(), kill_after=kill_after)
@@ -102,10 +103,10 @@ async def test_killed_and_resumed_loses_nothing(tmp_path: Path, seed: int, diale
         async with EniClient(w.sim.credentials, w.client.settings, clock=w.clock) as client:
             async for _ in client.unassign_many(journal.unfinished(), concurrency=6, journal=journal):
                 pass
-        counts = journal.counts()
-        outcomes = list(journal.finished_outcomes())
+        counts = await journal.counts()
+        outcomes = [data async for data in journal.finished_outcomes()]
         result = verdict(outcomes, w.sim.ground_truth(), [i.eni_id for i in items])
-        journal.close()
+        await journal.close()
     assert counts["finished"] == ENIS
     assert counts["pending"] == counts["submitting"] == counts["submitted"] == 0
     assert result.mismatches == 0, result.summary()
@@ -117,14 +118,14 @@ async def test_resume_polls_submitted_tasks_instead_of_resubmitting(tmp_path: Pa
     path = tmp_path / "batch.journal"
     async with world(enis=1, ips_per_eni=3, task_latency=(30.0, 0.0)) as w:
         (item,) = w.items()
-        journal = Journal(path)
+        journal = SqliteJournal(path)
         await _run_until_killed(w.client, journal, [item], kill_after=1)
-        assert journal.counts()["submitted"] == 1
+        assert (await journal.counts())["submitted"] == 1
         assert w.sim.stats()["requests"]["UnassignPrivateIpAddresses"] == 1
         async with EniClient(w.sim.credentials, w.client.settings, clock=w.clock) as client:
             outcomes = [o async for o in client.unassign_many(journal.unfinished(), journal=journal)]
         assert w.sim.stats()["requests"]["UnassignPrivateIpAddresses"] == 1
-        journal.close()
+        await journal.close()
     (outcome,) = outcomes
     assert outcome.status == "succeeded"
     assert sorted(outcome.released) == sorted(item.ips)
@@ -135,7 +136,7 @@ async def test_journal_holds_no_secret(tmp_path: Path) -> None:
     """The journal file never contains the secret key."""
     path = tmp_path / "batch.journal"
     async with world(enis=3) as w:
-        with Journal(path) as journal:
+        async with SqliteJournal(path) as journal:
             async for _ in w.client.unassign_many(w.items(), journal=journal):
                 pass
         secret = w.sim.credentials.secret_key.encode()

@@ -13,7 +13,7 @@ import pytest
 
 from eni_async.dialects import UNASSIGN
 from eni_async.errors import TaskTimeoutError
-from eni_async.journal import Journal
+from eni_async.journal import SqliteJournal
 from eni_async.outcomes import Item, Outcome, check_against_truth
 from eni_async.policy import PollPolicy
 from eni_async.progress import Summary
@@ -145,7 +145,7 @@ async def test_grace_expiring_reports_unknown_and_journals_nothing_as_finished(t
     """When the grace ends first, in-flight items are unknown, the journal keeps their tasks, and resume
     then finds them released."""
     async with world(enis=10, task_latency=(40.0, 0.1)) as w:
-        journal = Journal(tmp_path / "j.sqlite")
+        journal = SqliteJournal(tmp_path / "j.sqlite")
         items = w.items()
         batch = w.client.unassign_many(items, concurrency=4, journal=journal)
         got: list[Outcome] = []
@@ -159,15 +159,15 @@ async def test_grace_expiring_reports_unknown_and_journals_nothing_as_finished(t
         await stopper
         assert got == []
         assert [sorted(o.unknown) for o in batch.unconfirmed] == [sorted(o.ips) for o in batch.unconfirmed]
-        assert journal.counts()["finished"] == 0
-        assert journal.counts()["submitted"] == 4
+        assert (await journal.counts())["finished"] == 0
+        assert (await journal.counts())["submitted"] == 4
         resumed = [
             o async for o in w.client.unassign_many(journal.unfinished(), concurrency=4, journal=journal)
         ]
         assert {o.eni_id for o in resumed} == {o.eni_id for o in batch.unconfirmed}
         assert all(o.status == "succeeded" and sorted(o.released) == sorted(o.ips) for o in resumed)
         assert judge(w, resumed) == []
-        journal.close()
+        await journal.close()
 
 
 async def test_aclose_before_iterating_and_twice_is_harmless() -> None:
@@ -243,17 +243,17 @@ async def test_an_ip_not_on_the_eni_is_absent_on_every_path(
     settings = Settings(dialect=dialect, poll=PollPolicy(timeout=300.0))
     async with world(enis=3, ips_per_eni=2, settings=settings) as w:
         items, stray, real = await _items_with_an_absent_ip(w)
-        journal = Journal(tmp_path / "j.sqlite") if journalled else None
+        journal = SqliteJournal(tmp_path / "j.sqlite") if journalled else None
         source: Any = items
         if journal is not None:
-            list(journal.load(items))
+            await journal.load(items)
             source = journal.unfinished()
         outcomes = [
             o
             async for o in w.client.unassign_many(source, concurrency=1, preflight=preflight, journal=journal)
         ]
         if journal is not None:
-            journal.close()
+            await journal.close()
         assert judge(w, outcomes) == []
     first, second = sorted(outcomes, key=lambda o: len(o.ips), reverse=True)
     assert (first.status, first.released, first.absent) == ("succeeded", [real], [stray])
@@ -264,12 +264,12 @@ async def test_preflight_with_a_journal_refuses_the_primary_without_a_request(tm
     """--preflight works with a journal: the primary IP is refused before any submit."""
     async with world(enis=1, ips_per_eni=1) as w:
         eni = w.sim.ground_truth()["enis"][0]
-        journal = Journal(tmp_path / "j.sqlite")
-        list(journal.load([Item(eni["vpc_id"], eni["eni_id"], (eni["primary_ip"],))]))
+        journal = SqliteJournal(tmp_path / "j.sqlite")
+        await journal.load([Item(eni["vpc_id"], eni["eni_id"], (eni["primary_ip"],))])
         (outcome,) = [
             o async for o in w.client.unassign_many(journal.unfinished(), preflight=True, journal=journal)
         ]
-        journal.close()
+        await journal.close()
         assert submits(w) == 0
     assert outcome.not_released == [eni["primary_ip"]]
     assert outcome.error is not None

@@ -25,9 +25,11 @@ import pytest
 
 from eni_async import cli_batch
 from eni_async.cli import main
-from eni_async.journal import Journal
+from eni_async.journal import SqliteJournal
+from eni_async.journal.sql import SqlJournal
 from eni_async.simulator import Simulator
 from eni_async.testing import simulator_process, verdict
+from tests import journalhelpers
 from tests.conftest import DOC_SECRET_ID, DOC_SECRET_KEY, FAST_TOML
 
 CLI = [sys.executable, "-m", "eni_async"]
@@ -94,8 +96,7 @@ def test_sigkill_during_load_leaves_nothing_and_resume_says_so(tmp_path: Path) -
         proc.wait(timeout=10)
         proc.stdin.close()
     assert proc.returncode == -signal.SIGKILL
-    with Journal(journal, read_only=True) as j:
-        assert sum(j.counts().values()) == 0, "all or none: none"
+    assert sum(journalhelpers.counts(journal).values()) == 0, "all or none: none"
     resumed = subprocess.run(
         [*CLI, "resume", str(journal)], capture_output=True, text=True, env=env, timeout=60, check=False
     )
@@ -108,8 +109,8 @@ def test_sigkill_during_load_leaves_nothing_and_resume_says_so(tmp_path: Path) -
 def test_second_process_on_a_journal_is_refused(tmp_path: Path) -> None:
     """While a journal is open here, ``resume`` in another process exits 2 naming the lock holder."""
     path = tmp_path / "b.journal"
-    with Journal(path) as journal:
-        journal.load([])
+    journal = SqliteJournal(path)
+    try:
         proc = subprocess.run(
             [*CLI, "resume", str(path)],
             capture_output=True,
@@ -118,6 +119,8 @@ def test_second_process_on_a_journal_is_refused(tmp_path: Path) -> None:
             timeout=60,
             check=False,
         )
+    finally:
+        asyncio.run(journal.close())
     assert proc.returncode == 2
     assert f"in use by another eni-async process (pid {os.getpid()})" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -138,12 +141,9 @@ def test_unusable_journals_exit_2_in_one_line(
     if case == "corrupt":
         path.write_bytes(b"garbage" * 1000)
     elif case == "older":
-        with Journal(path) as journal:
-            journal.load([])
-            journal._db.execute("PRAGMA user_version = 0")
+        journalhelpers.execute(path, "PRAGMA user_version = 0")
     elif case == "read-only":
-        with Journal(path) as journal:
-            journal.load([])
+        journalhelpers.execute(path, "SELECT 1")
         path.chmod(0o444)
     expected = {
         "corrupt": "corrupt",
@@ -177,21 +177,21 @@ async def test_full_disk_on_the_journal_mid_batch_stops_and_resume_finishes(
     source = tmp_path / "in.jsonl"
     source.write_text(jsonl(enis))
     journal = tmp_path / "b.journal"
-    real_load = Journal.load
+    real_load = SqlJournal.load
 
-    def load_then_fill(self: Journal, *args: Any, **kwargs: Any) -> Any:
-        settled = real_load(self, *args, **kwargs)
-        (pages,) = self._db.execute("PRAGMA page_count").fetchone()
-        self._db.execute(f"PRAGMA max_page_count = {pages}")  # as if the disk were now full
+    async def load_then_fill(self: SqliteJournal, *args: Any, **kwargs: Any) -> Any:
+        settled = await real_load(self, *args, **kwargs)
+        (pages,) = self.connector._db.execute("PRAGMA page_count").fetchone()
+        self.connector._db.execute(f"PRAGMA max_page_count = {pages}")  # as if the disk were now full
         return settled
 
-    monkeypatch.setattr(Journal, "load", load_then_fill)
+    monkeypatch.setattr(SqlJournal, "load", load_then_fill)
     args = ["batch", str(source), "--endpoint", endpoint, "--journal", str(journal), "--no-progress"]
     assert await asyncio.to_thread(main, [*args, "--output", str(tmp_path / "o1")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "the disk is full" in err
     assert f"eni-async resume {journal}" in err
-    monkeypatch.setattr(Journal, "load", real_load)
+    monkeypatch.setattr(SqlJournal, "load", real_load)
     out = tmp_path / "all.jsonl"
     assert await asyncio.to_thread(main, ["resume", str(journal), "--output", str(out)]) == 0
     lines = [json.loads(x) for x in out.read_text().splitlines()]
@@ -276,8 +276,10 @@ async def test_resume_writes_every_outcome_and_refuses_the_batch_output(
     first = tmp_path / "first.jsonl"
     args = ["batch", str(source), "--endpoint", endpoint, "--journal", str(journal), "--output", str(first)]
     assert await asyncio.to_thread(main, [*args, "--no-progress"]) == 0
-    with Journal(journal) as j:  # as if killed: the last items unfinished, their lines never written
-        j._db.execute("UPDATE items SET state = 'pending', outcome = NULL WHERE id > 8")
+    # As if killed: the last items unfinished, their lines never written.
+    await asyncio.to_thread(
+        journalhelpers.execute, journal, "UPDATE items SET state = 'pending', outcome = NULL WHERE id > 8"
+    )
     kept = first.read_text().splitlines()
     first.write_text("\n".join(kept[:8]) + "\n" + kept[8][:20])  # and a line cut mid-write
     assert await asyncio.to_thread(main, ["resume", str(journal), "--output", str(first)]) == 2
@@ -346,12 +348,12 @@ def test_sigkill_mid_batch_then_resume_output_is_the_complete_truth(tmp_path: Pa
         deadline = time.monotonic() + 60
         while finished < 8 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-            with contextlib.suppress(Exception), Journal(journal, read_only=True) as j:
-                finished = j.counts()["finished"]
+            with contextlib.suppress(Exception):
+                finished = journalhelpers.counts(journal)["finished"]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        with Journal(journal, read_only=True) as j:
-            left = sum(j.counts().values()) - j.counts()["finished"]
+        now = journalhelpers.counts(journal)
+        left = sum(now.values()) - now["finished"]
         assert left > 0, "killed mid-batch"
         out = tmp_path / "all.jsonl"
         resumed = subprocess.run(
@@ -408,14 +410,14 @@ async def test_full_disk_during_load_records_nothing_sends_nothing_and_resume_re
     source = tmp_path / "in.jsonl"
     source.write_text(jsonl(enis) * 300)
     journal = tmp_path / "b.journal"
-    real_load = Journal.load
+    real_load = SqlJournal.load
 
-    def load_on_full_disk(self: Journal, *args: Any, **kwargs: Any) -> Any:
-        (pages,) = self._db.execute("PRAGMA page_count").fetchone()
-        self._db.execute(f"PRAGMA max_page_count = {pages + 2}")
-        return real_load(self, *args, **kwargs)
+    async def load_on_full_disk(self: SqliteJournal, *args: Any, **kwargs: Any) -> Any:
+        (pages,) = self.connector._db.execute("PRAGMA page_count").fetchone()
+        self.connector._db.execute(f"PRAGMA max_page_count = {pages + 2}")
+        return await real_load(self, *args, **kwargs)
 
-    monkeypatch.setattr(Journal, "load", load_on_full_disk)
+    monkeypatch.setattr(SqlJournal, "load", load_on_full_disk)
     args = ["batch", str(source), "--endpoint", endpoint, "--journal", str(journal), "--no-progress"]
     assert await asyncio.to_thread(main, args) == 2
     err = capsys.readouterr().err
@@ -423,6 +425,6 @@ async def test_full_disk_during_load_records_nothing_sends_nothing_and_resume_re
     assert "nothing was recorded and nothing sent" in err
     assert err.count("\n") == 1
     assert sum(sim.stats()["requests"].values()) == 0
-    monkeypatch.setattr(Journal, "load", real_load)
+    monkeypatch.setattr(SqlJournal, "load", real_load)
     assert await asyncio.to_thread(main, ["resume", str(journal)]) == 2
     assert "holds no items" in capsys.readouterr().err

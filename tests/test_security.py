@@ -40,7 +40,7 @@ from eni_async.errors import (
     SignatureError,
     TaskFailedError,
 )
-from eni_async.journal import Journal
+from eni_async.journal import SqliteJournal
 from eni_async.models import Credentials, HttpRequest, HttpResponse
 from eni_async.outcomes import Item, Outcome
 from eni_async.policy import PollPolicy, RetryPolicy
@@ -417,7 +417,7 @@ async def test_batch_with_failures_and_a_journal_leaks_no_secret(
             Item(enis[13]["vpc_id"], enis[13]["eni_id"], (enis[13]["primary_ip"],)),
             Item(enis[14]["vpc_id"], "eni-zzzzzzzz", ("10.0.0.2",)),
         ]
-        with Journal(journal_path) as journal:
+        async with SqliteJournal(journal_path) as journal:
             outcomes = [o async for o in client.unassign_many(items, concurrency=4, journal=journal)]
     assert len(outcomes) == len(items)
     assert any(o.status != "succeeded" for o in outcomes)

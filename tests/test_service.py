@@ -22,7 +22,6 @@ from eni_async import (
     ConfigError,
     Credentials,
     EniClient,
-    Journal,
     PollPolicy,
     PrimaryIpError,
     RetryPolicy,
@@ -32,8 +31,9 @@ from eni_async import (
     TaskTimeoutError,
     validation,
 )
+from eni_async.journal import SqliteJournal
 from eni_async.metrics import Metrics
-from eni_async.outcomes import Item, Outcome, check_against_truth
+from eni_async.outcomes import Outcome, check_against_truth
 from eni_async.service.engine import Engine, NotAcceptingError
 from eni_async.service.http import make_app
 from eni_async.service.metrics import ServiceMetrics
@@ -95,23 +95,26 @@ async def service_on(
             endpoint=server.endpoint, region=sim.region, poll=FAST.poll, retry=FAST.retry, concurrency=16
         )
         metrics = ServiceMetrics.create()
-        with Journal(journal) as jr:
-            async with EniClient(sim.credentials, settings, metrics=metrics.client) as client:
-                engine = Engine(client, jr, max_unfinished=max_unfinished)
-                await engine.start()
-                metrics.watch(engine.registry, engine.ready)
-                app = make_app(
-                    engine,
-                    tokens=tokens,
-                    max_body=max_body,
-                    metrics_registry=metrics.registry,
-                    requests_counter=metrics.requests,
-                )
-                try:
-                    async with TestClient(TestServer(app, host="127.0.0.1")) as http:
-                        yield Service(http, engine, sim, journal, metrics)
-                finally:
-                    await engine.stop(0)
+        async with (
+            SqliteJournal(journal) as jr,
+            EniClient(sim.credentials, settings, metrics=metrics.client) as client,
+        ):
+            engine = Engine(client, jr, max_unfinished=max_unfinished)
+            await engine.start()
+            metrics.watch(engine.registry, engine.ready)
+            app = make_app(
+                engine,
+                tokens=tokens,
+                max_body=max_body,
+                metrics_registry=metrics.registry,
+                requests_counter=metrics.requests,
+                before_scrape=metrics.refresh,
+            )
+            try:
+                async with TestClient(TestServer(app, host="127.0.0.1")) as http:
+                    yield Service(http, engine, sim, journal, metrics)
+            finally:
+                await engine.stop(0)
 
 
 @pytest.fixture
@@ -258,36 +261,19 @@ async def test_start_finishes_a_release_whose_journal_item_already_finished(tmp_
     """A release the journal finished just before a crash is finished from the journal on start, not rerun."""
     sim = Simulator(SimulatorConfig(enis=1, ips_per_eni=2, seed=1, task_latency=(0.0, 0.0)))
     journal = tmp_path / "j.db"
-    with Journal(journal) as jr:
+    async with SqliteJournal(journal) as jr:
         eni = sim.ground_truth()["enis"][0]
-        [release], _ = Registry(jr, now=lambda: 0.0).create([(eni["vpc_id"], eni["eni_id"], ("10.9.9.9",))])
+        registry = Registry(jr, now=lambda: 0.0)
+        [release], _ = await registry.create([(eni["vpc_id"], eni["eni_id"], ("10.9.9.9",))])
         outcome = Outcome(
             eni["vpc_id"], eni["eni_id"], ("10.9.9.9",), status="succeeded", released=["10.9.9.9"]
         )
-        jr.finished(release.item_key, outcome)
+        await jr.finished(release.item_key, outcome)
     async with service_on(sim, journal) as svc:
         _, found = await get(svc, f"/v1/releases/{release.id}")
         assert found["status"] == "succeeded"
         assert found["released"] == ["10.9.9.9"]
         assert sim.ground_truth()["tasks"] == []
-
-
-def test_releases_and_their_journal_items_are_written_together(tmp_path: Path) -> None:
-    """When recording the releases fails, their journal items are not written either."""
-    with Journal(tmp_path / "j.db") as jr:
-
-        def fail(db: object, keys: list[int]) -> None:
-            raise RuntimeError("disk on fire")
-
-        with pytest.raises(RuntimeError):
-            jr.add_many([Item("vpc-aaaaaaaa", "eni-aaaaaaaa", ("10.0.0.2",))], also=fail)
-        assert sum(jr.counts().values()) == 0
-        releases, created = Registry(jr, now=lambda: 1.0).create(
-            [("vpc-aaaaaaaa", "eni-aaaaaaaa", ("10.0.0.2",))]
-        )
-        assert created
-        assert jr.counts()["pending"] == 1
-        assert jr.item(releases[0].item_key) == ("pending", None)
 
 
 # -- idempotency ---------------------------------------------------------------------------------------
@@ -303,7 +289,8 @@ async def test_same_key_same_body_is_the_same_release(svc: Service) -> None:
     assert first.status == again.status == 202
     assert (await first.json())["id"] == (await again.json())["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
-    assert svc.engine.registry.counts()["pending"] + svc.engine.registry.counts()["running"] <= 1
+    counts = await svc.engine.registry.counts()
+    assert counts["pending"] + counts["running"] <= 1
     _, listed = await get(svc, "/v1/releases")
     assert len(listed["releases"]) == 1
 
@@ -370,7 +357,7 @@ async def test_v1_needs_the_bearer_token(svc: Service, method: str, path: str, h
         "error": {"code": "Unauthorized", "message": "missing or invalid bearer token"}
     }
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
-    assert svc.engine.registry.counts()["pending"] == 0
+    assert (await svc.engine.registry.counts())["pending"] == 0
 
 
 async def test_health_ready_metrics_and_the_document_need_no_token(svc: Service) -> None:
@@ -410,7 +397,7 @@ async def test_body_over_the_cap_is_413(tmp_path: Path) -> None:
         resp = await small.http.post("/v1/releases", data=b"{" + b" " * 2000 + b"}", headers=AUTH)
         assert resp.status == 413
         assert (await resp.json())["error"]["code"] == "TooLarge"
-        assert small.engine.registry.counts()["pending"] == 0
+        assert (await small.engine.registry.counts())["pending"] == 0
 
 
 async def test_too_many_unfinished_is_429_with_retry_after(tmp_path: Path) -> None:
@@ -483,7 +470,7 @@ async def test_malformed_bodies_are_400_naming_the_field(
     assert error["code"] == "InvalidInput"
     assert error["field"] == field
     assert error["message"]
-    assert sum(svc.engine.registry.counts().values()) == 0
+    assert sum((await svc.engine.registry.counts()).values()) == 0
 
 
 @pytest.mark.parametrize(
@@ -761,19 +748,19 @@ async def test_readyz_says_when_the_api_is_unreachable(tmp_path: Path) -> None:
             endpoint="http://127.0.0.1:9", region=sim.region, poll=FAST.poll, retry=RetryPolicy(attempts=1)
         )
         async with EniClient(sim.credentials, settings) as dead:
-            engine = Engine(dead, Journal(tmp_path / "other.db"), max_unfinished=10)
+            engine = Engine(dead, SqliteJournal(tmp_path / "other.db"), max_unfinished=10)
             await engine.start()
-            release, _ = engine.submit(
+            release, _ = await engine.submit(
                 [(sim.ground_truth()["enis"][0]["vpc_id"], service.body(0)["eni_id"], ("10.0.0.9",))]
             )
             done = await engine.wait(release[0].id, 10)
             assert done is not None
             assert done["status"] == "failed"
-            ready, reason = engine.ready()
+            ready, reason = await engine.ready()
             assert not ready
             assert "unreachable" in reason
             await engine.stop(0)
-            engine.journal.close()
+            await engine.journal.close()
 
 
 async def test_refused_credentials_keep_releases_for_a_restart(tmp_path: Path) -> None:
@@ -784,22 +771,21 @@ async def test_refused_credentials_keep_releases_for_a_restart(tmp_path: Path) -
     async with running(sim, host="127.0.0.1", port=0) as server:
         settings = Settings(endpoint=server.endpoint, region=sim.region, poll=FAST.poll, retry=FAST.retry)
         wrong = Credentials(sim.credentials.secret_id, "not-the-secret-key")
-        with Journal(journal) as jr:
-            async with EniClient(wrong, settings) as client:
-                engine = Engine(client, jr, max_unfinished=10)
-                await engine.start()
-                [release], _ = engine.submit([(eni["vpc_id"], eni["eni_id"], tuple(eni["secondary_ips"]))])
-                for _ in range(500):
-                    if engine.api_state == "auth_failed":
-                        break
-                    await asyncio.sleep(0.01)
-                assert engine.ready() == (False, "API auth failed")
-                found = engine.get(release.id)
-                assert found is not None
-                assert found["status"] == "pending"
-                with pytest.raises(NotAcceptingError):
-                    engine.submit([(eni["vpc_id"], eni["eni_id"], ("10.0.0.9",))])
-                await engine.stop(0)
+        async with SqliteJournal(journal) as jr, EniClient(wrong, settings) as client:
+            engine = Engine(client, jr, max_unfinished=10)
+            await engine.start()
+            [release], _ = await engine.submit([(eni["vpc_id"], eni["eni_id"], tuple(eni["secondary_ips"]))])
+            for _ in range(500):
+                if engine.api_state == "auth_failed":
+                    break
+                await asyncio.sleep(0.01)
+            assert await engine.ready() == (False, "API auth failed")
+            found = await engine.get(release.id)
+            assert found is not None
+            assert found["status"] == "pending"
+            with pytest.raises(NotAcceptingError):
+                await engine.submit([(eni["vpc_id"], eni["eni_id"], ("10.0.0.9",))])
+            await engine.stop(0)
     async with service_on(sim, journal) as good:
         _, done = await get(good, f"/v1/releases/{release.id}?wait=10")
         assert done["status"] == "succeeded"
@@ -836,10 +822,9 @@ async def test_unfinished_releases_resume_only_against_their_region(tmp_path: Pa
         status, _ = await post(first, first.body(0))
         assert status == 202
     settings = Settings(endpoint="http://127.0.0.1:9", region="ap-shanghai")
-    with Journal(journal) as jr:
-        async with EniClient(sim.credentials, settings) as client:
-            with pytest.raises(ConfigError) as caught:
-                await Engine(client, jr, max_unfinished=10).start()
+    async with SqliteJournal(journal) as jr, EniClient(sim.credentials, settings) as client:
+        with pytest.raises(ConfigError) as caught:
+            await Engine(client, jr, max_unfinished=10).start()
     assert caught.value.field == "--region"
     assert "unfinished releases" in str(caught.value)
 

@@ -185,7 +185,7 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(tmp_path: Path) -> Non
         status, _, body = _answer(raw)
         assert status == 408
         assert body["error"]["code"] == "RequestTimeout"
-        assert sum(svc.engine.registry.counts().values()) == 0
+        assert sum((await svc.engine.registry.counts()).values()) == 0
 
 
 async def test_at_the_cap_idle_connections_make_room_and_busy_ones_make_a_503(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from eni_async.cli import main
-from eni_async.journal import Journal
+from eni_async.journal import SqliteJournal
 from eni_async.outcomes import check_against_truth
 from eni_async.service.command import load_tokens
 from eni_async.service.registry import Registry
@@ -104,11 +104,11 @@ async def test_a_second_sigterm_ends_the_grace_at_once(tmp_path: Path) -> None:
             assert proc.returncode is None  # still in its grace period
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 8) == 0
-        with Journal(journal) as jr:
-            release = Registry(jr, now=lambda: 0.0).get(rid)
+        async with SqliteJournal(journal) as jr:
+            release = await Registry(jr, now=lambda: 0.0).get(rid)
             assert release is not None
             assert release.status == "running"  # unfinished, kept for the next start
-            assert jr.item(release.item_key) is not None
+            assert await jr.item(release.item_key) is not None
 
 
 @pytest.mark.parametrize("faults", ["none", "flaky"])
@@ -185,8 +185,11 @@ def test_a_journal_in_use_is_refused_in_one_line(
     """serve on a journal another process holds exits 2 with one line naming the journal."""
     monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", "AKIDexample")
     monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", "example-key")
-    with Journal(tmp_path / "j.db"):
+    holder = SqliteJournal(tmp_path / "j.db")
+    try:
         code = main(["serve", "--port", "0", "--journal", str(tmp_path / "j.db")])
+    finally:
+        asyncio.run(holder.close())
     assert code == 2
     err = capsys.readouterr().err
     assert "--journal" in err

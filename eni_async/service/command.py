@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from eni_async import metrics as metrics_cli
 from eni_async.credentials import settings_credentials
 from eni_async.errors import ConfigError, InputError
-from eni_async.settings import Settings
+from eni_async.settings import Settings, mask_url
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -54,7 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=8750, help="port to listen on (default 8750); 0 picks a free one"
     )
-    parser.add_argument("--journal", required=True, metavar="FILE", help="SQLite journal of every release")
+    parser.add_argument(
+        "--journal",
+        metavar="URL",
+        help="journal of every release: a file (SQLite) or postgresql://HOST/DATABASE "
+        "(default: the journal setting, $ENI_ASYNC_JOURNAL)",
+    )
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -162,6 +167,9 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     tls = {"service_tls_cert": args.tls_cert, "service_tls_key": args.tls_key}
     if any(tls.values()):  # replace() checks the pair as every other source of settings is checked
         settings = dataclasses.replace(settings, **{k: v for k, v in tls.items() if v is not None})
+    journal = args.journal or settings.journal
+    if not journal:
+        raise ConfigError("--journal", "", "serve needs a journal: --journal URL or the journal setting")
     tokens = load_tokens(settings)
     metrics_tokens = load_metrics_tokens(settings)
     tls_context = load_tls(settings)
@@ -190,7 +198,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
             running_service(
                 credentials,
                 settings,
-                args.journal,
+                journal,
                 host=args.host,
                 port=args.port,
                 tokens=tokens,
@@ -219,7 +227,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
             )  # fmt: skip
             signals.again = svc.engine.hurry
             left = await svc.engine.stop(settings.grace)
-            log.info("stopped; %d release(s) unfinished stay in %s", left, args.journal)
+            log.info("stopped; %d release(s) unfinished stay in %s", left, mask_url(journal))
     return 0
 
 

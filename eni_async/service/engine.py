@@ -84,10 +84,10 @@ class Engine:
 
         Unfinished releases are only resumed in the region they were submitted to: another region than the
         journal recorded is a ``ConfigError`` naming it."""
-        releases = self.registry.unfinished()
-        self._check_target(bool(releases))
+        releases = await self.registry.unfinished()
+        await self._check_target(bool(releases))
         wanted = {r.item_key for r in releases}
-        plans = {res.item.key: res for res in self.journal.unfinished() if res.item.key in wanted}
+        plans = {res.item.key: res async for res in self.journal.unfinished() if res.item.key in wanted}
         for release in releases:
             resumed = plans.get(release.item_key)
             if resumed is not None:
@@ -95,23 +95,23 @@ class Engine:
                 item = dataclasses.replace(resumed.item, line=release.item_key)
                 self._enqueue(release.id, Resumed(item, resumed.plan))
                 continue
-            found = self.journal.item(release.item_key)
+            found = await self.journal.item(release.item_key)
             if found is not None and found[1] is not None and found[0] == "finished":
-                self.registry.finish(release.id, found[1])  # died between the journal's commit and ours
+                await self.registry.finish(release.id, found[1])  # died between the journal's commit and ours
             else:
                 self._enqueue(release.id, release.item)
         if self._unfinished:
-            log.info("resuming %d unfinished release(s) from %s", self._unfinished, self.journal.path)
+            log.info("resuming %d unfinished release(s) from %s", self._unfinished, self.journal.where)
         self._runner = asyncio.create_task(self._run())
         self.accepting = True
         return self._unfinished
 
-    def _check_target(self, unfinished: bool) -> None:
+    async def _check_target(self, unfinished: bool) -> None:
         settings = self.client.settings
         # Tasks belong to a region: polling them in another would find none. Endpoints may change (a
         # regional endpoint, a proxy) and either dialect reads the same tasks.
         target = {"region": settings.region}
-        recorded = self.journal.meta()
+        recorded = await self.journal.meta()
         for key, value in target.items():
             before = recorded.get(f"service.{key}")
             if unfinished and before is not None and before != value:
@@ -121,32 +121,33 @@ class Engine:
                     f"the journal's unfinished releases were submitted with {key} {before!r}; "
                     "serve them with that, or use a new journal",
                 )
-        self.journal.set_meta({f"service.{key}": value for key, value in target.items()})
+        await self.journal.set_meta({f"service.{key}": value for key, value in target.items()})
 
     def _enqueue(self, release_id: str, item: Item | Resumed) -> None:
         self._unfinished += 1
         self._queue.put_nowait((release_id, item))
 
-    def submit(
+    async def submit(
         self, requests: Sequence[Request], *, idempotency_key: str | None = None, body_hash: str = ""
     ) -> tuple[list[Release], bool]:
         """Accept checked requests; return the releases and whether they are new (``False``: an
         idempotent replay). Raises ``NotAcceptingError``, ``BackpressureError`` or
-        ``IdempotencyConflictError``. Synchronous on purpose: concurrent identical requests cannot race."""
+        ``IdempotencyConflictError``. Concurrent identical requests cannot both create: the journal's
+        unique key on the idempotency key decides."""
         if not self.accepting:
             raise NotAcceptingError("the service is shutting down")
         if self.api_state == "auth_failed":
             raise NotAcceptingError("the API refused the service's credentials; fix them and restart it")
         if idempotency_key is not None:
-            earlier = self.registry.replay(idempotency_key, body_hash)
+            earlier = await self.registry.replay(idempotency_key, body_hash)
             if earlier is not None:
                 return earlier, False
         if self._unfinished + len(requests) > self.max_unfinished:
             raise BackpressureError(self._unfinished, self.max_unfinished, retry_after=self._retry_after())
-        releases, created = self.registry.create(
+        releases, created = await self.registry.create(
             requests, idempotency_key=idempotency_key, body_hash=body_hash
         )
-        for release in releases:
+        for release in releases if created else ():
             self._enqueue(release.id, release.item)
         return releases, created
 
@@ -155,22 +156,22 @@ class Engine:
         per_second = max(1.0, float(self.client.settings.rate_limits.task_query))
         return max(1, min(60, int(self._unfinished / per_second)))
 
-    def get(self, release_id: str) -> dict[str, Any] | None:
+    async def get(self, release_id: str) -> dict[str, Any] | None:
         """The release as JSON (with the journal's progress while it runs), or ``None``."""
-        release = self.registry.get(release_id)
-        return self.view(release) if release is not None else None
+        release = await self.registry.get(release_id)
+        return await self.view(release) if release is not None else None
 
-    def view(self, release: Release) -> dict[str, Any]:
+    async def view(self, release: Release) -> dict[str, Any]:
         """A release as JSON, with the journal's outcome so far when it has not finished."""
         progress = None
         if not release.finished:
-            found = self.journal.item(release.item_key)
+            found = await self.journal.item(release.item_key)
             progress = found[1] if found is not None else None
         return release.to_json(progress)
 
     async def wait(self, release_id: str, timeout: float) -> dict[str, Any] | None:
         """The release once finished, or as it stands after ``timeout`` seconds (``None``: no such id)."""
-        release = self.registry.get(release_id)
+        release = await self.registry.get(release_id)
         if release is None:
             return None
         if not release.finished and timeout > 0 and not self._stopping:
@@ -178,16 +179,16 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await event.wait()
-        return self.get(release_id)
+        return await self.get(release_id)
 
-    def page(
+    async def page(
         self, *, status: str | None, limit: int, before: int | None
     ) -> tuple[list[dict[str, Any]], int | None]:
         """A page of releases as JSON, newest first, and the cursor of the next page."""
-        releases, following = self.registry.page(status=status, limit=limit, before=before)
-        return [self.view(r) for r in releases], following
+        releases, following = await self.registry.page(status=status, limit=limit, before=before)
+        return [await self.view(r) for r in releases], following
 
-    def ready(self) -> tuple[bool, str]:
+    async def ready(self) -> tuple[bool, str]:
         """Whether the service can take work, and why not: the journal takes a write, the engine runs, and
         the API was reachable with our credentials (or has not been tried yet)."""
         if not self.accepting:
@@ -195,8 +196,8 @@ class Engine:
         if self.failure is not None:
             return False, f"engine stopped: {type(self.failure).__name__}"
         try:
-            self.registry.heartbeat()
-        except Exception as exc:  # sqlite3.Error, OSError: the journal is not writable
+            await self.registry.heartbeat()
+        except Exception as exc:  # JournalError: the journal is not writable
             return False, f"journal not writable ({type(exc).__name__})"
         if self.api_state in ("unreachable", "auth_failed"):
             return False, f"API {self.api_state.replace('_', ' ')}"
@@ -209,7 +210,7 @@ class Engine:
             if entry is None or self._stopping:
                 return
             release_id, item = entry
-            self.registry.started(release_id)
+            await self.registry.started(release_id)
             yield item
 
     async def _run(self) -> None:
@@ -217,28 +218,28 @@ class Engine:
         self._batch = batch
         try:
             async for outcome in batch:
-                self._finished(outcome)
+                await self._finished(outcome)
         except Exception as exc:  # a bug in the batch machinery: stop accepting, say so on /readyz
             log.error("release engine stopped: %r", exc)
             self.failure = exc
             self.accepting = False
 
-    def _finished(self, outcome: Outcome) -> None:
+    async def _finished(self, outcome: Outcome) -> None:
         key = outcome.line
-        release = self.registry.by_item(key) if key is not None else None
+        release = await self.registry.by_item(key) if key is not None else None
         if key is None or release is None:
             log.warning("outcome for %s matches no release; ignored", outcome.eni_id)
             return
         if self._batch is not None and self._batch.aborted is not None:
             self.api_state = "auth_failed"
-            found = self.journal.item(key)
+            found = await self.journal.item(key)
             if found is None or found[0] != "finished":  # cut short by the credentials: for the next start
-                self.registry.requeue(release.id)
+                await self.registry.requeue(release.id)
                 return
         else:
             code = (outcome.error or {}).get("code")
             self.api_state = "unreachable" if code in UNREACHABLE_CODES else "ok"
-        self.registry.finish(release.id, outcome.to_json())
+        await self.registry.finish(release.id, outcome.to_json())
         self._unfinished -= 1
         event = self._waiters.pop(release.id, None)
         if event is not None:

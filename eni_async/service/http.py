@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import json
 import logging
-import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -94,10 +93,12 @@ def make_app(
     metrics_registry: CollectorRegistry | None = None,
     requests_counter: Counter | None = None,
     metrics_tokens: Sequence[str] = (),
+    before_scrape: Callable[[], Awaitable[None]] | None = None,
 ) -> web.Application:
     """The application: ``engine`` does the work; ``tokens`` empty means no caller authentication (the
     command allows that on loopback only); ``metrics_registry`` is served at ``/metrics`` when given, to
-    holders of ``metrics_tokens`` when there are any."""
+    holders of ``metrics_tokens`` when there are any, after ``before_scrape`` (which reads what collectors
+    cannot await, such as the journal's counts)."""
     secrets = [token.encode() for token in tokens]
     metrics_secrets = [token.encode() for token in metrics_tokens]
     logs = LogLimiter(log)
@@ -190,6 +191,9 @@ def make_app(
             )
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+        if before_scrape is not None:
+            await before_scrape()
+
         return web.Response(
             body=generate_latest(metrics_registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
@@ -236,7 +240,9 @@ async def post_releases(request: web.Request) -> web.Response:
     body = schema.release_body(await _read_body(request))
     try:
         scoped = None if key is None else f"{request[CALLER]}/{key}"  # one caller cannot replay another's key
-        releases, created = engine.submit(body.requests, idempotency_key=scoped, body_hash=body.body_hash)
+        releases, created = await engine.submit(
+            body.requests, idempotency_key=scoped, body_hash=body.body_hash
+        )
     except IdempotencyConflictError:
         return error_response(
             409,
@@ -250,13 +256,13 @@ async def post_releases(request: web.Request) -> web.Response:
         )
     except NotAcceptingError as exc:
         return error_response(503, "Unavailable", str(exc), headers={"Retry-After": RETRY_AFTER_STOPPING})
-    except (JournalError, sqlite3.Error) as exc:  # the journal refused the write (disk full): nothing created
+    except JournalError as exc:  # the journal refused the write (disk full): nothing created
         request.app[LOGS].log(logging.ERROR, "journal", "journal refused a release: %s", exc)
         return error_response(
             503, "JournalUnavailable", "the journal cannot take writes now", headers={"Retry-After": "5"}
         )
     headers = {} if created else {"Idempotent-Replayed": "true"}
-    views = [complete_release(engine.view(release)) for release in releases]
+    views = [complete_release(await engine.view(release)) for release in releases]
     if body.batch:
         return json_response({"releases": views}, status=202, headers=headers)
     headers["Location"] = f"/v1/releases/{views[0]['id']}"
@@ -280,7 +286,7 @@ async def list_releases(request: web.Request) -> web.Response:
     status = schema.status_filter(query.get("status"), STATUSES)
     limit = schema.page_limit(query.get("limit"))
     before = schema.cursor(query.get("cursor"))
-    views, following = request.app[ENGINE].page(status=status, limit=limit, before=before)
+    views, following = await request.app[ENGINE].page(status=status, limit=limit, before=before)
     page = [complete_release(view) for view in views]
     return json_response({"releases": page, "next_cursor": schema.make_cursor(following)})
 
@@ -323,7 +329,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """``GET /readyz``: 200 when the engine can take work, 503 with the reason otherwise."""
     engine = request.app[ENGINE]
-    ready, reason = engine.ready()
+    ready, reason = await engine.ready()
     data: dict[str, Any] = {
         "status": "ready" if ready else "not_ready",
         "reason": reason,

@@ -1,17 +1,18 @@
 """The service's Prometheus families, beside the client's, in one registry it owns.
 
 ``eni_async_service_requests_total{route,code}`` counts answers by route template and HTTP status;
-``eni_async_service_releases{status}`` is read from the release registry at scrape time, so it costs
-nothing per release; ``eni_async_service_ready`` is 1 when ``/readyz`` would answer 200, else 0 (read at
-scrape time too); ``eni_async_service_connections{state="open"|"cap"}``,
-``eni_async_service_connections_refused_total`` (at the cap, all busy: 503) and
-``eni_async_service_connections_evicted_total`` (at the cap, the longest waiting one closed) are read from
-the listener. Requires the optional ``metrics`` extra, like every metric of eni_async.
+``eni_async_service_releases{status}`` is read from the release registry at scrape time (``refresh``,
+awaited by ``/metrics`` before it renders, since a collector cannot await the journal), so it costs nothing
+per release; ``eni_async_service_ready`` is 1 when ``/readyz`` would answer 200, else 0 (read the same way);
+``eni_async_service_connections{state="open"|"cap"}``, ``eni_async_service_connections_refused_total`` (at
+the cap, all busy: 503) and ``eni_async_service_connections_evicted_total`` (at the cap, the longest waiting
+one closed) are read from the listener. Requires the optional ``metrics`` extra, like every metric of
+eni_async.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,11 @@ class ReleasesCollector:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._core = prometheus().metrics_core
+        self._counts: dict[str, int] = {}
+
+    async def refresh(self) -> None:
+        """Read the registry's counts for the next collection."""
+        self._counts = await self.registry.counts()
 
     def __repr__(self) -> str:
         return f"ReleasesCollector({self.registry!r})"
@@ -44,7 +50,7 @@ class ReleasesCollector:
         family = self._core.GaugeMetricFamily(
             "eni_async_service_releases", "Releases by status", labels=["status"]
         )
-        for status, count in self.registry.counts().items():
+        for status, count in self._counts.items():
             family.add_metric([status], count)
         yield family
 
@@ -52,9 +58,14 @@ class ReleasesCollector:
 class ReadinessCollector:
     """``eni_async_service_ready``: 1 when the service can take work (``/readyz`` 200), else 0."""
 
-    def __init__(self, ready: Callable[[], tuple[bool, str]]) -> None:
+    def __init__(self, ready: Callable[[], Awaitable[tuple[bool, str]]]) -> None:
         self.ready = ready
         self._core = prometheus().metrics_core
+        self._ready = False
+
+    async def refresh(self) -> None:
+        """Ask readiness for the next collection."""
+        self._ready, _ = await self.ready()
 
     def __repr__(self) -> str:
         return "ReadinessCollector()"
@@ -65,9 +76,8 @@ class ReadinessCollector:
 
     def collect(self) -> Iterator[Metric]:
         """The family with readiness as it stands."""
-        ready, _ = self.ready()
         yield self._core.GaugeMetricFamily(
-            "eni_async_service_ready", "1 when /readyz answers 200, else 0", value=1 if ready else 0
+            "eni_async_service_ready", "1 when /readyz answers 200, else 0", value=1 if self._ready else 0
         )
 
 
@@ -115,6 +125,7 @@ class ServiceMetrics:
     registry: CollectorRegistry
     client: Metrics
     requests: Counter
+    collectors: list[ReleasesCollector | ReadinessCollector]
 
     @classmethod
     def create(cls) -> ServiceMetrics:
@@ -127,17 +138,27 @@ class ServiceMetrics:
             ["route", "code"],
             registry=registry,
         )
-        return cls(registry, Metrics(registry), requests)
+        return cls(registry, Metrics(registry), requests, [])
 
-    def watch(self, releases: Registry, ready: Callable[[], tuple[bool, str]] | None = None) -> None:
+    def watch(
+        self, releases: Registry, ready: Callable[[], Awaitable[tuple[bool, str]]] | None = None
+    ) -> None:
         """Export the release counts of ``releases``, and readiness as ``ready`` (the engine's) says."""
-        self.registry.register(ReleasesCollector(releases))
+        collectors: list[ReleasesCollector | ReadinessCollector] = [ReleasesCollector(releases)]
         if ready is not None:
-            self.registry.register(ReadinessCollector(ready))
+            collectors.append(ReadinessCollector(ready))
+        for collector in collectors:
+            self.collectors.append(collector)
+            self.registry.register(collector)
 
     def watch_connections(self, counts: Callable[[], dict[str, int]]) -> None:
         """Export the listener's connection counts (``{"open", "cap", "refused", "evicted"}``)."""
         self.registry.register(ConnectionsCollector(counts))
+
+    async def refresh(self) -> None:
+        """Read what the collectors export from the journal (before each scrape)."""
+        for collector in self.collectors:
+            await collector.refresh()
 
 
 __all__ = ["ConnectionsCollector", "ReadinessCollector", "ReleasesCollector", "ServiceMetrics"]

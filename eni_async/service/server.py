@@ -22,7 +22,7 @@ from aiohttp import web
 from eni_async.client import EniClient
 from eni_async.credentials import CredentialProvider
 from eni_async.errors import ConfigError
-from eni_async.journal import Journal, JournalError
+from eni_async.journal import JournalError, open_journal
 from eni_async.metrics import prometheus
 from eni_async.models import Credentials
 from eni_async.service.engine import Engine
@@ -75,10 +75,10 @@ async def running_service(
     """Serve releases for the block; see the module docstring."""
     service_metrics = ServiceMetrics.create() if metrics and metrics_available() else None
     try:
-        opened = Journal(journal)
+        opened = await open_journal(journal)
     except JournalError as exc:
         raise ConfigError("--journal", exc.path, exc.reason) from None
-    with opened:
+    async with opened:
         client_metrics = service_metrics.client if service_metrics else None
         async with EniClient(credentials, settings, metrics=client_metrics) as client:
             engine = Engine(client, opened, max_unfinished=settings.service_max_unfinished)
@@ -94,6 +94,7 @@ async def running_service(
                     metrics_registry=service_metrics.registry if service_metrics else None,
                     requests_counter=service_metrics.requests if service_metrics else None,
                     metrics_tokens=metrics_tokens,
+                    before_scrape=service_metrics.refresh if service_metrics else None,
                 )
                 async with _listening(app, settings, host, port, tls) as listener:
                     if service_metrics is not None:

@@ -1,0 +1,383 @@
+"""The storage seam: what ``batch``, ``resume``, ``status`` and ``serve`` need of a journal, whatever holds it.
+
+``Journal`` is the protocol (every method a coroutine, so that a journal reached over the network never
+blocks the event loop); ``Releases`` is the service's part of it. Both are implemented over SQLite (the
+embedded default) and PostgreSQL (shared by processes), and one contract suite holds them to the same
+behaviour (``tests/test_journal_contract.py``). This module holds the values that cross the seam and the one
+codec between stored rows and ``Outcome`` values: a row that cannot be read back (a tampered or damaged
+journal) is a one-line ``JournalError`` naming the item and the column, never a ``KeyError``. Nothing here
+does I/O.
+
+Leases (D27): work on one ENI is claimed by one owner with a lease ``(owner, epoch, expires_at)``; an expired
+lease may be claimed by another owner, which bumps the epoch. Every write of leased work names its lease and
+fails with ``LeaseLostError`` (writing nothing) once the lease has moved: the fence.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from eni_async.outcomes import SUCCEEDED, InvalidItem, Item, Outcome
+
+PENDING, SUBMITTING, SUBMITTED, FINISHED = "pending", "submitting", "submitted", "finished"
+STATES = (PENDING, SUBMITTING, SUBMITTED, FINISHED)
+
+# A release's status as callers see it: the batch statuses that are not ``succeeded`` count as failed.
+RUNNING, FAILED = "running", "failed"
+RELEASE_UNFINISHED = (PENDING, RUNNING)
+RELEASE_STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED)
+
+
+class JournalError(Exception):
+    """The journal cannot be used or written; ``str()`` is one line naming the journal and the cause.
+
+    ``path`` is where the journal is, as it may be shown (a URL's password masked). Deliberately not an
+    ``EniAsyncError``: it is never one item's outcome, it stops the batch (the journal holds every step
+    committed so far, so ``resume`` carries on once the cause is fixed)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"journal {self.path}: {reason}")
+
+
+class LeaseLostError(Exception):
+    """A write of leased work was refused: the lease on the ENI has another owner or epoch now."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        super().__init__(f"lease on {lease.eni_id} (owner {lease.owner}, epoch {lease.epoch}) was lost")
+
+
+class IdempotencyConflictError(Exception):
+    """The idempotency key was used before with another body."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One owner's claim on an ENI's work until ``expires_at`` (seconds since the epoch, the database's
+    clock); ``epoch`` grows with every claim, so an older holder's writes can be told apart and refused."""
+
+    eni_id: str
+    owner: str
+    epoch: int
+    expires_at: float
+
+
+@dataclass
+class ResumePlan:
+    """Where an unfinished item stood: its outcome so far, tasks to poll, and a chunk in doubt."""
+
+    outcome: Outcome
+    tasks: list[tuple[str, str | None, tuple[str, ...]]] = field(default_factory=list)
+    in_doubt: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """An unfinished item read back from a journal, with its plan."""
+
+    item: Item
+    plan: ResumePlan
+
+
+@dataclass(frozen=True)
+class Release:
+    """One release as the registry holds it; ``outcome`` is the final batch outcome (JSON) once finished."""
+
+    seq: int
+    id: str
+    item_key: int
+    vpc_id: str
+    eni_id: str
+    ips: tuple[str, ...]
+    status: str
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    outcome: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the release has reached its final status."""
+        return self.status not in RELEASE_UNFINISHED
+
+    @property
+    def item(self) -> Item:
+        """The journal item that does the release's work (its key doubles as ``line``, see the engine)."""
+        return Item(self.vpc_id, self.eni_id, self.ips, line=self.item_key, key=self.item_key)
+
+    def to_json(self, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The release in the batch output format, plus id and timestamps; ``progress`` is the journal's
+        outcome so far for an unfinished release."""
+        data = dict(self.outcome or progress or {})
+        data.pop("line", None)
+        data.update(
+            id=self.id,
+            status=self.status,
+            vpc_id=self.vpc_id,
+            eni_id=self.eni_id,
+            ips=list(self.ips),
+            created_at=_iso(self.created_at),
+            started_at=_iso(self.started_at),
+            finished_at=_iso(self.finished_at),
+        )
+        for key in ("released", "not_released", "unknown", "absent", "task_ids", "request_ids"):
+            data.setdefault(key, [])
+        data.setdefault("error", None)
+        if self.outcome is not None and self.outcome.get("status") != self.status:
+            data["outcome_status"] = self.outcome.get("status")
+        return data
+
+
+def _iso(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+Request = tuple[str, str, tuple[str, ...]]
+
+
+class Releases(Protocol):
+    """The service's release registry in the journal: releases, their items and idempotency keys."""
+
+    async def create(
+        self,
+        requests: Sequence[Request],
+        ids: Sequence[str],
+        *,
+        now: float,
+        idempotency_key: str | None = None,
+        body_hash: str = "",
+    ) -> tuple[list[Release], bool]:
+        """Record ``requests`` as pending releases named ``ids``, with their journal items, in one
+        transaction; with an ``idempotency_key`` already recorded (the database's unique key decides, also
+        between processes), record nothing and return the releases it made and ``False``, or raise
+        ``IdempotencyConflictError`` when ``body_hash`` differs."""
+        ...
+
+    async def replay(self, idempotency_key: str, body_hash: str) -> list[Release] | None:
+        """The releases an earlier request with this key created (``None``: the key is new)."""
+        ...
+
+    async def get(self, release_id: str) -> Release | None: ...
+
+    async def by_item(self, item_key: int) -> Release | None: ...
+
+    async def started(self, release_id: str, *, now: float) -> None: ...
+
+    async def requeue(self, release_id: str) -> None: ...
+
+    async def finish(self, release_id: str, status: str, outcome: dict[str, Any], *, now: float) -> None: ...
+
+    async def page(
+        self, *, status: str | None = None, limit: int = 100, before: int | None = None
+    ) -> tuple[list[Release], int | None]: ...
+
+    async def unfinished(self) -> list[Release]: ...
+
+    async def counts(self) -> dict[str, int]: ...
+
+    async def heartbeat(self, now: float) -> None:
+        """Write to the database (the readiness check): raises ``JournalError`` when it cannot."""
+        ...
+
+
+class Journal(Protocol):
+    """A journal of items (see ``eni_async.journal``); ``where`` names it as it may be shown."""
+
+    @property
+    def where(self) -> str: ...
+
+    @property
+    def releases(self) -> Releases: ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Journal: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def set_meta(self, data: dict[str, Any]) -> None:
+        """Record settings needed to resume (endpoint, dialect, region); never credentials."""
+        ...
+
+    async def meta(self) -> dict[str, Any]: ...
+
+    async def load(
+        self, items: Iterable[Item | InvalidItem], *, meta: dict[str, Any] | None = None
+    ) -> list[Outcome]:
+        """Record every input item (and ``meta``) in ONE transaction; return the outcomes of the items
+        that could not be read (recorded finished at once)."""
+        ...
+
+    async def add(self, item: Item) -> int:
+        """Record a new pending item and return its key."""
+        ...
+
+    async def submitting(
+        self, key: int, chunk: tuple[str, ...], outcome: Outcome, *, lease: Lease | None = None
+    ) -> None:
+        """A chunk is about to be sent: recorded as in doubt, and its IPs as sent, before the send."""
+        ...
+
+    async def submitted(
+        self,
+        key: int,
+        task_id: str,
+        request_id: str | None,
+        chunk: tuple[str, ...],
+        outcome: Outcome,
+        *,
+        lease: Lease | None = None,
+    ) -> None:
+        """The server accepted the chunk as ``task_id``: from now on it is polled, never resubmitted."""
+        ...
+
+    async def progressed(self, key: int, outcome: Outcome, *, lease: Lease | None = None) -> None: ...
+
+    async def finished(self, key: int, outcome: Outcome, *, lease: Lease | None = None) -> None: ...
+
+    async def item(self, key: int) -> tuple[str, dict[str, Any] | None] | None:
+        """One item's state and outcome so far (``None`` for an unknown key)."""
+        ...
+
+    async def counts(self) -> dict[str, int]:
+        """Items by state, every state present; an item in a state this code does not know is a
+        ``JournalError`` (a damaged journal), never counted as nothing."""
+        ...
+
+    async def outcome_counts(self) -> dict[str, int]: ...
+
+    def finished_outcomes(self) -> AsyncIterator[dict[str, Any]]: ...
+
+    def finished_items(self) -> AsyncIterator[Outcome]: ...
+
+    def unfinished(self, *, eni_ids: Collection[str] | None = None) -> AsyncIterator[Resumed]:
+        """Every item not finished (of ``eni_ids`` only, when given), with its plan, in input order."""
+        ...
+
+    async def claim(self, owner: str, *, lease_s: float, limit: int) -> list[Lease]:
+        """Lease up to ``limit`` ENIs with unfinished items that nobody holds (or whose lease expired)."""
+        ...
+
+    async def renew(self, lease: Lease, *, lease_s: float) -> Lease:
+        """Extend ``lease``; ``LeaseLostError`` when it has moved."""
+        ...
+
+    async def give_back(self, lease: Lease) -> None:
+        """End ``lease`` early (its ENI may be claimed at once); a lease already lost is left alone."""
+        ...
+
+
+# -- the row codec -------------------------------------------------------------------------------------
+
+
+def encode(value: object) -> str:
+    """A value as stored in a JSON column."""
+    return json.dumps(value)
+
+
+def encode_sent(outcome: Outcome) -> str:
+    """The IPs an outcome has sent (D25: kept in the journal across every resume)."""
+    return json.dumps(sorted(outcome.sent))
+
+
+def decode(where: str, key: object, column: str, text: object) -> Any:
+    """A JSON column read back; bad JSON is a ``JournalError`` naming the item and the column."""
+    if not isinstance(text, str):
+        raise damaged(where, key, column, f"expected JSON text, found {type(text).__name__}")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise damaged(where, key, column, f"not JSON: {exc}") from None
+
+
+def damaged(where: str, key: object, column: str, why: str) -> JournalError:
+    """The one-line error for a row that cannot be read back."""
+    return JournalError(
+        where, f"item {key} is damaged ({column}: {why}); the journal was changed by something else"
+    )
+
+
+def ip_list(where: str, key: object, column: str, value: Any) -> tuple[str, ...]:
+    """A list of IPs read back (each a string)."""
+    if not isinstance(value, list) or not all(isinstance(ip, str) for ip in value):
+        raise damaged(where, key, column, "expected a list of IP strings")
+    return tuple(value)
+
+
+def restore(where: str, key: object, outcome: Outcome, data: Any, *, final: bool) -> None:
+    """Fill ``outcome`` from its stored JSON. Unfinished: IPs of unknown fate were sent by an earlier run, so
+    a resumed run retries them (and counts those found gone as released by that earlier call, not as
+    absent). Final: as reported."""
+    if not isinstance(data, dict):
+        raise damaged(where, key, "outcome", "expected a JSON object")
+    try:
+        outcome.released = list(ip_list(where, key, "outcome.released", data.get("released", [])))
+        outcome.not_released = list(ip_list(where, key, "outcome.not_released", data.get("not_released", [])))
+        outcome.absent = list(ip_list(where, key, "outcome.absent", data.get("absent", [])))
+        unknown = ip_list(where, key, "outcome.unknown", data.get("unknown", []))
+        if final:
+            outcome.unknown = list(unknown)
+        else:
+            outcome.sent.update(unknown)
+        outcome.task_ids = [str(t) for t in data.get("task_ids", [])]
+        outcome.request_ids = [str(r) for r in data.get("request_ids", [])]
+        error = data.get("error")
+        outcome.error = {str(k): str(v) for k, v in error.items()} if error is not None else None
+        outcome.attempts = int(data.get("attempts", 0))
+        outcome.elapsed_s = float(data.get("elapsed_s", 0.0))
+        outcome.decisions = [str(d) for d in data.get("decisions", [])]
+        outcome.confirmed_by = {str(ip): str(by) for ip, by in dict(data.get("confirmed_by") or {}).items()}
+        if final:
+            outcome.status = str(data["status"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise damaged(where, key, "outcome", f"{type(exc).__name__}: {exc}") from None
+
+
+def final_outcome(where: str, key: object, text: object) -> Outcome:
+    """A finished item's stored outcome as an ``Outcome``."""
+    data = decode(where, key, "outcome", text)
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("vpc_id", "eni_id")):
+        raise damaged(where, key, "outcome", "expected an object with vpc_id and eni_id")
+    ips = ip_list(where, key, "outcome.ips", data.get("ips"))
+    line = data.get("line")
+    outcome = Outcome(data["vpc_id"], data["eni_id"], ips, line=line if isinstance(line, int) else None)
+    restore(where, key, outcome, data, final=True)
+    return outcome
+
+
+class JournalRecorder:
+    """Adapts a ``Journal`` to the ``Recorder`` hooks of the release path (items carry their journal key)."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def __repr__(self) -> str:
+        return f"JournalRecorder({self.journal!r})"
+
+    async def add(self, item: Item) -> int:
+        return await self.journal.add(item)
+
+    async def submitting(self, item: Item, chunk: tuple[str, ...], outcome: Outcome) -> None:
+        if item.key is not None:
+            await self.journal.submitting(item.key, chunk, outcome)
+
+    async def submitted(
+        self, item: Item, task_id: str, request_id: str | None, chunk: tuple[str, ...], outcome: Outcome
+    ) -> None:
+        if item.key is not None:
+            await self.journal.submitted(item.key, task_id, request_id, chunk, outcome)
+
+    async def progressed(self, item: Item, outcome: Outcome) -> None:
+        if item.key is not None:
+            await self.journal.progressed(item.key, outcome)
+
+    async def finished(self, key: int, outcome: Outcome) -> None:
+        await self.journal.finished(key, outcome)

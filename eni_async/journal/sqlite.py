@@ -1,0 +1,259 @@
+"""The embedded journal: one SQLite file, so that a crash or ``kill -9`` loses nothing.
+
+Every step is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) in WAL mode, so a commit survives the
+process dying; loading the input is one transaction too, so a journal holds all of a batch's items or none.
+One process writes a journal at a time: an ``flock`` on a sidecar file (``JOURNAL.lock``), held while the
+journal is open and dropped by the kernel when the process dies, so a crash never leaves a stale lock
+(SQLite's own locks are per transaction, and a POSIX lock on the database file itself would be released by
+SQLite closing any of its descriptors). Being the only writer, this journal implements leases trivially:
+the same statements as PostgreSQL's, with nothing to skip. Statements run in place on the event loop's
+thread: each is a local commit of well under a millisecond, which a hop to a thread would only slow down.
+Every SQLite failure becomes a ``JournalError`` that says in one line what is wrong (full disk, read-only,
+corrupt, older or newer format, in use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from eni_async.journal import migrations
+from eni_async.journal.seam import JournalError
+from eni_async.journal.sql import Row, SqlJournal
+
+if sys.platform == "win32":  # untested there: the lock is msvcrt's byte-range lock instead of flock
+    import msvcrt
+else:
+    import fcntl
+
+log = logging.getLogger("eni_async.journal")
+
+DIALECT = "sqlite"
+FORMAT = migrations.latest(DIALECT)
+TABLES = frozenset({"meta", "items", "tasks"})
+
+# SQLite primary result codes -> what to tell the user.
+_REASONS = {
+    sqlite3.SQLITE_FULL: "the disk is full",
+    sqlite3.SQLITE_READONLY: "is read-only",
+    sqlite3.SQLITE_NOTADB: "is corrupt or not a journal",
+    sqlite3.SQLITE_CORRUPT: "is corrupt",
+    sqlite3.SQLITE_CANTOPEN: "cannot be opened",
+    sqlite3.SQLITE_BUSY: "is locked by another process",
+    sqlite3.SQLITE_LOCKED: "is locked by another process",
+    sqlite3.SQLITE_IOERR: "cannot be read or written (I/O error)",
+    sqlite3.SQLITE_PERM: "is not accessible (permission denied)",
+}
+# In SQLite's own SQL, "now" in seconds since the epoch (unixepoch('subsec') needs SQLite 3.42).
+_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def explain(exc: BaseException) -> str:
+    """A one-line reason for an SQLite or OS failure."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        reason = _REASONS.get(code & 0xFF) if isinstance(code, int) else None
+        return f"{reason} ({exc})" if reason else f"unusable ({exc})"
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENOSPC:
+            return "the disk is full"
+        return f"cannot be used ({exc.strerror or exc})"
+    return str(exc)
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    async def run(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        return self.db.execute(sql, tuple(args)).fetchall()
+
+    async def run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.db.executemany(sql, rows)
+
+
+class SqliteConnector:
+    """One SQLite file, its lock and its format; see the module docstring."""
+
+    markers: ClassVar[dict[str, str]] = {"now": _NOW, "skip_locked": "", "for_share": ""}
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.where = str(path)
+        self.read_only = read_only
+        self.version = 0
+        self._lock: int | None = None
+        self._busy = asyncio.Lock()  # one transaction at a time on the one connection
+        self._db: sqlite3.Connection
+        if read_only:
+            if not self.path.is_file():
+                raise JournalError(self.where, "no such file")
+            with self._guard():
+                uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            self._check_format(create=False)
+            return
+        if self.path.is_file() and not self.path.stat().st_mode & 0o222:
+            raise JournalError(
+                self.where, "is read-only (no write permission); progress could not be recorded"
+            )
+        self._take_lock()
+        try:
+            with self._guard():
+                self._db = sqlite3.connect(self.path, isolation_level=None)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._check_format(create=True)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error, AttributeError):
+                self._db.close()
+            self._drop_lock()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SqliteConnector({self.where!r})"
+
+    async def close(self) -> None:
+        """Close the database (every step is already committed) and release the lock."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._drop_lock()
+
+    # -- opening -----------------------------------------------------------------------------------------
+
+    def _take_lock(self) -> None:
+        lock_path = Path(f"{self.path}.lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise JournalError(
+                self.where, f"cannot create its lock file {lock_path}: {explain(exc)}"
+            ) from None
+        if not _try_lock(fd):
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise JournalError(
+                self.where, f"is in use by another eni-async process{who}; wait for it to end or stop it"
+            ) from None
+        with contextlib.suppress(OSError):  # the pid is only for the message above
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock = fd
+
+    def _drop_lock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock; the file stays, harmlessly
+            self._lock = None
+
+    def _check_format(self, *, create: bool) -> None:
+        with self._guard():
+            tables = {
+                name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if not tables and create:
+            self._migrate(0)
+            return
+        if not tables:  # created, then the batch stopped before its schema and input were recorded
+            raise JournalError(
+                self.where,
+                "holds no items: its batch stopped before recording its input, so nothing was sent",
+            )
+        if not tables >= TABLES:
+            raise JournalError(self.where, "is not an eni-async journal (an SQLite file with other tables)")
+        migrations.refuse(self.where, version, FORMAT)
+        self.version = version
+        if version < FORMAT and create:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        steps = migrations.pending(DIALECT, version)
+        script = "".join(f"{step.sql}\n;\n" for step in steps)
+        with self._guard():
+            try:
+                self._db.executescript(f"BEGIN IMMEDIATE;\n{script}PRAGMA user_version = {FORMAT};\nCOMMIT;")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
+        if version:
+            log.info("journal %s upgraded from format %d to %d", self.where, version, FORMAT)
+        self.version = FORMAT
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn SQLite and OS failures into one-line ``JournalError``s."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalError(self.where, explain(exc)) from None
+
+    # -- transactions ------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Tx]:
+        """One write transaction: all of it is committed, or (on any error, or if the process dies) none."""
+        async with self._busy:
+            with self._guard():
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _Tx(self._db)
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[_Tx]:
+        """One consistent read (a deferred transaction, which takes no write lock)."""
+        async with self._busy:
+            with self._guard():
+                self._db.execute("BEGIN")
+                try:
+                    yield _Tx(self._db)
+                finally:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("COMMIT")
+
+
+class SqliteJournal(SqlJournal):
+    """A journal in one SQLite file (``read_only``: for reading only, without the lock, e.g. ``status``
+    on a journal a batch is writing)."""
+
+    connector: SqliteConnector
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        super().__init__(SqliteConnector(path, read_only=read_only))
+
+    @property
+    def path(self) -> Path:
+        """The journal's file."""
+        return self.connector.path
+
+
+def _try_lock(fd: int) -> bool:
+    """Lock ``fd`` exclusively without waiting; ``False`` when another process holds it."""
+    try:
+        if sys.platform == "win32":
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+__all__ = ["FORMAT", "SqliteJournal", "explain"]
