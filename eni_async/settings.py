@@ -12,7 +12,8 @@ tccli's ``~/.tccli/<profile>.configure`` (``{"_sys_param": {"region": ...}}``), 
 ``region``. A named profile (any source but the default) beats the environment, as tccli's ``--profile``
 does: ``TENCENTCLOUD_REGION`` is then not read. The chosen region and profile, and where they came from, are
 logged at INFO; ``load_settings(origins=...)`` reports where every key came from. Unknown keys, unknown ``ENI_ASYNC_*`` variables and bad values are a
-``ConfigError`` naming the key (and the closest valid key, when one is close). Credentials are read
+``ConfigError`` naming the key (and the closest valid key, when one is close); Kubernetes service-link
+variables (``ENI_ASYNC_SERVICE_HOST``, ``ENI_ASYNC_PORT=tcp://...``, D28) are not settings and are ignored. Credentials are read
 separately (``credentials.py``) and never live in settings.
 """
 
@@ -46,6 +47,24 @@ CONFIG_ENV = "ENI_ASYNC_CONFIG"
 # (secrets, deliberately kept out of settings and never shown).
 NOT_SETTINGS = frozenset({CONFIG_ENV, "ENI_ASYNC_SERVICE_TOKENS"})
 ENV_PREFIX = "ENI_ASYNC_"
+# Kubernetes service-link variables (D28): a Service named ``eni-async`` (or ``eni-async-*``) makes the
+# kubelet put these into every pod of its namespace. They are not settings: recognised by name and value
+# and ignored, so that no pod fails to start; the name's tail -> the shape its value must have.
+_PROTOCOL = r"(tcp|udp|sctp)"
+_ADDRESS = r"(\d{1,3}(\.\d{1,3}){3}|[0-9a-fA-F:]+)"
+_SOCKET = rf"{_PROTOCOL}://(\d{{1,3}}(\.\d{{1,3}}){{3}}|\[[0-9a-fA-F:]+\]):\d{{1,5}}"
+SERVICE_LINKS: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
+    (re.compile(rf"ENI_ASYNC(_[A-Z0-9_]+?)?_{name}"), re.compile(value))
+    for name, value in (
+        ("SERVICE_HOST", _ADDRESS),
+        (r"SERVICE_PORT(_[A-Z0-9_]+)?", r"\d{1,5}"),
+        ("PORT", _SOCKET),
+        (r"PORT_\d{1,5}_(TCP|UDP|SCTP)", _SOCKET),
+        (r"PORT_\d{1,5}_(TCP|UDP|SCTP)_PROTO", _PROTOCOL),
+        (r"PORT_\d{1,5}_(TCP|UDP|SCTP)_PORT", r"\d{1,5}"),
+        (r"PORT_\d{1,5}_(TCP|UDP|SCTP)_ADDR", _ADDRESS),
+    )
+)
 # Variables of Tencent's own tools that eni-async honours too (tccli and the official SDKs read them).
 REGION_ENV = "TENCENTCLOUD_REGION"
 PROFILE_ENV = "TCCLI_PROFILE"
@@ -117,6 +136,12 @@ class Settings:
     service_tokens_file: str = ""
     service_max_body: int = 1_048_576
     service_max_unfinished: int = 10_000
+    service_max_connections: int = 1000
+    service_header_timeout: float = 15.0
+    service_body_timeout: float = 30.0
+    service_tls_cert: str = ""
+    service_tls_key: str = ""
+    service_metrics_tokens_file: str = ""
     grace: float = 5.0
     shared_quota: str = ""
     quota_key: str = ""
@@ -277,10 +302,15 @@ def _check(s: Settings) -> None:
 
 
 def _check_service(s: Settings) -> None:
-    """The ``serve`` settings: sizes and counts of at least 1."""
-    for name in ("service_max_body", "service_max_unfinished"):
+    """The ``serve`` settings: sizes and counts of at least 1, finite positive timeouts, no TLS key alone."""
+    for name in ("service_max_body", "service_max_unfinished", "service_max_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(name, getattr(s, name), "must be at least 1")
+    for name in ("service_header_timeout", "service_body_timeout"):
+        if not (math.isfinite(getattr(s, name)) and getattr(s, name) > 0):
+            raise ConfigError(name, getattr(s, name), "must be a finite number of seconds above 0")
+    if s.service_tls_key and not s.service_tls_cert:
+        raise ConfigError("service_tls_key", s.service_tls_key, "needs service_tls_cert (the certificate)")
 
 
 def from_mapping(
@@ -368,7 +398,8 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
 
     Values are read as the setting's type: ``true``/``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``)
     for flags, numbers for numbers, text as it is. An unknown ``ENI_ASYNC_*`` name is an error naming the
-    closest known one, so that a typo never passes silently.
+    closest known one, so that a typo never passes silently; a Kubernetes service-link variable (its name
+    and its value of the kubelet's shapes) is skipped with a debug line.
     """
     by_name = {env_name(key): key for key in scalar_keys()}
     data: dict[str, Any] = {}
@@ -377,8 +408,13 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         text = environ[name]
         key = by_name.get(name)
+        if key is None and service_link(name, text):
+            log.debug("%s: a Kubernetes service-link variable, not a setting; ignored", name)
+            continue
         if key is None:
             hint = _did_you_mean(name, [*by_name, CONFIG_ENV])
+            if any(pattern.fullmatch(name) for pattern, _ in SERVICE_LINKS):
+                hint = "; named like a Kubernetes service-link variable, but its value is not one"
             # The value is not shown: an unknown variable may hold a secret.
             raise ConfigError(name, "***", f"unknown setting in the environment{hint}")
         section, _, leaf = key.rpartition(".")
@@ -386,6 +422,11 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         target = data.setdefault(section, {}) if section else data
         target[leaf] = _parse_text(name, _field_type(cls, leaf), text)
     return data
+
+
+def service_link(name: str, value: str) -> bool:
+    """Whether ``name=value`` is a Kubernetes service-link variable of a Service named ``eni-async[-*]``."""
+    return any(pattern.fullmatch(name) and shape.fullmatch(value.strip()) for pattern, shape in SERVICE_LINKS)
 
 
 def _parse_text(name: str, expected: type[Any], text: str) -> Any:

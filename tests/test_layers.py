@@ -43,10 +43,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tracker", "shared_quota", "credentials", "journal.copy"),
     ("reconcile",),
     ("batch",),
-    ("client", "progress", "service.schema", "service.registry", "service.client"),
+    ("client", "progress", "service.schema", "service.registry", "service.client", "service.lograte"),
     # "" is the package itself: its __init__ is the public API
     ("", "cli_batch", "service", "service.openapi", "service.engine", "service.metrics"),
     ("service.http", "cli_journal"),  # the HTTP face: never talks to Tencent but through the engine
+    ("service.listener",),  # the socket under it: connections, timeouts, framework errors
     ("service.server",),
     ("service.command",),
     ("cli",),
