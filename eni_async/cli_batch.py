@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from eni_async import metrics as metrics_cli
 from eni_async.client import EniClient
 from eni_async.credentials import settings_credentials
-from eni_async.errors import ConfigError, InputError
+from eni_async.errors import ConfigError, EniAsyncError, InputError
 from eni_async.inputs import count_lines, read_items
 from eni_async.journal import Journal, JournalError
 from eni_async.metrics import Metrics, MetricsEndpoint
@@ -108,6 +108,14 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="FILE", help="also write the JSON lines here")
     parser.add_argument("--dialect", choices=["v2", "v3"], default=None, help="API dialect (default v2)")
     metrics_cli.add_arguments(parser)
+
+
+class BatchEndedEarly(EniAsyncError):
+    """A batch that ended, unstopped, with items of its input never taken: one line naming how many."""
+
+    def __init__(self, left: int, hint: str) -> None:
+        self.left = left
+        super().__init__(f"the batch ended with {left} item(s) of its input never taken{hint}")
 
 
 class JournalUnusable(InputError):
@@ -192,12 +200,15 @@ async def run_items(
     as_json: bool = False,
     settled: Iterable[Outcome] = (),
     report_rest: bool = False,
+    hint: str = "",
 ) -> tuple[Summary, list[dict[str, Any]]]:
     """Run a batch, writing JSON lines to ``out`` as outcomes arrive; return the summary and the outcomes
     as written (kept only when ``out`` is ``None``). ``settled`` are outcomes already final (lines that
     could not be read), reported and counted first. The summary goes to stderr: a table, or with
     ``as_json`` one JSON line. With ``report_rest`` (items held in memory), a batch stopped by a signal
-    also reports each item it never took as ``not_attempted``, so the summary covers every item."""
+    also reports each item it never took as ``not_attempted``, so the summary covers every item. A batch
+    that ends with items never taken though nobody stopped it raises ``BatchEndedEarly`` (after the
+    summary; ``hint`` says what to do), never ends quietly."""
     summary = Summary()
     kept: list[dict[str, Any]] = []
     source = iter(items)  # shared with the batch: what it never pulled is left here
@@ -231,6 +242,8 @@ async def run_items(
             outcome = Outcome(rest.vpc_id, rest.eni_id, rest.ips, line=rest.line).interrupt("stopped")
             summary.add(outcome)
             write(outcome.to_json())
+        stopped = state is not None and state.exit_code is not None
+        left = 0 if stopped else sum(1 for _ in source)
     except asyncio.CancelledError:
         for outcome in batch.unconfirmed:
             summary.add(outcome)
@@ -247,6 +260,8 @@ async def run_items(
             with contextlib.suppress(OSError):  # a failed write was already reported
                 out.flush()
         _tell_summary(summary, client.clock.monotonic() - started, as_json=as_json)
+    if left:
+        raise BatchEndedEarly(left, hint)
     return summary, kept
 
 
@@ -358,6 +373,7 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
                             journal=journal,
                             as_json=json_lines(args),
                             settled=settled,
+                            hint=f"; run 'eni-async resume {args.journal}'" if journal is not None else "",
                         )
     except OutputError as exc:
         return _output_failed(exc, args, journal)
@@ -451,6 +467,7 @@ async def run_resume(args: argparse.Namespace, settings: Settings) -> int:
                             journal=journal,
                             as_json=json_lines(args),
                             settled=settled,
+                            hint=f"; run 'eni-async resume {args.journal}' again",
                         )
         except OutputError as exc:
             return _output_failed(exc, args, journal)

@@ -4,12 +4,14 @@ The one rule that matters here is which failures surely had no effect (the conne
 ``ConnectError``) and which may have reached the server (``ConnectionLostError``: a read timeout, a dropped
 connection after sending). Answers larger than ``max_body`` are refused as a ``ProtocolError``. A ``proxy``
 is passed on every request, so it overrides whatever proxy the session would take from the environment
-(``trust_env``); ``None`` leaves that choice to the session.
+(``trust_env``); ``None`` leaves that choice to the session. ``Transport`` is the seam under the call
+pipeline: anything with ``send`` (``eni_async.testing.MockTransport`` in tests) can stand in for this adapter.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 import aiohttp
 
@@ -19,6 +21,12 @@ from eni_async.models import HttpRequest, HttpResponse
 log = logging.getLogger(__name__)
 
 MAX_BODY = 4 * 1024 * 1024
+
+
+class Transport(Protocol):
+    """Moves one request and its answer: raises a ``TransportError`` when the exchange itself fails."""
+
+    async def send(self, request: HttpRequest) -> HttpResponse: ...
 
 
 class AiohttpTransport:

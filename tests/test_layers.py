@@ -13,7 +13,8 @@ ROOT = Path(eni_async.__file__).parent
 
 # Bottom to top. A module may import only modules of a strictly lower layer (the simulator: see below).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("clock", "errors", "models", "signing", "terminal"),
+    ("clock", "models", "signing", "terminal"),
+    ("errors",),  # its exceptions carry results and fates (models)
     (
         "validation",
         "outcomes",
@@ -30,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("settings",),
     ("credentials.chain",),
     ("tracker", "shared_quota", "credentials"),
-    ("reconcile",),
+    ("release", "pipeline"),
     ("batch",),
     ("client", "progress", "service.schema", "service.registry", "service.client"),
     # "" is the package itself: its __init__ is the public API

@@ -697,7 +697,7 @@ async def test_service_client_raises_the_release_error_from_the_same_tree(svc: S
     async with ServiceClient(svc.url, TOKEN) as client:
         with pytest.raises(PrimaryIpError) as caught:
             await client.unassign(body["vpc_id"], body["eni_id"], body["ips"], timeout=10)
-        assert caught.value.release["status"] == "failed"  # type: ignore[attr-defined]
+        assert caught.value.release["status"] == "failed"
 
 
 async def test_service_client_raises_service_errors(svc: Service) -> None:
