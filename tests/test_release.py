@@ -509,3 +509,39 @@ async def _numbered(outcomes: AsyncIterator[Outcome]) -> AsyncIterator[tuple[int
     async for outcome in outcomes:
         n += 1
         yield n, outcome
+
+
+async def test_re_running_finished_work_is_one_answer_everywhere(
+    served: tuple[Simulator, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 22.4: once released, the same IPs asked for again are ``absent`` and the item ``succeeded``:
+    a re-run ``batch`` exits 0, ``unassign`` exits 0, and ``status`` counts them succeeded."""
+    sim, endpoint = served
+    enis = sim.ground_truth()["enis"]
+    source = tmp_path / "in.jsonl"
+    source.write_text(jsonl_lines(enis))
+    common = ["--endpoint", endpoint, "--no-progress"]
+    assert (
+        await asyncio.to_thread(main, ["batch", str(source), *common, "--output", str(tmp_path / "1.jsonl")])
+        == 0
+    )
+    again = [
+        "batch",
+        str(source),
+        *common,
+        "--output",
+        str(tmp_path / "2.jsonl"),
+        "--journal",
+        str(tmp_path / "j"),
+    ]
+    assert await asyncio.to_thread(main, again) == 0
+    rerun = [json.loads(line) for line in (tmp_path / "2.jsonl").read_text().splitlines()]
+    assert {(o["status"], o["error"]) for o in rerun} == {("succeeded", None)}
+    assert all(sorted(o["absent"]) == sorted(o["ips"]) and o["task_ids"] == [] for o in rerun)
+    first = enis[0]
+    one = ["unassign", "--endpoint", endpoint, "--vpc-id", first["vpc_id"], "--eni-id", first["eni_id"]]
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, [*one, "--ip", first["secondary_ips"][0]]) == 0
+    assert json.loads(capsys.readouterr().out)["absent"] == [first["secondary_ips"][0]]
+    assert await asyncio.to_thread(main, ["status", str(tmp_path / "j")]) == 0
+    assert json.loads(capsys.readouterr().out)["outcomes"] == {"succeeded": len(enis)}
