@@ -36,6 +36,7 @@ from eni_async.outcomes import STATUSES, InvalidItem, Item, as_item, check_again
 from eni_async.policy import PollPolicy, RetryPolicy
 from eni_async.settings import Settings
 from eni_async.simulator import Simulator, load_fault_profile
+from eni_async.testing import jsonl_lines
 from eni_async.transport import MAX_BODY
 from tests.aioresp import mocked
 from tests.batchhelpers import world
@@ -49,7 +50,7 @@ GUARD = 30.0  # seconds of real time any single client call may take before the 
 # -- command lines, files, settings and credentials that cannot be used: exit 2, one line ------------------
 
 BASE = ("unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2")
-GOOD_LINE = json.dumps({"vpc_id": VPC, "eni_id": ENI, "ips": ["10.0.0.2"]}) + "\n"
+GOOD_LINE = jsonl_lines([{"vpc_id": VPC, "eni_id": ENI, "ips": ["10.0.0.2"]}], ips="ips")
 
 
 @dataclass(frozen=True)
