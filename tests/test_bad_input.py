@@ -418,7 +418,7 @@ async def test_malformed_csv_row_is_its_own_outcome(
 
 
 def test_a_stray_quote_costs_only_its_own_line() -> None:
-    """Issue 19: a header, ``"vpc,eni,ip`` on line 2, then 100 good rows: line 2 is one invalid item naming
+    """A header, ``"vpc,eni,ip`` on line 2, then 100 good rows: line 2 is one invalid item naming
     its line, and the 100 rows are 100 items (a quote never runs on into the lines after it)."""
     rows = [b"vpc_id,eni_id,ip", b'"vpc,eni,ip'] + [
         f"{VPC},eni-{n:08d},10.0.0.2".encode() for n in range(100)

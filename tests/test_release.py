@@ -210,7 +210,7 @@ def test_every_submit_error_has_exactly_one_case() -> None:
     assert case_of[type(api_error("UnauthorizedOperation", ""))].__name__ == "_refused"
 
 
-# -- credentials lost mid-batch (issue 19, defect 3) ----------------------------------------------------
+# -- credentials lost mid-batch --------------------------------------------------------------------------
 
 
 class FailingLater:
@@ -264,7 +264,7 @@ async def test_unassign_with_credentials_lost_raises_and_reports_unknown() -> No
     assert (len(caught.value.result.task_ids), caught.value.result.released) == (1, ())
 
 
-# -- the batch follows its target to the last item (issue 19, defect 1) -------------------------------
+# -- the batch follows its target to the last item ----------------------------------------------------
 
 
 class FakeCalls:
@@ -348,7 +348,7 @@ async def test_a_target_that_falls_while_every_worker_ends_in_one_tick_leaves_a_
 
 
 async def test_a_resume_after_slow_tasks_finishes_every_item(tmp_path: Path) -> None:
-    """Issue 19's resume: a journalled batch of slow tasks stopped part-way is resumed with a new client,
+    """A journalled batch of slow tasks stopped part-way is resumed with a new client,
     whose tracker sees the resumed tasks end at once and shrinks its target: every item still ends."""
     # At 10 submits/s the tracker starts with 33 releases in flight; seen to end at once, resumed tasks
     # bring its target down to 18 while all 33 workers end in the same tick.
@@ -514,7 +514,7 @@ async def _numbered(outcomes: AsyncIterator[Outcome]) -> AsyncIterator[tuple[int
 async def test_re_running_finished_work_is_one_answer_everywhere(
     served: tuple[Simulator, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 22.4: once released, the same IPs asked for again are ``absent`` and the item ``succeeded``:
+    """Once released, the same IPs asked for again are ``absent`` and the item ``succeeded``:
     a re-run ``batch`` exits 0, ``unassign`` exits 0, and ``status`` counts them succeeded."""
     sim, endpoint = served
     enis = sim.ground_truth()["enis"]

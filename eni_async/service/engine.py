@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -96,7 +97,7 @@ class Engine:
             if found is not None and found[1] is not None and found[0] == "finished":
                 self.registry.finish(release.id, found[1])  # died between the journal's commit and ours
             else:
-                self._enqueue(release.id, release.item)
+                self._enqueue(release.id, _work(release))
         if self._unfinished:
             log.info("resuming %d unfinished release(s) from %s", self._unfinished, self.journal.path)
         self._runner = asyncio.create_task(self._run())
@@ -144,7 +145,7 @@ class Engine:
             requests, idempotency_key=idempotency_key, body_hash=body_hash
         )
         for release in releases:
-            self._enqueue(release.id, release.item)
+            self._enqueue(release.id, _work(release))
         return releases, created
 
     def _retry_after(self) -> int:
@@ -270,6 +271,12 @@ class Engine:
 
     def _in_flight(self) -> int:
         return self._batch.stats.in_flight if self._batch is not None else 0
+
+
+def _work(release: Release) -> Item:
+    """The journal item a release runs as: found again by its key (``Item.key``); a release came from no
+    input file, so it has no ``line``."""
+    return dataclasses.replace(release.item, line=None)
 
 
 __all__ = ["BackpressureError", "Engine", "NotAcceptingError"]
