@@ -404,11 +404,11 @@ def settings_and_origins(args: argparse.Namespace) -> tuple[Settings, dict[str, 
 
 
 async def _run_unassign(args: argparse.Namespace) -> int:
-    """One ENI through the same path as every batch item; prints one outcome in the batch schema."""
+    """One ENI through the release path every batch item takes; prints one outcome in the batch schema.
+    Exit 0 when it succeeded (every IP released or absent) or, with ``--no-wait``, was submitted."""
     from eni_async import validation
     from eni_async.client import EniClient
-    from eni_async.outcomes import Item, Outcome
-    from eni_async.reconcile import StopSubmitting, release_item
+    from eni_async.outcomes import SUBMITTED, SUCCEEDED, Item, Outcome
 
     settings = settings_from(args)
     vpc, eni, ips = validation.release_request(args.vpc_id, args.eni_id, args.ip)
@@ -420,15 +420,13 @@ async def _run_unassign(args: argparse.Namespace) -> int:
         )
     credentials = await settings_credentials(settings)
     item = Item(vpc, eni, ips)
-    outcome = Outcome(vpc, eni, ips)
+    outcome = Outcome.for_item(item)
     stopping = False
     state = interruption()
     async with EniClient(credentials, settings) as client:
         started = client.clock.monotonic()
         work = asyncio.create_task(
-            _submit_only(client, item, outcome, lambda: stopping)
-            if args.no_wait
-            else release_item(client, item, outcome, gate=lambda: stopping)
+            client.releaser.release(item, outcome, gate=lambda: stopping, watch=not args.no_wait)
         )
         cancel_later: asyncio.TimerHandle | None = None
 
@@ -442,14 +440,11 @@ async def _run_unassign(args: argparse.Namespace) -> int:
         unregister = state.register(stop) if state is not None else None
         try:
             await asyncio.shield(work)  # our own cancellation (no stopper) must not lose the outcome
-        except (StopSubmitting, asyncio.CancelledError):
+        except asyncio.CancelledError:
             if not work.done():  # the command itself was cancelled: stop the work, keep its outcome
                 work.cancel()
                 await asyncio.gather(work, return_exceptions=True)
             outcome.interrupt("interrupted")
-        except EniAsyncError as exc:  # AuthError: nothing else leaves release_item
-            outcome.fail(exc)
-            outcome.settle()
         finally:
             if unregister is not None:
                 unregister()
@@ -457,36 +452,9 @@ async def _run_unassign(args: argparse.Namespace) -> int:
                 cancel_later.cancel()
         outcome.elapsed_s = client.clock.monotonic() - started
     emit(outcome.to_json())
-    if outcome.error is not None and outcome.status != "submitted":
+    if outcome.error is not None:
         log.error("%s", outcome.error["message"])
-    return EXIT_OK if outcome.status in ("succeeded", "submitted") else EXIT_FAILED
-
-
-async def _submit_only(client: Any, item: Any, outcome: Any, gate: Callable[[], bool]) -> None:
-    """``unassign --no-wait``: submit each chunk, wait for none; the IPs' fate is ``unknown`` by design."""
-    from eni_async import validation
-    from eni_async.errors import OutcomeUnknownError
-    from eni_async.reconcile import StopSubmitting
-
-    for chunk in validation.chunks(item.ips):
-        if gate():
-            raise StopSubmitting
-        outcome.sent.update(chunk)
-        outcome.attempts += 1
-        try:
-            sent = await client.submit(item.vpc_id, item.eni_id, chunk)
-            task_id, request_id = sent.task_id, sent.request_id
-        except EniAsyncError as exc:
-            outcome.fail(exc)
-            ambiguous = isinstance(exc, OutcomeUnknownError)  # the server may have started a task
-            (outcome.unknown if ambiguous else outcome.not_released).extend(chunk)
-            outcome.settle()  # later chunks were never sent: not released
-            return
-        outcome.task_ids.append(task_id)
-        if request_id:
-            outcome.request_ids.append(request_id)
-        outcome.unknown.extend(chunk)
-    outcome.status = "submitted"
+    return EXIT_OK if outcome.status in (SUCCEEDED, SUBMITTED) else EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from eni_async import metrics as metrics_cli
 from eni_async.client import EniClient
 from eni_async.credentials import settings_credentials
-from eni_async.errors import ConfigError, InputError
+from eni_async.errors import ConfigError, EniAsyncError, InputError
 from eni_async.inputs import count_lines, read_items
 from eni_async.journal import Journal, JournalError, describe, is_postgres, open_journal
 from eni_async.metrics import Metrics, MetricsEndpoint
@@ -124,6 +124,14 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     metrics_cli.add_arguments(parser)
 
 
+class BatchEndedEarly(EniAsyncError):
+    """A batch that ended, unstopped, with items of its input never taken: one line naming how many."""
+
+    def __init__(self, left: int, hint: str) -> None:
+        self.left = left
+        super().__init__(f"the batch ended with {left} item(s) of its input never taken{hint}")
+
+
 class JournalUnusable(InputError):
     """A ``JournalError`` on its way to the user: one line, exit 2."""
 
@@ -208,6 +216,7 @@ async def run_items(
     report_rest: bool = False,
     earlier: Iterable[Outcome] | None = None,
     stopped_notes: Callable[[Summary], Awaitable[list[str]]] | None = None,
+    hint: str = "",
 ) -> tuple[Summary, list[dict[str, Any]]]:
     """Run a batch, writing JSON lines to ``out`` as outcomes arrive; return the summary and the outcomes
     as written (kept only when ``out`` is ``None``). ``settled`` are outcomes already final (lines that
@@ -218,7 +227,9 @@ async def run_items(
     finish it. With ``report_rest`` (items held in memory), a batch stopped by a signal also reports each
     item it never took as ``not_attempted``, so the summary covers every item. An output that cannot be
     written (a closed pipe) stops the batch as a signal would: work in flight gets the grace, every outcome is
-    still counted (and journalled), then the ``OutputError`` is raised."""
+    still counted (and journalled), then the ``OutputError`` is raised. A batch that ends with items never
+    taken though nobody stopped it raises ``BatchEndedEarly`` (after the summary; ``hint`` says what to do),
+    never ends quietly."""
     summary = Summary()
     if earlier is not None:
         summary.earlier = Summary()
@@ -264,6 +275,8 @@ async def run_items(
         for entry in source if report_rest and isinstance(source, Iterator) else ():  # never taken: none sent
             rest = as_item(entry)
             finish(Outcome(rest.vpc_id, rest.eni_id, rest.ips, line=rest.line).interrupt("stopped"))
+        stopped = bool(closed) or (state is not None and state.exit_code is not None)
+        left = 0 if stopped else await _count(source)
     except asyncio.CancelledError:
         for outcome in batch.unconfirmed:
             finish(outcome)
@@ -284,7 +297,16 @@ async def run_items(
         tell_summary(summary, client.clock.monotonic() - started, as_json=as_json, notes=notes)
     if closed:
         raise closed[0]
+    if left:
+        raise BatchEndedEarly(left, hint)
     return summary, kept
+
+
+async def _count(source: Iterable[object] | AsyncIterable[object]) -> int:
+    """How many entries ``source`` still holds (it is consumed)."""
+    if isinstance(source, AsyncIterable):
+        return sum([1 async for _ in source])
+    return sum(1 for _ in source)
 
 
 async def _each(outcomes: Iterable[Outcome] | AsyncIterable[Outcome]) -> AsyncIterator[Outcome]:
@@ -410,6 +432,7 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
                             as_json=json_lines(args),
                             settled=settled,
                             stopped_notes=lambda done: resume_notes(args, journal, done, total),
+                            hint=f"; run 'eni-async resume {journal.where}'" if journal is not None else "",
                         )
     except OutputError as exc:
         return _output_failed(exc, args, journal)
@@ -518,6 +541,7 @@ async def _resume(args: argparse.Namespace, settings: Settings, journal: Journal
                         settled=finished,
                         earlier=finished,
                         stopped_notes=lambda done: resume_notes(args, journal, done, todo),
+                        hint=f"; run 'eni-async resume {journal.where}' again",
                     )
     except OutputError as exc:
         return _output_failed(exc, args, journal)

@@ -1,6 +1,6 @@
 """What a person watching a batch sees on stderr: a live bar (tqdm) and a summary table at the end.
 
-The bar shows the ENIs done by status (the summary's names and counts: ``succeeded``, ``failed``, ``skipped``,
+The bar shows the ENIs done by status (the summary's names and counts: ``succeeded``, ``failed``, ``submitted``,
 ``not_attempted``) and in flight, the rate and the ETA; it is drawn only when stderr is a terminal (or when
 asked). The bar never shares a line with other output: a result line written with ``Progress.write``, and while
 the bar is drawn every ``eni_async`` log record and every line ``terminal.tell`` writes (a signal's, say), clears

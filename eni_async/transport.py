@@ -8,6 +8,8 @@ is passed on every request, so it overrides whatever proxy the session would tak
 here: the client's calls (``AiohttpTransport`` over its long-lived session) and the occasional ones of the
 credential sources (``exchange``: one request on a session of its own), with the same proxy rule
 (``proxy_for``) and the same TLS rule (``tls_for``).
+``Transport`` is the seam under the call pipeline: anything with ``send`` (``eni_async.testing.MockTransport``
+in tests) can stand in for ``AiohttpTransport``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import ssl as ssl_module
 import urllib.request
 from collections.abc import Mapping
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -85,6 +88,12 @@ async def exchange(
 def json_request(action: str, url: str, body: bytes, headers: Mapping[str, str] | None = None) -> HttpRequest:
     """A POST of a JSON body."""
     return HttpRequest(action, "POST", url, {"Content-Type": "application/json", **(headers or {})}, body)
+
+
+class Transport(Protocol):
+    """Moves one request and its answer: raises a ``TransportError`` when the exchange itself fails."""
+
+    async def send(self, request: HttpRequest) -> HttpResponse: ...
 
 
 class AiohttpTransport:

@@ -15,6 +15,7 @@ import pytest
 from eni_async import __version__
 from eni_async.cli import main
 from eni_async.simulator import Simulator
+from eni_async.testing import jsonl_lines
 from tests.aioresp import mocked
 from tests.conftest import FAST_TOML
 
@@ -174,9 +175,7 @@ async def test_batch_jsonl_reports_malformed_lines_and_runs_the_rest(
     """A malformed JSON line is its own failed outcome with its line number; the rest succeed; exit 1."""
     sim, endpoint = served
     enis = sim.ground_truth()["enis"][:3]
-    good = [
-        json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) for e in enis
-    ]
+    good = jsonl_lines(enis).splitlines()
     source = tmp_path / "in.jsonl"
     source.write_text("\n".join([good[0], "{not json", good[1], '{"vpc_id": "vpc-x"}', good[2]]) + "\n")
     output = tmp_path / "out.jsonl"
@@ -197,12 +196,7 @@ async def test_batch_with_journal_then_status_and_resume(
     sim, endpoint = served
     enis = sim.ground_truth()["enis"]
     source = tmp_path / "in.jsonl"
-    source.write_text(
-        "".join(
-            json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
-            for e in enis
-        )
-    )
+    source.write_text(jsonl_lines(enis))
     journal = tmp_path / "batch.journal"
     args = [
         "batch",
@@ -251,12 +245,7 @@ async def test_every_command_speaks_api_3(served: tuple[Simulator, str], tmp_pat
     )  # fmt: skip
     assert code == 0
     source = tmp_path / "in.jsonl"
-    source.write_text(
-        "".join(
-            json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
-            for e in rest
-        )
-    )
+    source.write_text(jsonl_lines(rest))
     output = tmp_path / "out.jsonl"
     args = ["batch", str(source), "--dialect", "v3", "--endpoint", endpoint, "--output", str(output)]
     assert await asyncio.to_thread(main, args) == 0
@@ -631,12 +620,7 @@ async def test_status_outcomes_into_a_closed_pipe_is_one_line(
     sim, endpoint = served
     enis = sim.ground_truth()["enis"]
     source = tmp_path / "in.jsonl"
-    source.write_text(
-        "".join(
-            json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
-            for e in enis
-        )
-    )
+    source.write_text(jsonl_lines(enis))
     journal = tmp_path / "batch.journal"
     args = ["batch", str(source), "--endpoint", endpoint, "--journal", str(journal), "--output", os.devnull]
     assert await asyncio.to_thread(main, args) == 0

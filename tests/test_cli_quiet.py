@@ -116,16 +116,16 @@ def test_json_log_lines_carry_iso_8601_utc_times(
 
 
 def test_the_bars_counts_are_the_summarys_statuses() -> None:
-    """The bar shows succeeded, failed and skipped apart (a skipped ENI is not counted as failed)."""
+    """The bar shows succeeded, failed and not attempted apart (a not attempted ENI is not counted as failed)."""
     stream = io.StringIO()
-    stats = BatchStats(done=4, failed=3, by_status={"succeeded": 1, "failed": 1, "skipped": 2})
+    stats = BatchStats(done=4, failed=3, by_status={"succeeded": 1, "failed": 1, "not_attempted": 2})
     bar = Progress(stats, total=4, enabled=True, stream=stream)
     bar.update()
     bar.close()
     drawn = stream.getvalue()
     assert "succeeded=1" in drawn
     assert "failed=1" in drawn
-    assert "skipped=2" in drawn
+    assert "not_attempted=2" in drawn
     assert "failed=3" not in drawn
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from eni_async.outcomes import check_against_truth
-from eni_async.testing import simulator_process
+from eni_async.testing import jsonl_lines, simulator_process
 from tests.conftest import FAST_TOML
 
 CLI = [sys.executable, "-m", "eni_async"]
@@ -57,12 +57,7 @@ def _start_batch(ready: dict[str, Any], tmp_path: Path, grace: float, *extra: st
     config.write_text(f"grace = {grace}\n{FAST_TOML}")
     source = tmp_path / "in.jsonl"
     enis = _get(ready["endpoint"], "/_sim/state")["enis"]
-    source.write_text(
-        "".join(
-            json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
-            for e in enis
-        )
-    )
+    source.write_text(jsonl_lines(enis))
     env = dict(os.environ, ENI_ASYNC_CONFIG=str(config))
     env.update(TENCENTCLOUD_SECRET_ID=ready["secret_id"], TENCENTCLOUD_SECRET_KEY=ready["secret_key"])
     command = [*CLI, "batch", str(source), "--endpoint", ready["endpoint"], "--region", ready["region"]]

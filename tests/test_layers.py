@@ -13,7 +13,8 @@ ROOT = Path(eni_async.__file__).parent
 
 # Bottom to top. A module may import only modules of a strictly lower layer (the simulator: see below).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("clock", "errors", "models", "signing", "terminal"),
+    ("clock", "models", "signing", "terminal"),
+    ("errors",),  # its exceptions carry results and fates (models)
     (
         "validation",
         "outcomes",
@@ -41,7 +42,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("credentials.chain", "journal"),
     ("credentials.identity",),
     ("tracker", "shared_quota", "credentials", "journal.copy"),
-    ("reconcile",),
+    ("release", "pipeline"),
     ("batch",),
     ("client", "progress", "service.schema", "service.registry", "service.client", "service.lograte"),
     # "" is the package itself: its __init__ is the public API

@@ -852,7 +852,7 @@ async def test_service_client_raises_the_release_error_from_the_same_tree(svc: S
     async with ServiceClient(svc.url, TOKEN) as client:
         with pytest.raises(PrimaryIpError) as caught:
             await client.unassign(body["vpc_id"], body["eni_id"], body["ips"], timeout=10)
-        assert caught.value.release["status"] == "failed"  # type: ignore[attr-defined]
+        assert caught.value.release["status"] == "failed"
 
 
 async def test_service_client_raises_service_errors(svc: Service) -> None:
@@ -880,3 +880,28 @@ def test_metrics_family_names_do_not_clash() -> None:
     """The service's registry holds the client's families beside its own."""
     created = ServiceMetrics.create()
     assert isinstance(created.client, Metrics)
+
+
+async def test_a_release_of_ips_already_gone_succeeded_and_service_client_returns_it(svc: Service) -> None:
+    """D24 in the service: a release of IPs some earlier release took is ``succeeded`` with them absent,
+    and ``ServiceClient.unassign`` returns its result instead of raising."""
+    body = svc.body(1, svc.enis()[1]["secondary_ips"][:2])
+    async with ServiceClient(svc.url, TOKEN) as client:
+        first = await client.unassign(body["vpc_id"], body["eni_id"], body["ips"], timeout=10)
+        again = await client.unassign(body["vpc_id"], body["eni_id"], body["ips"], timeout=10)
+        releases, _ = await client.list_releases()
+    assert (sorted(first.released), first.absent) == (sorted(body["ips"]), ())
+    assert (again.released, sorted(again.absent), again.task_ids) == ((), sorted(body["ips"]), ())
+    assert [r["status"] for r in releases] == ["succeeded", "succeeded"]
+    assert releases[0]["outcome_status"] is None  # the outcome says no more than the release's status
+
+
+async def test_a_service_error_says_each_thing_once(svc: Service) -> None:
+    """A failed release raised by ``ServiceClient`` names its action and code once, as ``EniClient`` does."""
+    body = svc.body(0, [svc.enis()[0]["primary_ip"]])
+    async with ServiceClient(svc.url, TOKEN) as client:
+        with pytest.raises(PrimaryIpError) as caught:
+            await client.unassign(body["vpc_id"], body["eni_id"], body["ips"], timeout=10)
+    text = str(caught.value)
+    assert text.count("InvalidPrivateip.IsPrimary") == 1
+    assert text.count("failed:") <= 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from eni_async.simulator.command import build_config, parse_sub_accounts
 from eni_async.simulator.keys import role_id_of, uin_of
 from eni_async.simulator.limits import RateLimiter
 from eni_async.simulator.rejects import Reject
+from eni_async.testing import jsonl_lines
 from eni_async.throttle import Budgets, BudgetTable
 from tests.conftest import RedisServer, _free_port
 
@@ -100,7 +100,7 @@ async def test_batch_with_an_unreachable_redis_exits_2_naming_the_url(
     sim, endpoint = served
     source = tmp_path / "in.jsonl"
     eni = sim.ground_truth()["enis"][0]
-    source.write_text(json.dumps({"vpc_id": eni["vpc_id"], "eni_id": eni["eni_id"], "ips": ["10.0.0.9"]}))
+    source.write_text(jsonl_lines([eni | {"ips": ["10.0.0.9"]}], ips="ips"))
     url = f"redis://:hunter2@127.0.0.1:{_free_port()}/0"
     code = await asyncio.to_thread(
         main, ["batch", str(source), "--endpoint", endpoint, "--shared-quota", url, "--no-progress"]
@@ -120,12 +120,7 @@ async def test_batch_with_shared_quota_spends_the_accounts_quota_in_redis(
     sim, endpoint = served
     enis = sim.ground_truth()["enis"]
     source = tmp_path / "in.jsonl"
-    source.write_text(
-        "".join(
-            json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
-            for e in enis
-        )
-    )
+    source.write_text(jsonl_lines(enis))
     output = tmp_path / "out.jsonl"
     monkeypatch.setenv("ENI_ASYNC_STS_ENDPOINT", endpoint)  # who the keys are: the simulator's STS says
     args = ["batch", str(source), "--endpoint", endpoint, "--region", sim.region, "--output", str(output)]

@@ -3,8 +3,8 @@
 One ``Batch`` (``EniClient.unassign_many``) runs for the life of the service, fed from a queue: it gives
 bounded concurrency (``settings.concurrency`` ENIs at once), one task per ENI at a time, the reconciling
 release path and the journal, exactly as ``batch`` and ``resume`` use them; the engine adds only the release
-registry. Each journal item carries its key as ``line`` (the one field a batch copies into its outcome), which
-is how an outcome finds its release. On start, unfinished releases go first: submitted tasks are polled,
+registry. Each journal item carries its journal key (``Item.key``), which the batch copies into the item's
+outcome (``Outcome.key``): that is how an outcome finds its release. On start, unfinished releases go first: submitted tasks are polled,
 never resubmitted, a chunk caught mid-submit is reconciled against the ENI, pending ones run. ``stop`` stops
 taking work, lets in-flight items finish within the grace period, then cancels the rest, which stay
 unfinished in the journal for the next start. Credentials the API refuses stop the batch: the releases it cut
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -91,9 +90,7 @@ class Engine:
         for release in releases:
             resumed = plans.get(release.item_key)
             if resumed is not None:
-                resumed.plan.outcome.line = release.item_key
-                item = dataclasses.replace(resumed.item, line=release.item_key)
-                self._enqueue(release.id, Resumed(item, resumed.plan))
+                self._enqueue(release.id, resumed)
                 continue
             found = await self.journal.item(release.item_key)
             if found is not None and found[1] is not None and found[0] == "finished":
@@ -225,7 +222,7 @@ class Engine:
             self.accepting = False
 
     async def _finished(self, outcome: Outcome) -> None:
-        key = outcome.line
+        key = outcome.key
         release = await self.registry.by_item(key) if key is not None else None
         if key is None or release is None:
             log.warning("outcome for %s matches no release; ignored", outcome.eni_id)
