@@ -97,6 +97,7 @@ def run(name: str, work: Path, args: argparse.Namespace, redis_url: str) -> dict
         enis = fetch(endpoint, "/_sim/state")["enis"]
         env = dict(os.environ)
         env.update(TENCENTCLOUD_SECRET_ID=ready["secret_id"], TENCENTCLOUD_SECRET_KEY=ready["secret_key"])
+        env["ENI_ASYNC_STS_ENDPOINT"] = endpoint  # the shared quota asks STS who the keys are
         env.pop("ENI_ASYNC_CONFIG", None)
         children = []
         started = time.monotonic()

@@ -1,4 +1,4 @@
-"""The replicas drill (issue 23.4): several ``eni-async serve`` on one PostgreSQL journal, killed at random.
+"""The replicas drill: several ``eni-async serve`` on one PostgreSQL journal, killed at random.
 
 Three ``serve`` processes share one PostgreSQL journal and one Redis quota (``--shared-quota``), against a
 flaky simulator (``eni-async simulate --faults flaky``, limits raised so that the drill ends in minutes).
@@ -192,6 +192,7 @@ class Cluster:
             TENCENTCLOUD_SECRET_ID=self.world.secret_id,
             TENCENTCLOUD_SECRET_KEY=self.world.secret_key,
             ENI_ASYNC_CONFIG=str(self.config),
+            ENI_ASYNC_STS_ENDPOINT=self.world.sim_endpoint,  # the shared quota asks STS who the keys are
         )
         return env
 

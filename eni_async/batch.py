@@ -1,11 +1,14 @@
 """Many ENIs at once: bounded concurrency, lazy input, one task per ENI at a time, one outcome per ENI.
 
 ``unassign_many`` pulls items only when a worker is free (a 100,000-line file is never held whole), runs as
-many items at once as the rate budgets keep busy (the client's tracker derives it from the submit rate and
-the observed task latency, Little's law), never more than ``concurrency``, serialises items that name the same ENI (never racing into the mutex),
-and yields each outcome as it finishes. One item's failure is that item's outcome. An authentication failure
-stops the batch: every item not yet processed is reported ``not_attempted``, and a journal records none
-of the items it cut short as finished, so a ``resume`` with good credentials finishes them.
+many items at once as ``target()`` says (the client's tracker derives it from the submit rate and the
+observed task latency, Little's law), never more than ``concurrency``, serialises items that name the same
+ENI (never racing into the mutex), sends every item through the one release path (``Releaser.release``)
+and yields each outcome as it finishes. One item's failure is that item's outcome. Workers follow the
+target as it moves, but retire one at a time and never the last one, so a batch ends only once its input is
+exhausted or it was told to stop. An authentication failure stops the batch: every item not yet processed
+is reported ``not_attempted``, and a journal records none of the items it cut short as finished, so a
+``resume`` with good credentials finishes them.
 
 Stopping keeps the books: every item ever pulled from the input appears exactly once, either yielded or in
 ``Batch.unconfirmed``. ``Batch.stop(grace)`` stops submitting and pulling at once, lets work in flight run
@@ -34,20 +37,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 from eni_async import validation
-from eni_async.errors import AuthError, EniAsyncError, InputError, error_info
-from eni_async.journal import Journal, JournalRecorder, LeaseLostError, Resumed, ResumePlan
-from eni_async.outcomes import NOT_ATTEMPTED, InvalidItem, Item, Outcome, as_item
-from eni_async.reconcile import (
-    Recorder,
-    Releaser,
-    StopSubmitting,
-    decide,
-    finish_task,
-    reconcile_in_doubt,
-    release_item,
-)
+from eni_async.errors import InputError, error_info
+from eni_async.journal import Journal, JournalRecorder, LeaseLostError, Resumed
+from eni_async.outcomes import NOT_ATTEMPTED, SUCCEEDED, InvalidItem, Item, Outcome, as_item
+from eni_async.release import Recorder, Releaser
 
-__all__ = ["Batch", "BatchStats", "release_item"]
+__all__ = ["Batch", "BatchStats"]
 
 
 log = logging.getLogger("eni_async.batch")
@@ -81,10 +76,11 @@ class Batch:
 
     def __init__(
         self,
-        client: Releaser,
+        releaser: Releaser,
         items: Items,
         *,
         concurrency: int,
+        target: Callable[[], int] | None = None,
         preflight: bool = False,
         journal: Journal | None = None,
         recorder: Recorder | None = None,
@@ -92,8 +88,10 @@ class Batch:
     ) -> None:
         if concurrency < 1:
             raise InputError("concurrency", concurrency, "must be at least 1")
-        self.client = client
+        self.releaser = releaser
+        self.clock = releaser.calls.clock
         self.concurrency = concurrency
+        self._wanted = target
         self.preflight = preflight
         self.stats = BatchStats()
         self.aborted: BaseException | None = None
@@ -109,6 +107,9 @@ class Batch:
         self._exhausted = False
         self._runner: asyncio.Task[None] | None = None
         self._workers: set[asyncio.Task[None]] = set()
+        # Workers started and not yet ended, kept in step as each one decides (``_workers`` changes only in
+        # done callbacks, a tick later: workers deciding in one tick would all see the old count).
+        self._live = 0
         self._expiry: asyncio.Task[None] | None = None
         self._iterator: weakref.ref[AsyncIterator[Outcome]] | None = None
         self._stopping = False  # no new submit, no new item
@@ -152,7 +153,7 @@ class Batch:
 
     async def _expire(self, grace: float) -> None:
         if grace > 0:
-            await self.client.clock.sleep(grace)
+            await self.clock.sleep(grace)
         for worker in list(self._workers):
             worker.cancel()
 
@@ -242,52 +243,59 @@ class Batch:
         ):
             await self._recorder.finished(key, outcome)
         self.stats.done += 1
-        if outcome.status != "succeeded":
+        if outcome.status != SUCCEEDED:
             self.stats.failed += 1
         self.stats.by_status[outcome.status] = self.stats.by_status.get(outcome.status, 0) + 1
         await self._results.put(outcome)
 
     def _target(self) -> int:
-        """Items to work on at once: as many as the budgets keep busy (Little's law), at most ``concurrency``."""
-        return min(self.concurrency, self.client.tracker.releases_in_flight())
+        """Items to work on at once: ``target()`` (as many as the budgets keep busy), at most ``concurrency``."""
+        wanted = self._wanted() if self._wanted is not None else self.concurrency
+        return max(1, min(self.concurrency, wanted))
 
     def _grow(self) -> None:
         """Start workers up to the target (it grows as task latencies are observed and budgets change)."""
         assert self._group is not None
-        while not self._exhausted and not self._stopping and len(self._workers) < self._target():
+        while not self._exhausted and not self._stopping and self._live < self._target():
+            self._live += 1
             worker = self._group.create_task(self._worker())
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
 
     async def _worker(self) -> None:
-        while True:
-            if len(self._workers) > self._target() + 1:  # the target shrank: this worker retires
-                return
-            self._grow()
-            entry = await self._next()
-            if entry is None:
-                return
-            outcome = _outcome_for(entry)
-            self._open[id(outcome)] = outcome  # from here on the item is accounted for, whatever happens
-            key = entry.item.key if isinstance(entry, Resumed) else entry.key
-            if self.aborted is not None:
-                plain = entry.item if isinstance(entry, Resumed) else entry
-                await self._emit(_not_attempted(plain, self.aborted, outcome), key)
-                continue
-            try:
-                await self._process(entry, outcome)
-                await self._emit(outcome, key)
-            except StopSubmitting:
-                outcome.interrupt("stopped")
-                self._final.add(id(outcome))  # reported in ``unconfirmed``, never journalled as finished
-                return
-            except LeaseLostError:  # another process owns the item's work now: it reports the item
-                self._open.pop(id(outcome), None)
-                self._final.discard(id(outcome))
-                self.stats.dropped += 1
+        try:
+            while True:
+                # The target shrank: this worker retires, one at a time and never as the last one.
+                if self._live > 1 and self._live > self._target() + 1:
+                    return
+                self._grow()
+                entry = await self._next()
+                if entry is None:
+                    return
+                outcome = _outcome_for(entry)
+                self._open[id(outcome)] = outcome  # from here on the item is accounted for, whatever happens
+                key = entry.item.key if isinstance(entry, Resumed) else entry.key
+                if self.aborted is not None:
+                    plain = entry.item if isinstance(entry, Resumed) else entry
+                    await self._emit(_not_attempted(plain, self.aborted, outcome), key)
+                    continue
+                try:
+                    await self._process(entry, outcome)
+                    if (
+                        outcome.interrupted
+                    ):  # the gate closed: in ``unconfirmed``, never journalled as finished
+                        self._final.add(id(outcome))
+                        return
+                    await self._emit(outcome, key)
+                except LeaseLostError:  # another process owns the item's work now: it reports the item
+                    self._open.pop(id(outcome), None)
+                    self._final.discard(id(outcome))
+                    self.stats.dropped += 1
+        finally:
+            self._live -= 1  # in the same step as the decision to end, so the next worker sees it
 
     async def _process(self, entry: Item | InvalidItem | Resumed, outcome: Outcome) -> None:
-        started = self.client.clock.monotonic()
+        started = self.clock.monotonic()
         if isinstance(entry, InvalidItem):
             outcome.status = "failed"
             outcome.fail(entry.error)
@@ -305,54 +313,24 @@ class Batch:
             async with lock:
                 self.stats.in_flight += 1
                 try:
-                    await self._work(item, outcome, plan)
+                    await self.releaser.release(
+                        item,
+                        outcome,
+                        plan=plan,
+                        recorder=self._recorder,
+                        look=True if self.preflight else None,
+                        gate=self._gate(item),
+                    )
                 finally:
                     self.stats.in_flight -= 1
-        except AuthError as exc:
-            if self.aborted is None:
-                log.error("authentication failed, stopping the batch: %s", exc)
-                self.aborted = exc
-            self._cut.add(id(outcome))  # pending in a journal: resume polls its tasks and does the rest
-            outcome.fail(exc)
-            outcome.settle()
-        except EniAsyncError as exc:  # anything else is this item's outcome, never the batch's end
-            outcome.fail(exc)
-            outcome.settle()
         finally:
             self._release_lock(item.eni_id)
-            outcome.elapsed_s += self.client.clock.monotonic() - started
-
-    async def _work(self, item: Item, outcome: Outcome, plan: ResumePlan | None) -> None:
-        todo: tuple[str, ...] = item.ips
-        if plan is not None:  # resuming: poll known tasks, reconcile a chunk in doubt, never resubmit blindly
-            for _task_id, _request_id, chunk in plan.tasks:
-                outcome.sent.update(chunk)
-            outcome.sent.update(plan.in_doubt)
-            for task_id, request_id, chunk in plan.tasks:
-                decide(outcome, f"resumed: polling task {task_id}")
-                await finish_task(self.client, item, outcome, task_id, chunk, request_id)
-                if self._recorder is not None:
-                    await self._recorder.progressed(item, outcome)
-            if plan.in_doubt:
-                still = await reconcile_in_doubt(
-                    self.client, outcome, plan.in_doubt, "resumed with a submit in doubt"
-                )
-                if still is None:
-                    outcome.unknown.extend(plan.in_doubt)
-            done = outcome.accounted()
-            todo = tuple(ip for ip in item.ips if ip not in done)
-        if todo:
-            await release_item(
-                self.client,
-                item,
-                outcome,
-                ips=todo,
-                recorder=self._recorder,
-                look=True if self.preflight else None,
-                gate=self._gate(item),
-            )
-        else:
-            outcome.settle()
+            outcome.elapsed_s += self.clock.monotonic() - started
+        if outcome.credentials_error is not None:
+            if self.aborted is None:
+                log.error("authentication failed, stopping the batch: %s", outcome.credentials_error)
+                self.aborted = outcome.credentials_error
+            self._cut.add(id(outcome))  # pending in a journal: resume polls its tasks and does the rest
 
     def _gate(self, item: Item) -> Callable[[], bool]:
         """Asked before every submit of ``item``: closed once stopping; the guard raises when the item's
@@ -381,14 +359,18 @@ class Batch:
 def _outcome_for(entry: Item | InvalidItem | Resumed) -> Outcome:
     """The outcome an item's work fills in (a resumed item's carries what the journal knew)."""
     if isinstance(entry, Resumed):
+        entry.plan.outcome.key = entry.item.key
         return entry.plan.outcome
-    return Outcome(entry.vpc_id, entry.eni_id, entry.ips, line=entry.line)
+    return Outcome.for_item(entry)
 
 
 def _not_attempted(item: Item | InvalidItem, cause: BaseException, outcome: Outcome) -> Outcome:
+    """Nothing was sent for the item in this run: its IPs are not released, or ``unknown`` when an earlier
+    run sent them (a resumed item: D25)."""
     outcome.status = NOT_ATTEMPTED
     info = error_info(cause)
     outcome.error = {"code": "NotAttempted", "message": f"batch stopped: {info['message']}"}
     done = outcome.accounted()
-    outcome.not_released.extend(ip for ip in item.ips if ip not in done)
+    outcome.unknown.extend(ip for ip in item.ips if ip not in done and ip in outcome.sent)
+    outcome.not_released.extend(ip for ip in item.ips if ip not in done and ip not in outcome.sent)
     return outcome

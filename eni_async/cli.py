@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
+import difflib
 import logging
-import os
+import re
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -27,6 +27,7 @@ from typing import Any
 
 from eni_async import __version__, cli_batch, cli_journal
 from eni_async.credentials import settings_credentials
+from eni_async.credentials.chain import command_line
 from eni_async.errors import EniAsyncError, InputError, error_code, error_info
 from eni_async.settings import Settings, defaults_file, load_settings, settings_as_dict
 from eni_async.terminal import (
@@ -37,6 +38,7 @@ from eni_async.terminal import (
     Handler,
     Interruption,
     OutputError,
+    drop_stdout,
     emit,
     interruption,
     json_lines,
@@ -49,20 +51,67 @@ log = logging.getLogger("eni_async.cli")
 
 
 class UsageError(InputError):
-    """A command line that argparse rejected; the message is argparse's own."""
+    """A command line that argparse rejected: ``PROG: error: MESSAGE`` (argparse's message, with a
+    suggestion when a close option or command exists)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, prog: str, message: str) -> None:
         super().__init__("arguments", "", message)
+        self.prog = prog
 
     def __str__(self) -> str:
-        return self.reason
+        return f"{self.prog}: error: {self.reason}"
+
+
+def _closest(word: str, known: Sequence[str]) -> str | None:
+    """The known option or command ``word`` most likely meant: one it abbreviates, else a close spelling."""
+    starting = [k for k in known if k.startswith(word) and len(word) > 2]
+    if len(starting) == 1:
+        return starting[0]
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as an ``InputError`` instead of exiting."""
+    """argparse that reports usage errors as an ``InputError`` instead of exiting, never takes an
+    abbreviation for an option (``--conc`` is not ``--concurrency``), and suggests the closest command."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> Any:
-        raise UsageError(f"{self.prog}: {message}")
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice is not None:
+            known = re.findall(r"'([^']*)'", choice[2])
+            guess = _closest(choice[1], known)
+            if guess is not None:
+                message += f"; did you mean '{guess}'?"
+        raise UsageError(self.prog, message)
+
+    def options(self) -> list[str]:
+        """Every option string this parser takes."""
+        return [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+
+
+def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]) -> UsageError:
+    """The error for arguments no parser took, naming the command and suggesting the options meant."""
+    sub = _commands(parser).get(getattr(args, "command", None) or "", parser)
+    known = sub.options() if isinstance(sub, _Parser) else []
+    hints = []
+    for extra in extras:
+        if extra.startswith("--"):
+            guess = _closest(extra.split("=", 1)[0], known)
+            if guess is not None:
+                hints.append(f"{extra.split('=', 1)[0]}: did you mean {guess}?")
+    message = f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else "")
+    return UsageError(sub.prog, message)
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 def _log_options(parser: argparse.ArgumentParser) -> None:
@@ -206,10 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
             "config",
             "print the settings in force, or the documented defaults",
             "Print the settings in force (file, ENI_ASYNC_* variables and options applied) as one JSON "
-            "object, or with --defaults the documented settings file, every key with its default.",
-            "eni-async config --defaults > my-settings.toml",
+            "object, with --show-origin where each came from, or with --defaults the documented settings "
+            "file, every key with its default.",
+            "eni-async config --show-origin",
             _add_config_arguments,
             _run_config,
+            client_options=True,
+        ),
+        Command(
+            "whoami",
+            "print who the API takes the credentials for, and where they came from",
+            "Ask STS GetCallerIdentity who the credentials are; print it with where the keys, the region "
+            "and the profile came from, and the quota they spend (one JSON object).",
+            "eni-async whoami --profile prod",
+            lambda parser: None,
+            _run_whoami,
             client_options=True,
         ),
     ):
@@ -250,8 +310,14 @@ def _add_unassign_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
         "--defaults", action="store_true", help="print the documented settings file (TOML) and exit"
+    )
+    shown.add_argument(
+        "--show-origin",
+        action="store_true",
+        help="print every setting as {value, origin}: the default, the file, a variable or an option",
     )
 
 
@@ -260,7 +326,44 @@ async def _run_config(args: argparse.Namespace) -> int:
         sys.stdout.write(defaults_file())
         sys.stdout.flush()
         return EXIT_OK
-    emit(settings_as_dict(settings_from(args)))
+    settings, origins = settings_and_origins(args)
+    if not args.show_origin:
+        emit(settings_as_dict(settings))
+        return EXIT_OK
+    values = settings_as_dict(settings)
+    shown: dict[str, Any] = {}
+    for key, origin in origins.items():
+        section, _, leaf = key.rpartition(".")
+        value = values[section][leaf] if section else values[key]
+        shown[key] = {"value": value, "origin": origin}
+    emit(shown)
+    return EXIT_OK
+
+
+async def _run_whoami(args: argparse.Namespace) -> int:
+    """Who the API takes the credentials for (STS GetCallerIdentity), and where keys, region and profile came
+    from; one JSON object."""
+    from eni_async.credentials import caller_identity, quota_account
+    from eni_async.shared_quota import access_region
+
+    settings, origins = settings_and_origins(args)
+    provider = await settings_credentials(settings)
+    identity = await caller_identity(provider, settings)
+    account = quota_account(provider, settings)
+    emit(
+        {
+            "caller": identity.as_json(),
+            "credentials": provider.source,
+            "profile": {"value": settings.profile, "origin": origins["profile"]},
+            "region": {"value": settings.region, "origin": origins["region"]},
+            "endpoint": settings.resolved_endpoint,
+            "quota": {
+                "sub_account": account if isinstance(account, str) else "uin-" + identity.sub_account,
+                "sub_account_origin": "quota_key" if isinstance(account, str) else "GetCallerIdentity",
+                "access_region": access_region(settings.resolved_endpoint, settings.region),
+            },
+        }
+    )
     return EXIT_OK
 
 
@@ -280,6 +383,12 @@ def _with_settings(
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the file and environment, then the command-line options."""
+    return settings_and_origins(args)[0]
+
+
+def settings_and_origins(args: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
+    """``settings_from``, and where each setting came from. The credential chain is told whether the profile
+    was named, so that it takes tccli's order and lets a named profile beat the environment."""
     overrides: dict[str, Any] = {}
     for name in ("endpoint", "region", "dialect", "profile", "shared_quota"):
         value = getattr(args, name, None)
@@ -288,15 +397,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
     concurrency = getattr(args, "concurrency", None)
     if concurrency is not None:
         overrides["concurrency"] = concurrency
-    return load_settings(getattr(args, "config", None), overrides=overrides)
+    origins: dict[str, str] = {}
+    settings = load_settings(getattr(args, "config", None), overrides=overrides, origins=origins)
+    command_line.set(origins["profile"] != "the default")
+    return settings, origins
 
 
 async def _run_unassign(args: argparse.Namespace) -> int:
-    """One ENI through the same path as every batch item; prints one outcome in the batch schema."""
+    """One ENI through the release path every batch item takes; prints one outcome in the batch schema.
+    Exit 0 when it succeeded (every IP released or absent) or, with ``--no-wait``, was submitted."""
     from eni_async import validation
     from eni_async.client import EniClient
-    from eni_async.outcomes import Item, Outcome
-    from eni_async.reconcile import StopSubmitting, release_item
+    from eni_async.outcomes import SUBMITTED, SUCCEEDED, Item, Outcome
 
     settings = settings_from(args)
     vpc, eni, ips = validation.release_request(args.vpc_id, args.eni_id, args.ip)
@@ -308,15 +420,13 @@ async def _run_unassign(args: argparse.Namespace) -> int:
         )
     credentials = await settings_credentials(settings)
     item = Item(vpc, eni, ips)
-    outcome = Outcome(vpc, eni, ips)
+    outcome = Outcome.for_item(item)
     stopping = False
     state = interruption()
     async with EniClient(credentials, settings) as client:
         started = client.clock.monotonic()
         work = asyncio.create_task(
-            _submit_only(client, item, outcome, lambda: stopping)
-            if args.no_wait
-            else release_item(client, item, outcome, gate=lambda: stopping)
+            client.releaser.release(item, outcome, gate=lambda: stopping, watch=not args.no_wait)
         )
         cancel_later: asyncio.TimerHandle | None = None
 
@@ -330,14 +440,11 @@ async def _run_unassign(args: argparse.Namespace) -> int:
         unregister = state.register(stop) if state is not None else None
         try:
             await asyncio.shield(work)  # our own cancellation (no stopper) must not lose the outcome
-        except (StopSubmitting, asyncio.CancelledError):
+        except asyncio.CancelledError:
             if not work.done():  # the command itself was cancelled: stop the work, keep its outcome
                 work.cancel()
                 await asyncio.gather(work, return_exceptions=True)
             outcome.interrupt("interrupted")
-        except EniAsyncError as exc:  # AuthError: nothing else leaves release_item
-            outcome.fail(exc)
-            outcome.settle()
         finally:
             if unregister is not None:
                 unregister()
@@ -345,43 +452,21 @@ async def _run_unassign(args: argparse.Namespace) -> int:
                 cancel_later.cancel()
         outcome.elapsed_s = client.clock.monotonic() - started
     emit(outcome.to_json())
-    if outcome.error is not None and outcome.status != "submitted":
+    if outcome.error is not None:
         log.error("%s", outcome.error["message"])
-    return EXIT_OK if outcome.status in ("succeeded", "submitted") else EXIT_FAILED
-
-
-async def _submit_only(client: Any, item: Any, outcome: Any, gate: Callable[[], bool]) -> None:
-    """``unassign --no-wait``: submit each chunk, wait for none; the IPs' fate is ``unknown`` by design."""
-    from eni_async import validation
-    from eni_async.errors import OutcomeUnknownError
-    from eni_async.reconcile import StopSubmitting
-
-    for chunk in validation.chunks(item.ips):
-        if gate():
-            raise StopSubmitting
-        outcome.sent.update(chunk)
-        outcome.attempts += 1
-        try:
-            sent = await client.submit(item.vpc_id, item.eni_id, chunk)
-            task_id, request_id = sent.task_id, sent.request_id
-        except EniAsyncError as exc:
-            outcome.fail(exc)
-            ambiguous = isinstance(exc, OutcomeUnknownError)  # the server may have started a task
-            (outcome.unknown if ambiguous else outcome.not_released).extend(chunk)
-            outcome.settle()  # later chunks were never sent: not released
-            return
-        outcome.task_ids.append(task_id)
-        if request_id:
-            outcome.request_ids.append(request_id)
-        outcome.unknown.extend(chunk)
-    outcome.status = "submitted"
+    return EXIT_OK if outcome.status in (SUCCEEDED, SUBMITTED) else EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (never raises for user errors)."""
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            raise _unrecognized(parser, args, extras)
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_USAGE
     except InputError as exc:
         sys.stderr.write(f"eni-async: error: {exc}\n")
         return EXIT_USAGE
@@ -392,14 +477,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     with logging_to_stderr(args.verbose + args.sub_verbose, args.sub_log_format or args.log_format):
         return _run(args)
-
-
-def _drop_stdout() -> None:
-    """Point stdout at the null device, so that Python's flush at exit cannot fail a second time."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -422,11 +499,11 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except EniAsyncError as exc:
         info = error_info(exc)
-        fields = {key: info[key] for key in ("code", "request_id") if key in info}
+        fields: dict[str, Any] = {key: info[key] for key in ("code", "request_id") if key in info}
         tell(f"eni-async: error: {info['message']}", as_json=as_json, level=logging.ERROR, **fields)
         return EXIT_FAILED
     except (OutputError, BrokenPipeError) as exc:  # a closed pipe (`| head`) or a full disk: one line
-        _drop_stdout()
+        drop_stdout()
         problem = exc if isinstance(exc, OutputError) else OutputError(None, exc)
         tell(f"eni-async: error: {problem}", as_json=as_json, level=logging.ERROR)
         return EXIT_FAILED

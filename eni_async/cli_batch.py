@@ -21,21 +21,21 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, TextIO
 
 from eni_async import metrics as metrics_cli
 from eni_async.client import EniClient
 from eni_async.credentials import settings_credentials
-from eni_async.errors import ConfigError, InputError
+from eni_async.errors import ConfigError, EniAsyncError, InputError
 from eni_async.inputs import count_lines, read_items
 from eni_async.journal import Journal, JournalError, describe, is_postgres, open_journal
 from eni_async.metrics import Metrics, MetricsEndpoint
 from eni_async.models import Credentials
 from eni_async.outcomes import SUCCEEDED, Item, Outcome, as_item, check_against_truth
-from eni_async.progress import Progress, Summary
+from eni_async.progress import Progress, Summary, resume_notes, tell_summary
 from eni_async.settings import Settings
-from eni_async.terminal import OutputError, interruption, json_lines, tell
+from eni_async.terminal import OutputError, drop_stdout, interruption, json_lines, tell
 
 log = logging.getLogger("eni_async.cli")
 
@@ -124,6 +124,14 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     metrics_cli.add_arguments(parser)
 
 
+class BatchEndedEarly(EniAsyncError):
+    """A batch that ended, unstopped, with items of its input never taken: one line naming how many."""
+
+    def __init__(self, left: int, hint: str) -> None:
+        self.left = left
+        super().__init__(f"the batch ended with {left} item(s) of its input never taken{hint}")
+
+
 class JournalUnusable(InputError):
     """A ``JournalError`` on its way to the user: one line, exit 2."""
 
@@ -206,50 +214,72 @@ async def run_items(
     as_json: bool = False,
     settled: Iterable[Outcome] | AsyncIterable[Outcome] = (),
     report_rest: bool = False,
+    earlier: Iterable[Outcome] | None = None,
+    stopped_notes: Callable[[Summary], Awaitable[list[str]]] | None = None,
+    hint: str = "",
 ) -> tuple[Summary, list[dict[str, Any]]]:
     """Run a batch, writing JSON lines to ``out`` as outcomes arrive; return the summary and the outcomes
     as written (kept only when ``out`` is ``None``). ``settled`` are outcomes already final (lines that
-    could not be read), reported and counted first. The summary goes to stderr: a table, or with
-    ``as_json`` one JSON line. With ``report_rest`` (items held in memory), a batch stopped by a signal
-    also reports each item it never took as ``not_attempted``, so the summary covers every item."""
+    could not be read, or a resumed journal's outcomes of earlier runs), reported first; ``earlier`` (a
+    resume) are the journal's outcomes of earlier runs, counted apart in the summary (``settled`` is then
+    written, not counted). The summary goes to stderr: a table, or with ``as_json`` one JSON
+    line; when a signal or a closed output stopped the batch, ``stopped_notes`` say what is left and how to
+    finish it. With ``report_rest`` (items held in memory), a batch stopped by a signal also reports each
+    item it never took as ``not_attempted``, so the summary covers every item. An output that cannot be
+    written (a closed pipe) stops the batch as a signal would: work in flight gets the grace, every outcome is
+    still counted (and journalled), then the ``OutputError`` is raised. A batch that ends with items never
+    taken though nobody stopped it raises ``BatchEndedEarly`` (after the summary; ``hint`` says what to do),
+    never ends quietly."""
     summary = Summary()
+    if earlier is not None:
+        summary.earlier = Summary()
+        for outcome in earlier:
+            summary.earlier.add(outcome)
     kept: list[dict[str, Any]] = []
     # Shared with the batch: what it never pulled is left here (a journal's items are read as they are pulled).
     source = items if isinstance(items, AsyncIterable) else iter(items)
     batch = client.unassign_many(source, preflight=preflight, journal=journal)
     bar = Progress(batch.stats, total=total, enabled=progress)
     started = client.clock.monotonic()
+    grace = client.settings.grace
+    closed: list[OutputError] = []
 
     def write(data: dict[str, Any]) -> None:
         if out is None:
             kept.append(data)
-        else:
-            write_line(out, data, bar=bar)
+        elif not closed:
+            try:
+                write_line(out, data, bar=bar)
+            except OutputError as exc:  # nobody reads on: stop as a signal would, keep counting
+                closed.append(exc)
+                batch.stop(grace)
 
     async for outcome in _each(settled):
-        summary.add(outcome)
+        if summary.earlier is None:
+            summary.add(outcome)
         write(outcome.to_json())
     ticker = asyncio.create_task(_tick(bar))
     state = interruption()
-    grace = client.settings.grace
     # SIGINT/SIGTERM: stop submitting, give work in flight ``grace`` seconds, then report the rest honestly.
     unregister = state.register(lambda now: batch.stop(0.0 if now else grace)) if state is not None else None
+
+    def finish(outcome: Outcome) -> None:
+        summary.add(outcome)
+        write(outcome.to_json())
+
     try:
         async for outcome in batch:
-            summary.add(outcome)
-            write(outcome.to_json())
+            finish(outcome)
         for outcome in batch.unconfirmed:  # stopped by a signal: what was still in flight
-            summary.add(outcome)
-            write(outcome.to_json())
+            finish(outcome)
         for entry in source if report_rest and isinstance(source, Iterator) else ():  # never taken: none sent
             rest = as_item(entry)
-            outcome = Outcome(rest.vpc_id, rest.eni_id, rest.ips, line=rest.line).interrupt("stopped")
-            summary.add(outcome)
-            write(outcome.to_json())
+            finish(Outcome(rest.vpc_id, rest.eni_id, rest.ips, line=rest.line).interrupt("stopped"))
+        stopped = bool(closed) or (state is not None and state.exit_code is not None)
+        left = 0 if stopped else await _count(source)
     except asyncio.CancelledError:
         for outcome in batch.unconfirmed:
-            summary.add(outcome)
-            write(outcome.to_json())
+            finish(outcome)
         raise
     finally:
         if unregister is not None:
@@ -258,11 +288,25 @@ async def run_items(
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
         bar.close()
-        if out is not None:
+        if out is not None and not closed:
             with contextlib.suppress(OSError):  # a failed write was already reported
                 out.flush()
-        _tell_summary(summary, client.clock.monotonic() - started, as_json=as_json)
+        notes = [f"the output closed ({closed[0]}): the batch stopped"] if closed else []
+        if (closed or (state is not None and state.count)) and stopped_notes is not None:
+            notes += await stopped_notes(summary)
+        tell_summary(summary, client.clock.monotonic() - started, as_json=as_json, notes=notes)
+    if closed:
+        raise closed[0]
+    if left:
+        raise BatchEndedEarly(left, hint)
     return summary, kept
+
+
+async def _count(source: Iterable[object] | AsyncIterable[object]) -> int:
+    """How many entries ``source`` still holds (it is consumed)."""
+    if isinstance(source, AsyncIterable):
+        return sum([1 async for _ in source])
+    return sum(1 for _ in source)
 
 
 async def _each(outcomes: Iterable[Outcome] | AsyncIterable[Outcome]) -> AsyncIterator[Outcome]:
@@ -272,26 +316,6 @@ async def _each(outcomes: Iterable[Outcome] | AsyncIterable[Outcome]) -> AsyncIt
     else:
         for outcome in outcomes:
             yield outcome
-
-
-def _tell_summary(summary: Summary, elapsed: float, *, as_json: bool) -> None:
-    if not as_json:
-        sys.stderr.write(summary.render(elapsed) + "\n")
-        return
-    tell(
-        f"batch finished: {summary.total} ENIs, {summary.statuses[SUCCEEDED]} succeeded",
-        as_json=True,
-        enis=summary.total,
-        statuses=dict(summary.statuses),
-        ips=summary.asked,
-        released=summary.released,
-        not_released=summary.not_released,
-        unknown=summary.unknown,
-        absent=summary.absent,
-        tasks=summary.tasks,
-        errors=dict(summary.errors),
-        elapsed_s=round(elapsed, 3),
-    )
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
@@ -357,6 +381,9 @@ def _real(path: str | None) -> str | None:
 
 
 def _output_failed(exc: OutputError, args: argparse.Namespace, journal: Journal | None) -> int:
+    if exc.closed:  # `| head`: the summary said so already; nothing more to say, and stdout is gone
+        drop_stdout()
+        return 1
     where = (
         f"every finished outcome is in the journal: eni-async status {journal.where} --outcomes"
         if journal is not None
@@ -404,6 +431,8 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
                             journal=journal,
                             as_json=json_lines(args),
                             settled=settled,
+                            stopped_notes=lambda done: resume_notes(args, journal, done, total),
+                            hint=f"; run 'eni-async resume {journal.where}'" if journal is not None else "",
                         )
     except OutputError as exc:
         return _output_failed(exc, args, journal)
@@ -480,16 +509,16 @@ async def _resume(args: argparse.Namespace, settings: Settings, journal: Journal
     # line, rather than part-way through its output.
     async for _ in journal.unfinished():
         pass
-    async for _ in journal.finished_items():
-        pass
     given = {key: getattr(args, key, None) for key in RESUME_KEYS}
     recorded = {key: meta[key] for key in RESUME_KEYS if key in meta and given.get(key) is None}
     settings = dataclasses.replace(settings, **recorded)
     todo = counts["pending"] + counts["submitting"] + counts["submitted"]
+    # This run's summary counts apart from the journal's earlier outcomes, which are written first.
+    finished = [outcome async for outcome in journal.finished_items()]
     try:
         with _rewritten(args.output) if args.append else _output(args.output) as out:
             if todo == 0:
-                async for outcome in journal.finished_items():
+                for outcome in finished:
                     write_line(out, outcome.to_json(), path=args.output)
                 tell(
                     f"journal {journal.where}: all {counts['finished']} items finished; nothing to do",
@@ -509,7 +538,10 @@ async def _resume(args: argparse.Namespace, settings: Settings, journal: Journal
                         progress=show,
                         journal=journal,
                         as_json=json_lines(args),
-                        settled=journal.finished_items(),
+                        settled=finished,
+                        earlier=finished,
+                        stopped_notes=lambda done: resume_notes(args, journal, done, todo),
+                        hint=f"; run 'eni-async resume {journal.where}' again",
                     )
     except OutputError as exc:
         return _output_failed(exc, args, journal)
@@ -607,9 +639,10 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     problems += [f"{i.eni_id}: no outcome reported" for i in items if i.eni_id not in reported]
     for problem in problems[:20]:
         print(f"  mismatch: {problem}")
+    limited, injected = sum(stats["throttled"].values()), stats["faults"]["throttle"]
     print(
-        f"requests: {sum(stats['requests'].values())}, throttled: {sum(stats['throttled'].values())}, "
-        f"faults injected: {sum(stats['faults'].values())}"
+        f"requests: {sum(stats['requests'].values())}, throttled: {limited + injected} "
+        f"({limited} by the rate limits, {injected} injected), faults injected: {sum(stats['faults'].values())}"
     )
     print(f"mismatches: {len(problems)}", flush=True)
     return 0 if not problems else 1

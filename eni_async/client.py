@@ -1,92 +1,46 @@
-"""``EniClient``: the one place where dialect, signing, transport, throttle and policies meet.
+"""``EniClient``: the facade most code uses, over the call pipeline, its tracker and the one release path.
 
-A client is an async context manager that owns (or borrows) one aiohttp session and one set of rate budgets
-(in memory, or with ``shared_quota`` in Redis, shared with other processes), and is safe to share between
-many coroutines. Every call goes: budget -> sign -> send -> parse, inside a tenacity retrier built from the
-retry table. A mutating call is retried only when it surely had no effect
-(throttled, never connected); after an ambiguous failure it raises ``OutcomeUnknownError`` carrying what was
-sent, so the caller can look before resubmitting.
-
-Logging (standard ``logging``, no handler configured here): every attempt at DEBUG with its action, subject
-(ENI or task), request id, attempt number, latency and result code, also as ``extra`` fields for structured
-formatters; throttles at WARNING, retries and mutex waits at INFO, each with the reason. With ``metrics``,
-the same events update a ``Metrics`` (see ``eni_async.metrics``); without, they cost one ``is None`` test.
+A client is an async context manager around three parts, each its own module: the signed call pipeline
+(``eni_async.pipeline.Pipeline``, the ``Calls`` seam: budgets, signing, transport, retries, metrics hooks),
+the tracker that watches every task it submits (``eni_async.tracker``), and the release path
+(``eni_async.release.Releaser``) that every release goes through. ``unassign`` is that path plus
+``Outcome.raise_for_failure``; ``unassign_many`` is a ``Batch`` over it. It is safe to share between many
+coroutines, and one client per process keeps all of them within the account's rate limits. Tasks are
+counted in ``eni_async_tasks_total`` here, once each, by the final status their fate shows.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import functools
-import itertools
-import logging
 import random
 import ssl as ssl_module
-import urllib.request
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar, cast
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Self
 
 import aiohttp
-from tenacity import RetryCallState
 
 from eni_async import validation
 from eni_async.batch import Batch
-from eni_async.calls import Gate, StopSubmitting
-from eni_async.clock import Clock, SystemClock
-from eni_async.credentials.refresh import CredentialProvider, StaticCredentials, as_provider
-from eni_async.dialects import (
-    DESCRIBE,
-    TASK_QUERY,
-    UNASSIGN,
-    Capabilities,
-    Dialect,
-    SignContext,
-    get_dialect,
-)
-from eni_async.errors import (
-    ApiError,
-    ConfigError,
-    EniAsyncError,
-    InputError,
-    MutexError,
-    OutcomeUnknownError,
-    TaskFailedError,
-    TaskTimeoutError,
-    ThrottledError,
-    TokenError,
-    error_code,
-)
+from eni_async.clock import Clock
+from eni_async.credentials.refresh import CredentialProvider
+from eni_async.errors import ApiError, InputError, TaskTimeoutError
 from eni_async.journal import Journal
-from eni_async.models import (
-    ChunkFate,
-    Credentials,
-    EniInfo,
-    HttpRequest,
-    HttpResponse,
-    Submitted,
-    TaskState,
-    TaskStatus,
-)
+from eni_async.models import ChunkFate, Credentials, EniInfo, TaskState, TaskStatus
 from eni_async.models import UnassignResult as UnassignResult
-from eni_async.policy import PollPolicy, RetryPolicy, retrier, retryable
+from eni_async.outcomes import Item, Outcome
+from eni_async.pipeline import Pipeline
+from eni_async.policy import LookPolicy
 from eni_async.poller import LatencyTracker, poll_until_done
-from eni_async.settings import Settings, mask_url
+from eni_async.release import Releaser
+from eni_async.settings import Settings
 from eni_async.throttle import Budgets
 from eni_async.tracker import Tracker
-from eni_async.transport import AiohttpTransport
+from eni_async.transport import Transport
 
 if TYPE_CHECKING:
     from eni_async.metrics import Metrics
     from eni_async.shared_quota import SharedBudgets
-
-log = logging.getLogger("eni_async")
-
-# Send times of submits kept for the tracker, at most (the oldest go first).
-SENT_REMEMBERED = 100_000
-
-T = TypeVar("T")
 
 
 class EniClient:
@@ -95,12 +49,10 @@ class EniClient:
     ``credentials`` are fixed ``Credentials`` or a ``CredentialProvider`` (``await credential_chain()``),
     asked before every call; a call refused for an expired token is signed again, once, with fresh ones.
     ``session`` is borrowed when given (the caller closes it); otherwise the client opens its own on entry
-    and closes it on exit. ``clock`` is the time seam (tests pass a ``FakeClock``); ``rng`` seeds jitter.
-    ``metrics`` is an ``eni_async.metrics.Metrics`` to keep up to date (``None``: no metrics).
-
-    The proxy is decided once, on entry: ``settings.proxy`` when set, else ``HTTPS_PROXY``/``HTTP_PROXY``
-    for the endpoint's scheme unless ``NO_PROXY`` covers its host. (Leaving that to aiohttp's ``trust_env``
-    would look the environment and ``.netrc`` up in a thread for every single call.)
+    and closes it on exit. ``transport`` replaces the aiohttp adapter altogether (``MockTransport`` in
+    tests). ``clock`` is the time seam (tests pass a ``FakeClock``); ``rng`` seeds jitter. ``metrics`` is an
+    ``eni_async.metrics.Metrics`` to keep up to date (``None``: no metrics). ``calls`` is the pipeline, for
+    code written against the ``Calls`` protocol.
     """
 
     def __init__(
@@ -113,92 +65,60 @@ class EniClient:
         rng: random.Random | None = None,
         ssl_context: ssl_module.SSLContext | None = None,
         metrics: Metrics | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics
-        self.dialect: Dialect = get_dialect(settings.dialect)
-        self.endpoint = settings.resolved_endpoint
-        self.clock: Clock = clock if clock is not None else SystemClock()
-        self.budgets: Budgets | SharedBudgets = self._make_budgets(credentials)
-        self.latencies = LatencyTracker()
-        self._tracker: Tracker | None = None
-        self._sent_at: dict[str, float] = {}
-        self.credentials: CredentialProvider = as_provider(credentials)
-        self._rng = rng if rng is not None else random.Random()
-        self._nonces = itertools.count(random.SystemRandom().randint(1, 2**30))
-        self._session = session
-        self._owns_session = session is None
-        self._ssl_context = ssl_context
-        self._ssl: bool | ssl_module.SSLContext | None = None
-        self._transport: AiohttpTransport | None = None
-        if session is not None:
-            self._transport = self._make_transport(session)
+        self.calls = Pipeline(
+            credentials,
+            settings,
+            transport=transport,
+            session=session,
+            clock=clock,
+            rng=rng,
+            ssl_context=ssl_context,
+            metrics=metrics,
+        )
+        self.tracker = Tracker(self.calls, confirm=settings.confirm, rng=self.calls.rng)
+        # The describe rounds of the release path pause as long as a call's retries at most.
+        looks = LookPolicy(pause=settings.retry.maximum)
+        self.releaser = Releaser(self.calls, _Counted(self.tracker, metrics), looks=looks)
 
     def __repr__(self) -> str:
-        shown = self.credentials
-        who = f"secret_id={shown.credentials.secret_id!r}" if isinstance(shown, StaticCredentials) else ""
-        return (
-            f"EniClient(endpoint={self.endpoint!r}, dialect={self.settings.dialect!r}, "
-            f"{who or f'credentials={shown.source!r}'})"
-        )
+        return repr(self.calls).replace("Pipeline(", "EniClient(", 1)
 
     @property
-    def capabilities(self) -> Capabilities:
-        """What the dialect can do (``eni_async.calls.Calls``)."""
-        return self.dialect.capabilities
+    def clock(self) -> Clock:
+        """The client's clock (the pipeline's)."""
+        return self.calls.clock
 
     @property
-    def retry(self) -> RetryPolicy:
-        """How failed calls are retried (``settings.retry``)."""
-        return self.settings.retry
+    def budgets(self) -> Budgets | SharedBudgets:
+        """The per-action rate budgets every call takes from."""
+        return self.calls.budgets
 
     @property
-    def poll(self) -> PollPolicy:
-        """How running tasks are polled (``settings.poll``)."""
-        return self.settings.poll
+    def latencies(self) -> LatencyTracker:
+        """The task latencies observed so far."""
+        return self.calls.latencies
 
-    def _make_budgets(self, credentials: Credentials | CredentialProvider) -> Budgets | SharedBudgets:
-        """In-memory budgets, or with ``shared_quota`` budgets in Redis (only then is ``redis`` imported)."""
-        rates = self.settings.rate_limits.by_action()
-        if not self.settings.shared_quota:
-            return Budgets(rates, self.clock, discovery=self.settings.discovery)
-        try:
-            from eni_async.shared_quota import SharedBudgets, account_key
-        except ImportError as exc:
-            raise ConfigError(
-                "shared_quota",
-                mask_url(self.settings.shared_quota),
-                f"needs the redis package (pip install '.[redis]' from a clone): {exc}",
-            ) from None
-        if isinstance(credentials, StaticCredentials):
-            credentials = credentials.credentials
-        if not isinstance(credentials, Credentials) and not self.settings.quota_key:
-            # Temporary credentials get a new SecretId at each renewal: the quota needs a stable name.
-            raise ConfigError(
-                "quota_key", "", "must name the account when shared_quota is used with renewed credentials"
-            )
-        return SharedBudgets(
-            rates,
-            self.clock,
-            url=self.settings.shared_quota,
-            account=account_key(
-                credentials.secret_id if isinstance(credentials, Credentials) else "", self.settings.quota_key
-            ),
-            region=self.settings.region,
-        )
+    @property
+    def metrics(self) -> Metrics | None:
+        """The metrics kept up to date, if any."""
+        return self.calls.metrics
+
+    @property
+    def credentials(self) -> CredentialProvider:
+        """Where every call's credentials come from; may be replaced (a renewed source)."""
+        return self.calls.credentials
+
+    @credentials.setter
+    def credentials(self, provider: CredentialProvider) -> None:
+        self.calls.credentials = provider
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if not isinstance(self.budgets, Budgets):
-            await self.budgets.open()  # Redis unreachable at start: a ConfigError naming the URL
-        if self._session is None:
-            ssl: bool | ssl_module.SSLContext = self._ssl_option()
-            connector = aiohttp.TCPConnector(
-                limit=min(1000, max(100, self.settings.concurrency * 2)), ssl=ssl
-            )
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
-            self._transport = self._make_transport(self._session)
+        await self.calls.open()
         return self
 
     async def __aexit__(
@@ -206,332 +126,13 @@ class EniClient:
     ) -> None:
         await self.close()
 
-    @property
-    def tracker(self) -> Tracker:
-        """The one tracker that watches every task this client submits (made on first use)."""
-        if self._tracker is None:
-            self._tracker = Tracker(self, confirm=self.settings.confirm, rng=self._rng)
-        return self._tracker
-
     async def close(self) -> None:
-        """Stop the tracker (tasks still watched end ``unknown``); close the session if this client opened it,
-        and the connections to a shared quota."""
-        if self._tracker is not None:
-            await self._tracker.close()
-        if not isinstance(self.budgets, Budgets):
-            await self.budgets.close()
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-            self._transport = None
+        """Stop the tracker (tasks still watched end ``unknown``), then close the pipeline (its session, if
+        the client opened it, and the connections to a shared quota)."""
+        await self.tracker.close()
+        await self.calls.close()
 
-    def _ssl_option(self) -> bool | ssl_module.SSLContext:
-        if self._ssl is None and self._ssl_context is None and not self.endpoint.startswith("https://"):
-            if not self.settings.verify_tls:
-                log.warning("TLS certificate verification is OFF (verify_tls = false); use only for testing")
-            self._ssl = True  # plain HTTP: no context to build (it costs tens of milliseconds)
-        if self._ssl is None:
-            made = self._ssl_context if self._ssl_context is not None else self._make_ssl_context()
-            self._ssl = made if made is not None else False
-        return self._ssl
-
-    def _make_ssl_context(self) -> ssl_module.SSLContext | None:
-        if not self.settings.verify_tls:
-            log.warning("TLS certificate verification is OFF (verify_tls = false); use only for testing")
-            return None
-        try:
-            return ssl_module.create_default_context(cafile=self.settings.ca_file or None)
-        except (OSError, ssl_module.SSLError) as exc:
-            raise ConfigError("ca_file", self.settings.ca_file, f"cannot load certificates ({exc})") from None
-
-    def _make_transport(self, session: aiohttp.ClientSession) -> AiohttpTransport:
-        t = self.settings.timeouts
-        return AiohttpTransport(
-            session,
-            timeout=aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read),
-            proxy=self._proxy(),
-            ssl=self._ssl_option(),
-        )
-
-    def _proxy(self) -> str | None:
-        """The proxy for the endpoint: the setting, else the environment's (honouring ``NO_PROXY``)."""
-        if self.settings.proxy:
-            return self.settings.proxy
-        parts = urlsplit(self.endpoint)
-        proxy = urllib.request.getproxies().get(parts.scheme)
-        if proxy and not urllib.request.proxy_bypass(parts.netloc):
-            return proxy
-        return None
-
-    # -- one call -------------------------------------------------------------------------------------
-
-    def _context(self, credentials: Credentials) -> SignContext:
-        return SignContext(
-            credentials=credentials,
-            endpoint=self.endpoint,
-            region=self.settings.region,
-            timestamp=int(self.clock.time()),
-            nonce=next(self._nonces) % (2**31 - 1) + 1,
-            sign_method=self.settings.sign_method,
-        )
-
-    async def _call(
-        self,
-        action: str,
-        build: Callable[[SignContext], HttpRequest],
-        parse: Callable[[HttpResponse], T],
-        *,
-        mutating: bool,
-        subject: str = "",
-    ) -> T:
-        """Run one API call through budget, signing, transport and parsing, retried per the table."""
-        if self._transport is None:
-            raise RuntimeError("EniClient is not open: use 'async with EniClient(...) as client'")
-        transport = self._transport
-        budget = self.budgets[action]
-        metrics = self.metrics
-        attempt = 0
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            wait = state.next_action.sleep if state.next_action else 0.0
-            reason = error_code(exc) if exc is not None else "Unknown"
-            log.info(
-                "retrying %s %s after %s: %s (attempt %d, waiting %.2fs)",
-                action, subject, reason, exc, state.attempt_number, wait,
-                extra={"action": action, "subject": subject, "attempt": state.attempt_number,
-                       "code": reason, "wait_s": round(wait, 3)},
-            )  # fmt: skip
-            if metrics is not None:
-                metrics.retry(action, reason)
-
-        def logged(
-            code: str, request_id: str | None, latency: float, error: EniAsyncError | None = None
-        ) -> None:
-            if metrics is not None:
-                metrics.call(action, code, latency)
-            if not log.isEnabledFor(logging.DEBUG):
-                return
-            log.debug(
-                "%s %s attempt %d: %s in %.3fs request_id=%s%s",
-                action, subject, attempt, code, latency, request_id, f" ({error})" if error else "",
-                extra={"action": action, "subject": subject, "attempt": attempt, "code": code,
-                       "request_id": request_id, "latency_s": round(latency, 6)},
-            )  # fmt: skip
-
-        async def once() -> T:
-            nonlocal attempt
-            attempt += 1
-            if attempt == 1:
-                await budget.acquire()
-            else:  # a retry does not queue again behind every call waiting for the budget
-                await budget.acquire_retry()
-            started = self.clock.monotonic()
-            try:
-                result = await self._signed_send(
-                    transport, build, parse, budget.acquire, f"{action} {subject}"
-                )
-            except EniAsyncError as exc:
-                code = error_code(exc)
-                logged(code, getattr(exc, "request_id", None), self.clock.monotonic() - started, exc)
-                if isinstance(exc, ThrottledError):
-                    budget.on_throttled(exc.limit)
-                    if metrics is not None:
-                        metrics.throttle(action)
-                    log.warning(
-                        "throttled on %s %s (attempt %d): %s; rate now %d/s",
-                        action, subject, attempt, exc, budget.rate,
-                        extra={"action": action, "subject": subject, "attempt": attempt, "code": code,
-                               "request_id": exc.request_id, "rate": budget.rate},
-                    )  # fmt: skip
-                raise
-            logged("Success", getattr(result, "request_id", None), self.clock.monotonic() - started)
-            if isinstance(result, TaskState):
-                # When the task was seen in this state: the send time, not the answer's (budget waits excluded).
-                result = cast(T, dataclasses.replace(result, observed_at=started))
-            elif isinstance(result, Submitted):
-                self._note_sent(result.task_id, started)
-                if metrics is not None:
-                    metrics.task_submitted(result.task_id, started)
-            return result
-
-        # The first attempt runs outside tenacity: most calls succeed at once, and building a retrier for
-        # each would cost more CPU than the call itself. A failure worth retrying is replayed as tenacity's
-        # first attempt, so the schedule, the bound and the logs are exactly those of the policy.
-        try:
-            return await once()
-        except EniAsyncError as exc:
-            if not retryable(mutating=mutating)(exc):
-                raise
-            replay: list[EniAsyncError] = [exc]
-
-        async def again() -> T:
-            if replay:
-                raise replay.pop()
-            return await once()
-
-        retrying = retrier(self.settings.retry, self.clock, mutating=mutating, before_sleep=before_sleep)
-        return await retrying(again)
-
-    async def _signed_send(
-        self,
-        transport: AiohttpTransport,
-        build: Callable[[SignContext], HttpRequest],
-        parse: Callable[[HttpResponse], T],
-        acquire: Callable[[], Awaitable[None]],
-        label: str,
-    ) -> T:
-        """Sign with the provider's credentials and send; once more with fresh ones if the token expired.
-
-        A refused token means the call had no effect, so even a mutating call may be signed again.
-        """
-        credentials = await self.credentials.get()
-        try:
-            return parse(await transport.send(build(self._context(credentials))))
-        except TokenError as exc:  # AuthFailure.TokenFailure; API 2.0 4100 naming the token, or 4105
-            fresh = await self.credentials.refresh(credentials)
-            if fresh == credentials:
-                raise  # nothing fresher to sign with
-            log.info("%s: %s; signing again with fresh credentials", label, exc.code)
-        await acquire()
-        return parse(await transport.send(build(self._context(fresh))))
-
-    # -- the API --------------------------------------------------------------------------------------
-
-    async def submit_unassign(self, vpc_id: str, eni_id: str, ips: Sequence[str]) -> str:
-        """Send one UnassignPrivateIpAddresses call (at most 10 IPs) and return its task id."""
-        vpc, eni, checked = validation.release_request(vpc_id, eni_id, ips)
-        if len(checked) > validation.MAX_IPS_PER_CALL:
-            raise InputError("ips", len(checked), "at most 10 IPs per call; use unassign()")
-        return (await self.submit(vpc, eni, checked)).task_id
-
-    async def submit(self, vpc_id: str, eni_id: str, ips: Sequence[str]) -> Submitted:
-        """Send one call for ids and IPs already validated (every caller validates once, up front)."""
-        vpc, eni, checked = vpc_id, eni_id, ips
-        try:
-            submitted = await self._call(
-                UNASSIGN,
-                lambda ctx: self.dialect.build_unassign(ctx, vpc, eni, checked),
-                self.dialect.parse_unassign,
-                mutating=True,
-                subject=eni,
-            )
-        except EniAsyncError as exc:
-            if exc.transient and not exc.no_effect:
-                raise OutcomeUnknownError(UNASSIGN, vpc, eni, checked, exc) from exc
-            raise
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "submitted release of %d IP(s) from %s: task %s request_id=%s",
-                len(checked), eni, submitted.task_id, submitted.request_id,
-                extra={"action": UNASSIGN, "subject": eni, "task_id": submitted.task_id,
-                       "request_id": submitted.request_id},
-            )  # fmt: skip
-        return submitted
-
-    async def task_status(self, task_id: str) -> TaskStatus:
-        """Query a task once and return RUNNING, SUCCESS or FAILED."""
-        return (await self.task_state(task_id)).status
-
-    async def task_state(self, task_id: str) -> TaskState:
-        """Query a task once and return its full reading (status, request id, output)."""
-        return await self._call(
-            TASK_QUERY,
-            lambda ctx: self.dialect.build_task_query(ctx, task_id),
-            lambda response: self.dialect.parse_task_query(response, task_id),
-            mutating=False,
-            subject=f"task {task_id}",
-        )
-
-    async def wait_for_task(
-        self, task_id: str, *, timeout: float | None = None, submitted_at: float | None = None
-    ) -> TaskState:
-        """Poll until the task is SUCCESS or FAILED; raise ``TaskTimeoutError`` after ``timeout`` seconds.
-
-        ``timeout`` defaults to ``settings.poll.timeout``. The task's final state is returned, FAILED
-        included: deciding what a failure means is the caller's business.
-        """
-        waiting = poll_until_done(
-            self.task_state,
-            task_id,
-            policy=self.settings.poll,
-            clock=self.clock,
-            tracker=self.latencies,
-            rng=self._rng,
-            timeout=self.settings.poll.timeout if timeout is None else timeout,
-            submitted_at=submitted_at,
-        )
-        metrics = self.metrics
-        if metrics is None:
-            return await waiting
-        try:
-            state = await waiting
-        except TaskTimeoutError:
-            metrics.task_ended(task_id, "TIMEOUT", None)
-            raise
-        except BaseException:  # an unreadable task, a bug or a cancellation: the client stops watching it
-            metrics.task_ended(task_id, "UNKNOWN", None)
-            raise
-        metrics.task_ended(task_id, state.status.value, state.observed_at)
-        return state
-
-    def _note_sent(self, task_id: str, at: float) -> None:
-        sent = self._sent_at
-        sent[task_id] = at
-        if (
-            len(sent) > SENT_REMEMBERED
-        ):  # submits nobody tracks (``submit_unassign`` alone): forget the oldest
-            del sent[next(iter(sent))]
-
-    def sent_at(self, task_id: str) -> float | None:
-        """When the submit that started ``task_id`` was sent (``Clock.monotonic``), if this client sent it;
-        asked once, by the tracker (budget and mutex waits before it are not the task's latency)."""
-        return self._sent_at.pop(task_id, None)
-
-    def task_seen(self, task_id: str, status: str, seen_at: float | None) -> None:
-        """The tracker's word that it stopped watching ``task_id`` (for metrics)."""
-        if self.metrics is not None:
-            self.metrics.task_ended(task_id, status, seen_at)
-
-    async def describe_many(self, eni_ids: Sequence[str]) -> dict[str, EniInfo]:
-        """Describe ENIs by id, as many per call as the dialect takes (API 3.0: 100; API 2.0: one).
-
-        An ENI missing from the answer does not exist (or is not visible to this key).
-        """
-        wanted = [validation.eni_id(eni) for eni in dict.fromkeys(eni_ids)]
-        per_call = self.dialect.describe_ids_per_call
-        found: dict[str, EniInfo] = {}
-        for start in range(0, len(wanted), per_call):
-            group = wanted[start : start + per_call]
-            page = await self._call(
-                DESCRIBE,
-                functools.partial(self.dialect.build_describe, eni_ids=group, limit=len(group)),
-                self.dialect.parse_describe,
-                mutating=False,
-                subject=group[0] if len(group) == 1 else f"{len(group)} ENIs",
-            )
-            found.update((info.eni_id, info) for info in page.enis if info.eni_id in group)
-        return found
-
-    async def describe_vpc(self, vpc_id: str, *, offset: int, limit: int) -> tuple[list[EniInfo], int]:
-        """One page of the ENIs of a VPC, and how many the VPC has."""
-        page = await self._call(
-            DESCRIBE,
-            lambda ctx: self.dialect.build_describe(ctx, vpc_id=vpc_id, offset=offset, limit=limit),
-            self.dialect.parse_describe,
-            mutating=False,
-            subject=vpc_id,
-        )
-        return list(page.enis), page.total
-
-    async def describe_eni(self, eni_id: str) -> EniInfo | None:
-        """Return what DescribeNetworkInterfaces says about one ENI, or ``None`` when it does not exist.
-
-        Where the dialect takes many ids per call (API 3.0), ENIs asked for at about the same time share one
-        call (see ``Tracker.describe``).
-        """
-        eni = validation.eni_id(eni_id)
-        return await self.tracker.describe(eni)
+    # -- one ENI --------------------------------------------------------------------------------------
 
     async def unassign(
         self,
@@ -542,16 +143,17 @@ class EniClient:
         timeout: float | None = None,
         submitted: list[str] | None = None,
     ) -> UnassignResult:
-        """Release ``ips`` from the ENI and return once every task has ended.
+        """Release ``ips`` from the ENI through the release path and return once every task has ended.
 
         More than 10 IPs go in chunks of at most 10, one after another (one task per ENI at a time); ``timeout``
-        bounds the wait for each task (default ``settings.poll.timeout``). Any ``EniAsyncError`` raised once a
-        chunk was submitted carries ``.result``: an ``UnassignResult`` with every task id submitted (the
-        failed or timed-out one included) and every IP released so far, IP by IP (a part-failed chunk's
-        released IPs included), and ``.fate``: the last chunk's ``ChunkFate``. Each chunk is confirmed by
-        the client's tracker. A chunk that left IPs on the ENI (a FAILED task) raises ``TaskFailedError``;
-        one whose IPs' fate was not seen by the deadline raises ``TaskTimeoutError`` (a ``TimeoutError``;
-        the task may still release its IPs) or the error that kept it from being seen.
+        bounds the wait for each task (default ``settings.poll.timeout``). This is ``unassign_many``'s path
+        for one item, then ``Outcome.raise_for_failure``: IPs not on the ENI are ``absent`` in the result
+        (not a failure); an item with any IP not released or of unknown fate raises. A chunk that left IPs
+        on the ENI (a FAILED task) raises ``TaskFailedError``; one whose IPs' fate was not seen by the deadline
+        ``TaskTimeoutError`` (a ``TimeoutError``; the task may still release its IPs) or the error that kept
+        it from being seen; a refused call its typed ``ApiError``. The error is the first one met, and once a
+        chunk was submitted it carries ``.result`` (an ``UnassignResult`` with every task id submitted and
+        every IP released so far, IP by IP) and ``.fate`` (the last watched chunk's ``ChunkFate``).
 
         Cancellation is never swallowed or replaced (``asyncio.timeout``, ``TaskGroup`` and ``wait_for``
         rely on seeing ``CancelledError``), so a cancelled call raises ``CancelledError`` as asyncio
@@ -560,50 +162,23 @@ class EniClient:
         ``CancelledError`` as a note, and logged at INFO when submitted.
         """
         vpc, eni, checked = validation.release_request(vpc_id, eni_id, ips)
-        released: list[str] = []
-        task_ids: list[str] = []
-        request_ids: list[str | None] = []
-
-        def result() -> UnassignResult:
-            return UnassignResult(vpc, eni, tuple(released), tuple(task_ids), tuple(request_ids))
-
+        item = Item(vpc, eni, checked)
+        outcome = Outcome.for_item(item)
         try:
-            for chunk in validation.chunks(checked):
-                started = self.clock.monotonic()
-                submitted_call = await self.submit_when_free(vpc, eni, chunk, timeout=timeout)
-                task_id, request_id = submitted_call.task_id, submitted_call.request_id
-                task_ids.append(task_id)
-                request_ids.append(request_id)
-                if submitted is not None:
-                    submitted.append(task_id)
-                fate = await self.tracker.track(
-                    vpc, eni, task_id, chunk, submitted_at=started, timeout=timeout
-                )
-                released.extend(fate.released)
-                failed = fate.state is not None and fate.state.status is TaskStatus.FAILED
-                if fate.not_released or failed:
-                    output = fate.state.output if fate.state is not None else None
-                    raise _with_fate(
-                        TaskFailedError(task_id, eni_id=eni, ips=chunk, request_id=request_id, output=output),
-                        fate,
-                    )
-                if fate.unknown:
-                    error = fate.error
-                    if not isinstance(error, EniAsyncError):
-                        error = TaskTimeoutError(task_id, None, self.clock.monotonic() - started)
-                    raise _with_fate(error, fate)
-        except EniAsyncError as exc:
-            if task_ids:
-                exc.result = result()  # type: ignore[attr-defined]
-            raise
+            await self.releaser.release(
+                item,
+                outcome,
+                recorder=_TaskIds(submitted) if submitted is not None else None,
+                timeout=timeout,
+            )
         except asyncio.CancelledError as exc:
-            if task_ids:
+            if outcome.task_ids:
                 exc.add_note(
-                    f"eni_async: task(s) {', '.join(task_ids)} submitted on {eni}; "
-                    f"released confirmed: {', '.join(released) or 'none'}"
+                    f"eni_async: task(s) {', '.join(outcome.task_ids)} submitted on {eni}; "
+                    f"released confirmed: {', '.join(outcome.released) or 'none'}"
                 )
             raise
-        return result()
+        return outcome.raise_for_failure()
 
     def unassign_many(
         self,
@@ -625,53 +200,132 @@ class EniClient:
         yielded or in ``Batch.unconfirmed``, with IPs whose fate was not observed under ``unknown``.
         """
         return Batch(
-            self,
+            self.releaser,
             items,
             concurrency=self.settings.concurrency if concurrency is None else concurrency,
+            target=self.tracker.releases_in_flight,
             preflight=preflight,
             journal=journal,
         )
 
-    async def submit_when_free(
+    # -- the lower-level steps ------------------------------------------------------------------------
+
+    async def submit_unassign(self, vpc_id: str, eni_id: str, ips: Sequence[str]) -> str:
+        """Send one UnassignPrivateIpAddresses call (at most 10 IPs) and return its task id."""
+        vpc, eni, checked = validation.release_request(vpc_id, eni_id, ips)
+        if len(checked) > validation.MAX_IPS_PER_CALL:
+            raise InputError("ips", len(checked), "at most 10 IPs per call; use unassign()")
+        return (await self.calls.submit(vpc, eni, checked)).task_id
+
+    async def task_status(self, task_id: str) -> TaskStatus:
+        """Query a task once and return RUNNING, SUCCESS or FAILED."""
+        return (await self.task_state(task_id)).status
+
+    async def task_state(self, task_id: str) -> TaskState:
+        """Query a task once and return its full reading (status, request id, output)."""
+        return await self.calls.task_state(task_id)
+
+    async def wait_for_task(
+        self, task_id: str, *, timeout: float | None = None, submitted_at: float | None = None
+    ) -> TaskState:
+        """Poll until the task is SUCCESS or FAILED; raise ``TaskTimeoutError`` after ``timeout`` seconds.
+
+        ``timeout`` defaults to ``settings.poll.timeout``. The task's final state is returned, FAILED
+        included: deciding what a failure means is the caller's business.
+        """
+        calls, metrics = self.calls, self.calls.metrics
+        waiting = poll_until_done(
+            calls.task_state,
+            task_id,
+            policy=calls.poll,
+            clock=calls.clock,
+            latencies=calls.latencies,
+            rng=calls.rng,
+            timeout=calls.poll.timeout if timeout is None else timeout,
+            submitted_at=submitted_at,
+        )
+        if metrics is None:
+            return await waiting
+        try:
+            state = await waiting
+        except TaskTimeoutError:
+            metrics.task_ended("TIMEOUT")
+            calls.task_seen(task_id, "TIMEOUT", None)
+            raise
+        except BaseException:  # an unreadable task, a bug or a cancellation: the client stops watching it
+            metrics.task_ended("UNKNOWN")
+            calls.task_seen(task_id, "UNKNOWN", None)
+            raise
+        metrics.task_ended(state.status.value)
+        calls.task_seen(task_id, state.status.value, state.observed_at)
+        return state
+
+    async def describe_eni(self, eni_id: str) -> EniInfo | None:
+        """Return what DescribeNetworkInterfaces says about one ENI, or ``None`` when it does not exist.
+
+        Where the dialect takes many ids per call (API 3.0), ENIs asked for at about the same time share one
+        call (see ``Tracker.describe``).
+        """
+        return await self.tracker.describe(validation.eni_id(eni_id))
+
+
+class _Counted:
+    """The tracker as the release path watches through it: each task's fate, once known, counts the task
+    in ``eni_async_tasks_total`` by its final status (the tracker's own last reading may be RUNNING)."""
+
+    def __init__(self, tracker: Tracker, metrics: Metrics | None) -> None:
+        self.tracker = tracker
+        self.metrics = metrics
+
+    async def track(
         self,
         vpc_id: str,
         eni_id: str,
+        task_id: str,
         ips: Sequence[str],
         *,
+        submitted_at: float | None = None,
         timeout: float | None = None,
-        gate: Gate | None = None,
-    ) -> Submitted:
-        """Submit, and while another task holds the ENI's mutex, wait (poll schedule) and try again.
+    ) -> ChunkFate:
+        try:
+            fate = await self.tracker.track(
+                vpc_id, eni_id, task_id, ips, submitted_at=submitted_at, timeout=timeout
+            )
+        except BaseException:  # credentials lost, or a cancellation: the task's end was not seen
+            if self.metrics is not None:
+                self.metrics.task_ended("UNKNOWN")
+            raise
+        if self.metrics is not None:
+            self.metrics.task_ended(fate.final_status)
+        return fate
 
-        Once ``gate()`` is true no further try is made: ``StopSubmitting`` (every try so far met the mutex,
-        so none had an effect)."""
-        policy = self.settings.poll
-        deadline = self.clock.monotonic() + (policy.timeout if timeout is None else timeout)
-        delay = policy.initial
-        while True:
-            try:
-                return await self.submit(vpc_id, eni_id, ips)
-            except MutexError as exc:
-                if gate is not None and gate():
-                    raise StopSubmitting from exc
-                if self.clock.monotonic() + delay > deadline:
-                    raise TaskTimeoutError(f"(another task on {eni_id})", "RUNNING", delay) from exc
-                log.info(
-                    "%s busy with another task (%s); retrying in %.2fs", eni_id, exc, delay,
-                    extra={"action": UNASSIGN, "subject": eni_id, "code": exc.code,
-                           "request_id": exc.request_id, "wait_s": round(delay, 3)},
-                )  # fmt: skip
-                if self.metrics is not None:
-                    self.metrics.retry(UNASSIGN, exc.code)
-                await self.clock.sleep(delay)
-                if gate is not None and gate():
-                    raise StopSubmitting from exc
-                delay = min(policy.maximum, delay * policy.multiplier)
+    async def describe(self, eni_id: str) -> EniInfo | None:
+        return await self.tracker.describe(eni_id)
 
 
-def _with_fate(error: EniAsyncError, fate: ChunkFate) -> EniAsyncError:
-    error.fate = fate  # type: ignore[attr-defined]
-    return error
+class _TaskIds:
+    """A ``Recorder`` that only appends each accepted task id to the caller's list (``unassign``'s
+    ``submitted``)."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+
+    async def add(self, item: Item) -> int:
+        raise AssertionError("unassign records no items")  # pragma: no cover
+
+    async def submitting(self, item: Item, chunk: tuple[str, ...], outcome: Outcome) -> None:
+        return None
+
+    async def submitted(
+        self, item: Item, task_id: str, request_id: str | None, chunk: tuple[str, ...], outcome: Outcome
+    ) -> None:
+        self.ids.append(task_id)
+
+    async def progressed(self, item: Item, outcome: Outcome) -> None:
+        return None
+
+    async def finished(self, key: int, outcome: Outcome) -> None:
+        return None
 
 
 __all__ = ["ApiError", "EniClient", "UnassignResult"]

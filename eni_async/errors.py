@@ -12,12 +12,15 @@
     ├── OutcomeUnknownError                a submit that may have taken effect (carries what was sent)
     ├── TaskTimeoutError (TimeoutError)    a task still not SUCCESS/FAILED at the poll deadline
     ├── TaskFailedError                    a task that ended FAILED
+    ├── ServiceError                       an error answer of ``eni-async serve`` (service.client)
     └── ApiError                           an error answer from the API (code, message, request id)
         ├── AuthError                      the credentials themselves fail: every later call fails too
         │   ├── SignatureError             bad signature (or an Authorization header that does not parse)
         │   ├── SecretIdNotFoundError      unknown or disabled SecretId
         │   ├── TokenError                 expired or invalid session token
-        │   └── ReplayError                timestamp too far from the server's clock
+        │   ├── ReplayError                timestamp too far from the server's clock
+        │   └── CredentialError            no credentials to sign with: metadata service or STS failed
+        │                                  (credentials.refresh)
         ├── PermissionDeniedError          access control refused this call (a resource, an action): that item
         │                                  fails, the batch goes on; the call had no effect
         ├── NonceReusedError               API 2.0 replay guard saw the nonce before; a retry uses a new one
@@ -30,8 +33,16 @@
         │   ├── IpNotOnEniError
         │   └── TaskNotFoundError
         ├── PrimaryIpError                 the primary IP cannot be released
-        ├── MutexError                     another task is running on the ENI
+        ├── MutexError                     another task is running on the ENI; the call had no effect
         └── ServerError                    InternalError, a bare API 2.0 5100 and other server-side faults
+
+Two public exceptions stand outside the tree on purpose, since neither is ever one item's outcome:
+``JournalError`` (journal: the journal cannot be used or written; it stops a batch) and ``StopSubmitting``
+(calls: the gate closed before a submit, so nothing was sent; the release path turns it into an
+interrupted outcome). Every exception raised for a release carries, once a chunk was submitted,
+``.result`` (an ``UnassignResult``) and ``.fate`` (the last chunk's ``ChunkFate``, when a task was
+watched); ``ServiceClient`` adds ``.release`` (the release as JSON). They are declared on
+``EniAsyncError`` and present only once set (``hasattr`` tells).
 
 Only ``AuthError`` stops a batch (D17): it is raised for credential failures alone, since every
 later call would fail the same way. A per-resource denial (``UnauthorizedOperation``, its sub-codes,
@@ -63,7 +74,10 @@ from __future__ import annotations
 import re
 import reprlib
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from eni_async.models import ChunkFate, UnassignResult
 
 # Values quoted in messages are shortened: a 2 MB field must not make a 2 MB error.
 _SHORT = reprlib.Repr()
@@ -77,6 +91,10 @@ class EniAsyncError(Exception):
 
     transient: ClassVar[bool] = False
     no_effect: ClassVar[bool] = False
+    # Declared for errors raised for a release (see the module docstring); present only once set.
+    result: UnassignResult
+    fate: ChunkFate
+    release: dict[str, Any]
 
 
 class InputError(EniAsyncError, ValueError):
@@ -450,6 +468,10 @@ LOCAL_CODES: Mapping[type[EniAsyncError], str] = {
 }
 
 
+# Local codes -> the class each stands for (the inverse of ``LOCAL_CODES``).
+_LOCAL_CLASSES: Mapping[str, type[EniAsyncError]] = {code: cls for cls, code in LOCAL_CODES.items()}
+
+
 def error_code(exc: BaseException) -> str:
     """The code to report for ``exc``: the API's code, or a local one for everything else."""
     if isinstance(exc, ApiError):
@@ -458,6 +480,60 @@ def error_code(exc: BaseException) -> str:
         if cls in LOCAL_CODES:
             return LOCAL_CODES[cls]
     return "Error" if isinstance(exc, EniAsyncError) else "InternalBug"
+
+
+def error_from_info(
+    info: Mapping[str, Any],
+    *,
+    vpc_id: str = "",
+    eni_id: str = "",
+    ips: Sequence[str] = (),
+    task_id: str | None = None,
+) -> EniAsyncError:
+    """The exception an ``error_info`` record stands for, rebuilt from its code (an outcome read back from
+    JSON keeps only code and message): an API code through the code tables (``api_error_from_info``), a
+    local code as the class ``LOCAL_CODES`` gives it, with the item's ids, IPs and last task. ``str()`` of
+    the result is the recorded message, exactly."""
+    code = str(info.get("code") or "")
+    cls = _LOCAL_CLASSES.get(code)
+    if cls is None:
+        return api_error_from_info(info, task_id=task_id)
+    message = str(info.get("message") or "")
+    request_id = info.get("request_id") or None
+    task = task_id or "(none)"
+    exc: EniAsyncError
+    if cls is TaskFailedError:
+        found = re.search(r"ended FAILED: (.*?)(?: \(request id [^)]*\))?$", message, re.DOTALL)
+        exc = TaskFailedError(
+            task, eni_id=eni_id, ips=ips, request_id=request_id, output=found[1] if found else None
+        )
+    elif cls is TaskTimeoutError:
+        exc = TaskTimeoutError(task, None, 0.0)
+    elif cls is OutcomeUnknownError:
+        exc = OutcomeUnknownError("UnassignPrivateIpAddresses", vpc_id, eni_id, ips, RuntimeError(message))
+    elif issubclass(cls, InputError):
+        exc = cls("input", "", message)
+    else:
+        exc = cls(message)
+    exc.args = (message,)  # the record's words, not a second rendering of them
+    return exc
+
+
+def api_error_from_info(info: Mapping[str, Any], *, task_id: str | None = None) -> ApiError:
+    """The typed ``ApiError`` an ``error_info`` was made from, rebuilt: the API's own message is taken back
+    out of the recorded one, so ``str()`` of the result is the recorded message again (never its action,
+    code or request id twice)."""
+    code = str(info.get("code") or "")
+    text = str(info.get("message") or "")
+    request_id = info.get("request_id") or None
+    shape = re.compile(
+        rf"(?:(?P<action>\w+) failed: )?{re.escape(code)}(?:: (?P<message>.*?))?"
+        + (rf"(?: \(request id {re.escape(str(request_id))}\))?" if request_id else ""),
+        re.DOTALL,
+    )
+    match = shape.fullmatch(text)
+    action, message = (match["action"] or "", match["message"] or "") if match else ("", text)
+    return api_error(code, message, action=action, request_id=request_id, task_id=task_id)
 
 
 def error_info(exc: BaseException) -> dict[str, str]:

@@ -2,8 +2,9 @@
 
 JSON Lines stream: one line is read only when the batch wants another item. CSV rows of one ENI need not
 be adjacent, so a CSV file is grouped by ENI in one pass first (memory grows with the file; prefer JSON Lines
-for very large batches). A malformed line becomes an ``InvalidItem`` carrying its line number and the rest
-still runs; a file that cannot be read at all raises ``InputError``.
+for very large batches). Every line stands alone, in both formats: a malformed line (bad JSON, a key the
+item does not have, a stray quote, a bad id or IP) becomes an ``InvalidItem`` carrying its line number and
+the rest still runs; a file that cannot be read at all raises ``InputError``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from eni_async.errors import InputError
 from eni_async.outcomes import InvalidItem, Item
 
 CSV_HEADER = ["vpc_id", "eni_id", "ip"]
+JSONL_KEYS = ("vpc_id", "eni_id", "ips")
 
 
 def read_items(source: str) -> Iterator[Item | InvalidItem]:
@@ -85,9 +87,22 @@ def _jsonl_item(line: str, number: int) -> Item | InvalidItem:
         return InvalidItem(number, InputError(where, line.strip()[:80], f"not JSON ({type(exc).__name__})"))
     if not isinstance(data, dict):
         return InvalidItem(number, InputError(where, data, "expected a JSON object"))
-    missing = [key for key in ("vpc_id", "eni_id", "ips") if key not in data]
+    missing = [key for key in JSONL_KEYS if key not in data]
     if missing:
         return InvalidItem(number, InputError(where, line.strip()[:80], f"missing {', '.join(missing)}"))
+    unknown = [key for key in data if key not in JSONL_KEYS]
+    if unknown:  # a typo ("eni", "ip") must not pass for an item, as the service refuses it too
+        shown = ", ".join(repr(key)[:40] for key in unknown[:5])
+        return InvalidItem(
+            number,
+            InputError(
+                f"{where}: {unknown[0][:40]}",
+                line.strip()[:80],
+                f"unknown key(s) {shown}; an item has {', '.join(JSONL_KEYS)}",
+            ),
+            vpc_id=str(data["vpc_id"])[:80],
+            eni_id=str(data["eni_id"])[:80],
+        )
     vpc, eni, ips = data["vpc_id"], data["eni_id"], data["ips"]
     try:
         vpc, eni, checked = validation.release_request(vpc, eni, ips)
@@ -106,47 +121,47 @@ def _jsonl_item(line: str, number: int) -> Item | InvalidItem:
 def read_csv(stream: IO[bytes], name: str = "INPUT") -> Iterator[Item | InvalidItem]:
     """Items from CSV with the header ``vpc_id,eni_id,ip``, grouped by ENI (first-seen order).
 
-    Each line is decoded on its own, and a row the csv module refuses is its own invalid item: one bad
-    line never costs the others.
+    Each line stands alone: it is decoded and parsed on its own, so a quote never runs on into the lines
+    after it (ids and IPs hold no line breaks), and a line that cannot be read is its own invalid item
+    naming its line: one bad line never costs the others.
     """
-    bad: list[InvalidItem] = []
-    numbers: list[int] = []  # physical line number of each text line handed to the csv reader
-
-    def lines() -> Iterator[str]:
-        for number, raw in enumerate(stream, start=1):
-            text = _decode(raw, number)
-            if isinstance(text, InvalidItem):
-                bad.append(text)
-                continue
-            numbers.append(number)
-            yield text
-
-    reader = csv.reader(lines())
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        raise InputError(name, "", f"unreadable CSV header ({exc})") from None
+    lines = enumerate(stream, start=1)
+    header = _csv_header(next(lines, None), name)
     if header is None or [h.strip() for h in header] != CSV_HEADER:
         shown = ",".join(header or [])[:80]
         raise InputError(name, shown, f"the first line must be the header {','.join(CSV_HEADER)}")
+    bad: list[InvalidItem] = []
     groups: dict[str, tuple[str, list[str], int]] = {}
     seen: dict[tuple[str, str], int] = {}
-    while True:
+    for number, raw in lines:
+        text = _decode(raw, number)
+        if isinstance(text, InvalidItem):
+            bad.append(text)
+            continue
         try:
-            row = next(reader)
-        except StopIteration:
-            break
+            row = next(csv.reader([text], strict=True), [])
         except csv.Error as exc:
-            number = numbers[reader.line_num - 1] if reader.line_num else None
             bad.append(InvalidItem(number, InputError(f"line {number}", "", f"unreadable CSV row ({exc})")))
             continue
-        number = numbers[reader.line_num - 1]
         problem = _csv_row(row, number, groups, seen)
         if problem is not None:
             bad.append(problem)
-    yield from sorted(bad, key=lambda item: item.line or 0)
+    yield from bad
     for eni, (vpc, ips, first) in groups.items():
         yield Item(vpc, eni, tuple(ips), first)
+
+
+def _csv_header(first: tuple[int, bytes] | None, name: str) -> list[str] | None:
+    """The header row (line 1), or ``None`` for an empty file."""
+    if first is None:
+        return None
+    text = _decode(first[1], first[0])
+    if isinstance(text, InvalidItem):
+        raise InputError(name, "", "unreadable CSV header (not UTF-8)")
+    try:
+        return next(csv.reader([text], strict=True), [])
+    except csv.Error as exc:
+        raise InputError(name, "", f"unreadable CSV header ({exc})") from None
 
 
 def _csv_row(

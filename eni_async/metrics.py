@@ -8,8 +8,9 @@ without one pays nothing (one ``is None`` test per call). Serving a registry (``
 
 Client families (``eni_async_``): ``calls_total{action,code}`` (``code`` is ``Success``, the API's error
 code or a local one such as ``ConnectionLost``), ``throttled_total{action}``, ``retries_total{action,reason}``,
-``tasks_total{status}`` (``SUCCESS``, ``FAILED``; ``TIMEOUT`` when the poll deadline passed, ``UNKNOWN``
-when the wait ended in an error or was cancelled), ``call_latency_seconds{action}``,
+``tasks_total{status}`` (each task once, by its final status: ``SUCCESS``, ``FAILED``, as read or as its IPs
+showed on the ENI; ``TIMEOUT`` when the deadline passed first, ``UNKNOWN`` when an error or a cancellation
+kept it unseen), ``call_latency_seconds{action}``,
 ``task_latency_seconds`` (submit sent -> final state seen, for tasks this client submitted) and
 ``tasks_in_flight`` (submitted by this client, final state not yet seen).
 """
@@ -87,9 +88,12 @@ class Metrics:
             self.in_flight.inc()
         self._submitted[task_id] = sent_at
 
-    def task_ended(self, task_id: str, status: str, seen_at: float | None) -> None:
-        """The wait for ``task_id`` ended with ``status``; ``seen_at`` is when a final state was read."""
+    def task_ended(self, status: str) -> None:
+        """One task ended with ``status`` (its final one: see the module docstring); counted once per task."""
         self.tasks.labels(status).inc()
+
+    def task_seen(self, task_id: str, seen_at: float | None) -> None:
+        """``task_id`` is no longer watched; ``seen_at`` is when its end was seen (``None``: it was not)."""
         sent_at = self._submitted.pop(task_id, None)
         if sent_at is None:  # not submitted by a client of ours (resumed from a journal)
             return

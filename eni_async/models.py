@@ -133,13 +133,26 @@ class ChunkFate:
         """Whether every IP's fate was observed (none unknown)."""
         return not self.unknown
 
+    @property
+    def final_status(self) -> str:
+        """The task's end as observed, one word: ``SUCCESS`` or ``FAILED`` as read, else as its IPs say
+        (``SUCCESS``: every one gone after the call was accepted; ``FAILED``: some still listed after it
+        ended); ``TIMEOUT`` when the deadline passed first, ``UNKNOWN`` when something else kept it unseen."""
+        if self.state is not None and self.state.status.done:
+            return self.state.status.value
+        if self.unknown:
+            return "TIMEOUT" if isinstance(self.error, TimeoutError) else "UNKNOWN"
+        return TaskStatus.FAILED.value if self.not_released else TaskStatus.SUCCESS.value
+
 
 @dataclass(frozen=True)
 class UnassignResult:
-    """The result of releasing IPs from one ENI: every task, request and released IP, in order."""
+    """The result of releasing IPs from one ENI: every task, request and released IP, in order, and the IPs
+    that were not on the ENI when we looked (``absent``: nothing to release, which is not a failure)."""
 
     vpc_id: str
     eni_id: str
     released: tuple[str, ...]
     task_ids: tuple[str, ...]
     request_ids: tuple[str | None, ...]
+    absent: tuple[str, ...] = ()

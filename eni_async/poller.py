@@ -126,18 +126,26 @@ async def poll_until_done(
     *,
     policy: PollPolicy,
     clock: Clock,
-    tracker: LatencyTracker,
+    latencies: LatencyTracker | None = None,
     rng: random.Random,
     timeout: float,
     submitted_at: float | None = None,
+    tracker: LatencyTracker | None = None,
 ) -> TaskState:
-    """Query ``task_id`` until SUCCESS or FAILED; raise ``TaskTimeoutError`` at the deadline."""
+    """Query ``task_id`` until SUCCESS or FAILED; raise ``TaskTimeoutError`` at the deadline. ``latencies``
+    times the first query and learns from each task seen end.
+
+    ``tracker`` is ``latencies``' former name, still taken while ``eni_async.tracker`` passes it."""
+    if latencies is None:
+        if tracker is None:
+            raise TypeError("poll_until_done() needs latencies=")
+        latencies = tracker
     start = clock.monotonic()
     origin = submitted_at if submitted_at is not None else start
     deadline = start + timeout
     last: list[TaskState] = []
 
-    estimate = tracker.estimate() if policy.adaptive else None
+    estimate = latencies.estimate() if policy.adaptive else None
     first = estimate if estimate is not None else policy.first
     delay = min(max(0.0, origin + first - clock.monotonic()), deadline - clock.monotonic())
     log.debug(
@@ -168,9 +176,9 @@ async def poll_until_done(
     # take over from that first answer when the task is still running.
     first_state = await once()
     if first_state is not None and policy.adaptive and estimate is not None:
-        tracker.first_answer(done=first_state.status.done, delay=estimate)
+        latencies.first_answer(done=first_state.status.done, delay=estimate)
     if first_state is not None and first_state.status.done:
-        return _done(first_state, clock, origin, tracker)
+        return _done(first_state, clock, origin, latencies)
     replay = [first_state]
 
     async def again() -> TaskState | None:
@@ -193,11 +201,11 @@ async def poll_until_done(
             extra={"task_id": task_id, "status": status},
         )  # fmt: skip
         raise TaskTimeoutError(task_id, status, clock.monotonic() - start) from None
-    return _done(state, clock, origin, tracker)
+    return _done(state, clock, origin, latencies)
 
 
-def _done(state: TaskState, clock: Clock, origin: float, tracker: LatencyTracker) -> TaskState:
+def _done(state: TaskState, clock: Clock, origin: float, latencies: LatencyTracker) -> TaskState:
     """Record how long the task took (an upper bound: when it was seen done) and return it."""
     seen = state.observed_at if state.observed_at is not None else clock.monotonic()
-    tracker.observe(max(0.0, seen - origin))
+    latencies.observe(max(0.0, seen - origin))
     return state

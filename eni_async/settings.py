@@ -8,9 +8,12 @@ arguments beat both. Two settings follow Tencent's own tools as well: the profil
 ``ENI_ASYNC_PROFILE`` > ``TCCLI_PROFILE`` > file > ``default``, as tccli reads ``TCCLI_PROFILE``) and the
 region (``--region`` > ``ENI_ASYNC_REGION`` > ``TENCENTCLOUD_REGION`` > file > the profile's region > the
 default), where the profile's region is the ``region`` key of its section of the credentials file, else
-tccli's ``~/.tccli/<profile>.configure`` (``{"_sys_param": {"region": ...}}``). The chosen region and where
-it came from are logged at INFO. Unknown keys, unknown ``ENI_ASYNC_*`` variables and bad values are a
-``ConfigError`` naming the key (and the closest valid key, when one is close). Credentials are read
+tccli's ``~/.tccli/<profile>.configure`` (``{"_sys_param": {"region": ...}}``), else its ``.credential``'s
+``region``. A named profile (any source but the default) beats the environment, as tccli's ``--profile``
+does: ``TENCENTCLOUD_REGION`` is then not read. The chosen region and profile, and where they came from, are
+logged at INFO; ``load_settings(origins=...)`` reports where every key came from. Unknown keys, unknown ``ENI_ASYNC_*`` variables and bad values are a
+``ConfigError`` naming the key (and the closest valid key, when one is close); Kubernetes service-link
+variables (``ENI_ASYNC_SERVICE_HOST``, ``ENI_ASYNC_PORT=tcp://...``, D28) are not settings and are ignored. Credentials are read
 separately (``credentials.py``) and never live in settings.
 """
 
@@ -44,6 +47,24 @@ CONFIG_ENV = "ENI_ASYNC_CONFIG"
 # (secrets, deliberately kept out of settings and never shown).
 NOT_SETTINGS = frozenset({CONFIG_ENV, "ENI_ASYNC_SERVICE_TOKENS"})
 ENV_PREFIX = "ENI_ASYNC_"
+# Kubernetes service-link variables (D28): a Service named ``eni-async`` (or ``eni-async-*``) makes the
+# kubelet put these into every pod of its namespace. They are not settings: recognised by name and value
+# and ignored, so that no pod fails to start; the name's tail -> the shape its value must have.
+_PROTOCOL = r"(tcp|udp|sctp)"
+_ADDRESS = r"(\d{1,3}(\.\d{1,3}){3}|[0-9a-fA-F:]+)"
+_SOCKET = rf"{_PROTOCOL}://(\d{{1,3}}(\.\d{{1,3}}){{3}}|\[[0-9a-fA-F:]+\]):\d{{1,5}}"
+SERVICE_LINKS: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
+    (re.compile(rf"ENI_ASYNC(_[A-Z0-9_]+?)?_{name}"), re.compile(value))
+    for name, value in (
+        ("SERVICE_HOST", _ADDRESS),
+        (r"SERVICE_PORT(_[A-Z0-9_]+)?", r"\d{1,5}"),
+        ("PORT", _SOCKET),
+        (r"PORT_\d{1,5}_(TCP|UDP|SCTP)", _SOCKET),
+        (r"PORT_\d{1,5}_(TCP|UDP|SCTP)_PROTO", _PROTOCOL),
+        (r"PORT_\d{1,5}_(TCP|UDP|SCTP)_PORT", r"\d{1,5}"),
+        (r"PORT_\d{1,5}_(TCP|UDP|SCTP)_ADDR", _ADDRESS),
+    )
+)
 # Variables of Tencent's own tools that eni-async honours too (tccli and the official SDKs read them).
 REGION_ENV = "TENCENTCLOUD_REGION"
 PROFILE_ENV = "TCCLI_PROFILE"
@@ -93,11 +114,12 @@ class Settings:
     certificates; otherwise a PEM bundle to trust instead (e.g. a test server's self-signed certificate).
     ``shared_quota`` is ``redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]``: the rate budgets then live in that
     Redis, shared by every process of the account (see ``eni_async.shared_quota``); empty means in memory.
-    ``quota_key`` names the account that owns the quota; empty means the SecretId's own. ``journal`` is the
-    journal ``batch``, ``resume``, ``status`` and ``serve`` use when the command line names none: a path (or
-    ``sqlite:///PATH``) or ``postgresql://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE``; empty means none.
-    ``metadata_endpoint`` and ``sts_endpoint`` (``scheme://host[:port]``, empty: Tencent's own) are where role
-    credentials come from; ``credential_refresh_margin`` is how many seconds before expiry they are renewed.
+    ``quota_key`` names the sub-account that owns the quota; empty means the one STS ``GetCallerIdentity`` names.
+    ``journal`` is the journal ``batch``, ``resume``, ``status`` and ``serve`` use when the command line names none:
+    a path (or ``sqlite:///PATH``) or ``postgresql://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE``; empty means none.
+    ``metadata_endpoint``, ``sts_endpoint`` and ``login_endpoint`` (``scheme://host[:port]``, empty: Tencent's
+    own) are where role and tccli login credentials come from; ``credential_refresh_margin`` is how many seconds
+    before expiry CVM role and tccli login keys are renewed.
     """
 
     endpoint: str = ""
@@ -114,6 +136,12 @@ class Settings:
     service_tokens_file: str = ""
     service_max_body: int = 1_048_576
     service_max_unfinished: int = 10_000
+    service_max_connections: int = 1000
+    service_header_timeout: float = 15.0
+    service_body_timeout: float = 30.0
+    service_tls_cert: str = ""
+    service_tls_key: str = ""
+    service_metrics_tokens_file: str = ""
     lease_s: float = 10.0
     grace: float = 5.0
     shared_quota: str = ""
@@ -121,6 +149,7 @@ class Settings:
     journal: str = ""
     metadata_endpoint: str = ""
     sts_endpoint: str = ""
+    login_endpoint: str = ""
     credential_refresh_margin: float = 300.0
     timeouts: Timeouts = field(default_factory=Timeouts)
     rate_limits: RateLimits = field(default_factory=RateLimits)
@@ -227,7 +256,7 @@ def _check(s: Settings) -> None:
         raise ConfigError("dialect", s.dialect, f"expected one of {', '.join(DIALECT_ENDPOINTS)}")
     if s.sign_method not in SIGN_METHODS:
         raise ConfigError("sign_method", s.sign_method, f"expected one of {', '.join(SIGN_METHODS)}")
-    for name in ("endpoint", "metadata_endpoint", "sts_endpoint"):
+    for name in ("endpoint", "metadata_endpoint", "sts_endpoint", "login_endpoint"):
         _check_endpoint(name, getattr(s, name))
     if not (math.isfinite(s.credential_refresh_margin) and s.credential_refresh_margin >= 0):
         raise ConfigError("credential_refresh_margin", s.credential_refresh_margin, "must be 0 or more")
@@ -277,10 +306,16 @@ def _check(s: Settings) -> None:
 
 
 def _check_service(s: Settings) -> None:
-    """The ``serve`` settings: sizes and counts of at least 1, a lease of a sensible length."""
-    for name in ("service_max_body", "service_max_unfinished"):
+    """The ``serve`` settings: sizes and counts of at least 1, finite positive timeouts, no TLS key alone, a
+    lease of a sensible length."""
+    for name in ("service_max_body", "service_max_unfinished", "service_max_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(name, getattr(s, name), "must be at least 1")
+    for name in ("service_header_timeout", "service_body_timeout"):
+        if not (math.isfinite(getattr(s, name)) and getattr(s, name) > 0):
+            raise ConfigError(name, getattr(s, name), "must be a finite number of seconds above 0")
+    if s.service_tls_key and not s.service_tls_cert:
+        raise ConfigError("service_tls_key", s.service_tls_key, "needs service_tls_cert (the certificate)")
     low, high = LEASE_RANGE
     if isinstance(s.lease_s, bool) or not isinstance(s.lease_s, int | float) or not low <= s.lease_s <= high:
         raise ConfigError("lease_s", s.lease_s, f"must be between {low:g} and {high:g} seconds")
@@ -371,7 +406,8 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
 
     Values are read as the setting's type: ``true``/``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``)
     for flags, numbers for numbers, text as it is. An unknown ``ENI_ASYNC_*`` name is an error naming the
-    closest known one, so that a typo never passes silently.
+    closest known one, so that a typo never passes silently; a Kubernetes service-link variable (its name
+    and its value of the kubelet's shapes) is skipped with a debug line.
     """
     by_name = {env_name(key): key for key in scalar_keys()}
     data: dict[str, Any] = {}
@@ -380,8 +416,13 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         text = environ[name]
         key = by_name.get(name)
+        if key is None and service_link(name, text):
+            log.debug("%s: a Kubernetes service-link variable, not a setting; ignored", name)
+            continue
         if key is None:
             hint = _did_you_mean(name, [*by_name, CONFIG_ENV])
+            if any(pattern.fullmatch(name) for pattern, _ in SERVICE_LINKS):
+                hint = "; named like a Kubernetes service-link variable, but its value is not one"
             # The value is not shown: an unknown variable may hold a secret.
             raise ConfigError(name, "***", f"unknown setting in the environment{hint}")
         section, _, leaf = key.rpartition(".")
@@ -389,6 +430,11 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         target = data.setdefault(section, {}) if section else data
         target[leaf] = _parse_text(name, _field_type(cls, leaf), text)
     return data
+
+
+def service_link(name: str, value: str) -> bool:
+    """Whether ``name=value`` is a Kubernetes service-link variable of a Service named ``eni-async[-*]``."""
+    return any(pattern.fullmatch(name) and shape.fullmatch(value.strip()) for pattern, shape in SERVICE_LINKS)
 
 
 def _parse_text(name: str, expected: type[Any], text: str) -> Any:
@@ -416,13 +462,17 @@ def load_settings(
     overrides: Mapping[str, Any] = {},
     home: Path | None = None,
     etc: Path = Path("/etc"),
+    origins: dict[str, str] | None = None,
 ) -> Settings:
     """Defaults, then the file (``path`` or ``$ENI_ASYNC_CONFIG``), then ``ENI_ASYNC_*``, then ``overrides``;
     the profile and the region also from Tencent's variables and the profile's files (see the module's
-    docstring). ``home`` and ``etc`` locate the profile files (the user's home and ``/etc`` by default)."""
+    docstring). ``home`` and ``etc`` locate the profile files (the user's home and ``/etc`` by default).
+    ``origins``, when given, is filled with where each dotted key's value came from (``the default``, ``the
+    settings file F``, ``ENI_ASYNC_REGION``, ``--region``, ...)."""
+    found = dict.fromkeys(scalar_keys(), "the default")
     settings = Settings()
     file = path if path is not None else environ.get(CONFIG_ENV) or None
-    region_from = "the default"
+    data: dict[str, Any] = {}
     if file is not None:
         try:
             data = tomllib.loads(Path(file).read_text(encoding="utf-8"))
@@ -431,36 +481,50 @@ def load_settings(
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError("config", str(file), f"not valid TOML: {exc}") from None
         settings = from_mapping(data, base=settings, source=str(file))
-        if "region" in data:
-            region_from = f"the settings file {file}"
+        found.update(dict.fromkeys(_dotted(data), f"the settings file {file}"))
+    env = from_environment(environ)
+    # A named profile beats the environment, as in tccli: TENCENTCLOUD_REGION is then not read.
+    named = bool("profile" in overrides or "profile" in env or environ.get(PROFILE_ENV) or "profile" in data)
     if environ.get(PROFILE_ENV):
         settings = _from_variables({"profile": environ[PROFILE_ENV]}, settings, lambda _: PROFILE_ENV)
-    if environ.get(REGION_ENV):
+        found["profile"] = PROFILE_ENV
+    if environ.get(REGION_ENV) and not named:
         settings = _from_variables({"region": environ[REGION_ENV]}, settings, lambda _: REGION_ENV)
-        region_from = REGION_ENV
-    env = from_environment(environ)
+        found["region"] = REGION_ENV
+    elif environ.get(REGION_ENV):
+        log.info("%s not read: the profile is named (as tccli with --profile)", REGION_ENV)
     if env:
         settings = _from_variables(env, settings, env_name)
-        if "region" in env:
-            region_from = env_name("region")
+        found.update({key: env_name(key) for key in _dotted(env)})
     if overrides:
         settings = from_mapping(overrides, base=settings, source="arguments")
-        if "region" in overrides:
-            region_from = "--region"
-    if region_from == "the default":
-        found = profile_region(settings.profile, home=home, etc=etc)
-        if found is not None:
-            region, region_from = found
-            where = region_from
+        found.update({key: "--" + key.replace("_", "-") for key in _dotted(overrides)})
+    if found["region"] == "the default":
+        located = profile_region(settings.profile, home=home, etc=etc)
+        if located is not None:
+            region, where = located
             settings = _from_variables({"region": region}, settings, lambda _: f"region in {where}")
+            found["region"] = where
     log.info(
-        "region %s (from %s), profile %s",
-        settings.region,
-        region_from,
-        settings.profile,
-        extra={"region": settings.region, "region_from": region_from, "profile": settings.profile},
-    )
+        "region %s (from %s), profile %s (from %s)",
+        settings.region, found["region"], settings.profile, found["profile"],
+        extra={"region": settings.region, "region_from": found["region"], "profile": settings.profile,
+               "profile_from": found["profile"]},
+    )  # fmt: skip
+    if origins is not None:
+        origins.update(found)
     return settings
+
+
+def _dotted(data: Mapping[str, Any]) -> list[str]:
+    """The dotted keys a mapping shaped like the settings file sets."""
+    keys: list[str] = []
+    for key, value in data.items():
+        if key in _SECTIONS and isinstance(value, Mapping):
+            keys += [f"{key}.{leaf}" for leaf in value]
+        else:
+            keys.append(key)
+    return keys
 
 
 def _from_variables(data: Mapping[str, Any], base: Settings, name_of: Callable[[str], str]) -> Settings:
@@ -479,8 +543,9 @@ def profile_region(
 ) -> tuple[str, str] | None:
     """The region a profile names, and where: the ``region`` key of its section in the credentials file
     (``~/.tencentcloud/credentials``, then ``/etc/tencentcloud/credentials``), else ``_sys_param.region`` of
-    tccli's ``~/.tccli/<profile>.configure`` (the JSON ``tccli configure`` writes). Unreadable files are
-    skipped here: the credential chain reports them if it needs them."""
+    tccli's ``~/.tccli/<profile>.configure`` (the JSON ``tccli configure`` writes), else the ``region`` of
+    tccli's ``~/.tccli/<profile>.credential``. Unreadable files are skipped here: the credential chain reports
+    them if it needs them."""
     base = home if home is not None else Path.home()
     for path in (base / ".tencentcloud" / "credentials", etc / "tencentcloud" / "credentials"):
         parser = configparser.ConfigParser(interpolation=None)
@@ -492,18 +557,22 @@ def profile_region(
             continue
         if parser.has_section(profile) and parser[profile].get("region", "").strip():
             return parser[profile]["region"].strip(), f"{path} [{profile}]"
-    configure = base / ".tccli" / f"{profile}.configure"
-    try:
-        data = json.loads(configure.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        log.debug("skipping unreadable %s while looking for a region", configure)
-        return None
-    params = data.get("_sys_param") if isinstance(data, dict) else None
-    region = params.get("region") if isinstance(params, dict) else None
-    if isinstance(region, str) and region.strip():
-        return region.strip(), str(configure)
+    for name, where in (
+        (f"{profile}.configure", ("_sys_param", "region")),
+        (f"{profile}.credential", ("region",)),
+    ):
+        tccli = base / ".tccli" / name
+        try:
+            data: Any = json.loads(tccli.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            log.debug("skipping unreadable %s while looking for a region", tccli)
+            continue
+        for key in where:
+            data = data.get(key) if isinstance(data, dict) else None
+        if isinstance(data, str) and data.strip():
+            return data.strip(), str(tccli)
     return None
 
 

@@ -1,7 +1,7 @@
 """Rate budgets shared by many processes through Redis: one account's quota, however many replicas spend it.
 
 With ``shared_quota = "redis://HOST:PORT/DB"`` every per-action budget of a client reserves its send times
-in one Redis list per (account, region, action), by one server-side Lua script, so a reservation is atomic
+in one Redis list per quota, by one server-side Lua script, so a reservation is atomic
 whatever the number of processes and machines. The script reads the server's ``TIME`` (the clients' clocks
 do not matter) and keeps ``throttle.RateBudget``'s rules: at most ``rate`` sends in any ``WINDOW``, spread
 evenly (one slot every ``WINDOW / rate``, which also keeps a tenth of the rate in any tenth), the same AIMD
@@ -21,17 +21,24 @@ fixed or moving window, so waiting processes would poll and race (unfair, and bu
 it has no shared adaptive rate; ``aiolimiter`` is in-process only. Nothing imports this module (nor
 ``redis``) unless ``shared_quota`` is set. The Redis password (from the URL or ``ENI_ASYNC_REDIS_PASSWORD``)
 never appears in a log line, an error or a repr.
+
+A quota is keyed as Tencent counts (docs/protocol.md D21, D29): by action, by sub-account and by access
+region. The sub-account is ``quota_key`` when set, else what STS ``GetCallerIdentity`` names (the client
+passes a coroutine that asks it, once per credential source, resolved by ``open``), so every key and every
+renewal of one sub-account share one quota. The access region is the region in the endpoint's host
+(``vpc.ap-guangzhou.tencentcloudapi.com``): ``access_region``; on the nearest-region host
+(``vpc.tencentcloudapi.com``), API 2.0's and any other, the product region (``X-TC-Region``) stands in.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
+import re
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -130,11 +137,20 @@ return {string.format('%d', at - now), rate, active}
 """
 
 
-def account_key(secret_id: str, quota_key: str) -> str:
-    """The account a quota belongs to: ``quota_key``, or a digest of the SecretId (not the id itself)."""
-    if quota_key:
-        return quota_key
-    return "sid-" + hashlib.sha256(secret_id.encode()).hexdigest()[:16]
+# ``<service>.<region>.tencentcloudapi.com`` (and its international twin) reaches that region's API servers.
+REGIONAL_HOST = re.compile(
+    r"[a-z0-9-]+\.(?P<region>[a-z]{2,}-[a-z0-9]+(?:-[a-z0-9]+)*)\.(?:intl\.)?tencentcloudapi\.com"
+)
+Account = str | Callable[[], Awaitable[str]]
+
+
+def access_region(endpoint: str, region: str) -> str:
+    """The region whose API servers ``endpoint`` reaches: the one its host names, else ``region`` (the
+    nearest-region host routes by the caller's location, which a client cannot see: the product region stands
+    in, so processes of one region share a quota and processes of two regions never do)."""
+    host = urlsplit(endpoint).hostname or ""
+    found = REGIONAL_HOST.fullmatch(host)
+    return found["region"] if found else region
 
 
 class RedisQuota:
@@ -239,12 +255,22 @@ class SharedBudget:
     """One action's budget in Redis, with ``RateBudget``'s interface (``acquire``, ``on_throttled``, ``rate``)."""
 
     def __init__(
-        self, quota: RedisQuota, keys: list[str], rate: int, clock: Clock, *, name: str = ""
+        self,
+        quota: RedisQuota,
+        keys: list[str],
+        rate: int,
+        clock: Clock,
+        *,
+        name: str = "",
+        ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if rate < 1:
             raise ValueError(f"rate must be at least 1, not {rate}")
         self._quota = quota
         self._keys = keys
+        self._ready = (
+            ready  # names the keys when the sub-account is still to be asked (``SharedBudgets.open``)
+        )
         self._clock = clock
         self.name = name
         self.configured = rate
@@ -304,6 +330,8 @@ class SharedBudget:
 
         Throttle answers reported since the last reservation go with it, so every process slows at once.
         """
+        if not self._keys and self._ready is not None:
+            await self._ready()
         reported = self.throttles - self._reported
         self._reported += reported  # before the await: a concurrent retry must not report them again
         answer = await self._quota.reserve(self._keys, self.configured, reported, self._stated)
@@ -348,7 +376,10 @@ class SharedBudget:
 
 
 class SharedBudgets:
-    """One ``SharedBudget`` per action, all in one Redis; ``open`` before use, ``close`` at the end."""
+    """One ``SharedBudget`` per action, all in one Redis; ``open`` before use, ``close`` at the end.
+
+    ``account`` is the sub-account's name, or a coroutine function that finds it (asked once, by ``open``).
+    """
 
     def __init__(
         self,
@@ -356,11 +387,15 @@ class SharedBudgets:
         clock: Clock,
         *,
         url: str,
-        account: str,
+        account: Account,
         region: str,
         server_time: bool = True,
     ) -> None:
         self.quota = RedisQuota(url, clock, server_time=server_time)
+        self.region = region
+        self.account: str | None = account if isinstance(account, str) else None
+        self._find_account = None if isinstance(account, str) else account
+        self._opening = asyncio.Lock()
         # The shared window counts whole sends: a fractional rate is rounded down, never up.
         for action, rate in rates.items():
             if rate < 1:
@@ -368,9 +403,14 @@ class SharedBudgets:
                     "rate_limits", rate, f"{action} must be at least 1 per second with shared_quota"
                 )
         self._budgets = {
-            action: SharedBudget(self.quota, key(account, region, action), int(rate), clock, name=action)
+            action: SharedBudget(
+                self.quota, self._keys(action), int(rate), clock, name=action, ready=self.open
+            )
             for action, rate in rates.items()
         }
+
+    def _keys(self, action: str) -> list[str]:
+        return key(self.account, self.region, action) if self.account is not None else []
 
     def __getitem__(self, action: str) -> SharedBudget:
         return self._budgets[action]
@@ -380,8 +420,23 @@ class SharedBudgets:
         return f"SharedBudgets({self.quota.masked}, {rates})"
 
     async def open(self) -> None:
-        """Check that Redis answers (a ``ConfigError`` naming the URL when it does not)."""
-        await self.quota.open()
+        """Find the sub-account if it is still to be asked, and check that Redis answers (a ``ConfigError``
+        naming the URL when it does not)."""
+        async with self._opening:
+            if not self.quota.opened:  # first: an unusable Redis is a configuration error, asked nothing
+                await self.quota.open()
+            if self.account is None and self._find_account is not None:
+                try:
+                    self.account = await self._find_account()
+                except BaseException:
+                    await self.quota.close()
+                    raise
+                log.info(
+                    "shared quota of sub-account %s in %s", self.account, self.region,
+                    extra={"quota_account": self.account, "access_region": self.region},
+                )  # fmt: skip
+                for action, budget in self._budgets.items():
+                    budget._keys = self._keys(action)
 
     async def close(self) -> None:
         """Close the connections to Redis."""

@@ -1,27 +1,61 @@
-"""Helpers for testing code that uses eni_async, and for our own drills: worlds to seed, verdicts to reach.
+"""Helpers for testing code that uses eni_async, and for our own drills: a transport to script, inputs to
+write, worlds to seed, verdicts to reach.
 
-``drill_state`` builds a simulator state (the ``/_sim/state`` shape) with a varied number of IPs per ENI;
-``verdict`` compares reported outcomes with the simulator's ground truth and counts every kind of
+``MockTransport(handler)`` stands in for the aiohttp adapter under the real call pipeline
+(``EniClient(..., transport=MockTransport(handler))``), as httpx's does: ``handler`` gets each
+``HttpRequest`` and returns an ``HttpResponse`` (or raises a ``TransportError``), so a test states an
+exchange as a function. ``jsonl_lines`` writes batch input. ``drill_state`` builds a simulator state (the
+``/_sim/state`` shape) with a varied number of IPs per ENI; ``verdict`` compares reported outcomes with the
+simulator's ground truth (``outcomes.disagreements``, the one checker) and counts every kind of
 disagreement. ``simulator_process`` runs ``eni-async simulate`` in a process of its own, for tests and
 drills that kill or signal real processes; nothing else here starts a server.
 """
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import json
 import random
 import string
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from eni_async.outcomes import SUCCEEDED
+from eni_async.models import HttpRequest, HttpResponse
+from eni_async.outcomes import disagreements
 
 _ALPHABET = string.ascii_lowercase + string.digits
+
+Handler = Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
+
+
+class MockTransport:
+    """A ``Transport`` that answers every request with ``handler(request)`` (a function or a coroutine
+    function); ``requests`` lists what was sent, in order."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[HttpRequest] = []
+
+    def __repr__(self) -> str:
+        return f"MockTransport(sent={len(self.requests)})"
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        self.requests.append(request)
+        answer = self.handler(request)
+        return await answer if inspect.isawaitable(answer) else answer
+
+
+def jsonl_lines(enis: Iterable[Mapping[str, Any]], *, ips: str = "secondary_ips") -> str:
+    """Batch input in JSON Lines, one line per ENI: ``{"vpc_id", "eni_id", "ips"}`` from ENIs in the
+    ``/_sim/state`` shape (``ips`` names the key holding each ENI's IPs), each line ending in a newline."""
+    return "".join(
+        json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": list(e[ips])}) + "\n" for e in enis
+    )
 
 
 @contextmanager
@@ -84,6 +118,16 @@ def drill_state(
     return {"enis": out, "tasks": []}
 
 
+# ``Disagreement.kind`` -> the ``Verdict`` list that counts it.
+_KINDS = {
+    "listed_twice": "listed_twice",
+    "released_but_assigned": "released_but_assigned",
+    "not_released_but_gone": "unreleased_but_gone",
+    "absent_but_assigned": "absent_but_assigned",
+    "succeeded_but_assigned": "succeeded_but_assigned",
+}
+
+
 @dataclass
 class Verdict:
     """What a drill found: outcomes against ground truth, item by item and IP by IP."""
@@ -94,17 +138,15 @@ class Verdict:
     duplicated: list[str] = field(default_factory=list)
     released_but_assigned: list[str] = field(default_factory=list)
     unreleased_but_gone: list[str] = field(default_factory=list)
+    absent_but_assigned: list[str] = field(default_factory=list)
     succeeded_but_assigned: list[str] = field(default_factory=list)
+    listed_twice: list[str] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
 
     @property
     def mismatches(self) -> int:
         return (
-            len(self.lost)
-            + len(self.duplicated)
-            + len(self.released_but_assigned)
-            + len(self.unreleased_but_gone)
-            + len(self.succeeded_but_assigned)
+            len(self.lost) + len(self.duplicated) + sum(len(getattr(self, name)) for name in _KINDS.values())
         )
 
     def summary(self) -> dict[str, Any]:
@@ -115,7 +157,9 @@ class Verdict:
             "duplicated_items": len(self.duplicated),
             "released_but_still_assigned": len(self.released_but_assigned),
             "not_released_but_gone": len(self.unreleased_but_gone),
+            "absent_but_still_assigned": len(self.absent_but_assigned),
             "succeeded_but_still_assigned": len(self.succeeded_but_assigned),
+            "listed_twice": len(self.listed_twice),
             "statuses": self.statuses,
             "mismatches": self.mismatches,
         }
@@ -137,10 +181,7 @@ def verdict(
         if eni in seen:
             result.duplicated.append(eni)
         seen.add(eni)
-        on_eni = present.get(eni, set())
-        result.released_but_assigned += [f"{eni} {ip}" for ip in outcome["released"] if ip in on_eni]
-        result.unreleased_but_gone += [f"{eni} {ip}" for ip in outcome["not_released"] if ip not in on_eni]
-        if outcome["status"] == SUCCEEDED:
-            result.succeeded_but_assigned += [f"{eni} {ip}" for ip in outcome["ips"] if ip in on_eni]
+        for found in disagreements(outcome, present):
+            getattr(result, _KINDS[found.kind]).append(f"{eni} {found.ip}")
     result.lost = [eni for eni in expected if eni not in seen]
     return result

@@ -3,12 +3,12 @@
 The app owns no Tencent credentials and no rate budget: it forwards each request to the release service
 with ``ServiceClient`` (an ``Idempotency-Key`` passed through, so a retried request never makes a second
 release) and answers 202 with the release id; ``GET /recycle/{id}`` asks the service what happened. Run it
-as it is to try it: it starts the embedded simulator and the service in this process, then serves on
-127.0.0.1:8080::
+as it is to try it: it starts the embedded simulator and the service in this process, then serves on a free
+port of 127.0.0.1 and prints it (``PORT`` below)::
 
     python examples/aiohttp_service.py
-    curl -X POST 127.0.0.1:8080/recycle -d '{"vpc_id": "...", "eni_id": "...", "ips": ["..."]}'
-    curl '127.0.0.1:8080/recycle/rel-...?wait=10'
+    curl -X POST 127.0.0.1:PORT/recycle -d '{"vpc_id": "...", "eni_id": "...", "ips": ["..."]}'
+    curl '127.0.0.1:PORT/recycle/rel-...?wait=10'
 
 In production run ``eni-async serve --journal releases.db`` (see the README) and give this app its URL
 and a token from ``ENI_ASYNC_SERVICE_TOKENS``.
@@ -94,10 +94,11 @@ async def main() -> None:
         ):
             runner = web.AppRunner(make_app(service.endpoint, token))
             await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", 8080).start()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()  # a free port: a fixed one may be taken
+            port = runner.addresses[0][1]
             print("simulator ENIs:", json.dumps(sim.ground_truth()["enis"], indent=1))
             print(
-                f"release service on {service.endpoint}; this app on http://127.0.0.1:8080 (Ctrl-C to stop)"
+                f"release service on {service.endpoint}; this app on http://127.0.0.1:{port} (Ctrl-C to stop)"
             )
             try:
                 await asyncio.Event().wait()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import io
 import json
 import sys
 from collections import Counter
@@ -29,11 +30,13 @@ from eni_async.cli import main
 from eni_async.client import EniClient
 from eni_async.clock import FakeClock
 from eni_async.errors import EniAsyncError, InputError, OutcomeUnknownError, TaskTimeoutError
+from eni_async.inputs import parse_jsonl_text, read_csv
 from eni_async.models import Credentials, EniInfo, TaskState
-from eni_async.outcomes import STATUSES, as_item, check_against_truth
+from eni_async.outcomes import STATUSES, InvalidItem, Item, as_item, check_against_truth
 from eni_async.policy import PollPolicy, RetryPolicy
 from eni_async.settings import Settings
 from eni_async.simulator import Simulator, load_fault_profile
+from eni_async.testing import jsonl_lines
 from eni_async.transport import MAX_BODY
 from tests.aioresp import mocked
 from tests.batchhelpers import world
@@ -47,7 +50,7 @@ GUARD = 30.0  # seconds of real time any single client call may take before the 
 # -- command lines, files, settings and credentials that cannot be used: exit 2, one line ------------------
 
 BASE = ("unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2")
-GOOD_LINE = json.dumps({"vpc_id": VPC, "eni_id": ENI, "ips": ["10.0.0.2"]}) + "\n"
+GOOD_LINE = jsonl_lines([{"vpc_id": VPC, "eni_id": ENI, "ips": ["10.0.0.2"]}], ips="ips")
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,7 @@ BAD_JSONL_LINES = {
     "ips-numbers": jsonl(VPC, ENI, [167772162]),
     "ips-nested": jsonl(VPC, ENI, [["10.0.0.2"]]),
     "ips-null": jsonl(VPC, ENI, None),
+    "unknown-key": b'{"vpc_id": "vpc-7t9nf3pu", "eni_id": "eni-m6dyj72l", "ips": ["10.0.0.2"], "ip": "10.0.0.3"}',
     "ips-empty": jsonl(VPC, ENI, []),
     "ips-object": jsonl(VPC, ENI, {"ip": "10.0.0.2"}),
     "missing-keys": b'{"vpc_id": "vpc-7t9nf3pu"}',
@@ -410,13 +414,38 @@ async def test_malformed_csv_row_is_its_own_outcome(
     source = tmp_path / "in.csv"
     source.write_bytes(b"\n".join(rows) + b"\n")
     code, lines, err = await run_batch(source, endpoint, tmp_path)
-    if bad.startswith(b'"'):
-        # An unbalanced quote swallows the rest of the file into one field: nothing after it is an ENI.
-        assert code == 1
-        assert "Traceback" not in err
-        assert any(out["status"] == "failed" for out in lines)
-        return
     assert_one_bad_line(code, lines, err, line=2 + len(first["secondary_ips"]), good=2, sim=sim)
+
+
+def test_a_stray_quote_costs_only_its_own_line() -> None:
+    """A header, ``"vpc,eni,ip`` on line 2, then 100 good rows: line 2 is one invalid item naming
+    its line, and the 100 rows are 100 items (a quote never runs on into the lines after it)."""
+    rows = [b"vpc_id,eni_id,ip", b'"vpc,eni,ip'] + [
+        f"{VPC},eni-{n:08d},10.0.0.2".encode() for n in range(100)
+    ]
+    found = list(read_csv(io.BytesIO(b"\n".join(rows) + b"\n")))
+    bad = [entry for entry in found if isinstance(entry, InvalidItem)]
+    assert [(entry.line, str(entry.error).split(":")[0]) for entry in bad] == [(2, "line 2")]
+    assert sorted(entry.eni_id for entry in found if isinstance(entry, Item)) == [
+        f"eni-{n:08d}" for n in range(100)
+    ]
+
+
+def test_an_unknown_jsonl_key_names_its_line_and_key() -> None:
+    """A JSON Lines item with a key an item does not have (a typo) is that line's error, naming the key, as
+    the service refuses it; the lines around it are items."""
+    text = (
+        GOOD_LINE
+        + '{"vpc_id": "vpc-7t9nf3pu", "eni_id": "eni-m6dyj72l", "ip": ["10.0.0.3"], "ips": []}\n'
+        + GOOD_LINE
+    )
+    first, bad, third = parse_jsonl_text(text)
+    assert isinstance(first, Item)
+    assert isinstance(third, Item)
+    assert isinstance(bad, InvalidItem)
+    assert bad.line == 2
+    assert "line 2: ip" in str(bad.error)
+    assert "unknown key" in str(bad.error)
 
 
 # -- malformed server answers through EniClient, both dialects -------------------------------------------

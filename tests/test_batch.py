@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from eni_async import batch as batch_module
 from eni_async.models import Credentials
 from eni_async.outcomes import Item, Outcome, check_against_truth
 from tests.batchhelpers import World, world
@@ -37,19 +36,20 @@ async def test_every_ip_is_released_and_agrees_with_ground_truth() -> None:
 async def test_concurrency_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """No more than ``concurrency`` items are worked on at once."""
     active, peak = 0, 0
-    original = batch_module.release_item
 
-    async def counting(*args: Any, **kwargs: Any) -> Outcome:
-        nonlocal active, peak
-        active += 1
-        peak = max(peak, active)
-        try:
-            return await original(*args, **kwargs)
-        finally:
-            active -= 1
-
-    monkeypatch.setattr(batch_module, "release_item", counting)
     async with world(enis=20) as w:
+        original = w.client.releaser.release
+
+        async def counting(*args: Any, **kwargs: Any) -> Outcome:
+            nonlocal active, peak
+            active += 1
+            peak = max(peak, active)
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                active -= 1
+
+        monkeypatch.setattr(w.client.releaser, "release", counting)
         outcomes = await collect(w, w.items(), concurrency=3)
     assert len(outcomes) == 20
     assert peak == 3
@@ -194,8 +194,9 @@ async def test_cancelling_reports_unconfirmed_and_leaks_nothing() -> None:
     assert len(got) + len(batch.unconfirmed) == batch.stats.pulled
 
 
-async def test_preflight_skips_absent_ips_and_refuses_the_primary() -> None:
-    """With preflight, an IP not on the ENI is skipped and the primary IP is refused without a request."""
+async def test_preflight_finds_absent_ips_and_refuses_the_primary() -> None:
+    """With preflight, an IP not on the ENI is absent (an item of only such IPs succeeded, nothing sent) and
+    the primary IP is refused without a request."""
     async with world(enis=2, ips_per_eni=2) as w:
         truth = {e["eni_id"]: e for e in w.sim.ground_truth()["enis"]}
         eni_a, eni_b = sorted(truth)
@@ -216,8 +217,12 @@ async def test_preflight_skips_absent_ips_and_refuses_the_primary() -> None:
     assert second.released == [b["secondary_ips"][0]]
     assert second.error is not None
     assert second.error["code"] == "InvalidPrivateip.IsPrimary"
-    assert third.status == "skipped"
-    assert third.task_ids == []
+    assert (third.status, third.absent, third.task_ids, third.error) == (
+        "succeeded",
+        ["10.200.0.2"],
+        [],
+        None,
+    )
 
 
 async def test_items_cut_short_by_bad_credentials_stay_pending_for_resume(tmp_path: Any) -> None:

@@ -15,6 +15,7 @@ import pytest
 from eni_async import __version__
 from eni_async.cli import main
 from eni_async.simulator import Simulator
+from eni_async.testing import jsonl_lines
 from tests.aioresp import mocked
 from tests.conftest import FAST_TOML
 
@@ -174,9 +175,7 @@ async def test_batch_jsonl_reports_malformed_lines_and_runs_the_rest(
     """A malformed JSON line is its own failed outcome with its line number; the rest succeed; exit 1."""
     sim, endpoint = served
     enis = sim.ground_truth()["enis"][:3]
-    good = [
-        json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) for e in enis
-    ]
+    good = jsonl_lines(enis).splitlines()
     source = tmp_path / "in.jsonl"
     source.write_text("\n".join([good[0], "{not json", good[1], '{"vpc_id": "vpc-x"}', good[2]]) + "\n")
     output = tmp_path / "out.jsonl"
@@ -197,12 +196,7 @@ async def test_batch_with_journal_then_status_and_resume(
     sim, endpoint = served
     enis = sim.ground_truth()["enis"]
     source = tmp_path / "in.jsonl"
-    source.write_text(
-        "".join(
-            json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
-            for e in enis
-        )
-    )
+    source.write_text(jsonl_lines(enis))
     journal = tmp_path / "batch.journal"
     args = [
         "batch",
@@ -251,12 +245,7 @@ async def test_every_command_speaks_api_3(served: tuple[Simulator, str], tmp_pat
     )  # fmt: skip
     assert code == 0
     source = tmp_path / "in.jsonl"
-    source.write_text(
-        "".join(
-            json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
-            for e in rest
-        )
-    )
+    source.write_text(jsonl_lines(rest))
     output = tmp_path / "out.jsonl"
     args = ["batch", str(source), "--dialect", "v3", "--endpoint", endpoint, "--output", str(output)]
     assert await asyncio.to_thread(main, args) == 0
@@ -304,23 +293,29 @@ async def test_tccli_profile_variable_names_the_profile(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """TCCLI_PROFILE chooses the profile as tccli does; TENCENTCLOUD_REGION beats the profile's region."""
+    """TCCLI_PROFILE names the profile, which then beats the environment for keys and region: the profile's
+    keys sign (the environment's would be refused) and its region is used, not TENCENTCLOUD_REGION's."""
     sim, endpoint = served
-    monkeypatch.delenv("TENCENTCLOUD_SECRET_ID")
-    monkeypatch.delenv("TENCENTCLOUD_SECRET_KEY")
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", "AKIDnotknownbythesimulator")
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", "wrong")
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("TCCLI_PROFILE", "ops")
-    monkeypatch.setenv("TENCENTCLOUD_REGION", sim.region)
+    monkeypatch.setenv("TENCENTCLOUD_REGION", "ap-elsewhere")
     (tmp_path / ".tencentcloud").mkdir()
     (tmp_path / ".tencentcloud" / "credentials").write_text(
         f"[ops]\nsecret_id = {sim.credentials.secret_id}\nsecret_key = {sim.credentials.secret_key}\n"
-        "region = ap-elsewhere\n"
+        f"region = {sim.region}\n"
     )
     eni = sim.ground_truth()["enis"][1]
     argv = ["unassign", "-v", "--endpoint", endpoint, "--vpc-id", eni["vpc_id"], "--eni-id", eni["eni_id"],
             "--ip", eni["secondary_ips"][0]]  # fmt: skip
     assert await asyncio.to_thread(main, argv) == 0
-    assert f"region {sim.region} (from TENCENTCLOUD_REGION), profile ops" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert (
+        f"region {sim.region} (from {tmp_path / '.tencentcloud' / 'credentials'} [ops]), profile ops" in err
+    )
+    assert "TENCENTCLOUD_REGION not read" in err
+    assert "TENCENTCLOUD_SECRET_ID in the environment not read" in err
 
 
 def test_config_prints_settings_with_environment_overrides(
@@ -455,7 +450,8 @@ async def test_error_object_carries_the_request_id(
 
 
 def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
-    """On one terminal, each JSON line and each log line starts its own line, never glued after the bar."""
+    """On one terminal, each JSON line, each log line and each line told (a signal's) starts its own line,
+    never glued after the bar."""
     import fcntl
     import logging
     import os
@@ -465,7 +461,7 @@ def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
 
     from eni_async.batch import BatchStats
     from eni_async.progress import Progress
-    from eni_async.terminal import logging_to_stderr
+    from eni_async.terminal import logging_to_stderr, tell
 
     master, worker = os.openpty()
     # A terminal of 100 columns (a new pty has 0, and tqdm would draw nothing).
@@ -481,7 +477,8 @@ def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
                     bar.update()
                     bar._bar.refresh()  # type: ignore[union-attr]
                     bar.write(out, json.dumps({"n": n}) + "\n")
-                    logging.getLogger("eni_async.test").warning("line %d", n)
+                    logging.getLogger("eni_async.test").warning(f"line {n}")  # three conditions
+                    tell(f"eni-async: told {n}", as_json=False)  # a signal's line, say
                 bar.close()
         screen.flush()
         data = b""
@@ -493,6 +490,7 @@ def test_result_lines_and_logs_never_share_a_line_with_the_bar() -> None:
     for n in range(3):
         assert json.dumps({"n": n}) in segments, f"result line {n} shares a line with the bar"
         assert any(s.endswith(f"WARNING eni_async.test: line {n}") and "eni/s" not in s for s in segments)
+        assert f"eni-async: told {n}" in segments, f"told line {n} shares a line with the bar"
 
 
 def _read_ready(fd: int) -> bytes:
@@ -622,12 +620,7 @@ async def test_status_outcomes_into_a_closed_pipe_is_one_line(
     sim, endpoint = served
     enis = sim.ground_truth()["enis"]
     source = tmp_path / "in.jsonl"
-    source.write_text(
-        "".join(
-            json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
-            for e in enis
-        )
-    )
+    source.write_text(jsonl_lines(enis))
     journal = tmp_path / "batch.journal"
     args = ["batch", str(source), "--endpoint", endpoint, "--journal", str(journal), "--output", os.devnull]
     assert await asyncio.to_thread(main, args) == 0

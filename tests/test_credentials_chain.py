@@ -82,6 +82,14 @@ def remote_env(endpoint: str, **extra: str) -> dict[str, str]:
     return {"ENI_ASYNC_METADATA_ENDPOINT": endpoint, "ENI_ASYNC_STS_ENDPOINT": endpoint, **extra}
 
 
+def keys_env(sim: Simulator) -> dict[str, str]:
+    """The simulator's own key pair as the environment names it."""
+    return {
+        "TENCENTCLOUD_SECRET_ID": sim.credentials.secret_id,
+        "TENCENTCLOUD_SECRET_KEY": sim.credentials.secret_key,
+    }
+
+
 async def test_explicit_credentials_win_over_everything(home: Home) -> None:
     """Credentials given as an argument are used even with the environment and files set."""
     home.write_profile("[default]\nsecret_id = AKIDfile\nsecret_key = k\n")
@@ -166,7 +174,7 @@ async def test_cvm_role_from_the_metadata_service_signs_real_calls(home: Home) -
 async def test_tke_oidc_is_used_when_the_instance_has_no_role(home: Home, tmp_path: Path) -> None:
     """With no CVM role, the TKE variables' web identity token is exchanged at STS for credentials."""
     token_file = tmp_path / "token"
-    token_file.write_text("eyJhbGciOi.token\n")
+    token_file.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzYSJ9.c2ln\n")
     tke = {
         "TKE_REGION": "ap-shanghai",
         "TKE_PROVIDER_ID": "tke-oidc",
@@ -206,10 +214,7 @@ async def test_partial_tke_variables_name_the_missing_one(home: Home) -> None:
 async def test_assumed_role_exchanges_the_environment_keys_at_sts(home: Home) -> None:
     """TENCENTCLOUD_ROLE_ARN + _ROLE_SESSION_NAME turn the environment keys into the role's via AssumeRole."""
     async with role_server() as (sim, endpoint, clock):
-        base = {
-            "TENCENTCLOUD_SECRET_ID": sim.credentials.secret_id,
-            "TENCENTCLOUD_SECRET_KEY": sim.credentials.secret_key,
-        }
+        base = keys_env(sim)
         roles = {"TENCENTCLOUD_ROLE_ARN": ROLE_ARN, "TENCENTCLOUD_ROLE_SESSION_NAME": "nightly"}
         provider = await home.chain(remote_env(endpoint, **base, **roles), clock=clock)
         credentials = await provider.get()
@@ -308,13 +313,15 @@ async def test_cli_uses_the_chain_and_says_which_source_with_v(
     assert expected in err
 
 
-async def test_an_expired_fixed_token_is_refused_once_not_retried(home: Home) -> None:
-    """Fixed credentials whose token expired give one TokenError: nothing fresher exists, so no second send."""
+@pytest.mark.parametrize("dialect", ["v2", "v3"])
+async def test_an_expired_fixed_token_is_refused_once_not_retried(home: Home, dialect: str) -> None:
+    """Fixed credentials whose token expired give one TokenError (API 3.0 AuthFailure.TokenFailure, API 2.0
+    4105): nothing fresher exists, so no second send."""
     async with role_server(credential_lifetime=60.0) as (sim, endpoint, clock):
         provider = await home.chain(remote_env(endpoint), clock=clock)
         stale = await provider.get()
         clock.advance(61)
-        settings = Settings(endpoint=endpoint, region=sim.region, dialect="v3")
+        settings = Settings(endpoint=endpoint, region=sim.region, dialect=dialect)
         async with EniClient(stale, settings, clock=clock) as client:
             assert repr(stale.secret_id) in repr(client)
             with pytest.raises(TokenError):

@@ -212,7 +212,7 @@ async def test_unassign_timeout_carries_every_task_id() -> None:
         (item,) = w.items()
         with pytest.raises(TaskTimeoutError) as caught:
             await w.client.unassign(item.vpc_id, item.eni_id, item.ips, timeout=2.0)
-        result = caught.value.result  # type: ignore[attr-defined]
+        result = caught.value.result
         assert len(result.task_ids) >= 1
         assert caught.value.task_id in result.task_ids
 
@@ -239,7 +239,7 @@ async def test_an_ip_not_on_the_eni_is_absent_on_every_path(
     tmp_path: Path, preflight: bool, journalled: bool, dialect: str
 ) -> None:
     """An IP not on the ENI is absent (never released or not_released) with or without preflight or a
-    journal, on both dialects; an item of only such IPs is skipped."""
+    journal, on both dialects; an item of only such IPs succeeded (D24: nothing was there to release)."""
     settings = Settings(dialect=dialect, poll=PollPolicy(timeout=300.0))
     async with world(enis=3, ips_per_eni=2, settings=settings) as w:
         items, stray, real = await _items_with_an_absent_ip(w)
@@ -257,7 +257,12 @@ async def test_an_ip_not_on_the_eni_is_absent_on_every_path(
         assert judge(w, outcomes) == []
     first, second = sorted(outcomes, key=lambda o: len(o.ips), reverse=True)
     assert (first.status, first.released, first.absent) == ("succeeded", [real], [stray])
-    assert (second.status, second.absent, second.task_ids) == ("skipped", ["10.200.0.9"], [])
+    assert (second.status, second.absent, second.task_ids, second.error) == (
+        "succeeded",
+        ["10.200.0.9"],
+        [],
+        None,
+    )
 
 
 async def test_preflight_with_a_journal_refuses_the_primary_without_a_request(tmp_path: Path) -> None:
@@ -369,6 +374,35 @@ def test_signals_reach_stoppers_first_gracefully_then_at_once(capsys: pytest.Cap
     assert "SIGTERM" in capsys.readouterr().err
 
 
+async def test_serve_and_simulate_share_the_one_signal_machine() -> None:
+    """``signals_for_command`` registers with the running command's Signals (a signal is then expected, exit
+    code kept); outside a command it installs its own for the block and puts the handlers back after."""
+    import signal
+
+    from eni_async.terminal import _INTERRUPTION, Signals, signals_for_command
+
+    running = Signals()
+    token = _INTERRUPTION.set(running)
+    try:
+        with signals_for_command(first_message="") as (signals, stop):
+            assert signals is running
+            hurried: list[bool] = []
+            stop.hurry = lambda: hurried.append(True)
+            running.signalled(signal.SIGTERM)
+            assert stop.requested.is_set()
+            running.signalled(signal.SIGTERM)
+            assert hurried == [True]
+    finally:
+        _INTERRUPTION.reset(token)
+    assert running.exit_code is None, "a stop the command asked for is not an interruption"
+    before = signal.getsignal(signal.SIGTERM)
+    with signals_for_command(first_message="") as (own, _):
+        assert own is not running
+        assert asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, own.signalled, signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 @pytest.mark.parametrize("grace", [-1.0, float("nan"), float("inf")])
 def test_grace_must_be_a_finite_number_of_seconds(grace: float) -> None:
     """A negative or non-finite grace is refused, naming the setting."""
@@ -413,11 +447,12 @@ def test_main_leaves_signal_handlers_as_it_found_them() -> None:
     def mine(signum: int, frame: object) -> None:
         raise AssertionError("not called")
 
+    found = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN when the suite started so
     saved = signal.signal(signal.SIGTERM, mine)
     try:
         assert main(["status", "/nonexistent/journal"]) == 2
         assert signal.getsignal(signal.SIGTERM) is mine
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is found
     finally:
         signal.signal(signal.SIGTERM, saved)
 
@@ -456,11 +491,12 @@ async def test_a_lost_answer_after_a_describe_counts_ips_seen_there_as_released(
 async def test_a_chunk_settled_in_the_last_round_is_not_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
     """When the last allowed round settles every IP of a chunk (all gone after our earlier call), the item
     succeeds: it is not failed as having had too many ambiguous rounds."""
-    monkeypatch.setattr("eni_async.reconcile.MAX_ROUNDS", 2)
+    monkeypatch.setattr("eni_async.release.MAX_ROUNDS", 2)
     lost = FaultProfile(name="lost", actions={UNASSIGN: FaultRates(drop_after=1.0)})
     async with world(enis=1, ips_per_eni=2, faults=lost, task_latency=(5.0, 0.0)) as w:
         (item,) = w.items()
-        describe = w.client.describe_eni
+        watcher = w.client.releaser.watcher
+        describe = watcher.describe
         looks = 0
 
         async def late_second_look(eni_id: str) -> Any:  # the task ends between the two rounds' looks
@@ -470,7 +506,7 @@ async def test_a_chunk_settled_in_the_last_round_is_not_given_up(monkeypatch: py
                 await w.clock.sleep(10.0)
             return await describe(eni_id)
 
-        monkeypatch.setattr(w.client, "describe_eni", late_second_look)
+        monkeypatch.setattr(watcher, "describe", late_second_look)
         (outcome,) = [o async for o in w.client.unassign_many([item])]
         assert judge(w, [outcome]) == []
         assert w.present()[item.eni_id].isdisjoint(item.ips)

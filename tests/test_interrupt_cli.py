@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 
 from eni_async.outcomes import check_against_truth
-from eni_async.testing import simulator_process
+from eni_async.testing import jsonl_lines, simulator_process
 from tests.conftest import FAST_TOML
 
 CLI = [sys.executable, "-m", "eni_async"]
@@ -55,12 +57,7 @@ def _start_batch(ready: dict[str, Any], tmp_path: Path, grace: float, *extra: st
     config.write_text(f"grace = {grace}\n{FAST_TOML}")
     source = tmp_path / "in.jsonl"
     enis = _get(ready["endpoint"], "/_sim/state")["enis"]
-    source.write_text(
-        "".join(
-            json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
-            for e in enis
-        )
-    )
+    source.write_text(jsonl_lines(enis))
     env = dict(os.environ, ENI_ASYNC_CONFIG=str(config))
     env.update(TENCENTCLOUD_SECRET_ID=ready["secret_id"], TENCENTCLOUD_SECRET_KEY=ready["secret_key"])
     command = [*CLI, "batch", str(source), "--endpoint", ready["endpoint"], "--region", ready["region"]]
@@ -115,7 +112,9 @@ def test_signal_with_short_grace_reports_in_flight_ips_as_unknown(
 
 
 def test_sigterm_with_enough_grace_finishes_work_in_flight_then_resume_ends_the_batch(tmp_path: Path) -> None:
-    """A grace longer than the tasks lets every in-flight item finish; resume then does the rest, exit 0."""
+    """A grace longer than the tasks lets every in-flight item finish; the summary gives the count left and
+    the exact resume command, which run as printed does the rest (exit 0), its summary showing this run
+    beside the journal's total."""
     journal = tmp_path / "batch.journal"
     with simulator() as ready:
         proc = _start_batch(ready, tmp_path, 20.0, "--journal", str(journal))
@@ -125,13 +124,31 @@ def test_sigterm_with_enough_grace_finishes_work_in_flight_then_resume_ends_the_
         outcomes = _judge(tmp_path, ready["endpoint"])
         assert outcomes
         assert all(o["status"] == "succeeded" for o in outcomes), "every task in flight was seen to end"
+        left = ENIS - len(outcomes)
+        hint = re.search(r"stopped: (\d+) item\(s\) left in the journal; finish them with: (.*)", err)
+        assert hint is not None, err
+        assert int(hint[1]) == left
+        command = shlex.split(hint[2])
+        assert command == [
+            "eni-async",
+            "resume",
+            str(journal),
+            "--output",
+            str(tmp_path / "out.jsonl"),
+            "--append",
+        ]
         resumed = subprocess.run(
-            [*CLI, "resume", str(journal), "--output", str(tmp_path / "rest.jsonl"), "--no-progress"],
+            [*CLI, *command[1:]],
             env=dict(os.environ, ENI_ASYNC_CONFIG=str(tmp_path / "client.toml"),
                      TENCENTCLOUD_SECRET_ID=ready["secret_id"], TENCENTCLOUD_SECRET_KEY=ready["secret_key"]),
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert resumed.returncode == 0, resumed.stderr
+        header, enis = resumed.stderr.splitlines()[:2]
+        assert header.split() == ["this", "run", "journal", "total"]
+        assert enis.split() == ["ENIs", str(left), str(ENIS)]
+        lines = (tmp_path / "out.jsonl").read_text().splitlines()
+        assert len(lines) == ENIS, "the appended output holds every item once"
         assert all(
             ips == {e for e in ips if e} and len(ips) == 1 for ips in _present(ready["endpoint"]).values()
         )

@@ -28,19 +28,12 @@ from eni_async.cli import main
 from eni_async.journal import SqliteJournal
 from eni_async.journal.sql import SqlJournal
 from eni_async.simulator import Simulator
-from eni_async.testing import simulator_process, verdict
+from eni_async.testing import jsonl_lines, simulator_process, verdict
 from tests import journalhelpers
 from tests.conftest import DOC_SECRET_ID, DOC_SECRET_KEY, FAST_TOML
 
 CLI = [sys.executable, "-m", "eni_async"]
 SERVED = {"enis": 12, "ips_per_eni": 2, "seed": 7}
-
-
-def jsonl(enis: list[dict[str, Any]]) -> str:
-    return "".join(
-        json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
-        for e in enis
-    )
 
 
 def env_with(tmp_path: Path, secret_id: str, secret_key: str) -> dict[str, str]:
@@ -175,7 +168,7 @@ async def test_full_disk_on_the_journal_mid_batch_stops_and_resume_finishes(
     sim, endpoint = served
     enis = sim.ground_truth()["enis"]
     source = tmp_path / "in.jsonl"
-    source.write_text(jsonl(enis))
+    source.write_text(jsonl_lines(enis))
     journal = tmp_path / "b.journal"
     real_load = SqlJournal.load
 
@@ -232,7 +225,7 @@ async def test_full_disk_on_the_output_stops_cleanly_with_outcomes_in_the_journa
     sim, endpoint = served
     enis = sim.ground_truth()["enis"]
     source = tmp_path / "in.jsonl"
-    source.write_text(jsonl(enis))
+    source.write_text(jsonl_lines(enis))
     journal = tmp_path / "b.journal"
     disk = FullDisk(room=3)
 
@@ -271,7 +264,7 @@ async def test_resume_writes_every_outcome_and_refuses_the_batch_output(
     sim, endpoint = served
     enis = sim.ground_truth()["enis"]
     source = tmp_path / "in.jsonl"
-    source.write_text(jsonl(enis))
+    source.write_text(jsonl_lines(enis))
     journal = tmp_path / "b.journal"
     first = tmp_path / "first.jsonl"
     args = ["batch", str(source), "--endpoint", endpoint, "--journal", str(journal), "--output", str(first)]
@@ -302,7 +295,7 @@ def test_output_to_a_pipe_arrives_line_by_line(tmp_path: Path) -> None:
     """Each outcome reaches a pipe as its item finishes, not when the batch ends."""
     with simulator("--enis", "3", "--ips-per-eni", "1", "--task-latency", "1.0,0") as ready:
         source = tmp_path / "in.jsonl"
-        source.write_text(jsonl(sim_state(ready["endpoint"])["enis"]))
+        source.write_text(jsonl_lines(sim_state(ready["endpoint"])["enis"]))
         proc = subprocess.Popen(
             [
                 *CLI,
@@ -336,7 +329,7 @@ def test_sigkill_mid_batch_then_resume_output_is_the_complete_truth(tmp_path: Pa
         endpoint = ready["endpoint"]
         enis = sim_state(endpoint)["enis"]
         source = tmp_path / "in.jsonl"
-        source.write_text(jsonl(enis))
+        source.write_text(jsonl_lines(enis))
         journal = tmp_path / "b.journal"
         env = env_with(tmp_path, ready["secret_id"], ready["secret_key"])
         proc = subprocess.Popen(
@@ -372,7 +365,7 @@ async def test_resume_may_write_to_dev_null_again(served: tuple[Simulator, str],
     """Only a regular file counts as the batch's own output: a batch to /dev/null resumes to /dev/null."""
     sim, endpoint = served
     source = tmp_path / "in.jsonl"
-    source.write_text(jsonl(sim.ground_truth()["enis"]))
+    source.write_text(jsonl_lines(sim.ground_truth()["enis"]))
     journal = tmp_path / "b.journal"
     args = ["batch", str(source), "--endpoint", endpoint, "--journal", str(journal), "--output", os.devnull]
     assert await asyncio.to_thread(main, [*args, "--no-progress"]) == 0
@@ -386,7 +379,7 @@ async def test_resume_of_a_finished_journal_still_writes_every_outcome(
     sim, endpoint = served
     enis = sim.ground_truth()["enis"]
     source = tmp_path / "in.jsonl"
-    source.write_text(jsonl(enis))
+    source.write_text(jsonl_lines(enis))
     journal = tmp_path / "b.journal"
     args = ["batch", str(source), "--endpoint", endpoint, "--journal", str(journal), "--no-progress"]
     assert await asyncio.to_thread(main, args) == 0
@@ -408,7 +401,7 @@ async def test_full_disk_during_load_records_nothing_sends_nothing_and_resume_re
     sim, endpoint = served
     enis = sim.ground_truth()["enis"]
     source = tmp_path / "in.jsonl"
-    source.write_text(jsonl(enis) * 300)
+    source.write_text(jsonl_lines(enis) * 300)
     journal = tmp_path / "b.journal"
     real_load = SqlJournal.load
 

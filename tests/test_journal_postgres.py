@@ -16,9 +16,8 @@ from eni_async.journal.sql import SqlJournal
 from eni_async.outcomes import Item, Outcome
 from eni_async.settings import Settings
 from eni_async.simulator import Simulator
-from eni_async.testing import verdict
+from eni_async.testing import jsonl_lines, verdict
 from tests.pgserver import PostgresServer
-from tests.test_journal_cli import jsonl
 
 SECRET = "s3cr3t-Pa55word"
 VPC = "vpc-7t9nf3pu"
@@ -246,7 +245,7 @@ async def test_batch_resume_and_status_on_a_postgresql_journal(
     sim, endpoint = served
     enis = sim.ground_truth()["enis"]
     source = tmp_path / "in.jsonl"
-    source.write_text(jsonl(enis))
+    source.write_text(jsonl_lines(enis))
     args = ["batch", str(source), "--endpoint", endpoint, "--journal", postgres_url, "--no-progress"]
     assert await asyncio.to_thread(main, [*args, "--output", str(tmp_path / "first.jsonl")]) == 0
     capsys.readouterr()

@@ -23,9 +23,9 @@ from eni_async.models import Credentials
 from eni_async.outcomes import Item, Outcome
 from eni_async.settings import Settings
 from eni_async.simulator import Simulator
-from eni_async.testing import simulator_process, verdict
+from eni_async.testing import jsonl_lines, simulator_process, verdict
 from tests import journalhelpers
-from tests.test_journal_cli import CLI, env_with, jsonl, sim_state
+from tests.test_journal_cli import CLI, env_with, sim_state
 
 SERVED = {"enis": 2, "ips_per_eni": 2, "seed": 11}
 
@@ -47,7 +47,7 @@ def test_resume_append_after_sigterm_leaves_one_final_line_per_item(tmp_path: Pa
         endpoint = ready["endpoint"]
         enis = sim_state(endpoint)["enis"]
         source = tmp_path / "in.jsonl"
-        source.write_text(jsonl(enis))
+        source.write_text(jsonl_lines(enis))
         journal, out = tmp_path / "b.journal", tmp_path / "out.jsonl"
         env = env_with(tmp_path, ready["secret_id"], ready["secret_key"]) | {"ENI_ASYNC_GRACE": "0"}
         proc = subprocess.Popen(

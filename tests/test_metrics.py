@@ -275,3 +275,17 @@ async def test_simulate_metrics_port_serves_the_simulator_counters(
         await asyncio.gather(task, return_exceptions=True)
     assert 'eni_sim_requests_total{action="DescribeVpcTaskResult"} 1.0' in text
     assert 'eni_sim_tasks{status="RUNNING"} 0.0' in text
+
+
+async def test_each_task_is_counted_once_by_its_final_status() -> None:
+    """Tasks read RUNNING and then seen released on the ENI count as SUCCESS, never RUNNING: the tasks
+    counted add up to the tasks submitted."""
+    async with metered(enis=40, ips_per_eni=1, task_latency=(1.0, 1.5)) as (w, registry):
+        outcomes = [o async for o in w.client.unassign_many(w.items())]
+        queries = w.sim.stats()["requests"].get(TASK_QUERY, 0)
+    assert {o.status for o in outcomes} == {"succeeded"}
+    assert queries > 0, "some tasks were asked about while their IPs were still listed"
+    counted = {
+        s: value(registry, "eni_async_tasks_total", status=s) for s in ("SUCCESS", "FAILED", "RUNNING")
+    }
+    assert counted == {"SUCCESS": 40, "FAILED": 0, "RUNNING": 0}

@@ -43,7 +43,7 @@ async def _poll(
     task: ScriptedTask,
     *,
     policy: PollPolicy = NO_JITTER,
-    tracker: LatencyTracker | None = None,
+    latencies: LatencyTracker | None = None,
     seed: int = 7,
     timeout: float | None = None,
     submitted_at: float | None = None,
@@ -53,7 +53,7 @@ async def _poll(
         TASK_ID,
         policy=policy,
         clock=task.clock,
-        tracker=tracker if tracker is not None else LatencyTracker(),
+        latencies=latencies if latencies is not None else LatencyTracker(),
         rng=random.Random(seed),
         timeout=policy.timeout if timeout is None else timeout,
         submitted_at=submitted_at,
@@ -293,7 +293,7 @@ async def test_adaptive_first_delay_uses_the_estimate() -> None:
     clock = FakeClock()
     task = ScriptedTask(clock, [SUCCESS])
     tracker = _tracker([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
-    await _poll(task, tracker=tracker)
+    await _poll(task, latencies=tracker)
     assert task.asked_at == [pytest.approx(8.0)]
     assert tracker.estimate() == pytest.approx(8.0 * (1 - tracker.step)), "done at once: next time earlier"
 
@@ -302,7 +302,7 @@ async def test_too_few_samples_fall_back_to_first() -> None:
     """With fewer than 8 observed latencies the first query waits ``policy.first``."""
     clock = FakeClock()
     task = ScriptedTask(clock, [SUCCESS])
-    await _poll(task, tracker=_tracker([7.0] * 7))
+    await _poll(task, latencies=_tracker([7.0] * 7))
     assert task.asked_at == [1.0]
 
 
@@ -310,7 +310,7 @@ async def test_non_adaptive_policy_ignores_the_estimate() -> None:
     """With ``adaptive=False`` the first query waits ``policy.first`` even when latencies are known."""
     clock = FakeClock()
     task = ScriptedTask(clock, [SUCCESS])
-    await _poll(task, policy=dataclasses.replace(NO_JITTER, adaptive=False), tracker=_tracker([7.0] * 8))
+    await _poll(task, policy=dataclasses.replace(NO_JITTER, adaptive=False), latencies=_tracker([7.0] * 8))
     assert task.asked_at == [1.0]
 
 
@@ -319,7 +319,7 @@ async def test_adaptive_first_delay_is_cut_by_the_deadline() -> None:
     clock = FakeClock()
     task = ScriptedTask(clock, [RUNNING])
     with pytest.raises(TaskTimeoutError):
-        await _poll(task, tracker=_tracker([30.0] * 8), timeout=4.0)
+        await _poll(task, latencies=_tracker([30.0] * 8), timeout=4.0)
     assert task.asked_at == [pytest.approx(4.0)]
 
 
@@ -329,12 +329,12 @@ async def test_completed_task_latency_is_observed() -> None:
     tracker = LatencyTracker()
     for _ in range(8):
         start = clock.monotonic()
-        await _poll(ScriptedTask(clock, [RUNNING, SUCCESS]), tracker=tracker, submitted_at=start)
+        await _poll(ScriptedTask(clock, [RUNNING, SUCCESS]), latencies=tracker, submitted_at=start)
     assert len(tracker) == 8
     assert tracker.estimate() == pytest.approx(1.5)
     task = ScriptedTask(clock, [SUCCESS])
     start = clock.monotonic()
-    await _poll(task, tracker=tracker)
+    await _poll(task, latencies=tracker)
     assert task.asked_at == [pytest.approx(start + 1.5)]
 
 
@@ -342,7 +342,7 @@ async def test_timed_out_task_is_not_observed() -> None:
     """A task that times out adds no latency to the tracker."""
     tracker = LatencyTracker()
     with pytest.raises(TaskTimeoutError):
-        await _poll(ScriptedTask(FakeClock(), [RUNNING]), tracker=tracker, timeout=3.0)
+        await _poll(ScriptedTask(FakeClock(), [RUNNING]), latencies=tracker, timeout=3.0)
     assert len(tracker) == 0
 
 
@@ -428,7 +428,7 @@ async def test_simultaneous_first_queries_do_not_compound_the_delay() -> None:
     before = tracker.estimate()
     assert before is not None
     tasks = [ScriptedTask(clock, [RUNNING, SUCCESS]) for _ in range(1000)]
-    await asyncio.gather(*(_poll(task, tracker=tracker, submitted_at=0.0) for task in tasks))
+    await asyncio.gather(*(_poll(task, latencies=tracker, submitted_at=0.0) for task in tasks))
     after = tracker.estimate()
     assert after is not None
     assert after <= before * (1 + tracker.step * (1 - tracker.running) / tracker.running) + 1e-9

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -25,15 +26,9 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 # A block whose first line is this continues the program of the block before it.
 FRAGMENT = "# continues the program above"
 
-# The ENIs the README's programs and commands name, as a simulator state file holds them.
-WORLD: dict[str, list[dict[str, Any]]] = {
-    "enis": [
-        {"vpc_id": "vpc-7t9nf3pu", "eni_id": "eni-m6dyj72l", "primary_ip": "10.0.0.10",
-         "secondary_ips": ["10.0.0.2", "10.0.0.3"], "cidr": "10.0.0.0/16"},
-        {"vpc_id": "vpc-7t9nf3pu", "eni_id": "eni-5k2wq8rn", "primary_ip": "10.0.1.10",
-         "secondary_ips": ["10.0.1.7"], "cidr": "10.0.0.0/16"},
-    ]
-}  # fmt: skip
+# The README's programs and commands name ENIs of a default ``eni-async simulate`` world: these options are
+# the command's defaults, tasks ending at once (the only difference).
+DEFAULT_WORLD = {"enis": 10, "ips_per_eni": 3, "seed": 0, "task_latency": (0.0, 0.0)}
 
 
 def blocks(language: str) -> list[str]:
@@ -57,10 +52,9 @@ def ci_commands() -> list[str]:
 async def world(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[Simulator, dict[str, set[str]]]]:
-    """A simulator holding the README's ENIs, and an environment that points the README's code at it."""
-    state = tmp_path / "state.json"
-    state.write_text(json.dumps(WORLD), encoding="utf-8")
-    sim = Simulator(SimulatorConfig(enis=0, task_latency=(0.0, 0.0), state_file=state))
+    """A default ``eni-async simulate`` world (the README's ENIs), and an environment pointing the README's
+    code at it."""
+    sim = Simulator(SimulatorConfig(**DEFAULT_WORLD))  # type: ignore[arg-type]
     async with running(sim, host="127.0.0.1", port=0) as server:
         for name in [n for n in os.environ if n.startswith("ENI_ASYNC_") or n.startswith("TENCENTCLOUD_")]:
             monkeypatch.delenv(name)
@@ -147,7 +141,9 @@ async def test_batch_command_runs_and_prints_the_documented_fields(
     sim, _ = world
     argv = shlex.split(shell_block("eni-async batch "))
     assert argv[0] == "eni-async"
-    rows = [f"{e['vpc_id']},{e['eni_id']},{ip}" for e in WORLD["enis"] for ip in e["secondary_ips"]]
+    rows = [
+        f"{e['vpc_id']},{e['eni_id']},{ip}" for e in sim.ground_truth()["enis"] for ip in e["secondary_ips"]
+    ]
     (tmp_path / argv[2]).write_text("vpc_id,eni_id,ip\n" + "\n".join(rows) + "\n", encoding="utf-8")
     assert await asyncio.to_thread(main, argv[1:]) == 0
     results = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
@@ -227,16 +223,16 @@ async def test_curl_walk_through_runs_against_a_serve_process(
     lines = out.decode().splitlines()
     posted, batch, waited, failed, health, ready = (json.loads(line) for line in lines[:6])
     assert posted["status"] in {"pending", "running"}
-    assert [r["eni_id"] for r in batch["releases"]] == ["eni-5k2wq8rn"]
+    assert [r["eni_id"] for r in batch["releases"]] == ["eni-5j2tazo3"]
     assert waited["id"] == posted["id"], "the repeated key answered the same release"
     assert waited["status"] == "succeeded"
-    assert waited["released"] == ["10.0.0.2", "10.0.0.3"]
+    assert waited["released"] == ["10.0.0.3", "10.0.0.4"]
     assert failed["releases"] == []
     assert health == {"status": "ok"}
     assert ready["status"] == "ready"
     assert all(line.startswith("eni_async_service_releases{") for line in lines[6:])
     assert any(line.startswith('eni_async_service_releases{status="succeeded"}') for line in lines[6:])
-    gone = before["eni-m6dyj72l"] - _secondary_ips(sim)["eni-m6dyj72l"]
+    gone = before["eni-l06yqdpv"] - _secondary_ips(sim)["eni-l06yqdpv"]
     assert set(waited["released"]) == gone, "the simulator agrees on what was released"
 
 
@@ -271,3 +267,18 @@ def test_the_repository_cites_no_file_outside_itself() -> None:
         assert not OUTSIDE.search(text), f"{path.relative_to(ROOT)} cites a file outside the repository"
         if path.suffix == ".py":
             assert not ISSUE.search(text), f"{path.relative_to(ROOT)} names an issue number"
+
+
+def test_the_readmes_ids_are_those_of_a_default_simulate_world() -> None:
+    """Every ENI the README names is in the world ``eni-async simulate`` builds with its defaults, with its IPs."""
+    from eni_async.simulator.command import add_arguments, build_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    world = Simulator(build_config(parser.parse_args([]))).ground_truth()["enis"]
+    ips = {e["eni_id"]: set(e["secondary_ips"]) for e in world}
+    named = re.findall(r'"(eni-[0-9a-z]{8})", \["([^]]*)"\]', README)
+    assert named, "the README's programs name ENIs with their IPs"
+    for eni, listed in named:
+        assert set(re.findall(r"\d+\.\d+\.\d+\.\d+", listed)) <= ips[eni], eni
+    assert "--port 8080" not in README, "examples pick free ports"

@@ -1,4 +1,4 @@
-"""Replicas of the service on one PostgreSQL journal (issue 23): one service to callers, leased work, fencing,
+"""Replicas of the service on one PostgreSQL journal: one service to callers, leased work, fencing,
 and a journal that goes away and comes back. Each replica is the real composition root (``running_service``:
 its own pool, engine and HTTP face on 127.0.0.1) in this process, against the in-process simulator."""
 

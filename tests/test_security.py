@@ -46,6 +46,7 @@ from eni_async.outcomes import Item, Outcome
 from eni_async.policy import PollPolicy, RetryPolicy
 from eni_async.settings import Settings
 from eni_async.simulator import Simulator, SimulatorConfig, load_fault_profile, running
+from eni_async.testing import jsonl_lines
 from eni_async.transport import AiohttpTransport
 from tests.conftest import FAST_TOML
 
@@ -484,12 +485,11 @@ async def test_cli_at_debug_leaks_no_secret(
     common = ["--endpoint", endpoint, "--region", sim.region, "--dialect", dialect]
     verbose = ["-vv", "--log-format", log_format]
     source = tmp_path / "in.jsonl"
-    lines = [{"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]} for e in enis[1:4]]
-    lines += [
+    odd = [
         {"vpc_id": enis[4]["vpc_id"], "eni_id": enis[4]["eni_id"], "ips": ["10.99.0.1"]},
         {"vpc_id": enis[4]["vpc_id"], "eni_id": "eni-zzzzzzzz", "ips": ["10.0.0.2"]},
     ]
-    source.write_text("".join(json.dumps(line) + "\n" for line in lines) + "{broken\n")
+    source.write_text(jsonl_lines(enis[1:4]) + jsonl_lines(odd, ips="ips") + "{broken\n")
     journal, output = tmp_path / "b.journal", tmp_path / "out.jsonl"
     first = enis[0]
     runs = [

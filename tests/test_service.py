@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -14,6 +15,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate
 
 from eni_async import (
     ConfigError,
@@ -26,6 +29,7 @@ from eni_async import (
     ServiceError,
     Settings,
     TaskTimeoutError,
+    validation,
 )
 from eni_async.journal import SqliteJournal
 from eni_async.metrics import Metrics
@@ -33,7 +37,9 @@ from eni_async.outcomes import Outcome, check_against_truth
 from eni_async.service.engine import Engine, NotAcceptingError
 from eni_async.service.http import make_app
 from eni_async.service.metrics import ServiceMetrics
+from eni_async.service.openapi import DOCUMENT, RELEASE_ID_PATTERN, document
 from eni_async.service.registry import Registry
+from eni_async.service.schema import IPV4_PATTERN
 from eni_async.simulator import Simulator, SimulatorConfig, running
 
 TOKEN = "test-token-0123456789abcdef"
@@ -95,7 +101,7 @@ async def service_on(
         ):
             engine = Engine(client, jr, max_unfinished=max_unfinished)
             await engine.start()
-            metrics.watch(engine.registry)
+            metrics.watch(engine.registry, engine.ready)
             app = make_app(
                 engine,
                 tokens=tokens,
@@ -339,12 +345,11 @@ async def test_concurrent_identical_posts_make_one_submission(svc: Service) -> N
         ("POST", "/v1/releases"),
         ("GET", "/v1/releases"),
         ("GET", "/v1/releases/x"),
-        ("GET", "/v1/openapi.json"),
     ],
 )
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token-0123456789", f"Basic {TOKEN}", "Bearer "])
 async def test_v1_needs_the_bearer_token(svc: Service, method: str, path: str, header: str | None) -> None:
-    """Every /v1 route answers 401 without the right token, with the same body whatever was wrong."""
+    """Every /v1 route but the document answers 401 without the right token, the same whatever was wrong."""
     headers = {"Authorization": header} if header is not None else {}
     resp = await svc.http.request(method, path, json=svc.body(0), headers=headers)
     assert resp.status == 401
@@ -355,9 +360,10 @@ async def test_v1_needs_the_bearer_token(svc: Service, method: str, path: str, h
     assert (await svc.engine.registry.counts())["pending"] == 0
 
 
-async def test_health_ready_and_metrics_need_no_token(svc: Service) -> None:
-    """/healthz and /readyz answer 200 without a token; /metrics too, in Prometheus text format."""
+async def test_health_ready_metrics_and_the_document_need_no_token(svc: Service) -> None:
+    """/healthz, /readyz and /v1/openapi.json answer 200 without a token; /metrics too, in Prometheus text."""
     assert (await svc.http.get("/healthz")).status == 200
+    assert (await svc.http.get("/v1/openapi.json")).status == 200
     ready = await svc.http.get("/readyz")
     assert ready.status == 200
     assert (await ready.json())["status"] == "ready"
@@ -437,6 +443,19 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     ("bad entry", json.dumps({"releases": [GOOD, {**GOOD, "ips": ["x"]}]}).encode(), "releases[1].ips[0]"),
     ("too many releases", json.dumps({"releases": [GOOD] * 1001}).encode(), "releases"),
     ("deep nesting", b"[" * 100_000 + b"]" * 100_000, "body"),
+    (
+        "duplicate key",
+        b'{"vpc_id": "vpc-aaaaaaaa", "eni_id": "eni-aaaaaaaa", "eni_id": "eni-bbbbbbbb", "ips": ["10.0.0.2"]}',
+        "eni_id",
+    ),
+    (
+        "duplicate key in an entry",
+        b'{"releases": [{"vpc_id": "vpc-aaaaaaaa", "eni_id": "eni-aaaaaaaa", "ips": [], "ips": ["10.0.0.2"]}]}',
+        "releases[0].ips",
+    ),
+    ("duplicate releases", json.dumps({"releases": [GOOD]}).encode()[:-1] + b', "releases": []}', "releases"),
+    ("ips an object", json.dumps({**GOOD, "ips": {"10.0.0.3": True}}).encode(), "ips"),
+    ("unknown field not shown", json.dumps({**GOOD, "secret value 42": 1}).encode(), "body"),
 ]
 
 
@@ -467,6 +486,13 @@ async def test_malformed_bodies_are_400_naming_the_field(
         ("/v1/releases?limit=%C2%B2", "limit"),
         ("/v1/releases?status=done", "status"),
         ("/v1/releases?cursor=abc", "cursor"),
+        ("/v1/releases?cursor=c9999999999999999999", "cursor"),
+        ("/v1/releases?cursor=c%EF%BC%91", "cursor"),
+        ("/v1/releases?limit=2&limit=3", "limit"),
+        ("/v1/releases/x?wait=1_0", "wait"),
+        ("/v1/releases/x?wait=inf", "wait"),
+        ("/v1/releases/x?wait=%205", "wait"),
+        ("/v1/releases/x?wait=1&wait=2", "wait"),
     ],
 )
 async def test_bad_queries_are_400_naming_the_parameter(svc: Service, path: str, field: str) -> None:
@@ -474,6 +500,43 @@ async def test_bad_queries_are_400_naming_the_parameter(svc: Service, path: str,
     status, data = await get(svc, path)
     assert status == 400
     assert data["error"]["field"] == field
+
+
+async def test_an_empty_cursor_is_the_first_page(svc: Service) -> None:
+    """?cursor= (empty, as the document allows) lists from the newest release, like no cursor."""
+    _, release = await post(svc, svc.body(0, svc.enis()[0]["secondary_ips"][:1]))
+    status, page = await get(svc, "/v1/releases?cursor=&limit=10")
+    assert status == 200
+    assert [r["id"] for r in page["releases"]] == [release["id"]]
+
+
+SENT = "sent-value-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers"),
+    [
+        ("POST", "/v1/releases", {**GOOD, "vpc_id": SENT}, {}),
+        ("POST", "/v1/releases", {**GOOD, "ips": [SENT]}, {}),
+        ("POST", "/v1/releases", {"releases": [GOOD, {**GOOD, "eni_id": SENT}]}, {}),
+        ("POST", "/v1/releases", {**GOOD, SENT + " x": 1}, {}),
+        ("POST", "/v1/releases", GOOD, {"Idempotency-Key": SENT + " x"}),
+        ("GET", f"/v1/releases?status={SENT}", None, {}),
+        ("GET", f"/v1/releases?limit={SENT}", None, {}),
+        ("GET", f"/v1/releases?cursor={SENT}", None, {}),
+        ("GET", f"/v1/releases?{SENT}%20x=1", None, {}),
+        ("GET", f"/v1/releases/x?wait={SENT}", None, {}),
+    ],
+)
+async def test_no_error_answer_repeats_what_was_sent(
+    svc: Service, method: str, path: str, body: object, headers: dict[str, str]
+) -> None:
+    """A refused request's answer names the field and the rule, never the value the caller sent."""
+    resp = await svc.http.request(method, path, json=body, headers={**AUTH, **headers})
+    assert resp.status == 400
+    text = await resp.text()
+    assert SENT not in text
+    assert json.loads(text)["error"]["message"]
 
 
 async def test_bad_idempotency_key_is_400(svc: Service) -> None:
@@ -514,12 +577,92 @@ async def test_wrong_method_and_unknown_route_answer_json(svc: Service) -> None:
 # -- documents, metrics, readiness, shutdown -------------------------------------------------------------
 
 
-async def test_openapi_document_lists_every_route(svc: Service) -> None:
-    """/v1/openapi.json is an OpenAPI 3 document naming every route."""
-    status, doc = await get(svc, "/v1/openapi.json")
-    assert status == 200
-    assert doc["openapi"].startswith("3.")
+async def test_openapi_document_is_valid_and_lists_every_route(svc: Service) -> None:
+    """/v1/openapi.json, read without a token, passes openapi-spec-validator and names every route."""
+    resp = await svc.http.get("/v1/openapi.json")
+    assert resp.status == 200
+    doc = await resp.json()
+    validate(doc)
+    validate(document(metrics_token=True))
     assert {"/v1/releases", "/v1/releases/{id}", "/healthz", "/readyz", "/metrics"} <= set(doc["paths"])
+    for route in app_routes(svc):
+        assert route in doc["paths"], route
+
+
+def app_routes(svc: Service) -> set[str]:
+    """The route templates the application serves."""
+    server = svc.http.server
+    assert isinstance(server, TestServer)
+    app = server.app
+    return {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+
+
+async def test_every_answer_carries_every_documented_field(tmp_path: Path) -> None:
+    """The first 202, a replay, a GET while running, the list and the final GET all carry exactly the
+    document's fields, the first 202 included (confirmed_by, attempts and elapsed_s were missing)."""
+    sim = Simulator(SimulatorConfig(enis=2, ips_per_eni=2, seed=1, task_latency=(0.3, 0.0)))
+    async with service_on(sim, tmp_path / "j.db") as slow:
+        documented = set(DOCUMENT["components"]["schemas"]["Release"]["properties"])
+        key = {"Idempotency-Key": "same-fields"}
+        seen = []
+        status, first = await post(slow, slow.body(0), key)
+        assert status == 202
+        seen.append(first)
+        seen.append((await post(slow, slow.body(0), key))[1])
+        seen.append((await post(slow, {"releases": [slow.body(1)]}))[1]["releases"][0])
+        seen.append((await get(slow, f"/v1/releases/{first['id']}"))[1])
+        seen += (await get(slow, "/v1/releases"))[1]["releases"]
+        seen.append((await get(slow, f"/v1/releases/{first['id']}?wait=10"))[1])
+        assert seen[-1]["status"] == "succeeded"
+        for release in seen:
+            assert set(release) == documented
+            assert re.fullmatch(RELEASE_ID_PATTERN, release["id"])
+
+
+def _branches(schema_name: str) -> list[dict[str, Any]]:
+    """The schemas of the oneOf branches of POST /v1/releases's 202 or request body, resolved."""
+    post_doc = DOCUMENT["paths"]["/v1/releases"]["post"]
+    where = post_doc["responses"]["202"] if schema_name == "202" else post_doc["requestBody"]
+    schemas = DOCUMENT["components"]["schemas"]
+    return [
+        {**schemas[ref["$ref"].rsplit("/", 1)[1]], "components": DOCUMENT["components"]}
+        for ref in where["content"]["application/json"]["schema"]["oneOf"]
+    ]
+
+
+async def test_a_202_and_a_body_match_exactly_one_branch_of_their_oneof(svc: Service) -> None:
+    """Each 202 (single and batch form) and each request body validates against exactly one oneOf branch."""
+    _, single = await post(svc, svc.body(0, svc.enis()[0]["secondary_ips"][:1]))
+    _, batch = await post(svc, {"releases": [svc.body(1, svc.enis()[1]["secondary_ips"][:1])]})
+    for name, instances in (("202", [single, batch]), ("body", [GOOD, {"releases": [GOOD]}])):
+        for instance in instances:
+            matches = [OAS30Validator(branch).is_valid(instance) for branch in _branches(name)]
+            assert matches.count(True) == 1, (name, instance)
+
+
+IPV4_SAMPLES = [
+    "0.0.0.0",
+    "10.0.0.2",
+    "255.255.255.255",
+    "1.2.3.04",
+    "256.1.1.1",
+    "1.2.3",
+    "1.2.3.4\n",
+    " 1.2.3.4",
+]
+
+
+@pytest.mark.parametrize("value", [*IPV4_SAMPLES, "01.2.3.4", "1.2.3.4.5", "１.2.3.4", "1..3.4", "+1.2.3.4"])
+def test_the_documented_ip_pattern_is_the_rule_the_service_checks(value: str) -> None:
+    """An IP matches the document's pattern (as ECMA-262 reads it: no newline before the end) exactly when
+    the service accepts it."""
+    pattern = re.compile(IPV4_PATTERN.removesuffix("$") + r"\Z", re.ASCII)
+    try:
+        validation.ipv4(value)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert bool(pattern.match(value)) == accepted
 
 
 async def test_metrics_have_the_client_and_service_families(svc: Service) -> None:
@@ -532,6 +675,33 @@ async def test_metrics_have_the_client_and_service_families(svc: Service) -> Non
     assert 'eni_async_service_requests_total{code="404",route="/v1/releases/{id}"} 1.0' in text
     assert 'eni_async_service_releases{status="succeeded"} 1.0' in text
     assert 'eni_async_calls_total{action="UnassignPrivateIpAddresses",code="Success"} 1.0' in text
+
+
+async def test_metrics_say_whether_the_service_is_ready(svc: Service) -> None:
+    """eni_async_service_ready is 1 while /readyz answers 200 and 0 once it answers 503."""
+    assert "eni_async_service_ready 1.0" in await (await svc.http.get("/metrics")).text()
+    await svc.engine.stop(0)
+    assert (await svc.http.get("/readyz")).status == 503
+    assert "eni_async_service_ready 0.0" in await (await svc.http.get("/metrics")).text()
+
+
+async def test_metrics_can_require_their_own_token(svc: Service) -> None:
+    """With metrics tokens, /metrics answers 401 without one of them (a caller's token is not one) and 200
+    with one; the served document says /metrics needs a bearer token."""
+    metrics_token = "metrics-token-0123456789abcdef"
+    app = make_app(
+        svc.engine, tokens=(TOKEN,), metrics_registry=svc.metrics.registry, metrics_tokens=(metrics_token,)
+    )
+    async with TestClient(TestServer(app, host="127.0.0.1")) as guarded:
+        assert (await guarded.get("/metrics")).status == 401
+        assert (await guarded.get("/metrics", headers=AUTH)).status == 401
+        resp = await guarded.get("/metrics", headers={"Authorization": f"Bearer {metrics_token}"})
+        assert resp.status == 200
+        assert "eni_async_service_releases" in await resp.text()
+        assert (await guarded.get("/healthz")).status == 200
+        doc = await (await guarded.get("/v1/openapi.json")).json()
+        assert doc["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}]
+        assert "security" not in DOCUMENT["paths"]["/metrics"]["get"]
 
 
 async def test_stopping_answers_503_with_retry_after(svc: Service) -> None:
@@ -682,7 +852,7 @@ async def test_service_client_raises_the_release_error_from_the_same_tree(svc: S
     async with ServiceClient(svc.url, TOKEN) as client:
         with pytest.raises(PrimaryIpError) as caught:
             await client.unassign(body["vpc_id"], body["eni_id"], body["ips"], timeout=10)
-        assert caught.value.release["status"] == "failed"  # type: ignore[attr-defined]
+        assert caught.value.release["status"] == "failed"
 
 
 async def test_service_client_raises_service_errors(svc: Service) -> None:
@@ -710,3 +880,28 @@ def test_metrics_family_names_do_not_clash() -> None:
     """The service's registry holds the client's families beside its own."""
     created = ServiceMetrics.create()
     assert isinstance(created.client, Metrics)
+
+
+async def test_a_release_of_ips_already_gone_succeeded_and_service_client_returns_it(svc: Service) -> None:
+    """D24 in the service: a release of IPs some earlier release took is ``succeeded`` with them absent,
+    and ``ServiceClient.unassign`` returns its result instead of raising."""
+    body = svc.body(1, svc.enis()[1]["secondary_ips"][:2])
+    async with ServiceClient(svc.url, TOKEN) as client:
+        first = await client.unassign(body["vpc_id"], body["eni_id"], body["ips"], timeout=10)
+        again = await client.unassign(body["vpc_id"], body["eni_id"], body["ips"], timeout=10)
+        releases, _ = await client.list_releases()
+    assert (sorted(first.released), first.absent) == (sorted(body["ips"]), ())
+    assert (again.released, sorted(again.absent), again.task_ids) == ((), sorted(body["ips"]), ())
+    assert [r["status"] for r in releases] == ["succeeded", "succeeded"]
+    assert releases[0]["outcome_status"] is None  # the outcome says no more than the release's status
+
+
+async def test_a_service_error_says_each_thing_once(svc: Service) -> None:
+    """A failed release raised by ``ServiceClient`` names its action and code once, as ``EniClient`` does."""
+    body = svc.body(0, [svc.enis()[0]["primary_ip"]])
+    async with ServiceClient(svc.url, TOKEN) as client:
+        with pytest.raises(PrimaryIpError) as caught:
+            await client.unassign(body["vpc_id"], body["eni_id"], body["ips"], timeout=10)
+    text = str(caught.value)
+    assert text.count("InvalidPrivateip.IsPrimary") == 1
+    assert text.count("failed:") <= 1

@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
-import sys
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,97 +17,8 @@ from eni_async.outcomes import check_against_truth
 from eni_async.service.command import load_tokens
 from eni_async.service.registry import Registry
 from eni_async.settings import Settings, load_settings
-from eni_async.simulator import Simulator, SimulatorConfig, load_fault_profile, running
-
-TOKEN = "process-token-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-LIMITS = {
-    "UnassignPrivateIpAddresses": 1000,
-    "DescribeVpcTaskResult": 400,
-    "DescribeNetworkInterfaces": 1000,
-    "AssignPrivateIpAddresses": 1000,
-}
-CONFIG = """
-grace = {grace}
-[poll]
-first = 0.2
-initial = 0.1
-maximum = 0.3
-timeout = 60.0
-[retry]
-initial = 0.01
-maximum = 0.05
-[rate_limits]
-unassign = 1000
-task_query = 400
-describe = 1000
-"""
-
-
-@dataclass
-class Served:
-    """A simulator on 127.0.0.1 and the environment a ``serve`` process needs to use it."""
-
-    sim: Simulator
-    endpoint: str
-    env: dict[str, str]
-
-    def args(self, journal: Path) -> list[str]:
-        return [
-            "serve",
-            "--journal",
-            str(journal),
-            "--port",
-            "0",
-            "--endpoint",
-            self.endpoint,
-            "--region",
-            self.sim.region,
-        ]
-
-
-@asynccontextmanager
-async def simulated(tmp_path: Path, *, grace: float, **config: Any) -> AsyncIterator[Served]:
-    sim = Simulator(SimulatorConfig(rate_limits=LIMITS, **config))
-    (tmp_path / "fast.toml").write_text(CONFIG.format(grace=grace))
-    env = {
-        **os.environ,
-        "TENCENTCLOUD_SECRET_ID": sim.credentials.secret_id,
-        "TENCENTCLOUD_SECRET_KEY": sim.credentials.secret_key,
-        "ENI_ASYNC_CONFIG": str(tmp_path / "fast.toml"),
-        "ENI_ASYNC_SERVICE_TOKENS": TOKEN,
-    }
-    async with running(sim, host="127.0.0.1", port=0) as server:
-        yield Served(sim, server.endpoint, env)
-
-
-@asynccontextmanager
-async def serve_process(
-    served: Served, journal: Path, log: Path
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """Start ``eni-async serve``; yield the process and the endpoint from its one stdout line."""
-    with log.open("ab") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "eni_async", "-v", *served.args(journal),
-            stdout=asyncio.subprocess.PIPE, stderr=stderr, env=served.env,
-        )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        assert line, read(log)
-        ready = json.loads(line)
-        assert list(ready) == ["endpoint"]
-        assert ready["endpoint"].startswith("http://127.0.0.1:")
-        yield proc, ready["endpoint"]
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-
-def read(path: Path) -> str:
-    """A small log file's text."""
-    return path.read_text()
+from eni_async.simulator import load_fault_profile
+from tests.servehelpers import AUTH, TOKEN, read, serve_process, simulated
 
 
 async def tasks_by_eni(http: aiohttp.ClientSession, sim_endpoint: str) -> Counter[str]:
@@ -302,6 +207,7 @@ def test_tokens_come_from_the_file_and_the_environment(tmp_path: Path) -> None:
     """Tokens are read from service_tokens_file (comments skipped) and ENI_ASYNC_SERVICE_TOKENS."""
     path = tmp_path / "tokens"
     path.write_text("# callers\nfile-token-0123456789\n\n")
+    path.chmod(0o600)
     settings = Settings(service_tokens_file=str(path))
     env = {"ENI_ASYNC_SERVICE_TOKENS": "env-token-0123456789a, env-token-0123456789b"}
     assert load_tokens(settings, env) == [

@@ -345,6 +345,53 @@ def test_bad_environment_variable_is_an_error_naming_it(name: str, text: str, hi
     assert hint in str(info.value)
 
 
+# What the kubelet injects for a Service named eni-async (port 8750, named http) and one named
+# eni-async-metrics, into every pod of the namespace (D28).
+SERVICE_LINKS = {
+    "ENI_ASYNC_SERVICE_HOST": "10.96.0.12",
+    "ENI_ASYNC_SERVICE_PORT": "8750",
+    "ENI_ASYNC_SERVICE_PORT_HTTP": "8750",
+    "ENI_ASYNC_PORT": "tcp://10.96.0.12:8750",
+    "ENI_ASYNC_PORT_8750_TCP": "tcp://10.96.0.12:8750",
+    "ENI_ASYNC_PORT_8750_TCP_PROTO": "tcp",
+    "ENI_ASYNC_PORT_8750_TCP_PORT": "8750",
+    "ENI_ASYNC_PORT_8750_TCP_ADDR": "10.96.0.12",
+    "ENI_ASYNC_METRICS_SERVICE_HOST": "fd00:10:96::c",
+    "ENI_ASYNC_METRICS_PORT": "tcp://[fd00:10:96::c]:9100",
+    "ENI_ASYNC_METRICS_PORT_9100_UDP_PROTO": "udp",
+}
+
+
+def test_kubernetes_service_links_are_ignored_with_a_debug_line(caplog: pytest.LogCaptureFixture) -> None:
+    """Kubernetes service-link variables change no setting and stop nothing; each is named in a debug line."""
+    caplog.set_level(logging.DEBUG, logger="eni_async.settings")
+    assert load_settings(environ={**SERVICE_LINKS, "ENI_ASYNC_REGION": "ap-beijing"}) == Settings(
+        region="ap-beijing"
+    )
+    ignored = {r.getMessage().partition(":")[0] for r in caplog.records if "service-link" in r.getMessage()}
+    assert ignored == set(SERVICE_LINKS)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("ENI_ASYNC_PORT", "8750"),  # someone meant --port: not the kubelet's tcp://ADDR:PORT
+        ("ENI_ASYNC_SERVICE_HOST", "eni-async.default.svc"),
+        ("ENI_ASYNC_PORT_8750_TCP_PROTO", "http"),
+        ("ENI_ASYNC_SERVICE_PORT", "http"),
+        ("ENI_ASYNC_SERVICE_HOSTS", "10.96.0.12"),
+        ("ENI_ASYNC_BOGUS", "1"),
+    ],
+)
+def test_other_unknown_variables_are_still_refused(name: str, text: str) -> None:
+    """A variable that is not a service link by both name and value is still refused as an unknown setting."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={**SERVICE_LINKS, name: text})
+    assert info.value.field == name
+    assert "unknown setting" in str(info.value)
+    assert text not in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("text", "key", "closest"),
     [

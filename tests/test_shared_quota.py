@@ -17,7 +17,7 @@ import pytest
 
 from eni_async.clock import FakeClock, SystemClock
 from eni_async.errors import ConfigError
-from eni_async.shared_quota import PROBE_INTERVAL, SharedBudget, SharedBudgets, account_key
+from eni_async.shared_quota import PROBE_INTERVAL, SharedBudget, SharedBudgets, access_region
 from eni_async.throttle import DECREASE, RECOVERY, STRAY_LIMIT, WINDOW
 from tests.conftest import RedisServer, _free_port
 
@@ -131,12 +131,9 @@ async def test_throttles_cut_the_shared_rate_only_when_sustained(redis_server: R
 
 
 async def test_quotas_of_other_accounts_regions_and_actions_are_separate(redis_server: RedisServer) -> None:
-    """Only the same action, region and account share a quota; ``quota_key`` joins SecretIds of one account."""
+    """Only the same action, access region and sub-account share a quota."""
     clock = FakeClock()
-    team = account_key("AKID-one", "team")
-    assert team == account_key("AKID-two", "team")
-    assert account_key("AKID-one", "") != account_key("AKID-two", "")
-    assert "AKID" not in account_key("AKID-one", "")
+    team = "uin-100000000002"
     clients = [
         *processes(redis_server.url, 1, clock, rate=2, account=team),
         *processes(redis_server.url, 1, clock, rate=2, account=team),
@@ -331,3 +328,22 @@ def test_processes_share_one_quota_within_every_window(redis_server: RedisServer
     assert max(everything) - min(everything) >= 1.0  # 36 sends at 30/s cannot fit in one second
     lasts = [times[-1] for times in results]
     assert max(lasts) - min(lasts) < 0.3
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "region", "expected"),
+    [
+        ("https://vpc.ap-beijing.tencentcloudapi.com", "ap-guangzhou", "ap-beijing"),
+        ("https://vpc.ap-singapore.intl.tencentcloudapi.com", "ap-guangzhou", "ap-singapore"),
+        ("https://vpc.na-siliconvalley.tencentcloudapi.com:443", "ap-guangzhou", "na-siliconvalley"),
+        ("https://vpc.tencentcloudapi.com", "ap-shanghai", "ap-shanghai"),
+        ("https://vpc.api.qcloud.com", "ap-chengdu", "ap-chengdu"),
+        ("http://127.0.0.1:8080", "ap-guangzhou", "ap-guangzhou"),
+    ],
+)
+def test_the_access_region_is_the_endpoints_else_the_product_region(
+    endpoint: str, region: str, expected: str
+) -> None:
+    """A regional host names the region whose servers count the calls; on the nearest-region host (and API
+    2.0's, or any other) the product region stands in."""
+    assert access_region(endpoint, region) == expected

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import redis.asyncio as aioredis
 from eni_async.cli import build_parser, main, settings_from
 from eni_async.client import EniClient
 from eni_async.clock import FakeClock
+from eni_async.credentials import credential_chain
 from eni_async.errors import ConfigError
 from eni_async.models import Credentials
 from eni_async.outcomes import Item
@@ -24,8 +24,10 @@ from eni_async.settings import RateLimits, Settings, load_settings
 from eni_async.shared_quota import SharedBudgets
 from eni_async.simulator import Simulator, SimulatorConfig, running
 from eni_async.simulator.command import build_config, parse_sub_accounts
+from eni_async.simulator.keys import role_id_of, uin_of
 from eni_async.simulator.limits import RateLimiter
 from eni_async.simulator.rejects import Reject
+from eni_async.testing import jsonl_lines
 from eni_async.throttle import Budgets, BudgetTable
 from tests.conftest import RedisServer, _free_port
 
@@ -98,7 +100,7 @@ async def test_batch_with_an_unreachable_redis_exits_2_naming_the_url(
     sim, endpoint = served
     source = tmp_path / "in.jsonl"
     eni = sim.ground_truth()["enis"][0]
-    source.write_text(json.dumps({"vpc_id": eni["vpc_id"], "eni_id": eni["eni_id"], "ips": ["10.0.0.9"]}))
+    source.write_text(jsonl_lines([eni | {"ips": ["10.0.0.9"]}], ips="ips"))
     url = f"redis://:hunter2@127.0.0.1:{_free_port()}/0"
     code = await asyncio.to_thread(
         main, ["batch", str(source), "--endpoint", endpoint, "--shared-quota", url, "--no-progress"]
@@ -112,19 +114,15 @@ async def test_batch_with_an_unreachable_redis_exits_2_naming_the_url(
 
 
 async def test_batch_with_shared_quota_spends_the_accounts_quota_in_redis(
-    served: tuple[Simulator, str], redis_server: RedisServer, tmp_path: Path
+    served: tuple[Simulator, str], redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``batch --shared-quota URL`` releases everything and its calls were reserved in that Redis."""
     sim, endpoint = served
     enis = sim.ground_truth()["enis"]
     source = tmp_path / "in.jsonl"
-    source.write_text(
-        "".join(
-            json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
-            for e in enis
-        )
-    )
+    source.write_text(jsonl_lines(enis))
     output = tmp_path / "out.jsonl"
+    monkeypatch.setenv("ENI_ASYNC_STS_ENDPOINT", endpoint)  # who the keys are: the simulator's STS says
     args = ["batch", str(source), "--endpoint", endpoint, "--region", sim.region, "--output", str(output)]
     code = await asyncio.to_thread(main, [*args, "--shared-quota", redis_server.url, "--no-progress"])
     assert code == 0
@@ -136,7 +134,7 @@ async def test_batch_with_shared_quota_spends_the_accounts_quota_in_redis(
 
 
 async def test_redis_killed_and_restarted_mid_batch_changes_no_outcome(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Redis killed mid-batch and started again: one WARNING each way, every IP released, no call doubled."""
     limits = {"UnassignPrivateIpAddresses": 20, "DescribeVpcTaskResult": 20}
@@ -144,6 +142,7 @@ async def test_redis_killed_and_restarted_mid_batch_changes_no_outcome(
         SimulatorConfig(enis=30, ips_per_eni=1, seed=4, task_latency=(0.0, 0.0), rate_limits=limits)
     )
     async with running(sim, host="127.0.0.1", port=0) as server:
+        monkeypatch.setenv("ENI_ASYNC_STS_ENDPOINT", server.endpoint)
         settings = Settings(
             endpoint=server.endpoint,
             region=sim.region,
@@ -236,26 +235,60 @@ def test_both_kinds_of_budget_table_give_the_same_interface(redis_server: RedisS
     assert (rate_of(local), rate_of(shared)) == (7, 7)
 
 
-class _RenewedCredentials:
-    """A provider whose SecretId changes at each renewal, as role credentials do."""
+async def test_the_quota_is_the_sub_accounts_asked_once_per_source(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two SecretIds of one sub-account share one quota, a third has its own; STS is asked once per source;
+    ``quota_key`` overrides it without asking; a regional endpoint names the access region."""
+    keys = {"AKIDone": "k1", "AKIDtwo": "k2", "AKIDthree": "k3"}
+    config = SimulatorConfig(enis=1, keys=keys, accounts={"AKIDone": "ops", "AKIDtwo": "ops"})
+    sim = Simulator(config)
+    async with running(sim, host="127.0.0.1", port=0) as server:
+        monkeypatch.setenv("ENI_ASYNC_STS_ENDPOINT", server.endpoint)
+        settings = Settings(shared_quota=redis_server.url, endpoint=server.endpoint)
+        accounts = []
+        for secret_id in ["AKIDone", "AKIDtwo", "AKIDthree", "AKIDone"]:
+            async with EniClient(Credentials(secret_id, keys[secret_id]), settings) as client:
+                assert isinstance(client.budgets, SharedBudgets)
+                accounts.append(client.budgets.account)
+        asked = sim.sts.calls["GetCallerIdentity"]
+        named = EniClient(Credentials("AKIDone", "k1"), replace(settings, quota_key="team-a"))
+        regional = EniClient(
+            Credentials("AKIDone", "k1"),
+            replace(settings, endpoint="https://vpc.ap-beijing.tencentcloudapi.com", quota_key="q"),
+        )
+    assert accounts[0] == accounts[1] == accounts[3] == f"uin-{uin_of('ops')}"
+    assert accounts[2] == f"uin-{uin_of('AKIDthree')}"
+    assert asked == 3, "once per source: the second client of AKIDone asked no more"
+    assert isinstance(named.budgets, SharedBudgets)
+    assert named.budgets.account == "team-a"
+    assert sim.sts.calls["GetCallerIdentity"] == asked
+    assert isinstance(regional.budgets, SharedBudgets)
+    assert regional.budgets.region == "ap-beijing"
 
-    source = "a role"
 
-    async def get(self) -> Credentials:
-        return Credentials("AKIDtemporary", "key", "token")
-
-    async def refresh(self, stale: Credentials | None = None) -> Credentials:
-        return await self.get()
-
-
-def test_renewed_credentials_need_a_quota_key(redis_server: RedisServer) -> None:
-    """Renewed credentials change their SecretId, so a shared quota needs ``quota_key`` to name the account."""
-    settings = Settings(shared_quota=redis_server.url)
-    with pytest.raises(ConfigError) as caught:
-        EniClient(_RenewedCredentials(), settings)
-    assert caught.value.field == "quota_key"
-    client = EniClient(_RenewedCredentials(), replace(settings, quota_key="team-a"))
-    assert isinstance(client.budgets, SharedBudgets)
+async def test_renewed_role_credentials_keep_one_quota(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CVM role's keys change their SecretId at each renewal but not their quota: the role's, asked once."""
+    clock = FakeClock()
+    sim = Simulator(SimulatorConfig(enis=1, credential_lifetime=600.0), clock=clock)
+    async with running(sim, host="127.0.0.1", port=0) as server:
+        monkeypatch.setenv("ENI_ASYNC_METADATA_ENDPOINT", server.endpoint)
+        monkeypatch.setenv("ENI_ASYNC_STS_ENDPOINT", server.endpoint)
+        provider = await credential_chain(clock=clock, profile_files=())
+        settings = Settings(shared_quota=redis_server.url, endpoint=server.endpoint)
+        first = await provider.get()
+        async with EniClient(provider, settings, clock=clock) as client:
+            assert isinstance(client.budgets, SharedBudgets)
+            before = client.budgets.account
+        clock.advance(590)
+        assert (await provider.get()).secret_id != first.secret_id
+        async with EniClient(provider, settings, clock=clock) as client:
+            assert isinstance(client.budgets, SharedBudgets)
+            after = client.budgets.account
+    assert before == after == f"uin-{role_id_of('eni-async-role')}"
+    assert sim.sts.calls["GetCallerIdentity"] == 1
 
 
 def test_discovery_is_refused_with_a_shared_quota() -> None:

@@ -113,6 +113,7 @@ async def test_plain_aiohttp_session_replays_a_dropped_get() -> None:
         host = server.endpoint.removeprefix("http://")
         params = {
             "Action": UNASSIGN,
+            "Region": sim.region,
             "SecretId": DOC_SECRET_ID,
             "Timestamp": str(int(time.time())),
             "Nonce": "77",

@@ -367,3 +367,27 @@ async def test_missing_signature_parameters() -> None:
         body = json.loads(await resp.read())
     assert resp.headers["Content-Type"] == JSON
     assert body["code"] == 4000
+
+
+@pytest.mark.parametrize(
+    ("region", "code", "desc"),
+    [
+        ("ap-guangzhou", 0, "Success"),
+        ("gz", 0, "Success"),
+        ("ap-beijing", 4000, "UnsupportedRegion"),
+        ("bj", 4000, "UnsupportedRegion"),
+        ("", 4000, "InvalidParameter"),
+    ],
+)
+async def test_region_is_checked_as_on_api_3(region: str, code: int, desc: str) -> None:
+    """An ap-guangzhou world serves its region (long or short form) and refuses another or none, with no effect."""
+    clock = FakeClock()
+    sim = make_sim(clock)
+    eni = first_eni(sim)
+    async with client_for(sim) as client:
+        v2 = V2(client, clock)
+        params = {"vpcId": eni["vpc_id"], "networkInterfaceId": eni["eni_id"]}
+        params["privateIpAddress.0"] = eni["secondary_ips"][0]
+        answer = await v2.call("UnassignPrivateIpAddresses", {**params, "Region": region})
+    assert (answer["code"], answer["codeDesc"]) == (code, desc)
+    assert len(sim.ground_truth()["tasks"]) == (1 if code == 0 else 0)

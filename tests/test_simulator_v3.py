@@ -135,6 +135,7 @@ async def test_tampered_body_fails_signature() -> None:
             **headers,
             "X-TC-Action": "DescribeNetworkInterfaces",
             "X-TC-Version": "2017-03-12",
+            "X-TC-Region": "ap-guangzhou",
             "X-TC-Timestamp": str(ts),
             "Authorization": auth,
         }

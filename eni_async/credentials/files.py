@@ -3,18 +3,21 @@
 Nothing here awaits or touches the network: the files are a few hundred bytes, read synchronously. Each
 rule names its source in Tencent's code: the official Python SDK's ``tencentcloud/common/credential.py``
 (``EnvironmentVariableCredential``, ``ProfileCredential``) and tccli (``tccli/configure.py``,
-``tccli/credentials.py``). A value that cannot go into a request is a ``ConfigError`` naming where it came
+``tccli/credentials.py``, ``tccli/oauth.py``, ``tccli/sso.py``). The one write is ``save_tccli``: renewed
+login keys go back into tccli's file, as tccli puts them there. A value that cannot go into a request is a ``ConfigError`` naming where it came
 from; a secret key or token is never shown, not even in that error.
 """
 
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from eni_async.errors import ConfigError
 from eni_async.models import Credentials
@@ -80,22 +83,41 @@ def from_profile_file(path: Path, profile: str) -> Credentials | None:
     return checked(Credentials(secret_id, secret_key, token), f"{path} [{profile}]")
 
 
+# tccli's credential types: ``tccli configure`` writes keys (``type`` absent or ``default``) or
+# ``"type": "cvm-role"`` (``set use-cvm-role true``, leaving any old keys in place); ``tccli auth login`` and
+# ``tccli sso login`` write temporary keys with ``expiresAt`` and what renews them (oauth.py, sso.py).
+TCCLI_TYPES = ("default", "cvm-role", "oauth", "sso")
+LOGIN_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "oauth": ("openId", "accessToken", "expiresAt", "refreshToken", "site"),
+    "sso": ("token", "uin", "roleConfigurationId", "roleConfigurationName", "zoneId", "site", "expiresAt"),
+}
+
+
 @dataclass(frozen=True)
 class TccliProfile:
-    """What one ``<profile>.credential`` file says: keys, a role to assume with them, or the CVM role."""
+    """What one ``<profile>.credential`` file says: keys (temporary ones for ``oauth``/``sso``, with what
+    renews them), a role to assume with them, the CVM role, a region."""
 
     path: Path
     credentials: Credentials | None
     role_arn: str = ""
     role_session_name: str = ""
-    cvm_role: bool = False
+    kind: str = "default"
+    region: str = ""
+    login: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def cvm_role(self) -> bool:
+        """``tccli configure set use-cvm-role true``: the CVM role, whatever keys the file still holds."""
+        return self.kind == "cvm-role"
 
 
 def from_tccli(directory: Path, profile: str) -> TccliProfile | None:
-    """Read ``<directory>/<profile>.credential`` as ``tccli configure`` writes it; ``None`` when absent.
+    """Read ``<directory>/<profile>.credential`` as tccli writes it; ``None`` when absent.
 
     Keys (``tccli/configure.py``, ``cred_list``): ``secretId``, ``secretKey``, ``token``, ``role-arn``,
-    ``role-session-name``; ``tccli configure set use-cvm-role true`` writes ``"type": "cvm-role"``.
+    ``role-session-name``, ``type``; ``oauth`` and ``sso`` files add ``expiresAt`` and their section. A file
+    without keys is read (the environment or a role may supply them); which source wins is the chain's call.
     """
     path = directory.expanduser() / f"{profile}.credential"
     if not path.exists():
@@ -113,14 +135,54 @@ def from_tccli(directory: Path, profile: str) -> TccliProfile | None:
             raise ConfigError(f"{path} {key}", "***", "expected a string")
         return value.strip()
 
+    kind = text("type") or "default"
+    if kind not in TCCLI_TYPES:
+        raise ConfigError(f"{path} type", kind, f"expected one of {', '.join(TCCLI_TYPES)}")
     secret_id, secret_key = text("secretId"), text("secretKey")
-    cvm_role = data.get("type") == "cvm-role"
+    if bool(secret_id) != bool(secret_key):
+        raise ConfigError(str(path), "", "needs both secretId and secretKey")
+    login: dict[str, Any] = {}
+    expires_at: float | None = None
+    if kind in LOGIN_FIELDS:
+        section = data.get(kind)
+        missing = [f for f in LOGIN_FIELDS[kind] if not isinstance(section, dict) or f not in section]
+        expiry = data.get("expiresAt")
+        if not secret_id or missing or isinstance(expiry, bool) or not isinstance(expiry, int | float):
+            what = ", ".join(missing) or ("expiresAt" if secret_id else "secretId, secretKey")
+            raise ConfigError(str(path), "", f"a {kind} login file lacking {what}: log in again with tccli")
+        assert isinstance(section, dict)  # no field missing means there is a section
+        login, expires_at = dict(section), float(expiry)
     credentials = None
-    if secret_id and secret_key:
-        credentials = checked(Credentials(secret_id, secret_key, text("token") or None), str(path))
-    elif not cvm_role:
-        raise ConfigError(str(path), "", "needs both secretId and secretKey (or type cvm-role)")
-    return TccliProfile(path, credentials, text("role-arn"), text("role-session-name"), cvm_role)
+    if secret_id:
+        credentials = checked(
+            Credentials(secret_id, secret_key, text("token") or None, expires_at), str(path)
+        )
+    return TccliProfile(
+        path,
+        credentials,
+        text("role-arn"),
+        text("role-session-name"),
+        kind,
+        text("region"),
+        login,
+    )
+
+
+def save_tccli(path: Path, data: Mapping[str, Any]) -> None:
+    """Write a tccli credential file back, as tccli does after renewing its login keys: whole or not at all
+    (a temporary file renamed over it), readable by its owner only."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=4)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ConfigError(
+            "credentials", str(path), f"cannot write the renewed keys ({exc.strerror})"
+        ) from None
 
 
 def read_token_file(path: str) -> str:

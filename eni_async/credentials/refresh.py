@@ -2,8 +2,10 @@
 
 A client asks its provider for credentials before signing each call (``get``), and asks again after the
 server refused a token that expired anyway (``refresh(stale)``). ``RefreshingCredentials`` renews temporary
-credentials ``margin`` seconds before they expire (at most half their lifetime), through one
-``asyncio.Lock``: while one coroutine fetches, every other keeps signing with the credentials in hand, which
+credentials on their source's ``Renewal`` schedule, the official SDK's (and tccli's): the CVM role and
+tccli's login keys 300 s before they expire, an assumed role at ``ExpiredTime - 0.9 x DurationSeconds``,
+TKE's OIDC role at ``ExpiredTime - 0.1 x DurationSeconds`` (where a schedule would fall before the fetch, a
+lifetime shorter than it assumes, halfway through the lifetime instead), through one ``asyncio.Lock``: while one coroutine fetches, every other keeps signing with the credentials in hand, which
 are still valid, so in-flight work never stops; only when they have really expired do callers wait for the
 fetch. A failed renewal while the old credentials still hold is logged and tried again ``retry_after``
 seconds later. Time is the injected clock's wall time (``expires_at`` is epoch seconds). No secret is ever
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from eni_async.clock import Clock, SystemClock
@@ -29,14 +32,40 @@ DEFAULT_MARGIN = 300.0
 RETRY_AFTER = 10.0
 
 
+@dataclass(frozen=True)
+class Renewal:
+    """When temporary credentials are renewed: ``margin`` seconds before they expire, or, with ``share``, at
+    ``expires_at - share x duration`` (the requested ``DurationSeconds``), as the official SDK renews STS keys."""
+
+    margin: float = DEFAULT_MARGIN
+    share: float = 0.0
+    duration: float = 0.0
+
+    def renew_at(self, expires_at: float, now: float) -> float:
+        """When credentials fetched at ``now`` and expiring at ``expires_at`` are renewed."""
+        at = expires_at - (self.share * self.duration if self.share else self.margin)
+        # A lifetime shorter than the schedule assumes would renew at every call: halfway instead.
+        return at if at > now else now + max(0.0, expires_at - now) / 2
+
+
+# The official SDK's schedules (CVMRoleCredential._expired_timeout; STSAssumeRoleCredential and
+# OIDCRoleArnCredential's _expired_time) and tccli's (oauth.py/sso.py _CRED_REFRESH_SAFE_DUR).
+CVM_ROLE = Renewal(margin=DEFAULT_MARGIN)
+ASSUME_ROLE = Renewal(share=0.9, duration=7200.0)
+OIDC_ROLE = Renewal(share=0.1, duration=7200.0)
+TCCLI_LOGIN = Renewal(margin=DEFAULT_MARGIN)
+
+
 class CredentialError(AuthError):
     """Credentials could not be obtained (metadata service or STS unreachable or answering nonsense).
 
     An ``AuthError``: every later call would fail the same way, so a batch stops.
     """
 
-    def __init__(self, message: str, *, code: str = "CredentialsUnavailable") -> None:
-        super().__init__(code, message)
+    def __init__(
+        self, message: str, *, code: str = "CredentialsUnavailable", request_id: str | None = None
+    ) -> None:
+        super().__init__(code, message, request_id=request_id)
 
 
 @runtime_checkable
@@ -96,13 +125,14 @@ class RefreshingCredentials:
         source: str,
         clock: Clock | None = None,
         margin: float = DEFAULT_MARGIN,
+        schedule: Renewal | None = None,
         retry_after: float = RETRY_AFTER,
         initial: Credentials | None = None,
     ) -> None:
         self._fetch = fetch
         self._source = source
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._margin = margin
+        self.schedule = schedule if schedule is not None else Renewal(margin=margin)
         self._retry_after = retry_after
         self._lock = asyncio.Lock()
         self._current = initial
@@ -122,8 +152,7 @@ class RefreshingCredentials:
     def _renewal_time(self, credentials: Credentials) -> float:
         if credentials.expires_at is None:
             return float("inf")
-        lifetime = max(0.0, credentials.expires_at - self._clock.time())
-        return credentials.expires_at - min(self._margin, lifetime / 2)
+        return self.schedule.renew_at(credentials.expires_at, self._clock.time())
 
     def _valid(self, credentials: Credentials, now: float) -> bool:
         return credentials.expires_at is None or now < credentials.expires_at

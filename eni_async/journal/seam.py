@@ -119,8 +119,8 @@ class Release:
 
     @property
     def item(self) -> Item:
-        """The journal item that does the release's work (its key doubles as ``line``, see the engine)."""
-        return Item(self.vpc_id, self.eni_id, self.ips, line=self.item_key, key=self.item_key)
+        """The journal item that does the release's work (it came from no input file: no ``line``)."""
+        return Item(self.vpc_id, self.eni_id, self.ips, key=self.item_key)
 
     def to_json(self, progress: dict[str, Any] | None = None) -> dict[str, Any]:
         """The release in the batch output format, plus id and timestamps; ``progress`` is the journal's

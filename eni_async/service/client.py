@@ -4,7 +4,8 @@
 submit can never make a second release), ``get`` reads one, ``wait`` long-polls until it ends, and
 ``unassign`` is submit-then-wait returning an ``UnassignResult`` exactly like ``EniClient.unassign``. A
 release that failed raises the error it carries, rebuilt into the same classes ``EniClient`` raises
-(``IpNotOnEniError``, ``TaskFailedError``, ...) with ``.release`` holding the release. Failures of the
+(``PrimaryIpError``, ``TaskFailedError``, ...) with ``.release`` holding the release; a release whose IPs
+were all released or absent succeeded and returns its result. Failures of the
 service itself are ``ServiceError`` (HTTP status, code, field); failures to reach it are ``ConnectError``
 or ``ConnectionLostError``. 429 and 503 answers are retried after their ``Retry-After``. The token never
 appears in a repr, an error or a log line.
@@ -13,27 +14,18 @@ appears in a repr, an error or a log line.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
 
 from eni_async.clock import Clock, SystemClock
-from eni_async.errors import (
-    ConnectError,
-    ConnectionLostError,
-    EniAsyncError,
-    InputError,
-    OutcomeUnknownError,
-    ProtocolError,
-    TaskFailedError,
-    TaskTimeoutError,
-    api_error,
-)
+from eni_async.errors import ConnectError, ConnectionLostError, EniAsyncError, TaskTimeoutError
 from eni_async.models import UnassignResult
+from eni_async.outcomes import FAILED, SUCCEEDED, Outcome
 
-FINISHED = ("succeeded", "failed")
+FINISHED = (SUCCEEDED, FAILED)
 MAX_WAIT_S = 60.0
 RETRIED_STATUSES = (429, 503)
 
@@ -59,51 +51,12 @@ class ServiceError(EniAsyncError):
         super().__init__(f"service answered {status} {code}{where}: {message}")
 
 
-def _last(items: Sequence[str]) -> str:
-    return items[-1] if items else "(none)"
-
-
-# Local error codes of an outcome -> how to rebuild the exception EniClient would have raised.
-LOCAL_ERRORS: Mapping[str, Callable[[dict[str, Any], str], EniAsyncError]] = {
-    "TaskFailed": lambda r, m: TaskFailedError(
-        _last(r["task_ids"]), eni_id=r["eni_id"], ips=r["not_released"], output=m
-    ),
-    "TaskTimeout": lambda r, m: TaskTimeoutError(_last(r["task_ids"]), "RUNNING", 0.0),
-    "OutcomeUnknown": lambda r, m: OutcomeUnknownError(
-        "UnassignPrivateIpAddresses", r["vpc_id"], r["eni_id"], r.get("unknown") or r["ips"], RuntimeError(m)
-    ),
-    "ConnectFailed": lambda r, m: ConnectError(m),
-    "ConnectionLost": lambda r, m: ConnectionLostError(m),
-    "BadAnswer": lambda r, m: ProtocolError(m),
-    "InvalidInput": lambda r, m: InputError("ips", r["ips"], m),
-}
-
-
 def release_error(release: dict[str, Any]) -> EniAsyncError:
-    """The exception a failed release carries, as ``EniClient`` would raise it; ``.release`` holds it."""
-    error = release.get("error") or {}
-    code = str(error.get("code") or "")
-    message = str(error.get("message") or "")
-    exc: EniAsyncError
-    if not code:
-        unknown = release.get("unknown") or []
-        if unknown:
-            exc = LOCAL_ERRORS["OutcomeUnknown"](release, "fate not observed")
-        else:
-            exc = LOCAL_ERRORS["TaskFailed"](release, "not every IP was released")
-    elif code in LOCAL_ERRORS:
-        exc = LOCAL_ERRORS[code](release, message)
-    else:
-        request_ids = release.get("request_ids") or []
-        task_ids = release.get("task_ids") or []
-        exc = api_error(
-            code,
-            message,
-            action="UnassignPrivateIpAddresses",
-            request_id=request_ids[-1] if request_ids else None,
-            task_id=task_ids[-1] if task_ids else None,
-        )
-    exc.release = release  # type: ignore[attr-defined]
+    """The exception a failed release stands for, as ``EniClient`` would raise it (``Outcome.failure``,
+    rebuilt from the release's error), with ``.release`` holding the release."""
+    exc = Outcome.from_json(release | {"status": FAILED}).failure()
+    assert exc is not None  # a failed outcome always stands for an exception
+    exc.release = release
     return exc
 
 
@@ -250,15 +203,9 @@ class ServiceClient:
         """Submit and wait, like ``EniClient.unassign``: the result, or the release's error raised."""
         release = await self.submit(vpc_id, eni_id, ips, idempotency_key=idempotency_key)
         done = await self.wait(release["id"], timeout)
-        if done["status"] != "succeeded":
+        if done["status"] != SUCCEEDED:
             raise release_error(done)
-        return UnassignResult(
-            done["vpc_id"],
-            done["eni_id"],
-            tuple(done["released"]),
-            tuple(done["task_ids"]),
-            tuple(done["request_ids"]),
-        )
+        return Outcome.from_json(done).result()
 
 
 __all__ = ["ServiceClient", "ServiceError", "release_error"]

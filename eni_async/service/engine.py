@@ -9,8 +9,8 @@ polled, never resubmitted; a chunk caught mid-submit reconciled against the ENI 
 gives an ENI back once its releases end and no new one waits, and renews what it holds. An ENI whose lease
 expired (its replica died or lost the journal) is claimed like a free one: that is the adoption. Every
 write of leased work is fenced (``FencedRecorder``); a replica that lost a lease drops that work without a
-write. Each journal item carries its key as ``line`` (the one field a batch copies into its outcome),
-which is how an outcome finds its release.
+write. Each journal item carries its journal key (``Item.key``), which the batch copies into the item's
+outcome (``Outcome.key``): that is how an outcome finds its release.
 
 Every replica answers for every release: reads and ``?wait=`` go to the journal, and a wait ends when the
 release ends wherever it ran. Waits are woken by the replica that ended the release, or, for another
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -360,9 +359,7 @@ class Engine:
                 continue
             if tenure.lease.adopted_from is not None and (resumed.plan.tasks or resumed.plan.in_doubt):
                 self.leases.counts.adopted_releases += 1
-            resumed.plan.outcome.line = release.item_key
-            item = dataclasses.replace(resumed.item, line=release.item_key)
-            fed.append((release, tenure, Resumed(item, resumed.plan)))
+            fed.append((release, tenure, resumed))
         if fed:
             await self.registry.started_many([r.id for r, _, _ in fed], owner=self.leases.owner)
         for release, tenure, entry in fed:
@@ -430,10 +427,11 @@ class Engine:
             yield work.entry
 
     async def _run(self) -> None:
-        batch = Batch(
-            self.client,
+        batch = Batch(  # as ``EniClient.unassign_many`` makes it, with the leases' recorder and guard
+            self.client.releaser,
             self._source(),
             concurrency=self.client.settings.concurrency,
+            target=self.client.tracker.releases_in_flight,
             journal=self.journal,
             recorder=self.recorder,
             guard=self.recorder.guard,
@@ -448,7 +446,7 @@ class Engine:
             self.accepting = False
 
     async def _finished(self, outcome: Outcome) -> None:
-        key = outcome.line
+        key = outcome.key
         work = self._work.get(key) if key is not None else None
         if key is None or work is None:
             log.warning("outcome for %s matches no release here; ignored", outcome.eni_id)

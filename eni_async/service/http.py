@@ -1,15 +1,20 @@
 """The service's HTTP face (aiohttp.web): routes, callers' authentication, limits, and errors as JSON.
 
 Every answer is JSON, errors included: ``{"error": {"code", "message"[, "field"]}}``; a caller's mistake is
-a 4xx naming the problem, and no answer ever carries a traceback, a token or a credential. ``/v1`` routes
-need ``Authorization: Bearer TOKEN`` when tokens are configured (compared in constant time; a 401 never
-says which part was wrong); ``/healthz``, ``/readyz`` and ``/metrics`` do not. Once the engine stops
-accepting, ``/v1`` answers 503 with ``Retry-After``. This module checks and translates; the engine does
-the work and is the only way to it (nothing here talks to Tencent).
+a 4xx naming the problem, and no answer or log line ever carries a traceback, a token, a credential or the
+bytes of a request (the one exception: a caller's own ``X-Request-Id``, visible ASCII, echoed for tracing).
+``/v1`` routes need ``Authorization: Bearer TOKEN`` when tokens are configured (compared in constant time;
+a 401 never says which part was wrong), but ``/v1/openapi.json``; ``/healthz`` and ``/readyz`` never do,
+``/metrics`` only with ``metrics_tokens``. A body must arrive within ``body_timeout`` seconds (408). Every
+release answered carries every field of the document (``openapi.complete_release``). Once the engine stops
+accepting, ``/v1`` answers 503 with ``Retry-After``. Repeated errors are logged through a ``LogLimiter``.
+This module checks and translates; the engine does the work and is the only way to it (nothing here talks
+to Tencent). Connections and requests aiohttp cannot parse are ``listener``'s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -23,7 +28,8 @@ from aiohttp import web
 from eni_async.journal import JournalError
 from eni_async.service import schema
 from eni_async.service.engine import BackpressureError, Engine, NotAcceptingError
-from eni_async.service.openapi import DOCUMENT
+from eni_async.service.lograte import LogLimiter
+from eni_async.service.openapi import complete_release, document
 from eni_async.service.registry import STATUSES, IdempotencyConflictError
 
 if TYPE_CHECKING:
@@ -33,6 +39,9 @@ log = logging.getLogger("eni_async.service.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ENGINE = web.AppKey("engine", Engine)
+LOGS = web.AppKey("logs", LogLimiter)
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
+DOCUMENT = web.AppKey("document", bytes)
 REQUEST_ID = web.RequestKey("request_id", str)
 CALLER = web.RequestKey("caller", str)
 LOCAL_CALLER = "local"  # no tokens configured: loopback only, one caller
@@ -44,6 +53,7 @@ STATUS_CODES = {
     401: "Unauthorized",
     404: "NotFound",
     405: "MethodNotAllowed",
+    408: "RequestTimeout",
     409: "IdempotencyConflict",
     413: "TooLarge",
     415: "UnsupportedMediaType",
@@ -79,14 +89,19 @@ def make_app(
     *,
     tokens: Sequence[str] = (),
     max_body: int = 1_048_576,
+    body_timeout: float = 30.0,
     metrics_registry: CollectorRegistry | None = None,
     requests_counter: Counter | None = None,
+    metrics_tokens: Sequence[str] = (),
     before_scrape: Callable[[], Awaitable[None]] | None = None,
 ) -> web.Application:
     """The application: ``engine`` does the work; ``tokens`` empty means no caller authentication (the
-    command allows that on loopback only); ``metrics_registry`` is served at ``/metrics`` when given, after
-    ``before_scrape`` (which reads what collectors cannot await, such as the journal's counts)."""
+    command allows that on loopback only); ``metrics_registry`` is served at ``/metrics`` when given, to
+    holders of ``metrics_tokens`` when there are any, after ``before_scrape`` (which reads what collectors
+    cannot await, such as the journal's counts)."""
     secrets = [token.encode() for token in tokens]
+    metrics_secrets = [token.encode() for token in metrics_tokens]
+    logs = LogLimiter(log)
 
     clock = engine.client.clock
 
@@ -115,28 +130,35 @@ def make_app(
             return await handler(request)
         except schema.BadRequest as exc:
             return error_response(400, "InvalidInput", exc.message, field=exc.field)
+        except Refused as exc:
+            response = error_response(exc.status, exc.code, exc.message, field=exc.field)
+            response.force_close()
+            return response
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
             message = exc.reason if exc.status != 413 else f"request body over {max_body} bytes"
             return error_response(exc.status, STATUS_CODES.get(exc.status, "Error"), message, headers=headers)
-        except Exception as exc:  # a bug: logged here, a plain 500 to the caller
-            log.error("unexpected error answering %s %s: %r", request.method, request.path, exc)
+        except Exception as exc:  # a bug: logged here (its kind and route only), a plain 500 to the caller
+            route = _route(request)
+            logs.log(
+                logging.ERROR, f"500:{route}:{type(exc).__name__}",
+                "unexpected error answering %s %s: %s", request.method, route, type(exc).__name__,
+            )  # fmt: skip
             return error_response(500, "InternalError", "internal error; see the service log")
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/v1/") and request.path != "/v1":
+        if request.path == "/metrics" and metrics_secrets:
+            if _caller(request.headers.get("Authorization", ""), metrics_secrets) is None:
+                return _unauthorized()
+            return await handler(request)
+        if (not request.path.startswith("/v1/") and request.path != "/v1") or request.path in OPEN:
             return await handler(request)
         caller = _caller(request.headers.get("Authorization", ""), secrets) if secrets else LOCAL_CALLER
         if caller is None:
-            return error_response(
-                401,
-                "Unauthorized",
-                "missing or invalid bearer token",
-                headers={"WWW-Authenticate": 'Bearer realm="eni-async"'},
-            )
+            return _unauthorized()
         request[CALLER] = caller
         if not engine.accepting:
             return error_response(
@@ -149,6 +171,9 @@ def make_app(
 
     app = web.Application(middlewares=[count, errors, guard], client_max_size=max_body)
     app[ENGINE] = engine
+    app[LOGS] = logs
+    app[BODY_TIMEOUT] = body_timeout
+    app[DOCUMENT] = json.dumps(document(metrics_token=bool(metrics_secrets))).encode()
     app.router.add_post("/v1/releases", post_releases)
     app.router.add_get("/v1/releases", list_releases)
     app.router.add_get("/v1/releases/{id}", get_release)
@@ -177,6 +202,19 @@ def make_app(
     return app
 
 
+def _unauthorized() -> web.Response:
+    return error_response(
+        401,
+        "Unauthorized",
+        "missing or invalid bearer token",
+        headers={"WWW-Authenticate": 'Bearer realm="eni-async"'},
+    )
+
+
+# /v1 paths anyone may read: the contract is public, so that a caller can learn it before holding a token.
+OPEN = frozenset({"/v1/openapi.json"})
+
+
 def _caller(header: str, secrets: Sequence[bytes]) -> str | None:
     """Who is calling: a short hash of the matching token (never the token), or ``None`` for no match."""
     scheme, _, given = header.partition(" ")
@@ -199,7 +237,7 @@ async def post_releases(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     schema.only_params(request.query, ())
     key = schema.idempotency_key(request.headers.get("Idempotency-Key"))
-    body = schema.release_body(await request.read())
+    body = schema.release_body(await _read_body(request))
     try:
         scoped = None if key is None else f"{request[CALLER]}/{key}"  # one caller cannot replay another's key
         releases, created = await engine.submit(
@@ -219,12 +257,12 @@ async def post_releases(request: web.Request) -> web.Response:
     except NotAcceptingError as exc:
         return error_response(503, "Unavailable", str(exc), headers={"Retry-After": RETRY_AFTER_STOPPING})
     except JournalError as exc:  # the journal refused the write (disk full): nothing created
-        log.error("journal refused a release: %s", exc)
+        request.app[LOGS].log(logging.ERROR, "journal", "journal refused a release: %s", exc)
         return error_response(
             503, "JournalUnavailable", "the journal cannot take writes now", headers={"Retry-After": "5"}
         )
     headers = {} if created else {"Idempotent-Replayed": "true"}
-    views = [await engine.view(release) for release in releases]
+    views = [complete_release(await engine.view(release)) for release in releases]
     if body.batch:
         return json_response({"releases": views}, status=202, headers=headers)
     headers["Location"] = f"/v1/releases/{views[0]['id']}"
@@ -238,7 +276,7 @@ async def get_release(request: web.Request) -> web.Response:
     found = await request.app[ENGINE].wait(request.match_info["id"], wait)
     if found is None:
         return error_response(404, "NotFound", "no release with this id", field="id")
-    return json_response(found)
+    return json_response(complete_release(found))
 
 
 async def list_releases(request: web.Request) -> web.Response:
@@ -249,12 +287,38 @@ async def list_releases(request: web.Request) -> web.Response:
     limit = schema.page_limit(query.get("limit"))
     before = schema.cursor(query.get("cursor"))
     views, following = await request.app[ENGINE].page(status=status, limit=limit, before=before)
-    return json_response({"releases": views, "next_cursor": schema.make_cursor(following)})
+    page = [complete_release(view) for view in views]
+    return json_response({"releases": page, "next_cursor": schema.make_cursor(following)})
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The request body, within the app's body timeout (408) and size cap (413, raised by aiohttp)."""
+    seconds = request.app[BODY_TIMEOUT]
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.read()
+    except TimeoutError:
+        raise Refused(408, "RequestTimeout", f"the body did not arrive within {seconds:g}s") from None
+    except (web.RequestPayloadError, ConnectionError) as exc:  # broken framing, or the caller left
+        raise Refused(400, "InvalidInput", f"not read to its end ({type(exc).__name__})", "body") from None
+
+
+class Refused(Exception):
+    """An error answer decided while reading a request; the connection is closed after it, since what is
+    left of the request is not worth reading."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        super().__init__(f"{status} {code}: {message}")
 
 
 async def openapi(request: web.Request) -> web.Response:
-    """``GET /v1/openapi.json``."""
-    return json_response(DOCUMENT)
+    """``GET /v1/openapi.json``: the contract (no token needed)."""
+    schema.only_params(request.query, ())
+    return web.Response(body=request.app[DOCUMENT], headers={"Content-Type": JSON_TYPE})
 
 
 async def healthz(request: web.Request) -> web.Response:

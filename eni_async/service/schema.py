@@ -1,10 +1,13 @@
 """What callers may send: request bodies, query parameters and headers, checked into plain values.
 
 Pure functions, no I/O: each takes what arrived and returns checked values or raises ``BadRequest`` naming
-the field (``releases[3].ips``, ``wait``, ``Idempotency-Key``) and the problem. Bodies are UTF-8 JSON objects
-with exactly the documented keys; ids and IPs go through the same checks as every other entry point
-(``eni_async.validation``). The body hash that idempotency compares is taken over the checked, normalised
-requests, so whitespace and key order do not make two bodies differ.
+the field (``releases[3].ips``, ``wait``, ``Idempotency-Key``) and the rule broken, never the value sent (a
+caller's bytes may hold a secret; a field name the caller made up is shown only when it is a short plain
+word). Bodies are UTF-8 JSON objects with exactly the documented keys, each once; query parameters are the
+documented ones, each once; ids and IPs go through the same checks as every other entry point
+(``eni_async.validation``). The ``*_PATTERN`` constants state these rules for the OpenAPI document. The body
+hash that idempotency compares is taken over the checked, normalised requests, so whitespace and key order
+do not make two bodies differ.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from multidict import MultiMapping
 
 from eni_async import validation
 from eni_async.errors import InputError
@@ -26,6 +32,20 @@ MAX_WAIT_S = 60.0
 DEFAULT_PAGE, MAX_PAGE = 100, 1000
 RELEASE_KEYS = ("vpc_id", "eni_id", "ips")
 IDEMPOTENCY_KEY_MAX = 255
+# The rules as the OpenAPI document states them (ECMA-262 patterns; the checks below are the same rules).
+VPC_PATTERN = f"^{validation.VPC_ID.pattern}$"
+ENI_PATTERN = f"^{validation.ENI_ID.pattern}$"
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+IPV4_PATTERN = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
+IDEMPOTENCY_KEY_PATTERN = f"^[!-~]{{1,{IDEMPOTENCY_KEY_MAX}}}$"
+# A cursor is ``c`` and a release's sequence number (at most 18 digits, far below SQLite's 2**63), or empty
+# for the first page.
+CURSOR_PATTERN = "^(c[0-9]{1,18})?$"
+_CURSOR = re.compile("c[0-9]{1,18}")
+# A JSON number as text (what a caller's ?wait= may be): no Python spellings like "1_0", "inf" or " 5".
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+# A name a caller made up (an unknown key) is shown back only when it is a short plain word.
+_PLAIN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 Request = tuple[str, str, tuple[str, ...]]
 
@@ -48,12 +68,28 @@ class ReleaseBody:
     body_hash: str
 
 
+class _Object(dict[str, Any]):
+    """A parsed JSON object that remembers the first key it was given twice (``None``: none was)."""
+
+    repeated: str | None = None
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    found = _Object()
+    for key, value in pairs:
+        if key in found and found.repeated is None:
+            found.repeated = key
+        found[key] = value
+    return found
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
 def parse_json(raw: bytes) -> Any:
-    """UTF-8 JSON text -> value; NaN and Infinity are refused, as JSON has no such numbers."""
+    """UTF-8 JSON text -> value; NaN and Infinity are refused, as JSON has no such numbers. Objects come
+    back as dicts that remember a repeated key (see ``_only``)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -61,10 +97,11 @@ def parse_json(raw: bytes) -> Any:
     if not text.strip():
         raise BadRequest("body", "empty; expected a JSON object")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_object)
     except RecursionError:
         raise BadRequest("body", "JSON nested too deeply") from None
     except ValueError as exc:
+        # json's message names a line, a column and a character offset, never the text itself
         raise BadRequest("body", f"malformed JSON ({exc})") from None
 
 
@@ -109,19 +146,34 @@ def _release(entry: object, prefix: str) -> Request:
             validation.ipv4(ip, f"{prefix}ips[{i}]")
         checked = validation.ip_list(ips, f"{prefix}ips")
     except InputError as exc:
-        raise BadRequest(exc.field, str(exc).removeprefix(f"{exc.field}: ")) from None
+        raise BadRequest(exc.field, exc.reason) from None  # the reason only: the value is the caller's
     return vpc, eni, checked
 
 
 def _only(data: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
+    """Refuse a key given twice (JSON parsers differ on which one wins) and keys not in ``allowed``."""
+    repeated = getattr(data, "repeated", None)
+    if repeated is not None:
+        raise BadRequest(_shown(prefix, repeated), "given more than once in one object")
     for key in data:
         if key not in allowed:
-            raise BadRequest(f"{prefix}{key}", f"unknown field (expected {', '.join(allowed)})")
+            raise BadRequest(_shown(prefix, key), f"unknown field (expected {', '.join(allowed)})")
+
+
+def _shown(prefix: str, name: str) -> str:
+    """The field to name for a key the caller sent: itself when plain, else where it was."""
+    return f"{prefix}{name}" if _PLAIN.fullmatch(name) else (prefix.rstrip(".") or "body")
 
 
 def _kind(value: object) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
+    kinds = (
+        (dict, "an object"),
+        (list, "a list"),
+        (str, "a string"),
+        (bool, "a boolean"),
+        (type(None), "null"),
+    )
+    return next((name for kind, name in kinds if isinstance(value, kind)), "a number")
 
 
 def _hash(requests: list[Request], *, batch: bool) -> str:
@@ -138,24 +190,23 @@ def idempotency_key(value: str | None) -> str | None:
     return value
 
 
-def only_params(query: Mapping[str, str], allowed: tuple[str, ...]) -> None:
-    """Refuse query parameters other than ``allowed``."""
+def only_params(query: MultiMapping[str], allowed: tuple[str, ...]) -> None:
+    """Refuse query parameters other than ``allowed``, and any given more than once."""
     for key in query:
         if key not in allowed:
             expected = ", ".join(allowed) if allowed else "none"
-            raise BadRequest(key, f"unknown query parameter (expected {expected})")
+            raise BadRequest(_shown("", key), f"unknown query parameter (expected {expected})")
+        if len(query.getall(key)) > 1:
+            raise BadRequest(key, "given more than once")
 
 
 def wait_seconds(value: str | None) -> float:
     """``?wait=SECONDS``: a number from 0 to 60 (0 when absent)."""
     if value is None:
         return 0.0
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise BadRequest("wait", f"expected seconds from 0 to {MAX_WAIT_S:g}, got {value[:40]!r}") from None
+    seconds = float(value) if _NUMBER.fullmatch(value) else math.nan
     if not math.isfinite(seconds) or not 0 <= seconds <= MAX_WAIT_S:
-        raise BadRequest("wait", f"expected seconds from 0 to {MAX_WAIT_S:g}, got {value[:40]!r}")
+        raise BadRequest("wait", f"expected a number of seconds from 0 to {MAX_WAIT_S:g}")
     return seconds
 
 
@@ -164,16 +215,16 @@ def page_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_PAGE
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
-        raise BadRequest("limit", f"expected a whole number from 1 to {MAX_PAGE}, got {value[:40]!r}")
+        raise BadRequest("limit", f"expected a whole number from 1 to {MAX_PAGE}")
     return int(value)
 
 
 def cursor(value: str | None) -> int | None:
-    """``?cursor=``: the ``next_cursor`` of an earlier page."""
-    if value is None:
+    """``?cursor=``: the ``next_cursor`` of an earlier page; empty (or absent) means the first page."""
+    if not value:
         return None
-    if not value.startswith("c") or not (value[1:].isascii() and value[1:].isdigit()) or len(value) > 20:
-        raise BadRequest("cursor", "not a cursor this service gave (use next_cursor of the previous page)")
+    if not _CURSOR.fullmatch(value):
+        raise BadRequest("cursor", "not a cursor this service gives (use next_cursor of the previous page)")
     return int(value[1:])
 
 
@@ -187,14 +238,19 @@ def status_filter(value: str | None, statuses: tuple[str, ...]) -> str | None:
     if value is None:
         return None
     if value not in statuses:
-        raise BadRequest("status", f"expected one of {', '.join(statuses)}, got {value[:40]!r}")
+        raise BadRequest("status", f"expected one of {', '.join(statuses)}")
     return value
 
 
 __all__ = [
+    "CURSOR_PATTERN",
+    "ENI_PATTERN",
+    "IDEMPOTENCY_KEY_PATTERN",
+    "IPV4_PATTERN",
     "MAX_IPS_PER_RELEASE",
     "MAX_RELEASES_PER_REQUEST",
     "MAX_WAIT_S",
+    "VPC_PATTERN",
     "BadRequest",
     "ReleaseBody",
     "cursor",

@@ -1,14 +1,17 @@
 """``running_service``: one service (journal, client, engine, HTTP face) served for the length of a block.
 
 The composition root shared by ``eni-async serve``, the example and the benchmarks: it opens the journal,
-the client and the engine, resumes unfinished releases, listens (port 0 picks a free one) and, at the end
-of the block, stops the engine (with no grace unless the caller already stopped it with some), the HTTP
-server and the journal, in that order. It checks nothing about addresses or tokens: the command does.
+the client and the engine, resumes unfinished releases, listens (port 0 picks a free one; ``listener``
+caps connections and times out slow ones, as the ``service_*`` settings say; ``tls`` makes it HTTPS) and,
+at the end of the block, stops the engine (with no grace unless the caller already stopped it with some),
+the listener, the HTTP server and the journal, in that order. It checks nothing about addresses or tokens:
+the command does.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from eni_async.metrics import prometheus
 from eni_async.models import Credentials
 from eni_async.service.engine import Engine
 from eni_async.service.http import make_app
+from eni_async.service.listener import Listener, connection_cap, listening_socket, reachable
 from eni_async.service.metrics import ServiceMetrics
 from eni_async.settings import Settings
 
@@ -35,12 +39,15 @@ HTTP_SHUTDOWN_S = 2.0
 
 @dataclass(frozen=True)
 class RunningService:
-    """A service being served: where, its engine, and its metrics (``None`` without prometheus-client)."""
+    """A service being served: where (an address a local caller reaches, and the one it listens on), its
+    engine, its listener and its metrics (``None`` without prometheus-client)."""
 
     endpoint: str
     engine: Engine
     metrics: ServiceMetrics | None
     resumed: int
+    listener: Listener
+    listening: str
 
 
 def metrics_available() -> bool:
@@ -62,6 +69,8 @@ async def running_service(
     port: int = 0,
     tokens: Sequence[str] = (),
     metrics: bool = True,
+    metrics_tokens: Sequence[str] = (),
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[RunningService]:
     """Serve releases for the block; see the module docstring."""
     service_metrics = ServiceMetrics.create() if metrics and metrics_available() else None
@@ -76,19 +85,28 @@ async def running_service(
             resumed = await engine.start()
             try:
                 if service_metrics is not None:
-                    service_metrics.watch(engine.registry)
+                    service_metrics.watch(engine.registry, engine.ready)
                     service_metrics.watch_leases(engine.leases)
                 app = make_app(
                     engine,
                     tokens=tokens,
                     max_body=settings.service_max_body,
+                    body_timeout=settings.service_body_timeout,
                     metrics_registry=service_metrics.registry if service_metrics else None,
                     requests_counter=service_metrics.requests if service_metrics else None,
+                    metrics_tokens=metrics_tokens,
                     before_scrape=service_metrics.refresh if service_metrics else None,
                 )
-                async with _listening(app, host, port) as endpoint:
+                async with _listening(app, settings, host, port, tls) as listener:
+                    if service_metrics is not None:
+                        service_metrics.watch_connections(listener.counts)
+                    where = listener.sock.getsockname()
+                    listening = (
+                        f"{where[0]}:{where[1]}" if ":" not in where[0] else f"[{where[0]}]:{where[1]}"
+                    )
+                    endpoint = reachable(host, listener.sock, tls=tls is not None)
                     try:
-                        yield RunningService(endpoint, engine, service_metrics, resumed)
+                        yield RunningService(endpoint, engine, service_metrics, resumed, listener, listening)
                     finally:  # before the HTTP server closes, so long polls answer at once
                         await engine.stop(0)
             finally:
@@ -96,18 +114,32 @@ async def running_service(
 
 
 @asynccontextmanager
-async def _listening(app: web.Application, host: str, port: int) -> AsyncIterator[str]:
-    """Serve ``app`` on ``host:port`` for the block; yield the endpoint URL (the real port for 0)."""
+async def _listening(
+    app: web.Application, settings: Settings, host: str, port: int, tls: ssl.SSLContext | None
+) -> AsyncIterator[Listener]:
+    """Serve ``app`` on ``host:port`` for the block (port 0: a free one), through a ``Listener``."""
+    try:
+        sock = listening_socket(host, port)
+    except OSError as exc:
+        raise ConfigError("--port", port, f"cannot listen on {host}: {exc.strerror or exc}") from None
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_S)
     await runner.setup()
+    assert runner.server is not None
+    cap = connection_cap(settings.service_max_connections)
+    if cap < settings.service_max_connections:
+        log.warning(
+            "at most %d connections at once (service_max_connections is %d, but the descriptor limit "
+            "leaves room for %d; raise it with ulimit -n or LimitNOFILE=)",
+            cap, settings.service_max_connections, cap,
+        )  # fmt: skip
+    listener = Listener(
+        runner.server, sock, cap=cap, header_timeout=settings.service_header_timeout, ssl_context=tls
+    )
+    listener.start()
     try:
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as exc:
-            raise ConfigError("--port", port, f"cannot listen on {host}: {exc.strerror or exc}") from None
-        shown = f"[{host}]" if ":" in host else host
-        yield f"http://{shown}:{runner.addresses[0][1]}"
+        yield listener
     finally:
+        await listener.close()
         await runner.cleanup()
 
 

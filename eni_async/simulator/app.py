@@ -21,9 +21,11 @@ from eni_async.models import Credentials, TaskStatus
 from eni_async.simulator.config import SimulatorConfig
 from eni_async.simulator.faults import AFTER_EFFECT, ALL_KINDS, BEFORE_EFFECT, NO_FAULT, FaultInjector
 from eni_async.simulator.frontend import Frontend
+from eni_async.simulator.keys import KeyRing
 from eni_async.simulator.limits import DEFAULT_RATE_LIMITS, RateLimiter, ReplayGuard, throttle_message
+from eni_async.simulator.login import LoginService
 from eni_async.simulator.rejects import Reason, Reject
-from eni_async.simulator.roles import STS_ACTIONS, KeyRing, MetadataService, StsService
+from eni_async.simulator.roles import STS_ACTIONS, MetadataService, StsService
 from eni_async.simulator.seeding import load_world, seed_world
 from eni_async.simulator.state import World
 from eni_async.simulator.v2 import V2Frontend
@@ -57,7 +59,8 @@ class Simulator:
     """An in-process Tencent VPC: API 2.0 at ``/v2/index.php``, API 3.0 at ``/``, ground truth at ``/_sim/``.
 
     The same server is the CVM metadata service (``/latest/meta-data/...``) and STS (API 3.0 actions
-    ``AssumeRoleWithWebIdentity`` and ``AssumeRole`` at ``/``): see ``roles``.
+    ``AssumeRoleWithWebIdentity``, ``AssumeRole`` and ``GetCallerIdentity`` at ``/``): see ``roles``; and
+    tccli's login service, which renews ``tccli auth login`` and ``tccli sso login`` keys: see ``login``.
     """
 
     def __init__(self, config: SimulatorConfig, *, clock: Clock | None = None) -> None:
@@ -85,19 +88,28 @@ class Simulator:
                 seed=config.seed,
                 eip_fraction=config.eip_fraction,
             )
+        self.keys = KeyRing(keys, self.clock, seed=config.seed, accounts=config.accounts)
+        # Limits are counted per sub-account (a role's keys count as the role's, whatever their SecretId).
         self.limiter = RateLimiter(
-            self.clock, config.effective_rate_limits(), accounts=config.accounts, region=config.region
+            self.clock, config.effective_rate_limits(), account_of=self.keys.sub_account, region=config.region
         )
         self.faults = FaultInjector(config.faults, config.seed)
         self.limiter.message_form = config.faults.throttle_message
         self.requests: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         replay = ReplayGuard(self.clock)
-        self.keys = KeyRing(keys, self.clock, seed=config.seed)
         self._v2 = V2Frontend(self.world, self.keys, replay)
         self._v3 = V3Frontend(self.world, self.keys, replay, config.region)
         self.metadata = MetadataService(self.keys, config.role_name, config.credential_lifetime)
-        self.sts = StsService(self.keys, config.credential_lifetime, self._v3.verify, self.world.new_uuid)
+        self.sts = StsService(
+            self.keys,
+            config.credential_lifetime,
+            self._v3.verify,
+            self.world.new_uuid,
+            now=self.clock.time,
+            roles=config.roles,
+        )
+        self.login = LoginService(self.keys, self.clock, config.credential_lifetime, seed=config.seed)
         self.app = self._build_app()
         # ENIs refused per resource; starts from the fault profile, and a test may add to it while running.
         self.denied_enis: set[str] = set(config.faults.denied_enis)
@@ -113,6 +125,7 @@ class Simulator:
         app.router.add_route("GET", "/", self._handle_v3)
         app.router.add_route("POST", "/", self._handle_v3)
         self.metadata.add_routes(app)
+        self.login.add_routes(app)
         app.router.add_route("GET", "/_sim/state", self._handle_state)
         app.router.add_route("GET", "/_sim/stats", self._handle_stats)
         return app

@@ -11,10 +11,8 @@ the ready line carries their URL as ``metrics``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -28,6 +26,7 @@ from eni_async.simulator.faults import FaultProfile, load_fault_profile
 from eni_async.simulator.limits import DEFAULT_RATE_LIMITS
 from eni_async.simulator.metrics import register_simulator
 from eni_async.simulator.server import RunningServer, running
+from eni_async.terminal import signals_for_command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -185,16 +184,11 @@ async def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         option = "--state" if exc.field.startswith("state_file") else "--enis"
         raise ConfigError(option, exc.value, f"{exc.field}: {exc.reason}") from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     async with prometheus.endpoint_from(args) as endpoint, _listening(sim, args) as server:
         if endpoint is not None:
             register_simulator(sim, endpoint.registry)
-        installed: list[signal.Signals] = []
-        try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-                installed.append(sig)
+        # A signal is how the simulator is told to stop: it then ends normally (exit 0), silently.
+        with signals_for_command(first_message="", again_message="") as (_, stop):
             ready: dict[str, Any] = {
                 "endpoint": server.endpoint,
                 "region": sim.region,
@@ -205,8 +199,5 @@ async def serve(args: argparse.Namespace) -> int:
                 ready["metrics"] = endpoint.url
             sys.stdout.write(json.dumps(ready) + "\n")
             sys.stdout.flush()
-            await stop.wait()
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
+            await stop.requested.wait()
     return 0

@@ -37,6 +37,7 @@ class SimulatorConfig:
     accounts: Mapping[str, str] = field(default_factory=dict)  # SecretId -> sub-account sharing its limits
     role_name: str = "eni-async-role"  # the CVM role the metadata service names ("" for none)
     credential_lifetime: float = 7200.0  # seconds a temporary key pair is accepted (metadata and STS)
+    roles: tuple[str, ...] | None = None  # role names STS knows (None: every well-formed role ARN exists)
 
     def __post_init__(self) -> None:
         if self.enis < 0:

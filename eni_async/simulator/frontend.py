@@ -17,8 +17,8 @@ from eni_async.simulator.rejects import Reason, Reject
 from eni_async.simulator.resources import TaskFate
 
 if TYPE_CHECKING:
+    from eni_async.simulator.keys import KeyRing
     from eni_async.simulator.limits import ReplayGuard
-    from eni_async.simulator.roles import KeyRing
     from eni_async.simulator.state import World
 
 

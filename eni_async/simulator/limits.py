@@ -1,7 +1,8 @@
 """Per-account per-action rate limits and API 2.0 nonce replay protection, both on the injected clock.
 
 Rate limits count requests per action, region and sub-account (docs/protocol.md D21; a SecretId is its own
-sub-account unless ``accounts`` says which one it belongs to) in fixed one-second windows of
+sub-account unless ``accounts`` says which one it belongs to; ``account_of`` may decide instead, as the app's
+key ring does, so that a role's temporary keys count as the role) in fixed one-second windows of
 ``clock.monotonic()`` (D8): the
 request that makes the count exceed the limit, and every later one in that second, is refused with Tencent's
 message (D6) and has no effect. The replay guard remembers each (SecretId, Nonce) for the replay window (D15)
@@ -11,7 +12,7 @@ and forgets it afterwards, in O(1) amortised per request.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from eni_async.clock import Clock
 from eni_async.simulator.rejects import Reason, Reject
@@ -51,11 +52,13 @@ class RateLimiter:
         limits: Mapping[str, int | None] | None,
         *,
         accounts: Mapping[str, str] | None = None,
+        account_of: Callable[[str], str] | None = None,
         region: str = "",
     ) -> None:
         self._clock = clock
         self._limits = {action: n for action, n in (limits or {}).items() if n}
-        self._accounts = dict(accounts or {})
+        known = dict(accounts or {})
+        self._account_of = account_of or (lambda secret_id: known.get(secret_id, secret_id))
         self._region = region
         self._windows: dict[tuple[str, str, str], list[int]] = {}
 
@@ -72,7 +75,7 @@ class RateLimiter:
         if limit is None:
             return
         second = int(self._clock.monotonic())
-        key = (self._accounts.get(secret_id, secret_id), self._region, action)
+        key = (self._account_of(secret_id), self._region, action)
         window = self._windows.get(key)
         if window is None or window[0] != second:
             self._windows[key] = [second, 1]

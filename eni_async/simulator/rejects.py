@@ -36,6 +36,8 @@ class Reason(StrEnum):
     BAD_AUTHORIZATION = "bad_authorization"  # an Authorization header that does not parse
     EXPIRED = "expired"  # timestamp outside the replay window
     TOKEN = "token"  # a temporary SecretId whose session token is missing, wrong or expired
+    WEB_IDENTITY_TOKEN = "web_identity_token"  # STS: an OIDC token that is malformed or expired
+    ROLE_NOT_FOUND = "role_not_found"  # STS: the account has no such role
     NONCE_REUSED = "nonce_reused"
     INVALID_ACTION = "invalid_action"
     NO_SUCH_VERSION = "no_such_version"

@@ -2,7 +2,8 @@
 write the ``code``/``message``/``codeDesc`` envelope (docs/protocol.md §1, D2, D3 and the error table).
 
 The signature is checked with ``eni_async.signing`` over every received parameter except ``Signature``, with
-the ``Host`` header as sent (D16). Errors are HTTP 200 with a non-zero ``code``; ``V2_CODES`` maps every
+the ``Host`` header as sent (D16); a temporary key's token error is 4105, and ``Region`` (long or old short
+form) must be the simulator's, as API 3.0's ``X-TC-Region`` must. Errors are HTTP 200 with a non-zero ``code``; ``V2_CODES`` maps every
 ``Reason`` to its ``code`` and ``codeDesc``. Nothing here awaits except reading the request body.
 """
 
@@ -47,11 +48,15 @@ V2_CODES: Mapping[Reason, tuple[int, str]] = {
     Reason.BAD_AUTHORIZATION: (4100, "AuthFailure"),
     Reason.SECRET_ID_NOT_FOUND: (4104, "SecretIdNotFound"),
     Reason.EXPIRED: (4500, "ReplayAttack"),
-    Reason.TOKEN: (4100, "AuthFailure"),  # the message names the token
+    # 4105 is the public code for a token error; its codeDesc is not documented (the family name is sent, so
+    # that a client reading codeDesc alone still sees an authentication failure).
+    Reason.TOKEN: (4105, "AuthFailure"),
+    Reason.WEB_IDENTITY_TOKEN: _PARAM,
+    Reason.ROLE_NOT_FOUND: (5000, "ResourceNotFound"),
     Reason.NONCE_REUSED: (4500, "ReplayAttack"),
     Reason.INVALID_ACTION: (4000, "InvalidAction"),
     Reason.NO_SUCH_VERSION: (6100, "VersionNotSupported"),
-    Reason.UNSUPPORTED_REGION: _PARAM,
+    Reason.UNSUPPORTED_REGION: (4000, "UnsupportedRegion"),
     Reason.INTERNAL: (6000, "InternalError"),
 }
 TASK_STATUS_CODES: Mapping[TaskStatus, int] = {
@@ -60,6 +65,18 @@ TASK_STATUS_CODES: Mapping[TaskStatus, int] = {
     TaskStatus.RUNNING: 2,
 }
 DESCRIBE_MAX_LIMIT = 50
+# API 2.0 also takes the old short region codes (docs/protocol.md §1.2).
+SHORT_REGIONS: Mapping[str, str] = {
+    "gz": "ap-guangzhou",
+    "sh": "ap-shanghai",
+    "bj": "ap-beijing",
+    "cd": "ap-chengdu",
+    "cq": "ap-chongqing",
+    "hk": "ap-hongkong",
+    "sg": "ap-singapore",
+    "ca": "na-toronto",
+    "siliconvalley": "na-siliconvalley",
+}
 _REQUIRED_AUTH = ("SecretId", "Signature", "Timestamp", "Nonce")
 
 
@@ -88,7 +105,7 @@ class V2Frontend(ActionTable):
         return Call(params.get("Action", ""), params)
 
     def authenticate(self, request: web.Request, call: Call) -> str:
-        """Verify SecretId, signature, timestamp and nonce, in that order; return the SecretId."""
+        """Verify SecretId, signature, token, timestamp, nonce and region, in that order; return the SecretId."""
         params = call.params
         for name in _REQUIRED_AUTH:
             if not params.get(name):
@@ -108,6 +125,11 @@ class V2Frontend(ActionTable):
         timestamp = integer(params["Timestamp"], name="Timestamp", default=0, low=0)
         self._replay.check_timestamp(timestamp)
         self._replay.check_nonce(secret_id, params["Nonce"])
+        region = params.get("Region", "")
+        if not region:
+            raise Reject(Reason.MISSING, "missing required parameter Region")
+        if SHORT_REGIONS.get(region, region) != self._world.region:
+            raise Reject(Reason.UNSUPPORTED_REGION, f"region {region} is not served here")
         return secret_id
 
     def dispatch(self, call: Call, fate: TaskFate) -> dict[str, Any]:

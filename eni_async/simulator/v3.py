@@ -21,10 +21,10 @@ from aiohttp import web
 from eni_async import signing
 from eni_async.models import TaskStatus
 from eni_async.simulator.frontend import ActionTable, Call
+from eni_async.simulator.keys import KeyRing
 from eni_async.simulator.limits import ReplayGuard
 from eni_async.simulator.rejects import Reason, Reject
 from eni_async.simulator.resources import Eni, TaskFate
-from eni_async.simulator.roles import KeyRing
 from eni_async.simulator.state import World
 from eni_async.simulator.validate import MAX_IPS_PER_CALL, integer, ip_list, resource_id
 
@@ -55,6 +55,8 @@ V3_CODES: Mapping[Reason, str] = {
     Reason.SECRET_ID_NOT_FOUND: "AuthFailure.SecretIdNotFound",
     Reason.EXPIRED: "AuthFailure.SignatureExpire",
     Reason.TOKEN: "AuthFailure.TokenFailure",
+    Reason.WEB_IDENTITY_TOKEN: "InvalidParameterValue",
+    Reason.ROLE_NOT_FOUND: "ResourceNotFound",
     Reason.NONCE_REUSED: "AuthFailure.SignatureExpire",
     Reason.INVALID_ACTION: "InvalidAction",
     Reason.NO_SUCH_VERSION: "NoSuchVersion",
@@ -161,7 +163,9 @@ class V3Frontend(ActionTable):
         if version != API_VERSION:
             raise Reject(Reason.NO_SUCH_VERSION, f"version {version} does not exist")
         region = request.headers.get("X-TC-Region")
-        if region and region != self._region:
+        if not region:
+            raise Reject(Reason.MISSING, "missing required header X-TC-Region")
+        if region != self._region:
             raise Reject(Reason.UNSUPPORTED_REGION, f"region {region} is not served here")
         return secret_id
 
