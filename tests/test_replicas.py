@@ -156,7 +156,7 @@ async def test_a_replica_that_lost_its_lease_cannot_write_over_the_adopter(
 async def test_a_replica_that_loses_the_journal_stops_taking_work_and_goes_on_when_it_returns(
     postgres_database: str, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With its database unreachable a replica answers /readyz and POST 503, finishes the release it had
+    """With its database unreachable a replica answers /readyz, POST and GET 503, finishes the release it had
     in flight once the database is back, and never shows the URL's password (logs, answers, /metrics)."""
     caplog.set_level(logging.DEBUG)
     sim = Simulator(SimulatorConfig(enis=2, ips_per_eni=2, seed=15, task_latency=(1.0, 0.0)))
@@ -186,6 +186,9 @@ async def test_a_replica_that_loses_the_journal_stops_taking_work_and_goes_on_wh
             )
             seen.append(await refused.text())
             assert refused.status == 503
+            read = await http.get(f"{served[0].endpoint}/v1/releases/{release['id']}")
+            seen.append(await read.text())
+            assert (read.status, (await read.json())["error"]["code"]) == (503, "JournalUnavailable")
         finally:
             postgres_server.sql(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
         await until(lambda: served[0].engine.leases.journal_error is None, seconds=20)

@@ -179,8 +179,7 @@ class Engine:
             raise NotAcceptingError("the service is shutting down")
         if self.api_state == "auth_failed":
             raise NotAcceptingError("the API refused the service's credentials; fix them and restart it")
-        if self.leases.journal_error is not None:  # known unreachable: answer now, not after the pool's wait
-            raise JournalError(self.journal.where, f"does not answer ({self.leases.journal_error})")
+        self._journal_answers()
         if idempotency_key is not None:
             earlier = await self.registry.replay(idempotency_key, body_hash)
             if earlier is not None:
@@ -197,6 +196,13 @@ class Engine:
             self._wake_claimer.set()
         return releases, created
 
+    def _journal_answers(self) -> None:
+        """Raise ``JournalError`` while a shared journal is known not to answer (the last claim or renewal
+        failed, at most a second ago): callers hear so at once rather than after the pool's wait. (An SQLite
+        journal that takes no writes may still be read.)"""
+        if self.journal.shared and self.leases.journal_error is not None:
+            raise JournalError(self.journal.where, f"does not answer ({self.leases.journal_error})")
+
     async def _unfinished_now(self, *, fresh: bool = False) -> int:
         read_at, count = self._count
         if fresh or time.monotonic() - read_at >= COUNT_TTL_S:
@@ -211,6 +217,7 @@ class Engine:
 
     async def get(self, release_id: str) -> dict[str, Any] | None:
         """The release as JSON (with the journal's progress while it runs), or ``None``."""
+        self._journal_answers()
         release = await self.registry.get(release_id)
         return await self.view(release) if release is not None else None
 
@@ -228,6 +235,7 @@ class Engine:
         deadline = time.monotonic() + timeout
         while True:
             event = self._waiters.setdefault(release_id, asyncio.Event())  # before reading: no lost wake
+            self._journal_answers()
             release = await self.registry.get(release_id)
             if release is None:
                 self._waiters.pop(release_id, None)
@@ -273,6 +281,7 @@ class Engine:
         self, *, status: str | None, limit: int, before: int | None
     ) -> tuple[list[dict[str, Any]], int | None]:
         """A page of releases as JSON, newest first, and the cursor of the next page."""
+        self._journal_answers()
         releases, following = await self.registry.page(status=status, limit=limit, before=before)
         return [await self.view(r) for r in releases], following
 
