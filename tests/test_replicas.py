@@ -84,6 +84,8 @@ async def test_every_replica_answers_for_every_release_and_waits_for_it(postgres
     assert all(not e["secondary_ips"] for e in sim.ground_truth()["enis"][:6])
     for svc, text in zip(served, scraped, strict=True):
         assert f'eni_async_service_replica_info{{replica="{svc.engine.leases.owner}"}} 1.0' in text
+        claimed = f"eni_async_service_leases_claimed_total {float(svc.engine.leases.counts.claimed)}"
+        assert claimed in text, text
     claims = [svc.engine.leases.counts.claimed for svc in served]
     assert sum(claims) >= 6, claims
 
