@@ -25,14 +25,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "prometheus",
         "dialects.base",
     ),
-    ("dialects.v2", "dialects.v3", "journal", "inputs", "metrics", "poller", "testing", "credentials.remote"),
+    ("dialects.v2", "dialects.v3", "journal", "inputs", "metrics", "poller", "credentials.remote"),
     ("dialects", "calls"),
     ("settings",),
     ("credentials.chain",),
     ("tracker", "shared_quota", "credentials"),
     ("reconcile",),
     ("batch",),
-    ("client", "progress", "service.schema", "service.registry", "service.client"),
+    ("client", "progress", "service.schema", "service.registry", "service.client", "testing"),
     # "" is the package itself: its __init__ is the public API
     ("", "cli_batch", "service", "service.openapi", "service.engine", "service.metrics"),
     ("service.http",),  # the HTTP face: never talks to Tencent but through the engine
