@@ -19,7 +19,7 @@ floor, their ratio, calls per action per task, throttled answers, and whether ev
 outcome equals the simulator's ground truth (every IP reported released is gone, every other one is there).
 
 Pacing (``--pacing``): 600 one-IP ENIs on both dialects at task latencies of median 1, 10 and 30 s (log-normal
-sigma 0.33, as issue 21 measures), three worlds each, reporting describe calls and task queries per task and
+sigma 0.33), three worlds each, reporting describe calls and task queries per task and
 the makespan: the cost of looking at slow tasks, and what it does to the makespan.
 
 Reproduce: ``python bench/tracker.py`` (``--quick`` for a smaller world, ``--only NAME`` to pick scenarios,
