@@ -1,10 +1,13 @@
-"""Describing ENIs for the tracker: calls shared as widely as the dialect allows, one ENI refused never failing
+"""Describing ENIs for the tracker: calls shared as widely as the dialect allows, one missing ENI never failing
 the others, and the tracker's share of the describe budget.
 
 ``by_ids`` describes ENIs by id, as many per call as the dialect takes. A call that fails for good (not
 transiently) is split in halves, and each half asked again, down to the ENIs that fail alone: one ENI refused
-costs a few calls, never one per ENI. An ENI missing from an answer is *not found*. A transient failure says
-nothing about one ENI: every ENI of the call gets it, and they stay packed. ``by_vpc`` reads a VPC's pages (API 2.0) and describes by id what the pages missed.
+or missing costs a few calls, never one per ENI. An ENI is *not found* when it is missing from an answer
+(Tencent may leave an unknown id out) or when a call naming it alone fails with ``ResourceNotFound`` (API 3.0
+documents it; ``InvalidNetworkInterface.NotFound`` on API 2.0), or with a plain parameter error naming the id
+(``InvalidParameterValue``; API 2.0 ``InvalidParameter``), as docs/protocol.md D31 decides. A transient failure says nothing about one ENI: every ENI of the call gets it, and
+they stay packed. ``by_vpc`` reads a VPC's pages (API 2.0) and describes by id what the pages missed.
 ``describe`` is what other code asks for (the look before each item's first submit): descriptions asked
 within ``Packing.coalesce`` seconds share calls. Only ``AuthError`` (and a bug) escapes ``by_ids`` and
 ``by_vpc``; ``describe`` raises an ENI's own error.
@@ -17,7 +20,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from eni_async.errors import AuthError, EniAsyncError
+from eni_async.errors import AuthError, EniAsyncError, InvalidParameterError, NotFoundError, VpcNotFoundError
 from eni_async.models import EniInfo
 from eni_async.tracker.pacing import Packing
 
@@ -27,6 +30,18 @@ if TYPE_CHECKING:
 # What one description by id found: the ENI, ``None`` (not found), or the error that kept it from view.
 Reading = EniInfo | None | EniAsyncError
 Askers = list[asyncio.Future[EniInfo | None]]
+
+
+# Parameter errors that mean "no such ENI" when they name the id asked for (docs/protocol.md D31); their
+# sub-codes (``.Malformed``, ``.LimitExceeded``, ...) say something else.
+_PARAMETER_CODES = frozenset({"InvalidParameterValue", "InvalidParameter"})
+
+
+def names_missing(exc: EniAsyncError, eni_id: str) -> bool:
+    """Whether ``exc``, the answer to a describe naming ``eni_id`` alone, says that ENI does not exist."""
+    if isinstance(exc, NotFoundError) and not isinstance(exc, VpcNotFoundError):
+        return True
+    return isinstance(exc, InvalidParameterError) and exc.code in _PARAMETER_CODES and eni_id in str(exc)
 
 
 class Describer:
@@ -86,7 +101,7 @@ class Describer:
             if exc.transient:
                 return dict.fromkeys(ids, exc)
             if len(ids) == 1:
-                return {ids[0]: exc}
+                return {ids[0]: None if names_missing(exc, ids[0]) else exc}
             half = len(ids) // 2
             left, right = await asyncio.gather(self.by_ids(ids[:half]), self.by_ids(ids[half:]))
             return left | right
@@ -225,4 +240,4 @@ def _fail(group: dict[str, Askers], exc: BaseException) -> None:
                 future.set_exception(exc)
 
 
-__all__ = ["Describer", "Reading", "closed"]
+__all__ = ["Describer", "Reading", "closed", "names_missing"]
