@@ -212,6 +212,14 @@ def test_gaps_grow_with_the_tasks_age_while_many_are_watched() -> None:
     assert max(young) == pytest.approx(pacing.max_gap)
 
 
+def test_gaps_stay_short_while_latencies_are_being_learnt() -> None:
+    """Before enough latencies are seen the first tasks' ends size the batch: their gaps grow more slowly."""
+    pacing = LookPacing()
+    warming = pacing.gap(None, age=10.0, watched=500, warm=False)
+    assert pacing.max_gap <= warming == pytest.approx(pacing.warming_share * 10.0)
+    assert warming < pacing.gap(None, age=10.0, watched=500, warm=True)
+
+
 def test_the_tail_of_a_batch_is_watched_closely() -> None:
     """With at most ``tail`` tasks watched the gap is short whatever the age: the makespan waits on them."""
     pacing = LookPacing()

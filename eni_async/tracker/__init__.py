@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from eni_async.errors import ConfigError
 from eni_async.models import ChunkFate, EniInfo
 from eni_async.policy import LookPolicy
-from eni_async.tracker.confirm import CONFIRMATIONS, Confirmation
+from eni_async.tracker.confirm import CONFIRMATIONS, Confirmation, Setup
 from eni_async.tracker.describing import Describer
 from eni_async.tracker.pacing import LookPacing, Packing
 from eni_async.tracker.sizing import InFlight, InFlightPolicy
@@ -67,12 +67,14 @@ class Tracker:
         packing = packing if packing is not None else Packing()
         self._describer = Describer(client, packing)
         self._strategy: Confirmation = strategy(
-            client,
-            self._describer,
-            pacing=self.pacing,
-            packing=packing,
-            looks=looks if looks is not None else LookPolicy(),
-            rng=rng if rng is not None else random.Random(),
+            Setup(
+                client,
+                self._describer,
+                self.pacing,
+                packing,
+                looks if looks is not None else LookPolicy(),
+                rng if rng is not None else random.Random(),
+            )
         )
         self._in_flight = InFlight(
             client, policy=in_flight if in_flight is not None else InFlightPolicy(), pacing=self.pacing

@@ -12,7 +12,8 @@ task query is spent per task (``queries_per_task``), tasks start no faster than 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from eni_async.errors import AuthError, EniAsyncError, TaskTimeoutError
@@ -26,6 +27,18 @@ from eni_async.tracker.pacing import LookPacing, Packing
 if TYPE_CHECKING:
     from eni_async.calls import Calls
     from eni_async.throttle import BudgetTable
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every strategy is built from: the call pipeline, the tracker's describer and its schedules."""
+
+    calls: Calls
+    describer: Describer
+    pacing: LookPacing
+    packing: Packing
+    looks: LookPolicy
+    rng: random.Random
 
 
 class Confirmation(Protocol):
@@ -59,17 +72,8 @@ class Confirmation(Protocol):
 class ByEni:
     """Confirmation by ENI state (``confirm = "eni"``)."""
 
-    def __init__(
-        self,
-        calls: Calls,
-        describer: Describer,
-        *,
-        pacing: LookPacing,
-        packing: Packing,
-        looks: LookPolicy,
-        rng: random.Random,
-    ) -> None:
-        self._engine = LookEngine(calls, describer, pacing, packing)
+    def __init__(self, setup: Setup) -> None:
+        self._engine = LookEngine(setup.calls, setup.describer, setup.pacing, setup.packing)
 
     @property
     def watching(self) -> int:
@@ -96,20 +100,11 @@ class ByTask:
 
     queries_per_task = 1.2  # most tasks are asked once, some twice
 
-    def __init__(
-        self,
-        calls: Calls,
-        describer: Describer,
-        *,
-        pacing: LookPacing,
-        packing: Packing,
-        looks: LookPolicy,
-        rng: random.Random,
-    ) -> None:
-        self._calls = calls
-        self._describer = describer
-        self._looks = looks
-        self._rng = rng
+    def __init__(self, setup: Setup) -> None:
+        self._calls = setup.calls
+        self._describer = setup.describer
+        self._looks = setup.looks
+        self._rng = setup.rng
         self._watching = 0
         self._queries = 0
 
@@ -221,6 +216,6 @@ class ByTask:
 
 
 # Each strategy by its ``confirm`` setting.
-CONFIRMATIONS: Mapping[str, type[ByEni] | type[ByTask]] = {"eni": ByEni, "task": ByTask}
+CONFIRMATIONS: Mapping[str, Callable[[Setup], Confirmation]] = {"eni": ByEni, "task": ByTask}
 
-__all__ = ["CONFIRMATIONS", "ByEni", "ByTask", "Confirmation"]
+__all__ = ["CONFIRMATIONS", "ByEni", "ByTask", "Confirmation", "Setup"]

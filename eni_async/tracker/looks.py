@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from eni_async.errors import AuthError, EniAsyncError, TaskTimeoutError
 from eni_async.models import ChunkFate, TaskState, TaskStatus
 from eni_async.policy import backoff
+from eni_async.poller import MIN_SAMPLES
 from eni_async.tracker.describing import Describer, Reading
 from eni_async.tracker.pacing import LookPacing, Packing
 from eni_async.tracker.schedule import Agenda, Loop
@@ -365,7 +366,8 @@ class LookEngine:
         now = self._clock.monotonic()
         for do in step.do:
             if do is Do.LOOK:
-                w.gap = self._pacing.gap(w.gap, age=now - w.watch.submitted_at, watched=self._live)
+                warm = len(self._calls.latencies) >= MIN_SAMPLES
+                w.gap = self._pacing.gap(w.gap, age=now - w.watch.submitted_at, watched=self._live, warm=warm)
                 self._look_at(w, self._pacing.at(now, w.gap))
             elif do is Do.LOOK_NOW:
                 self._look_at(w, now)

@@ -5,9 +5,12 @@ Looks are paced by the task, not the clock. The first look comes at a quantile o
 a gap that starts at ``min_gap`` and grows by ``growth`` per look, up to a ceiling that grows with the task's
 age (``age_share`` of how long it has run): a task that has run for 20 s is unlikely to end in the next
 tenth of a second, and watching it as often as a task of 1 s spends describes for nothing. The ceiling is
-never under ``max_gap``; once at most ``tail`` tasks are watched (the end of a batch, when one call holds
-them all and the makespan waits on them) it is ``tail_gap``, and grows with the age only by ``tail_share``.
-``Packing`` says how looks share calls. Nothing here performs I/O, reads a clock or awaits: the latencies are
+never under ``max_gap``; while fewer than ``poller.MIN_SAMPLES`` latencies are known it grows only by
+``warming_share`` (the first tasks seen ending are what sizes the batch, so they are seen promptly); once
+at most ``tail`` tasks are watched (the end of a batch, when one call holds them all and the makespan waits
+on them) it is ``tail_gap``, growing by ``tail_share`` of the age. Looks are aligned down to a grid of
+``min_gap x 2**k`` (the largest step not over the gap), so that tasks paced alike fall due together and share
+rounds and calls: calls, not looks, are what a round costs. ``Packing`` says how looks share calls. Nothing here performs I/O, reads a clock or awaits: the latencies are
 read by the caller, times are arguments.
 """
 
@@ -30,7 +33,8 @@ class LookPacing:
     growth: float = 1.2
     max_gap: float = 0.35
     age_share: float = 0.25
-    tail: int = 100
+    warming_share: float = 0.1  # while latencies are still being learnt: the first ends size the batch
+    tail: int = 50
     tail_gap: float = 0.15
     tail_share: float = 0.02
     expected_quantile: float = 0.95  # API 2.0: IPs still listed past it make the task worth asking
@@ -49,16 +53,21 @@ class LookPacing:
         high = latencies.latency(self.expected_quantile)
         return 2.0 * poll.first if high is None else high
 
-    def ceiling(self, *, age: float, watched: int) -> float:
+    def ceiling(self, *, age: float, watched: int, warm: bool = True) -> float:
         """The longest gap before the next look at a task that has run ``age`` seconds."""
         if watched <= self.tail:
             return max(self.tail_gap, self.tail_share * age)
-        return max(self.max_gap, self.age_share * age)
+        return max(self.max_gap, self._share(warm) * age)
 
-    def gap(self, previous: float | None, *, age: float, watched: int) -> float:
-        """The gap before the next look, after ``previous`` (``None``: the first gap after the first look)."""
+    def _share(self, warm: bool) -> float:
+        return self.age_share if warm else self.warming_share
+
+    def gap(self, previous: float | None, *, age: float, watched: int, warm: bool = True) -> float:
+        """The gap before the next look, after ``previous`` (``None``: the first gap after the first look);
+        ``warm``: whether enough task latencies have been seen to pace by."""
         grown = self.min_gap if previous is None else previous * self.growth
-        return min(max(grown, self.age_share * age), self.ceiling(age=age, watched=watched))
+        ceiling = self.ceiling(age=age, watched=watched, warm=warm)
+        return min(max(grown, self._share(warm) * age), ceiling)
 
     def tick(self, gap: float) -> float:
         """The grid a look after ``gap`` is aligned to: the largest ``min_gap x 2**k`` not over ``gap``."""
