@@ -13,6 +13,7 @@ from eni_async.models import EniInfo, TaskState, TaskStatus
 from eni_async.testing import FakeCalls
 from eni_async.tracker import Tracker
 from eni_async.tracker.looks import LookEngine
+from eni_async.tracker.watch import Event, Phase, TransitionError
 from tests.test_tracker import VPC
 
 
@@ -238,3 +239,18 @@ async def test_one_failed_shared_look_does_not_split_its_enis_for_good() -> None
     assert all(f.released for f in fates)
     assert len(calls.calls("ids-failed")[0][2]) == 50
     assert len(calls.calls("ids")) <= 20, "looks stay packed after the failure"
+
+
+async def test_an_observation_missing_from_the_table_reaches_the_awaiter_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A table without the row a look needs: ``track`` raises TransitionError now, not at the deadline."""
+    from eni_async.tracker import watch
+
+    rows = {key: step for key, step in watch.TRANSITIONS.items() if key != (Phase.WATCHING, Event.DELETING)}
+    monkeypatch.setattr(watch, "TRANSITIONS", rows)
+    calls = FakeCalls(FakeClock())
+    calls.add("eni-1", ["10.0.0.2"])
+    with pytest.raises(TransitionError, match="deleting"):
+        await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    assert calls.clock.monotonic() < 10.0

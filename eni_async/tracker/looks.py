@@ -20,7 +20,7 @@ import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eni_async.errors import AuthError, EniAsyncError, TaskTimeoutError
@@ -49,7 +49,6 @@ class Watched:
     looking: bool = False
     querying: bool = False
     next_query_at: float = 0.0  # the poll backoff after the last RUNNING reading
-    ended: float | None = field(default=None)  # when the task's end was observed (for its latency)
 
 
 class LookEngine:
@@ -285,17 +284,18 @@ class LookEngine:
         sent = self._clock.monotonic()
         try:
             readings = await describe()
-        except AuthError as exc:
-            self._fail(watches, exc)
-        except Exception as exc:  # a bug: whoever awaits these tasks learns of it now, not at the deadline
-            log.exception("a look failed by a bug")
-            self._fail(watches, exc)
-        else:
             failed = next((r for r in readings.values() if isinstance(r, EniAsyncError)), None)
             if failed is not None:
                 log.info("describe failed (%s); looking again", failed)
             for w in watches:
                 self._described(w, readings.get(w.watch.eni_id), sent)
+        except AuthError as exc:
+            self._fail(watches, exc)
+        except (
+            Exception
+        ) as exc:  # a bug (a TransitionError too): the awaiters learn of it now, not at the deadline
+            log.exception("a look failed by a bug")
+            self._fail(watches, exc)
         finally:
             self._describer.freed()
 
@@ -347,7 +347,11 @@ class LookEngine:
             self._queries_in_flight -= 1
             self._loop.wake()
         if event is not None:
-            self._apply(w, event, ended=ended)
+            try:
+                self._apply(w, event, ended=ended)
+            except Exception as exc:  # a bug (a TransitionError too): the awaiter learns of it now
+                log.exception("a task reading failed by a bug")
+                self._fail([w], exc)
 
     def _fail(self, watches: list[Watched], exc: BaseException) -> None:
         for w in watches:
