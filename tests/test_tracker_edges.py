@@ -10,6 +10,7 @@ import pytest
 from eni_async.clock import FakeClock
 from eni_async.errors import ServerError
 from eni_async.models import EniInfo, TaskState, TaskStatus
+from eni_async.policy import RetryPolicy
 from eni_async.testing import FakeCalls
 from eni_async.tracker import Tracker
 from eni_async.tracker.looks import LookEngine
@@ -254,3 +255,15 @@ async def test_an_observation_missing_from_the_table_reaches_the_awaiter_at_once
     with pytest.raises(TransitionError, match="deleting"):
         await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
     assert calls.clock.monotonic() < 10.0
+
+
+async def test_task_confirmation_pauses_between_describe_rounds_as_long_as_the_retry_policy_waits() -> None:
+    """confirm = "task": a FAILED task whose ENI cannot be described is described three times, pausing
+    ``retry.maximum`` then twice that, and its IPs are left unknown."""
+    calls = Unreachable(FakeClock(), retry=RetryPolicy(maximum=0.5))
+    calls.add("eni-1", ["10.0.0.2"])
+    calls.end("t1", TaskStatus.FAILED)
+    fate = await Tracker(calls, confirm="task").track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    assert fate.unknown == ("10.0.0.2",)
+    assert len(calls.calls("ids")) == 3
+    assert calls.clock.sleeps[-2:] == [0.5, 1.0], "the last waits are the pauses between rounds"

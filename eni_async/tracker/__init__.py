@@ -44,7 +44,7 @@ class Tracker:
     """Watches every task a client submits; see the module docstring for the rules.
 
     ``confirm`` names the strategy (``CONFIRMATIONS``); ``pacing``, ``packing``, ``in_flight`` and ``looks``
-    are the schedules it follows (the defaults are the tuned ones).
+    are the schedules it follows (the defaults are the tuned ones; ``looks`` pauses ``retry.maximum``).
     """
 
     def __init__(
@@ -72,7 +72,8 @@ class Tracker:
                 self._describer,
                 self.pacing,
                 packing,
-                looks if looks is not None else LookPolicy(),
+                # The n-th pause between describe rounds is n x the longest retry wait, as before.
+                looks if looks is not None else LookPolicy(pause=client.retry.maximum),
                 rng if rng is not None else random.Random(),
             )
         )
