@@ -18,7 +18,12 @@ Scenarios with a target run on three worlds (seeds 7, 8, 9) and report the media
 floor, their ratio, calls per action per task, throttled answers, and whether every
 outcome equals the simulator's ground truth (every IP reported released is gone, every other one is there).
 
-Reproduce: ``python bench/tracker.py`` (``--quick`` for a smaller world, ``--only NAME`` to pick scenarios).
+Pacing (``--pacing``): 600 one-IP ENIs on both dialects at task latencies of median 1, 10 and 30 s (log-normal
+sigma 0.33), three worlds each, reporting describe calls and task queries per task and
+the makespan: the cost of looking at slow tasks, and what it does to the makespan.
+
+Reproduce: ``python bench/tracker.py`` (``--quick`` for a smaller world, ``--only NAME`` to pick scenarios,
+``--pacing`` for the pacing table alone).
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ class Scenario:
     target: float | None = None  # the makespan / floor (or / baseline) to stay within
     baseline: str | None = None  # compare the makespan with this scenario's instead of the floor
     repeats: int = 1  # runs on worlds of seeds 7, 8, ...; the row is the median run by makespan
+    latency: tuple[float, float] = LATENCY  # the simulator's task latency law: log-normal (median, sigma)
 
 
 def scenarios(scale: float) -> list[Scenario]:
@@ -105,10 +111,28 @@ def scenarios(scale: float) -> list[Scenario]:
     ]
 
 
-def floor_eni(enis: int, chunks: int, rate: float, *, draws: int = 41, seed: int = 1) -> float:
+def pacing(scale: float) -> list[Scenario]:
+    """600 one-IP ENIs, both dialects, median task latencies of 1, 10 and 30 s (sigma 0.33), three worlds."""
+    enis = max(20, int(600 * scale))
+    return [
+        Scenario(f"{dialect}-{enis}x1-L{median:g}", enis, dialect=dialect, latency=(median, 0.33), repeats=3)
+        for median in (1.0, 10.0, 30.0)
+        for dialect in ("v3", "v2")
+    ]
+
+
+def floor_eni(
+    enis: int,
+    chunks: int,
+    rate: float,
+    *,
+    latency: tuple[float, float] = LATENCY,
+    draws: int = 41,
+    seed: int = 1,
+) -> float:
     """Median makespan of an ideal client: submits at ``rate``, an ENI's next chunk once the previous ends."""
     rng = random.Random(seed)
-    median, sigma = LATENCY
+    median, sigma = latency
     spans = []
     for _ in range(draws):
         ready = [(0.0, e, chunks) for e in range(enis)]  # (ready at, eni, chunks left)
@@ -129,8 +153,8 @@ def floor_eni(enis: int, chunks: int, rate: float, *, draws: int = 41, seed: int
 def floor_of(s: Scenario) -> float:
     chunks = math.ceil(s.ips_per_eni / 10)
     if s.confirm == "task" or s.client.startswith("sdk"):
-        return s.enis * chunks / s.limits["DescribeVpcTaskResult"] + LATENCY[0]
-    return floor_eni(s.enis, chunks, s.limits["UnassignPrivateIpAddresses"])
+        return s.enis * chunks / s.limits["DescribeVpcTaskResult"] + s.latency[0]
+    return floor_eni(s.enis, chunks, s.limits["UnassignPrivateIpAddresses"], latency=s.latency)
 
 
 def run_median(s: Scenario, workdir: Path, timeout: float) -> dict[str, Any]:
@@ -139,6 +163,8 @@ def run_median(s: Scenario, workdir: Path, timeout: float) -> dict[str, Any]:
     done = sorted(runs, key=lambda r: float(r["makespan_s"]))
     row = done[(len(done) - 1) // 2]
     row["runs"] = [r["makespan_s"] for r in runs]
+    for action in ("DescribeNetworkInterfaces", "DescribeVpcTaskResult"):
+        row.setdefault("per_task_runs", {})[action] = [r["per_task"].get(action, 0.0) for r in runs]
     row["all_truthful"] = all(r["outcomes_against_truth"] in (0, None) for r in runs)
     return row
 
@@ -157,7 +183,7 @@ def run_one(s: Scenario, workdir: Path, timeout: float, *, seed: int = 7) -> dic
     argv = procs.simulate_argv(
         enis=s.enis,
         ips_per_eni=s.ips_per_eni,
-        latency=",".join(map(str, LATENCY)),
+        latency=",".join(map(str, s.latency)),
         limits=s.limits,
         seed=seed,
     )
@@ -211,6 +237,7 @@ def run_one(s: Scenario, workdir: Path, timeout: float, *, seed: int = 7) -> dic
         "confirm": s.confirm,
         "enis": s.enis,
         "ips_per_eni": s.ips_per_eni,
+        "latency": list(s.latency),
         "makespan_s": result["makespan_s"],
         "floor_s": floor_of(s),
         "oracle_s": oracle_of(s, latencies),
@@ -273,13 +300,37 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2] if ordered else 0.0
+
+
+def pacing_table(rows: list[dict[str, Any]]) -> str:
+    """Describe calls and task queries per task (medians over the runs), the median run's makespan and every
+    run's."""
+    head = "| scenario | describe/task | query/task | makespan s (median) | makespans s | oracle s | wrong | unknown |"
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        per = r["per_task_runs"]
+        runs = ", ".join(f"{m:.2f}" for m in r["runs"])
+        lines.append(
+            f"| {r['scenario']} | {_median(per['DescribeNetworkInterfaces']):.3f} "
+            f"| {_median(per['DescribeVpcTaskResult']):.3f} | {r['makespan_s']:.2f} | {runs} "
+            f"| {'-' if not r.get('oracle_s') else format(r['oracle_s'], '.2f')} "
+            f"| {'-' if r['outcomes_against_truth'] is None else r['outcomes_against_truth']} | {r['unknown']} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/tracker.py", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the world: a smoke run")
     parser.add_argument("--only", action="append", help="run only this scenario (repeatable)")
+    parser.add_argument("--pacing", action="store_true", help="only the pacing table (1, 10, 30 s latencies)")
     parser.add_argument("--timeout", type=float, default=300.0, help="per client run, seconds")
     args = parser.parse_args(argv)
-    wanted = scenarios(0.1 if args.quick else 1.0)
+    scale = 0.1 if args.quick else 1.0
+    wanted = pacing(scale) if args.pacing else scenarios(scale)
     if args.only:
         wanted = [s for s in wanted if s.name in args.only]
     workdir = RESULTS / "work"
@@ -293,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{s.name}: {row['makespan_s']:.2f}s (floor {row['floor_s']:.2f}s) in {time.monotonic() - started:.0f}s",
               file=sys.stderr)  # fmt: skip
     ordered = list(rows.values())
-    print(table(ordered))
+    print(pacing_table(ordered) if args.pacing else table(ordered))
     stamp = time.strftime("%Y%m%dT%H%M%S")
     (RESULTS / f"tracker-{stamp}{'-quick' if args.quick else ''}.json").write_text(
         json.dumps({"latency": LATENCY, "rows": ordered}, indent=1), encoding="utf-8"

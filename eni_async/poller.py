@@ -126,20 +126,13 @@ async def poll_until_done(
     *,
     policy: PollPolicy,
     clock: Clock,
-    latencies: LatencyTracker | None = None,
+    latencies: LatencyTracker,
     rng: random.Random,
     timeout: float,
     submitted_at: float | None = None,
-    tracker: LatencyTracker | None = None,
 ) -> TaskState:
     """Query ``task_id`` until SUCCESS or FAILED; raise ``TaskTimeoutError`` at the deadline. ``latencies``
-    times the first query and learns from each task seen end.
-
-    ``tracker`` is ``latencies``' former name, still taken while ``eni_async.tracker`` passes it."""
-    if latencies is None:
-        if tracker is None:
-            raise TypeError("poll_until_done() needs latencies=")
-        latencies = tracker
+    times the first query and learns from each task seen end."""
     start = clock.monotonic()
     origin = submitted_at if submitted_at is not None else start
     deadline = start + timeout

@@ -10,8 +10,12 @@ import pytest
 from eni_async.clock import FakeClock
 from eni_async.errors import ServerError
 from eni_async.models import EniInfo, TaskState, TaskStatus
+from eni_async.policy import RetryPolicy
+from eni_async.testing import FakeCalls
 from eni_async.tracker import Tracker
-from tests.test_tracker import VPC, FakeCalls, clear_all, release
+from eni_async.tracker.looks import LookEngine
+from eni_async.tracker.watch import Event, Phase, TransitionError
+from tests.test_tracker import VPC
 
 
 class LateTask(FakeCalls):
@@ -28,8 +32,8 @@ async def test_an_unreadable_task_never_makes_a_deleting_ip_not_released() -> No
     """A stale AVAILABLE view, then the task unreadable: an IP since seen DELETING is not called not released."""
     calls = LateTask(FakeClock())
     calls.add("eni-1", ["10.0.0.2"], state="AVAILABLE")
-    calls.later(3.0, lambda: release(calls, "eni-1", "10.0.0.2"))
-    fate = await calls.tracker().track(VPC, "eni-1", "t-unknown", ["10.0.0.2"])
+    calls.later(3.0, lambda: calls.release("eni-1", "10.0.0.2"))
+    fate = await Tracker(calls).track(VPC, "eni-1", "t-unknown", ["10.0.0.2"])
     assert calls.calls("query"), "the stale view was asked about"
     assert fate.not_released == ()
     assert fate.released == ("10.0.0.2",)
@@ -39,7 +43,7 @@ async def test_an_unreadable_task_with_ips_listed_available_leaves_them_not_rele
     """API 3.0: task unknown to the server, its IP listed and not DELETING in later looks: not released."""
     calls = FakeCalls(FakeClock())
     calls.add("eni-1", ["10.0.0.2"], state="AVAILABLE")
-    fate = await calls.tracker().track(VPC, "eni-1", "t-gone", ["10.0.0.2"])
+    fate = await Tracker(calls).track(VPC, "eni-1", "t-gone", ["10.0.0.2"])
     assert (fate.released, fate.not_released, fate.unknown) == ((), ("10.0.0.2",), ())
     assert fate.confirmed_by == {"10.0.0.2": "eni"}
     assert calls.clock.monotonic() < 10.0
@@ -57,7 +61,7 @@ async def test_a_bug_in_a_look_reaches_the_awaiter_at_once() -> None:
     calls = Broken(FakeClock())
     calls.add("eni-1", ["10.0.0.2"])
     with pytest.raises(RuntimeError, match="a bug in parsing"):
-        await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2"])
+        await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
     assert calls.clock.monotonic() < 10.0
 
 
@@ -74,7 +78,7 @@ async def test_describes_failing_for_good_fall_back_to_the_task() -> None:
     calls = Unreachable(FakeClock())
     calls.add("eni-1", ["10.0.0.2"])
     calls.end("t1", TaskStatus.SUCCESS)
-    fate = await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
     assert fate.released == ("10.0.0.2",)
     assert fate.confirmed_by == {"10.0.0.2": "task"}
     assert calls.clock.monotonic() < 10.0
@@ -85,7 +89,7 @@ async def test_describes_failing_and_a_failed_task_leave_ips_unknown() -> None:
     calls = Unreachable(FakeClock())
     calls.add("eni-1", ["10.0.0.2"])
     calls.end("t1", TaskStatus.FAILED)
-    fate = await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
     assert (fate.released, fate.not_released, fate.unknown) == ((), (), ("10.0.0.2",))
 
 
@@ -94,13 +98,13 @@ async def test_cancelling_one_waiter_leaves_the_others_sharing_its_call() -> Non
     calls = FakeCalls(FakeClock())
     calls.add("eni-1", ["10.0.0.2"])
     calls.add("eni-2", ["10.0.0.3"])
-    tracker = calls.tracker()
+    tracker = Tracker(calls)
     first = asyncio.create_task(tracker.track(VPC, "eni-1", "t1", ["10.0.0.2"]))
     second = asyncio.create_task(tracker.track(VPC, "eni-2", "t2", ["10.0.0.3"]))
 
     def both() -> None:
-        release(calls, "eni-1", "10.0.0.2")
-        release(calls, "eni-2", "10.0.0.3")
+        calls.release("eni-1", "10.0.0.2")
+        calls.release("eni-2", "10.0.0.3")
 
     calls.later(2.0, both)
     await calls.clock.sleep(1.5)
@@ -117,7 +121,7 @@ async def test_cancelling_one_description_leaves_the_others_sharing_its_call() -
     calls = FakeCalls(FakeClock())
     calls.add("eni-1", ["10.0.0.2"], state="AVAILABLE")
     calls.add("eni-2", ["10.0.0.3"], state="AVAILABLE")
-    tracker = calls.tracker()
+    tracker = Tracker(calls)
     first = asyncio.create_task(tracker.describe("eni-1"))
     second = asyncio.create_task(tracker.describe("eni-2"))
     await asyncio.sleep(0)
@@ -132,7 +136,7 @@ async def test_closing_fails_waiting_descriptions_with_an_error_not_a_cancellati
     """Closing while a description is awaited: the asker gets an error it can report, not CancelledError."""
     calls = FakeCalls(FakeClock())
     calls.add("eni-1", ["10.0.0.2"], state="AVAILABLE")
-    tracker = calls.tracker()
+    tracker = Tracker(calls)
     asking = asyncio.create_task(tracker.describe("eni-1"))
     await asyncio.sleep(0)
     await tracker.close()
@@ -172,11 +176,11 @@ async def test_a_description_sent_before_a_failed_reading_settles_nothing_as_not
     calls.end("t1", TaskStatus.RUNNING)
 
     def part_fail() -> None:
-        release(calls, "eni-1", "10.0.0.2")
+        calls.release("eni-1", "10.0.0.2")
         calls.end("t1", TaskStatus.FAILED)
 
     calls.later(4.0, part_fail)
-    fate = await calls.tracker().track(VPC, "eni-1", "t1", ["10.0.0.2", "10.0.0.3"])
+    fate = await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2", "10.0.0.3"])
     assert calls.late, "a look was in flight across the FAILED reading"
     assert (fate.released, fate.not_released) == (("10.0.0.2",), ("10.0.0.3",))
 
@@ -184,26 +188,28 @@ async def test_a_description_sent_before_a_failed_reading_settles_nothing_as_not
 async def test_a_bug_that_stops_the_loop_reaches_every_awaiter_and_a_later_track_restarts_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The loop dying of a bug fails every watched task and waiting description; the next ``track`` works."""
+    """The loop dying of a bug fails every watched task (descriptions, sent apart, are still answered); the
+    next ``track`` works."""
     calls = FakeCalls(FakeClock())
     calls.add("eni-1", ["10.0.0.2"])
     calls.add("eni-2", ["10.0.0.3"], state="AVAILABLE")
-    tracker = calls.tracker()
-    original = Tracker._start_looks
+    tracker = Tracker(calls)
+    original = LookEngine._start_looks
 
-    def broken(self: Tracker, now: float) -> None:
+    def broken(self: LookEngine, now: float) -> None:
         if now >= 0.5:
             raise RuntimeError("a bug in the loop")
         original(self, now)
 
-    monkeypatch.setattr(Tracker, "_start_looks", broken)
+    monkeypatch.setattr(LookEngine, "_start_looks", broken)
     watched = asyncio.create_task(tracker.track(VPC, "eni-1", "t1", ["10.0.0.2"]))
     await calls.clock.sleep(0.6)
     asking = asyncio.create_task(tracker.describe("eni-2"))
     results = await asyncio.wait_for(asyncio.gather(watched, asking, return_exceptions=True), timeout=5.0)
-    assert [type(r) for r in results] == [RuntimeError, RuntimeError]
-    monkeypatch.setattr(Tracker, "_start_looks", original)
-    release(calls, "eni-1", "10.0.0.2")
+    assert isinstance(results[0], RuntimeError)
+    assert isinstance(results[1], EniInfo)
+    monkeypatch.setattr(LookEngine, "_start_looks", original)
+    calls.release("eni-1", "10.0.0.2")
     fate = await asyncio.wait_for(tracker.track(VPC, "eni-1", "t2", ["10.0.0.2"]), timeout=5.0)
     assert fate.released == ("10.0.0.2",)
 
@@ -224,13 +230,40 @@ class FailsOnce(FakeCalls):
 async def test_one_failed_shared_look_does_not_split_its_enis_for_good() -> None:
     """A transient failure of a call shared by 50 ENIs: they are looked at together again, not one by one."""
     calls = FailsOnce(FakeClock())
-    tracker = calls.tracker()
+    tracker = Tracker(calls)
     for i in range(50):
         calls.add(f"eni-{i}", [f"10.7.0.{i + 2}"])
-    calls.later(3.0, lambda: clear_all(calls))
+    calls.later(3.0, lambda: calls.clear())
     fates = await asyncio.gather(
         *(tracker.track(VPC, f"eni-{i}", f"t{i}", list(calls.enis[f"eni-{i}"].ips)) for i in range(50))
     )
     assert all(f.released for f in fates)
     assert len(calls.calls("ids-failed")[0][2]) == 50
     assert len(calls.calls("ids")) <= 20, "looks stay packed after the failure"
+
+
+async def test_an_observation_missing_from_the_table_reaches_the_awaiter_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A table without the row a look needs: ``track`` raises TransitionError now, not at the deadline."""
+    from eni_async.tracker import watch
+
+    rows = {key: step for key, step in watch.TRANSITIONS.items() if key != (Phase.WATCHING, Event.DELETING)}
+    monkeypatch.setattr(watch, "TRANSITIONS", rows)
+    calls = FakeCalls(FakeClock())
+    calls.add("eni-1", ["10.0.0.2"])
+    with pytest.raises(TransitionError, match="deleting"):
+        await Tracker(calls).track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    assert calls.clock.monotonic() < 10.0
+
+
+async def test_task_confirmation_pauses_between_describe_rounds_as_long_as_the_retry_policy_waits() -> None:
+    """confirm = "task": a FAILED task whose ENI cannot be described is described three times, pausing
+    ``retry.maximum`` then twice that, and its IPs are left unknown."""
+    calls = Unreachable(FakeClock(), retry=RetryPolicy(maximum=0.5))
+    calls.add("eni-1", ["10.0.0.2"])
+    calls.end("t1", TaskStatus.FAILED)
+    fate = await Tracker(calls, confirm="task").track(VPC, "eni-1", "t1", ["10.0.0.2"])
+    assert fate.unknown == ("10.0.0.2",)
+    assert len(calls.calls("ids")) == 3
+    assert calls.clock.sleeps[-2:] == [0.5, 1.0], "the last waits are the pauses between rounds"

@@ -61,6 +61,6 @@ async def test_unassign_reports_a_part_failed_chunk_ip_by_ip() -> None:
         with pytest.raises(TaskFailedError) as info:
             await w.client.unassign(item.vpc_id, item.eni_id, item.ips)
         truth = w.present()[item.eni_id]
-    result = info.value.result  # type: ignore[attr-defined]
+    result = info.value.result
     assert result.released
     assert not set(result.released) & truth

@@ -114,6 +114,7 @@ class Simulator:
         # ENIs refused per resource; starts from the fault profile, and a test may add to it while running.
         self.denied_enis: set[str] = set(config.faults.denied_enis)
         self._v2.denied = self._v3.denied = self.denied_enis
+        self._v2.describe_missing = self._v3.describe_missing = config.describe_missing
 
     def __repr__(self) -> str:
         return f"Simulator(region={self.region!r}, enis={len(self.world.enis)}, faults={self.faults.profile.name!r})"

@@ -21,7 +21,7 @@ from typing import Any
 from eni_async import prometheus
 from eni_async.errors import ConfigError, InputError
 from eni_async.simulator.app import Simulator
-from eni_async.simulator.config import SimulatorConfig
+from eni_async.simulator.config import DESCRIBE_MISSING, SimulatorConfig
 from eni_async.simulator.faults import FaultProfile, load_fault_profile
 from eni_async.simulator.limits import DEFAULT_RATE_LIMITS
 from eni_async.simulator.metrics import register_simulator
@@ -83,6 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=7200.0,
         metavar="SECONDS",
         help="how long issued temporary credentials are accepted (default 7200)",
+    )
+    parser.add_argument(
+        "--describe-missing",
+        choices=DESCRIBE_MISSING,
+        default="omit",
+        help="a describe by ids naming an ENI that does not exist: leave it out of the answer (default), or "
+        "fail the call with that code (docs/protocol.md D31)",
     )
     prometheus.add_arguments(parser)
 
@@ -159,6 +166,7 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         accounts=parse_sub_accounts(args.sub_account),
         role_name=args.role_name,
         credential_lifetime=args.credential_lifetime,
+        describe_missing=args.describe_missing,
     )
 
 

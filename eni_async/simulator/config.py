@@ -18,6 +18,9 @@ from eni_async.errors import ConfigError
 from eni_async.simulator.faults import FaultProfile
 from eni_async.simulator.limits import DEFAULT_RATE_LIMITS
 
+# The answers a describe by ids may give for an ENI that does not exist.
+DESCRIBE_MISSING = ("omit", "ResourceNotFound", "InvalidParameterValue")
+
 
 @dataclass(frozen=True)
 class SimulatorConfig:
@@ -38,6 +41,10 @@ class SimulatorConfig:
     role_name: str = "eni-async-role"  # the CVM role the metadata service names ("" for none)
     credential_lifetime: float = 7200.0  # seconds a temporary key pair is accepted (metadata and STS)
     roles: tuple[str, ...] | None = None  # role names STS knows (None: every well-formed role ARN exists)
+    # A describe by ids naming an ENI that does not exist: the id is left out of the answer ("omit"), or the
+    # call fails with "ResourceNotFound" or "InvalidParameterValue" (API 2.0: InvalidNetworkInterface.NotFound
+    # or InvalidParameter), as docs/protocol.md D31 records.
+    describe_missing: str = "omit"
 
     def __post_init__(self) -> None:
         if self.enis < 0:
@@ -52,6 +59,10 @@ class SimulatorConfig:
             raise ConfigError("credential_lifetime", self.credential_lifetime, "must be positive")
         if any(c in self.role_name for c in "/ ?#"):
             raise ConfigError("role_name", self.role_name, "must not contain '/', spaces, '?' or '#'")
+        if self.describe_missing not in DESCRIBE_MISSING:
+            raise ConfigError(
+                "describe_missing", self.describe_missing, f"must be one of {', '.join(DESCRIBE_MISSING)}"
+            )
         if not self.region:
             raise ConfigError("region", self.region, "must not be empty")
         for action, limit in (self.rate_limits or {}).items():

@@ -86,6 +86,19 @@ class ActionTable:
 
     # ENIs whose mutating calls are refused per resource; the app shares one set with both front ends.
     denied: set[str] | frozenset[str] = frozenset()
+    # How a describe naming an ENI that does not exist answers (``SimulatorConfig.describe_missing``).
+    describe_missing: str = "omit"
+
+    def _check_named(self, eni_ids: list[str], *, name: str) -> None:
+        """Fail a describe by ids that names an ENI that does not exist, unless such ids are left out."""
+        if self.describe_missing == "omit":
+            return
+        missing = [eni for eni in eni_ids if eni not in self._world.enis]
+        if not missing:
+            return
+        if self.describe_missing == "ResourceNotFound":
+            raise Reject(Reason.ENI_NOT_FOUND, f"the network interface {', '.join(missing)} does not exist")
+        raise Reject(Reason.ENI_ID_UNKNOWN, f"parameter {name}: {', '.join(missing)} not found")
 
     def _run(self, call: Call, fate: TaskFate) -> dict[str, Any]:
         """Run ``call.action``'s method; an action not in the table is ``InvalidAction``."""

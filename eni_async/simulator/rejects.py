@@ -22,6 +22,7 @@ class Reason(StrEnum):
     FILTER_KEY = "filter_key"  # an unknown Filters.N.Name
     VPC_NOT_FOUND = "vpc_not_found"
     ENI_NOT_FOUND = "eni_not_found"
+    ENI_ID_UNKNOWN = "eni_id_unknown"  # a describe named an ENI that does not exist, answered as a bad value
     TASK_NOT_FOUND = "task_not_found"
     IP_IS_PRIMARY = "ip_is_primary"
     IP_NOT_ON_ENI = "ip_not_on_eni"

@@ -35,6 +35,7 @@ V2_CODES: Mapping[Reason, tuple[int, str]] = {
     Reason.IP_QUOTA: _PARAM,
     Reason.VPC_NOT_FOUND: (5000, "InvalidVpc.NotFound"),
     Reason.ENI_NOT_FOUND: (5000, "InvalidNetworkInterface.NotFound"),
+    Reason.ENI_ID_UNKNOWN: _PARAM,
     Reason.TASK_NOT_FOUND: (5000, "InvalidTask.NotFound"),
     Reason.IP_IS_PRIMARY: (4000, "InvalidPrivateip.IsPrimary"),
     Reason.IP_NOT_ON_ENI: (4000, "InvalidPrivateIpAddress.NotFound"),
@@ -191,6 +192,8 @@ class V2Frontend(ActionTable):
         limit = integer(params.get("limit"), name="limit", default=20, low=1, high=DESCRIBE_MAX_LIMIT)
         if vpc_id is not None and vpc_id not in self._world.vpcs:
             raise Reject(Reason.VPC_NOT_FOUND, f"vpc {vpc_id} does not exist")
+        if eni_id is not None:
+            self._check_named([eni_id], name="networkInterfaceId")
         page, total = self._world.describe(
             eni_ids=[eni_id] if eni_id else None,
             vpc_ids=[vpc_id] if vpc_id else None,

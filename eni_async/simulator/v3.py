@@ -43,6 +43,7 @@ V3_CODES: Mapping[Reason, str] = {
     Reason.IP_QUOTA: "LimitExceeded",
     Reason.VPC_NOT_FOUND: "ResourceNotFound",
     Reason.ENI_NOT_FOUND: "ResourceNotFound",
+    Reason.ENI_ID_UNKNOWN: "InvalidParameterValue",
     Reason.TASK_NOT_FOUND: "ResourceNotFound",
     Reason.IP_IS_PRIMARY: "UnsupportedOperation",
     Reason.IP_NOT_ON_ENI: "UnsupportedOperation.AttachmentNotFound",
@@ -240,7 +241,7 @@ class V3Frontend(ActionTable):
                 raise Reject(Reason.MALFORMED, "NetworkInterfaceIds must be a list")
             if len(ids) > DESCRIBE_MAX_LIMIT:
                 raise Reject(Reason.TOO_MANY, f"at most {DESCRIBE_MAX_LIMIT} NetworkInterfaceIds")
-            wanted["eni_ids"] = [resource_id("eni", i, name="NetworkInterfaceIds") for i in ids]
+            wanted["eni_ids"] = named = [resource_id("eni", i, name="NetworkInterfaceIds") for i in ids]
         for item in filters or []:
             if not isinstance(item, dict) or not isinstance(item.get("Values"), list):
                 raise Reject(Reason.MALFORMED, "each filter needs a Name and a list of Values")
@@ -250,6 +251,8 @@ class V3Frontend(ActionTable):
             wanted[field] = [*(wanted[field] or []), *(str(v) for v in item["Values"])]
         offset = integer(params.get("Offset"), name="Offset", default=0, low=0)
         limit = integer(params.get("Limit"), name="Limit", default=20, low=1, high=DESCRIBE_MAX_LIMIT)
+        if ids:  # resources after parameters (D11); a filter naming no ENI matches nothing, as ever
+            self._check_named(named, name="NetworkInterfaceIds")
         page, total = self._world.describe(offset=offset, limit=limit, **wanted)
         return {
             "NetworkInterfaceSet": [render_eni(eni) for eni in page],

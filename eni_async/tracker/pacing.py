@@ -1,0 +1,118 @@
+"""When to look at a watched task's ENI and when to ask about the task: the tracker's schedules, as values.
+
+Looks are paced by the task, not the clock. The first look comes at a quantile of the latencies seen lately
+(``PollPolicy.first`` until enough are seen, or when the poll policy is not adaptive); later looks come after
+a gap that starts at ``min_gap`` and grows by ``growth`` per look, up to a ceiling that grows with the task's
+age (``age_share`` of how long it has run): a task that has run for 20 s is unlikely to end in the next
+tenth of a second, and watching it as often as a task of 1 s spends describes for nothing. The ceiling is
+never under ``max_gap``; while fewer than ``poller.MIN_SAMPLES`` latencies are known it grows only by
+``warming_share`` (the first tasks seen ending are what sizes the batch, so they are seen promptly); once
+at most ``tail`` tasks are watched (the end of a batch, when one call holds them all and the makespan waits
+on them) it is ``tail_gap``, growing by ``tail_share`` of the age. Looks are aligned down to a grid of
+``min_gap x 2**k`` (the largest step not over the gap), so that tasks paced alike fall due together and share
+rounds and calls: calls, not looks, are what a round costs. ``Packing`` says how looks share calls. Nothing here performs I/O, reads a clock or awaits: the latencies are
+read by the caller, times are arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from eni_async.policy import PollPolicy
+from eni_async.poller import MIN_SAMPLES, LatencyTracker
+
+
+@dataclass(frozen=True)
+class LookPacing:
+    """How often a watched ENI is looked at, and when its task is expected to have ended (see the module
+    docstring). Quantiles are of the task latencies seen lately."""
+
+    first_quantile: float = 0.7  # most tasks are seen done at their first or second look
+    min_gap: float = 0.15
+    growth: float = 1.2
+    max_gap: float = 0.35
+    age_share: float = 0.25
+    warming_share: float = 0.1  # while latencies are still being learnt: the first ends size the batch
+    tail: int = 50
+    tail_gap: float = 0.15
+    tail_share: float = 0.02
+    expected_quantile: float = 0.95  # API 2.0: IPs still listed past it make the task worth asking
+
+    def first_look(self, latencies: LatencyTracker, poll: PollPolicy) -> float:
+        """Seconds after the submit to look first."""
+        if len(latencies) < MIN_SAMPLES or not poll.adaptive:
+            return poll.first
+        typical = latencies.latency(self.first_quantile)
+        return poll.first if typical is None else typical
+
+    def expected(self, latencies: LatencyTracker, poll: PollPolicy) -> float:
+        """The latency most tasks end within (``2 x poll.first`` until enough latencies are seen)."""
+        if len(latencies) < MIN_SAMPLES:
+            return 2.0 * poll.first
+        high = latencies.latency(self.expected_quantile)
+        return 2.0 * poll.first if high is None else high
+
+    def ceiling(self, *, age: float, watched: int, warm: bool = True) -> float:
+        """The longest gap before the next look at a task that has run ``age`` seconds."""
+        if watched <= self.tail:
+            return max(self.tail_gap, self.tail_share * age)
+        return max(self.max_gap, self._share(warm) * age)
+
+    def _share(self, warm: bool) -> float:
+        return self.age_share if warm else self.warming_share
+
+    def gap(self, previous: float | None, *, age: float, watched: int, warm: bool = True) -> float:
+        """The gap before the next look, after ``previous`` (``None``: the first gap after the first look);
+        ``warm``: whether enough task latencies have been seen to pace by."""
+        grown = self.min_gap if previous is None else previous * self.growth
+        ceiling = self.ceiling(age=age, watched=watched, warm=warm)
+        return min(max(grown, self._share(warm) * age), ceiling)
+
+    def tick(self, gap: float) -> float:
+        """The grid a look after ``gap`` is aligned to: the largest ``min_gap x 2**k`` not over ``gap``."""
+        if gap <= self.min_gap:
+            return self.min_gap
+        return self.min_gap * 2.0 ** math.floor(math.log2(gap / self.min_gap))
+
+    def at(self, now: float, gap: float) -> float:
+        """When to look next: ``gap`` after ``now`` at the latest, aligned down to the grid of ``gap`` (so
+        that looks of tasks paced alike fall due together and share rounds and calls), never before ``now``."""
+        return max(now, self._align(now + gap, self.tick(gap)))
+
+    def first_at(self, sent: float, first: float, *, watched: int) -> float:
+        """When to look first at a task submitted at ``sent``: ``first`` after it at the latest, aligned to the
+        grid of the gap that will follow (never before ``sent``)."""
+        tick = self.tick(self.gap(None, age=first, watched=watched))
+        return max(sent, self._align(sent + first, tick))
+
+    @staticmethod
+    def _align(at: float, tick: float) -> float:
+        # The small epsilon keeps a time already on the grid (up to float error) where it is.
+        return math.floor(at / tick + 1e-9) * tick
+
+    def typical_gap(self, latency: float) -> float:
+        """The gap a task of ``latency`` seconds is looked at with near its end (while many are watched)."""
+        return max(self.max_gap, self.age_share * latency)
+
+
+@dataclass(frozen=True)
+class Packing:
+    """How looks and asked-for descriptions share calls, and how much of each budget they may hold."""
+
+    ahead: float = 0.15  # tasks due within this much of a round ride along in a call with room, for free
+    coalesce: float = 0.05  # an asked-for description waits at most this long for others to share its call
+    slack: float = 0.01  # tasks due this close together are looked at in one round
+    describes_in_flight: float = 0.25  # of the describe budget's rate
+    queries_in_flight: float = 0.5  # of the task-query budget's rate
+
+    def describe_room(self, rate: float) -> int:
+        """Describe calls the tracker keeps in flight at most."""
+        return max(1, int(rate * self.describes_in_flight))
+
+    def query_room(self, rate: float) -> int:
+        """Task queries the tracker keeps in flight at most."""
+        return max(1, int(rate * self.queries_in_flight))
+
+
+__all__ = ["LookPacing", "Packing"]

@@ -1,0 +1,56 @@
+"""How many releases to keep in flight so that the budgets, not the count, set the pace (read by the batch).
+
+Little's law: the rate tasks can be started at (the confirmation strategy says which budgets bind it) times
+how long each holds its ENI (the latency most tasks end within, plus half the gap at which an ending task is
+seen), with headroom for the tail, never fewer than a minimum. Until enough latencies are seen the hold is
+``2 x PollPolicy.first``. Recomputed at most every ``refresh`` seconds. Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from eni_async.poller import MIN_SAMPLES
+from eni_async.tracker.pacing import LookPacing
+
+if TYPE_CHECKING:
+    from eni_async.calls import Calls
+
+
+@dataclass(frozen=True)
+class InFlightPolicy:
+    """Little's law's terms: ``headroom`` over rate x hold, at least ``minimum``, the hold read at
+    ``typical_quantile`` of the latencies seen lately, recomputed every ``refresh`` seconds."""
+
+    headroom: float = 1.5
+    minimum: int = 16
+    typical_quantile: float = 0.9
+    refresh: float = 0.25
+
+
+class InFlight:
+    """The in-flight target of one tracker (see the module docstring)."""
+
+    def __init__(self, calls: Calls, *, policy: InFlightPolicy, pacing: LookPacing) -> None:
+        self._calls = calls
+        self._policy = policy
+        self._pacing = pacing
+        self._last: tuple[float, int] | None = None
+
+    def target(self, rate: float) -> int:
+        """Releases to keep in flight when tasks can be started at ``rate`` per second."""
+        now = self._calls.clock.monotonic()
+        if self._last is not None and now - self._last[0] < self._policy.refresh:
+            return self._last[1]
+        latencies = self._calls.latencies
+        typical = latencies.latency(self._policy.typical_quantile) if len(latencies) >= MIN_SAMPLES else None
+        latency = 2.0 * self._calls.poll.first if typical is None else typical
+        hold = latency + self._pacing.typical_gap(latency) / 2
+        target = max(self._policy.minimum, math.ceil(rate * hold * self._policy.headroom))
+        self._last = (now, target)
+        return target
+
+
+__all__ = ["InFlight", "InFlightPolicy"]
