@@ -67,6 +67,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "service.lograte",
         "testing",
     ),
+    ("service.holdings",),
     # "" is the package itself: its __init__ is the public API
     ("", "cli_batch", "service", "service.openapi", "service.engine", "service.metrics"),
     ("service.http", "cli_journal"),  # the HTTP face: never talks to Tencent but through the engine

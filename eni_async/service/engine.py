@@ -3,7 +3,7 @@
 One ``Batch`` (``EniClient.unassign_many``) runs for the life of the service, fed from a queue: it gives
 bounded concurrency, one task per ENI at a time, the reconciling release path and the journal, exactly as
 ``batch`` and ``resume`` use them. The engine adds the release registry and the leases (D27) that let any
-number of replicas share one journal: it claims the ENIs whose releases wait longest (as many as the batch
+number of replicas share one journal: it (its ``Holdings``) claims the ENIs whose releases wait longest (as many as the batch
 keeps busy, twice over), feeds their unfinished releases exactly as ``resume`` does (submitted tasks
 polled, never resubmitted; a chunk caught mid-submit reconciled against the ENI first; pending IPs run),
 gives an ENI back once its releases end and no new one waits, and renews what it holds. An ENI whose lease
@@ -32,7 +32,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eni_async.batch import Batch, BatchStats
@@ -40,7 +39,8 @@ from eni_async.errors import ConfigError
 from eni_async.journal import Journal, JournalError, LeaseLostError, Resumed
 from eni_async.journal.seam import CONNECTED, RELEASE_CHANNEL, WORK_CHANNEL
 from eni_async.outcomes import Item, Outcome
-from eni_async.service.leases import FencedRecorder, Leases, Tenure, new_owner
+from eni_async.service.holdings import Holdings
+from eni_async.service.leases import FencedRecorder, Leases, new_owner
 from eni_async.service.registry import Registry, Release, final_status
 
 if TYPE_CHECKING:
@@ -55,11 +55,7 @@ STOP_MARGIN_S = 5.0
 UNREACHABLE_CODES = frozenset({"ConnectFailed", "ConnectionLost", "BadAnswer"})
 # ENIs held at least, whatever the batch's target (so that a cold start claims work at once).
 MIN_HELD = 16
-# The claimer works when woken (new work, an ENI done) but at most every CLAIM_GAP_S, and every
-# CLAIM_TICK_S at least (expired leases are found so); after a journal failure it waits CLAIM_RETRY_S.
-CLAIM_GAP_S, CLAIM_TICK_S, CLAIM_RETRY_S = 0.1, 1.0, 1.0
 WAIT_SWEEP_S = 5.0
-FILL_BATCH = 500  # ENIs whose releases are read (and marked running) in one go
 # The global count of unfinished releases (backpressure, /readyz) is read again when older than this.
 COUNT_TTL_S = 0.5
 READY_TIMEOUT_S = 2.0  # a readiness probe's write to the journal, at most
@@ -79,16 +75,6 @@ class BackpressureError(Exception):
         super().__init__(f"{unfinished} releases unfinished (limit {limit}); try again later")
 
 
-@dataclass(eq=False)
-class Work:
-    """One release fed to the batch under a tenure, until it leaves this process."""
-
-    release_id: str
-    key: int
-    tenure: Tenure
-    entry: Item | Resumed
-
-
 class Engine:
     """Accepts releases and runs them; see the module docstring."""
 
@@ -98,14 +84,21 @@ class Engine:
         self.registry = Registry(journal, now=client.clock.time)
         self.max_unfinished = max_unfinished
         self.leases = Leases(journal, owner=new_owner(), lease_s=client.settings.lease_s)
-        self.recorder = FencedRecorder(journal, self.leases, tenure_of=self._tenure_of, dropped=self._dropped)
+        self.holdings = Holdings(
+            journal,
+            self.registry,
+            self.leases,
+            capacity=self._capacity,
+            aborted=self._aborted,
+            stopping=lambda: self._stopping,
+            settled=self._wake,
+        )
+        h = self.holdings
+        self.recorder = FencedRecorder(journal, self.leases, tenure_of=h.tenure_of, dropped=h.dropped)
         self.accepting = False
         self.failure: BaseException | None = None  # a bug ended the batch; the service is not ready
         self.api_state = "unknown"  # "ok", "unreachable" or "auth_failed" once outcomes say so
-        self._queue: asyncio.Queue[Work | None] = asyncio.Queue()
-        self._work: dict[int, Work] = {}
         self._waiters: dict[str, asyncio.Event] = {}
-        self._wake_claimer = asyncio.Event()
         self._count = (-COUNT_TTL_S, 0)  # (read at, unfinished releases) of the whole journal
         self._stopping = False
         self._batch: Batch | None = None
@@ -135,9 +128,12 @@ class Engine:
         await self._check_target(bool(unfinished))
         if not self.journal.shared:
             await self.journal.clear_leases()
-        await self._round()
+        await self.holdings.round()
         self._runner = asyncio.create_task(self._run())
-        self._loops = [asyncio.create_task(self._claimer()), asyncio.create_task(self._renewer())]
+        self._loops = [
+            asyncio.create_task(self.holdings.claimer()),
+            asyncio.create_task(self.holdings.renewer()),
+        ]
         if self.journal.shared:
             self._loops += [
                 asyncio.create_task(self.journal.listen(self._heard)),
@@ -193,7 +189,7 @@ class Engine:
         if created:
             read_at, count = self._count
             self._count = (read_at, count + len(releases))
-            self._wake_claimer.set()
+            self.holdings.wake.set()
         return releases, created
 
     def _journal_answers(self) -> None:
@@ -257,11 +253,11 @@ class Engine:
         if channel == RELEASE_CHANNEL:
             self._wake(payload)
         elif channel == WORK_CHANNEL:
-            self._wake_claimer.set()
+            self.holdings.wake.set()
         elif channel == CONNECTED:  # notifications may have been missed meanwhile: every waiter reads again
             for release_id in list(self._waiters):
                 self._wake(release_id)
-            self._wake_claimer.set()
+            self.holdings.wake.set()
 
     async def _sweeper(self) -> None:
         """Every ``WAIT_SWEEP_S``: wake the waiters of releases that ended (a missed notification)."""
@@ -304,134 +300,25 @@ class Engine:
             return False, f"API {self.api_state.replace('_', ' ')}"
         return True, "ready"
 
-    # -- claiming and feeding ------------------------------------------------------------------------------
-
     def _capacity(self) -> int:
         """ENIs worth holding: twice what the batch keeps in flight, at least ``MIN_HELD``."""
         settings = self.client.settings
         target = min(settings.concurrency, self.client.tracker.releases_in_flight())
         return max(MIN_HELD, 2 * target)
 
-    async def _claimer(self) -> None:
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CLAIM_TICK_S):
-                    await self._wake_claimer.wait()
-            self._wake_claimer.clear()
-            try:
-                await self._round()
-            except JournalError:  # said once by the leases; the tick tries again
-                await asyncio.sleep(CLAIM_RETRY_S)
-            await asyncio.sleep(CLAIM_GAP_S)
-
-    async def _round(self) -> None:
-        """Refill or give back the ENIs whose work here has ended, then claim more while there is room."""
-        if self._stopping:
-            return
-        idle = [t for t in self.leases.held.values() if not t.keys]
-        if idle:
-            await self._fill(idle)
-        if self._aborted():
-            return
-        room = self._capacity() - len(self.leases.held)
-        if room > 0:
-            claimed = await self.leases.claim(room)
-            if claimed:
-                await self._fill(claimed)
-
     def _aborted(self) -> bool:
         return self._batch is not None and self._batch.aborted is not None
-
-    async def _fill(self, tenures: list[Tenure]) -> None:
-        """Feed the unfinished releases of the tenures' ENIs that are not already here (marked running in one
-        statement, fenced by this owner's leases); give back those that end up with nothing to do."""
-        for start in range(0, len(tenures), FILL_BATCH):
-            await self._fill_some(tenures[start : start + FILL_BATCH])
-
-    async def _fill_some(self, tenures: list[Tenure]) -> None:
-        by_eni = {t.eni_id: t for t in tenures}
-        waiting = [] if self._aborted() else await self.registry.unfinished(eni_ids=list(by_eni))
-        waiting = [r for r in waiting if r.item_key not in self._work]
-        plans: dict[int, Resumed] = {}
-        if waiting:
-            wanted = {r.item_key for r in waiting}
-            async for found in self.journal.unfinished(eni_ids={r.eni_id for r in waiting}):
-                if found.item.key in wanted:
-                    plans[found.item.key] = found
-        fed: list[tuple[Release, Tenure, Item | Resumed]] = []
-        for release in waiting:
-            tenure = by_eni[release.eni_id]
-            resumed = plans.get(release.item_key)
-            if resumed is None:
-                if not await self._settled_in_journal(release, tenure):
-                    fed.append((release, tenure, release.item))
-                continue
-            if tenure.lease.adopted_from is not None and (resumed.plan.tasks or resumed.plan.in_doubt):
-                self.leases.counts.adopted_releases += 1
-            fed.append((release, tenure, resumed))
-        if fed:
-            await self.registry.started_many([r.id for r, _, _ in fed], owner=self.leases.owner)
-        for release, tenure, entry in fed:
-            self._feed(release, tenure, entry)
-        live = {w.tenure.eni_id for w in self._work.values()}
-        # An ENI whose release is still here under an earlier, lost tenure waits for that to leave.
-        await self.leases.give_back([t for t in tenures if not t.keys and t.eni_id not in live])
-
-    async def _settled_in_journal(self, release: Release, tenure: Tenure) -> bool:
-        """A release whose journal item finished (a replica died between the two commits): finished from
-        the journal's outcome, never run again."""
-        found = await self.journal.item(release.item_key)
-        if found is None or found[0] != "finished" or found[1] is None:
-            return False
-        outcome = found[1]
-        await self.registry.finish(release.id, outcome, lease=tenure.lease)
-        self._wake(release.id)
-        return True
-
-    def _feed(self, release: Release, tenure: Tenure, entry: Item | Resumed) -> None:
-        work = Work(release.id, release.item_key, tenure, entry)
-        self._work[work.key] = work
-        tenure.keys.add(work.key)
-        self._queue.put_nowait(work)
-
-    def _tenure_of(self, key: int) -> Tenure | None:
-        work = self._work.get(key)
-        return work.tenure if work is not None else None
-
-    def _dropped(self, key: int) -> None:
-        """The batch drops the item ``key``: its tenure was lost."""
-        work = self._work.get(key)
-        if work is not None:
-            self._leave(work)
-
-    def _leave(self, work: Work) -> None:
-        """``work`` is no longer this process's: its ENI may take new work (the claimer sees to it)."""
-        if self._work.get(work.key) is work:
-            del self._work[work.key]
-        work.tenure.keys.discard(work.key)
-        if not work.tenure.keys or work.tenure.lost:
-            self._wake_claimer.set()
-
-    async def _renewer(self) -> None:
-        while True:
-            await asyncio.sleep(self.leases.interval)
-            try:
-                if self.journal.shared:
-                    await self.journal.hold()
-                await self.leases.renew()
-            except JournalError:  # said once by the leases; the next interval tries again
-                pass
 
     # -- running ---------------------------------------------------------------------------------------------
 
     async def _source(self) -> AsyncIterator[Item | Resumed]:
         """The batch's input: the fed releases whose tenure still holds, in the order fed."""
         while not self._stopping:
-            work = await self._queue.get()
+            work = await self.holdings.queue.get()
             if work is None or self._stopping:
                 return
             if work.tenure.lost:
-                self._leave(work)
+                self.holdings.leave(work)
                 continue
             yield work.entry
 
@@ -456,7 +343,7 @@ class Engine:
 
     async def _finished(self, outcome: Outcome) -> None:
         key = outcome.key
-        work = self._work.get(key) if key is not None else None
+        work = self.holdings.work.get(key) if key is not None else None
         if key is None or work is None:
             log.warning("outcome for %s matches no release here; ignored", outcome.eni_id)
             return
@@ -481,7 +368,7 @@ class Engine:
         except LeaseLostError:  # its new owner finishes it from the journal
             pass
         finally:
-            self._leave(work)
+            self.holdings.leave(work)
 
     async def stop(self, grace: float) -> int:
         """Take no more work; in-flight items get ``grace`` seconds to learn their fate (the batch's own
@@ -489,7 +376,7 @@ class Engine:
         how many releases stay unfinished in the journal (for other replicas, or the next start)."""
         self.accepting = False
         self._stopping = True
-        self._queue.put_nowait(None)  # a worker waiting for the next release gets none
+        self.holdings.queue.put_nowait(None)  # a worker waiting for the next release gets none
         for event in self._waiters.values():  # long polls answer now, with the state as it stands
             event.set()
         runner = self._runner
