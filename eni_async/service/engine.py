@@ -3,8 +3,8 @@
 One ``Batch`` (``EniClient.unassign_many``) runs for the life of the service, fed from a queue: it gives
 bounded concurrency, one task per ENI at a time, the reconciling release path and the journal, exactly as
 ``batch`` and ``resume`` use them. The engine adds the release registry and the leases (D27) that let any
-number of replicas share one journal: it (its ``Holdings``) claims the ENIs whose releases wait longest (as many as the batch
-keeps busy, twice over), feeds their unfinished releases exactly as ``resume`` does (submitted tasks
+number of replicas share one journal: its ``Holdings`` claim the ENIs whose releases wait longest (as many
+as the batch keeps busy, twice over), feed their unfinished releases exactly as ``resume`` does (submitted tasks
 polled, never resubmitted; a chunk caught mid-submit reconciled against the ENI first; pending IPs run),
 gives an ENI back once its releases end and no new one waits, and renews what it holds. An ENI whose lease
 expired (its replica died or lost the journal) is claimed like a free one: that is the adoption. Every
