@@ -4,9 +4,9 @@ One ``Batch`` (``EniClient.unassign_many``) runs for the life of the service, fe
 bounded concurrency, one task per ENI at a time, the reconciling release path and the journal, exactly as
 ``batch`` and ``resume`` use them. The engine adds the release registry and the leases (D27) that let any
 number of replicas share one journal: its ``Holdings`` claim the ENIs whose releases wait longest (as many
-as the batch keeps busy, twice over), feed their unfinished releases exactly as ``resume`` does (submitted tasks
+as the batch keeps busy, twice over) and feed their unfinished releases as ``resume`` does (submitted tasks
 polled, never resubmitted; a chunk caught mid-submit reconciled against the ENI first; pending IPs run),
-gives an ENI back once its releases end and no new one waits, and renews what it holds. An ENI whose lease
+give an ENI back once its releases end and no new one waits, and renew what they hold. An ENI whose lease
 expired (its replica died or lost the journal) is claimed like a free one: that is the adoption. Every
 write of leased work is fenced (``FencedRecorder``); a replica that lost a lease drops that work without a
 write. Each journal item carries its journal key (``Item.key``), which the batch copies into the item's
