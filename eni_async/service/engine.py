@@ -189,7 +189,7 @@ class Engine:
         if created:
             read_at, count = self._count
             self._count = (read_at, count + len(releases))
-            self.holdings.wake.set()
+            self.holdings.new_work()
         return releases, created
 
     def _journal_answers(self) -> None:
@@ -253,11 +253,11 @@ class Engine:
         if channel == RELEASE_CHANNEL:
             self._wake(payload)
         elif channel == WORK_CHANNEL:
-            self.holdings.wake.set()
+            self.holdings.new_work()
         elif channel == CONNECTED:  # notifications may have been missed meanwhile: every waiter reads again
             for release_id in list(self._waiters):
                 self._wake(release_id)
-            self.holdings.wake.set()
+            self.holdings.new_work()
 
     async def _sweeper(self) -> None:
         """Every ``WAIT_SWEEP_S``: wake the waiters of releases that ended (a missed notification)."""

@@ -8,18 +8,21 @@ finished from the journal instead. Once an ENI's work here has ended, the claime
 releases that arrived meanwhile or gives it back (in one statement for all). An ENI whose release is still
 in the batch under an earlier, lost tenure waits until that leaves (dropped at its next write or submit).
 The renewer renews every tenure each third of ``lease_s`` and, on a shared journal, makes sure the writer's
-lock is still held. Work is woken, not polled: new releases, an ENI done or a notification set ``wake``,
-and the claimer also looks every ``CLAIM_TICK_S`` (expired leases are found so). Nothing here talks to Tencent.
+lock is still held. Work is woken, not polled: new releases (``new_work``, here or notified from another
+replica) or an ENI done wake the claimer; it claims only when that may find something (new releases, a last
+claim that was full, or ``CLAIM_TICK_S`` since the last: expired leases are found so). Nothing here talks to Tencent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from eni_async.journal import Journal, JournalError, Resumed
+from eni_async.journal.connector import IN_LIST
 from eni_async.outcomes import Item
 from eni_async.service.leases import Leases, Tenure
 from eni_async.service.registry import Registry, Release
@@ -65,9 +68,18 @@ class Holdings:
         self.queue: asyncio.Queue[Work | None] = asyncio.Queue()
         self.work: dict[int, Work] = {}
         self.wake = asyncio.Event()
+        # Whether a claim may find work: new releases were heard of, the last claim was full, or it was
+        # CLAIM_TICK_S ago (an ENI done here only needs its own refill, not a claim).
+        self._worth_claiming = True
+        self._claimed_at = -CLAIM_TICK_S
 
     def __repr__(self) -> str:
         return f"Holdings(enis={len(self.leases.held)}, releases={len(self.work)})"
+
+    def new_work(self) -> None:
+        """Releases were created (here or, as a notification says, elsewhere): worth a claim."""
+        self._worth_claiming = True
+        self.wake.set()
 
     async def claimer(self) -> None:
         while not self.stopping():
@@ -75,6 +87,8 @@ class Holdings:
                 async with asyncio.timeout(CLAIM_TICK_S):
                     await self.wake.wait()
             self.wake.clear()
+            if time.monotonic() - self._claimed_at >= CLAIM_TICK_S:  # leases may have expired meanwhile
+                self._worth_claiming = True
             try:
                 await self.round()
             except JournalError:  # said once by the leases; the tick tries again
@@ -91,8 +105,14 @@ class Holdings:
         if self.aborted():
             return
         room = self.capacity() - len(self.leases.held)
-        if room > 0:
-            claimed = await self.leases.claim(room)
+        if room > 0 and self._worth_claiming:
+            self._worth_claiming, self._claimed_at = False, time.monotonic()
+            try:
+                claimed = await self.leases.claim(room)
+            except JournalError:
+                self._worth_claiming = True
+                raise
+            self._worth_claiming = len(claimed) == min(room, IN_LIST)  # a full claim: more may wait
             if claimed:
                 await self._fill(claimed)
 
