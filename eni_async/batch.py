@@ -19,6 +19,11 @@ once. An item stopped part-way gets an honest outcome (``Outcome.interrupt``): I
 was not observed are ``unknown``, never ``not_released``; an item with nothing submitted is
 ``not_attempted``. Such outcomes, and finished outcomes not yet yielded, are in ``unconfirmed``; a journal
 records none of the interrupted ones as finished, so ``resume`` polls their tasks.
+
+Work another process took over (the service's replicas, D27): a ``guard`` asked before every submit, or a
+journal write refused by its lease's fence, raises ``LeaseLostError``; the item is then dropped where it
+stands (neither yielded nor journalled: its new owner reports it), counted in ``BatchStats.dropped``, and the
+worker goes on with the next item.
 """
 
 from __future__ import annotations
@@ -33,9 +38,9 @@ from dataclasses import dataclass, field
 
 from eni_async import validation
 from eni_async.errors import InputError, error_info
-from eni_async.journal import Journal, JournalRecorder, Resumed
+from eni_async.journal import Journal, JournalRecorder, LeaseLostError, Resumed
 from eni_async.outcomes import NOT_ATTEMPTED, SUCCEEDED, InvalidItem, Item, Outcome, as_item
-from eni_async.release import Releaser
+from eni_async.release import Recorder, Releaser
 
 __all__ = ["Batch", "BatchStats"]
 
@@ -53,6 +58,7 @@ class BatchStats:
     in_flight: int = 0
     done: int = 0
     failed: int = 0
+    dropped: int = 0  # taken over by another process (its lease moved)
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -77,6 +83,8 @@ class Batch:
         target: Callable[[], int] | None = None,
         preflight: bool = False,
         journal: Journal | None = None,
+        recorder: Recorder | None = None,
+        guard: Callable[[Item], None] | None = None,
     ) -> None:
         if concurrency < 1:
             raise InputError("concurrency", concurrency, "must be at least 1")
@@ -89,7 +97,9 @@ class Batch:
         self.aborted: BaseException | None = None
         self._source = _aiter(items)
         self.journal = journal
-        self._recorder = JournalRecorder(journal) if journal is not None else None
+        # ``recorder``: one that fences the journal's writes (the service's); else the journal's own.
+        self._recorder = recorder or (JournalRecorder(journal) if journal is not None else None)
+        self._guard = guard
         self._pull_lock = asyncio.Lock()
         self._eni_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._results: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=min(concurrency, 1024))
@@ -269,11 +279,18 @@ class Batch:
                     plain = entry.item if isinstance(entry, Resumed) else entry
                     await self._emit(_not_attempted(plain, self.aborted, outcome), key)
                     continue
-                await self._process(entry, outcome)
-                if outcome.interrupted:  # the gate closed: in ``unconfirmed``, never journalled as finished
-                    self._final.add(id(outcome))
-                    return
-                await self._emit(outcome, key)
+                try:
+                    await self._process(entry, outcome)
+                    if (
+                        outcome.interrupted
+                    ):  # the gate closed: in ``unconfirmed``, never journalled as finished
+                        self._final.add(id(outcome))
+                        return
+                    await self._emit(outcome, key)
+                except LeaseLostError:  # another process owns the item's work now: it reports the item
+                    self._open.pop(id(outcome), None)
+                    self._final.discard(id(outcome))
+                    self.stats.dropped += 1
         finally:
             self._live -= 1  # in the same step as the decision to end, so the next worker sees it
 
@@ -302,7 +319,7 @@ class Batch:
                         plan=plan,
                         recorder=self._recorder,
                         look=True if self.preflight else None,
-                        gate=lambda: self._stopping,
+                        gate=self._gate(item),
                     )
                 finally:
                     self.stats.in_flight -= 1
@@ -314,6 +331,17 @@ class Batch:
                 log.error("authentication failed, stopping the batch: %s", outcome.credentials_error)
                 self.aborted = outcome.credentials_error
             self._cut.add(id(outcome))  # pending in a journal: resume polls its tasks and does the rest
+
+    def _gate(self, item: Item) -> Callable[[], bool]:
+        """Asked before every submit of ``item``: closed once stopping; the guard raises when the item's
+        work moved to another process."""
+
+        def gate() -> bool:
+            if self._guard is not None:
+                self._guard(item)
+            return self._stopping
+
+        return gate
 
     def _lock_for(self, eni: str) -> asyncio.Lock:
         lock, users = self._eni_locks.get(eni, (asyncio.Lock(), 0))

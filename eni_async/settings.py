@@ -142,6 +142,7 @@ class Settings:
     service_tls_cert: str = ""
     service_tls_key: str = ""
     service_metrics_tokens_file: str = ""
+    lease_s: float = 10.0
     grace: float = 5.0
     shared_quota: str = ""
     quota_key: str = ""
@@ -176,6 +177,9 @@ class Settings:
 REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 # More ENIs at once than this only queues on the rate budgets while holding memory.
 MAX_CONCURRENCY = 10_000
+# A serve replica's lease on its work (renewed every third of it): shorter renews too often to survive a
+# database failover, longer leaves a dead replica's work waiting too long.
+LEASE_RANGE = (0.5, 300.0)
 
 
 # Settings that hold a URL, which may carry a password: masked wherever settings are shown.
@@ -302,7 +306,8 @@ def _check(s: Settings) -> None:
 
 
 def _check_service(s: Settings) -> None:
-    """The ``serve`` settings: sizes and counts of at least 1, finite positive timeouts, no TLS key alone."""
+    """The ``serve`` settings: sizes and counts of at least 1, finite positive timeouts, no TLS key alone, a
+    lease of a sensible length."""
     for name in ("service_max_body", "service_max_unfinished", "service_max_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(name, getattr(s, name), "must be at least 1")
@@ -311,6 +316,9 @@ def _check_service(s: Settings) -> None:
             raise ConfigError(name, getattr(s, name), "must be a finite number of seconds above 0")
     if s.service_tls_key and not s.service_tls_cert:
         raise ConfigError("service_tls_key", s.service_tls_key, "needs service_tls_cert (the certificate)")
+    low, high = LEASE_RANGE
+    if isinstance(s.lease_s, bool) or not isinstance(s.lease_s, int | float) or not low <= s.lease_s <= high:
+        raise ConfigError("lease_s", s.lease_s, f"must be between {low:g} and {high:g} seconds")
 
 
 def from_mapping(

@@ -119,7 +119,8 @@ async def test_a_format_1_journal_is_upgraded_and_resumes_with_its_work(tmp_path
     async with SqliteJournal(path) as journal:
         assert journal.connector.version == FORMAT
         (resumed,) = [r async for r in journal.unfinished()]
-        assert (await journal.claim("a", lease_s=60, limit=5))[0].eni_id == "eni-00000001"
+        async with journal.connector.reading() as tx:  # a lease row for every ENI the journal held
+            assert await tx.run("SELECT eni_id, owner FROM leases") == [("eni-00000001", None)]
     assert resumed.plan.tasks == [("7", None, ("10.0.0.2",))]
     assert resumed.plan.in_doubt == ("10.0.0.3",)
     assert resumed.plan.outcome.sent == {"10.0.0.2"}

@@ -23,9 +23,11 @@ from eni_async.journal import (
     Journal,
     JournalError,
     LeaseLostError,
+    Release,
     is_postgres,
     open_journal,
 )
+from eni_async.journal.seam import CONNECTED, RELEASE_CHANNEL, WORK_CHANNEL
 from eni_async.journal.sql import SqlJournal, Tx
 from eni_async.outcomes import InvalidItem, Item, Outcome
 
@@ -317,60 +319,113 @@ async def test_heartbeat_writes(journal_url: str) -> None:
 # -- leases (D27) ------------------------------------------------------------------------------------------
 
 
+def request(eni: int, ip: str = "10.0.0.9") -> tuple[str, str, tuple[str, ...]]:
+    return (VPC, f"eni-{eni:08d}", (ip,))
+
+
+async def releases_on(journal: Journal, *enis: int, prefix: str = "rel") -> list[Release]:
+    """One pending release per ENI number given, in that order (the first the oldest)."""
+    made: list[Release] = []
+    for n, eni in enumerate(enis):
+        ids = [f"{prefix}-{n}"]
+        made += (await journal.releases.create([request(eni, f"10.0.0.{n + 2}")], ids, now=n))[0]
+    return made
+
+
 async def test_claims_lease_each_eni_to_one_owner(journal_url: str) -> None:
-    """Claims hand out ENIs with unfinished work to one owner each, all items of an ENI under one lease."""
+    """Claims hand out ENIs with unfinished releases, oldest first, to one owner each; finished ones stay."""
     async with opened(journal_url) as journal:
-        await journal.load([*items(3), Item(VPC, "eni-00000000", ("10.0.0.9",), line=9)])
-        await journal.finished(3, Outcome(VPC, "eni-00000002", IPS, status="succeeded"))
+        made = await releases_on(journal, 1, 0, 2, 1)
+        await journal.releases.finish(made[2].id, "succeeded", {}, now=9.0)
         mine = await journal.claim("a", lease_s=60, limit=1)
         theirs = await journal.claim("b", lease_s=60, limit=10)
-        assert [(x.eni_id, x.owner, x.epoch) for x in mine] == [("eni-00000000", "a", 1)]
-        assert [(x.eni_id, x.owner) for x in theirs] == [("eni-00000001", "b")], (
-            "finished ENIs are not claimed"
+        assert [(x.eni_id, x.owner, x.epoch, x.adopted_from) for x in mine] == [
+            ("eni-00000001", "a", 1, None)
+        ]
+        assert [(x.eni_id, x.owner) for x in theirs] == [("eni-00000000", "b")], (
+            "ENIs whose releases are finished are not claimed"
         )
         assert await journal.claim("c", lease_s=60, limit=10) == []
-        leased = [r.item.key async for r in journal.unfinished(eni_ids=["eni-00000000"])]
-        assert leased == [1, 4]
+        on_mine = await journal.releases.unfinished(eni_ids=["eni-00000001"])
+        assert [r.id for r in on_mine] == ["rel-0", "rel-3"]
 
 
 async def test_an_expired_lease_is_adopted_and_the_old_owner_is_fenced_off(journal_url: str) -> None:
     """After expiry another owner adopts with a higher epoch; the old owner can neither write nor renew."""
     async with opened(journal_url) as journal:
-        await journal.load(items(1))
+        (release,) = await releases_on(journal, 0)
+        key = release.item_key
         (old,) = await journal.claim("a", lease_s=0, limit=5)  # expires at once
         (new,) = await journal.claim("b", lease_s=60, limit=5)
-        assert (new.owner, new.epoch) == ("b", old.epoch + 1)
-        stale = Outcome(VPC, "eni-00000000", IPS)
+        assert (new.owner, new.epoch, new.adopted_from) == ("b", old.epoch + 1, "a")
+        stale = Outcome(VPC, "eni-00000000", release.ips)
         with pytest.raises(LeaseLostError):
-            await journal.submitting(1, IPS, stale, lease=old)
+            await journal.submitting(key, release.ips, stale, lease=old)
         with pytest.raises(LeaseLostError):
             await journal.renew(old, lease_s=60)
+        with pytest.raises(LeaseLostError):
+            await journal.releases.finish(release.id, "failed", {}, now=1.0, lease=old)
         assert (await journal.counts())["pending"] == 1, "the fenced write wrote nothing"
-        await journal.submitting(1, IPS, stale, lease=new)
+        assert (await journal.releases.get(release.id)) == release
+        await journal.submitting(key, release.ips, stale, lease=new)
         renewed = await journal.renew(new, lease_s=120)
         assert renewed.epoch == new.epoch
         assert renewed.expires_at > new.expires_at
         with pytest.raises(LeaseLostError):  # a lease covers its own ENI's items only
-            await journal.finished(1, stale, lease=type(new)("eni-other", "b", new.epoch, new.expires_at))
+            await journal.finished(key, stale, lease=type(new)("eni-other", "b", new.epoch, new.expires_at))
+
+
+async def test_nothing_is_sent_under_an_expired_lease_but_what_was_seen_is_kept(journal_url: str) -> None:
+    """A lease past its time, not yet taken by anyone: no new chunk may be recorded as about to be sent,
+    while the task an earlier send started is still recorded (its epoch is unchanged: nobody else wrote)."""
+    async with opened(journal_url) as journal:
+        (release,) = await releases_on(journal, 0)
+        (lease,) = await journal.claim("a", lease_s=0, limit=1)
+        outcome = Outcome(VPC, "eni-00000000", release.ips)
+        with pytest.raises(LeaseLostError):
+            await journal.submitting(release.item_key, release.ips, outcome, lease=lease)
+        await journal.submitted(release.item_key, "77", None, release.ips, outcome, lease=lease)
+        await journal.releases.started(release.id, now=2.0, lease=lease)
+        assert (await journal.counts())[SUBMITTED] == 1
+        assert (await journal.releases.get(release.id)).status == "running"  # type: ignore[union-attr]
+
+
+async def test_renewing_many_leases_keeps_those_held_and_leaves_out_the_lost(journal_url: str) -> None:
+    """One renewal extends every lease still held and answers without the ones another owner took; giving
+    them all back frees those still held and leaves the other owner's alone."""
+    async with opened(journal_url) as journal:
+        await releases_on(journal, 0, 1, 2)
+        held = await journal.claim("a", lease_s=0, limit=3)
+        (taken,) = await journal.claim("b", lease_s=60, limit=1)
+        renewed = await journal.renew_many(held, lease_s=60)
+        await journal.give_back_many(held)  # the lost one is left to its owner
+        again = await journal.claim("c", lease_s=60, limit=3)
+    assert [lease.eni_id for lease in renewed] == sorted({lease.eni_id for lease in held} - {taken.eni_id})
+    assert all(lease.owner == "a" and lease.expires_at > held[0].expires_at for lease in renewed)
+    assert [lease.eni_id for lease in again] == [lease.eni_id for lease in renewed]
 
 
 async def test_a_lease_given_back_is_claimable_at_once(journal_url: str) -> None:
     """Giving a lease back frees the ENI for the next claim; a lost lease given back changes nothing."""
     async with opened(journal_url) as journal:
-        await journal.load(items(1))
+        await releases_on(journal, 0)
         (lease,) = await journal.claim("a", lease_s=60, limit=1)
         await journal.give_back(lease)
         (again,) = await journal.claim("b", lease_s=60, limit=1)
         await journal.give_back(lease)  # a's lease is gone already: b keeps the ENI
         assert await journal.claim("c", lease_s=60, limit=1) == []
         assert again.epoch == lease.epoch + 1
+        assert again.adopted_from is None, "a lease given back is free, not adopted"
+        await journal.clear_leases()
+        (cleared,) = await journal.claim("d", lease_s=60, limit=1)
+        assert cleared.epoch == again.epoch + 1
 
 
 async def test_concurrent_claims_never_share_an_eni(journal_url: str) -> None:
     """Claims racing from two owners (two pools on PostgreSQL) take disjoint ENIs, every ENI once."""
     async with contextlib.AsyncExitStack() as stack:
         first = await stack.enter_async_context(opened(journal_url, exclusive=False))
-        await first.load(items(40))
+        await first.releases.create([request(i) for i in range(40)], [f"rel-{i}" for i in range(40)], now=1.0)
         second = first
         if is_postgres(journal_url):
             second = await stack.enter_async_context(opened(journal_url, exclusive=False))
@@ -381,15 +436,46 @@ async def test_concurrent_claims_never_share_an_eni(journal_url: str) -> None:
     assert len(taken) == len(set(taken)) == 40
 
 
-async def test_leases_of_submitted_and_submitting_items_are_claimable(journal_url: str) -> None:
-    """Work part-done is still work to claim: ENIs whose items were caught mid-submit or submitted."""
+async def test_releases_whose_items_are_under_way_are_claimable(journal_url: str) -> None:
+    """Work part-done is still work to claim: running releases whose items were caught mid-submit or submitted."""
     async with opened(journal_url) as journal:
-        await journal.load(items(2))
-        await journal.submitting(1, IPS, Outcome(VPC, "eni-00000000", IPS))
-        await journal.submitted(2, "9", None, IPS, Outcome(VPC, "eni-00000001", IPS))
-        assert (await journal.counts())[SUBMITTED] == 1
+        one, two = await releases_on(journal, 0, 1)
+        for release in (one, two):
+            await journal.releases.started(release.id, now=1.0)
+        await journal.submitting(one.item_key, one.ips, Outcome(VPC, one.eni_id, one.ips))
+        await journal.submitted(two.item_key, "9", None, two.ips, Outcome(VPC, two.eni_id, two.ips))
         claimed = await journal.claim("a", lease_s=60, limit=10)
+        statuses = await journal.releases.statuses([one.id, two.id, "rel-none"])
+        assert await journal.releases.unfinished_count() == 2
     assert [lease.eni_id for lease in claimed] == ["eni-00000000", "eni-00000001"]
+    assert statuses == {one.id: "running", two.id: "running"}
+
+
+async def test_notifications_tell_other_processes_of_new_work_and_ended_releases(journal_url: str) -> None:
+    """On PostgreSQL a listener hears a create (work) and a finish (the release id) made through another
+    pool, after it says it is connected; SQLite, written by one process only, has nothing to listen to."""
+    async with contextlib.AsyncExitStack() as stack:
+        writer = await stack.enter_async_context(opened(journal_url, exclusive=False))
+        heard: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        if not is_postgres(journal_url):
+            await asyncio.wait_for(writer.listen(lambda *note: heard.put_nowait(note)), 1)
+            assert heard.empty()
+            return
+        listener = await stack.enter_async_context(opened(journal_url, exclusive=False))
+        task = asyncio.create_task(listener.listen(lambda *note: heard.put_nowait(note)))
+        try:
+            assert await asyncio.wait_for(heard.get(), 10) == (CONNECTED, "")
+            (release,) = await releases_on(writer, 0)
+            assert await asyncio.wait_for(heard.get(), 10) == (WORK_CHANNEL, "")
+            await writer.releases.finish(release.id, "succeeded", {}, now=1.0)
+            await writer.releases.finish(release.id, "succeeded", {}, now=2.0)  # finished once: no news
+            await releases_on(writer, 1, prefix="later")
+            assert await asyncio.wait_for(heard.get(), 10) == (RELEASE_CHANNEL, release.id)
+            assert await asyncio.wait_for(heard.get(), 10) == (WORK_CHANNEL, "")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def test_a_release_that_cannot_be_recorded_leaves_no_item(journal_url: str) -> None:

@@ -82,9 +82,59 @@ async def test_a_format_1_journal_is_upgraded_in_place(postgres_database: str) -
     try:
         assert isinstance(journal, SqlJournal)
         assert journal.connector.version == 2
-        assert [lease.eni_id for lease in await journal.claim("a", lease_s=60, limit=5)] == ["eni-1"]
+        async with journal.connector.reading() as tx:  # a lease row for every ENI the journal held
+            assert await tx.run("SELECT eni_id, owner FROM leases") == [("eni-1", None)]
     finally:
         await journal.close()
+
+
+async def test_replicas_share_a_journal_that_a_batch_has_to_itself(postgres_url: str) -> None:
+    """Journals opened for replicas (not exclusive) share the writer's lock; a batch's exclusive open is
+    refused while they hold it, and theirs while a batch holds it, each in one line."""
+    first = await open_journal(postgres_url, exclusive=False)
+    second = await open_journal(postgres_url, exclusive=False)
+    try:
+        with pytest.raises(JournalError) as caught:
+            await open_journal(postgres_url)
+        assert "in use by another eni-async process" in str(caught.value)
+    finally:
+        await first.close()
+        await second.close()
+    batch = await open_journal(postgres_url)
+    try:
+        with pytest.raises(JournalError) as refused:
+            await open_journal(postgres_url, exclusive=False)
+        assert "in use by another eni-async process" in str(refused.value)
+    finally:
+        await batch.close()
+
+
+async def test_hold_takes_the_lock_again_after_its_connection_died(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    """A replica whose lock connection died (as in a database restart) holds the lock again on ``hold``,
+    and says in one line when a batch took the journal meanwhile."""
+    replica = await open_journal(postgres_url, exclusive=False)
+    try:
+        assert isinstance(replica, SqlJournal)
+        writer = replica.connector._writer  # type: ignore[attr-defined]
+        postgres_server.sql(f"SELECT pg_terminate_backend({writer.info.backend_pid})")
+        for _ in range(100):  # the lock goes with the connection, once the server has ended it
+            try:
+                batch = await open_journal(postgres_url)
+                break
+            except JournalError:
+                await asyncio.sleep(0.05)
+        with pytest.raises(JournalError) as caught:
+            await replica.hold()
+        assert "in use by another eni-async process" in str(caught.value)
+        await batch.close()
+        await replica.hold()
+        with pytest.raises(JournalError):
+            await open_journal(postgres_url)
+        await replica.hold()  # still held: nothing to do
+    finally:
+        await replica.close()
 
 
 async def _fill(journal: SqlJournal) -> None:

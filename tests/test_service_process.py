@@ -123,6 +123,9 @@ async def test_sigkill_with_200_in_flight_then_restart_agrees_with_the_simulator
     ) as served:
         journal, log = tmp_path / "service.db", tmp_path / "serve.log"
         enis = served.sim.ground_truth()["enis"]
+        # 150 ENIs at once, so that the kill below surely lands with releases not yet submitted (at 1,000
+        # submits a second all 200 could be sent before the test sees the first 60).
+        served.env["ENI_ASYNC_CONCURRENCY"] = "150"
         async with aiohttp.ClientSession() as http:
             async with serve_process(served, journal, log) as (proc, endpoint):
 

@@ -90,8 +90,9 @@ def _password(url: str) -> str | None:
 async def open_journal(url: str | Path, *, read_only: bool = False, exclusive: bool = True) -> Journal:
     """Open (creating or upgrading when writing) the journal ``url`` names; ``read_only`` reads without
     taking the writer's lock (``status`` on a journal in use). ``exclusive=False`` writes a PostgreSQL
-    journal without the one-writer lock, for processes that share it by leases (D27; SQLite always has one
-    writer). Raises ``JournalError``."""
+    journal under the writer's lock shared (``serve`` replicas, which divide the work by leases, D27; a
+    ``batch`` holds it exclusively, so the two exclude each other; SQLite always has one writer). Raises
+    ``JournalError``."""
     if is_postgres(url):
         from eni_async.journal.postgres import PostgresConnector, PostgresJournal
 

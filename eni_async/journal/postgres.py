@@ -8,14 +8,20 @@ is one short transaction on a connection borrowed from the pool and given back a
 
 The schema is the project's own (``migrations``): created in one transaction on first use and brought
 forward when older, under a transaction-level advisory lock so that processes starting together do not
-race; a newer format or a database holding other tables named like ours is refused in one line. Until
-leases are used (D27), one process writes a journal at a time, as with SQLite: a session-level advisory lock
-held on a connection of its own, which the server drops when the process dies. Every driver failure becomes
-a one-line ``JournalError``; the URL's password never appears in one (nor in a log or a repr).
+race; a newer format or a database holding other tables named like ours is refused in one line. A writer
+holds a session-level advisory lock on a connection of its own (the server drops it when the process dies):
+exclusive for ``batch`` and ``resume`` (one writer, as with SQLite), shared for ``serve`` replicas, which
+divide the work by leases (D27): replicas exclude a batch and a batch excludes replicas. ``hold`` takes it
+again after the database restarted (a restart drops every lock silently). Replicas hear of each other's
+work by LISTEN/NOTIFY on a connection of its own that reconnects by itself (``listen``). Every driver
+failure becomes a one-line ``JournalError``; the URL's password never appears in one (nor in a log or a
+repr); a failure that says the server cannot be reached also has the pool check its idle connections, so
+that connections dead since a restart are replaced rather than handed out one failure at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -23,8 +29,15 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from eni_async.journal import migrations
-from eni_async.journal.seam import JournalError
-from eni_async.journal.sql import Row, SqlJournal
+from eni_async.journal.seam import (
+    CONNECTED,
+    DISCONNECTED,
+    RELEASE_CHANNEL,
+    WORK_CHANNEL,
+    Deliver,
+    JournalError,
+)
+from eni_async.journal.sql import Row, SqlJournal, Tx
 
 if TYPE_CHECKING:
     import psycopg
@@ -39,6 +52,13 @@ WRITER_KEY = 0x656E6961  # "enia"
 MIGRATE_KEY = 0x656E696D  # "enim"
 POOL_SIZE = 10
 CONNECT_TIMEOUT_S = 10
+# How long a step waits for a pooled connection: steps are short, so a longer wait means the server is
+# gone (the caller hears so, and the service's writes try again), not that the pool is busy.
+POOL_WAIT_S = 5.0
+# The listening connection: how long it waits for a notification before it checks that the server is still
+# there (a silent network partition never closes a socket), and its reconnection backoff.
+LISTEN_CHECK_S = 5.0
+LISTEN_BACKOFF_S = (0.2, 5.0)
 INSTALL_HINT = (
     "PostgreSQL journals need psycopg: pip install 'eni-async[postgresql]' (from a clone: '.[postgresql]')"
 )
@@ -99,8 +119,8 @@ class PostgresConnector:
 
     markers: ClassVar[dict[str, str]] = {
         "now": _NOW,
-        "skip_locked": "FOR UPDATE SKIP LOCKED",
-        "for_share": "FOR SHARE",
+        "skip_locked": "FOR UPDATE OF l SKIP LOCKED",
+        "for_share": "FOR SHARE OF l",
     }
 
     def __init__(
@@ -108,12 +128,15 @@ class PostgresConnector:
     ) -> None:
         self.url = url
         self.exclusive = exclusive and not read_only
+        self.shared = not exclusive and not read_only
         self.where = where
         self.read_only = read_only
         self.version = 0
         self._secret = secret
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._writer: psycopg.AsyncConnection[Any] | None = None
+        self._checking: asyncio.Task[None] | None = None
+        self._name = f"eni-async pid {os.getpid()}"
 
     def __repr__(self) -> str:
         return f"PostgresConnector({self.where!r})"
@@ -135,25 +158,21 @@ class PostgresConnector:
         """Connect, take the writer's lock (unless reading only), check and migrate the schema, start the
         pool. Raises ``JournalError``."""
         try:
-            import psycopg
+            import psycopg  # noqa: F401 - installed with the pool: the same extra
             from psycopg_pool import AsyncConnectionPool
         except ImportError:
             raise JournalError(self.where, INSTALL_HINT) from None
-        name = f"eni-async pid {os.getpid()}"
-        kwargs: dict[str, Any] = {"autocommit": True, "application_name": name}
-        with self._guard():
-            first = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, application_name=name, connect_timeout=int(CONNECT_TIMEOUT_S)
-            )
+        kwargs: dict[str, Any] = {"autocommit": True, "application_name": self._name}
+        first = await self._connect()
         try:
-            if self.exclusive:
+            if self.exclusive or self.shared:
                 await self._take_lock(first)
             await self._check_format(first)
         except BaseException:
             with contextlib.suppress(Exception):
                 await first.close()
             raise
-        if self.exclusive:
+        if self.exclusive or self.shared:
             self._writer = first  # holds the lock for the journal's life
         else:
             await first.close()
@@ -163,7 +182,7 @@ class PostgresConnector:
             max_size=POOL_SIZE,
             kwargs=kwargs,
             open=False,
-            timeout=CONNECT_TIMEOUT_S * 3,
+            timeout=POOL_WAIT_S,
             name="eni-async journal",
         )
         try:
@@ -176,22 +195,61 @@ class PostgresConnector:
             raise
         self._pool = pool
 
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        import psycopg
+
+        with self._guard():
+            return await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, application_name=self._name, connect_timeout=int(CONNECT_TIMEOUT_S)
+            )
+
     async def close(self) -> None:
         """Close the pool, then the writer's connection (which drops its lock)."""
+        if self._checking is not None:
+            self._checking.cancel()
         pool, self._pool = self._pool, None
         if pool is not None:
             with contextlib.suppress(Exception):
                 await pool.close()
         writer, self._writer = self._writer, None
         if writer is not None:
+            unlock = "pg_advisory_unlock" if self.exclusive else "pg_advisory_unlock_shared"
             with contextlib.suppress(Exception):  # at once: the server may see the close only later
-                await writer.execute("SELECT pg_advisory_unlock(%s)", (WRITER_KEY,))
+                await writer.execute(f"SELECT {unlock}(%s)", (WRITER_KEY,))
             with contextlib.suppress(Exception):
                 await writer.close()
 
+    async def hold(self) -> None:
+        """Make sure the writer's lock is still held: after the database restarted (the lock went with the
+        old connection), connect and take it again. Raises ``JournalError`` (another process took it)."""
+        writer = self._writer
+        if writer is None:
+            return
+        if not writer.closed:
+            try:
+                with self._guard():
+                    await writer.execute("SELECT 1")
+                return
+            except JournalError:
+                pass
+        with contextlib.suppress(Exception):
+            await writer.close()
+        conn = await self._connect()
+        try:
+            await self._take_lock(conn)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
+        self._writer = conn
+        log.warning(
+            "journal %s: the writer's lock was lost (the database restarted?) and is held again", self.where
+        )
+
     async def _take_lock(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        take = "pg_try_advisory_lock" if self.exclusive else "pg_try_advisory_lock_shared"
         with self._guard():
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_KEY,))
+            cursor = await conn.execute(f"SELECT {take}(%s)", (WRITER_KEY,))
             row = await cursor.fetchone()
             if row is not None and row[0]:
                 return
@@ -252,18 +310,77 @@ class PostgresConnector:
     async def transaction(self) -> AsyncIterator[_Tx]:
         """One short write transaction on a pooled connection."""
         assert self._pool is not None, "open() the connector first"
-        with self._guard():
-            async with self._pool.connection() as conn, conn.transaction():
-                yield _Tx(conn)
+        try:
+            with self._guard():
+                async with self._pool.connection() as conn, conn.transaction():
+                    yield _Tx(conn)
+        except JournalError:
+            self._check_pool()
+            raise
 
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[_Tx]:
         """One consistent read: a read-only transaction on a pooled connection."""
+        import psycopg
+
         assert self._pool is not None, "open() the connector first"
-        with self._guard():
-            async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute("SET TRANSACTION READ ONLY")
-                yield _Tx(conn)
+        try:
+            with self._guard():
+                async with self._pool.connection() as conn:
+                    await conn.set_read_only(True)  # BEGIN READ ONLY: no round trip of its own
+                    try:
+                        async with conn.transaction():
+                            yield _Tx(conn)
+                    finally:
+                        with contextlib.suppress(psycopg.Error):  # a broken connection leaves the pool
+                            await conn.set_read_only(None)
+        except JournalError:
+            self._check_pool()
+            raise
+
+    def _check_pool(self) -> None:
+        """After a failure, have the pool drop idle connections that died with the server (once at a time)."""
+        pool = self._pool
+        if pool is not None and (self._checking is None or self._checking.done()):
+            self._checking = asyncio.get_running_loop().create_task(self._check(pool))
+
+    async def _check(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]) -> None:
+        with contextlib.suppress(Exception):
+            await pool.check()
+
+    async def notify(self, tx: Tx, channel: str, payload: str) -> None:
+        """``pg_notify`` in ``tx``: delivered to every listener when ``tx`` commits, never before."""
+        await tx.run("SELECT pg_notify(?, ?)", (channel, payload))
+
+    async def listen(self, deliver: Deliver) -> None:
+        """LISTEN on both channels on a connection of its own, for ever: reconnects with backoff, checks the
+        server every ``LISTEN_CHECK_S`` seconds while nothing arrives, and says so through ``deliver``."""
+        import psycopg
+
+        delay, longest = LISTEN_BACKOFF_S
+        while True:
+            try:
+                conn = await self._connect()
+            except JournalError as exc:
+                log.debug("journal %s: cannot listen yet: %s", self.where, exc.reason)
+                await asyncio.sleep(delay)
+                delay = min(longest, delay * 2)
+                continue
+            try:
+                async with conn:
+                    for channel in (WORK_CHANNEL, RELEASE_CHANNEL):
+                        await conn.execute(f"LISTEN {channel}")
+                    deliver(CONNECTED, "")
+                    delay = LISTEN_BACKOFF_S[0]
+                    while True:
+                        async for note in conn.notifies(timeout=LISTEN_CHECK_S):
+                            deliver(note.channel, note.payload)
+                        await conn.execute("SELECT 1")
+            except (psycopg.Error, OSError) as exc:
+                reason = explain(exc, self._secret)
+                log.warning("journal %s: listening connection lost: %s", self.where, reason)
+                deliver(DISCONNECTED, reason)
+            await asyncio.sleep(delay)
 
 
 class PostgresJournal(SqlJournal):

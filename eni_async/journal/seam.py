@@ -8,15 +8,19 @@ codec between stored rows and ``Outcome`` values: a row that cannot be read back
 journal) is a one-line ``JournalError`` naming the item and the column, never a ``KeyError``. Nothing here
 does I/O.
 
-Leases (D27): work on one ENI is claimed by one owner with a lease ``(owner, epoch, expires_at)``; an expired
-lease may be claimed by another owner, which bumps the epoch. Every write of leased work names its lease and
-fails with ``LeaseLostError`` (writing nothing) once the lease has moved: the fence.
+Leases (D27): the service's work on one ENI (its unfinished releases) is claimed by one owner with a lease
+``(owner, epoch, expires_at)``; an expired lease may be claimed by another owner, which bumps the epoch (an
+adoption). Every write of leased work names its lease and fails with ``LeaseLostError`` (writing nothing) once
+the lease has moved: the fence. A chunk is recorded as about to be sent only under a lease that has not
+expired, so that nothing new is sent for an ENI another owner may be adopting. Processes sharing a journal
+hear of each other's work through two notification channels (``WORK_CHANNEL``: releases were created;
+``RELEASE_CHANNEL``: a release ended, its id as payload), which a journal only one process writes never sends.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -30,6 +34,11 @@ STATES = (PENDING, SUBMITTING, SUBMITTED, FINISHED)
 RUNNING, FAILED = "running", "failed"
 RELEASE_UNFINISHED = (PENDING, RUNNING)
 RELEASE_STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED)
+# Notification channels between processes sharing a journal (PostgreSQL's LISTEN/NOTIFY).
+WORK_CHANNEL, RELEASE_CHANNEL = "eni_async_work", "eni_async_release"
+# What ``listen`` delivers besides notifications: the listening connection (re)opened, or was lost.
+CONNECTED, DISCONNECTED = "connected", "disconnected"
+Deliver = Callable[[str, str], None]  # (channel, payload)
 
 
 class JournalError(Exception):
@@ -60,12 +69,14 @@ class IdempotencyConflictError(Exception):
 @dataclass(frozen=True)
 class Lease:
     """One owner's claim on an ENI's work until ``expires_at`` (seconds since the epoch, the database's
-    clock); ``epoch`` grows with every claim, so an older holder's writes can be told apart and refused."""
+    clock); ``epoch`` grows with every claim, so an older holder's writes can be told apart and refused.
+    ``adopted_from`` is the owner whose expired lease this claim took over (``None``: the ENI was free)."""
 
     eni_id: str
     owner: str
     epoch: int
     expires_at: float
+    adopted_from: str | None = None
 
 
 @dataclass
@@ -169,17 +180,38 @@ class Releases(Protocol):
 
     async def by_item(self, item_key: int) -> Release | None: ...
 
-    async def started(self, release_id: str, *, now: float) -> None: ...
+    async def started(self, release_id: str, *, now: float, lease: Lease | None = None) -> None:
+        """The release is running (fenced by ``lease``, like every write of leased work)."""
+        ...
 
-    async def requeue(self, release_id: str) -> None: ...
+    async def started_many(self, release_ids: Collection[str], *, now: float, owner: str) -> None:
+        """Releases taken up by ``owner`` are running: those on ENIs it holds a lease on (the fence), in one
+        transaction."""
+        ...
 
-    async def finish(self, release_id: str, status: str, outcome: dict[str, Any], *, now: float) -> None: ...
+    async def requeue(self, release_id: str, *, lease: Lease | None = None) -> None: ...
+
+    async def finish(
+        self, release_id: str, status: str, outcome: dict[str, Any], *, now: float, lease: Lease | None = None
+    ) -> None:
+        """Record the final status and outcome (once: a finished release is left as it is)."""
+        ...
 
     async def page(
         self, *, status: str | None = None, limit: int = 100, before: int | None = None
     ) -> tuple[list[Release], int | None]: ...
 
-    async def unfinished(self) -> list[Release]: ...
+    async def unfinished(self, *, eni_ids: Collection[str] | None = None) -> list[Release]:
+        """Every release not finished (of ``eni_ids`` only, when given), oldest first."""
+        ...
+
+    async def statuses(self, release_ids: Collection[str]) -> dict[str, str]:
+        """The status of each of ``release_ids`` that exists."""
+        ...
+
+    async def unfinished_count(self) -> int:
+        """How many releases are not finished."""
+        ...
 
     async def counts(self) -> dict[str, int]: ...
 
@@ -196,6 +228,12 @@ class Journal(Protocol):
 
     @property
     def releases(self) -> Releases: ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may write this journal at the same time (PostgreSQL opened without the
+        one-writer lock): then leases decide who works on what, and notifications say what others did."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -263,15 +301,42 @@ class Journal(Protocol):
         ...
 
     async def claim(self, owner: str, *, lease_s: float, limit: int) -> list[Lease]:
-        """Lease up to ``limit`` ENIs with unfinished items that nobody holds (or whose lease expired)."""
+        """Lease up to ``limit`` ENIs with unfinished releases that nobody holds (or whose lease expired),
+        those waiting longest first, for ``lease_s`` seconds of the database's clock."""
         ...
 
     async def renew(self, lease: Lease, *, lease_s: float) -> Lease:
         """Extend ``lease``; ``LeaseLostError`` when it has moved."""
         ...
 
+    async def renew_many(self, leases: Collection[Lease], *, lease_s: float) -> list[Lease]:
+        """Extend every one of ``leases`` still held (one statement per few hundred); return those renewed:
+        a lease missing from the answer was lost."""
+        ...
+
     async def give_back(self, lease: Lease) -> None:
         """End ``lease`` early (its ENI may be claimed at once); a lease already lost is left alone."""
+        ...
+
+    async def give_back_many(self, leases: Collection[Lease]) -> None:
+        """``give_back`` for each of ``leases``, in one transaction."""
+        ...
+
+    async def clear_leases(self) -> None:
+        """Free every lease: only for the journal's one writer (whose lock proves no other process holds
+        one), when it starts."""
+        ...
+
+    async def listen(self, deliver: Deliver) -> None:
+        """Run until cancelled, calling ``deliver(channel, payload)`` for every notification of the two
+        channels, ``(CONNECTED, "")`` each time the listening connection is (re)opened and
+        ``(DISCONNECTED, reason)`` when it is lost (it reconnects by itself); returns at once for a journal
+        no other process writes."""
+        ...
+
+    async def hold(self) -> None:
+        """Make sure this process still holds the lock it opened the journal with (taken again after the
+        database restarted); ``JournalError`` when it cannot."""
         ...
 
 

@@ -3,36 +3,33 @@
 Every step is one short transaction on the connector (committed before the work it announces goes on);
 reads are paged by key, one short read per page, so that no reader holds a transaction while the batch
 works. Statements use ``?`` placeholders and three markers the connector fills: ``{now}`` (the database's
-clock, seconds since the epoch), ``{skip_locked}`` (``FOR UPDATE SKIP LOCKED`` where rows can be locked) and
-``{for_share}``. Leases follow procrastinate's claim: one statement picks free ENIs with ``SKIP LOCKED`` and
-bumps their epoch; a write of leased work first reads its lease row ``FOR SHARE`` with ``owner`` and
-``epoch`` in the ``WHERE``, so an adopter's claim waits for it, and a writer that lost its lease writes
-nothing. The service's ``Releases`` share the connector, so a release and its item commit together.
+clock, seconds since the epoch), ``{skip_locked}`` (``FOR UPDATE OF l SKIP LOCKED`` where rows can be
+locked) and ``{for_share}``. Leases follow procrastinate's claim: in one transaction, free ENIs (those whose
+unfinished releases wait longest first) are picked with ``SKIP LOCKED`` and their epoch bumped; a write of
+leased work first reads its lease row ``FOR SHARE`` with ``owner`` and ``epoch`` in the ``WHERE``, so a
+claim skips the ENI while the write is under way, and a writer that lost its lease writes nothing. The
+service's ``Releases`` share the connector, so a release and its item commit together; the connector's
+``notify`` tells other processes sharing the journal, at commit, of new work and of ended releases.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar, Protocol, Self
+from collections.abc import AsyncIterator, Collection, Iterable
+from typing import Any, Self
 
+from eni_async.journal.connector import IN_LIST, PAGE, Connector, Row, Tx
+from eni_async.journal.releases import SqlReleases
 from eni_async.journal.seam import (
     FINISHED,
     PENDING,
-    RELEASE_STATUSES,
-    RELEASE_UNFINISHED,
-    RUNNING,
     STATES,
     SUBMITTED,
     SUBMITTING,
-    IdempotencyConflictError,
+    Deliver,
     Journal,
     Lease,
     LeaseLostError,
-    Release,
-    Releases,
-    Request,
     Resumed,
     ResumePlan,
     damaged,
@@ -46,52 +43,42 @@ from eni_async.journal.seam import (
 from eni_async.outcomes import FAILED as FAILED_STATUS
 from eni_async.outcomes import InvalidItem, Item, Outcome
 
-PAGE = 500
 LOAD_BATCH = 1000
-Row = tuple[Any, ...]
-
-
-class Tx(Protocol):
-    """One transaction (or one consistent read) on the database."""
-
-    async def run(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        """Execute one statement; its rows (those of ``RETURNING`` too), or none."""
-        ...
-
-    async def run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
-
-
-class Connector(Protocol):
-    """What the shared logic needs of a database: transactions, reads, and its dialect's three markers."""
-
-    where: str
-    version: int  # the journal's format, as found (then as migrated)
-    markers: ClassVar[dict[str, str]]
-
-    def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
-
-    def reading(self) -> AbstractAsyncContextManager[Tx]: ...
-
-    async def close(self) -> None: ...
 
 
 _ITEM_INSERT = "INSERT INTO items (vpc_id, eni_id, ips, line, state) VALUES (?, ?, ?, ?, ?)"
 _LEASES_FOR = "INSERT INTO leases (eni_id) SELECT DISTINCT eni_id FROM items WHERE id > ? ON CONFLICT (eni_id) DO NOTHING"
 _STEP = "UPDATE items SET state = ?, in_doubt = ?, outcome = ?, sent = ? WHERE id = ?"
-_FENCE = "SELECT epoch FROM leases WHERE eni_id = ? AND owner = ? AND epoch = ? {for_share}"
-_CLAIM = """
-WITH free AS (
-    SELECT l.eni_id FROM leases l
-    WHERE (l.owner IS NULL OR l.expires_at <= {now})
-      AND EXISTS (SELECT 1 FROM items i WHERE i.eni_id = l.eni_id AND i.state <> 'finished')
-    ORDER BY l.eni_id LIMIT ? {skip_locked}
+# The lease held, on the row's own ENI (``{{table}}``: items or service_releases), in one statement.
+_FENCE = (
+    "SELECT l.epoch FROM leases l JOIN {{table}} t ON t.eni_id = l.eni_id "
+    "WHERE t.id = ? AND l.eni_id = ? AND l.owner = ? AND l.epoch = ? {for_share}"
 )
-UPDATE leases SET owner = ?, epoch = leases.epoch + 1, expires_at = {now} + ?
-FROM free WHERE leases.eni_id = free.eni_id
-RETURNING leases.eni_id, leases.owner, leases.epoch, leases.expires_at
+# Before a send: the lease must also not have expired (another owner may be adopting the ENI).
+_FENCE_LIVE = (
+    "SELECT l.epoch FROM leases l JOIN {{table}} t ON t.eni_id = l.eni_id "
+    "WHERE t.id = ? AND l.eni_id = ? AND l.owner = ? AND l.epoch = ? AND l.expires_at > {now} {for_share}"
+)
+# ENIs with unfinished releases that nobody holds, those whose oldest release waits longest first.
+_CLAIMABLE = """
+SELECT l.eni_id, l.owner FROM leases l
+JOIN (
+    SELECT eni_id, MIN(seq) AS first FROM service_releases WHERE status IN ('pending', 'running')
+    GROUP BY eni_id
+) w ON w.eni_id = l.eni_id
+WHERE l.owner IS NULL OR l.expires_at <= {now}
+ORDER BY w.first LIMIT ? {skip_locked}
 """
+_TAKE = (
+    "UPDATE leases SET owner = ?, epoch = epoch + 1, expires_at = {now} + ? WHERE eni_id IN ({{marks}}) "
+    "RETURNING eni_id, owner, epoch, expires_at"
+)
 _RENEW = (
     "UPDATE leases SET expires_at = {now} + ? WHERE eni_id = ? AND owner = ? AND epoch = ? "
+    "RETURNING eni_id, owner, epoch, expires_at"
+)
+_RENEW_MANY = (
+    "UPDATE leases SET expires_at = {now} + ? WHERE owner = ? AND eni_id IN ({{marks}}) "
     "RETURNING eni_id, owner, epoch, expires_at"
 )
 _GIVE_BACK = "UPDATE leases SET owner = NULL, expires_at = NULL WHERE eni_id = ? AND owner = ? AND epoch = ?"
@@ -159,19 +146,23 @@ class SqlJournal(Journal):
         await tx.run("INSERT INTO leases (eni_id) VALUES (?) ON CONFLICT (eni_id) DO NOTHING", (item.eni_id,))
         return int(key)
 
-    async def _fence(self, tx: Tx, key: int, lease: Lease | None) -> None:
+    async def fence(
+        self, tx: Tx, lease: Lease | None, *, table: str = "items", key: object, live: bool = False
+    ) -> None:
+        """Raise ``LeaseLostError`` inside ``tx`` unless ``lease`` is still held (``live``: and not expired)
+        and covers the row ``key`` of ``table`` (an item, or a release); its lease row is then share-locked
+        until ``tx`` ends, so that no claim takes the ENI meanwhile. No lease: nothing to check."""
         if lease is None:
             return
-        held = await tx.run(self._sql["fence"], (lease.eni_id, lease.owner, lease.epoch))
-        mine = await tx.run("SELECT 1 FROM items WHERE id = ? AND eni_id = ?", (key, lease.eni_id))
-        if not held or not mine:
+        sql = self._sql["fence_live" if live else "fence"].replace("{table}", _FENCED[table])
+        if not await tx.run(sql, (key, lease.eni_id, lease.owner, lease.epoch)):
             raise LeaseLostError(lease)
 
     async def submitting(
         self, key: int, chunk: tuple[str, ...], outcome: Outcome, *, lease: Lease | None = None
     ) -> None:
         async with self.connector.transaction() as tx:
-            await self._fence(tx, key, lease)
+            await self.fence(tx, lease, key=key, live=True)
             sent = encode(sorted({*outcome.sent, *chunk}))  # recorded as sent before it is sent (D25)
             await tx.run(_STEP, (SUBMITTING, encode(list(chunk)), encode(outcome.to_json()), sent, key))
 
@@ -186,7 +177,7 @@ class SqlJournal(Journal):
         lease: Lease | None = None,
     ) -> None:
         async with self.connector.transaction() as tx:
-            await self._fence(tx, key, lease)
+            await self.fence(tx, lease, key=key)
             await tx.run(
                 "INSERT INTO tasks (item_id, task_id, request_id, ips, done) VALUES (?, ?, ?, ?, 0) "
                 "ON CONFLICT (item_id, task_id) DO UPDATE SET request_id = excluded.request_id, "
@@ -203,7 +194,7 @@ class SqlJournal(Journal):
 
     async def _settled(self, key: int, outcome: Outcome, state: str, lease: Lease | None) -> None:
         async with self.connector.transaction() as tx:
-            await self._fence(tx, key, lease)
+            await self.fence(tx, lease, key=key)
             await tx.run("UPDATE tasks SET done = 1 WHERE item_id = ?", (key,))
             await tx.run(_STEP, (state, None, encode(outcome.to_json()), encode_sent(outcome), key))
 
@@ -361,10 +352,22 @@ class SqlJournal(Journal):
 
     # -- leases ------------------------------------------------------------------------------------------
 
+    @property
+    def shared(self) -> bool:
+        return self.connector.shared
+
     async def claim(self, owner: str, *, lease_s: float, limit: int) -> list[Lease]:
         async with self.connector.transaction() as tx:
-            rows = await tx.run(self._sql["claim"], (limit, owner, lease_s))
-        return sorted((Lease(e, o, int(n), float(t)) for e, o, n, t in rows), key=lambda lease: lease.eni_id)
+            free = await tx.run(self._sql["claimable"], (max(0, min(limit, IN_LIST)),))
+            if not free:
+                return []
+            was = {eni: previous for eni, previous in free}
+            marks = ", ".join("?" * len(free))
+            rows = await tx.run(
+                self._sql["take"].replace("{marks}", marks), (owner, lease_s, *(eni for eni, _ in free))
+            )
+        leases = [Lease(e, o, int(n), float(t), adopted_from=was.get(e)) for e, o, n, t in rows]
+        return sorted(leases, key=lambda lease: lease.eni_id)
 
     async def renew(self, lease: Lease, *, lease_s: float) -> Lease:
         async with self.connector.transaction() as tx:
@@ -374,174 +377,48 @@ class SqlJournal(Journal):
         eni, owner, epoch, expires = rows[0]
         return Lease(eni, owner, int(epoch), float(expires))
 
+    async def renew_many(self, leases: Collection[Lease], *, lease_s: float) -> list[Lease]:
+        by_owner: dict[str, dict[str, Lease]] = {}
+        for lease in leases:
+            by_owner.setdefault(lease.owner, {})[lease.eni_id] = lease
+        renewed: list[Lease] = []
+        async with self.connector.transaction() as tx:
+            for owner, held in by_owner.items():
+                enis = sorted(held)
+                for start in range(0, len(enis), IN_LIST):
+                    part = enis[start : start + IN_LIST]
+                    sql = self._sql["renew_many"].replace("{marks}", ", ".join("?" * len(part)))
+                    for eni, who, epoch, expires in await tx.run(sql, (lease_s, owner, *part)):
+                        if int(epoch) == held[eni].epoch:  # the same claim still: the owner is this one
+                            renewed.append(Lease(eni, who, int(epoch), float(expires)))
+        return sorted(renewed, key=lambda lease: lease.eni_id)
+
     async def give_back(self, lease: Lease) -> None:
         async with self.connector.transaction() as tx:
             await tx.run(_GIVE_BACK, (lease.eni_id, lease.owner, lease.epoch))
 
-
-_TEMPLATES = {"fence": _FENCE, "claim": _CLAIM, "renew": _RENEW}
-_RELEASE_COLUMNS = (
-    "seq, id, item_key, vpc_id, eni_id, ips, status, created_at, started_at, finished_at, outcome"
-)
-
-
-class SqlReleases(Releases):
-    """The service's ``Releases`` in the journal's database; see the module docstring."""
-
-    def __init__(self, journal: SqlJournal) -> None:
-        self.journal = journal
-        self.connector = journal.connector
-
-    def __repr__(self) -> str:
-        return f"SqlReleases({self.journal.where!r})"
-
-    async def create(
-        self,
-        requests: Sequence[Request],
-        ids: Sequence[str],
-        *,
-        now: float,
-        idempotency_key: str | None = None,
-        body_hash: str = "",
-    ) -> tuple[list[Release], bool]:
+    async def give_back_many(self, leases: Collection[Lease]) -> None:
         async with self.connector.transaction() as tx:
-            if idempotency_key is not None:
-                taken = await tx.run(
-                    "INSERT INTO service_idempotency (key, body_hash, release_ids, created_at) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING RETURNING key",
-                    (idempotency_key, body_hash, encode(list(ids)), now),
-                )
-                if not taken:  # recorded before (by us or another process): the database decided
-                    earlier = await self._replay(tx, idempotency_key, body_hash)
-                    assert earlier is not None
-                    return earlier, False
-            for rid, (vpc, eni, ips) in zip(ids, requests, strict=True):
-                key = await self.journal.insert_item(tx, Item(vpc, eni, ips))
-                await tx.run(
-                    "INSERT INTO service_releases (id, item_key, vpc_id, eni_id, ips, status, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (rid, key, vpc, eni, encode(list(ips)), PENDING, now),
-                )
-            made = [await self._get(tx, "id", rid) for rid in ids]
-        return [r for r in made if r is not None], True
+            await tx.run_many(_GIVE_BACK, [(lease.eni_id, lease.owner, lease.epoch) for lease in leases])
 
-    async def replay(self, idempotency_key: str, body_hash: str) -> list[Release] | None:
-        async with self.connector.reading() as tx:
-            return await self._replay(tx, idempotency_key, body_hash)
-
-    async def _replay(self, tx: Tx, idempotency_key: str, body_hash: str) -> list[Release] | None:
-        rows = await tx.run(
-            "SELECT body_hash, release_ids FROM service_idempotency WHERE key = ?", (idempotency_key,)
-        )
-        if not rows:
-            return None
-        if rows[0][0] != body_hash:
-            raise IdempotencyConflictError(idempotency_key)
-        where = self.journal.where
-        ids = ip_list(
-            where,
-            f"idempotency {idempotency_key!r}",
-            "release_ids",
-            decode(where, "?", "release_ids", rows[0][1]),
-        )
-        found = [await self._get(tx, "id", rid) for rid in ids]
-        return [r for r in found if r is not None]
-
-    async def _get(self, tx: Tx, column: str, value: object) -> Release | None:
-        rows = await tx.run(f"SELECT {_RELEASE_COLUMNS} FROM service_releases WHERE {column} = ?", (value,))
-        return self._release(rows[0]) if rows else None
-
-    async def get(self, release_id: str) -> Release | None:
-        async with self.connector.reading() as tx:
-            return await self._get(tx, "id", release_id)
-
-    async def by_item(self, item_key: int) -> Release | None:
-        async with self.connector.reading() as tx:
-            return await self._get(tx, "item_key", item_key)
-
-    async def started(self, release_id: str, *, now: float) -> None:
+    async def clear_leases(self) -> None:
         async with self.connector.transaction() as tx:
-            await tx.run(
-                "UPDATE service_releases SET status = ?, started_at = COALESCE(started_at, ?) "
-                "WHERE id = ? AND status = ?",
-                (RUNNING, now, release_id, PENDING),
-            )
+            await tx.run("UPDATE leases SET owner = NULL, expires_at = NULL WHERE owner IS NOT NULL")
 
-    async def requeue(self, release_id: str) -> None:
-        async with self.connector.transaction() as tx:
-            await tx.run(
-                "UPDATE service_releases SET status = ? WHERE id = ? AND status = ?",
-                (PENDING, release_id, RUNNING),
-            )
+    async def listen(self, deliver: Deliver) -> None:
+        await self.connector.listen(deliver)
 
-    async def finish(self, release_id: str, status: str, outcome: dict[str, Any], *, now: float) -> None:
-        async with self.connector.transaction() as tx:
-            await tx.run(
-                "UPDATE service_releases SET status = ?, finished_at = ?, outcome = ?, "
-                "started_at = COALESCE(started_at, ?) WHERE id = ? AND status IN (?, ?)",
-                (status, now, encode(outcome), now, release_id, *RELEASE_UNFINISHED),
-            )
-
-    async def page(
-        self, *, status: str | None = None, limit: int = 100, before: int | None = None
-    ) -> tuple[list[Release], int | None]:
-        where: list[str] = ["1 = 1"]
-        args: list[object] = []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if before is not None:
-            where.append("seq < ?")
-            args.append(before)
-        async with self.connector.reading() as tx:
-            rows = await tx.run(
-                f"SELECT {_RELEASE_COLUMNS} FROM service_releases WHERE {' AND '.join(where)} "
-                "ORDER BY seq DESC LIMIT ?",
-                (*args, limit + 1),
-            )
-        releases = [self._release(row) for row in rows[:limit]]
-        more = len(rows) > limit
-        return releases, (releases[-1].seq if more and releases else None)
-
-    async def unfinished(self) -> list[Release]:
-        async with self.connector.reading() as tx:
-            rows = await tx.run(
-                f"SELECT {_RELEASE_COLUMNS} FROM service_releases WHERE status IN (?, ?) ORDER BY seq",
-                RELEASE_UNFINISHED,
-            )
-        return [self._release(row) for row in rows]
-
-    async def counts(self) -> dict[str, int]:
-        async with self.connector.reading() as tx:
-            rows = await tx.run("SELECT status, COUNT(*) FROM service_releases GROUP BY status")
-        found = {status: int(count) for status, count in rows}
-        return {status: found.get(status, 0) for status in RELEASE_STATUSES}
-
-    async def heartbeat(self, now: float) -> None:
-        async with self.connector.transaction() as tx:
-            await tx.run(
-                "INSERT INTO service_meta (key, value) VALUES ('heartbeat', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(now),),
-            )
-
-    def _release(self, row: Row) -> Release:
-        seq, rid, key, vpc, eni, ips, status, created, started, finished, outcome = row
-        where = self.journal.where
-        data = decode(where, key, "service_releases.outcome", outcome) if outcome else None
-        return Release(
-            seq=int(seq),
-            id=rid,
-            item_key=int(key),
-            vpc_id=vpc,
-            eni_id=eni,
-            ips=ip_list(where, key, "service_releases.ips", decode(where, key, "service_releases.ips", ips)),
-            status=status,
-            created_at=float(created),
-            started_at=None if started is None else float(started),
-            finished_at=None if finished is None else float(finished),
-            outcome=data,
-        )
+    async def hold(self) -> None:
+        await self.connector.hold()
 
 
-__all__ = ["Connector", "SqlJournal", "SqlReleases", "Tx"]
+_FENCED = {"items": "items", "service_releases": "service_releases"}  # the tables a fence may name
+_TEMPLATES = {
+    "fence": _FENCE,
+    "fence_live": _FENCE_LIVE,
+    "claimable": _CLAIMABLE,
+    "take": _TAKE,
+    "renew": _RENEW,
+    "renew_many": _RENEW_MANY,
+}
+__all__ = ["PAGE", "Connector", "Row", "SqlJournal", "Tx"]

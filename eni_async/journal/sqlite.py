@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from eni_async.journal import migrations
-from eni_async.journal.seam import JournalError
-from eni_async.journal.sql import Row, SqlJournal
+from eni_async.journal.seam import Deliver, JournalError
+from eni_async.journal.sql import Row, SqlJournal, Tx
 
 if sys.platform == "win32":  # untested there: the lock is msvcrt's byte-range lock instead of flock
     import msvcrt
@@ -85,6 +85,7 @@ class SqliteConnector:
     """One SQLite file, its lock and its format; see the module docstring."""
 
     markers: ClassVar[dict[str, str]] = {"now": _NOW, "skip_locked": "", "for_share": ""}
+    shared = False  # one writer, by the file's lock
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
@@ -199,6 +200,17 @@ class SqliteConnector:
             yield
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(self.where, explain(exc)) from None
+
+    # -- one process: nothing to tell others, nothing to hear ---------------------------------------------
+
+    async def notify(self, tx: Tx, channel: str, payload: str) -> None:
+        """Nothing: no other process writes this journal."""
+
+    async def listen(self, deliver: Deliver) -> None:
+        """Nothing to hear: returns at once."""
+
+    async def hold(self) -> None:
+        """The file's lock is held for the journal's life: nothing to check."""
 
     # -- transactions ------------------------------------------------------------------------------------
 

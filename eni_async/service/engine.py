@@ -1,15 +1,28 @@
-"""The service's engine: accepted releases run through the client's own batch machinery, forever.
+"""The service's engine: accepted releases run through the client's own batch machinery, under leases.
 
 One ``Batch`` (``EniClient.unassign_many``) runs for the life of the service, fed from a queue: it gives
-bounded concurrency (``settings.concurrency`` ENIs at once), one task per ENI at a time, the reconciling
-release path and the journal, exactly as ``batch`` and ``resume`` use them; the engine adds only the release
-registry. Each journal item carries its journal key (``Item.key``), which the batch copies into the item's
-outcome (``Outcome.key``): that is how an outcome finds its release. On start, unfinished releases go first: submitted tasks are polled,
-never resubmitted, a chunk caught mid-submit is reconciled against the ENI, pending ones run. ``stop`` stops
-taking work, lets in-flight items finish within the grace period, then cancels the rest, which stay
-unfinished in the journal for the next start. Credentials the API refuses stop the batch: the releases it cut
-short go back to ``pending`` for the next start (with good credentials), and no new one is accepted. Nothing
-here parses HTTP.
+bounded concurrency, one task per ENI at a time, the reconciling release path and the journal, exactly as
+``batch`` and ``resume`` use them. The engine adds the release registry and the leases (D27) that let any
+number of replicas share one journal: its ``Holdings`` claim the ENIs whose releases wait longest (as many
+as the batch keeps busy, twice over) and feed their unfinished releases as ``resume`` does (submitted tasks
+polled, never resubmitted; a chunk caught mid-submit reconciled against the ENI first; pending IPs run),
+give an ENI back once its releases end and no new one waits, and renew what they hold. An ENI whose lease
+expired (its replica died or lost the journal) is claimed like a free one: that is the adoption. Every
+write of leased work is fenced (``FencedRecorder``); a replica that lost a lease drops that work without a
+write. Each journal item carries its journal key (``Item.key``), which the batch copies into the item's
+outcome (``Outcome.key``): that is how an outcome finds its release.
+
+Every replica answers for every release: reads and ``?wait=`` go to the journal, and a wait ends when the
+release ends wherever it ran. Waits are woken by the replica that ended the release, or, for another
+replica's, by the journal's notification (PostgreSQL LISTEN/NOTIFY, one connection per replica), and a
+sweep every ``WAIT_SWEEP_S`` seconds reads the waited releases in one statement in case a notification was
+missed (the listening connection was down). Polling alone would cost a read per waiter per interval, and
+notifications alone could be missed. A replica whose journal does not answer claims nothing, answers
+``/readyz`` 503, waits for it in every write (nothing new is sent while its leases are in doubt) and goes
+on when it answers. ``stop`` takes no more work, lets in-flight items finish within the grace period,
+cancels the rest and gives its leases back, so that other replicas (or the next start) take over at once.
+Credentials the API refuses stop the batch: the releases it cut short go back to ``pending`` and their
+leases are given back; no new one is accepted. Nothing here parses HTTP.
 """
 
 from __future__ import annotations
@@ -17,25 +30,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from eni_async.batch import Batch, BatchStats
 from eni_async.errors import ConfigError
-from eni_async.journal import Journal, Resumed
+from eni_async.journal import Journal, JournalError, LeaseLostError, Resumed
+from eni_async.journal.seam import CONNECTED, RELEASE_CHANNEL, WORK_CHANNEL
 from eni_async.outcomes import Item, Outcome
-from eni_async.service.registry import Registry, Release
+from eni_async.service.holdings import Holdings
+from eni_async.service.leases import FencedRecorder, Leases, new_owner
+from eni_async.service.registry import Registry, Release, final_status
 
 if TYPE_CHECKING:
-    from eni_async.batch import Batch
     from eni_async.client import EniClient
 
 log = logging.getLogger("eni_async.service")
 
 Request = tuple[str, str, tuple[str, ...]]
-# Error codes of an outcome that say the API could not be reached.
 # Seconds past the grace period a stopping batch may take to wind down before it is cancelled.
 STOP_MARGIN_S = 5.0
+# Error codes of an outcome that say the API could not be reached.
 UNREACHABLE_CODES = frozenset({"ConnectFailed", "ConnectionLost", "BadAnswer"})
+# ENIs held at least, whatever the batch's target (so that a cold start claims work at once).
+MIN_HELD = 16
+WAIT_SWEEP_S = 5.0
+# The global count of unfinished releases (backpressure, /readyz) is read again when older than this.
+COUNT_TTL_S = 0.5
+READY_TIMEOUT_S = 2.0  # a readiness probe's write to the journal, at most
 
 
 class NotAcceptingError(Exception):
@@ -60,48 +83,66 @@ class Engine:
         self.journal = journal
         self.registry = Registry(journal, now=client.clock.time)
         self.max_unfinished = max_unfinished
+        self.leases = Leases(journal, owner=new_owner(), lease_s=client.settings.lease_s)
+        self.holdings = Holdings(
+            journal,
+            self.registry,
+            self.leases,
+            capacity=self._capacity,
+            aborted=self._aborted,
+            stopping=lambda: self._stopping,
+            settled=self._wake,
+        )
+        h = self.holdings
+        self.recorder = FencedRecorder(journal, self.leases, tenure_of=h.tenure_of, dropped=h.dropped)
         self.accepting = False
         self.failure: BaseException | None = None  # a bug ended the batch; the service is not ready
         self.api_state = "unknown"  # "ok", "unreachable" or "auth_failed" once outcomes say so
-        self._queue: asyncio.Queue[tuple[str, Item | Resumed] | None] = asyncio.Queue()
         self._waiters: dict[str, asyncio.Event] = {}
-        self._unfinished = 0
+        self._count = (-COUNT_TTL_S, 0)  # (read at, unfinished releases) of the whole journal
         self._stopping = False
         self._batch: Batch | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
 
     def __repr__(self) -> str:
-        return f"Engine(unfinished={self._unfinished}, accepting={self.accepting})"
+        return f"Engine({self.leases.owner!r}, unfinished={self.unfinished}, accepting={self.accepting})"
 
     @property
     def unfinished(self) -> int:
-        """Releases accepted and not yet finished."""
-        return self._unfinished
+        """Releases accepted and not yet finished, by every replica (as last read)."""
+        return self._count[1]
+
+    @property
+    def stats(self) -> BatchStats | None:
+        """The batch's live counters (``dropped``: work whose lease moved), once it runs."""
+        return self._batch.stats if self._batch is not None else None
 
     async def start(self) -> int:
-        """Queue every unfinished release (resumed ones with their plans) and start; return how many.
+        """Start: free the leases of a journal only this process writes (an earlier run's), take the first
+        work, and run; return how many releases are unfinished in the journal.
 
         Unfinished releases are only resumed in the region they were submitted to: another region than the
         journal recorded is a ``ConfigError`` naming it."""
-        releases = await self.registry.unfinished()
-        await self._check_target(bool(releases))
-        wanted = {r.item_key for r in releases}
-        plans = {res.item.key: res async for res in self.journal.unfinished() if res.item.key in wanted}
-        for release in releases:
-            resumed = plans.get(release.item_key)
-            if resumed is not None:
-                self._enqueue(release.id, resumed)
-                continue
-            found = await self.journal.item(release.item_key)
-            if found is not None and found[1] is not None and found[0] == "finished":
-                await self.registry.finish(release.id, found[1])  # died between the journal's commit and ours
-            else:
-                self._enqueue(release.id, release.item)
-        if self._unfinished:
-            log.info("resuming %d unfinished release(s) from %s", self._unfinished, self.journal.where)
+        unfinished = await self._unfinished_now(fresh=True)
+        await self._check_target(bool(unfinished))
+        if not self.journal.shared:
+            await self.journal.clear_leases()
+        await self.holdings.round()
         self._runner = asyncio.create_task(self._run())
+        self._loops = [
+            asyncio.create_task(self.holdings.claimer()),
+            asyncio.create_task(self.holdings.renewer()),
+        ]
+        if self.journal.shared:
+            self._loops += [
+                asyncio.create_task(self.journal.listen(self._heard)),
+                asyncio.create_task(self._sweeper()),
+            ]
         self.accepting = True
-        return self._unfinished
+        if unfinished:
+            log.info("%d unfinished release(s) in %s", unfinished, self.journal.where)
+        return unfinished
 
     async def _check_target(self, unfinished: bool) -> None:
         settings = self.client.settings
@@ -118,43 +159,61 @@ class Engine:
                     f"the journal's unfinished releases were submitted with {key} {before!r}; "
                     "serve them with that, or use a new journal",
                 )
-        await self.journal.set_meta({f"service.{key}": value for key, value in target.items()})
+        if any(recorded.get(f"service.{key}") != value for key, value in target.items()):
+            await self.journal.set_meta({f"service.{key}": value for key, value in target.items()})
 
-    def _enqueue(self, release_id: str, item: Item | Resumed) -> None:
-        self._unfinished += 1
-        self._queue.put_nowait((release_id, item))
+    # -- accepting and answering ---------------------------------------------------------------------------
 
     async def submit(
         self, requests: Sequence[Request], *, idempotency_key: str | None = None, body_hash: str = ""
     ) -> tuple[list[Release], bool]:
         """Accept checked requests; return the releases and whether they are new (``False``: an
         idempotent replay). Raises ``NotAcceptingError``, ``BackpressureError`` or
-        ``IdempotencyConflictError``. Concurrent identical requests cannot both create: the journal's
-        unique key on the idempotency key decides."""
+        ``IdempotencyConflictError``. Identical requests cannot both create, on this replica or any other:
+        the journal's unique key on the idempotency key decides."""
         if not self.accepting:
             raise NotAcceptingError("the service is shutting down")
         if self.api_state == "auth_failed":
             raise NotAcceptingError("the API refused the service's credentials; fix them and restart it")
+        self._journal_answers()
         if idempotency_key is not None:
             earlier = await self.registry.replay(idempotency_key, body_hash)
             if earlier is not None:
                 return earlier, False
-        if self._unfinished + len(requests) > self.max_unfinished:
-            raise BackpressureError(self._unfinished, self.max_unfinished, retry_after=self._retry_after())
+        unfinished = await self._unfinished_now()
+        if unfinished + len(requests) > self.max_unfinished:
+            raise BackpressureError(unfinished, self.max_unfinished, retry_after=self._retry_after())
         releases, created = await self.registry.create(
             requests, idempotency_key=idempotency_key, body_hash=body_hash
         )
-        for release in releases if created else ():
-            self._enqueue(release.id, release.item)
+        if created:
+            read_at, count = self._count
+            self._count = (read_at, count + len(releases))
+            self.holdings.new_work()
         return releases, created
+
+    def _journal_answers(self) -> None:
+        """Raise ``JournalError`` while a shared journal is known not to answer (the last claim or renewal
+        failed, at most a second ago): callers hear so at once rather than after the pool's wait. (An SQLite
+        journal that takes no writes may still be read.)"""
+        if self.journal.shared and self.leases.journal_error is not None:
+            raise JournalError(self.journal.where, f"does not answer ({self.leases.journal_error})")
+
+    async def _unfinished_now(self, *, fresh: bool = False) -> int:
+        read_at, count = self._count
+        if fresh or time.monotonic() - read_at >= COUNT_TTL_S:
+            count = await self.registry.unfinished_count()
+            self._count = (time.monotonic(), count)
+        return count
 
     def _retry_after(self) -> int:
         """Seconds worth waiting before retrying: about how long the queue ahead takes at full speed."""
         per_second = max(1.0, float(self.client.settings.rate_limits.task_query))
-        return max(1, min(60, int(self._unfinished / per_second)))
+        return max(1, min(60, int(self.unfinished / per_second)))
 
     async def get(self, release_id: str) -> dict[str, Any] | None:
         """The release as JSON (with the journal's progress while it runs), or ``None``."""
+        self._journal_answers()
         release = await self.registry.get(release_id)
         return await self.view(release) if release is not None else None
 
@@ -167,51 +226,112 @@ class Engine:
         return release.to_json(progress)
 
     async def wait(self, release_id: str, timeout: float) -> dict[str, Any] | None:
-        """The release once finished, or as it stands after ``timeout`` seconds (``None``: no such id)."""
-        release = await self.registry.get(release_id)
-        if release is None:
-            return None
-        if not release.finished and timeout > 0 and not self._stopping:
-            event = self._waiters.setdefault(release_id, asyncio.Event())
+        """The release once finished (by any replica), or as it stands after ``timeout`` seconds
+        (``None``: no such id)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self._waiters.setdefault(release_id, asyncio.Event())  # before reading: no lost wake
+            self._journal_answers()
+            release = await self.registry.get(release_id)
+            if release is None:
+                self._waiters.pop(release_id, None)
+                return None
+            left = deadline - time.monotonic()
+            if release.finished or left <= 0 or self._stopping:
+                return await self.view(release)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(left):
                     await event.wait()
-        return await self.get(release_id)
+
+    def _wake(self, release_id: str) -> None:
+        event = self._waiters.pop(release_id, None)
+        if event is not None:
+            event.set()
+
+    def _heard(self, channel: str, payload: str) -> None:
+        """A notification from the journal (another replica's work, or ours)."""
+        if channel == RELEASE_CHANNEL:
+            self._wake(payload)
+        elif channel == WORK_CHANNEL:
+            self.holdings.new_work()
+        elif channel == CONNECTED:  # notifications may have been missed meanwhile: every waiter reads again
+            for release_id in list(self._waiters):
+                self._wake(release_id)
+            self.holdings.new_work()
+
+    async def _sweeper(self) -> None:
+        """Every ``WAIT_SWEEP_S``: wake the waiters of releases that ended (a missed notification)."""
+        while True:
+            await asyncio.sleep(WAIT_SWEEP_S)
+            if not self._waiters:
+                continue
+            try:
+                statuses = await self.registry.statuses(list(self._waiters))
+            except JournalError:
+                continue
+            for release_id, status in statuses.items():
+                if status not in ("pending", "running"):
+                    self._wake(release_id)
 
     async def page(
         self, *, status: str | None, limit: int, before: int | None
     ) -> tuple[list[dict[str, Any]], int | None]:
         """A page of releases as JSON, newest first, and the cursor of the next page."""
+        self._journal_answers()
         releases, following = await self.registry.page(status=status, limit=limit, before=before)
         return [await self.view(r) for r in releases], following
 
     async def ready(self) -> tuple[bool, str]:
-        """Whether the service can take work, and why not: the journal takes a write, the engine runs, and
-        the API was reachable with our credentials (or has not been tried yet)."""
+        """Whether the service can take work, and why not: the journal answers and takes a write, the
+        engine runs, and the API was reachable with our credentials (or has not been tried yet)."""
         if not self.accepting:
             return False, "shutting down"
         if self.failure is not None:
             return False, f"engine stopped: {type(self.failure).__name__}"
+        if self.leases.journal_error is not None:
+            return False, "journal unreachable; not taking work"
         try:
-            await self.registry.heartbeat()
-        except Exception as exc:  # JournalError: the journal is not writable
-            return False, f"journal not writable ({type(exc).__name__})"
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await self.registry.heartbeat()
+                await self._unfinished_now()
+        except (Exception, TimeoutError) as exc:  # JournalError: the journal is not writable
+            return False, f"journal not writable ({type(exc).__name__}); not taking work"
         if self.api_state in ("unreachable", "auth_failed"):
             return False, f"API {self.api_state.replace('_', ' ')}"
         return True, "ready"
 
+    def _capacity(self) -> int:
+        """ENIs worth holding: twice what the batch keeps in flight, at least ``MIN_HELD``."""
+        settings = self.client.settings
+        target = min(settings.concurrency, self.client.tracker.releases_in_flight())
+        return max(MIN_HELD, 2 * target)
+
+    def _aborted(self) -> bool:
+        return self._batch is not None and self._batch.aborted is not None
+
+    # -- running ---------------------------------------------------------------------------------------------
+
     async def _source(self) -> AsyncIterator[Item | Resumed]:
-        """The batch's input: queued releases, each marked running as a worker takes it."""
+        """The batch's input: the fed releases whose tenure still holds, in the order fed."""
         while not self._stopping:
-            entry = await self._queue.get()
-            if entry is None or self._stopping:
+            work = await self.holdings.queue.get()
+            if work is None or self._stopping:
                 return
-            release_id, item = entry
-            await self.registry.started(release_id)
-            yield item
+            if work.tenure.lost:
+                self.holdings.leave(work)
+                continue
+            yield work.entry
 
     async def _run(self) -> None:
-        batch = self.client.unassign_many(self._source(), journal=self.journal)
+        batch = Batch(  # as ``EniClient.unassign_many`` makes it, with the leases' recorder and guard
+            self.client.releaser,
+            self._source(),
+            concurrency=self.client.settings.concurrency,
+            target=self.client.tracker.releases_in_flight,
+            journal=self.journal,
+            recorder=self.recorder,
+            guard=self.recorder.guard,
+        )
         self._batch = batch
         try:
             async for outcome in batch:
@@ -223,32 +343,40 @@ class Engine:
 
     async def _finished(self, outcome: Outcome) -> None:
         key = outcome.key
-        release = await self.registry.by_item(key) if key is not None else None
-        if key is None or release is None:
-            log.warning("outcome for %s matches no release; ignored", outcome.eni_id)
+        work = self.holdings.work.get(key) if key is not None else None
+        if key is None or work is None:
+            log.warning("outcome for %s matches no release here; ignored", outcome.eni_id)
             return
-        if self._batch is not None and self._batch.aborted is not None:
-            self.api_state = "auth_failed"
-            found = await self.journal.item(key)
-            if found is None or found[0] != "finished":  # cut short by the credentials: for the next start
-                await self.registry.requeue(release.id)
-                return
-        else:
-            code = (outcome.error or {}).get("code")
-            self.api_state = "unreachable" if code in UNREACHABLE_CODES else "ok"
-        await self.registry.finish(release.id, outcome.to_json())
-        self._unfinished -= 1
-        event = self._waiters.pop(release.id, None)
-        if event is not None:
-            event.set()
+        release_id = work.release_id
+        try:
+            if self._aborted():
+                self.api_state = "auth_failed"
+                found = await self.journal.item(key)
+                if found is None or found[0] != "finished":  # cut short by the credentials: pending again
+                    await self.recorder.write(
+                        key, lambda lease: self.registry.requeue(release_id, lease=lease)
+                    )
+                    return
+            else:
+                code = (outcome.error or {}).get("code")
+                self.api_state = "unreachable" if code in UNREACHABLE_CODES else "ok"
+            data = outcome.to_json()
+            await self.recorder.write(key, lambda lease: self.registry.finish(release_id, data, lease=lease))
+            read_at, count = self._count
+            self._count = (read_at, max(0, count - 1))
+            self._wake(release_id)
+        except LeaseLostError:  # its new owner finishes it from the journal
+            pass
+        finally:
+            self.holdings.leave(work)
 
     async def stop(self, grace: float) -> int:
         """Take no more work; in-flight items get ``grace`` seconds to learn their fate (the batch's own
-        ``stop``: nothing new is submitted), then the rest is cancelled. Return how many releases stay
-        unfinished (in the journal, for the next start)."""
+        ``stop``: nothing new is submitted), then the rest is cancelled and the leases given back. Return
+        how many releases stay unfinished in the journal (for other replicas, or the next start)."""
         self.accepting = False
         self._stopping = True
-        self._queue.put_nowait(None)  # a worker waiting for the next release gets none
+        self.holdings.queue.put_nowait(None)  # a worker waiting for the next release gets none
         for event in self._waiters.values():  # long polls answer now, with the state as it stands
             event.set()
         runner = self._runner
@@ -262,7 +390,17 @@ class Engine:
                 runner.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await runner
-        return self._unfinished
+        loops, self._loops = self._loops, []
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await self.leases.give_back_all()
+        with contextlib.suppress(JournalError, TimeoutError):
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                return await self._unfinished_now(fresh=True)
+        return self.unfinished
 
     def hurry(self) -> None:
         """End a stop's grace period now: work still in flight is cancelled and stays unfinished."""
@@ -273,4 +411,4 @@ class Engine:
         return self._batch.stats.in_flight if self._batch is not None else 0
 
 
-__all__ = ["BackpressureError", "Engine", "NotAcceptingError"]
+__all__ = ["BackpressureError", "Engine", "NotAcceptingError", "final_status"]

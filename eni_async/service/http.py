@@ -140,6 +140,11 @@ def make_app(
             headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
             message = exc.reason if exc.status != 413 else f"request body over {max_body} bytes"
             return error_response(exc.status, STATUS_CODES.get(exc.status, "Error"), message, headers=headers)
+        except JournalError as exc:  # the journal does not answer (a replica's database is away): try again
+            logs.log(logging.WARNING, f"503:journal:{_route(request)}", "journal unavailable: %s", exc)
+            return error_response(
+                503, "JournalUnavailable", "the journal does not answer now", headers={"Retry-After": "5"}
+            )
         except Exception as exc:  # a bug: logged here (its kind and route only), a plain 500 to the caller
             route = _route(request)
             logs.log(

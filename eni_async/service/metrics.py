@@ -6,8 +6,12 @@ awaited by ``/metrics`` before it renders, since a collector cannot await the jo
 per release; ``eni_async_service_ready`` is 1 when ``/readyz`` would answer 200, else 0 (read the same way);
 ``eni_async_service_connections{state="open"|"cap"}``, ``eni_async_service_connections_refused_total`` (at
 the cap, all busy: 503) and ``eni_async_service_connections_evicted_total`` (at the cap, the longest waiting
-one closed) are read from the listener. Requires the optional ``metrics`` extra, like every metric of
-eni_async.
+one closed) are read from the listener. This replica's leases (D27): ``eni_async_service_replica_info{replica}``
+(its owner name in the journal), ``eni_async_service_leases_held`` and the counters
+``eni_async_service_leases_{claimed,adopted,renewed,lost,given_back}_total``,
+``eni_async_service_leases_adopted_releases_total`` (releases taken over part-done) and
+``eni_async_service_lease_journal_failures_total`` (claims and renewals the journal did not answer).
+Requires the optional ``metrics`` extra, like every metric of eni_async.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eni_async.metrics import Metrics, prometheus
+from eni_async.service.leases import Leases
 from eni_async.service.registry import Registry
 
 if TYPE_CHECKING:
@@ -118,6 +123,64 @@ class ConnectionsCollector:
         yield from (connections, refused, evicted)
 
 
+# Counter family -> (help, the ``LeaseCounts`` field it reads).
+LEASE_COUNTERS = {
+    "eni_async_service_leases_claimed": ("ENIs this replica claimed while free", "claimed"),
+    "eni_async_service_leases_adopted": ("ENIs this replica took over from an expired lease", "adopted"),
+    "eni_async_service_leases_renewed": ("Lease renewals this replica made", "renewed"),
+    "eni_async_service_leases_lost": ("Leases this replica lost (moved, or not renewed in time)", "lost"),
+    "eni_async_service_leases_given_back": (
+        "Leases this replica gave back (work done, or stopping)",
+        "given_back",
+    ),
+    "eni_async_service_leases_adopted_releases": (
+        "Releases this replica took over part-done",
+        "adopted_releases",
+    ),
+    "eni_async_service_lease_journal_failures": (
+        "Claims and renewals the journal did not answer",
+        "journal_failures",
+    ),
+}
+
+
+class LeasesCollector:
+    """This replica's name, leases held and lease counters (read from ``Leases`` at collection)."""
+
+    def __init__(self, leases: Leases) -> None:
+        self.leases = leases
+        self._core = prometheus().metrics_core
+
+    def __repr__(self) -> str:
+        return f"LeasesCollector({self.leases!r})"
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples."""
+        yield from self._families(samples=False)
+
+    def collect(self) -> Iterator[Metric]:
+        """The families as the leases stand."""
+        yield from self._families(samples=True)
+
+    def _families(self, *, samples: bool) -> Iterator[Metric]:
+        core = self._core
+        info = core.GaugeMetricFamily(
+            "eni_async_service_replica_info",
+            "This replica's name in the journal's leases",
+            labels=["replica"],
+        )
+        held = core.GaugeMetricFamily("eni_async_service_leases_held", "ENIs this replica holds a lease on")
+        if samples:
+            info.add_metric([self.leases.owner], 1)
+            held.add_metric([], len(self.leases.held))
+        yield from (info, held)
+        for name, (text, attribute) in LEASE_COUNTERS.items():
+            counter = core.CounterMetricFamily(name, text)
+            if samples:
+                counter.add_metric([], getattr(self.leases.counts, attribute))
+            yield counter
+
+
 @dataclass(frozen=True)
 class ServiceMetrics:
     """The registry served at ``/metrics``, the client's families in it, and the request counter."""
@@ -155,10 +218,20 @@ class ServiceMetrics:
         """Export the listener's connection counts (``{"open", "cap", "refused", "evicted"}``)."""
         self.registry.register(ConnectionsCollector(counts))
 
+    def watch_leases(self, leases: Leases) -> None:
+        """Export this replica's leases."""
+        self.registry.register(LeasesCollector(leases))
+
     async def refresh(self) -> None:
         """Read what the collectors export from the journal (before each scrape)."""
         for collector in self.collectors:
             await collector.refresh()
 
 
-__all__ = ["ConnectionsCollector", "ReadinessCollector", "ReleasesCollector", "ServiceMetrics"]
+__all__ = [
+    "ConnectionsCollector",
+    "LeasesCollector",
+    "ReadinessCollector",
+    "ReleasesCollector",
+    "ServiceMetrics",
+]

@@ -114,7 +114,9 @@ _UNAUTHORIZED = _error(
     {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
 )
 _UNAVAILABLE = _error(
-    "the service is stopping, its journal takes no writes, or the API refused its credentials", _RETRY
+    "the service is stopping, its journal does not answer or takes no writes, or the API refused its "
+    "credentials",
+    _RETRY,
 )
 _BAD_QUERY = _error("a query parameter breaks its rule, is unknown or is given twice; names it in `field`")
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]

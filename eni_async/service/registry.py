@@ -13,10 +13,10 @@ or talks to Tencent, and statuses move ``pending`` -> ``running`` -> a final one
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from eni_async.journal import IdempotencyConflictError, Journal, Release
+from eni_async.journal import IdempotencyConflictError, Journal, Lease, Release
 from eni_async.journal.seam import FAILED, PENDING, RELEASE_STATUSES, RELEASE_UNFINISHED, RUNNING, Request
 from eni_async.outcomes import SUCCEEDED
 
@@ -67,18 +67,22 @@ class Registry:
             requests, ids, now=self._now(), idempotency_key=idempotency_key, body_hash=body_hash
         )
 
-    async def started(self, release_id: str) -> None:
-        """A worker took the release: it is running."""
-        await self._releases.started(release_id, now=self._now())
+    async def started(self, release_id: str, *, lease: Lease | None = None) -> None:
+        """A worker took the release: it is running (``lease``: the write is fenced by it)."""
+        await self._releases.started(release_id, now=self._now(), lease=lease)
 
-    async def requeue(self, release_id: str) -> None:
+    async def started_many(self, release_ids: Collection[str], *, owner: str) -> None:
+        """Releases ``owner`` took up are running (those on ENIs it holds a lease on)."""
+        await self._releases.started_many(release_ids, now=self._now(), owner=owner)
+
+    async def requeue(self, release_id: str, *, lease: Lease | None = None) -> None:
         """Work on the release was cut short and will start again (on the next start): pending."""
-        await self._releases.requeue(release_id)
+        await self._releases.requeue(release_id, lease=lease)
 
-    async def finish(self, release_id: str, outcome: dict[str, Any]) -> Release | None:
-        """Record the final outcome; return the release as it now stands."""
-        await self._releases.finish(release_id, final_status(outcome["status"]), outcome, now=self._now())
-        return await self.get(release_id)
+    async def finish(self, release_id: str, outcome: dict[str, Any], *, lease: Lease | None = None) -> None:
+        """Record the final outcome (once: a release already finished is left as it is)."""
+        status = final_status(outcome["status"])
+        await self._releases.finish(release_id, status, outcome, now=self._now(), lease=lease)
 
     async def get(self, release_id: str) -> Release | None:
         """The release with this id, or ``None``."""
@@ -95,9 +99,17 @@ class Registry:
         ``before``, or ``None`` when this is the last page."""
         return await self._releases.page(status=status, limit=limit, before=before)
 
-    async def unfinished(self) -> list[Release]:
-        """Every release not finished, oldest first."""
-        return await self._releases.unfinished()
+    async def unfinished(self, *, eni_ids: Collection[str] | None = None) -> list[Release]:
+        """Every release not finished (on ``eni_ids`` only, when given), oldest first."""
+        return await self._releases.unfinished(eni_ids=eni_ids)
+
+    async def statuses(self, release_ids: Collection[str]) -> dict[str, str]:
+        """The status of each of ``release_ids`` that exists."""
+        return await self._releases.statuses(release_ids)
+
+    async def unfinished_count(self) -> int:
+        """How many releases are not finished (by every replica)."""
+        return await self._releases.unfinished_count()
 
     async def counts(self) -> dict[str, int]:
         """Releases by status, every status present."""

@@ -75,7 +75,7 @@ async def running_service(
     """Serve releases for the block; see the module docstring."""
     service_metrics = ServiceMetrics.create() if metrics and metrics_available() else None
     try:
-        opened = await open_journal(journal)
+        opened = await open_journal(journal, exclusive=False)  # replicas share a PostgreSQL journal
     except JournalError as exc:
         raise ConfigError("--journal", exc.path, exc.reason) from None
     async with opened:
@@ -86,6 +86,7 @@ async def running_service(
             try:
                 if service_metrics is not None:
                     service_metrics.watch(engine.registry, engine.ready)
+                    service_metrics.watch_leases(engine.leases)
                 app = make_app(
                     engine,
                     tokens=tokens,
