@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eni_async import __version__, cli_batch, cli_journal
+from eni_async import __version__, cli_batch, cli_demo, cli_journal
 from eni_async.credentials import settings_credentials
 from eni_async.credentials.chain import command_line
 from eni_async.errors import EniAsyncError, InputError, error_code, error_info
@@ -212,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
             "release every IP of a local simulator and check the result",
             "Start the embedded simulator, release all its secondary IPs, verify against ground truth.",
             "eni-async demo --enis 500 --ips-per-eni 4 --faults flaky",
-            cli_batch.add_demo_arguments,
-            _with_settings(cli_batch.run_demo),
+            cli_demo.add_demo_arguments,
+            _with_settings(cli_demo.run_demo),
         ),
         Command(
             "resume",

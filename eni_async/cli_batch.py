@@ -1,4 +1,5 @@
-"""The ``batch`` and ``demo`` commands (part of the CLI: printing and exit codes live here and in cli.py).
+"""The ``batch``, ``resume`` and ``status`` commands (part of the CLI: printing and exit codes live here and in
+cli.py; ``demo`` is in ``cli_demo``, on the same ``run_items``).
 
 ``batch`` streams items from a file into ``EniClient.unassign_many`` and writes one JSON line per ENI as
 each finishes, flushed at once (to a file or a pipe). With ``--journal`` the whole input is recorded in one
@@ -7,8 +8,7 @@ before the crash included, so its output alone is the complete result; ``resume 
 batch's own output atomically (the complete result to ``FILE.partial``, renamed over ``FILE`` at the end),
 so it ends with exactly one line per item. A journal is a path or a URL (``eni_async.journal``; the
 ``journal`` setting when the command line names none). A journal that cannot be used is one line and exit 2;
-an output that cannot be written stops the batch (exit 1) with every outcome in the journal. ``demo`` starts the embedded simulator on 127.0.0.1, releases every secondary IP it seeded through
-the same path, and checks every outcome against the simulator's ground truth.
+an output that cannot be written stops the batch (exit 1) with every outcome in the journal.
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from typing import Any, TextIO
 from eni_async import metrics as metrics_cli
 from eni_async.client import EniClient
 from eni_async.credentials import settings_credentials
-from eni_async.errors import ConfigError, EniAsyncError, InputError
+from eni_async.errors import EniAsyncError, InputError
 from eni_async.inputs import count_lines, read_items
 from eni_async.journal import Journal, JournalError, describe, is_postgres, open_journal
 from eni_async.metrics import Metrics, MetricsEndpoint
-from eni_async.models import Credentials
-from eni_async.outcomes import SUCCEEDED, Item, Outcome, as_item, check_against_truth
+from eni_async.outcomes import SUCCEEDED, Outcome, as_item
 from eni_async.progress import Progress, Summary, resume_notes, tell_summary
 from eni_async.settings import Settings
 from eni_async.terminal import OutputError, drop_stdout, interruption, json_lines, tell
@@ -106,24 +105,6 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--enis", type=int, default=200, metavar="N", help="ENIs to seed (default 200)")
-    parser.add_argument(
-        "--ips-per-eni", type=int, default=3, metavar="K", help="secondary IPs each (default 3)"
-    )
-    parser.add_argument(
-        "--faults", default="none", metavar="PROFILE", help="none, flaky, hostile or a .toml file"
-    )
-    add_pace_arguments(parser)
-    parser.add_argument("--seed", type=int, default=1, help="seed of the simulator (default 1)")
-    parser.add_argument(
-        "--task-latency", default="1.0,0.5", metavar="MEDIAN[,SPREAD]", help="task latency (s)"
-    )
-    parser.add_argument("--output", metavar="FILE", help="also write the JSON lines here")
-    parser.add_argument("--dialect", choices=["v2", "v3"], default=None, help="API dialect (default v2)")
-    metrics_cli.add_arguments(parser)
-
-
 class BatchEndedEarly(EniAsyncError):
     """A batch that ended, unstopped, with items of its input never taken: one line naming how many."""
 
@@ -169,7 +150,7 @@ def _open_output(path: str, *, append: bool) -> TextIO:
 
 
 @contextlib.contextmanager
-def _output(path: str | None, *, append: bool = False) -> Iterator[TextIO]:
+def output_to(path: str | None, *, append: bool = False) -> Iterator[TextIO]:
     if path is None:
         yield sys.stdout
         return
@@ -318,14 +299,14 @@ async def _each(outcomes: Iterable[Outcome] | AsyncIterable[Outcome]) -> AsyncIt
             yield outcome
 
 
-def _show_progress(args: argparse.Namespace) -> bool:
+def show_progress(args: argparse.Namespace) -> bool:
     """The bar: as asked, else when stderr is a terminal that is not receiving JSON lines."""
     if args.progress is not None:
         return bool(args.progress)
     return sys.stderr.isatty() and not json_lines(args)
 
 
-def _client_metrics(endpoint: MetricsEndpoint | None, args: argparse.Namespace) -> Metrics | None:
+def client_metrics(endpoint: MetricsEndpoint | None, args: argparse.Namespace) -> Metrics | None:
     """The client's metrics in the served registry (``None`` without ``--metrics-port``)."""
     if endpoint is None:
         return None
@@ -400,11 +381,11 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
     source = read_items(args.input)
     items: Iterable[object] | AsyncIterable[object] = source
     credentials = await settings_credentials(settings)
-    show = _show_progress(args)
+    show = show_progress(args)
     url = journal_url(args.journal, settings, needed=False)
     journal = await _open_journal(url, new=True) if url else None
     try:
-        with _output(args.output) as out:
+        with output_to(args.output) as out:
             total = count_lines(args.input)
             settled: list[Outcome] = []
             if journal is not None:
@@ -418,7 +399,7 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
                     items = journal.unfinished()
                     total = (await journal.counts())["pending"]
             async with metrics_cli.endpoint_from(args) as endpoint:
-                metrics = _client_metrics(endpoint, args)
+                metrics = client_metrics(endpoint, args)
                 async with EniClient(credentials, settings, metrics=metrics) as client:
                     with _journal_errors(_RESUME_HINT.format(journal.where if journal else "")):
                         summary, _ = await run_items(
@@ -451,12 +432,12 @@ def _rewritten(path: str) -> Iterator[TextIO]:
     it is written, so that PATH holds one line per item, and a crash before the end leaves PATH as it was.
     A pipe or a device cannot be rewritten: it is appended to."""
     if os.path.exists(path) and not os.path.isfile(path):
-        with _output(path, append=True) as out:
+        with output_to(path, append=True) as out:
             yield out
         return
     partial = f"{path}.partial"
     try:
-        with _output(partial) as out:
+        with output_to(partial) as out:
             yield out
             with contextlib.suppress(
                 OSError, AttributeError, ValueError
@@ -516,7 +497,7 @@ async def _resume(args: argparse.Namespace, settings: Settings, journal: Journal
     # This run's summary counts apart from the journal's earlier outcomes, which are written first.
     finished = [outcome async for outcome in journal.finished_items()]
     try:
-        with _rewritten(args.output) if args.append else _output(args.output) as out:
+        with _rewritten(args.output) if args.append else output_to(args.output) as out:
             if todo == 0:
                 for outcome in finished:
                     write_line(out, outcome.to_json(), path=args.output)
@@ -526,9 +507,9 @@ async def _resume(args: argparse.Namespace, settings: Settings, journal: Journal
                 )
                 return 0 if set(await journal.outcome_counts()) <= {SUCCEEDED} else 1
             credentials = await settings_credentials(settings)
-            show = _show_progress(args)
+            show = show_progress(args)
             async with metrics_cli.endpoint_from(args) as endpoint:
-                metrics = _client_metrics(endpoint, args)
+                metrics = client_metrics(endpoint, args)
                 async with EniClient(credentials, settings, metrics=metrics) as client:
                     await run_items(
                         client,
@@ -568,81 +549,3 @@ async def run_status(args: argparse.Namespace, settings: Settings | None) -> int
     finally:
         await journal.close()
     return 0
-
-
-def _latency(text: str) -> tuple[float, float]:
-    try:
-        parts = [float(p) for p in text.split(",")]
-    except ValueError:
-        raise InputError("--task-latency", text, "expected MEDIAN[,SPREAD] in seconds") from None
-    if len(parts) not in (1, 2) or any(p < 0 for p in parts):
-        raise InputError("--task-latency", text, "expected MEDIAN[,SPREAD], both 0 or more")
-    return (parts[0], parts[1] if len(parts) == 2 else 0.5)
-
-
-async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    """``eni-async demo``: exit 0 only when every outcome agrees with the simulator's ground truth."""
-    from eni_async.simulator import Simulator, SimulatorConfig, load_fault_profile, running
-    from eni_async.simulator.metrics import register_simulator
-
-    if args.enis < 1 or args.ips_per_eni < 1:
-        raise InputError("--enis/--ips-per-eni", f"{args.enis}/{args.ips_per_eni}", "must be at least 1")
-    try:
-        faults = load_fault_profile(args.faults)
-    except ConfigError as exc:
-        raise ConfigError("--faults", args.faults, exc.reason) from None
-    config = SimulatorConfig(
-        enis=args.enis,
-        ips_per_eni=args.ips_per_eni,
-        seed=args.seed,
-        task_latency=_latency(args.task_latency),
-        faults=faults,
-    )
-    sim = Simulator(config)
-    show = _show_progress(args)
-    async with metrics_cli.endpoint_from(args) as endpoint, running(sim, host="127.0.0.1", port=0) as server:
-        metrics = _client_metrics(endpoint, args)
-        if endpoint is not None:  # the client's and the simulator's families, side by side
-            register_simulator(sim, endpoint.registry)
-        settings = dataclasses.replace(settings, endpoint=server.endpoint, region=sim.region)
-        truth = sim.ground_truth()
-        items = [
-            Item(e["vpc_id"], e["eni_id"], tuple(e["secondary_ips"]))
-            for e in truth["enis"]
-            if e["secondary_ips"]
-        ]
-        print(
-            f"simulator on {server.endpoint}: {len(items)} ENIs, {sum(len(i.ips) for i in items)} secondary IPs, "
-            f"faults: {args.faults}, dialect: {settings.dialect}",
-            flush=True,
-        )
-        creds: Credentials = sim.credentials
-        with _output(args.output) if args.output else contextlib.nullcontext(None) as out:
-            async with EniClient(creds, settings, metrics=metrics) as client:
-                _, kept = await run_items(
-                    client,
-                    items,
-                    out=None,
-                    total=len(items),
-                    progress=show,
-                    as_json=json_lines(args),
-                    report_rest=True,
-                )
-            if out is not None:
-                for data in kept:
-                    out.write(json.dumps(data) + "\n")
-        after = sim.ground_truth()
-        stats = sim.stats()
-    present = {e["eni_id"]: {*e["secondary_ips"], e["primary_ip"]} for e in after["enis"]}
-    problems = [p for data in kept for p in check_against_truth(data, present)]
-    reported = {data["eni_id"] for data in kept}
-    problems += [f"{i.eni_id}: no outcome reported" for i in items if i.eni_id not in reported]
-    for problem in problems[:20]:
-        print(f"  mismatch: {problem}")
-    limited, injected = sum(stats["throttled"].values()), stats["faults"]["throttle"]
-    print(
-        f"requests: {sum(stats['requests'].values())}, throttled: {limited + injected} "
-        f"({limited} by the rate limits, {injected} injected), faults injected: {sum(stats['faults'].values())}"
-    )
-    print(f"mismatches: {len(problems)}", flush=True)
-    return 0 if not problems else 1
