@@ -24,13 +24,13 @@ import sys
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, TextIO
 
-from eni_async import metrics as metrics_cli
+from eni_async import client_metrics as metrics_cli
 from eni_async.client import EniClient
+from eni_async.client_metrics import Metrics, MetricsEndpoint
 from eni_async.credentials import settings_credentials
 from eni_async.errors import EniAsyncError, InputError
 from eni_async.inputs import count_lines, read_items
 from eni_async.journal import Journal, JournalError, describe, is_postgres, open_journal
-from eni_async.metrics import Metrics, MetricsEndpoint
 from eni_async.outcomes import SUCCEEDED, Outcome, as_item
 from eni_async.progress import Progress, Summary, resume_notes, tell_summary
 from eni_async.settings import Settings

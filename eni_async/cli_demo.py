@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import json
 
-from eni_async import metrics as metrics_cli
+from eni_async import client_metrics as metrics_cli
 from eni_async.cli_batch import add_pace_arguments, client_metrics, output_to, run_items, show_progress
 from eni_async.client import EniClient
 from eni_async.errors import ConfigError, InputError
@@ -51,7 +51,7 @@ def _latency(text: str) -> tuple[float, float]:
 async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     """``eni-async demo``: exit 0 only when every outcome agrees with the simulator's ground truth."""
     from eni_async.simulator import Simulator, SimulatorConfig, load_fault_profile, running
-    from eni_async.simulator.metrics import register_simulator
+    from eni_async.simulator.sim_metrics import register_simulator
 
     if args.enis < 1 or args.ips_per_eni < 1:
         raise InputError("--enis/--ips-per-eni", f"{args.enis}/{args.ips_per_eni}", "must be at least 1")

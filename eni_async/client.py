@@ -39,7 +39,7 @@ from eni_async.tracker import Tracker
 from eni_async.transport import Transport
 
 if TYPE_CHECKING:
-    from eni_async.metrics import Metrics
+    from eni_async.client_metrics import Metrics
     from eni_async.shared_quota import SharedBudgets
 
 
@@ -51,7 +51,7 @@ class EniClient:
     ``session`` is borrowed when given (the caller closes it); otherwise the client opens its own on entry
     and closes it on exit. ``transport`` replaces the aiohttp adapter altogether (``MockTransport`` in
     tests). ``clock`` is the time seam (tests pass a ``FakeClock``); ``rng`` seeds jitter. ``metrics`` is an
-    ``eni_async.metrics.Metrics`` to keep up to date (``None``: no metrics). ``calls`` is the pipeline, for
+    ``eni_async.client_metrics.Metrics`` to keep up to date (``None``: no metrics). ``calls`` is the pipeline, for
     code written against the ``Calls`` protocol.
     """
 

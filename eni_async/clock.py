@@ -1,7 +1,9 @@
-"""The clock seam: the only module that reads time or sleeps.
+"""The clock seam: the time of everything whose timing a test must control.
 
 Signing timestamps, poll deadlines, retry sleeps, rate budgets and the simulator's task latencies all read a
-``Clock``. Production code uses ``SystemClock``; tests use ``FakeClock``, whose ``sleep`` advances time
+``Clock``. What reads ``time`` or ``asyncio.sleep`` directly is outside the release engine's timing: the CLI's
+elapsed-time lines and progress refresh, the service's socket timeouts, lease ticks and count cache, and the
+PostgreSQL connector's reconnect backoff: they run on the wall clock by nature. Production code uses ``SystemClock``; tests use ``FakeClock``, whose ``sleep`` advances time
 instead of waiting, so a ten-minute poll schedule runs in milliseconds.
 """
 

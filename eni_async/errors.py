@@ -12,7 +12,7 @@
     ├── OutcomeUnknownError                a submit that may have taken effect (carries what was sent)
     ├── TaskTimeoutError (TimeoutError)    a task still not SUCCESS/FAILED at the poll deadline
     ├── TaskFailedError                    a task that ended FAILED
-    ├── ServiceError                       an error answer of ``eni-async serve`` (service.client)
+    ├── ServiceError                       an error answer of ``eni-async serve`` (service.service_client)
     └── ApiError                           an error answer from the API (code, message, request id)
         ├── AuthError                      the credentials themselves fail: every later call fails too
         │   ├── SignatureError             bad signature (or an Authorization header that does not parse)

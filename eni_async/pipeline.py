@@ -11,7 +11,7 @@ to share between many coroutines. Under it sits a ``Transport``: the aiohttp ada
 Logging (standard ``logging``, no handler configured here): every attempt at DEBUG with its action, subject
 (ENI or task), request id, attempt number, latency and result code, also as ``extra`` fields for structured
 formatters; throttles at WARNING, retries and mutex waits at INFO, each with the reason. With ``metrics``,
-the same events update a ``Metrics`` (see ``eni_async.metrics``); without, they cost one ``is None`` test.
+the same events update a ``Metrics`` (see ``eni_async.client_metrics``); without, they cost one ``is None`` test.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from eni_async.throttle import Budgets
 from eni_async.transport import AiohttpTransport, Transport, client_timeout, proxy_for, tls_for
 
 if TYPE_CHECKING:
-    from eni_async.metrics import Metrics
+    from eni_async.client_metrics import Metrics
     from eni_async.shared_quota import SharedBudgets
 
 log = logging.getLogger("eni_async")

@@ -4,7 +4,7 @@ prometheus-client is behind the optional ``metrics`` extra: it is imported only 
 (``prometheus``), and asking without it installed is a ``ConfigError`` that says how to install it.
 ``serve_metrics`` serves a registry on 127.0.0.1 unless told otherwise; ``add_arguments`` and
 ``endpoint_from`` give a command ``--metrics-port`` and ``--metrics-host``. Nothing here knows the client or
-the simulator: each registers its own families (``eni_async.metrics``, ``eni_async.simulator.metrics``).
+the simulator: each registers its own families (``eni_async.client_metrics``, ``eni_async.simulator.sim_metrics``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from eni_async.errors import ConfigError, InputError
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-log = logging.getLogger("eni_async.metrics")
+log = logging.getLogger("eni_async.prometheus")
 
 INSTALL_HINT = "prometheus-client is not installed; install the extra: pip install '.[metrics]' from a clone"
 

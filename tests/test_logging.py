@@ -92,7 +92,7 @@ def test_the_library_configures_no_handler() -> None:
     """Importing every module and running the CLI leaves every eni_async logger propagating, with no handler
     that writes anywhere."""
     import eni_async.cli_batch
-    import eni_async.metrics
+    import eni_async.client_metrics
     import eni_async.simulator.command  # noqa: F401
 
     main(["--version"])

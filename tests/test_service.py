@@ -31,15 +31,15 @@ from eni_async import (
     TaskTimeoutError,
     validation,
 )
+from eni_async.client_metrics import Metrics
 from eni_async.journal import SqliteJournal
-from eni_async.metrics import Metrics
 from eni_async.outcomes import Outcome, check_against_truth
 from eni_async.service.engine import Engine, NotAcceptingError
 from eni_async.service.http import make_app
-from eni_async.service.metrics import ServiceMetrics
 from eni_async.service.openapi import DOCUMENT, RELEASE_ID_PATTERN, document
 from eni_async.service.registry import Registry
 from eni_async.service.schema import IPV4_PATTERN
+from eni_async.service.service_metrics import ServiceMetrics
 from eni_async.simulator import Simulator, SimulatorConfig, running
 
 TOKEN = "test-token-0123456789abcdef"

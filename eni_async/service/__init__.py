@@ -6,6 +6,6 @@ machinery (no HTTP), ``http`` is the aiohttp.web face (no Tencent), ``command`` 
 and ``client`` is ``ServiceClient`` for Python callers.
 """
 
-from eni_async.service.client import ServiceClient, ServiceError, release_error
+from eni_async.service.service_client import ServiceClient, ServiceError, release_error
 
 __all__ = ["ServiceClient", "ServiceError", "release_error"]

@@ -26,7 +26,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eni_async import metrics as metrics_cli
+from eni_async import client_metrics as metrics_cli
 from eni_async.credentials import settings_credentials
 from eni_async.errors import ConfigError, InputError
 from eni_async.settings import Settings, mask_url

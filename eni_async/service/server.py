@@ -20,15 +20,15 @@ from pathlib import Path
 from aiohttp import web
 
 from eni_async.client import EniClient
+from eni_async.client_metrics import prometheus
 from eni_async.credentials import CredentialProvider
 from eni_async.errors import ConfigError
 from eni_async.journal import JournalError, open_journal
-from eni_async.metrics import prometheus
 from eni_async.models import Credentials
 from eni_async.service.engine import Engine
 from eni_async.service.http import make_app
 from eni_async.service.listener import Listener, connection_cap, listening_socket, reachable
-from eni_async.service.metrics import ServiceMetrics
+from eni_async.service.service_metrics import ServiceMetrics
 from eni_async.settings import Settings
 
 log = logging.getLogger("eni_async.service")

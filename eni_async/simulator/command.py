@@ -24,8 +24,8 @@ from eni_async.simulator.app import Simulator
 from eni_async.simulator.config import DESCRIBE_MISSING, SimulatorConfig
 from eni_async.simulator.faults import FaultProfile, load_fault_profile
 from eni_async.simulator.limits import DEFAULT_RATE_LIMITS
-from eni_async.simulator.metrics import register_simulator
 from eni_async.simulator.server import RunningServer, running
+from eni_async.simulator.sim_metrics import register_simulator
 from eni_async.terminal import signals_for_command
 
 

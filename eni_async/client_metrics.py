@@ -4,7 +4,7 @@ Nothing here touches prometheus-client's global registry: ``Metrics`` registers 
 registry it is given, and ``EniClient(..., metrics=Metrics(registry))`` keeps it up to date; a client
 without one pays nothing (one ``is None`` test per call). Serving a registry (``serve_metrics``,
 ``--metrics-port``) is ``eni_async.prometheus``'s job, re-exported here; the simulator's families are in
-``eni_async.simulator.metrics``.
+``eni_async.simulator.sim_metrics``.
 
 Client families (``eni_async_``): ``calls_total{action,code}`` (``code`` is ``Success``, the API's error
 code or a local one such as ``ConnectionLost``), ``throttled_total{action}``, ``retries_total{action,reason}``,

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from eni_async.metrics import Metrics, prometheus
+from eni_async.client_metrics import Metrics, prometheus
 from eni_async.service.leases import Leases
 from eni_async.service.registry import Registry
 

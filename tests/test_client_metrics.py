@@ -20,16 +20,16 @@ from prometheus_client import CollectorRegistry
 
 from eni_async.cli import main
 from eni_async.client import EniClient
+from eni_async.client_metrics import Metrics, endpoint_from
 from eni_async.clock import FakeClock
 from eni_async.dialects import DESCRIBE, TASK_QUERY, UNASSIGN
 from eni_async.errors import ConfigError
-from eni_async.metrics import Metrics, endpoint_from
 from eni_async.models import TaskStatus
 from eni_async.policy import PollPolicy
 from eni_async.settings import Settings
 from eni_async.simulator import Simulator, SimulatorConfig, running
 from eni_async.simulator.command import add_arguments, serve
-from eni_async.simulator.metrics import register_simulator
+from eni_async.simulator.sim_metrics import register_simulator
 from tests.batchhelpers import World
 from tests.conftest import FAST_TOML
 
