@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from eni_async.batch import Batch, BatchStats
 from eni_async.errors import ConfigError
-from eni_async.journal import Journal, JournalError, LeaseLostError, Resumed
+from eni_async.journal import Cancellation, Journal, JournalError, LeaseLostError, ReleaseFilter, Resumed
 from eni_async.journal.seam import CONNECTED, RELEASE_CHANNEL, WORK_CHANNEL
 from eni_async.outcomes import Item, Outcome
 from eni_async.service.holdings import Holdings
@@ -59,6 +59,7 @@ WAIT_SWEEP_S = 5.0
 # The global count of unfinished releases (backpressure, /readyz) is read again when older than this.
 COUNT_TTL_S = 0.5
 READY_TIMEOUT_S = 2.0  # a readiness probe's write to the journal, at most
+PRUNE_EVERY_S = 60.0  # retention passes (service_retention, service_idempotency_ttl), on the client's clock
 
 
 class NotAcceptingError(Exception):
@@ -81,7 +82,13 @@ class Engine:
     def __init__(self, client: EniClient, journal: Journal, *, max_unfinished: int) -> None:
         self.client = client
         self.journal = journal
-        self.registry = Registry(journal, now=client.clock.time)
+        settings = client.settings
+        self.registry = Registry(
+            journal,
+            now=client.clock.time,
+            retention=settings.service_retention,
+            idempotency_ttl=settings.service_idempotency_ttl,
+        )
         self.max_unfinished = max_unfinished
         self.leases = Leases(journal, owner=new_owner(), lease_s=client.settings.lease_s)
         self.holdings = Holdings(
@@ -133,6 +140,7 @@ class Engine:
         self._loops = [
             asyncio.create_task(self.holdings.claimer()),
             asyncio.create_task(self.holdings.renewer()),
+            asyncio.create_task(self._pruner()),
         ]
         if self.journal.shared:
             self._loops += [
@@ -274,12 +282,36 @@ class Engine:
                     self._wake(release_id)
 
     async def page(
-        self, *, status: str | None, limit: int, before: int | None
+        self, *, limit: int, before: int | None, filters: ReleaseFilter | None = None
     ) -> tuple[list[dict[str, Any]], int | None]:
         """A page of releases as JSON, newest first, and the cursor of the next page."""
         self._journal_answers()
-        releases, following = await self.registry.page(status=status, limit=limit, before=before)
+        releases, following = await self.registry.page(limit=limit, before=before, filters=filters)
         return [await self.view(r) for r in releases], following
+
+    async def cancel(self, release_id: str) -> Cancellation | None:
+        """Cancel a release none of whose calls was sent (the journal decides against a submit, on any
+        replica); the batch drops its item at its next write. ``None``: no such id."""
+        self._journal_answers()
+        found = await self.registry.cancel(release_id)
+        if found is not None and found.cancelled:
+            read_at, count = self._count
+            self._count = (read_at, max(0, count - 1))
+            self._wake(release_id)
+        return found
+
+    async def _pruner(self) -> None:
+        """Every ``PRUNE_EVERY_S`` of the client's clock: retention (every replica may; deletes are
+        idempotent)."""
+        while True:
+            await self.client.clock.sleep(PRUNE_EVERY_S)
+            try:
+                pruned = await self.registry.prune()
+            except JournalError as exc:
+                log.debug("retention pass skipped: %s", exc)
+                continue
+            if pruned.releases or pruned.keys:
+                log.info("retention: %d release(s) and %d key(s) pruned", pruned.releases, pruned.keys)
 
     async def ready(self) -> tuple[bool, str]:
         """Whether the service can take work, and why not: the journal answers and takes a write, the
