@@ -115,17 +115,18 @@ async def test_a_submitted_release_is_409_with_its_tasks_in_flight(tmp_path: Pat
         assert "task_ids" not in finished["error"]
 
 
-async def test_cancel_of_an_unknown_id_is_404_and_a_query_is_400(tmp_path: Path) -> None:
-    """An id the service never gave answers 404; a query parameter on cancel answers 400 naming it; both in
-    the JSON error shape."""
+async def test_cancel_of_an_unknown_id_is_404_a_query_400_and_a_get_405(tmp_path: Path) -> None:
+    """An id the service never gave answers 404; a query parameter on cancel answers 400 naming it; a GET
+    of the cancel's path 405 allowing POST only; all in the JSON error shape."""
     sim, _ = stalled_simulator()
     async with service_on(sim, tmp_path / "j.db") as svc:
         status, missing = await call(svc, "POST", "/v1/releases/rel-nope:cancel")
         assert (status, missing["error"]["code"], missing["error"]["field"]) == (404, "NotFound", "id")
         status, bad = await call(svc, "POST", "/v1/releases/rel-nope:cancel?force=1")
         assert (status, bad["error"]["field"]) == (400, "force")
-        status, wrong = await call(svc, "GET", "/v1/releases/rel-nope:cancel")
-        assert (status, wrong["error"]["code"]) == (404, "NotFound")
+        resp = await svc.http.get("/v1/releases/rel-nope:cancel", headers=AUTH)
+        assert (resp.status, resp.headers["Allow"]) == (405, "POST")
+        assert (await resp.json())["error"]["code"] == "MethodNotAllowed"
 
 
 async def test_service_client_cancels_and_an_unassign_waiting_on_it_raises(tmp_path: Path) -> None:

@@ -189,8 +189,10 @@ def make_app(
     app[DOCUMENT] = json.dumps(document(metrics_token=bool(metrics_secrets))).encode()
     app.router.add_post("/v1/releases", post_releases)
     app.router.add_get("/v1/releases", list_releases)
-    app.router.add_get("/v1/releases/{id}", get_release)
-    app.router.add_post("/v1/releases/{id}:cancel", cancel_release)
+    # An id never holds ":", so that a path ending in ":cancel" is the cancel's resource alone (its Allow
+    # header names POST only, as the document says).
+    app.router.add_get("/v1/releases/{id:[^/:]+}", get_release)
+    app.router.add_post("/v1/releases/{id:[^/:]+}:cancel", cancel_release)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
