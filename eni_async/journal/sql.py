@@ -9,7 +9,10 @@ unfinished releases wait longest first) are picked with ``SKIP LOCKED`` and thei
 leased work first reads its lease row ``FOR SHARE`` with ``owner`` and ``epoch`` in the ``WHERE``, so a
 claim skips the ENI while the write is under way, and a writer that lost its lease writes nothing. The
 service's ``Releases`` share the connector, so a release and its item commit together; the connector's
-``notify`` tells other processes sharing the journal, at commit, of new work and of ended releases.
+``notify`` tells other processes sharing the journal, at commit, of new work and of ended releases. The
+steps of work not yet done (``submitting``, ``progressed``, ``finished``) update an item only while it is not
+finished, and raise ``WorkCancelledError`` otherwise: that is how a cancel (``Releases.cancel``) wins against
+a submit that comes after it.
 """
 
 from __future__ import annotations

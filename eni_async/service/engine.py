@@ -22,7 +22,10 @@ notifications alone could be missed. A replica whose journal does not answer cla
 on when it answers. ``stop`` takes no more work, lets in-flight items finish within the grace period,
 cancels the rest and gives its leases back, so that other replicas (or the next start) take over at once.
 Credentials the API refuses stop the batch: the releases it cut short go back to ``pending`` and their
-leases are given back; no new one is accepted. Nothing here parses HTTP.
+leases are given back; no new one is accepted. A cancel is the journal's (``Releases.cancel``: decided
+against a submit by the database, whichever replica holds the release); the batch drops a cancelled item at
+its next write. Every ``PRUNE_EVERY_S`` of the client's clock a retention pass prunes finished releases and
+expired idempotency keys. Nothing here parses HTTP.
 """
 
 from __future__ import annotations
