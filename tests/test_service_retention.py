@@ -1,9 +1,10 @@
 """Retention in a running service: finished releases are pruned ``service_retention`` seconds after they
 finished, idempotency keys expire ``service_idempotency_ttl`` seconds after they were recorded (and the same
-key then makes a new release), by the engine's periodic pass on the client's clock.
+key then makes a new release), by the engine's periodic pass.
 
-The client and the simulator share a clock the test moves by hand (``HandClock``): nothing waits on real
-time for a window to pass, and every moment asserted is one the test chose.
+The client, the simulator and the engine's retention passes share a clock the test moves by hand
+(``HandClock``): nothing waits on real time for a window to pass, and every moment asserted is one the test
+chose.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ async def retaining(
             SqliteJournal(tmp_path / "j.db") as journal,
             EniClient(sim.credentials, settings, clock=clock) as client,
         ):
-            engine = Engine(client, journal, max_unfinished=100)
+            engine = Engine(client, journal, max_unfinished=100, retention_clock=clock)
             await engine.start()
             try:
                 async with TestClient(TestServer(make_app(engine), host="127.0.0.1")) as http:

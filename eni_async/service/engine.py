@@ -24,8 +24,8 @@ cancels the rest and gives its leases back, so that other replicas (or the next 
 Credentials the API refuses stop the batch: the releases it cut short go back to ``pending`` and their
 leases are given back; no new one is accepted. A cancel is the journal's (``Releases.cancel``: decided
 against a submit by the database, whichever replica holds the release); the batch drops a cancelled item at
-its next write. Every ``PRUNE_EVERY_S`` of the client's clock a retention pass prunes finished releases and
-expired idempotency keys. Nothing here parses HTTP.
+its next write. Every ``PRUNE_EVERY_S`` a retention pass prunes finished releases and expired idempotency
+keys (windows on the client's clock, like the releases' timestamps). Nothing here parses HTTP.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eni_async.batch import Batch, BatchStats
+from eni_async.clock import Clock, SystemClock
 from eni_async.errors import ConfigError
 from eni_async.journal import Cancellation, Journal, JournalError, LeaseLostError, ReleaseFilter, Resumed
 from eni_async.journal.seam import CONNECTED, RELEASE_CHANNEL, WORK_CHANNEL
@@ -62,7 +63,7 @@ WAIT_SWEEP_S = 5.0
 # The global count of unfinished releases (backpressure, /readyz) is read again when older than this.
 COUNT_TTL_S = 0.5
 READY_TIMEOUT_S = 2.0  # a readiness probe's write to the journal, at most
-PRUNE_EVERY_S = 60.0  # retention passes (service_retention, service_idempotency_ttl), on the client's clock
+PRUNE_EVERY_S = 60.0  # between retention passes (service_retention, service_idempotency_ttl)
 
 
 class NotAcceptingError(Exception):
@@ -82,8 +83,18 @@ class BackpressureError(Exception):
 class Engine:
     """Accepts releases and runs them; see the module docstring."""
 
-    def __init__(self, client: EniClient, journal: Journal, *, max_unfinished: int) -> None:
+    def __init__(
+        self,
+        client: EniClient,
+        journal: Journal,
+        *,
+        max_unfinished: int,
+        retention_clock: Clock | None = None,
+    ) -> None:
         self.client = client
+        # What retention passes sleep on: real time, as the engine's other loops (a fake clock a test
+        # drives by itself would run free while a pass waits); the windows are the registry's clock's.
+        self.retention_clock: Clock = retention_clock or SystemClock()
         self.journal = journal
         settings = client.settings
         self.registry = Registry(
@@ -304,10 +315,10 @@ class Engine:
         return found
 
     async def _pruner(self) -> None:
-        """Every ``PRUNE_EVERY_S`` of the client's clock: retention (every replica may; deletes are
-        idempotent)."""
+        """Every ``PRUNE_EVERY_S`` of ``retention_clock``: a retention pass, windows measured on the
+        registry's clock (every replica prunes; the deletes are idempotent)."""
         while True:
-            await self.client.clock.sleep(PRUNE_EVERY_S)
+            await self.retention_clock.sleep(PRUNE_EVERY_S)
             try:
                 pruned = await self.registry.prune()
             except JournalError as exc:
