@@ -12,18 +12,22 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from eni_async import EniClient, PollPolicy, RetryPolicy, Settings
+from eni_async import ConfigError, EniClient, PollPolicy, RetryPolicy, Settings
 from eni_async.journal import SqliteJournal
 from eni_async.service.engine import PRUNE_EVERY_S, Engine
 from eni_async.service.http import make_app
+from eni_async.service.registry import Registry
+from eni_async.settings import from_mapping
 from eni_async.simulator import Simulator, SimulatorConfig, running
 from tests.test_service import AUTH
 
@@ -161,3 +165,23 @@ async def test_keys_expire_and_finished_releases_are_pruned_after_their_windows(
         await passed(clock)
         assert await status_of(http, first["id"]) == 404
         assert await status_of(http, fresh["id"]) == 200
+
+
+@pytest.mark.parametrize("name", ["service_retention", "service_idempotency_ttl"])
+@pytest.mark.parametrize("value", [0.0, -1.0, math.inf, math.nan])
+def test_a_retention_window_is_a_finite_positive_number_of_seconds(name: str, value: float) -> None:
+    """A window of 0, below 0 or not finite is refused in one line naming the setting."""
+    with pytest.raises(ConfigError) as caught:
+        from_mapping({name: value})
+    assert caught.value.field == name
+    assert "\n" not in str(caught.value)
+
+
+async def test_a_key_never_outlives_the_releases_it_made(tmp_path: Path) -> None:
+    """With a retention shorter than the TTL, keys expire with the retention: a replay always finds its
+    releases (the key is older than they are)."""
+    async with SqliteJournal(tmp_path / "j.db") as journal:
+        registry = Registry(journal, now=lambda: 0.0, retention=100.0, idempotency_ttl=1000.0)
+        assert (registry.retention, registry.idempotency_ttl) == (100.0, 100.0)
+        assert Registry(journal, now=lambda: 0.0, retention=None, idempotency_ttl=5.0).idempotency_ttl == 5.0
+        assert Registry(journal, now=lambda: 0.0).idempotency_ttl is None
