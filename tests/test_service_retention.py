@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import json
 import math
 import time
 from collections.abc import AsyncIterator
@@ -25,11 +26,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from eni_async import ConfigError, EniClient, PollPolicy, RetryPolicy, Settings
 from eni_async.journal import SqliteJournal
 from eni_async.service.engine import PRUNE_EVERY_S, Engine
-from eni_async.service.http import make_app
+from eni_async.service.http import LOCAL_CALLER, make_app
 from eni_async.service.registry import Registry
+from eni_async.service.schema import release_body
 from eni_async.settings import from_mapping
 from eni_async.simulator import Simulator, SimulatorConfig, running
-from tests.test_service import AUTH
+from tests.test_service import AUTH, service_on
 
 RETENTION_S, TTL_S = 3600.0, 1800.0
 
@@ -185,3 +187,25 @@ async def test_a_key_never_outlives_the_releases_it_made(tmp_path: Path) -> None
         assert (registry.retention, registry.idempotency_ttl) == (100.0, 100.0)
         assert Registry(journal, now=lambda: 0.0, retention=None, idempotency_ttl=5.0).idempotency_ttl == 5.0
         assert Registry(journal, now=lambda: 0.0).idempotency_ttl is None
+
+
+async def test_a_live_key_whose_releases_were_pruned_is_409_not_a_crash(tmp_path: Path) -> None:
+    """A key still alive whose releases another replica's shorter retention pruned answers 409 naming the
+    key (and why), never a 500."""
+    sim = Simulator(SimulatorConfig(enis=1, ips_per_eni=2, seed=9, task_latency=(0.0, 0.0)))
+    eni = sim.ground_truth()["enis"][0]
+    body = {"vpc_id": eni["vpc_id"], "eni_id": eni["eni_id"], "ips": eni["secondary_ips"]}
+    checked = release_body(json.dumps(body).encode())
+    journal = tmp_path / "j.db"
+    async with SqliteJournal(journal) as jr:
+        registry = Registry(jr, now=time.time)
+        (release,), _ = await registry.create(
+            checked.requests, idempotency_key=f"{LOCAL_CALLER}/k", body_hash=checked.body_hash
+        )
+        await jr.releases.finish(release.id, "failed", {"status": "failed"}, now=time.time())
+        assert (await jr.releases.prune(finished_before=math.inf, keys_before=-math.inf)).releases == 1
+    async with service_on(sim, journal, tokens=()) as svc:
+        resp = await svc.http.post("/v1/releases", json=body, headers={"Idempotency-Key": "k"})
+        error = (await resp.json())["error"]
+        assert (resp.status, error["code"], error["field"]) == (409, "IdempotencyConflict", "Idempotency-Key")
+        assert "pruned" in error["message"]

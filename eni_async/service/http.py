@@ -277,6 +277,13 @@ async def post_releases(request: web.Request) -> web.Response:
         return error_response(
             503, "JournalUnavailable", "the journal cannot take writes now", headers={"Retry-After": "5"}
         )
+    if not releases:  # a replay whose releases were pruned (replicas with other retention settings)
+        return error_response(
+            409,
+            "IdempotencyConflict",
+            "the releases this Idempotency-Key made were pruned (service_retention); use a new key",
+            field="Idempotency-Key",
+        )
     headers = {} if created else {"Idempotent-Replayed": "true"}
     views = [complete_release(await engine.view(release)) for release in releases]
     if body.batch:

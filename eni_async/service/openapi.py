@@ -325,7 +325,10 @@ _PATHS: dict[str, Any] = {
                 "400": _error("the body or a header breaks a rule; names it in `field`; nothing created"),
                 "401": _UNAUTHORIZED,
                 "408": _error("the body did not arrive within `service_body_timeout` seconds"),
-                "409": _error("this Idempotency-Key was used with another body"),
+                "409": _error(
+                    "this Idempotency-Key was used with another body (or, with replicas whose retention "
+                    "settings differ, its releases were pruned)"
+                ),
                 "413": _error("the body is over `service_max_body` bytes"),
                 "429": _error("too many releases unfinished (`service_max_unfinished`)", _RETRY),
                 "503": _UNAVAILABLE,
