@@ -370,3 +370,24 @@ async def test_a_format_2_postgresql_journal_gets_the_filter_and_retention_index
         async with journal.connector.reading() as tx:
             rows = await tx.run("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
     assert {name for (name,) in rows} >= INDEXES
+
+
+async def test_racing_requests_with_one_expired_key_make_one_new_release(journal_url: str) -> None:
+    """Twenty concurrent creates with a key that has expired (two pools on PostgreSQL): one takes it anew,
+    the others replay that one, never the expired key's release."""
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(opened(journal_url, exclusive=False))
+        journals = [first]
+        if is_postgres(journal_url):
+            journals.append(await stack.enter_async_context(opened(journal_url, exclusive=False)))
+        await first.releases.create([request(1)], ["rel-old"], now=1.0, idempotency_key="k", body_hash="h")
+        answers = await asyncio.gather(*(
+            journals[i % len(journals)].releases.create(
+                [request(2)], [f"rel-{i}"], now=100.0, idempotency_key="k", body_hash="h",
+                keys_expire_before=50.0,
+            )
+            for i in range(20)
+        ))  # fmt: skip
+        assert sum(created for _, created in answers) == 1
+        assert len({made[0].id for made, _ in answers}) == 1
+        assert answers[0][0][0].id != "rel-old"
