@@ -17,15 +17,24 @@ client's tracker), whose ``ChunkFate`` is written into the outcome IP by IP: tha
 becomes an error. A credential failure ends the item with ``Outcome.credentials_error`` set (a batch stops);
 a ``gate`` that closes stops any further submit and interrupts the outcome. Every decision is written into
 the outcome. Rounds and looks are bounded (``MAX_ROUNDS``, ``LookPolicy``), so a release always ends.
+
+A release given a ``deadline`` (the service's accepted work) outlasts outages: a submit that surely had no
+effect (never connected, throttled) and a look or a watch that failed transiently, each after its own call
+retries, are tried again on the ``OutagePolicy`` backoff until the deadline passes, the last error shown in
+the outcome meanwhile (and journalled). Only then do the cases above decide, so that IPs sent and not seen
+are ``unknown``. Without a deadline (the library's and ``batch``'s default) the calls' own bounds decide.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from tenacity import RetryCallState
 
 from eni_async import validation
 from eni_async.calls import Calls, Gate, StopSubmitting
@@ -39,10 +48,11 @@ from eni_async.errors import (
     PrimaryIpError,
     TaskFailedError,
     TaskTimeoutError,
+    error_info,
 )
 from eni_async.models import ChunkFate, EniInfo, TaskStatus
 from eni_async.outcomes import Item, Outcome
-from eni_async.policy import LookPolicy
+from eni_async.policy import LookPolicy, OutagePolicy, outlasting
 
 if TYPE_CHECKING:
     from eni_async.journal import ResumePlan
@@ -52,6 +62,8 @@ log = logging.getLogger("eni_async.release")
 UNASSIGN = "UnassignPrivateIpAddresses"
 # Resubmissions of one chunk after ambiguous answers before the item is given up as failed.
 MAX_ROUNDS = 6
+
+T = TypeVar("T")
 
 
 class Watcher(Protocol):
@@ -109,15 +121,43 @@ class _Chunk:
     earlier: set[str] = field(default_factory=set)  # IPs an earlier call of ours may have released
 
 
+@dataclass(frozen=True)
+class _Patience:
+    """What an item with a deadline needs to wait out an outage: the deadline (``Clock.monotonic``), the gate
+    that ends the wait, and where the wait is journalled."""
+
+    deadline: float
+    item: Item
+    gate: Gate | None
+    recorder: Recorder | None
+
+
+def _outlastable(exc: BaseException) -> bool:
+    """Worth waiting for: a transient failure after the call's own retries (a submit's only when it had no
+    effect: an ambiguous one is an ``OutcomeUnknownError``, looked at first)."""
+    return isinstance(exc, EniAsyncError) and exc.transient
+
+
 class Releaser:
     """The release path over a call pipeline and the watcher of its tasks (see the module docstring).
 
-    ``looks`` says how hard to try to describe an ENI before an IP's fate is left in doubt."""
+    ``looks`` says how hard to try to describe an ENI before an IP's fate is left in doubt; ``outage`` how
+    an item with a deadline waits out an outage."""
 
-    def __init__(self, calls: Calls, watcher: Watcher, *, looks: LookPolicy = LookPolicy()) -> None:  # noqa: B008 - frozen value
+    def __init__(
+        self,
+        calls: Calls,
+        watcher: Watcher,
+        *,
+        looks: LookPolicy = LookPolicy(),  # noqa: B008 - frozen value
+        outage: OutagePolicy = OutagePolicy(),  # noqa: B008 - frozen value
+    ) -> None:
         self.calls = calls
         self.watcher = watcher
         self.looks = looks
+        self.outage = outage
+        # The items being released with a deadline, by ``id(outcome)``: every step of an item has its outcome.
+        self._patience: dict[int, _Patience] = {}
 
     def __repr__(self) -> str:
         return f"Releaser({self.calls!r})"
@@ -133,6 +173,7 @@ class Releaser:
         gate: Gate | None = None,
         timeout: float | None = None,
         watch: bool = True,
+        deadline: float | None = None,
     ) -> Outcome:
         """Release the item's IPs (ids and IPs already validated) chunk by chunk and return the settled
         outcome (``outcome``, when given, is filled in: a resumed item's carries what the journal knew).
@@ -142,8 +183,11 @@ class Releaser:
         no VPC), done only while nothing of the item was sent. ``gate``: once true, nothing more is submitted
         and the outcome is interrupted. ``timeout`` bounds each mutex wait and each task's watch (default
         the poll policy's). ``watch=False`` submits without watching (``--no-wait``): the IPs of accepted
-        tasks are ``unknown`` and the status ``submitted``."""
+        tasks are ``unknown`` and the status ``submitted``. ``deadline`` (a ``Clock.monotonic`` reading):
+        outages are waited out until then (see the module docstring)."""
         outcome = outcome if outcome is not None else Outcome.for_item(item)
+        if deadline is not None:
+            self._patience[id(outcome)] = _Patience(deadline, item, gate, recorder)
         try:
             todo = item.ips if plan is None else await self._resume(item, outcome, plan, recorder, timeout)
             if look is None:
@@ -161,7 +205,58 @@ class Releaser:
             outcome.credentials_error = exc
         except EniAsyncError as exc:  # a look before the first submit that failed
             outcome.fail(exc)
+        finally:
+            self._patience.pop(id(outcome), None)
         return outcome.settle(watched=watch)
+
+    async def _outlast(self, outcome: Outcome, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``; for an item with a deadline, tried again after transient failures on the outage
+        backoff until the deadline passes (then its error is raised). While it waits, the last error is the
+        outcome's error (journalled at each try); one decision says when the wait began and one when it
+        ended. A gate that closes meanwhile ends the wait: ``StopSubmitting``."""
+        patience = self._patience.get(id(outcome))
+        if patience is None:
+            return await call()
+        clock = self.calls.clock
+        began = clock.monotonic()
+        before = outcome.error
+        waiting: list[BaseException] = []
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            if exc is None:
+                return
+            if not waiting:
+                decide(outcome, f"{what} failed ({exc}): waiting for the API, until the release's deadline")
+            waiting.append(exc)
+            if before is None:
+                outcome.error = error_info(exc)
+            log.log(
+                logging.INFO if len(waiting) > 1 else logging.WARNING,
+                "%s: %s failed (%s); trying again in %.1fs (until the release's deadline)",
+                outcome.eni_id, what, exc, wait,
+            )  # fmt: skip
+
+        async def attempt() -> T:
+            if waiting:
+                if patience.gate is not None and patience.gate():
+                    raise StopSubmitting
+                if patience.recorder is not None:
+                    await patience.recorder.progressed(patience.item, outcome)
+            return await call()
+
+        retrying = outlasting(
+            self.outage, clock, patience.deadline, retry=_outlastable, before_sleep=before_sleep
+        )
+        try:
+            result: T = await retrying(attempt)
+        finally:
+            if waiting and before is None:
+                outcome.error = None  # the case that decides next records its own error
+        if waiting:
+            decide(outcome, f"the API answered again after {clock.monotonic() - began:.0f}s ({what})")
+        return result
 
     # -- before submitting ----------------------------------------------------------------------------
 
@@ -190,7 +285,7 @@ class Releaser:
         An ENI that does not exist, or is not in the item's VPC, is refused (every IP ``not_released``); IPs
         not on it are ``absent``; a primary IP is refused without a request (``not_released``).
         """
-        info = await self.watcher.describe(item.eni_id)
+        info = await self._outlast(outcome, "describing", lambda: self.watcher.describe(item.eni_id))
         if info is None or info.vpc_id != item.vpc_id:
             where = f" (it is in {info.vpc_id})" if info is not None else ""
             outcome.fail(
@@ -239,9 +334,14 @@ class Releaser:
                 await c.recorder.submitting(c.item, c.todo, outcome)
             started = self.calls.clock.monotonic()
             try:
-                sent = await self.calls.submit_when_free(
-                    c.item.vpc_id, c.item.eni_id, c.todo, gate=c.gate, timeout=c.timeout
-                )
+                sent = await self._outlast(
+                    outcome,
+                    "submitting",
+                    functools.partial(
+                        self.calls.submit_when_free,
+                        c.item.vpc_id, c.item.eni_id, c.todo, gate=c.gate, timeout=c.timeout,
+                    ),
+                )  # fmt: skip
             except (StopSubmitting, AuthError):
                 # Refused before any effect (the mutex at every try, or the credentials): not sent after all.
                 outcome.sent.difference_update(ip for ip in c.todo if ip not in c.earlier)
@@ -292,10 +392,25 @@ class Releaser:
         submitted_at: float | None,
         timeout: float | None,
     ) -> None:
-        """Hand an accepted task to the watcher and write each IP's fate into the outcome."""
-        fate = await self.watcher.track(
-            item.vpc_id, item.eni_id, task_id, chunk, submitted_at=submitted_at, timeout=timeout
-        )
+        """Hand an accepted task to the watcher and write each IP's fate into the outcome. For an item with
+        a deadline, a watch that ended with IPs unseen (its own deadline, or failing calls) while the task
+        was not seen ending is started again until the item's deadline passes."""
+        patience = self._patience.get(id(outcome))
+        for again in itertools.count():
+            fate = await self.watcher.track(
+                item.vpc_id, item.eni_id, task_id, chunk, submitted_at=submitted_at, timeout=timeout
+            )
+            state = fate.state
+            if patience is None or not fate.unknown or (state is not None and state.status.done):
+                break
+            left = patience.deadline - self.calls.clock.monotonic()
+            if left <= 0 or (patience.gate is not None and patience.gate()):
+                break
+            if again == 0:
+                decide(outcome, f"{fate.reason or f'task {task_id} not confirmed'}: watching it again")
+                if patience.recorder is not None:
+                    await patience.recorder.progressed(item, outcome)
+            await self.calls.clock.sleep(min(left, self.outage.maximum, self.outage.initial * 2**again))
         waited = self.calls.clock.monotonic() - submitted_at if submitted_at is not None else 0.0
         record_fate(outcome, fate, request_id, waited=waited)
 
@@ -306,7 +421,9 @@ class Releaser:
         guessing. ``None``: it could not be described (or was not found)."""
         for pause in itertools.chain(self.looks.pauses(), [None]):
             try:
-                return await self.watcher.describe(outcome.eni_id)
+                return await self._outlast(
+                    outcome, "describing", lambda: self.watcher.describe(outcome.eni_id)
+                )
             except AuthError:
                 raise
             except EniAsyncError as exc:
