@@ -221,6 +221,11 @@ class EniClient:
 
     # -- the lower-level steps ------------------------------------------------------------------------
 
+    async def check_credentials(self) -> None:
+        """One cheap call, tried once: ``AuthError`` when the API refuses the credentials (a readiness
+        check; ``Pipeline.check_credentials``)."""
+        await self.calls.check_credentials()
+
     async def submit_unassign(self, vpc_id: str, eni_id: str, ips: Sequence[str]) -> str:
         """Send one UnassignPrivateIpAddresses call (at most 10 IPs) and return its task id."""
         vpc, eni, checked = validation.release_request(vpc_id, eni_id, ips)

@@ -142,7 +142,8 @@ class Releaser:
     """The release path over a call pipeline and the watcher of its tasks (see the module docstring).
 
     ``looks`` says how hard to try to describe an ENI before an IP's fate is left in doubt; ``outage`` how
-    an item with a deadline waits out an outage."""
+    an item with a deadline waits out an outage. ``on_outage``, when set, is told of each wait that begins
+    (with its error) and of each that ends with the API answering (``None``)."""
 
     def __init__(
         self,
@@ -158,6 +159,7 @@ class Releaser:
         self.outage = outage
         # The items being released with a deadline, by ``id(outcome)``: every step of an item has its outcome.
         self._patience: dict[int, _Patience] = {}
+        self.on_outage: Callable[[BaseException | None], None] | None = None
 
     def __repr__(self) -> str:
         return f"Releaser({self.calls!r})"
@@ -229,6 +231,8 @@ class Releaser:
                 return
             if not waiting:
                 decide(outcome, f"{what} failed ({exc}): waiting for the API, until the release's deadline")
+                if self.on_outage is not None:
+                    self.on_outage(exc)
             waiting.append(exc)
             if before is None:
                 outcome.error = error_info(exc)
@@ -256,6 +260,8 @@ class Releaser:
                 outcome.error = None  # the case that decides next records its own error
         if waiting:
             decide(outcome, f"the API answered again after {clock.monotonic() - began:.0f}s ({what})")
+            if self.on_outage is not None:
+                self.on_outage(None)
         return result
 
     # -- before submitting ----------------------------------------------------------------------------

@@ -74,6 +74,6 @@ async def _follow_outages(
             continue
         await site.stop()
         while (left := outage.until - sim.clock.monotonic()) > 0 and outage.active() == UNREACHABLE:
-            await sim.clock.sleep(left)
+            await sim.clock.sleep(min(left, 1.0))  # in steps: ``end`` may cut the outage short
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
