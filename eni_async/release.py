@@ -32,9 +32,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
-
-from tenacity import RetryCallState
+from typing import TYPE_CHECKING, Protocol
 
 from eni_async import validation
 from eni_async.calls import Calls, Gate, StopSubmitting
@@ -48,11 +46,11 @@ from eni_async.errors import (
     PrimaryIpError,
     TaskFailedError,
     TaskTimeoutError,
-    error_info,
 )
 from eni_async.models import ChunkFate, EniInfo, TaskStatus
 from eni_async.outcomes import Item, Outcome
-from eni_async.policy import LookPolicy, OutagePolicy, outlasting
+from eni_async.patience import Patience, Waiting
+from eni_async.policy import LookPolicy, OutagePolicy
 
 if TYPE_CHECKING:
     from eni_async.journal import ResumePlan
@@ -62,8 +60,6 @@ log = logging.getLogger("eni_async.release")
 UNASSIGN = "UnassignPrivateIpAddresses"
 # Resubmissions of one chunk after ambiguous answers before the item is given up as failed.
 MAX_ROUNDS = 6
-
-T = TypeVar("T")
 
 
 class Watcher(Protocol):
@@ -121,29 +117,11 @@ class _Chunk:
     earlier: set[str] = field(default_factory=set)  # IPs an earlier call of ours may have released
 
 
-@dataclass(frozen=True)
-class _Patience:
-    """What an item with a deadline needs to wait out an outage: the deadline (``Clock.monotonic``), the gate
-    that ends the wait, and where the wait is journalled."""
-
-    deadline: float
-    item: Item
-    gate: Gate | None
-    recorder: Recorder | None
-
-
-def _outlastable(exc: BaseException) -> bool:
-    """Worth waiting for: a transient failure after the call's own retries (a submit's only when it had no
-    effect: an ambiguous one is an ``OutcomeUnknownError``, looked at first)."""
-    return isinstance(exc, EniAsyncError) and exc.transient
-
-
 class Releaser:
     """The release path over a call pipeline and the watcher of its tasks (see the module docstring).
 
     ``looks`` says how hard to try to describe an ENI before an IP's fate is left in doubt; ``outage`` how
-    an item with a deadline waits out an outage. ``on_outage``, when set, is told of each wait that begins
-    (with its error) and of each that ends with the API answering (``None``)."""
+    an item with a deadline waits out an outage (``patience``; its ``on_outage`` hears of each wait)."""
 
     def __init__(
         self,
@@ -156,10 +134,7 @@ class Releaser:
         self.calls = calls
         self.watcher = watcher
         self.looks = looks
-        self.outage = outage
-        # The items being released with a deadline, by ``id(outcome)``: every step of an item has its outcome.
-        self._patience: dict[int, _Patience] = {}
-        self.on_outage: Callable[[BaseException | None], None] | None = None
+        self.patience = Patience(calls.clock, outage)
 
     def __repr__(self) -> str:
         return f"Releaser({self.calls!r})"
@@ -189,7 +164,7 @@ class Releaser:
         outages are waited out until then (see the module docstring)."""
         outcome = outcome if outcome is not None else Outcome.for_item(item)
         if deadline is not None:
-            self._patience[id(outcome)] = _Patience(deadline, item, gate, recorder)
+            self.patience.items[id(outcome)] = Waiting(deadline, item, gate, recorder)
         try:
             todo = item.ips if plan is None else await self._resume(item, outcome, plan, recorder, timeout)
             if look is None:
@@ -208,61 +183,8 @@ class Releaser:
         except EniAsyncError as exc:  # a look before the first submit that failed
             outcome.fail(exc)
         finally:
-            self._patience.pop(id(outcome), None)
+            self.patience.items.pop(id(outcome), None)
         return outcome.settle(watched=watch)
-
-    async def _outlast(self, outcome: Outcome, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()``; for an item with a deadline, tried again after transient failures on the outage
-        backoff until the deadline passes (then its error is raised). While it waits, the last error is the
-        outcome's error (journalled at each try); one decision says when the wait began and one when it
-        ended. A gate that closes meanwhile ends the wait: ``StopSubmitting``."""
-        patience = self._patience.get(id(outcome))
-        if patience is None:
-            return await call()
-        clock = self.calls.clock
-        began = clock.monotonic()
-        before = outcome.error
-        waiting: list[BaseException] = []
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            wait = state.next_action.sleep if state.next_action else 0.0
-            if exc is None:
-                return
-            if not waiting:
-                decide(outcome, f"{what} failed ({exc}): waiting for the API, until the release's deadline")
-                if self.on_outage is not None:
-                    self.on_outage(exc)
-            waiting.append(exc)
-            if before is None:
-                outcome.error = error_info(exc)
-            log.log(
-                logging.INFO if len(waiting) > 1 else logging.WARNING,
-                "%s: %s failed (%s); trying again in %.1fs (until the release's deadline)",
-                outcome.eni_id, what, exc, wait,
-            )  # fmt: skip
-
-        async def attempt() -> T:
-            if waiting:
-                if patience.gate is not None and patience.gate():
-                    raise StopSubmitting
-                if patience.recorder is not None:
-                    await patience.recorder.progressed(patience.item, outcome)
-            return await call()
-
-        retrying = outlasting(
-            self.outage, clock, patience.deadline, retry=_outlastable, before_sleep=before_sleep
-        )
-        try:
-            result: T = await retrying(attempt)
-        finally:
-            if waiting and before is None:
-                outcome.error = None  # the case that decides next records its own error
-        if waiting:
-            decide(outcome, f"the API answered again after {clock.monotonic() - began:.0f}s ({what})")
-            if self.on_outage is not None:
-                self.on_outage(None)
-        return result
 
     # -- before submitting ----------------------------------------------------------------------------
 
@@ -291,7 +213,7 @@ class Releaser:
         An ENI that does not exist, or is not in the item's VPC, is refused (every IP ``not_released``); IPs
         not on it are ``absent``; a primary IP is refused without a request (``not_released``).
         """
-        info = await self._outlast(outcome, "describing", lambda: self.watcher.describe(item.eni_id))
+        info = await self.patience.outlast(outcome, "describing", lambda: self.watcher.describe(item.eni_id))
         if info is None or info.vpc_id != item.vpc_id:
             where = f" (it is in {info.vpc_id})" if info is not None else ""
             outcome.fail(
@@ -340,7 +262,7 @@ class Releaser:
                 await c.recorder.submitting(c.item, c.todo, outcome)
             started = self.calls.clock.monotonic()
             try:
-                sent = await self._outlast(
+                sent = await self.patience.outlast(
                     outcome,
                     "submitting",
                     functools.partial(
@@ -401,22 +323,20 @@ class Releaser:
         """Hand an accepted task to the watcher and write each IP's fate into the outcome. For an item with
         a deadline, a watch that ended with IPs unseen (its own deadline, or failing calls) while the task
         was not seen ending is started again until the item's deadline passes."""
-        patience = self._patience.get(id(outcome))
         for again in itertools.count():
             fate = await self.watcher.track(
                 item.vpc_id, item.eni_id, task_id, chunk, submitted_at=submitted_at, timeout=timeout
             )
             state = fate.state
-            if patience is None or not fate.unknown or (state is not None and state.status.done):
+            if not fate.unknown or (state is not None and state.status.done):
                 break
-            left = patience.deadline - self.calls.clock.monotonic()
-            if left <= 0 or (patience.gate is not None and patience.gate()):
-                break
-            if again == 0:
+            waiting = self.patience.of(outcome)
+            if again == 0 and waiting is not None:
                 decide(outcome, f"{fate.reason or f'task {task_id} not confirmed'}: watching it again")
-                if patience.recorder is not None:
-                    await patience.recorder.progressed(item, outcome)
-            await self.calls.clock.sleep(min(left, self.outage.maximum, self.outage.initial * 2**again))
+                if waiting.recorder is not None:
+                    await waiting.recorder.progressed(item, outcome)
+            if not await self.patience.pause_before_watching_again(outcome, again):
+                break
         waited = self.calls.clock.monotonic() - submitted_at if submitted_at is not None else 0.0
         record_fate(outcome, fate, request_id, waited=waited)
 
@@ -427,7 +347,7 @@ class Releaser:
         guessing. ``None``: it could not be described (or was not found)."""
         for pause in itertools.chain(self.looks.pauses(), [None]):
             try:
-                return await self._outlast(
+                return await self.patience.outlast(
                     outcome, "describing", lambda: self.watcher.describe(outcome.eni_id)
                 )
             except AuthError:

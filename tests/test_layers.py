@@ -54,7 +54,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("settings", "journal.sqlite", "journal.postgres"),
     ("credentials.chain", "journal"),
     ("credentials.identity",),
-    ("tracker", "shared_quota", "credentials", "journal.copy"),
+    ("tracker", "shared_quota", "credentials", "journal.copy", "patience"),
     ("release", "pipeline"),
     ("batch",),
     (

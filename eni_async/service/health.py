@@ -52,7 +52,7 @@ class ApiHealth:
         self.outages = 0  # items waiting out an outage now
         self.stopping = False
         self._recovery: asyncio.Task[None] | None = None
-        client.releaser.on_outage = self.outage
+        client.releaser.patience.on_outage = self.outage
 
     def __repr__(self) -> str:
         return f"ApiHealth({self.state!r})"
@@ -68,15 +68,15 @@ class ApiHealth:
         return self.state.startswith(REFUSED)
 
     def outage(self, error: BaseException | None) -> None:
-        """The release path's word that an item began waiting out an outage (``error``) or that the API
-        answered again (``None``)."""
+        """The release path's word that an item began waiting out an outage (``error``) or that its wait
+        ended (``None``: the API answered, or the item's deadline passed, which its outcome then says)."""
         if error is not None:
             self.outages += 1
             if not self.refused:
                 self.state = f"{UNREACHABLE} ({error_code(error)})"
             return
         self.outages = max(0, self.outages - 1)
-        if self.state.startswith(UNREACHABLE):
+        if not self.outages and self.state.startswith(UNREACHABLE):
             self.state = OK
 
     def finished(self, code: str | None) -> None:
