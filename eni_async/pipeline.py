@@ -441,17 +441,10 @@ class Pipeline:
         return list(page.enis), page.total
 
     async def check_credentials(self) -> None:
-        """One call, the cheapest the API has (DescribeNetworkInterfaces, ``Limit`` 1, no filter), tried
-        once: raises ``AuthError`` when the credentials are refused, another ``EniAsyncError`` when the API
-        cannot say."""
-        await self._call(
-            DESCRIBE,
-            functools.partial(self.dialect.build_describe, limit=1),
-            self.dialect.parse_describe,
-            mutating=False,
-            subject="(credentials check)",
-            retry=RetryPolicy(attempts=1),
-        )
+        """The cheapest call (DescribeNetworkInterfaces, ``Limit`` 1), tried once: ``AuthError`` if refused."""
+        build = functools.partial(self.dialect.build_describe, limit=1)
+        once = RetryPolicy(attempts=1)
+        await self._call(DESCRIBE, build, self.dialect.parse_describe, mutating=False, retry=once)
 
     # -- what the tracker tells and asks --------------------------------------------------------------
 
