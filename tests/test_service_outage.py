@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -25,6 +26,8 @@ from eni_async.journal import SqliteJournal
 from eni_async.service.engine import Engine
 from eni_async.service.http import make_app
 from eni_async.simulator import Simulator, SimulatorConfig, running
+from tests.servehelpers import AUTH as SERVE_AUTH
+from tests.servehelpers import read, serve_process, simulated
 
 TOKEN = "outage-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -299,3 +302,43 @@ async def test_refused_credentials_that_come_back_let_the_work_go_on(tmp_path: P
         [done] = await svc.finished([release_id])
         assert done["status"] == "succeeded"
         assert (await svc.readyz())[0] == 200
+
+
+async def test_serve_reads_refused_credentials_again_from_its_profile_file(tmp_path: Path) -> None:
+    """``eni-async serve`` with keys in ~/.tencentcloud/credentials that the API refuses from the start:
+    /readyz 503 says so; once the file holds working keys, the process goes on by itself and a release
+    succeeds, with no restart."""
+    home = tmp_path / "home"
+    keyfile = home / ".tencentcloud" / "credentials"
+    keyfile.parent.mkdir(parents=True)
+    keyfile.write_text(f"[default]\nsecret_id = {FIRST}\nsecret_key = {KEYS[FIRST]}\n")
+    async with simulated(tmp_path, grace=0.5, enis=1, ips_per_eni=2, seed=3, keys=KEYS) as served:
+        served.sim.outage.refuse([FIRST])
+        env = {k: v for k, v in served.env.items() if not k.startswith("TENCENTCLOUD_")}
+        served.env = {**env, "HOME": str(home)}
+        async with (
+            serve_process(served, tmp_path / "j.db", tmp_path / "serve.log") as (_, endpoint),
+            aiohttp.ClientSession() as http,
+        ):
+            async with http.get(f"{endpoint}/readyz") as resp:
+                assert resp.status == 503
+                assert (await resp.json())["api"] == "credentials refused: SecretIdNotFound"
+            keyfile.write_text(f"[default]\nsecret_id = {SECOND}\nsecret_key = {KEYS[SECOND]}\n")
+            for _ in range(300):  # the backoff starts at 1 s: a few seconds at most
+                async with http.get(f"{endpoint}/readyz") as resp:
+                    if resp.status == 200:
+                        break
+                await asyncio.sleep(0.05)
+            assert resp.status == 200
+            eni = served.sim.ground_truth()["enis"][0]
+            body = {"vpc_id": eni["vpc_id"], "eni_id": eni["eni_id"], "ips": eni["secondary_ips"]}
+            async with http.post(
+                f"{endpoint}/v1/releases", json={"releases": [body]}, headers=SERVE_AUTH
+            ) as resp:
+                [release] = (await resp.json())["releases"]
+            async with http.get(
+                f"{endpoint}/v1/releases/{release['id']}?wait=20", headers=SERVE_AUTH
+            ) as resp:
+                assert (await resp.json())["status"] == "succeeded"
+        assert KEYS[FIRST] not in read(tmp_path / "serve.log")
+        assert KEYS[SECOND] not in read(tmp_path / "serve.log")
