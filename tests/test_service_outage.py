@@ -83,13 +83,17 @@ async def service(
     reload: Callable[[], Awaitable[CredentialProvider]] | None = None,
     deadline: float = 21_600.0,
     dialect: str = "v3",
+    outage: tuple[str, float] | None = None,
 ) -> AsyncIterator[Svc]:
-    """A service (``dialect``, release deadline ``deadline``) on a simulator of 4 ENIs, one fake clock."""
+    """A service (``dialect``, release deadline ``deadline``) on a simulator of 4 ENIs, one fake clock;
+    ``outage`` (kind, seconds) starts before the service does."""
     clock = FakeClock()
     sim = Simulator(
         SimulatorConfig(enis=4, ips_per_eni=3, seed=5, task_latency=(1.0, 0.3), keys=KEYS), clock=clock
     )
     async with running(sim, host="127.0.0.1", port=0) as server:
+        if outage is not None:
+            sim.outage.start(*outage)
         settings = Settings(
             endpoint=server.endpoint,
             region=sim.region,
@@ -223,6 +227,21 @@ async def test_readyz_at_start_checks_the_credentials_with_one_cheap_call(tmp_pa
         status, body = await svc.readyz()
         assert (status, body["api"], body["reason"]) == (200, "ok", "ready")
         assert svc.sim.stats()["requests"] == {"DescribeNetworkInterfaces": 1}
+
+
+async def test_an_api_unreachable_at_start_is_probed_until_the_service_is_ready(tmp_path: Path) -> None:
+    """Unreachable at start, /readyz answers 503 naming it; with no release to tell, the service probes
+    the API on its backoff and is ready by itself once the 5-minute outage ends."""
+    async with service(tmp_path, outage=("unreachable", 300)) as svc:
+        status, body = await svc.readyz()
+        assert (status, body["api"]) == (503, "unreachable (ConnectFailed)")
+
+        async def ready() -> bool:
+            return (await svc.readyz())[0] == 200
+
+        await until(ready)
+        assert svc.clock.monotonic() >= 300
+        assert (await svc.readyz())[1]["api"] == "ok"
 
 
 async def test_readyz_at_start_says_the_credentials_are_refused_without_a_secret(tmp_path: Path) -> None:

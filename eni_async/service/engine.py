@@ -95,7 +95,6 @@ class Engine:
         reload: Callable[[], Awaitable[CredentialProvider]] | None = None,
     ) -> None:
         self.client = client
-        self.reload = reload  # the credentials' source, read again while the API refuses them
         self.journal = journal
         self.registry = Registry(journal, now=client.clock.time)
         self.max_unfinished = max_unfinished
@@ -113,6 +112,7 @@ class Engine:
         self.recorder = FencedRecorder(journal, self.leases, tenure_of=h.tenure_of, dropped=h.dropped)
         self.accepting = False
         self.failure: BaseException | None = None  # a bug ended the batch; the service is not ready
+        # ``reload``: the credentials' source, read again while the API refuses them.
         self.api = ApiHealth(client, reload=reload, resume=self._restart)
         self._waiters: dict[str, asyncio.Event] = {}
         self._count = (-COUNT_TTL_S, 0)  # (read at, unfinished releases) of the whole journal

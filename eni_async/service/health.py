@@ -2,8 +2,9 @@
 
 The state is one line for ``/readyz`` (never a secret, only error codes): ``checking credentials`` until the
 cheap call made at start (``EniClient.check_credentials``: one DescribeNetworkInterfaces with ``Limit`` 1)
-answers, ``ok``, ``unreachable (Code)`` while the release path waits out an outage (or a release ended
-on one), or ``credentials refused: Code``. Refused credentials are read again from their source
+answers, ``ok``, ``unreachable (Code)`` while the release path waits out an outage (or a release ended on
+one; the API is then probed with the cheap call on the backoff until it answers), or ``credentials
+refused: Code``. Refused credentials are read again from their source
 (``reload``: the credential chain, so a rewritten file, a renewed role or new variables count; without it
 the provider renews itself) and tried with the same cheap call, on the ``CREDENTIALS_WAIT`` backoff, until
 the API takes them; then ``resume`` is awaited (the engine starts a new batch). Nothing is failed for it.
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 from tenacity import RetryCallState
 
 from eni_async.errors import AuthError, EniAsyncError, error_code
+from eni_async.patience import outlastable
 from eni_async.policy import OutagePolicy, outlasting
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ class ApiHealth:
         self.outages = 0  # items waiting out an outage now
         self.stopping = False
         self._recovery: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
         client.releaser.patience.on_outage = self.outage
 
     def __repr__(self) -> str:
@@ -72,8 +75,7 @@ class ApiHealth:
         ended (``None``: the API answered, or the item's deadline passed, which its outcome then says)."""
         if error is not None:
             self.outages += 1
-            if not self.refused:
-                self.state = f"{UNREACHABLE} ({error_code(error)})"
+            self._unreachable(error_code(error))
             return
         self.outages = max(0, self.outages - 1)
         if not self.outages and self.state.startswith(UNREACHABLE):
@@ -82,7 +84,7 @@ class ApiHealth:
     def finished(self, code: str | None) -> None:
         """A release ended here with the error ``code`` (``None``: none)."""
         if code in UNREACHABLE_CODES:
-            self.state = f"{UNREACHABLE} ({code})"
+            self._unreachable(code)
         elif not self.refused and not self.outages:
             self.state = OK
 
@@ -94,11 +96,42 @@ class ApiHealth:
             self.refuse(exc)
         except EniAsyncError as exc:
             if self.state == CHECKING:
-                self.state = f"{UNREACHABLE} ({error_code(exc)})"
                 log.warning("the API cannot be reached at start (%s); accepted work waits for it", exc)
+                self._unreachable(error_code(exc))
         else:
-            if self.state == CHECKING or self.state.startswith(UNREACHABLE):
+            if self.state == CHECKING or (self.state.startswith(UNREACHABLE) and not self.outages):
                 self.state = OK
+
+    def _unreachable(self, code: str) -> None:
+        """The API could not be reached: say so, and probe it (on the backoff) until it answers, since a
+        replica that is not ready may get no release that would tell."""
+        if self.refused:
+            return
+        self.state = f"{UNREACHABLE} ({code})"
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probing())
+
+    async def _probing(self) -> None:
+        async def attempt() -> None:
+            await self.client.check_credentials()
+
+        retrying = outlasting(
+            CREDENTIALS_WAIT,
+            self.client.clock,
+            math.inf,
+            retry=lambda exc: outlastable(exc) and not self.stopping,
+        )
+        await self.client.clock.sleep(CREDENTIALS_WAIT.initial)
+        try:
+            await retrying(attempt)
+        except AuthError as exc:
+            self.refuse(exc)
+            return
+        except EniAsyncError:  # stopping
+            return
+        if self.state.startswith(UNREACHABLE) and not self.outages:
+            log.info("the API answers again")
+            self.state = OK
 
     def refuse(self, exc: BaseException) -> None:
         """The API refused the credentials: say so, and read them again until it takes them."""
@@ -112,9 +145,10 @@ class ApiHealth:
     async def close(self) -> None:
         """Stop waiting for credentials."""
         self.stopping = True
-        if self._recovery is not None:
-            self._recovery.cancel()
-            await asyncio.gather(self._recovery, return_exceptions=True)
+        tasks = [task for task in (self._recovery, self._probe) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _recover(self) -> None:
         clock = self.client.clock
