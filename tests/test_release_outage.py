@@ -54,15 +54,21 @@ async def test_without_a_deadline_the_library_keeps_its_bounded_retries() -> Non
         assert w.clock.monotonic() < 30
 
 
-async def test_a_permanent_refusal_fails_at_once_even_with_a_deadline() -> None:
-    """An ENI that does not exist fails at once under a six-hour deadline: nothing to wait for."""
+@pytest.mark.parametrize("refusal", ["eni_not_found", "permission_denied"])
+async def test_a_permanent_refusal_fails_at_once_even_with_a_deadline(refusal: str) -> None:
+    """An ENI that does not exist, or one the keys may not touch, fails at once under a six-hour deadline:
+    nothing to wait for, and nothing released."""
     async with world() as w:
         real = w.items()[0]
-        missing = Item(real.vpc_id, "eni-00000000", real.ips)
-        [outcome] = [o async for o in w.client.unassign_many([missing], release_deadline=21_600)]
+        item = Item(real.vpc_id, "eni-00000000", real.ips) if refusal == "eni_not_found" else real
+        if refusal == "permission_denied":
+            w.sim.denied_enis.add(real.eni_id)
+        [outcome] = [o async for o in w.client.unassign_many([item], release_deadline=21_600)]
         assert outcome.status == "failed"
         assert outcome.error is not None
-        assert outcome.error["code"].endswith("NotFound")
+        code = outcome.error["code"]
+        assert code.endswith("NotFound") if refusal == "eni_not_found" else code == "UnauthorizedOperation"
+        assert sorted(outcome.not_released) == sorted(item.ips)
         assert w.clock.monotonic() < 5
 
 
