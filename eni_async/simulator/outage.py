@@ -40,7 +40,8 @@ class Outage:
         self.until = 0.0
         self.refused: set[str] = set()
         self.struck: Counter[str] = Counter()  # calls each kind failed
-        self.started = asyncio.Event()  # set when an outage starts (``running`` follows the unreachable ones)
+        # One event per ``running`` server following the outages (each made in its server's event loop).
+        self.followers: set[asyncio.Event] = set()
 
     def __repr__(self) -> str:
         return f"Outage(kind={self.active()!r}, refused={len(self.refused)})"
@@ -55,7 +56,8 @@ class Outage:
             raise ConfigError("seconds", seconds, "must be 0 or more")
         self.kind = kind
         self.until = self.clock.monotonic() + float(seconds)
-        self.started.set()
+        for started in self.followers:
+            started.set()
 
     def end(self) -> None:
         """End the outage now."""

@@ -47,7 +47,11 @@ async def running(
         bound = runner.addresses[0][1]
         scheme = "https" if ssl_context is not None else "http"
         shown = f"[{host}]" if ":" in host else host
-        follower = asyncio.create_task(_follow_outages(sim, runner, site, host, bound, ssl_context))
+        started = asyncio.Event()  # registered now: an outage started before the follower runs is seen
+        sim.outage.followers.add(started)
+        if sim.outage.active() is not None:
+            started.set()
+        follower = asyncio.create_task(_follow_outages(sim, started, runner, site, host, bound, ssl_context))
         yield RunningServer(sim, host, bound, f"{scheme}://{shown}:{bound}")
     finally:
         if follower is not None:
@@ -59,6 +63,7 @@ async def running(
 
 async def _follow_outages(
     sim: Simulator,
+    started: asyncio.Event,
     runner: web.AppRunner,
     site: web.TCPSite,
     host: str,
@@ -67,13 +72,16 @@ async def _follow_outages(
 ) -> None:
     """Close the listening socket for each ``unreachable`` outage and reopen it when the outage ends."""
     outage = sim.outage
-    while True:
-        await outage.started.wait()
-        outage.started.clear()
-        if outage.active() != UNREACHABLE:
-            continue
-        await site.stop()
-        while (left := outage.until - sim.clock.monotonic()) > 0 and outage.active() == UNREACHABLE:
-            await sim.clock.sleep(min(left, 1.0))  # in steps: ``end`` may cut the outage short
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-        await site.start()
+    try:
+        while True:
+            await started.wait()
+            started.clear()
+            if outage.active() != UNREACHABLE:
+                continue
+            await site.stop()
+            while (left := outage.until - sim.clock.monotonic()) > 0 and outage.active() == UNREACHABLE:
+                await sim.clock.sleep(min(left, 1.0))  # in steps: ``end`` may cut the outage short
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+            await site.start()
+    finally:
+        outage.followers.discard(started)
