@@ -142,6 +142,7 @@ class Settings:
     service_tls_cert: str = ""
     service_tls_key: str = ""
     service_metrics_tokens_file: str = ""
+    service_release_deadline: float = 21_600.0
     service_retention: float = 604_800.0  # 7 days
     service_idempotency_ttl: float = 86_400.0  # 24 hours, as Stripe keeps keys
     lease_s: float = 10.0
@@ -316,7 +317,7 @@ def _check_service(s: Settings) -> None:
     for name in ("service_max_body", "service_max_unfinished", "service_max_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(name, getattr(s, name), "must be at least 1")
-    for name in ("service_header_timeout", "service_body_timeout", *_RETENTION):
+    for name in ("service_header_timeout", "service_body_timeout", "service_release_deadline", *_RETENTION):
         if not (math.isfinite(getattr(s, name)) and getattr(s, name) > 0):
             raise ConfigError(name, getattr(s, name), "must be a finite number of seconds above 0")
     if s.service_tls_key and not s.service_tls_cert:

@@ -220,7 +220,11 @@ _COMPONENTS: dict[str, Any] = {
             "properties": {
                 "status": {"type": "string", "enum": ["ready", "not_ready"]},
                 "reason": {"type": "string"},
-                "api": {"type": "string", "description": "what the last outcome said of the API"},
+                "api": {
+                    "type": "string",
+                    "description": "the API as this replica sees it: ok, checking credentials, unreachable (Code), "
+                    "or credentials refused: Code (checked at start with one cheap call)",
+                },
                 "unfinished": {"type": "integer", "minimum": 0},
             },
         },

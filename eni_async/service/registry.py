@@ -16,15 +16,18 @@ sent) and never back.
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from eni_async.clock import Clock
 from eni_async.journal import (
     Cancellation,
     IdempotencyConflictError,
     Journal,
+    JournalError,
     Lease,
     Pruned,
     Release,
@@ -40,6 +43,8 @@ from eni_async.journal.seam import (
     Request,
 )
 from eni_async.outcomes import SUCCEEDED
+
+log = logging.getLogger("eni_async.service")
 
 UNFINISHED = RELEASE_UNFINISHED
 STATUSES = RELEASE_STATUSES
@@ -111,6 +116,19 @@ class Registry:
     async def cancel(self, release_id: str) -> Cancellation | None:
         """Cancel a release none of whose calls was sent (``None``: no such id); see ``Cancellation``."""
         return await self._releases.cancel(release_id, now=self._now())
+
+    async def pruner(self, clock: Clock, every: float) -> None:
+        """Run a retention pass (``prune``) every ``every`` seconds of ``clock``, for ever; a journal that
+        does not answer skips a pass (every replica prunes, and the deletes are idempotent)."""
+        while True:
+            await clock.sleep(every)
+            try:
+                pruned = await self.prune()
+            except JournalError as exc:
+                log.debug("retention pass skipped: %s", exc)
+                continue
+            if pruned.releases or pruned.keys:
+                log.info("retention: %d release(s) and %d key(s) pruned", pruned.releases, pruned.keys)
 
     async def prune(self) -> Pruned:
         """Delete finished releases older than ``retention`` and keys older than ``idempotency_ttl``."""
