@@ -9,9 +9,9 @@ database's unique key, so the database, not a process, decides which of several 
 the release (also across replicas). Here: the ids, the clock, the final status and the retention windows
 (``retention``: seconds a finished release is kept; ``idempotency_ttl``: seconds a key is kept, after which
 the same key makes a new release; never longer than ``retention``, so that a replay always finds the
-releases its key made: a key is older than they are); nothing here does HTTP or talks to Tencent, and statuses move
-``pending`` -> ``running`` -> a final one (``succeeded``, ``failed``, or ``cancelled`` before any call was
-sent) and never back.
+releases its key made, a key being older than they are). Nothing here does HTTP or talks to Tencent, and
+statuses move ``pending`` -> ``running`` -> a final one (``succeeded``, ``failed``, or ``cancelled`` before
+any call was sent) and never back.
 """
 
 from __future__ import annotations
