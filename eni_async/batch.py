@@ -58,7 +58,7 @@ class BatchStats:
     in_flight: int = 0
     done: int = 0
     failed: int = 0
-    dropped: int = 0  # taken over by another process (its lease moved)
+    dropped: int = 0  # taken over by another process (its lease moved), or its release cancelled
     by_status: dict[str, int] = field(default_factory=dict)
 
 

@@ -29,7 +29,10 @@ releases it cut short go back to ``pending`` and their leases are given back; no
 ``/readyz`` says why. Meanwhile the credentials are read again from their source (``reload``: the chain
 that found them, so a rewritten file, a renewed role or new variables count) on the ``CREDENTIALS_WAIT``
 backoff and tried with the same cheap call; once accepted, a new batch takes the work up by itself.
-Nothing fails for refused credentials. Nothing here parses HTTP.
+Nothing fails for refused credentials. A cancel is the journal's (``Releases.cancel``: decided against a
+submit by the database, whichever replica holds the release); the batch drops a cancelled item at its next
+write. Every ``PRUNE_EVERY_S`` a retention pass prunes finished releases and expired idempotency keys
+(windows on the client's clock, like the releases' timestamps). Nothing here parses HTTP.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eni_async.batch import Batch, BatchStats
+from eni_async.clock import Clock, SystemClock
 from eni_async.errors import ConfigError
-from eni_async.journal import Journal, JournalError, LeaseLostError, Resumed
+from eni_async.journal import Cancellation, Journal, JournalError, LeaseLostError, ReleaseFilter, Resumed
 from eni_async.journal.seam import CONNECTED, RELEASE_CHANNEL, WORK_CHANNEL
 from eni_async.outcomes import Item, Outcome
 from eni_async.service.health import ApiHealth
@@ -67,6 +71,7 @@ WAIT_SWEEP_S = 5.0
 COUNT_TTL_S = 0.5
 READY_TIMEOUT_S = 2.0  # a readiness probe's write to the journal, at most
 START_CHECK_S = 5.0  # the start waits this long at most for the credentials' check (it goes on after)
+PRUNE_EVERY_S = 60.0  # between retention passes (service_retention, service_idempotency_ttl)
 
 
 class NotAcceptingError(Exception):
@@ -93,10 +98,14 @@ class Engine:
         *,
         max_unfinished: int,
         reload: Callable[[], Awaitable[CredentialProvider]] | None = None,
+        retention_clock: Clock | None = None,
     ) -> None:
         self.client = client
+        # Real time by default, as the other loops': a fake clock that drives itself would run free.
+        self.retention_clock: Clock = retention_clock or SystemClock()
         self.journal = journal
-        self.registry = Registry(journal, now=client.clock.time)
+        keep, ttl = client.settings.service_retention, client.settings.service_idempotency_ttl
+        self.registry = Registry(journal, now=client.clock.time, retention=keep, idempotency_ttl=ttl)
         self.max_unfinished = max_unfinished
         self.leases = Leases(journal, owner=new_owner(), lease_s=client.settings.lease_s)
         self.holdings = Holdings(
@@ -154,6 +163,7 @@ class Engine:
         self._loops = [
             asyncio.create_task(self.holdings.claimer()),
             asyncio.create_task(self.holdings.renewer()),
+            asyncio.create_task(self.registry.pruner(self.retention_clock, PRUNE_EVERY_S)),
         ]
         # The credentials' check: awaited a moment, so that a service that starts well starts ready.
         check = asyncio.create_task(self.api.first_check())
@@ -302,12 +312,21 @@ class Engine:
                     self._wake(release_id)
 
     async def page(
-        self, *, status: str | None, limit: int, before: int | None
+        self, *, limit: int, before: int | None, filters: ReleaseFilter | None = None
     ) -> tuple[list[dict[str, Any]], int | None]:
         """A page of releases as JSON, newest first, and the cursor of the next page."""
         self._journal_answers()
-        releases, following = await self.registry.page(status=status, limit=limit, before=before)
+        releases, following = await self.registry.page(limit=limit, before=before, filters=filters)
         return [await self.view(r) for r in releases], following
+
+    async def cancel(self, release_id: str) -> Cancellation | None:
+        """``Registry.cancel`` (the journal decides it against a submit); ``None``: no such id."""
+        self._journal_answers()
+        found = await self.registry.cancel(release_id)
+        if found is not None and found.cancelled:
+            self._count = (self._count[0], max(0, self._count[1] - 1))
+            self._wake(release_id)
+        return found
 
     async def ready(self) -> tuple[bool, str]:
         """Whether the service can take work, and why not: the journal answers and takes a write, the
