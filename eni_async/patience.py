@@ -133,13 +133,28 @@ class Patience:
     async def pause_before_watching_again(self, outcome: Outcome, again: int) -> bool:
         """Before the ``again``-th new watch of a task left unseen: wait on the backoff (never past the
         deadline); ``False`` when the item has no deadline left or its gate closed."""
+        return await self._pause(outcome, again)
+
+    async def pause_before_looking_again(self, outcome: Outcome, again: int) -> None:
+        """Before the look that follows the ``again``-th ambiguous submit in a row after the first: wait on
+        the backoff (never past the deadline); nothing for an item without a deadline."""
+        await self._pause(outcome, again)
+
+    def left(self, outcome: Outcome, limit: float) -> float:
+        """``limit`` seconds, cut at the item's deadline when it has one (at least 0)."""
+        waiting = self.items.get(id(outcome))
+        if waiting is None:
+            return limit
+        return max(0.0, min(limit, waiting.deadline - self.clock.monotonic()))
+
+    async def _pause(self, outcome: Outcome, again: int) -> bool:
         waiting = self.items.get(id(outcome))
         if waiting is None:
             return False
         left = waiting.deadline - self.clock.monotonic()
         if left <= 0 or waiting.closed():
             return False
-        await self.clock.sleep(min(left, self.policy.maximum, self.policy.initial * 2**again))
+        await self.clock.sleep(min(left, self.policy.maximum, self.policy.initial * 2 ** min(again, 32)))
         return not waiting.closed()
 
 
