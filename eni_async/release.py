@@ -332,10 +332,17 @@ class Releaser:
     ) -> None:
         """Hand an accepted task to the watcher and write each IP's fate into the outcome. For an item with
         a deadline, a watch that ended with IPs unseen (its own deadline, or failing calls) while the task
-        was not seen ending is started again until the item's deadline passes."""
+        was not seen ending is started again until the item's deadline passes; every watch of it ends by
+        that deadline (IPs then unseen are ``unknown``)."""
+        limit = self.calls.poll.timeout if timeout is None else timeout
         for again in itertools.count():
             fate = await self.watcher.track(
-                item.vpc_id, item.eni_id, task_id, chunk, submitted_at=submitted_at, timeout=timeout
+                item.vpc_id,
+                item.eni_id,
+                task_id,
+                chunk,
+                submitted_at=submitted_at,
+                timeout=self.patience.left(outcome, limit),
             )
             state = fate.state
             if not fate.unknown or (state is not None and state.status.done):

@@ -153,3 +153,29 @@ async def test_a_flapping_503_until_the_deadline_leaves_the_ips_unknown() -> Non
         assert outcome.not_released == []
         assert outcome.attempts > MAX_ROUNDS
         assert 120 <= w.clock.monotonic() < 180
+
+
+@pytest.mark.parametrize("dialect", ["v2", "v3"])
+async def test_the_last_watch_ends_at_the_deadline_with_the_ips_unknown(dialect: str) -> None:
+    """The API unreachable from the moment the task was accepted until long after the deadline (15 minutes,
+    past one 10-minute watch): the item ends at its deadline, within one call's retries, with every IP sent
+    ``unknown`` and none ``not_released`` (before: the last watch ran its full 600 s past it)."""
+    async with world(settings=Settings(dialect=dialect)) as w:
+        item = w.items()[0]
+        assert w.client.settings.poll.timeout == 600
+
+        async def outage_once_submitted() -> None:
+            while not w.sim.ground_truth()["tasks"]:
+                await w.clock.sleep(0.01)
+            w.sim.outage.start("unreachable", 20_000)
+
+        starter = asyncio.create_task(outage_once_submitted())
+        [outcome] = [o async for o in w.client.unassign_many([item], release_deadline=900)]
+        await starter
+        ended = w.clock.monotonic()
+        w.sim.outage.end()
+        assert outcome.status == "failed"
+        assert sorted(outcome.unknown) == sorted(item.ips)
+        assert outcome.not_released == []
+        retry = w.client.settings.retry
+        assert 900 <= ended <= 900 + retry.attempts * retry.maximum, ended  # a call in flight ends first
