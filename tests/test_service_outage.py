@@ -363,3 +363,39 @@ async def test_serve_reads_refused_credentials_again_from_its_profile_file(tmp_p
                 assert (await resp.json())["status"] == "succeeded"
         assert KEYS[FIRST] not in read(tmp_path / "serve.log")
         assert KEYS[SECOND] not in read(tmp_path / "serve.log")
+
+
+async def test_an_outage_of_task_watching_alone_makes_readyz_unreachable(tmp_path: Path) -> None:
+    """The API unreachable once every submit was accepted, so that only the watching calls (describes, task
+    queries) fail: /readyz answers 503 naming it while they fail (before: ``ok`` throughout, since no submit
+    waited), and 200 ``ok`` again once a call is answered; the release succeeds."""
+    async with service(tmp_path) as svc:
+        body = svc.bodies()[0]
+
+        async def outage_once_submitted() -> None:
+            while not svc.tasks_by_eni():
+                await svc.clock.sleep(0.01)
+            svc.sim.outage.start("unreachable", 20_000)  # ended by hand below, before the deadline (6 h)
+
+        starter = asyncio.create_task(outage_once_submitted())
+        [release_id] = await svc.post([body])
+        await starter
+
+        async def unready() -> bool:
+            return (await svc.readyz())[0] == 503
+
+        await until(unready)
+        status, ready = await svc.readyz()
+        assert (status, ready["api"]) == (503, "unreachable (ConnectFailed)")
+        assert (await svc.get(release_id))["status"] == "running"
+        assert svc.sim.requests["UnassignPrivateIpAddresses"] == 1  # nothing but the watch was failing
+        svc.sim.outage.end()
+        [done] = await svc.finished([release_id])
+        assert done["status"] == "succeeded"
+        assert svc.tasks_by_eni() == Counter({body["eni_id"]: 1})
+
+        async def ready_again() -> bool:
+            return (await svc.readyz())[0] == 200
+
+        await until(ready_again)
+        assert (await svc.readyz())[1]["api"] == "ok"

@@ -2,8 +2,9 @@
 
 The state is one line for ``/readyz`` (never a secret, only error codes): ``checking credentials`` until the
 cheap call made at start (``EniClient.check_credentials``: one DescribeNetworkInterfaces with ``Limit`` 1)
-answers, ``ok``, ``unreachable (Code)`` while the release path waits out an outage (or a release ended on
-one; the API is then probed with the cheap call on the backoff until it answers), or ``credentials
+answers, ``ok``, ``unreachable (Code)`` once any call the service makes (a submit, a look, a task query,
+the probe) failed transiently after its retries, until one is answered again (the API is meanwhile probed
+with the cheap call on the backoff, so that a replica with no work still learns it), or ``credentials
 refused: Code``. Refused credentials are read again from their source
 (``reload``: the credential chain, so a rewritten file, a renewed role or new variables count; without it
 the provider renews itself) and tried with the same cheap call, on the ``CREDENTIALS_WAIT`` backoff, until
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from tenacity import RetryCallState
 
-from eni_async.errors import AuthError, EniAsyncError, error_code
+from eni_async.errors import AuthError, EniAsyncError, OutcomeUnknownError, error_code
 from eni_async.patience import outlastable
 from eni_async.policy import OutagePolicy, outlasting
 
@@ -56,6 +57,7 @@ class ApiHealth:
         self._recovery: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
         client.releaser.patience.on_outage = self.outage
+        client.calls.heard = self.heard
 
     def __repr__(self) -> str:
         return f"ApiHealth({self.state!r})"
@@ -70,23 +72,31 @@ class ApiHealth:
         """Whether the API refuses the credentials (work is paused)."""
         return self.state.startswith(REFUSED)
 
+    def heard(self, error: EniAsyncError | None) -> None:
+        """How one API call ended, after its retries (every call the service makes: submits, looks, task
+        queries, the probe): one that failed transiently (an ambiguous submit for its cause's reason) makes
+        the API unreachable; any answer (``None``, or an error the API answered with) makes it ok again.
+        A refusal of the credentials is the batch's to report (``refuse``)."""
+        cause = error.cause if isinstance(error, OutcomeUnknownError) else error
+        if cause is not None and outlastable(cause):
+            self._unreachable(error_code(cause))
+        elif not isinstance(cause, AuthError) and self.state.startswith(UNREACHABLE):
+            log.info("the API answers again")
+            self.state = OK
+
     def outage(self, error: BaseException | None) -> None:
         """The release path's word that an item began waiting out an outage (``error``) or that its wait
-        ended (``None``: the API answered, or the item's deadline passed, which its outcome then says)."""
+        ended (``None``; the calls themselves say whether the API answers again, ``heard``)."""
         if error is not None:
             self.outages += 1
             self._unreachable(error_code(error))
             return
         self.outages = max(0, self.outages - 1)
-        if not self.outages and self.state.startswith(UNREACHABLE):
-            self.state = OK
 
     def finished(self, code: str | None) -> None:
         """A release ended here with the error ``code`` (``None``: none)."""
         if code in UNREACHABLE_CODES:
             self._unreachable(code)
-        elif not self.refused and not self.outages:
-            self.state = OK
 
     async def first_check(self) -> None:
         """At start: one cheap call says whether the API takes the credentials."""
@@ -95,11 +105,11 @@ class ApiHealth:
         except AuthError as exc:
             self.refuse(exc)
         except EniAsyncError as exc:
-            if self.state == CHECKING:
+            if not self.refused:
                 log.warning("the API cannot be reached at start (%s); accepted work waits for it", exc)
                 self._unreachable(error_code(exc))
         else:
-            if self.state == CHECKING or (self.state.startswith(UNREACHABLE) and not self.outages):
+            if self.state == CHECKING or self.state.startswith(UNREACHABLE):
                 self.state = OK
 
     def _unreachable(self, code: str) -> None:
@@ -129,7 +139,7 @@ class ApiHealth:
             return
         except EniAsyncError:  # stopping
             return
-        if self.state.startswith(UNREACHABLE) and not self.outages:
+        if self.state.startswith(UNREACHABLE):  # (``heard`` has said so already, unless it is not installed)
             log.info("the API answers again")
             self.state = OK
 
