@@ -24,6 +24,7 @@ from eni_async.clock import FakeClock
 from eni_async.credentials import CredentialProvider, credential_chain
 from eni_async.journal import SqliteJournal
 from eni_async.service.engine import Engine
+from eni_async.service.health import PROBE_WAIT
 from eni_async.service.http import make_app
 from eni_async.simulator import Simulator, SimulatorConfig, running
 from tests.servehelpers import AUTH as SERVE_AUTH
@@ -84,12 +85,13 @@ async def service(
     deadline: float = 21_600.0,
     dialect: str = "v3",
     outage: tuple[str, float] | None = None,
+    enis: int = 4,
 ) -> AsyncIterator[Svc]:
-    """A service (``dialect``, release deadline ``deadline``) on a simulator of 4 ENIs, one fake clock;
-    ``outage`` (kind, seconds) starts before the service does."""
+    """A service (``dialect``, release deadline ``deadline``) on a simulator of ``enis`` ENIs, one fake
+    clock; ``outage`` (kind, seconds) starts before the service does."""
     clock = FakeClock()
     sim = Simulator(
-        SimulatorConfig(enis=4, ips_per_eni=3, seed=5, task_latency=(1.0, 0.3), keys=KEYS), clock=clock
+        SimulatorConfig(enis=enis, ips_per_eni=3, seed=5, task_latency=(1.0, 0.3), keys=KEYS), clock=clock
     )
     async with running(sim, host="127.0.0.1", port=0) as server:
         if outage is not None:
@@ -399,3 +401,28 @@ async def test_an_outage_of_task_watching_alone_makes_readyz_unreachable(tmp_pat
 
         await until(ready_again)
         assert (await svc.readyz())[1]["api"] == "ok"
+
+
+@pytest.mark.parametrize("dialect", ["v2", "v3"])
+async def test_releases_waiting_for_one_outage_share_one_probe(tmp_path: Path, dialect: str) -> None:
+    """Sixteen releases accepted in a 5-minute 503 outage do not each retry on a backoff of their own: once
+    its first minute is over, the API gets fewer than one call every two seconds (the probe's), then every
+    release succeeds with one task per ENI (before: each item's own tries, over 5 calls a second)."""
+    async with service(tmp_path, dialect=dialect, enis=16) as svc:
+        svc.sim.outage.start("http_503", 300)
+        received: list[int] = []
+
+        async def sample() -> None:
+            for at in (60, 300):
+                await svc.clock.sleep(at - svc.clock.monotonic())
+                received.append(sum(svc.sim.requests.values()))
+
+        sampler = asyncio.create_task(sample())
+        ids = await svc.post(svc.bodies())
+        done = await svc.finished(ids)
+        await sampler
+        assert [r["status"] for r in done] == ["succeeded"] * 16
+        assert svc.tasks_by_eni() == Counter({body["eni_id"]: 1 for body in svc.bodies()})
+        first_minute, whole = received
+        assert whole - first_minute < 240 / 2
+        assert svc.sim.outage.state()["struck"]["http_503"] >= 240 / PROBE_WAIT.maximum
