@@ -79,8 +79,10 @@ class ApiHealth:
         return self.state.startswith(REFUSED)
 
     def down(self) -> EniAsyncError | None:
-        """The error that made the API known not to answer, while it is so (it is being probed)."""
-        return self._down if self.state.startswith(UNREACHABLE) else None
+        """The error that made the API known not to answer, while it is so and the probe runs (without a
+        probe to say when it is back, say nothing: the items then try on their own backoff)."""
+        probing = self._probe is not None and not self._probe.done()
+        return self._down if probing and self.state.startswith(UNREACHABLE) else None
 
     def heard(self, error: EniAsyncError | None) -> None:
         """How one API call ended, after its retries (every call the service makes: submits, looks, task
@@ -131,7 +133,7 @@ class ApiHealth:
         self.state = f"{UNREACHABLE} ({code})"
         if error is not None or self._down is None:
             self._down = error if error is not None else ServerError(code, "the API could not be reached")
-        if self._probe is None or self._probe.done():
+        if (self._probe is None or self._probe.done()) and not self.stopping:
             self._probe = asyncio.create_task(self._probing())
 
     async def _probing(self) -> None:
