@@ -99,8 +99,8 @@ async def flap_submits(sim: Simulator, times: int) -> list[str]:
     look in between is answered: the outage is started after each describe and ended once a submit met it.
     Return the calls in the order the simulator saw them (``U``: a submit, ``D``: a describe)."""
     seen: list[str] = []
-    counts = {"U": 0, "D": 0}
     actions = {"U": "UnassignPrivateIpAddresses", "D": "DescribeNetworkInterfaces"}
+    counts = {short: sim.requests[action] for short, action in actions.items()}  # from now on
     struck = 0
     sim.outage.start("http_503", 3600)  # for the first submit (API 3.0 looks first: that look ends it)
     for _ in range(200_000):  # loop turns, each a few microseconds: ample for a dozen rounds

@@ -29,6 +29,7 @@ from eni_async.service.http import make_app
 from eni_async.simulator import Simulator, SimulatorConfig, running
 from tests.servehelpers import AUTH as SERVE_AUTH
 from tests.servehelpers import read, serve_process, simulated
+from tests.test_release_outage import flap_submits
 
 TOKEN = "outage-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -426,3 +427,17 @@ async def test_releases_waiting_for_one_outage_share_one_probe(tmp_path: Path, d
         first_minute, whole = received
         assert whole - first_minute < 240 / 2
         assert svc.sim.outage.state()["struck"]["http_503"] >= 240 / PROBE_WAIT.maximum
+
+
+async def test_a_release_outlasts_a_flapping_503_on_its_submits(tmp_path: Path) -> None:
+    """Ten submits in a row answered 503, the ENI answering each look in between: the accepted release
+    succeeds with one task (before: failed after six rounds, "too many ambiguous rounds")."""
+    async with service(tmp_path, dialect="v2") as svc:
+        body = svc.bodies()[0]
+        flapping = asyncio.create_task(flap_submits(svc.sim, 10))
+        [release_id] = await svc.post([body])
+        [done] = await svc.finished([release_id])
+        await flapping
+        assert done["status"] == "succeeded", done["decisions"]
+        assert done["attempts"] == 11
+        assert svc.tasks_by_eni() == Counter({body["eni_id"]: 1})
