@@ -216,6 +216,35 @@ def test_each_unusable_certificate_or_key_is_one_line_saying_what_is_wrong(
     assert "Enter PEM pass phrase" not in out + err
 
 
+def test_an_address_serve_cannot_listen_on_is_one_line_naming_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A busy port: ``--port: cannot listen on 127.0.0.1: Address already in use (got P)``, the port once
+    (socket.create_server's text adds "(while attempting to bind on address ('127.0.0.1', P))"); an address
+    not of this machine names ``--host``."""
+    import socket
+
+    monkeypatch.setenv("ENI_ASYNC_SERVICE_TOKENS", TOKEN)
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", "AKIDnotusednotusednotusednotused12")
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", "not-used-not-used-not-used-12345")
+    monkeypatch.setenv("ENI_ASYNC_ENDPOINT", "http://127.0.0.1:9")  # never called: listening fails first
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--journal", str(tmp_path / "a.db")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"eni-async: error: --port: cannot listen on 127.0.0.1: Address already in use (got {port})\n"
+    )
+    # 192.0.2.1 (TEST-NET-1, RFC 5737) is no address of this machine: binding fails, nothing is sent.
+    assert main(["serve", "--host", "192.0.2.1", "--port", "0", "--journal", str(tmp_path / "b.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("eni-async: error: --host: cannot listen on it: "), err
+    assert err.count("192.0.2.1") == 1, err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_a_metrics_port_without_a_token_is_refused_when_metrics_need_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
