@@ -25,7 +25,9 @@ retries, are tried again on the ``OutagePolicy`` backoff until the deadline pass
 the outcome meanwhile (and journalled). Only then do the cases above decide, so that IPs sent and not seen
 are ``unknown``. Ambiguous submits are then bounded by the deadline, not ``MAX_ROUNDS``: from the second in a
 row each look (still made before every resubmit) waits on the backoff first, so a flapping 5xx neither fails
-the item early nor hammers the API. Without a deadline (the library's and ``batch``'s default) the calls' own
+the item early nor hammers the API. The chunk is in doubt (journalled as being sent) only while a try that
+may have had an effect is out: each try is journalled just before it is sent, and one that surely had none
+is taken back before the wait, so a cancel wins meanwhile (the journal decides). Without a deadline (the library's and ``batch``'s default) the calls' own
 bounds and ``MAX_ROUNDS`` decide.
 """
 
@@ -51,9 +53,9 @@ from eni_async.errors import (
     TaskFailedError,
     TaskTimeoutError,
 )
-from eni_async.models import ChunkFate, EniInfo, TaskStatus
+from eni_async.models import ChunkFate, EniInfo, Submitted, TaskStatus
 from eni_async.outcomes import Item, Outcome
-from eni_async.patience import Patience, Waiting
+from eni_async.patience import Patience, Waiting, outlastable
 from eni_async.policy import LookPolicy, OutagePolicy
 
 if TYPE_CHECKING:
@@ -121,6 +123,11 @@ class _Chunk:
     watch: bool
     earlier: set[str] = field(default_factory=set)  # IPs an earlier call of ours may have released
     ambiguous: int = 0  # ambiguous answers so far
+    started: float = 0.0  # when the last try of the submit was sent (``Clock.monotonic``)
+
+    def unsend(self) -> None:
+        """The chunk was not sent after all (IPs an earlier call of ours was sent stay sent)."""
+        self.outcome.sent.difference_update(ip for ip in self.todo if ip not in self.earlier)
 
 
 class Releaser:
@@ -270,23 +277,14 @@ class Releaser:
                 why = f"the release's deadline passed after {_round} ambiguous round(s)"
                 break
             c.earlier = set(outcome.sent)
-            outcome.sent.update(c.todo)
             outcome.attempts += 1
-            if c.recorder is not None:
-                await c.recorder.submitting(c.item, c.todo, outcome)
-            started = self.calls.clock.monotonic()
             try:
                 sent = await self.patience.outlast(
-                    outcome,
-                    "submitting",
-                    functools.partial(
-                        self.calls.submit_when_free,
-                        c.item.vpc_id, c.item.eni_id, c.todo, gate=c.gate, timeout=c.timeout,
-                    ),
-                )  # fmt: skip
+                    outcome, "submitting", functools.partial(self._send, c, waiting is not None)
+                )
             except (StopSubmitting, AuthError):
                 # Refused before any effect (the mutex at every try, or the credentials): not sent after all.
-                outcome.sent.difference_update(ip for ip in c.todo if ip not in c.earlier)
+                c.unsend()
                 raise
             except EniAsyncError as exc:
                 left = await _case_for(exc)(self, c, exc)
@@ -308,7 +306,7 @@ class Releaser:
                 sent.task_id,
                 c.todo,
                 sent.request_id,
-                submitted_at=started,
+                submitted_at=c.started,
                 timeout=c.timeout,
             )
             if c.recorder is not None:
@@ -318,6 +316,29 @@ class Releaser:
             return
         outcome.fail(OutcomeUnknownError(UNASSIGN, c.item.vpc_id, c.item.eni_id, c.todo, RuntimeError(why)))
         await self._settle_by_looking(outcome, c.todo, why, doubt=True)
+
+    async def _send(self, c: _Chunk, waits: bool) -> Submitted:
+        """One try of a chunk's submit, announced to the recorder just before it is sent (a cancel that won
+        meanwhile refuses it). One that failed with surely no effect and will be waited out (``waits``) is
+        taken back, journalled before the wait: the chunk is then not in doubt, and a cancel may win."""
+        c.outcome.sent.update(c.todo)
+        if c.recorder is not None:
+            try:
+                await c.recorder.submitting(c.item, c.todo, c.outcome)
+            except BaseException:  # refused (the release was cancelled, the lease lost): nothing sent
+                c.unsend()
+                raise
+        c.started = self.calls.clock.monotonic()
+        try:
+            return await self.calls.submit_when_free(
+                c.item.vpc_id, c.item.eni_id, c.todo, gate=c.gate, timeout=c.timeout
+            )
+        except EniAsyncError as exc:
+            if waits and exc.no_effect and outlastable(exc):
+                c.unsend()
+                if c.recorder is not None:
+                    await c.recorder.progressed(c.item, c.outcome)
+            raise
 
     async def _watch(
         self,
