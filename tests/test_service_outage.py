@@ -441,3 +441,32 @@ async def test_a_release_outlasts_a_flapping_503_on_its_submits(tmp_path: Path) 
         assert done["status"] == "succeeded", done["decisions"]
         assert done["attempts"] == 11
         assert svc.tasks_by_eni() == Counter({body["eni_id"]: 1})
+
+
+async def test_a_sustained_throttle_makes_readyz_say_throttled_not_unreachable(tmp_path: Path) -> None:
+    """Every call answered RequestLimitExceeded: /readyz answers 503 saying the API throttles (it answers:
+    it is not unreachable), the waiting release shows the code; once the throttling ends, both recover."""
+    async with service(tmp_path) as svc:
+        svc.sim.outage.start("throttle", 20_000)  # ended by hand below, before the deadline (6 h)
+        [release_id] = await svc.post(svc.bodies()[:1])
+
+        async def unready() -> bool:
+            return (await svc.readyz())[0] == 503
+
+        await until(unready)
+        status, body = await svc.readyz()
+        assert (status, body["api"], body["reason"]) == (
+            503,
+            "throttled (RequestLimitExceeded)",
+            "API throttled (RequestLimitExceeded)",
+        )
+        assert "unreachable" not in json.dumps(body)
+        svc.sim.outage.end()
+        [done] = await svc.finished([release_id])
+        assert done["status"] == "succeeded"
+
+        async def ready_again() -> bool:
+            return (await svc.readyz())[0] == 200
+
+        await until(ready_again)
+        assert (await svc.readyz())[1]["api"] == "ok"
