@@ -16,7 +16,7 @@ not one backoff each.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -77,6 +77,7 @@ class Patience:
         # The error that made the API known not to answer, if it is so now (the service's ``ApiHealth``,
         # which probes it meanwhile).
         self.api_down: Callable[[], BaseException | None] | None = None
+        self.watching: set[int] = set()  # items (by ``id(outcome)``) whose task is being watched now
 
     def __repr__(self) -> str:
         return f"Patience({self.policy!r}, waiting={len(self.items)})"
@@ -145,6 +146,17 @@ class Patience:
             _decide(outcome, f"the API answered again after {self.clock.monotonic() - began:.0f}s ({what})")
         return result
 
+    async def refused(self, outcome: Outcome, *, shown: bool) -> None:
+        """The API refused the credentials: an item with a deadline and a recorder (the service's) waits
+        for credentials it takes, so its outcome says why, journalled (the error, when ``shown``: it had
+        none before; not while its task is watched, which the journal's step would take as seen to its
+        end). ``taken_again`` clears it when the item goes on."""
+        waiting = self.items.get(id(outcome))
+        if waiting is None or waiting.recorder is None or not shown or id(outcome) in self.watching:
+            return
+        _decide(outcome, _refusal(outcome.error))
+        await waiting.recorder.progressed(waiting.item, outcome)
+
     async def pause_before_watching_again(self, outcome: Outcome, again: int) -> bool:
         """Before the ``again``-th new watch of a task left unseen: wait on the backoff (never past the
         deadline); ``False`` when the item has no deadline left or its gate closed."""
@@ -186,9 +198,22 @@ class Patience:
             await self.clock.sleep(min(left, PARKED_S))
 
 
+def taken_again(outcome: Outcome) -> None:
+    """An item resumed after waiting for credentials (``Patience.refused``) goes on: their refusal is no
+    longer its error."""
+    if outcome.error is not None and outcome.decisions[-1:] == [_refusal(outcome.error)]:
+        outcome.error = None
+        _decide(outcome, "the credentials work again: going on")
+
+
+def _refusal(error: Mapping[str, str] | None) -> str:
+    code = (error or {}).get("code", "?")
+    return f"the API refused the credentials ({code}): waiting until it takes them (read again from their source)"
+
+
 def _decide(outcome: Outcome, decision: str) -> None:
     outcome.decisions.append(decision)
     log.info("%s: %s", outcome.eni_id, decision)
 
 
-__all__ = ["PARKED_S", "Patience", "Progress", "Waiting", "outlastable"]
+__all__ = ["PARKED_S", "Patience", "Progress", "Waiting", "outlastable", "taken_again"]

@@ -25,9 +25,10 @@ retries, are tried again on the ``OutagePolicy`` backoff until the deadline pass
 the outcome meanwhile (and journalled). Only then do the cases above decide, so that IPs sent and not seen
 are ``unknown``. Ambiguous submits are then bounded by the deadline, not ``MAX_ROUNDS``: from the second in a
 row each look (still made before every resubmit) waits on the backoff first, so a flapping 5xx neither fails
-the item early nor hammers the API. The chunk is in doubt (journalled as being sent) only while a try that
-may have had an effect is out: each try is journalled just before it is sent, and one that surely had none
-is taken back before the wait, so a cancel wins meanwhile (the journal decides). Without a deadline (the library's and ``batch``'s default) the calls' own
+the item early nor hammers the API. A chunk is in doubt (journalled as being sent) only while a try that may
+have had an effect is out: each try is journalled just before it is sent, one that surely had none is taken
+back before the wait (a cancel wins meanwhile), and refused credentials are journalled as the item's reason
+to wait (``Patience.refused``). Without a deadline (the library's and ``batch``'s default) the calls' own
 bounds and ``MAX_ROUNDS`` decide.
 """
 
@@ -55,7 +56,7 @@ from eni_async.errors import (
 )
 from eni_async.models import ChunkFate, EniInfo, Submitted, TaskStatus
 from eni_async.outcomes import Item, Outcome
-from eni_async.patience import Patience, Waiting, outlastable
+from eni_async.patience import Patience, Waiting, outlastable, taken_again
 from eni_async.policy import LookPolicy, OutagePolicy
 
 if TYPE_CHECKING:
@@ -178,6 +179,7 @@ class Releaser:
         outcome = outcome if outcome is not None else Outcome.for_item(item)
         if deadline is not None:
             self.patience.items[id(outcome)] = Waiting(deadline, item, gate, recorder)
+        taken_again(outcome)
         try:
             todo = item.ips if plan is None else await self._resume(item, outcome, plan, recorder, timeout)
             if look is None:
@@ -191,8 +193,10 @@ class Releaser:
         except StopSubmitting:
             return outcome.interrupt("stopped")
         except AuthError as exc:  # every later call would fail the same way: the item ends here
+            shown = outcome.error is None
             outcome.fail(exc)
             outcome.credentials_error = exc
+            await self.patience.refused(outcome, shown=shown)
         except EniAsyncError as exc:  # a look before the first submit that failed
             outcome.fail(exc)
         finally:
@@ -357,14 +361,14 @@ class Releaser:
         that deadline (IPs then unseen are ``unknown``)."""
         limit = self.calls.poll.timeout if timeout is None else timeout
         for again in itertools.count():
-            fate = await self.watcher.track(
-                item.vpc_id,
-                item.eni_id,
-                task_id,
-                chunk,
-                submitted_at=submitted_at,
-                timeout=self.patience.left(outcome, limit),
-            )
+            self.patience.watching.add(id(outcome))
+            try:
+                fate = await self.watcher.track(
+                    item.vpc_id, item.eni_id, task_id, chunk,
+                    submitted_at=submitted_at, timeout=self.patience.left(outcome, limit),
+                )  # fmt: skip
+            finally:
+                self.patience.watching.discard(id(outcome))
             state = fate.state
             if not fate.unknown or (state is not None and state.status.done):
                 break

@@ -311,6 +311,32 @@ async def test_refused_credentials_are_read_again_from_their_file_and_work_goes_
         assert (status, ready["api"]) == (200, "ok")
 
 
+async def test_a_release_waiting_for_refused_credentials_says_why(tmp_path: Path) -> None:
+    """While the API refuses the credentials, the pending release shows the refusal's code as its error and
+    a decision saying it waits for them (no secret in it, before: error null, no decision); once they work
+    it succeeds with no error, the wait among its decisions."""
+    async with service(tmp_path) as svc:
+        svc.sim.outage.refuse([FIRST])
+        [release_id] = await svc.post(svc.bodies()[:1])
+
+        async def says_why() -> bool:
+            return svc.engine.api.refused and (await svc.get(release_id))["error"] is not None
+
+        await until(says_why)
+        resp = await svc.http.get(f"/v1/releases/{release_id}", headers=AUTH)
+        text = await resp.text()
+        during = json.loads(text)
+        assert during["status"] == "pending"
+        assert during["error"]["code"] == "AuthFailure.SecretIdNotFound"
+        assert any("refused the credentials (AuthFailure.SecretIdNotFound)" in d for d in during["decisions"])
+        assert all(secret not in text for secret in KEYS.values())
+        svc.sim.outage.accept([FIRST])
+        [done] = await svc.finished([release_id])
+        assert done["status"] == "succeeded"
+        assert done["error"] is None
+        assert any("refused the credentials" in d for d in done["decisions"])
+
+
 async def test_refused_credentials_that_come_back_let_the_work_go_on(tmp_path: Path) -> None:
     """Without a source to read again (fixed keys), the service tries them on its backoff: once the API
     takes them again the pending release succeeds by itself."""
