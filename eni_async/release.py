@@ -510,7 +510,7 @@ Case = Callable[[Releaser, _Chunk, EniAsyncError], Awaitable[tuple[str, ...] | N
 async def _ambiguous(r: Releaser, c: _Chunk, exc: EniAsyncError) -> tuple[str, ...] | None:
     """The server may have acted: describe, count what is gone, resubmit what is still there."""
     cause = exc.cause if isinstance(exc, OutcomeUnknownError) else exc
-    log.warning("%s: %s; describing the ENI before resubmitting", c.item.eni_id, exc)
+    log.warning("%s: %s: outcome unknown; describing the ENI before resubmitting", c.item.eni_id, cause)
     c.ambiguous += 1
     if c.ambiguous > 1:  # a second ambiguous answer in a row: under a deadline, wait before looking again
         await r.patience.pause_before_looking_again(c.outcome, c.ambiguous - 2)

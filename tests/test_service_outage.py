@@ -22,7 +22,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from eni_async import EniClient, PollPolicy, Settings
 from eni_async.clock import FakeClock
 from eni_async.credentials import CredentialProvider, credential_chain
+from eni_async.errors import OutcomeUnknownError, ProtocolError
 from eni_async.journal import SqliteJournal
+from eni_async.release import UNASSIGN
 from eni_async.service.engine import Engine
 from eni_async.service.health import PROBE_WAIT
 from eni_async.service.http import make_app
@@ -496,3 +498,29 @@ async def test_a_sustained_throttle_makes_readyz_say_throttled_not_unreachable(t
 
         await until(ready_again)
         assert (await svc.readyz())[1]["api"] == "ok"
+
+
+async def test_an_ambiguous_submit_is_logged_once_saying_each_thing_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A submit answered 503 logs one WARNING that names the ENI, the call and the advice to look before
+    resubmitting once each (before: the ENI twice, and "look at the ENI before resubmitting; describing the
+    ENI before resubmitting"); the release still succeeds."""
+    async with service(tmp_path, dialect="v2") as svc:
+        body = svc.bodies()[0]
+        flapping = asyncio.create_task(flap_submits(svc.sim, 1))
+        with caplog.at_level("WARNING", logger="eni_async.release"):
+            [release_id] = await svc.post([body])
+            [done] = await svc.finished([release_id])
+        await flapping
+        assert done["status"] == "succeeded"
+        [record] = [r for r in caplog.records if "outcome unknown" in r.getMessage()]
+        line = record.getMessage()
+        assert line.startswith(f"{body['eni_id']}: ")
+        for once in (body["eni_id"], "UnassignPrivateIpAddresses", "before resubmitting", "ENI"):
+            assert line.count(once) == 1, (once, line)
+        cause = record.args[-1]  # type: ignore[index]
+        assert isinstance(cause, ProtocolError)
+        unknown = str(OutcomeUnknownError(UNASSIGN, body["vpc_id"], body["eni_id"], body["ips"], cause))
+        for once in (body["eni_id"], UNASSIGN, "before resubmitting", "HTTP 503"):
+            assert unknown.count(once) == 1, (once, unknown)
