@@ -101,9 +101,12 @@ class Patience:
             if exc is not None:
                 failed(exc, state.next_action.sleep if state.next_action else 0.0)
 
-        def failed(exc: BaseException, wait: float) -> None:
+        def failed(exc: BaseException, wait: float, *, tried: bool = True) -> None:
+            # ``tried``: this item's call failed; else another call's error says the API is down, and this
+            # item has made no call yet.
+            done = f"{what} failed" if tried else f"{what} not tried: the API is down"
             if not failures:
-                _decide(outcome, f"{what} failed ({exc}): waiting for the API, until the release's deadline")
+                _decide(outcome, f"{done} ({exc}): waiting for the API, until the release's deadline")
                 if self.on_outage is not None:
                     self.on_outage(exc)
             failures.append(exc)
@@ -111,8 +114,8 @@ class Patience:
                 outcome.error = error_info(exc)
             log.log(
                 logging.INFO if len(failures) > 1 else logging.WARNING,
-                "%s: %s failed (%s); trying again in %.1fs (until the release's deadline)",
-                outcome.eni_id, what, exc, wait,
+                "%s: %s (%s); trying again in %.1fs (until the release's deadline)",
+                outcome.eni_id, done, exc, wait,
             )  # fmt: skip
 
         async def attempt() -> T:
@@ -128,7 +131,7 @@ class Patience:
 
         known = self.api_down() if self.api_down is not None else None
         if known is not None:  # the API is known down: no try before the probe says it is back
-            failed(known, PARKED_S)
+            failed(known, PARKED_S, tried=False)
         retrying = outlasting(
             self.policy, self.clock, waiting.deadline, retry=outlastable, before_sleep=before_sleep
         )

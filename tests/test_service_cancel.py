@@ -222,6 +222,9 @@ async def test_a_release_waiting_out_an_outage_is_cancelled_and_never_sent(
             return (await svc.get(release_id))["error"] is not None
 
         await until(waiting, "the release shows it waits for the API")
+        if down is not None:  # no call of it was made: its decision does not say one failed
+            [decision] = (await svc.get(release_id))["decisions"]
+            assert decision.startswith("submitting not tried: the API is down ("), decision
         resp = await svc.http.post(f"/v1/releases/{release_id}:cancel", headers=OUTAGE_AUTH)
         cancelled = await resp.json()
         assert resp.status == 200, cancelled
