@@ -3,6 +3,8 @@ a PostgreSQL server (one per session, a database per test) and a journal URL of 
 
 from __future__ import annotations
 
+import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -211,3 +213,26 @@ def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(tmp_path / "j.journal")
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+def _started() -> float:
+    """When this process started, on ``time.monotonic``'s clock (Linux: from /proc; elsewhere: now)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        booted = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return time.monotonic()
+    return time.monotonic() - (booted - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+_STARTED = _started()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The suite's time, from the interpreter's start (``.ci/run`` shows it; the bar is 60 s on 2 cores), and
+    the CPU it took (user+sys of this process, its workers and every process they started and waited for)."""
+    if hasattr(config, "workerinput"):
+        return
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    terminalreporter.write_line(f"suite: {time.monotonic() - _STARTED:.0f} s wall, {cpu:.0f} s CPU")
