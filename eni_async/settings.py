@@ -139,6 +139,7 @@ class Settings:
     service_max_connections: int = 1000
     service_header_timeout: float = 15.0
     service_body_timeout: float = 30.0
+    service_journal_timeout: float = 5.0
     service_tls_cert: str = ""
     service_tls_key: str = ""
     service_metrics_tokens_file: str = ""
@@ -311,7 +312,7 @@ def _check_service(s: Settings) -> None:
     for name in ("service_max_body", "service_max_unfinished", "service_max_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(name, getattr(s, name), "must be at least 1")
-    for name in ("service_header_timeout", "service_body_timeout"):
+    for name in ("service_header_timeout", "service_body_timeout", "service_journal_timeout"):
         if not (math.isfinite(getattr(s, name)) and getattr(s, name) > 0):
             raise ConfigError(name, getattr(s, name), "must be a finite number of seconds above 0")
     if s.service_tls_key and not s.service_tls_cert:
