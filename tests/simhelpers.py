@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -196,6 +197,21 @@ class V3:
         assert resp.headers["Content-Type"] == JSON
         answer: dict[str, Any] = json.loads(await resp.read())
         return answer
+
+
+def sim_get(endpoint: str, path: str) -> dict[str, Any]:
+    """``GET endpoint+path`` of a simulator in another process (``/_sim/state``, ``/_sim/stats``): its JSON."""
+    with urllib.request.urlopen(f"{endpoint}{path}", timeout=30) as answer:
+        data: dict[str, Any] = json.loads(answer.read())
+    return data
+
+
+def sim_post(endpoint: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``POST`` a JSON body to a simulator's control in another process (``/_sim/hold``, ``/_sim/finish``)."""
+    request = urllib.request.Request(f"{endpoint}{path}", data=json.dumps(body or {}).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        data: dict[str, Any] = json.loads(answer.read())
+    return data
 
 
 def first_eni(sim: Simulator) -> dict[str, Any]:

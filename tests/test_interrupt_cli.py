@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,23 +27,11 @@ import pytest
 from eni_async.outcomes import check_against_truth
 from eni_async.testing import jsonl_lines, simulator_process
 from tests.conftest import FAST_TOML
+from tests.simhelpers import sim_get, sim_post
 
 CLI = [sys.executable, "-m", "eni_async"]
 ENIS, IPS, CONCURRENCY = 40, 2, 8
 STOPPING = "stopping, nothing more is submitted"  # the batch's line on the first signal
-
-
-def _get(endpoint: str, path: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{endpoint}{path}", timeout=10) as answer:
-        data: dict[str, Any] = json.loads(answer.read())
-    return data
-
-
-def _post(endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(f"{endpoint}{path}", data=json.dumps(body).encode(), method="POST")
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        data: dict[str, Any] = json.loads(answer.read())
-    return data
 
 
 @contextlib.contextmanager
@@ -54,12 +41,12 @@ def simulator() -> Iterator[dict[str, Any]]:
     with simulator_process(
         "--enis", str(ENIS), "--ips-per-eni", str(IPS), "--seed", "11", "--task-latency", "0,0"
     ) as ready:
-        assert _post(ready["endpoint"], "/_sim/hold", {"hold": True}) == {"hold": True}
+        assert sim_post(ready["endpoint"], "/_sim/hold", {"hold": True}) == {"hold": True}
         yield ready
 
 
 def _finish_all(endpoint: str) -> list[str]:
-    finished: list[str] = _post(endpoint, "/_sim/finish", {})["finished"]
+    finished: list[str] = sim_post(endpoint, "/_sim/finish", {})["finished"]
     return finished
 
 
@@ -97,12 +84,12 @@ class _Stderr:
 
 
 def _submits(endpoint: str) -> int:
-    return int(_get(endpoint, "/_sim/stats")["requests"].get("UnassignPrivateIpAddresses", 0))
+    return int(sim_get(endpoint, "/_sim/stats")["requests"].get("UnassignPrivateIpAddresses", 0))
 
 
 def _present(endpoint: str) -> dict[str, set[str]]:
     return {
-        e["eni_id"]: {*e["secondary_ips"], e["primary_ip"]} for e in _get(endpoint, "/_sim/state")["enis"]
+        e["eni_id"]: {*e["secondary_ips"], e["primary_ip"]} for e in sim_get(endpoint, "/_sim/state")["enis"]
     }
 
 
@@ -110,7 +97,7 @@ def _start_batch(ready: dict[str, Any], tmp_path: Path, grace: float, *extra: st
     config = tmp_path / "client.toml"
     config.write_text(f"grace = {grace}\n{FAST_TOML}")
     source = tmp_path / "in.jsonl"
-    enis = _get(ready["endpoint"], "/_sim/state")["enis"]
+    enis = sim_get(ready["endpoint"], "/_sim/state")["enis"]
     source.write_text(jsonl_lines(enis))
     env = dict(os.environ, ENI_ASYNC_CONFIG=str(config))
     env.update(TENCENTCLOUD_SECRET_ID=ready["secret_id"], TENCENTCLOUD_SECRET_KEY=ready["secret_key"])
@@ -204,7 +191,7 @@ def test_sigterm_with_enough_grace_finishes_work_in_flight_then_resume_ends_the_
             str(tmp_path / "out.jsonl"),
             "--append",
         ]
-        _post(ready["endpoint"], "/_sim/hold", {"hold": False})  # the resumed tasks end at once
+        sim_post(ready["endpoint"], "/_sim/hold", {"hold": False})  # the resumed tasks end at once
         resumed = subprocess.run(
             [*CLI, *command[1:]],
             env=dict(os.environ, ENI_ASYNC_CONFIG=str(tmp_path / "client.toml"),
@@ -240,7 +227,7 @@ def test_unassign_interrupted_prints_its_task_and_unknown_ips(tmp_path: Path) ->
     with simulator() as ready:
         config = tmp_path / "client.toml"
         config.write_text(f"grace = 0.2\n{FAST_TOML}")
-        eni = _get(ready["endpoint"], "/_sim/state")["enis"][0]
+        eni = sim_get(ready["endpoint"], "/_sim/state")["enis"][0]
         env = dict(os.environ, ENI_ASYNC_CONFIG=str(config))
         env.update(TENCENTCLOUD_SECRET_ID=ready["secret_id"], TENCENTCLOUD_SECRET_KEY=ready["secret_key"])
         command = [*CLI, "unassign", "--endpoint", ready["endpoint"], "--region", ready["region"]]

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import termios
 import time
-import urllib.request
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,6 +30,7 @@ from eni_async.simulator import Simulator
 from eni_async.testing import jsonl_lines, simulator_process, verdict
 from tests import journalhelpers
 from tests.conftest import DOC_SECRET_ID, DOC_SECRET_KEY, FAST_TOML
+from tests.simhelpers import sim_get, sim_post
 
 CLI = [sys.executable, "-m", "eni_async"]
 SERVED = {"enis": 12, "ips_per_eni": 2, "seed": 7}
@@ -53,8 +53,7 @@ def simulator(*args: str) -> AbstractContextManager[dict[str, Any]]:
 
 
 def sim_state(endpoint: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{endpoint}/_sim/state", timeout=30) as answer:
-        return json.loads(answer.read())  # type: ignore[no-any-return]
+    return sim_get(endpoint, "/_sim/state")
 
 
 def pipe_backlog(fd: int) -> int:
@@ -292,8 +291,10 @@ async def test_resume_writes_every_outcome_and_refuses_the_batch_output(
 
 
 def test_output_to_a_pipe_arrives_line_by_line(tmp_path: Path) -> None:
-    """Each outcome reaches a pipe as its item finishes, not when the batch ends."""
-    with simulator("--enis", "3", "--ips-per-eni", "1", "--task-latency", "1.0,0") as ready:
+    """Each outcome reaches a pipe as its item finishes, not when the batch ends: the simulator holds the
+    tasks, and the first line arrives once the first task is finished, while the others cannot end."""
+    with simulator("--enis", "3", "--ips-per-eni", "1", "--task-latency", "0,0") as ready:
+        sim_post(ready["endpoint"], "/_sim/hold", {"hold": True})
         source = tmp_path / "in.jsonl"
         source.write_text(jsonl_lines(sim_state(ready["endpoint"])["enis"]))
         proc = subprocess.Popen(
@@ -313,8 +314,15 @@ def test_output_to_a_pipe_arrives_line_by_line(tmp_path: Path) -> None:
             text=True,
         )
         assert proc.stdout is not None
+        deadline = time.monotonic() + 30
+        while not sim_post(ready["endpoint"], "/_sim/finish", {"count": 1})["finished"]:
+            assert proc.poll() is None
+            assert time.monotonic() < deadline, "the batch never submitted"
+            time.sleep(0.02)
         first = json.loads(proc.stdout.readline())
         running = proc.poll() is None
+        sim_post(ready["endpoint"], "/_sim/hold", {"hold": False})
+        sim_post(ready["endpoint"], "/_sim/finish")
         rest = proc.stdout.read()
         proc.wait(timeout=60)
         proc.stdout.close()
@@ -324,9 +332,13 @@ def test_output_to_a_pipe_arrives_line_by_line(tmp_path: Path) -> None:
 
 
 def test_sigkill_mid_batch_then_resume_output_is_the_complete_truth(tmp_path: Path) -> None:
-    """After SIGKILL mid-batch, resume --output alone holds one outcome per ENI, each agreeing with /_sim/state."""
-    with simulator("--enis", "40", "--ips-per-eni", "3", "--task-latency", "0.4,0.2", "--seed", "3") as ready:
+    """After SIGKILL mid-batch, resume --output alone holds one outcome per ENI, each agreeing with /_sim/state.
+
+    The simulator holds the tasks and the test ends them in rounds until 8 items finished, so the kill lands
+    with tasks in flight and items pending; resume finds those tasks ended."""
+    with simulator("--enis", "40", "--ips-per-eni", "3", "--task-latency", "0,0", "--seed", "3") as ready:
         endpoint = ready["endpoint"]
+        sim_post(endpoint, "/_sim/hold", {"hold": True})
         enis = sim_state(endpoint)["enis"]
         source = tmp_path / "in.jsonl"
         source.write_text(jsonl_lines(enis))
@@ -340,7 +352,8 @@ def test_sigkill_mid_batch_then_resume_output_is_the_complete_truth(tmp_path: Pa
         finished = 0
         deadline = time.monotonic() + 60
         while finished < 8 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+            sim_post(endpoint, "/_sim/finish")
+            time.sleep(0.02)
             with contextlib.suppress(Exception):
                 finished = journalhelpers.counts(journal)["finished"]
         proc.send_signal(signal.SIGKILL)
@@ -348,6 +361,8 @@ def test_sigkill_mid_batch_then_resume_output_is_the_complete_truth(tmp_path: Pa
         now = journalhelpers.counts(journal)
         left = sum(now.values()) - now["finished"]
         assert left > 0, "killed mid-batch"
+        sim_post(endpoint, "/_sim/hold", {"hold": False})
+        sim_post(endpoint, "/_sim/finish")  # the tasks in flight at the kill end: resume finds them ended
         out = tmp_path / "all.jsonl"
         resumed = subprocess.run(
             [*CLI, "resume", str(journal), "--output", str(out), "--no-progress"],
