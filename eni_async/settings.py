@@ -146,6 +146,7 @@ class Settings:
     lease_s: float = 10.0
     grace: float = 5.0
     shared_quota: str = ""
+    shared_quota_probe: float = 2.0
     quota_key: str = ""
     journal: str = ""
     metadata_endpoint: str = ""
@@ -268,6 +269,8 @@ def _check(s: Settings) -> None:
             scheme = ""
         if scheme not in ("http", "https"):
             raise ConfigError("proxy", mask_url(s.proxy), "expected an http:// or https:// proxy URL")
+    if not (math.isfinite(s.shared_quota_probe) and s.shared_quota_probe > 0):
+        raise ConfigError("shared_quota_probe", s.shared_quota_probe, "must be a number of seconds above 0")
     if s.shared_quota:
         _check_redis_url(s.shared_quota)
         if s.discovery:
