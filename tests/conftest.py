@@ -242,3 +242,28 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
     terminalreporter.write_line(f"suite: {time.monotonic() - _STARTED:.0f} s wall, {cpu:.0f} s CPU")
+
+
+# Modules whose tests run for seconds (real processes, servers, rate windows), longest first: they start
+# first, so no worker is left with one of them at the end while the others idle (pytest-xdist deals the
+# tests out in collection order and idle workers steal from the tail of a busy one's share).
+LONG_FIRST = (
+    "test_service_contract.py",
+    "test_replicas_drill.py",
+    "test_service_process.py",
+    "test_interrupt_cli.py",
+    "test_replicas.py",
+    "test_journal_cli.py",
+    "test_shared_quota_client.py",
+    "test_shared_quota.py",
+    "test_cli_quiet.py",
+    "test_journal_resume.py",
+    "test_service_hostile.py",
+    "test_service_command.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of ``LONG_FIRST`` first, in its order; every other test after them, in collection order."""
+    rank = {name: n for n, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))
