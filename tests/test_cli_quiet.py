@@ -21,8 +21,7 @@ from eni_async.cli import main
 from eni_async.outcomes import Outcome
 from eni_async.progress import Progress, Summary
 from eni_async.terminal import generic, iso_time, logging_to_stderr
-from eni_async.testing import simulator_process
-from tests.simhelpers import sim_get, sim_post
+from tests.simhelpers import sim_get, sim_post, simulator_thread
 
 CLI = [sys.executable, "-m", "eni_async"]
 
@@ -160,7 +159,7 @@ def test_a_closed_pipe_ends_quietly_with_a_true_summary(
     """``batch | head -1``: the batch stops, every outcome it had is counted (the journal agrees), stderr holds
     the summary and no error line, and the exit is 1. The simulator holds the tasks: the first is finished
     for the first line, the rest once the pipe is closed."""
-    with simulator_process("--enis", "30", "--ips-per-eni", "1", "--task-latency", "0,0") as ready:
+    with simulator_thread(enis=30, ips_per_eni=1, task_latency=(0.0, 0.0)) as ready:
         sim_post(ready["endpoint"], "/_sim/hold", {"hold": True})
         enis = sim_get(ready["endpoint"], "/_sim/state")["enis"]
         source = tmp_path / "in.jsonl"

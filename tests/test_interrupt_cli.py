@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from eni_async.outcomes import check_against_truth
-from eni_async.testing import jsonl_lines, simulator_process
+from eni_async.testing import jsonl_lines
 from tests.conftest import FAST_TOML
-from tests.simhelpers import sim_get, sim_post
+from tests.simhelpers import sim_get, sim_post, simulator_thread
 
 CLI = [sys.executable, "-m", "eni_async"]
 ENIS, IPS, CONCURRENCY = 40, 2, 8
@@ -36,11 +36,9 @@ STOPPING = "stopping, nothing more is submitted"  # the batch's line on the firs
 
 @contextlib.contextmanager
 def simulator() -> Iterator[dict[str, Any]]:
-    """``eni-async simulate`` in its own process, every task held RUNNING (and ending at once when not held);
+    """A simulator beside the batch process, every task held RUNNING (and ending at once when not held);
     yields its ready line."""
-    with simulator_process(
-        "--enis", str(ENIS), "--ips-per-eni", str(IPS), "--seed", "11", "--task-latency", "0,0"
-    ) as ready:
+    with simulator_thread(enis=ENIS, ips_per_eni=IPS, seed=11, task_latency=(0.0, 0.0)) as ready:
         assert sim_post(ready["endpoint"], "/_sim/hold", {"hold": True}) == {"hold": True}
         yield ready
 

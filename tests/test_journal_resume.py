@@ -24,9 +24,9 @@ from eni_async.outcomes import Item, Outcome
 from eni_async.policy import PollPolicy
 from eni_async.settings import Settings
 from eni_async.simulator import Simulator
-from eni_async.testing import jsonl_lines, simulator_process, verdict
+from eni_async.testing import jsonl_lines, verdict
 from tests import journalhelpers
-from tests.simhelpers import sim_post
+from tests.simhelpers import sim_post, simulator_thread
 from tests.test_journal_cli import CLI, env_with, sim_state
 
 SERVED = {"enis": 2, "ips_per_eni": 2, "seed": 11}
@@ -47,9 +47,7 @@ def test_resume_append_after_sigterm_leaves_one_final_line_per_item(
     line per item, each final and true, and a second --append after completion changes nothing. The
     simulator holds the batch's tasks (the signal finds them in flight) and ends them before the resumes,
     which run in this process."""
-    with simulator_process(
-        "--enis", "8", "--ips-per-eni", "2", "--task-latency", "0,0", "--seed", "3"
-    ) as ready:
+    with simulator_thread(enis=8, ips_per_eni=2, task_latency=(0.0, 0.0), seed=3) as ready:
         endpoint = ready["endpoint"]
         sim_post(endpoint, "/_sim/hold", {"hold": True})
         enis = sim_state(endpoint)["enis"]
