@@ -3,6 +3,7 @@ a PostgreSQL server (one per session, a database per test) and a journal URL of 
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import resource
 import shutil
@@ -190,14 +191,37 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+# The session's PostgreSQL server, started in a thread as soon as the collection shows a test that needs it
+# (initdb and the start take seconds, mostly waiting: other tests run meanwhile), stopped at the session's end.
+_postgres: concurrent.futures.Future[PostgresServer] | None = None
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    """One real PostgreSQL server for the session (started on first use), stopped at the end."""
-    server = started()
+    """One real PostgreSQL server for the session (started early, or on first use), stopped at the end."""
+    global _postgres
+    if _postgres is None:
+        _postgres = concurrent.futures.Future()
+        _postgres.set_result(started())
+    server = _postgres.result()
     try:
         yield server
     finally:
         server.stop()
+
+
+def _start_postgres_early(items: list[pytest.Item]) -> None:
+    global _postgres
+    if _postgres is None and any("postgres_server" in getattr(i, "fixturenames", ()) for i in items):
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="postgres")
+        _postgres = pool.submit(started)
+        pool.shutdown(wait=False)
+
+
+def pytest_sessionfinish() -> None:
+    """A server started early for tests this process did not run in the end is stopped too (once started)."""
+    if _postgres is not None and _postgres.exception() is None:
+        _postgres.result().stop()
 
 
 @pytest.fixture
@@ -263,7 +287,10 @@ LONG_FIRST = (
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests of ``LONG_FIRST`` first, in its order; every other test after them, in collection order."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests of ``LONG_FIRST`` first, in its order; every other test after them, in collection order.
+    A PostgreSQL server starts now if a test needs one."""
     rank = {name: n for n, name in enumerate(LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))
+    if not config.option.collectonly:
+        _start_postgres_early(items)
