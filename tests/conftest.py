@@ -34,11 +34,14 @@ assert "initial = 0.01\nmaximum = 0.05" in FAST_TOML
 DOC_SECRET_ID, DOC_SECRET_KEY = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3gnPhESA", "Gu5t9xGARNpq86cd98joQYCN3Cozk1qA"
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+@pytest.fixture(scope="session")
+def closed_port() -> Iterator[int]:
+    """A port of 127.0.0.1 where nothing listens, for the session: bound by a socket that never listens, so a
+    connection is refused at once and no other server (of any worker) can take the port meanwhile."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port: int = holder.getsockname()[1]
+        yield port
 
 
 # Role-credential sources the credential chain reaches when nothing static is found.
@@ -54,14 +57,16 @@ ROLE_ENV = (
 
 
 @pytest.fixture(autouse=True)
-def no_role_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def no_role_credentials(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory, closed_port: int
+) -> None:
     """Every test: no TKE or role variables, the metadata service and STS on a closed local port, and an empty
     home (a developer's own ~/.tencentcloud or ~/.tccli profile, and its region, never reach a test)."""
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
     monkeypatch.delenv("TCCLI_PROFILE", raising=False)
     for name in ROLE_ENV:
         monkeypatch.delenv(name, raising=False)
-    closed = f"http://127.0.0.1:{_closed_port()}"
+    closed = f"http://127.0.0.1:{closed_port}"
     monkeypatch.setenv("ENI_ASYNC_METADATA_ENDPOINT", closed)
     monkeypatch.setenv("ENI_ASYNC_STS_ENDPOINT", closed)
 
