@@ -98,6 +98,8 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        # Told how every call ended, after its retries (``None``: answered); the service's ``ApiHealth``.
+        self.heard: Callable[[EniAsyncError | None], None] | None = None
         self.dialect: Dialect = get_dialect(settings.dialect)
         self.endpoint = settings.resolved_endpoint
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -220,8 +222,33 @@ class Pipeline:
         *,
         mutating: bool,
         subject: str = "",
+        retry: RetryPolicy | None = None,
     ) -> T:
-        """Run one API call through budget, signing, transport and parsing, retried per the table."""
+        """Run one API call through budget, signing, transport and parsing, retried per the table (and
+        ``retry``, default the settings'); ``heard`` is told how it ended."""
+        heard = self.heard
+        if heard is None:
+            return await self._retried(action, build, parse, mutating=mutating, subject=subject, retry=retry)
+        try:
+            result = await self._retried(
+                action, build, parse, mutating=mutating, subject=subject, retry=retry
+            )
+        except EniAsyncError as exc:
+            heard(exc)
+            raise
+        heard(None)
+        return result
+
+    async def _retried(
+        self,
+        action: str,
+        build: Callable[[SignContext], HttpRequest],
+        parse: Callable[[HttpResponse], T],
+        *,
+        mutating: bool,
+        subject: str,
+        retry: RetryPolicy | None,
+    ) -> T:
         if self._transport is None:
             raise RuntimeError("EniClient is not open: use 'async with EniClient(...) as client'")
         transport = self._transport
@@ -309,7 +336,8 @@ class Pipeline:
                 raise replay.pop()
             return await once()
 
-        retrying = retrier(self.settings.retry, self.clock, mutating=mutating, before_sleep=before_sleep)
+        policy = self.settings.retry if retry is None else retry
+        retrying = retrier(policy, self.clock, mutating=mutating, before_sleep=before_sleep)
         return await retrying(again)
 
     async def _signed_send(
@@ -437,6 +465,12 @@ class Pipeline:
             subject=vpc_id,
         )
         return list(page.enis), page.total
+
+    async def check_credentials(self) -> None:
+        """The cheapest call (DescribeNetworkInterfaces, ``Limit`` 1), tried once: ``AuthError`` if refused."""
+        build = functools.partial(self.dialect.build_describe, limit=1)
+        once = RetryPolicy(attempts=1)
+        await self._call(DESCRIBE, build, self.dialect.parse_describe, mutating=False, retry=once)
 
     # -- what the tracker tells and asks --------------------------------------------------------------
 

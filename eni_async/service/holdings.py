@@ -41,6 +41,7 @@ class Work:
     key: int
     tenure: Tenure
     entry: Item | Resumed
+    created_at: float = 0.0  # when the release was accepted (Unix time): its deadline counts from there
 
 
 class Holdings:
@@ -163,7 +164,7 @@ class Holdings:
         return True
 
     def feed(self, release: Release, tenure: Tenure, entry: Item | Resumed) -> None:
-        work = Work(release.id, release.item_key, tenure, entry)
+        work = Work(release.id, release.item_key, tenure, entry, release.created_at)
         self.work[work.key] = work
         tenure.keys.add(work.key)
         self.queue.put_nowait(work)
