@@ -289,6 +289,9 @@ LONG_FIRST = (
     "test_journal_resume.py",
     "test_service_hostile.py",
     "test_service_command.py",
+    "test_service_outage.py",
+    "test_drill.py",
+    "test_credentials_refresh.py",
 )
 
 
