@@ -140,6 +140,7 @@ class Settings:
     service_header_timeout: float = 15.0
     service_body_timeout: float = 30.0
     service_journal_timeout: float = 5.0
+    service_outage_wait: float = 1.0
     service_tls_cert: str = ""
     service_tls_key: str = ""
     service_metrics_tokens_file: str = ""
@@ -322,7 +323,7 @@ def _check_service(s: Settings) -> None:
         if getattr(s, name) < 1:
             raise ConfigError(name, getattr(s, name), "must be at least 1")
     timeouts = ("service_header_timeout", "service_body_timeout", "service_journal_timeout")
-    for name in (*timeouts, "service_release_deadline", *_RETENTION):
+    for name in (*timeouts, "service_outage_wait", "service_release_deadline", *_RETENTION):
         if not (math.isfinite(getattr(s, name)) and getattr(s, name) > 0):
             raise ConfigError(name, getattr(s, name), "must be a finite number of seconds above 0")
     if s.service_tls_key and not s.service_tls_cert:
