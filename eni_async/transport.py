@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import ssl as ssl_module
 import urllib.request
 from collections.abc import Mapping
@@ -150,7 +151,7 @@ class AiohttpTransport:
                 return HttpResponse(response.status, dict(response.headers), b"".join(chunks))
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
             # Never connected (refused, unreachable, DNS, TLS handshake): nothing was sent.
-            raise ConnectError(f"{action}: cannot connect ({_describe(exc)})", action=action) from exc
+            raise ConnectError(f"{action}: cannot connect {_connect_failure(exc)}", action=action) from exc
         except (TimeoutError, aiohttp.SocketTimeoutError) as exc:
             raise ConnectionLostError(f"{action}: read timed out", action=action) from exc
         except aiohttp.ClientResponseError as exc:
@@ -163,6 +164,15 @@ class AiohttpTransport:
         except ValueError as exc:
             # aiohttp refuses to send a request it cannot encode (e.g. a control character in a header).
             raise InputError("request", action, f"cannot be sent ({exc})") from None
+
+
+def _connect_failure(exc: BaseException) -> str:
+    """``to HOST:PORT (Connection refused)``: aiohttp's own text names the address twice ("Cannot connect to
+    host H:P ssl:default [Connect call failed ('H', P)]"); TLS and DNS failures keep their own words."""
+    code = exc.os_error.errno if type(exc) is aiohttp.ClientConnectorError else None
+    if isinstance(exc, aiohttp.ClientConnectorError) and code is not None and code > 0:
+        return f"to {exc.host}:{exc.port} ({os.strerror(code)})"
+    return f"({_describe(exc)})"
 
 
 def _describe(exc: BaseException) -> str:

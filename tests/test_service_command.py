@@ -172,6 +172,82 @@ def test_bad_tls_files_stop_serve_in_one_line(
     assert "Traceback" not in err
 
 
+def _encrypted(key_pem: bytes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"a pass phrase"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "named", "says"),
+    [
+        ("encrypted key", "service_tls_key", "encrypted"),
+        ("no key", "service_tls_cert", "no PEM private key"),
+        ("another key", "service_tls_key", "does not match"),
+        ("key as certificate", "service_tls_cert", "no PEM certificate"),
+    ],
+)
+def test_each_unusable_certificate_or_key_is_one_line_saying_what_is_wrong(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], ca: trustme.CA, case: str, named: str, says: str
+) -> None:
+    """OpenSSL says "PEM lib" for most of these, and prompts on the terminal for an encrypted key's pass
+    phrase: serve instead exits 2 at once with one line naming the file's setting and what is wrong."""
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    key = cert.private_key_pem.bytes()
+    other = ca.issue_cert("127.0.0.1").private_key_pem.bytes()
+    files = {
+        "encrypted key": ["--tls-cert", "cert.pem", "--tls-key", "key.pem"],
+        "no key": ["--tls-cert", "cert.pem"],
+        "another key": ["--tls-cert", "cert.pem", "--tls-key", "other.pem"],
+        "key as certificate": ["--tls-cert", "key.pem"],
+    }
+    (tmp_path / "key.pem").write_bytes(_encrypted(key) if case == "encrypted key" else key)
+    (tmp_path / "other.pem").write_bytes(other)
+    args = [str(tmp_path / a) if a.endswith(".pem") else a for a in files[case]]
+    code = main(["serve", "--port", "0", "--journal", str(tmp_path / "j.db"), *args])
+    out, err = capfd.readouterr()
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert named in err, err
+    assert says in err, err
+    assert "Enter PEM pass phrase" not in out + err
+
+
+def test_an_address_serve_cannot_listen_on_is_one_line_naming_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A busy port: ``--port: cannot listen on 127.0.0.1: Address already in use (got P)``, the port once
+    (socket.create_server's text adds "(while attempting to bind on address ('127.0.0.1', P))"); an address
+    not of this machine names ``--host``."""
+    import socket
+
+    monkeypatch.setenv("ENI_ASYNC_SERVICE_TOKENS", TOKEN)
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", "AKIDnotusednotusednotusednotused12")
+    monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", "not-used-not-used-not-used-12345")
+    monkeypatch.setenv("ENI_ASYNC_ENDPOINT", "http://127.0.0.1:9")  # never called: listening fails first
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--journal", str(tmp_path / "a.db")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"eni-async: error: --port: cannot listen on 127.0.0.1: Address already in use (got {port})\n"
+    )
+    # 192.0.2.1 (TEST-NET-1, RFC 5737) is no address of this machine: binding fails, nothing is sent.
+    assert main(["serve", "--host", "192.0.2.1", "--port", "0", "--journal", str(tmp_path / "b.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("eni-async: error: --host: cannot listen on it: "), err
+    assert err.count("192.0.2.1") == 1, err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_a_metrics_port_without_a_token_is_refused_when_metrics_need_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -147,6 +147,19 @@ async def test_each_bad_filter_value_is_400_naming_its_parameter(
     assert "yesterday" not in error["message"]
 
 
+async def test_an_offset_plus_sent_unencoded_is_400_saying_to_send_it_as_2b(
+    listed: tuple[Service, list[dict[str, Any]]],
+) -> None:
+    """``curl '...?created_after=2027-01-15T16:00:00+08:00'``: the query reads the '+' as a space; the 400
+    says so (send it as %2B) instead of calling a valid-looking date-time malformed."""
+    svc, _ = listed
+    resp = await svc.http.get("/v1/releases?created_after=2027-01-15T16:00:00+08:00", headers=AUTH)
+    assert resp.status == 400
+    error = (await resp.json())["error"]
+    assert (error["code"], error["field"]) == ("InvalidInput", "created_after")
+    assert "%2B" in error["message"]
+
+
 async def test_service_client_lists_with_filters_and_follows_every_page(
     listed: tuple[Service, list[dict[str, Any]]],
 ) -> None:

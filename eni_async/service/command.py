@@ -140,10 +140,26 @@ def load_tls(settings: Settings) -> ssl.SSLContext | None:
     try:
         return tls_context(settings.service_tls_cert, settings.service_tls_key)
     except (OSError, ValueError) as exc:  # ssl.SSLError: not PEM, no key, or a key that does not match
-        reason = getattr(exc, "reason", None) or type(exc).__name__
-        raise ConfigError(
-            "service_tls_cert", settings.service_tls_cert, f"cannot serve TLS with it and its key: {reason}"
-        ) from None
+        name, reason = _tls_fault(settings, exc)
+        raise ConfigError(name, getattr(settings, name), reason) from None
+
+
+def _tls_fault(settings: Settings, exc: BaseException) -> tuple[str, str]:
+    """The setting at fault and why, for a certificate and key that make no TLS context (OpenSSL only says
+    "PEM lib" for a missing certificate or key)."""
+    key_setting = "service_tls_key" if settings.service_tls_key else "service_tls_cert"
+    if isinstance(exc, ValueError) and not isinstance(exc, OSError):
+        return key_setting, str(exc)  # the encrypted key's refusal
+    if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+        return key_setting, "the private key does not match the certificate"
+    cert = Path(settings.service_tls_cert).read_bytes()
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        return "service_tls_cert", "no PEM certificate (-----BEGIN CERTIFICATE-----) in it"
+    if b"PRIVATE KEY-----" not in Path(getattr(settings, key_setting)).read_bytes():
+        where = "" if settings.service_tls_key else " (or name the key's file with --tls-key)"
+        return key_setting, f"no PEM private key in it{where}"
+    reason = getattr(exc, "reason", None) or type(exc).__name__
+    return "service_tls_cert", f"cannot serve TLS with it and its key: {reason}"
 
 
 def is_loopback(host: str) -> bool:

@@ -358,8 +358,15 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     ``ssl.SSLError`` for files that cannot be read or do not match."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key or None)
+    context.load_cert_chain(cert, key or None, password=_no_pass_phrase)
     return context
+
+
+def _no_pass_phrase() -> bytes:
+    """Asked only for an encrypted key: refuse, rather than let OpenSSL prompt on the terminal."""
+    raise ValueError(
+        "the private key is encrypted and serve reads no pass phrase; store it decrypted (chmod 600)"
+    )
 
 
 __all__ = [

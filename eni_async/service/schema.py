@@ -258,6 +258,10 @@ def date_time(name: str, value: str | None) -> float | None:
         return None
     match = _DATE_TIME.fullmatch(value)
     if match is None:
+        if _DATE_TIME.fullmatch(value.replace(" ", "+")):  # curl "...?created_after=...+08:00"
+            raise BadRequest(
+                name, "the offset's '+' arrived as a space (a URL query reads '+' so): send it as %2B"
+            )
         raise BadRequest(name, "expected an RFC 3339 date-time, e.g. 2026-12-03T14:00:00Z")
     year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
     offset = 0

@@ -10,10 +10,13 @@ the command does.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +78,28 @@ async def running_service(
 ) -> AsyncIterator[RunningService]:
     """Serve releases for the block; see the module docstring. ``reload`` reads the credentials again from
     their source while the API refuses them (default: the provider renews itself)."""
+    # Bound before anything else: an address that cannot be used stops the start before any API call
+    # (the credentials check, resumed releases).
+    with closing(_bind(host, port)) as sock:
+        async with _serving(
+            credentials, settings, journal, sock, host, tokens, metrics, metrics_tokens, tls, reload
+        ) as running:
+            yield running
+
+
+@asynccontextmanager
+async def _serving(
+    credentials: Credentials | CredentialProvider,
+    settings: Settings,
+    journal: str | Path,
+    sock: socket.socket,
+    host: str,
+    tokens: Sequence[str],
+    metrics: bool,
+    metrics_tokens: Sequence[str],
+    tls: ssl.SSLContext | None,
+    reload: Callable[[], Awaitable[CredentialProvider]] | None,
+) -> AsyncIterator[RunningService]:
     service_metrics = ServiceMetrics.create() if metrics and metrics_available() else None
     try:
         # Replicas share a PostgreSQL journal.
@@ -100,7 +125,7 @@ async def running_service(
                     metrics_tokens=metrics_tokens,
                     before_scrape=service_metrics.refresh if service_metrics else None,
                 )
-                async with _listening(app, settings, host, port, tls) as listener:
+                async with _listening(app, settings, sock, tls) as listener:
                     if service_metrics is not None:
                         service_metrics.watch_connections(listener.counts)
                     where = listener.sock.getsockname()
@@ -116,15 +141,23 @@ async def running_service(
                 await engine.stop(0)
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket on ``host:port`` (port 0: a free one), or a one-line ``ConfigError``."""
+    try:
+        return listening_socket(host, port)
+    except OSError as exc:
+        # create_server's text repeats the address: "... (while attempting to bind on address ('H', P))"
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)
+        if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):  # the host's fault
+            raise ConfigError("--host", host, f"cannot listen on it: {reason}") from None
+        raise ConfigError("--port", port, f"cannot listen on {host}: {reason}") from None
+
+
 @asynccontextmanager
 async def _listening(
-    app: web.Application, settings: Settings, host: str, port: int, tls: ssl.SSLContext | None
+    app: web.Application, settings: Settings, sock: socket.socket, tls: ssl.SSLContext | None
 ) -> AsyncIterator[Listener]:
-    """Serve ``app`` on ``host:port`` for the block (port 0: a free one), through a ``Listener``."""
-    try:
-        sock = listening_socket(host, port)
-    except OSError as exc:
-        raise ConfigError("--port", port, f"cannot listen on {host}: {exc.strerror or exc}") from None
+    """Serve ``app`` on the bound ``sock`` for the block, through a ``Listener``."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_S)
     await runner.setup()
     assert runner.server is not None
