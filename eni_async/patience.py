@@ -77,6 +77,7 @@ class Patience:
         # The error that made the API known not to answer, if it is so now (the service's ``ApiHealth``,
         # which probes it meanwhile).
         self.api_down: Callable[[], BaseException | None] | None = None
+        self.parked_s = PARKED_S  # how often a parked item looks (``ApiHealth`` sets it with ``api_down``)
 
     def __repr__(self) -> str:
         return f"Patience({self.policy!r}, waiting={len(self.items)})"
@@ -183,7 +184,7 @@ class Patience:
             left = waiting.deadline - self.clock.monotonic()
             if left <= 0:
                 return
-            await self.clock.sleep(min(left, PARKED_S))
+            await self.clock.sleep(min(left, self.parked_s))
 
 
 def _decide(outcome: Outcome, decision: str) -> None:

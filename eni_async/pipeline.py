@@ -159,6 +159,7 @@ class Pipeline:
             url=self.settings.shared_quota,
             account=quota_account(credentials, self.settings, clock=self.clock),
             region=access_region(self.endpoint, self.settings.region),
+            probe=self.settings.shared_quota_probe,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------------

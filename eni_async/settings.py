@@ -139,6 +139,8 @@ class Settings:
     service_max_connections: int = 1000
     service_header_timeout: float = 15.0
     service_body_timeout: float = 30.0
+    service_journal_timeout: float = 5.0
+    service_outage_wait: float = 1.0
     service_tls_cert: str = ""
     service_tls_key: str = ""
     service_metrics_tokens_file: str = ""
@@ -148,6 +150,7 @@ class Settings:
     lease_s: float = 10.0
     grace: float = 5.0
     shared_quota: str = ""
+    shared_quota_probe: float = 2.0
     quota_key: str = ""
     journal: str = ""
     metadata_endpoint: str = ""
@@ -270,6 +273,8 @@ def _check(s: Settings) -> None:
             scheme = ""
         if scheme not in ("http", "https"):
             raise ConfigError("proxy", mask_url(s.proxy), "expected an http:// or https:// proxy URL")
+    if not (math.isfinite(s.shared_quota_probe) and s.shared_quota_probe > 0):
+        raise ConfigError("shared_quota_probe", s.shared_quota_probe, "must be a number of seconds above 0")
     if s.shared_quota:
         _check_redis_url(s.shared_quota)
         if s.discovery:
@@ -317,7 +322,8 @@ def _check_service(s: Settings) -> None:
     for name in ("service_max_body", "service_max_unfinished", "service_max_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(name, getattr(s, name), "must be at least 1")
-    for name in ("service_header_timeout", "service_body_timeout", "service_release_deadline", *_RETENTION):
+    timeouts = ("service_header_timeout", "service_body_timeout", "service_journal_timeout")
+    for name in (*timeouts, "service_outage_wait", "service_release_deadline", *_RETENTION):
         if not (math.isfinite(getattr(s, name)) and getattr(s, name) > 0):
             raise ConfigError(name, getattr(s, name), "must be a finite number of seconds above 0")
     if s.service_tls_key and not s.service_tls_cert:

@@ -122,7 +122,8 @@ class Engine:
         self.accepting = False
         self.failure: BaseException | None = None  # a bug ended the batch; the service is not ready
         # ``reload``: the credentials' source, read again while the API refuses them.
-        self.api = ApiHealth(client, reload=reload, resume=self._restart)
+        wait = client.settings.service_outage_wait
+        self.api = ApiHealth(client, reload=reload, resume=self._restart, first_wait=wait)
         self._waiters: dict[str, asyncio.Event] = {}
         self._count = (-COUNT_TTL_S, 0)  # (read at, unfinished releases) of the whole journal
         self._stopping = False
