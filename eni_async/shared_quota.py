@@ -50,7 +50,7 @@ from redis.exceptions import RedisError
 
 from eni_async.clock import Clock
 from eni_async.errors import ConfigError
-from eni_async.settings import mask_url
+from eni_async.settings_check import mask_url
 from eni_async.throttle import DECREASE, RECOVERY, SHARE, STRAY_LIMIT, WINDOW, RateBudget
 
 log = logging.getLogger("eni_async.shared_quota")

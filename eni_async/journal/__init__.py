@@ -42,7 +42,7 @@ from eni_async.journal.seam import (
     WorkCancelledError,
 )
 from eni_async.journal.sqlite import FORMAT, SqliteJournal, explain
-from eni_async.settings import mask_url
+from eni_async.settings_check import mask_url
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 POSTGRES_SCHEMES = ("postgresql", "postgres")

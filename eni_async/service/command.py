@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 from eni_async import client_metrics as metrics_cli
 from eni_async.credentials import settings_credentials
 from eni_async.errors import ConfigError, InputError
-from eni_async.settings import Settings, mask_url
+from eni_async.settings import Settings
+from eni_async.settings_check import mask_url
 from eni_async.terminal import signals_for_command
 
 if TYPE_CHECKING:
