@@ -19,7 +19,12 @@ sweep every ``WAIT_SWEEP_S`` seconds reads the waited releases in one statement 
 missed (the listening connection was down). Polling alone would cost a read per waiter per interval, and
 notifications alone could be missed. A replica whose journal does not answer claims nothing, answers
 ``/readyz`` 503, waits for it in every write (nothing new is sent while its leases are in doubt) and goes
-on when it answers. ``stop`` takes no more work, lets in-flight items finish within the grace period,
+on when it answers. A journal only this process writes (SQLite) is checked every ``STORAGE_CHECK_S`` seconds
+(``Journal.hold``: the file is still the one opened), so that one deleted or replaced under the service is
+found within seconds even when nothing is written: every write is refused from then on, and ``/readyz``
+answers 503 with the reason. A write the journal refuses (a full disk) answers the caller 503 with the reason
+and creates nothing; the engine's own writes wait and are tried again (``FencedRecorder``), so the service
+goes on by itself once there is room, with nothing it observed lost. ``stop`` takes no more work, lets in-flight items finish within the grace period,
 cancels the rest and gives its leases back, so that other replicas (or the next start) take over at once.
 Credentials the API refuses stop the batch: the releases it cut short go back to ``pending`` and their
 leases are given back; no new one is accepted. Nothing here parses HTTP.
@@ -59,6 +64,7 @@ WAIT_SWEEP_S = 5.0
 # The global count of unfinished releases (backpressure, /readyz) is read again when older than this.
 COUNT_TTL_S = 0.5
 READY_TIMEOUT_S = 2.0  # a readiness probe's write to the journal, at most
+STORAGE_CHECK_S = 1.0  # how often a journal only this process writes is checked (deleted or replaced?)
 
 
 class NotAcceptingError(Exception):
@@ -139,6 +145,8 @@ class Engine:
                 asyncio.create_task(self.journal.listen(self._heard)),
                 asyncio.create_task(self._sweeper()),
             ]
+        else:
+            self._loops.append(asyncio.create_task(self._storage_watch()))
         self.accepting = True
         if unfinished:
             log.info("%d unfinished release(s) in %s", unfinished, self.journal.where)
@@ -273,6 +281,14 @@ class Engine:
                 if status not in ("pending", "running"):
                     self._wake(release_id)
 
+    async def _storage_watch(self) -> None:
+        """Every ``STORAGE_CHECK_S``: make sure the journal's file is the one opened (``Journal.hold``; the
+        journal says why once, in the log, and refuses every write from then on)."""
+        while True:
+            await asyncio.sleep(STORAGE_CHECK_S)
+            with contextlib.suppress(JournalError):
+                await self.journal.hold()
+
     async def page(
         self, *, status: str | None, limit: int, before: int | None
     ) -> tuple[list[dict[str, Any]], int | None]:
@@ -289,12 +305,14 @@ class Engine:
         if self.failure is not None:
             return False, f"engine stopped: {type(self.failure).__name__}"
         if self.leases.journal_error is not None:
-            return False, "journal unreachable; not taking work"
+            return False, f"journal unreachable: {self.leases.journal_error}; not taking work"
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 await self.registry.heartbeat()
                 await self._unfinished_now()
-        except (Exception, TimeoutError) as exc:  # JournalError: the journal is not writable
+        except JournalError as exc:  # a full disk, a journal deleted or replaced: the journal's reason
+            return False, f"journal not writable: {exc.reason}; not taking work"
+        except (Exception, TimeoutError) as exc:
             return False, f"journal not writable ({type(exc).__name__}); not taking work"
         if self.api_state in ("unreachable", "auth_failed"):
             return False, f"API {self.api_state.replace('_', ' ')}"

@@ -264,7 +264,10 @@ async def post_releases(request: web.Request) -> web.Response:
     except JournalError as exc:  # the journal refused the write (disk full): nothing created
         request.app[LOGS].log(logging.ERROR, "journal", "journal refused a release: %s", exc)
         return error_response(
-            503, "JournalUnavailable", "the journal cannot take writes now", headers={"Retry-After": "5"}
+            503,
+            "JournalUnavailable",
+            f"the journal cannot take writes now: {exc.reason}; nothing was created",
+            headers={"Retry-After": "5"},
         )
     headers = {} if created else {"Idempotent-Replayed": "true"}
     views = [complete_release(await engine.view(release)) for release in releases]
