@@ -28,8 +28,10 @@ from eni_async.journal.sqlite import SqliteConnector
 from eni_async.outcomes import check_against_truth
 from eni_async.service import engine as engine_module
 from eni_async.simulator import Simulator, SimulatorConfig
+from tests.pgserver import PostgresServer
 from tests.servehelpers import AUTH as PROCESS_AUTH
 from tests.servehelpers import Served, read, serve_process, simulated
+from tests.test_replicas import bodies, replicas, until
 from tests.test_service import AUTH, Service, service_on
 
 
@@ -335,3 +337,63 @@ def test_every_journal_failure_at_start_is_one_line_and_exit_2(
     assert code == 2, err
     assert err.count("\n") == 1, err
     assert err.startswith("eni-async: error: --journal: "), err
+
+
+# -- the same fault on a PostgreSQL journal ---------------------------------------------------------------
+
+TABLES = ("meta", "items", "tasks", "leases", "service_releases", "service_meta", "service_idempotency")
+FULL = (
+    "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$"
+)
+
+
+async def test_a_full_postgresql_disk_is_told_truthfully_and_survived(
+    postgres_database: str, postgres_server: PostgresServer
+) -> None:
+    """Emulates a full disk on a PostgreSQL journal: a trigger on every journal table fails each write
+    with SQLSTATE 53100 (disk_full), as PostgreSQL does when it cannot extend a file. POST and /readyz
+    answer 503 saying the database's disk is full and nothing is created; once the triggers are dropped
+    the replica goes on by itself and the release it had in flight ends as the simulator says, its task
+    observed and never resubmitted."""
+    sim = Simulator(SimulatorConfig(enis=3, ips_per_eni=2, seed=16, task_latency=(1.0, 0.0)))
+    database = postgres_database.rsplit("/", 1)[1]
+    async with replicas(sim, postgres_database, 3) as (served, clients), aiohttp.ClientSession() as http:
+        first, second, _ = bodies(sim, 3)
+        release = await clients[0].submit(*first)
+        await until(lambda: len(sim.ground_truth()["tasks"]) == 1)
+        postgres_server.sql(FULL, database)
+        for table in TABLES:
+            postgres_server.sql(
+                f"CREATE TRIGGER full_{table} BEFORE INSERT OR UPDATE OR DELETE ON {table} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION disk_full()",
+                database,
+            )
+        try:
+            refused = await http.post(
+                f"{served[0].endpoint}/v1/releases",
+                json={"vpc_id": second[0], "eni_id": second[1], "ips": second[2]},
+            )
+            answer = await refused.json()
+            ready = await http.get(f"{served[0].endpoint}/readyz")
+            reason = (await ready.json())["reason"]
+        finally:
+            for table in TABLES:
+                postgres_server.sql(f"DROP TRIGGER full_{table} ON {table}", database)
+
+        async def back() -> bool:
+            return (await http.get(f"{served[0].endpoint}/readyz")).status == 200
+
+        await until(back, seconds=20)
+        done = await clients[0].wait(release["id"], 30)
+        listed = await http.get(f"{served[0].endpoint}/v1/releases?limit=10")
+        present = truth(sim)
+    assert refused.status == 503
+    assert answer["error"]["code"] == "JournalUnavailable"
+    assert "disk is full" in answer["error"]["message"]
+    assert ready.status == 503
+    assert "disk is full" in reason
+    assert done["status"] == "succeeded"
+    assert check_against_truth(done, present) == []
+    assert len(sim.ground_truth()["tasks"]) == 1, "observed, never resubmitted"
+    assert [r["eni_id"] for r in (await listed.json())["releases"]] == [first[1]], "nothing else was created"
