@@ -54,6 +54,7 @@ from bench.drill import (
     judge,
     read_lines,
     resume_args,
+    stats,
 )
 from eni_async.testing import simulator_process, verdict
 
@@ -67,6 +68,17 @@ def fault_simulator(state: Path, seed: int, *extra: str, faults: str = "hostile"
         args += ["--rate-limit", f"{action}={limit}"]
     with simulator_process(*args) as ready:
         yield ready
+
+
+def tasks_ended(endpoint: str, timeout: float = 300.0) -> int:
+    """Wait (bounded) until no task runs at the simulator, so that what was reported at a stop is judged
+    against the tasks' effect, not before it; how many still run at the end."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = int(stats(endpoint)["tasks"].get("RUNNING", 0))
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.5)
 
 
 def unknown_ips(outcomes: list[dict[str, Any]]) -> int:
@@ -151,6 +163,7 @@ def run_credentials_lost(
         _, err = proc.communicate(timeout=args.timeout)
         code = proc.returncode
         written = read_lines(first)
+        still = tasks_ended(endpoint)  # judged once the tasks it had sent have ended at Tencent
         at_stop = verdict(written, ground_truth(endpoint), []).summary()
         sent_then_cut = [
             o
@@ -181,6 +194,7 @@ def run_credentials_lost(
         "unknown_ips": unknown_ips(written),
         "not_released_after_submit": sum(len(o.get("not_released", [])) for o in sent_then_cut),
         "mismatches": at_stop["mismatches"],
+        "tasks_running_when_judged": still,
     }
     result["mismatches"] += at_stop["mismatches"]
     result["failed_checks"] = [
