@@ -207,7 +207,7 @@ async def test_serve_on_a_disk_that_fills_and_empties_goes_on_by_itself(tmp_path
     """Under ``serve``, a full disk (no journal file may grow) makes POST and /readyz answer 503 with the
     reason while reads answer; freed space brings both back without a restart, and every release accepted
     before ends as the simulator says."""
-    async with simulated(tmp_path, grace=1.0, enis=80, ips_per_eni=2, task_latency=(0.3, 0.0)) as served:
+    async with simulated(tmp_path, grace=1.0, enis=50, ips_per_eni=2, task_latency=(0.1, 0.0)) as served:
         journal, log = tmp_path / "j.db", tmp_path / "serve.log"
         enis = served.sim.ground_truth()["enis"]
 
@@ -219,7 +219,7 @@ async def test_serve_on_a_disk_that_fills_and_empties_goes_on_by_itself(tmp_path
             aiohttp.ClientSession(headers=PROCESS_AUTH) as http,
         ):
             async with http.post(
-                f"{endpoint}/v1/releases", json={"releases": [body(i) for i in range(20)]}
+                f"{endpoint}/v1/releases", json={"releases": [body(i) for i in range(10)]}
             ) as r:
                 assert r.status == 202
                 accepted = [x["id"] for x in (await r.json())["releases"]]
