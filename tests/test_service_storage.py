@@ -116,11 +116,12 @@ async def test_a_full_disk_refuses_writes_with_a_reason_reads_go_on_and_it_resum
 
 
 async def test_a_deleted_journal_is_found_within_seconds_and_refuses_every_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A journal deleted under the running service is found without any request (the storage check):
     /readyz answers 503 saying so, POST 503 creates nothing (not even in a fresh file at the journal's
-    path), reads go on, and what the service knew is in a rescue file beside it."""
+    path), reads go on, and what the service knew is in a rescue file beside it, which a new journal at the
+    path warns of."""
     monkeypatch.setattr(engine_module, "STORAGE_CHECK_S", 0.01)
     sim = Simulator(SimulatorConfig(enis=60, ips_per_eni=2, seed=6, task_latency=(30.0, 0.0)))
     path = tmp_path / "j.db"
@@ -149,6 +150,11 @@ async def test_a_deleted_journal_is_found_within_seconds_and_refuses_every_write
     async with SqliteJournal(rescued, read_only=True) as saved:
         counts = await saved.releases.counts()
     assert sum(counts.values()) == 50, "every release accepted before the deletion is in the rescue file"
+    told = [
+        r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "is new, but" in r.getMessage()
+    ]
+    assert told, "the fresh journal at the path said that a rescue file is beside it"
+    assert str(rescued) in told[0]
 
 
 async def test_a_journal_restored_from_its_rescue_file_answers_for_every_release(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ refuses every write from then on (SQLite would go on writing the unlinked file, 
 the old one's WAL), and what this process knew of it is saved once, by SQLite's backup API, to a new file
 ``JOURNAL.rescued-TIMESTAMP`` beside it (never to the journal's own name), which the log names; its WAL,
 still at the journal's path, is then emptied into the file this process holds, so that SQLite does not
-read it over the new file.
+read it over the new file. A journal created beside a rescue file says so (its work is in the rescue file).
 """
 
 from __future__ import annotations
@@ -178,6 +178,7 @@ class SqliteConnector:
             (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if not tables and create:
             self._migrate(0)
+            self._tell_of_rescues()
             return
         if not tables:  # created, then the batch stopped before its schema and input were recorded
             raise JournalError(
@@ -253,6 +254,16 @@ class SqliteConnector:
             self.where, what, *self._identity, rescued,
         )  # fmt: skip
         raise JournalError(self.where, self.lost)
+
+    def _tell_of_rescues(self) -> None:
+        """A new journal beside a rescue file: say so, since its releases are not in the new one."""
+        found = sorted(self.path.parent.glob(f"{self.path.name}.rescued-*"))
+        if found:
+            log.warning(
+                "journal %s is new, but %s beside it holds what an earlier process knew when this journal "
+                "was deleted or replaced: stop, move it to %s and start again to resume that work",
+                self.where, found[-1], self.path,
+            )  # fmt: skip
 
     def _rescue(self) -> str:
         """Copy what this connection sees (the WAL included) to a new file beside the journal; say where."""
