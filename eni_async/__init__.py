@@ -48,7 +48,7 @@ from eni_async.journal import Journal
 from eni_async.models import ChunkFate, Credentials, EniInfo, TaskState, TaskStatus, UnassignResult
 from eni_async.outcomes import Item, Outcome
 from eni_async.policy import PollPolicy, RetryPolicy
-from eni_async.service.service_client import ServiceClient, ServiceError
+from eni_async.service.service_client import ReleaseCancelledError, ServiceClient, ServiceError
 from eni_async.settings import RateLimits, Settings, Timeouts, load_settings
 from eni_async.tracker import Tracker
 
@@ -86,6 +86,7 @@ __all__ = [
     "ProtocolError",
     "RateLimits",
     "RefreshingCredentials",
+    "ReleaseCancelledError",
     "RetryPolicy",
     "ServerError",
     "ServiceClient",

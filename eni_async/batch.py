@@ -58,7 +58,7 @@ class BatchStats:
     in_flight: int = 0
     done: int = 0
     failed: int = 0
-    dropped: int = 0  # taken over by another process (its lease moved)
+    dropped: int = 0  # taken over by another process (its lease moved), or its release cancelled
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -85,6 +85,7 @@ class Batch:
         journal: Journal | None = None,
         recorder: Recorder | None = None,
         guard: Callable[[Item], None] | None = None,
+        deadline: Callable[[Item], float | None] | None = None,
     ) -> None:
         if concurrency < 1:
             raise InputError("concurrency", concurrency, "must be at least 1")
@@ -100,6 +101,8 @@ class Batch:
         # ``recorder``: one that fences the journal's writes (the service's); else the journal's own.
         self._recorder = recorder or (JournalRecorder(journal) if journal is not None else None)
         self._guard = guard
+        # An item's deadline (``Clock.monotonic``): outages are waited out until then (``release``).
+        self._deadline = deadline
         self._pull_lock = asyncio.Lock()
         self._eni_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._results: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=min(concurrency, 1024))
@@ -320,6 +323,7 @@ class Batch:
                         recorder=self._recorder,
                         look=True if self.preflight else None,
                         gate=self._gate(item),
+                        deadline=self._deadline(item) if self._deadline is not None else None,
                     )
                 finally:
                     self.stats.in_flight -= 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl as ssl_module
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -142,6 +142,7 @@ class EniClient:
         *,
         timeout: float | None = None,
         submitted: list[str] | None = None,
+        release_deadline: float | None = None,
     ) -> UnassignResult:
         """Release ``ips`` from the ENI through the release path and return once every task has ended.
 
@@ -159,7 +160,8 @@ class EniClient:
         rely on seeing ``CancelledError``), so a cancelled call raises ``CancelledError`` as asyncio
         requires; a task already submitted goes on at Tencent. To know which, pass ``submitted``: a list
         each task id is appended to the moment the server accepts it. The ids are also added to the
-        ``CancelledError`` as a note, and logged at INFO when submitted.
+        ``CancelledError`` as a note, and logged at INFO when submitted. ``release_deadline`` (seconds):
+        outages are waited out until then, as ``unassign_many`` does.
         """
         vpc, eni, checked = validation.release_request(vpc_id, eni_id, ips)
         item = Item(vpc, eni, checked)
@@ -170,6 +172,7 @@ class EniClient:
                 outcome,
                 recorder=_TaskIds(submitted) if submitted is not None else None,
                 timeout=timeout,
+                deadline=None if release_deadline is None else self.clock.monotonic() + release_deadline,
             )
         except asyncio.CancelledError as exc:
             if outcome.task_ids:
@@ -187,6 +190,7 @@ class EniClient:
         concurrency: int | None = None,
         preflight: bool = False,
         journal: Journal | None = None,
+        release_deadline: float | None = None,
     ) -> Batch:
         """Release IPs from many ENIs; iterate the result for one ``Outcome`` per ENI as each finishes.
 
@@ -198,6 +202,8 @@ class EniClient:
         ``Journal.unfinished()`` can be fed back in to resume after a crash. ``Batch.stop(grace)``,
         ``Batch.aclose()``, cancelling or leaving the loop early stop it; every item pulled is then either
         yielded or in ``Batch.unconfirmed``, with IPs whose fate was not observed under ``unknown``.
+        ``release_deadline`` (seconds from when an item is taken up): outages (the API unreachable, 5xx,
+        throttling) are waited out until then, where by default each call's ``RetryPolicy`` bounds them.
         """
         return Batch(
             self.releaser,
@@ -206,9 +212,19 @@ class EniClient:
             target=self.tracker.releases_in_flight,
             preflight=preflight,
             journal=journal,
+            deadline=None if release_deadline is None else self._deadline_after(release_deadline),
         )
 
+    def _deadline_after(self, seconds: float) -> Callable[[Item], float]:
+        clock = self.calls.clock
+        return lambda item: clock.monotonic() + seconds
+
     # -- the lower-level steps ------------------------------------------------------------------------
+
+    async def check_credentials(self) -> None:
+        """One cheap call, tried once: ``AuthError`` when the API refuses the credentials (a readiness
+        check; ``Pipeline.check_credentials``)."""
+        await self.calls.check_credentials()
 
     async def submit_unassign(self, vpc_id: str, eni_id: str, ips: Sequence[str]) -> str:
         """Send one UnassignPrivateIpAddresses call (at most 10 IPs) and return its task id."""

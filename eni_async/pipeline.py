@@ -219,8 +219,10 @@ class Pipeline:
         *,
         mutating: bool,
         subject: str = "",
+        retry: RetryPolicy | None = None,
     ) -> T:
-        """Run one API call through budget, signing, transport and parsing, retried per the table."""
+        """Run one API call through budget, signing, transport and parsing, retried per the table (and
+        ``retry``, default the settings')."""
         if self._transport is None:
             raise RuntimeError("EniClient is not open: use 'async with EniClient(...) as client'")
         transport = self._transport
@@ -308,7 +310,8 @@ class Pipeline:
                 raise replay.pop()
             return await once()
 
-        retrying = retrier(self.settings.retry, self.clock, mutating=mutating, before_sleep=before_sleep)
+        policy = self.settings.retry if retry is None else retry
+        retrying = retrier(policy, self.clock, mutating=mutating, before_sleep=before_sleep)
         return await retrying(again)
 
     async def _signed_send(
@@ -436,6 +439,12 @@ class Pipeline:
             subject=vpc_id,
         )
         return list(page.enis), page.total
+
+    async def check_credentials(self) -> None:
+        """The cheapest call (DescribeNetworkInterfaces, ``Limit`` 1), tried once: ``AuthError`` if refused."""
+        build = functools.partial(self.dialect.build_describe, limit=1)
+        once = RetryPolicy(attempts=1)
+        await self._call(DESCRIBE, build, self.dialect.parse_describe, mutating=False, retry=once)
 
     # -- what the tracker tells and asks --------------------------------------------------------------
 

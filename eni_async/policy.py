@@ -60,6 +60,16 @@ class LookPolicy:
         return (self.pause * n for n in range(1, self.rounds))
 
 
+@dataclass(frozen=True)
+class OutagePolicy:
+    """How work with a deadline waits out an outage (the API unreachable, answering 5xx, throttling) once a
+    call's own ``RetryPolicy`` is spent: full-jitter exponential waits from ``initial``, capped at
+    ``maximum`` seconds, until the work's deadline (one last try at the deadline itself)."""
+
+    initial: float = 1.0
+    maximum: float = 30.0
+
+
 def backoff(policy: PollPolicy, *, start: float | None = None) -> Iterator[float]:
     """The poll schedule without jitter: ``start`` (default ``policy.initial``), then ``multiplier`` times
     longer each time, capped at ``maximum``; endless (the caller's deadline bounds it)."""
@@ -78,6 +88,31 @@ class stop_at_deadline(stop_base):
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         return self.clock.monotonic() >= self.deadline
+
+
+def outlasting(
+    policy: OutagePolicy,
+    clock: Clock,
+    deadline: float,
+    *,
+    retry: Callable[[BaseException], bool],
+    before_sleep: Callable[[RetryCallState], None] | None = None,
+) -> AsyncRetrying:
+    """The tenacity retrier that waits out an outage under ``policy`` until ``deadline`` (a
+    ``Clock.monotonic`` reading): no wait passes the deadline, and the try at the deadline is the last."""
+    jittered = tenacity.wait_random_exponential(multiplier=policy.initial, max=policy.maximum)
+
+    def wait(state: RetryCallState) -> float:
+        return max(0.0, min(jittered(state), deadline - clock.monotonic()))
+
+    return AsyncRetrying(
+        sleep=clock.sleep,
+        stop=stop_at_deadline(clock, deadline),
+        wait=wait,
+        retry=tenacity.retry_if_exception(retry),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
 
 
 def retryable(*, mutating: bool) -> Callable[[BaseException], bool]:

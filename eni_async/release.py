@@ -17,10 +17,17 @@ client's tracker), whose ``ChunkFate`` is written into the outcome IP by IP: tha
 becomes an error. A credential failure ends the item with ``Outcome.credentials_error`` set (a batch stops);
 a ``gate`` that closes stops any further submit and interrupts the outcome. Every decision is written into
 the outcome. Rounds and looks are bounded (``MAX_ROUNDS``, ``LookPolicy``), so a release always ends.
+
+A release given a ``deadline`` (the service's accepted work) outlasts outages: a submit that surely had no
+effect (never connected, throttled) and a look or a watch that failed transiently, each after its own call
+retries, are tried again on the ``OutagePolicy`` backoff until the deadline passes, the last error shown in
+the outcome meanwhile (and journalled). Only then do the cases above decide, so that IPs sent and not seen
+are ``unknown``. Without a deadline (the library's and ``batch``'s default) the calls' own bounds decide.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -42,7 +49,8 @@ from eni_async.errors import (
 )
 from eni_async.models import ChunkFate, EniInfo, TaskStatus
 from eni_async.outcomes import Item, Outcome
-from eni_async.policy import LookPolicy
+from eni_async.patience import Patience, Waiting
+from eni_async.policy import LookPolicy, OutagePolicy
 
 if TYPE_CHECKING:
     from eni_async.journal import ResumePlan
@@ -112,12 +120,21 @@ class _Chunk:
 class Releaser:
     """The release path over a call pipeline and the watcher of its tasks (see the module docstring).
 
-    ``looks`` says how hard to try to describe an ENI before an IP's fate is left in doubt."""
+    ``looks`` says how hard to try to describe an ENI before an IP's fate is left in doubt; ``outage`` how
+    an item with a deadline waits out an outage (``patience``; its ``on_outage`` hears of each wait)."""
 
-    def __init__(self, calls: Calls, watcher: Watcher, *, looks: LookPolicy = LookPolicy()) -> None:  # noqa: B008 - frozen value
+    def __init__(
+        self,
+        calls: Calls,
+        watcher: Watcher,
+        *,
+        looks: LookPolicy = LookPolicy(),  # noqa: B008 - frozen value
+        outage: OutagePolicy = OutagePolicy(),  # noqa: B008 - frozen value
+    ) -> None:
         self.calls = calls
         self.watcher = watcher
         self.looks = looks
+        self.patience = Patience(calls.clock, outage)
 
     def __repr__(self) -> str:
         return f"Releaser({self.calls!r})"
@@ -133,6 +150,7 @@ class Releaser:
         gate: Gate | None = None,
         timeout: float | None = None,
         watch: bool = True,
+        deadline: float | None = None,
     ) -> Outcome:
         """Release the item's IPs (ids and IPs already validated) chunk by chunk and return the settled
         outcome (``outcome``, when given, is filled in: a resumed item's carries what the journal knew).
@@ -142,8 +160,11 @@ class Releaser:
         no VPC), done only while nothing of the item was sent. ``gate``: once true, nothing more is submitted
         and the outcome is interrupted. ``timeout`` bounds each mutex wait and each task's watch (default
         the poll policy's). ``watch=False`` submits without watching (``--no-wait``): the IPs of accepted
-        tasks are ``unknown`` and the status ``submitted``."""
+        tasks are ``unknown`` and the status ``submitted``. ``deadline`` (a ``Clock.monotonic`` reading):
+        outages are waited out until then (see the module docstring)."""
         outcome = outcome if outcome is not None else Outcome.for_item(item)
+        if deadline is not None:
+            self.patience.items[id(outcome)] = Waiting(deadline, item, gate, recorder)
         try:
             todo = item.ips if plan is None else await self._resume(item, outcome, plan, recorder, timeout)
             if look is None:
@@ -161,6 +182,8 @@ class Releaser:
             outcome.credentials_error = exc
         except EniAsyncError as exc:  # a look before the first submit that failed
             outcome.fail(exc)
+        finally:
+            self.patience.items.pop(id(outcome), None)
         return outcome.settle(watched=watch)
 
     # -- before submitting ----------------------------------------------------------------------------
@@ -190,7 +213,7 @@ class Releaser:
         An ENI that does not exist, or is not in the item's VPC, is refused (every IP ``not_released``); IPs
         not on it are ``absent``; a primary IP is refused without a request (``not_released``).
         """
-        info = await self.watcher.describe(item.eni_id)
+        info = await self.patience.outlast(outcome, "describing", lambda: self.watcher.describe(item.eni_id))
         if info is None or info.vpc_id != item.vpc_id:
             where = f" (it is in {info.vpc_id})" if info is not None else ""
             outcome.fail(
@@ -239,9 +262,14 @@ class Releaser:
                 await c.recorder.submitting(c.item, c.todo, outcome)
             started = self.calls.clock.monotonic()
             try:
-                sent = await self.calls.submit_when_free(
-                    c.item.vpc_id, c.item.eni_id, c.todo, gate=c.gate, timeout=c.timeout
-                )
+                sent = await self.patience.outlast(
+                    outcome,
+                    "submitting",
+                    functools.partial(
+                        self.calls.submit_when_free,
+                        c.item.vpc_id, c.item.eni_id, c.todo, gate=c.gate, timeout=c.timeout,
+                    ),
+                )  # fmt: skip
             except (StopSubmitting, AuthError):
                 # Refused before any effect (the mutex at every try, or the credentials): not sent after all.
                 outcome.sent.difference_update(ip for ip in c.todo if ip not in c.earlier)
@@ -292,10 +320,23 @@ class Releaser:
         submitted_at: float | None,
         timeout: float | None,
     ) -> None:
-        """Hand an accepted task to the watcher and write each IP's fate into the outcome."""
-        fate = await self.watcher.track(
-            item.vpc_id, item.eni_id, task_id, chunk, submitted_at=submitted_at, timeout=timeout
-        )
+        """Hand an accepted task to the watcher and write each IP's fate into the outcome. For an item with
+        a deadline, a watch that ended with IPs unseen (its own deadline, or failing calls) while the task
+        was not seen ending is started again until the item's deadline passes."""
+        for again in itertools.count():
+            fate = await self.watcher.track(
+                item.vpc_id, item.eni_id, task_id, chunk, submitted_at=submitted_at, timeout=timeout
+            )
+            state = fate.state
+            if not fate.unknown or (state is not None and state.status.done):
+                break
+            waiting = self.patience.of(outcome)
+            if again == 0 and waiting is not None:
+                decide(outcome, f"{fate.reason or f'task {task_id} not confirmed'}: watching it again")
+                if waiting.recorder is not None:
+                    await waiting.recorder.progressed(item, outcome)
+            if not await self.patience.pause_before_watching_again(outcome, again):
+                break
         waited = self.calls.clock.monotonic() - submitted_at if submitted_at is not None else 0.0
         record_fate(outcome, fate, request_id, waited=waited)
 
@@ -306,7 +347,9 @@ class Releaser:
         guessing. ``None``: it could not be described (or was not found)."""
         for pause in itertools.chain(self.looks.pauses(), [None]):
             try:
-                return await self.watcher.describe(outcome.eni_id)
+                return await self.patience.outlast(
+                    outcome, "describing", lambda: self.watcher.describe(outcome.eni_id)
+                )
             except AuthError:
                 raise
             except EniAsyncError as exc:

@@ -142,6 +142,9 @@ class Settings:
     service_tls_cert: str = ""
     service_tls_key: str = ""
     service_metrics_tokens_file: str = ""
+    service_release_deadline: float = 21_600.0
+    service_retention: float = 604_800.0  # 7 days
+    service_idempotency_ttl: float = 86_400.0  # 24 hours, as Stripe keeps keys
     lease_s: float = 10.0
     grace: float = 5.0
     shared_quota: str = ""
@@ -305,13 +308,16 @@ def _check(s: Settings) -> None:
                 raise ConfigError(f"{name}.{f.name}", value, "must be positive")
 
 
+_RETENTION = ("service_retention", "service_idempotency_ttl")  # seconds; see config/eni-async.toml
+
+
 def _check_service(s: Settings) -> None:
     """The ``serve`` settings: sizes and counts of at least 1, finite positive timeouts, no TLS key alone, a
     lease of a sensible length."""
     for name in ("service_max_body", "service_max_unfinished", "service_max_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(name, getattr(s, name), "must be at least 1")
-    for name in ("service_header_timeout", "service_body_timeout"):
+    for name in ("service_header_timeout", "service_body_timeout", "service_release_deadline", *_RETENTION):
         if not (math.isfinite(getattr(s, name)) and getattr(s, name) > 0):
             raise ConfigError(name, getattr(s, name), "must be a finite number of seconds above 0")
     if s.service_tls_key and not s.service_tls_cert:

@@ -261,7 +261,13 @@ async def test_a_release_and_its_item_are_one_record(journal_url: str) -> None:
         assert b is not None
         assert b.status == "pending"
         assert [r.id for r in await releases.unfinished()] == ["rel-b"]
-        assert await releases.counts() == {"pending": 1, "running": 0, "succeeded": 1, "failed": 0}
+        assert await releases.counts() == {
+            "pending": 1,
+            "running": 0,
+            "succeeded": 1,
+            "failed": 0,
+            "cancelled": 0,
+        }
         page, following = await releases.page(limit=1)
         assert [r.id for r in page] == ["rel-b"]
         assert following is not None

@@ -12,6 +12,7 @@ import pytest
 
 from eni_async.cli import main
 from eni_async.journal import JournalError, SqliteJournal, open_journal
+from eni_async.journal.postgres import FORMAT
 from eni_async.journal.sql import SqlJournal
 from eni_async.outcomes import Item, Outcome
 from eni_async.settings import Settings
@@ -81,7 +82,7 @@ async def test_a_format_1_journal_is_upgraded_in_place(postgres_database: str) -
     journal = await open_journal(postgres_database)
     try:
         assert isinstance(journal, SqlJournal)
-        assert journal.connector.version == 2
+        assert journal.connector.version == FORMAT
         async with journal.connector.reading() as tx:  # a lease row for every ENI the journal held
             assert await tx.run("SELECT eni_id, owner FROM leases") == [("eni-1", None)]
     finally:

@@ -54,7 +54,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("settings", "journal.sqlite", "journal.postgres"),
     ("credentials.chain", "journal"),
     ("credentials.identity",),
-    ("tracker", "shared_quota", "credentials", "journal.copy"),
+    ("tracker", "shared_quota", "credentials", "journal.copy", "patience"),
     ("release", "pipeline"),
     ("batch",),
     (
@@ -67,7 +67,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "service.lograte",
         "testing",
     ),
-    ("service.holdings",),
+    ("service.holdings", "service.health"),
     # "" is the package itself: its __init__ is the public API
     ("", "cli_batch", "service", "service.openapi", "service.engine", "service.service_metrics"),
     (

@@ -221,17 +221,19 @@ async def test_curl_walk_through_runs_against_a_serve_process(
             serve.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(serve.wait(), 30) == 0
     lines = out.decode().splitlines()
-    posted, batch, waited, failed, health, ready = (json.loads(line) for line in lines[:6])
+    posted, batch, waited, failed, by_eni, cancel, health, ready = (json.loads(line) for line in lines[:8])
     assert posted["status"] in {"pending", "running"}
     assert [r["eni_id"] for r in batch["releases"]] == ["eni-5j2tazo3"]
     assert waited["id"] == posted["id"], "the repeated key answered the same release"
     assert waited["status"] == "succeeded"
     assert waited["released"] == ["10.0.0.3", "10.0.0.4"]
     assert failed["releases"] == []
+    assert [r["id"] for r in by_eni["releases"]] == [posted["id"]]
+    assert cancel["error"]["code"] == "AlreadyFinished", "a succeeded release is not cancelled"
     assert health == {"status": "ok"}
     assert ready["status"] == "ready"
-    assert all(line.startswith("eni_async_service_releases{") for line in lines[6:])
-    assert any(line.startswith('eni_async_service_releases{status="succeeded"}') for line in lines[6:])
+    assert all(line.startswith("eni_async_service_releases{") for line in lines[8:])
+    assert any(line.startswith('eni_async_service_releases{status="succeeded"}') for line in lines[8:])
     gone = before["eni-l06yqdpv"] - _secondary_ips(sim)["eni-l06yqdpv"]
     assert set(waited["released"]) == gone, "the simulator agrees on what was released"
 

@@ -20,7 +20,6 @@ from openapi_spec_validator import validate
 
 from eni_async import (
     ConfigError,
-    Credentials,
     EniClient,
     PollPolicy,
     PrimaryIpError,
@@ -741,11 +740,16 @@ async def test_metrics_without_prometheus_answer_501(tmp_path: Path) -> None:
 
 
 async def test_readyz_says_when_the_api_is_unreachable(tmp_path: Path) -> None:
-    """After a release fails to reach the API, /readyz answers 503 naming it."""
+    """With the API unreachable /readyz answers 503 naming it, and a release fails only at its deadline
+    (what it never sent is not released)."""
     sim = Simulator(SimulatorConfig(enis=1, ips_per_eni=1, seed=1, task_latency=(0.0, 0.0)))
     async with service_on(sim, tmp_path / "j.db") as service:
         settings = Settings(
-            endpoint="http://127.0.0.1:9", region=sim.region, poll=FAST.poll, retry=RetryPolicy(attempts=1)
+            endpoint="http://127.0.0.1:9",
+            region=sim.region,
+            poll=FAST.poll,
+            retry=RetryPolicy(attempts=1),
+            service_release_deadline=1.0,
         )
         async with EniClient(sim.credentials, settings) as dead:
             engine = Engine(dead, SqliteJournal(tmp_path / "other.db"), max_unfinished=10)
@@ -753,9 +757,15 @@ async def test_readyz_says_when_the_api_is_unreachable(tmp_path: Path) -> None:
             release, _ = await engine.submit(
                 [(sim.ground_truth()["enis"][0]["vpc_id"], service.body(0)["eni_id"], ("10.0.0.9",))]
             )
+            ready, reason = await engine.ready()
+            assert not ready
+            assert reason == "API unreachable (ConnectFailed)"
             done = await engine.wait(release[0].id, 10)
             assert done is not None
             assert done["status"] == "failed"
+            assert done["error"]["code"] == "ConnectFailed"
+            assert done["not_released"] == ["10.0.0.9"]
+            assert any("waiting for the API" in line for line in done["decisions"])
             ready, reason = await engine.ready()
             assert not ready
             assert "unreachable" in reason
@@ -764,28 +774,31 @@ async def test_readyz_says_when_the_api_is_unreachable(tmp_path: Path) -> None:
 
 
 async def test_refused_credentials_keep_releases_for_a_restart(tmp_path: Path) -> None:
-    """Credentials the API refuses leave releases pending, /readyz and POST 503; good ones finish them."""
+    """Credentials the API refuses leave releases pending, /readyz and POST 503 saying why; a restart with
+    good ones finishes them."""
     sim = Simulator(SimulatorConfig(enis=2, ips_per_eni=1, seed=1, task_latency=(0.0, 0.0)))
     eni = sim.ground_truth()["enis"][0]
     journal = tmp_path / "j.db"
     async with running(sim, host="127.0.0.1", port=0) as server:
         settings = Settings(endpoint=server.endpoint, region=sim.region, poll=FAST.poll, retry=FAST.retry)
-        wrong = Credentials(sim.credentials.secret_id, "not-the-secret-key")
-        async with SqliteJournal(journal) as jr, EniClient(wrong, settings) as client:
+        async with SqliteJournal(journal) as jr, EniClient(sim.credentials, settings) as client:
             engine = Engine(client, jr, max_unfinished=10)
             await engine.start()
+            sim.outage.refuse([sim.credentials.secret_id])  # once the start's check has passed
             [release], _ = await engine.submit([(eni["vpc_id"], eni["eni_id"], tuple(eni["secondary_ips"]))])
             for _ in range(500):
-                if engine.api_state == "auth_failed":
+                if engine.api.refused:
                     break
                 await asyncio.sleep(0.01)
-            assert await engine.ready() == (False, "API auth failed")
+            # API 2.0 answers 4104 SecretIdNotFound
+            assert await engine.ready() == (False, "API credentials refused: SecretIdNotFound")
             found = await engine.get(release.id)
             assert found is not None
             assert found["status"] == "pending"
             with pytest.raises(NotAcceptingError):
                 await engine.submit([(eni["vpc_id"], eni["eni_id"], ("10.0.0.9",))])
             await engine.stop(0)
+    sim.outage.accept([sim.credentials.secret_id])
     async with service_on(sim, journal) as good:
         _, done = await get(good, f"/v1/releases/{release.id}?wait=10")
         assert done["status"] == "succeeded"

@@ -20,21 +20,26 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from eni_async.journal.seam import (
+    CANCELLED,
     FINISHED,
     PENDING,
     STATES,
     SUBMITTED,
     SUBMITTING,
+    Cancellation,
     IdempotencyConflictError,
     Journal,
     JournalError,
     JournalRecorder,
     Lease,
     LeaseLostError,
+    Pruned,
     Release,
+    ReleaseFilter,
     Releases,
     Resumed,
     ResumePlan,
+    WorkCancelledError,
 )
 from eni_async.journal.sqlite import FORMAT, SqliteJournal, explain
 from eni_async.settings import mask_url
@@ -107,23 +112,28 @@ async def open_journal(url: str | Path, *, read_only: bool = False, exclusive: b
 
 
 __all__ = [
+    "CANCELLED",
     "FINISHED",
     "FORMAT",
     "PENDING",
     "STATES",
     "SUBMITTED",
     "SUBMITTING",
+    "Cancellation",
     "IdempotencyConflictError",
     "Journal",
     "JournalError",
     "JournalRecorder",
     "Lease",
     "LeaseLostError",
+    "Pruned",
     "Release",
+    "ReleaseFilter",
     "Releases",
     "ResumePlan",
     "Resumed",
     "SqliteJournal",
+    "WorkCancelledError",
     "describe",
     "explain",
     "is_postgres",

@@ -2,9 +2,16 @@
 
 A release and its journal item are written in one transaction (the item through the journal's own
 ``insert_item``); an idempotency key is the database's unique key, so the database decides between
-processes. Every write of a release being worked on is fenced by the lease on its ENI, like the journal's
-item steps (the journal's ``fence``); creating releases notifies ``WORK_CHANNEL`` and ending one
+processes; a key recorded before the caller's expiry moment is taken anew in the same statement (an upsert
+whose update applies only to an expired row), so expiry is exact whether or not retention pruned the row
+yet. Every write of a release being worked on is fenced by the lease on its ENI, like the journal's item
+steps (the journal's ``fence``); creating releases notifies ``WORK_CHANNEL`` and ending one
 ``RELEASE_CHANNEL`` (its id), at commit, for the other processes sharing the journal.
+
+A cancel is one transaction whose conditional update of the item (not finished, nothing sent, no task, no
+chunk in doubt) races the item's ``submitting`` step (an update refused once the item is finished): on
+PostgreSQL both lock the item's row and the later one re-reads it, on SQLite transactions run one at a
+time, so in either database exactly one of them wins, whichever replica runs each.
 """
 
 from __future__ import annotations
@@ -14,22 +21,29 @@ from typing import Any, Protocol
 
 from eni_async.journal.connector import IN_LIST, Connector, Row, Tx
 from eni_async.journal.seam import (
+    CANCELLED,
+    FINISHED,
     PENDING,
     RELEASE_CHANNEL,
     RELEASE_STATUSES,
     RELEASE_UNFINISHED,
     RUNNING,
     WORK_CHANNEL,
+    Cancellation,
     IdempotencyConflictError,
     Lease,
+    Pruned,
     Release,
+    ReleaseFilter,
     Releases,
     Request,
     decode,
     encode,
     ip_list,
 )
-from eni_async.outcomes import Item
+from eni_async.outcomes import NOT_ATTEMPTED, Item, Outcome
+
+CANCEL_CODE = "Cancelled"
 
 
 class ItemJournal(Protocol):
@@ -71,16 +85,19 @@ class SqlReleases(Releases):
         now: float,
         idempotency_key: str | None = None,
         body_hash: str = "",
+        keys_expire_before: float | None = None,
     ) -> tuple[list[Release], bool]:
         async with self.connector.transaction() as tx:
             if idempotency_key is not None:
                 taken = await tx.run(
                     "INSERT INTO service_idempotency (key, body_hash, release_ids, created_at) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING RETURNING key",
-                    (idempotency_key, body_hash, encode(list(ids)), now),
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET body_hash = excluded.body_hash, "
+                    "release_ids = excluded.release_ids, created_at = excluded.created_at "
+                    "WHERE service_idempotency.created_at < ? RETURNING key",
+                    (idempotency_key, body_hash, encode(list(ids)), now, _expiry(keys_expire_before)),
                 )
-                if not taken:  # recorded before (by us or another process): the database decided
-                    earlier = await self._replay(tx, idempotency_key, body_hash)
+                if not taken:  # recorded before (by us or another process) and alive: the database decided
+                    earlier = await self._replay(tx, idempotency_key, body_hash, None)
                     assert earlier is not None
                     return earlier, False
             for rid, (vpc, eni, ips) in zip(ids, requests, strict=True):
@@ -94,13 +111,18 @@ class SqlReleases(Releases):
             await self.connector.notify(tx, WORK_CHANNEL, "")
         return [r for r in made if r is not None], True
 
-    async def replay(self, idempotency_key: str, body_hash: str) -> list[Release] | None:
+    async def replay(
+        self, idempotency_key: str, body_hash: str, *, keys_expire_before: float | None = None
+    ) -> list[Release] | None:
         async with self.connector.reading() as tx:
-            return await self._replay(tx, idempotency_key, body_hash)
+            return await self._replay(tx, idempotency_key, body_hash, keys_expire_before)
 
-    async def _replay(self, tx: Tx, idempotency_key: str, body_hash: str) -> list[Release] | None:
+    async def _replay(
+        self, tx: Tx, idempotency_key: str, body_hash: str, keys_expire_before: float | None
+    ) -> list[Release] | None:
         rows = await tx.run(
-            "SELECT body_hash, release_ids FROM service_idempotency WHERE key = ?", (idempotency_key,)
+            "SELECT body_hash, release_ids FROM service_idempotency WHERE key = ? AND created_at >= ?",
+            (idempotency_key, _expiry(keys_expire_before)),
         )
         if not rows:
             return None
@@ -171,13 +193,25 @@ class SqlReleases(Releases):
                 await self.connector.notify(tx, RELEASE_CHANNEL, release_id)
 
     async def page(
-        self, *, status: str | None = None, limit: int = 100, before: int | None = None
+        self, *, limit: int = 100, before: int | None = None, filters: ReleaseFilter | None = None
     ) -> tuple[list[Release], int | None]:
+        wanted = filters or ReleaseFilter()
         where: list[str] = ["1 = 1"]
         args: list[object] = []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
+        for column, value in (
+            ("status", wanted.status),
+            ("eni_id", wanted.eni_id),
+            ("vpc_id", wanted.vpc_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if wanted.created_after is not None:
+            where.append("created_at >= ?")
+            args.append(wanted.created_after)
+        if wanted.created_before is not None:
+            where.append("created_at < ?")
+            args.append(wanted.created_before)
         if before is not None:
             where.append("seq < ?")
             args.append(before)
@@ -190,6 +224,71 @@ class SqlReleases(Releases):
         releases = [self._release(row) for row in rows[:limit]]
         more = len(rows) > limit
         return releases, (releases[-1].seq if more and releases else None)
+
+    async def cancel(self, release_id: str, *, now: float) -> Cancellation | None:
+        async with self.connector.transaction() as tx:
+            release = await self._get(tx, "id", release_id)
+            if release is None or release.finished:
+                return None if release is None else Cancellation(release, False)
+            outcome = Outcome(release.vpc_id, release.eni_id, release.ips, status=NOT_ATTEMPTED)
+            outcome.not_released = list(release.ips)  # never sent: still on the ENI as far as we did
+            outcome.error = {"code": CANCEL_CODE, "message": "cancelled before any of its calls was sent"}
+            data = outcome.to_json()
+            closed = await tx.run(
+                "UPDATE items SET state = ?, in_doubt = NULL, outcome = ? WHERE id = ? AND state <> ? "
+                "AND sent = '[]' AND in_doubt IS NULL "
+                "AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.item_id = items.id) RETURNING id",
+                (FINISHED, encode(data), release.item_key, FINISHED),
+            )
+            if closed:
+                ended = await tx.run(
+                    "UPDATE service_releases SET status = ?, finished_at = ?, outcome = ? "
+                    "WHERE id = ? AND status IN (?, ?) RETURNING id",
+                    (CANCELLED, now, encode(data), release_id, *RELEASE_UNFINISHED),
+                )
+                assert ended, "an unfinished item's release is unfinished"
+                await self.connector.notify(tx, RELEASE_CHANNEL, release_id)
+                after = await self._get(tx, "id", release_id)
+                assert after is not None
+                return Cancellation(after, True)
+            tasks = await tx.run(
+                "SELECT task_id FROM tasks WHERE item_id = ? AND done = 0 ORDER BY task_id",
+                (release.item_key,),
+            )
+            doubt = await tx.run(
+                "SELECT 1 FROM items WHERE id = ? AND in_doubt IS NOT NULL", (release.item_key,)
+            )
+        return Cancellation(release, False, tuple(str(t) for (t,) in tasks), bool(doubt))
+
+    async def prune(self, *, finished_before: float, keys_before: float, limit: int = 500) -> Pruned:
+        releases = keys = 0
+        while True:
+            async with self.connector.transaction() as tx:
+                rows = await tx.run(
+                    "SELECT seq, item_key FROM service_releases WHERE finished_at < ? "
+                    "AND status NOT IN (?, ?) ORDER BY finished_at LIMIT ?",
+                    (finished_before, *RELEASE_UNFINISHED, limit),
+                )
+                if rows:
+                    marks = ", ".join("?" * len(rows))
+                    items = [key for _, key in rows]
+                    await tx.run(f"DELETE FROM tasks WHERE item_id IN ({marks})", items)
+                    await tx.run(f"DELETE FROM items WHERE id IN ({marks})", items)
+                    await tx.run(f"DELETE FROM service_releases WHERE seq IN ({marks})", [s for s, _ in rows])
+            releases += len(rows)
+            if len(rows) < limit:
+                break
+        while True:
+            async with self.connector.transaction() as tx:
+                gone = await tx.run(
+                    "DELETE FROM service_idempotency WHERE key IN (SELECT key FROM service_idempotency "
+                    "WHERE created_at < ? ORDER BY created_at LIMIT ?) RETURNING key",
+                    (keys_before, limit),
+                )
+            keys += len(gone)
+            if len(gone) < limit:
+                break
+        return Pruned(releases, keys)
 
     async def unfinished(self, *, eni_ids: Collection[str] | None = None) -> list[Release]:
         query = f"SELECT {_RELEASE_COLUMNS} FROM service_releases WHERE status IN (?, ?)"
@@ -260,4 +359,9 @@ class SqlReleases(Releases):
         )
 
 
-__all__ = ["SqlReleases"]
+def _expiry(keys_expire_before: float | None) -> float:
+    """The moment before which a key is expired (``None``: keys never expire)."""
+    return float("-inf") if keys_expire_before is None else keys_expire_before
+
+
+__all__ = ["CANCEL_CODE", "SqlReleases"]

@@ -30,10 +30,11 @@ from eni_async.outcomes import SUCCEEDED, InvalidItem, Item, Outcome
 PENDING, SUBMITTING, SUBMITTED, FINISHED = "pending", "submitting", "submitted", "finished"
 STATES = (PENDING, SUBMITTING, SUBMITTED, FINISHED)
 
-# A release's status as callers see it: the batch statuses that are not ``succeeded`` count as failed.
-RUNNING, FAILED = "running", "failed"
+# A release's status as callers see it: the batch statuses that are not ``succeeded`` count as failed;
+# ``cancelled`` is a release a caller cancelled before any of its calls was sent (final, like the other two).
+RUNNING, FAILED, CANCELLED = "running", "failed", "cancelled"
 RELEASE_UNFINISHED = (PENDING, RUNNING)
-RELEASE_STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED)
+RELEASE_STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 # Notification channels between processes sharing a journal (PostgreSQL's LISTEN/NOTIFY).
 WORK_CHANNEL, RELEASE_CHANNEL = "eni_async_work", "eni_async_release"
 # What ``listen`` delivers besides notifications: the listening connection (re)opened, or was lost.
@@ -62,8 +63,40 @@ class LeaseLostError(Exception):
         super().__init__(f"lease on {lease.eni_id} (owner {lease.owner}, epoch {lease.epoch}) was lost")
 
 
+class WorkCancelledError(LeaseLostError):
+    """A write of an item's work was refused (writing nothing): the item was finished meanwhile, because
+    its release was cancelled before any of its calls was sent. A ``LeaseLostError`` so that the batch drops
+    the item as it drops work another process took over (neither yielded nor journalled); unlike a lost
+    lease, the lease itself still holds, so the ENI's other work goes on."""
+
+    def __init__(self, key: int, lease: Lease | None = None) -> None:
+        self.key = key
+        self.lease = lease if lease is not None else Lease("?", "", 0, 0.0)
+        Exception.__init__(self, f"item {key} was finished meanwhile (its release was cancelled)")
+
+
 class IdempotencyConflictError(Exception):
     """The idempotency key was used before with another body."""
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """What a cancel found: the release as it stands after it, whether this cancel made it ``cancelled``,
+    and, when it could not (a call was sent), the tasks still in flight and whether a submit is in doubt
+    (its chunk handed to the network, its task id not yet known)."""
+
+    release: Release
+    cancelled: bool
+    task_ids: tuple[str, ...] = ()
+    in_doubt: bool = False
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one retention pass removed: finished releases (with their journal items) and expired keys."""
+
+    releases: int = 0
+    keys: int = 0
 
 
 @dataclass(frozen=True)
@@ -154,6 +187,18 @@ def _iso(stamp: float | None) -> str | None:
 Request = tuple[str, str, tuple[str, ...]]
 
 
+@dataclass(frozen=True)
+class ReleaseFilter:
+    """Which releases a page lists: each field ``None`` for any; ``created_after`` and ``created_before``
+    are seconds since the epoch (inclusive and exclusive)."""
+
+    status: str | None = None
+    eni_id: str | None = None
+    vpc_id: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+
+
 class Releases(Protocol):
     """The service's release registry in the journal: releases, their items and idempotency keys."""
 
@@ -165,15 +210,19 @@ class Releases(Protocol):
         now: float,
         idempotency_key: str | None = None,
         body_hash: str = "",
+        keys_expire_before: float | None = None,
     ) -> tuple[list[Release], bool]:
         """Record ``requests`` as pending releases named ``ids``, with their journal items, in one
         transaction; with an ``idempotency_key`` already recorded (the database's unique key decides, also
         between processes), record nothing and return the releases it made and ``False``, or raise
-        ``IdempotencyConflictError`` when ``body_hash`` differs."""
+        ``IdempotencyConflictError`` when ``body_hash`` differs. A key recorded before
+        ``keys_expire_before`` has expired: it is taken anew, as if never used."""
         ...
 
-    async def replay(self, idempotency_key: str, body_hash: str) -> list[Release] | None:
-        """The releases an earlier request with this key created (``None``: the key is new)."""
+    async def replay(
+        self, idempotency_key: str, body_hash: str, *, keys_expire_before: float | None = None
+    ) -> list[Release] | None:
+        """The releases an earlier request with this key created (``None``: the key is new, or expired)."""
         ...
 
     async def get(self, release_id: str) -> Release | None: ...
@@ -198,8 +247,24 @@ class Releases(Protocol):
         ...
 
     async def page(
-        self, *, status: str | None = None, limit: int = 100, before: int | None = None
-    ) -> tuple[list[Release], int | None]: ...
+        self, *, limit: int = 100, before: int | None = None, filters: ReleaseFilter | None = None
+    ) -> tuple[list[Release], int | None]:
+        """Releases newest first (by ``seq``), ``limit`` at a time, older than ``before``, matching
+        ``filters``; and the next ``before``, or ``None`` on the last page."""
+        ...
+
+    async def cancel(self, release_id: str, *, now: float) -> Cancellation | None:
+        """Cancel the release if none of its calls was sent, in one transaction that the database decides
+        against a concurrent submit (the item's ``submitting`` step refuses a finished item, and this
+        refuses an item with anything sent): its item is finished with every IP ``not_released`` (never
+        sent) and the release is ``cancelled``. ``None`` for an unknown id; a finished release is left as
+        it is."""
+        ...
+
+    async def prune(self, *, finished_before: float, keys_before: float, limit: int = 500) -> Pruned:
+        """Delete releases finished before ``finished_before`` (with their journal items and tasks) and
+        idempotency keys recorded before ``keys_before``, ``limit`` rows per transaction."""
+        ...
 
     async def unfinished(self, *, eni_ids: Collection[str] | None = None) -> list[Release]:
         """Every release not finished (of ``eni_ids`` only, when given), oldest first."""

@@ -9,7 +9,10 @@ unfinished releases wait longest first) are picked with ``SKIP LOCKED`` and thei
 leased work first reads its lease row ``FOR SHARE`` with ``owner`` and ``epoch`` in the ``WHERE``, so a
 claim skips the ENI while the write is under way, and a writer that lost its lease writes nothing. The
 service's ``Releases`` share the connector, so a release and its item commit together; the connector's
-``notify`` tells other processes sharing the journal, at commit, of new work and of ended releases.
+``notify`` tells other processes sharing the journal, at commit, of new work and of ended releases. The
+steps of work not yet done (``submitting``, ``progressed``, ``finished``) update an item only while it is not
+finished, and raise ``WorkCancelledError`` otherwise: that is how a cancel (``Releases.cancel``) wins against
+a submit that comes after it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from eni_async.journal.seam import (
     LeaseLostError,
     Resumed,
     ResumePlan,
+    WorkCancelledError,
     damaged,
     decode,
     encode,
@@ -49,6 +53,9 @@ LOAD_BATCH = 1000
 _ITEM_INSERT = "INSERT INTO items (vpc_id, eni_id, ips, line, state) VALUES (?, ?, ?, ?, ?)"
 _LEASES_FOR = "INSERT INTO leases (eni_id) SELECT DISTINCT eni_id FROM items WHERE id > ? ON CONFLICT (eni_id) DO NOTHING"
 _STEP = "UPDATE items SET state = ?, in_doubt = ?, outcome = ?, sent = ? WHERE id = ?"
+# A step of work not yet done: refused (no row) once the item is finished, as a cancelled release's is. The
+# cancel's own update refuses an item with anything sent, so the database decides which of the two wins.
+_OPEN_STEP = _STEP + " AND state <> 'finished' RETURNING id"
 # The lease held, on the row's own ENI (``{{table}}``: items or service_releases), in one statement.
 _FENCE = (
     "SELECT l.epoch FROM leases l JOIN {{table}} t ON t.eni_id = l.eni_id "
@@ -164,7 +171,9 @@ class SqlJournal(Journal):
         async with self.connector.transaction() as tx:
             await self.fence(tx, lease, key=key, live=True)
             sent = encode(sorted({*outcome.sent, *chunk}))  # recorded as sent before it is sent (D25)
-            await tx.run(_STEP, (SUBMITTING, encode(list(chunk)), encode(outcome.to_json()), sent, key))
+            step = (SUBMITTING, encode(list(chunk)), encode(outcome.to_json()), sent, key)
+            if not await tx.run(_OPEN_STEP, step):  # cancelled meanwhile: nothing is sent
+                raise WorkCancelledError(key, lease)
 
     async def submitted(
         self,
@@ -195,8 +204,10 @@ class SqlJournal(Journal):
     async def _settled(self, key: int, outcome: Outcome, state: str, lease: Lease | None) -> None:
         async with self.connector.transaction() as tx:
             await self.fence(tx, lease, key=key)
+            step = (state, None, encode(outcome.to_json()), encode_sent(outcome), key)
+            if not await tx.run(_OPEN_STEP, step):  # finished meanwhile (cancelled): left as it is
+                raise WorkCancelledError(key, lease)
             await tx.run("UPDATE tasks SET done = 1 WHERE item_id = ?", (key,))
-            await tx.run(_STEP, (state, None, encode(outcome.to_json()), encode_sent(outcome), key))
 
     async def load(
         self, items: Iterable[Item | InvalidItem], *, meta: dict[str, Any] | None = None

@@ -208,6 +208,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
                 tokens=tokens,
                 metrics_tokens=metrics_tokens,
                 tls=tls_context,
+                reload=lambda: settings_credentials(settings),  # refused ones are read again from here
             ) as svc,
             AsyncExitStack() as extra,
         ):

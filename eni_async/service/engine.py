@@ -19,15 +19,26 @@ sweep every ``WAIT_SWEEP_S`` seconds reads the waited releases in one statement 
 missed (the listening connection was down). Polling alone would cost a read per waiter per interval, and
 notifications alone could be missed. A replica whose journal does not answer claims nothing, answers
 ``/readyz`` 503, waits for it in every write (nothing new is sent while its leases are in doubt) and goes
-on when it answers. A journal only this process writes (SQLite) is checked every ``STORAGE_CHECK_S`` seconds
-(``Journal.hold``: the file is still the one opened), so that one deleted or replaced under the service is
+on when it answers. An SQLite journal is checked at every renewal, each third of ``lease_s`` (``Holdings``:
+``Journal.hold``, the file is still the one opened), so that one deleted or replaced under the service is
 found within seconds even when nothing is written: every write is refused from then on, and ``/readyz``
-answers 503 with the reason. A write the journal refuses (a full disk) answers the caller 503 with the reason
-and creates nothing; the engine's own writes wait and are tried again (``FencedRecorder``), so the service
-goes on by itself once there is room, with nothing it observed lost. ``stop`` takes no more work, lets in-flight items finish within the grace period,
-cancels the rest and gives its leases back, so that other replicas (or the next start) take over at once.
-Credentials the API refuses stop the batch: the releases it cut short go back to ``pending`` and their
-leases are given back; no new one is accepted. Nothing here parses HTTP.
+answers 503 with the reason. A write the journal refuses (a full disk) answers the caller 503 with the
+reason and creates nothing; the engine's own writes wait and are tried again (``FencedRecorder``), so the
+service goes on by itself once there is room, with nothing it observed lost. ``stop`` takes no more work,
+lets in-flight items finish within the grace period, cancels the rest and gives its leases back, so that
+other replicas (or the next start) take over at once.
+
+Each release has until ``service_release_deadline`` seconds after its acceptance: the release path waits
+out outages until then (``release``), and ``/readyz`` says the API is unreachable while one is waited out.
+The credentials are checked at start with one cheap call. Credentials the API refuses stop the batch: the
+releases it cut short go back to ``pending`` and their leases are given back; no new one is accepted, and
+``/readyz`` says why. Meanwhile the credentials are read again from their source (``reload``: the chain
+that found them, so a rewritten file, a renewed role or new variables count) on the ``CREDENTIALS_WAIT``
+backoff and tried with the same cheap call; once accepted, a new batch takes the work up by itself.
+Nothing fails for refused credentials. A cancel is the journal's (``Releases.cancel``: decided against a
+submit by the database, whichever replica holds the release); the batch drops a cancelled item at its next
+write. Every ``PRUNE_EVERY_S`` a retention pass prunes finished releases and expired idempotency keys
+(windows on the client's clock, like the releases' timestamps). Nothing here parses HTTP.
 """
 
 from __future__ import annotations
@@ -36,35 +47,37 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eni_async.batch import Batch, BatchStats
+from eni_async.clock import Clock, SystemClock
 from eni_async.errors import ConfigError
-from eni_async.journal import Journal, JournalError, LeaseLostError, Resumed
+from eni_async.journal import Cancellation, Journal, JournalError, LeaseLostError, ReleaseFilter, Resumed
 from eni_async.journal.seam import CONNECTED, RELEASE_CHANNEL, WORK_CHANNEL
 from eni_async.outcomes import Item, Outcome
+from eni_async.service.health import ApiHealth
 from eni_async.service.holdings import Holdings
 from eni_async.service.leases import FencedRecorder, Leases, new_owner
 from eni_async.service.registry import Registry, Release, final_status
 
 if TYPE_CHECKING:
     from eni_async.client import EniClient
+    from eni_async.credentials import CredentialProvider
 
 log = logging.getLogger("eni_async.service")
 
 Request = tuple[str, str, tuple[str, ...]]
 # Seconds past the grace period a stopping batch may take to wind down before it is cancelled.
 STOP_MARGIN_S = 5.0
-# Error codes of an outcome that say the API could not be reached.
-UNREACHABLE_CODES = frozenset({"ConnectFailed", "ConnectionLost", "BadAnswer"})
 # ENIs held at least, whatever the batch's target (so that a cold start claims work at once).
 MIN_HELD = 16
 WAIT_SWEEP_S = 5.0
 # The global count of unfinished releases (backpressure, /readyz) is read again when older than this.
 COUNT_TTL_S = 0.5
 READY_TIMEOUT_S = 2.0  # a readiness probe's write to the journal, at most
-STORAGE_CHECK_S = 1.0  # how often a journal only this process writes is checked (deleted or replaced?)
+START_CHECK_S = 5.0  # the start waits this long at most for the credentials' check (it goes on after)
+PRUNE_EVERY_S = 60.0  # between retention passes (service_retention, service_idempotency_ttl)
 
 
 class NotAcceptingError(Exception):
@@ -84,10 +97,21 @@ class BackpressureError(Exception):
 class Engine:
     """Accepts releases and runs them; see the module docstring."""
 
-    def __init__(self, client: EniClient, journal: Journal, *, max_unfinished: int) -> None:
+    def __init__(
+        self,
+        client: EniClient,
+        journal: Journal,
+        *,
+        max_unfinished: int,
+        reload: Callable[[], Awaitable[CredentialProvider]] | None = None,
+        retention_clock: Clock | None = None,
+    ) -> None:
         self.client = client
+        # Real time by default, as the other loops': a fake clock that drives itself would run free.
+        self.retention_clock: Clock = retention_clock or SystemClock()
         self.journal = journal
-        self.registry = Registry(journal, now=client.clock.time)
+        keep, ttl = client.settings.service_retention, client.settings.service_idempotency_ttl
+        self.registry = Registry(journal, now=client.clock.time, retention=keep, idempotency_ttl=ttl)
         self.max_unfinished = max_unfinished
         self.leases = Leases(journal, owner=new_owner(), lease_s=client.settings.lease_s)
         self.holdings = Holdings(
@@ -103,7 +127,8 @@ class Engine:
         self.recorder = FencedRecorder(journal, self.leases, tenure_of=h.tenure_of, dropped=h.dropped)
         self.accepting = False
         self.failure: BaseException | None = None  # a bug ended the batch; the service is not ready
-        self.api_state = "unknown"  # "ok", "unreachable" or "auth_failed" once outcomes say so
+        # ``reload``: the credentials' source, read again while the API refuses them.
+        self.api = ApiHealth(client, reload=reload, resume=self._restart)
         self._waiters: dict[str, asyncio.Event] = {}
         self._count = (-COUNT_TTL_S, 0)  # (read at, unfinished releases) of the whole journal
         self._stopping = False
@@ -118,6 +143,11 @@ class Engine:
     def unfinished(self) -> int:
         """Releases accepted and not yet finished, by every replica (as last read)."""
         return self._count[1]
+
+    @property
+    def api_state(self) -> str:
+        """The API as this replica sees it, in one line (``health``)."""
+        return self.api.state
 
     @property
     def stats(self) -> BatchStats | None:
@@ -139,14 +169,17 @@ class Engine:
         self._loops = [
             asyncio.create_task(self.holdings.claimer()),
             asyncio.create_task(self.holdings.renewer()),
+            asyncio.create_task(self.registry.pruner(self.retention_clock, PRUNE_EVERY_S)),
         ]
+        # The credentials' check: awaited a moment, so that a service that starts well starts ready.
+        check = asyncio.create_task(self.api.first_check())
+        self._loops.append(check)
+        await asyncio.wait({check}, timeout=START_CHECK_S)
         if self.journal.shared:
             self._loops += [
                 asyncio.create_task(self.journal.listen(self._heard)),
                 asyncio.create_task(self._sweeper()),
             ]
-        else:
-            self._loops.append(asyncio.create_task(self._storage_watch()))
         self.accepting = True
         if unfinished:
             log.info("%d unfinished release(s) in %s", unfinished, self.journal.where)
@@ -181,8 +214,11 @@ class Engine:
         the journal's unique key on the idempotency key decides."""
         if not self.accepting:
             raise NotAcceptingError("the service is shutting down")
-        if self.api_state == "auth_failed":
-            raise NotAcceptingError("the API refused the service's credentials; fix them and restart it")
+        if self.api.refused:
+            raise NotAcceptingError(
+                f"the API refuses the service's credentials ({self.api.state.partition(': ')[2]}); they are "
+                "read again from their source until it accepts them, then the work goes on"
+            )
         self._journal_answers()
         if idempotency_key is not None:
             earlier = await self.registry.replay(idempotency_key, body_hash)
@@ -281,21 +317,22 @@ class Engine:
                 if status not in ("pending", "running"):
                     self._wake(release_id)
 
-    async def _storage_watch(self) -> None:
-        """Every ``STORAGE_CHECK_S``: make sure the journal's file is the one opened (``Journal.hold``; the
-        journal says why once, in the log, and refuses every write from then on)."""
-        while True:
-            await asyncio.sleep(STORAGE_CHECK_S)
-            with contextlib.suppress(JournalError):
-                await self.journal.hold()
-
     async def page(
-        self, *, status: str | None, limit: int, before: int | None
+        self, *, limit: int, before: int | None, filters: ReleaseFilter | None = None
     ) -> tuple[list[dict[str, Any]], int | None]:
         """A page of releases as JSON, newest first, and the cursor of the next page."""
         self._journal_answers()
-        releases, following = await self.registry.page(status=status, limit=limit, before=before)
+        releases, following = await self.registry.page(limit=limit, before=before, filters=filters)
         return [await self.view(r) for r in releases], following
+
+    async def cancel(self, release_id: str) -> Cancellation | None:
+        """``Registry.cancel`` (the journal decides it against a submit); ``None``: no such id."""
+        self._journal_answers()
+        found = await self.registry.cancel(release_id)
+        if found is not None and found.cancelled:
+            self._count = (self._count[0], max(0, self._count[1] - 1))
+            self._wake(release_id)
+        return found
 
     async def ready(self) -> tuple[bool, str]:
         """Whether the service can take work, and why not: the journal answers and takes a write, the
@@ -310,12 +347,10 @@ class Engine:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 await self.registry.heartbeat()
                 await self._unfinished_now()
-        except JournalError as exc:  # a full disk, a journal deleted or replaced: the journal's reason
-            return False, f"journal not writable: {exc.reason}; not taking work"
-        except (Exception, TimeoutError) as exc:
-            return False, f"journal not writable ({type(exc).__name__}); not taking work"
-        if self.api_state in ("unreachable", "auth_failed"):
-            return False, f"API {self.api_state.replace('_', ' ')}"
+        except (Exception, TimeoutError) as exc:  # JournalError: the journal is not writable
+            return False, _not_writable(exc)
+        if not self.api.ok:
+            return False, f"API {self.api.state}"
         return True, "ready"
 
     def _capacity(self) -> int:
@@ -340,6 +375,35 @@ class Engine:
                 continue
             yield work.entry
 
+    async def _restart(self) -> None:
+        """Replace a batch stopped by refused credentials (they work again), once the items it was working
+        on have ended (they go back to pending)."""
+        batch, runner = self._batch, self._runner
+        if batch is None or batch.aborted is None or self._stopping:
+            return
+        clock = self.client.clock
+        while batch.stats.in_flight and not self._stopping:
+            await clock.sleep(0.05)
+        batch.stop(0)
+        if runner is not None:
+            await asyncio.gather(runner, return_exceptions=True)
+        if self._stopping:
+            return
+        self._runner = asyncio.create_task(self._run())
+        self.holdings.new_work()
+
+    # -- running ---------------------------------------------------------------------------------------------
+
+    def _deadline(self, item: Item) -> float | None:
+        """An item's deadline on the client's clock: ``service_release_deadline`` after its release was
+        accepted (so a restart does not give it more time)."""
+        work = self.holdings.work.get(item.key) if item.key is not None else None
+        if work is None:
+            return None
+        clock = self.client.clock
+        left = work.created_at + self.client.settings.service_release_deadline - clock.time()
+        return clock.monotonic() + left
+
     async def _run(self) -> None:
         batch = Batch(  # as ``EniClient.unassign_many`` makes it, with the leases' recorder and guard
             self.client.releaser,
@@ -349,6 +413,7 @@ class Engine:
             journal=self.journal,
             recorder=self.recorder,
             guard=self.recorder.guard,
+            deadline=self._deadline,
         )
         self._batch = batch
         try:
@@ -368,7 +433,9 @@ class Engine:
         release_id = work.release_id
         try:
             if self._aborted():
-                self.api_state = "auth_failed"
+                assert self._batch is not None
+                assert self._batch.aborted is not None
+                self.api.refuse(self._batch.aborted)
                 found = await self.journal.item(key)
                 if found is None or found[0] != "finished":  # cut short by the credentials: pending again
                     await self.recorder.write(
@@ -376,8 +443,7 @@ class Engine:
                     )
                     return
             else:
-                code = (outcome.error or {}).get("code")
-                self.api_state = "unreachable" if code in UNREACHABLE_CODES else "ok"
+                self.api.finished((outcome.error or {}).get("code"))
             data = outcome.to_json()
             await self.recorder.write(key, lambda lease: self.registry.finish(release_id, data, lease=lease))
             read_at, count = self._count
@@ -394,6 +460,7 @@ class Engine:
         how many releases stay unfinished in the journal (for other replicas, or the next start)."""
         self.accepting = False
         self._stopping = True
+        await self.api.close()
         self.holdings.queue.put_nowait(None)  # a worker waiting for the next release gets none
         for event in self._waiters.values():  # long polls answer now, with the state as it stands
             event.set()
@@ -427,6 +494,13 @@ class Engine:
 
     def _in_flight(self) -> int:
         return self._batch.stats.in_flight if self._batch is not None else 0
+
+
+def _not_writable(exc: BaseException) -> str:
+    """Why ``/readyz`` says the journal takes no write: a ``JournalError``'s reason (a full disk, a journal
+    deleted or replaced), else the kind of failure."""
+    why = f": {exc.reason}" if isinstance(exc, JournalError) else f" ({type(exc).__name__})"
+    return f"journal not writable{why}; not taking work"
 
 
 __all__ = ["BackpressureError", "Engine", "NotAcceptingError", "final_status"]

@@ -30,7 +30,7 @@ from eni_async.service import schema
 from eni_async.service.engine import BackpressureError, Engine, NotAcceptingError
 from eni_async.service.lograte import LogLimiter
 from eni_async.service.openapi import complete_release, document
-from eni_async.service.registry import STATUSES, IdempotencyConflictError
+from eni_async.service.registry import CANCELLED, STATUSES, IdempotencyConflictError, ReleaseFilter
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter
@@ -63,13 +63,21 @@ STATUS_CODES = {
 
 
 def error_response(
-    status: int, code: str, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    task_ids: Sequence[str] | None = None,
 ) -> web.Response:
-    """A JSON error answer."""
-    error: dict[str, str] = {"code": code}
+    """A JSON error answer (``task_ids``: the tasks a refused cancel found in flight)."""
+    error: dict[str, object] = {"code": code}
     if field is not None:
         error["field"] = field
     error["message"] = message
+    if task_ids is not None:
+        error["task_ids"] = list(task_ids)
     return json_response({"error": error}, status=status, headers=headers)
 
 
@@ -181,7 +189,10 @@ def make_app(
     app[DOCUMENT] = json.dumps(document(metrics_token=bool(metrics_secrets))).encode()
     app.router.add_post("/v1/releases", post_releases)
     app.router.add_get("/v1/releases", list_releases)
-    app.router.add_get("/v1/releases/{id}", get_release)
+    # An id never holds ":", so that a path ending in ":cancel" is the cancel's resource alone (its Allow
+    # header names POST only, as the document says).
+    app.router.add_get("/v1/releases/{id:[^/:]+}", get_release)
+    app.router.add_post("/v1/releases/{id:[^/:]+}:cancel", cancel_release)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -269,6 +280,13 @@ async def post_releases(request: web.Request) -> web.Response:
             f"the journal cannot take writes now: {exc.reason}; nothing was created",
             headers={"Retry-After": "5"},
         )
+    if not releases:  # a replay whose releases were pruned (replicas with other retention settings)
+        return error_response(
+            409,
+            "IdempotencyConflict",
+            "the releases this Idempotency-Key made were pruned (service_retention); use a new key",
+            field="Idempotency-Key",
+        )
     headers = {} if created else {"Idempotent-Replayed": "true"}
     views = [complete_release(await engine.view(release)) for release in releases]
     if body.batch:
@@ -287,14 +305,47 @@ async def get_release(request: web.Request) -> web.Response:
     return json_response(complete_release(found))
 
 
+async def cancel_release(request: web.Request) -> web.Response:
+    """``POST /v1/releases/{id}:cancel``: 200 with the release ``cancelled`` (also when it already was);
+    409 once a call of it was sent (with the tasks in flight) or it finished otherwise; 404 for an unknown
+    id."""
+    schema.only_params(request.query, ())
+    found = await request.app[ENGINE].cancel(request.match_info["id"])
+    if found is None:
+        return error_response(404, "NotFound", "no release with this id", field="id")
+    release = found.release
+    if found.cancelled or release.status == CANCELLED:
+        return json_response(complete_release(await request.app[ENGINE].view(release)))
+    if release.finished:
+        message = f"the release has finished ({release.status}); only one not yet submitted can be cancelled"
+        return error_response(409, "AlreadyFinished", message, field="id")
+    if found.task_ids:
+        message = "a call of this release was sent; it runs to its end (task_ids: the tasks in flight)"
+    elif found.in_doubt:
+        message = "a call of this release is being sent; it runs to its end (its task id is not known yet)"
+    else:
+        message = "a call of this release was sent and its tasks ended; it is being finished"
+    return error_response(409, "AlreadySubmitted", message, field="id", task_ids=found.task_ids)
+
+
+FILTERS = ("status", "eni_id", "vpc_id", "created_after", "created_before")
+
+
 async def list_releases(request: web.Request) -> web.Response:
-    """``GET /v1/releases?status=&limit=&cursor=``: newest first, paged."""
+    """``GET /v1/releases?status=&eni_id=&vpc_id=&created_after=&created_before=&limit=&cursor=``: newest
+    first, paged, every filter given applied."""
     query = request.query
-    schema.only_params(query, ("status", "limit", "cursor"))
-    status = schema.status_filter(query.get("status"), STATUSES)
+    schema.only_params(query, (*FILTERS, "limit", "cursor"))
+    filters = ReleaseFilter(
+        status=schema.status_filter(query.get("status"), STATUSES),
+        eni_id=schema.id_filter("eni_id", query.get("eni_id")),
+        vpc_id=schema.id_filter("vpc_id", query.get("vpc_id")),
+        created_after=schema.date_time("created_after", query.get("created_after")),
+        created_before=schema.date_time("created_before", query.get("created_before")),
+    )
     limit = schema.page_limit(query.get("limit"))
     before = schema.cursor(query.get("cursor"))
-    views, following = await request.app[ENGINE].page(status=status, limit=limit, before=before)
+    views, following = await request.app[ENGINE].page(limit=limit, before=before, filters=filters)
     page = [complete_release(view) for view in views]
     return json_response({"releases": page, "next_cursor": schema.make_cursor(following)})
 

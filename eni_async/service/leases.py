@@ -12,8 +12,9 @@ doubtful tenure renewed in time (its epoch unchanged: nobody else wrote) is held
 ``FencedRecorder`` is the batch's recorder for leased work: every write names the tenure's lease (the
 journal's fence refuses it once the lease moved), a chunk is recorded as about to be sent only while the
 tenure is held, a journal that cannot be reached is waited for (with backoff) rather than failing the item,
-and a lost tenure drops the item (``LeaseLostError``), telling the engine. Nothing here talks to Tencent;
-times are real seconds, as the database's are.
+and a lost tenure drops the item (``LeaseLostError``), telling the engine; so does a write refused because
+the item's release was cancelled (``WorkCancelledError``), which leaves the tenure held. Nothing here talks
+to Tencent; times are real seconds, as the database's are.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
-from eni_async.journal import Journal, JournalError, Lease, LeaseLostError
+from eni_async.journal import Journal, JournalError, Lease, LeaseLostError, WorkCancelledError
 from eni_async.outcomes import Item, Outcome
 
 log = logging.getLogger("eni_async.service.leases")
@@ -257,6 +258,9 @@ class FencedRecorder:
             try:
                 await write(tenure.lease)
                 return
+            except WorkCancelledError:  # the release was cancelled: its item goes, the lease holds
+                self.dropped(key)
+                raise
             except LeaseLostError:
                 self.leases.lose(tenure, "a write was refused by its fence")
                 self.dropped(key)

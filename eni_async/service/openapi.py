@@ -36,6 +36,7 @@ _STAMP = {"type": "string", "format": "date-time"}
 _NULLABLE_STAMP = {**_STAMP, "nullable": True}
 _VPC = {"type": "string", "pattern": VPC_PATTERN, "minLength": 12, "maxLength": 12}
 _ENI = {"type": "string", "pattern": ENI_PATTERN, "minLength": 12, "maxLength": 12}
+_RFC3339 = "an RFC 3339 date-time (e.g. `2026-12-03T14:00:00Z`, `2026-12-03T22:00:00.5+08:00`), years 0001 on"
 
 _REQUIRED = object()  # no default: always set by the registry
 # name -> (schema, value before the work says otherwise)
@@ -121,14 +122,17 @@ _UNAVAILABLE = _error(
 _BAD_QUERY = _error("a query parameter breaks its rule, is unknown or is given twice; names it in `field`")
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 _FINISHED_OR_NOT = (
-    "`pending` and `running` are unfinished; `succeeded` and `failed` are final and never change"
+    "`pending` and `running` are unfinished; `succeeded`, `failed` and `cancelled` (cancelled before any "
+    "of its calls was sent: every IP `not_released`) are final and never change. A finished release is "
+    "kept `service_retention` seconds (7 days by default), then pruned"
 )
 _IDEMPOTENCY = (
     "Optional. 1 to 255 visible ASCII characters (0x21 to 0x7E). Keys belong to the caller's token. "
     "The same key with the same body (compared after parsing: whitespace and key order do not count) "
     "returns the release(s) it created, with `Idempotent-Replayed: true`, and never submits again, even "
-    "for requests that arrive at once; the same key with another body answers 409. Keys are kept as long "
-    "as the journal."
+    "for requests that arrive at once; the same key with another body answers 409. A key is kept "
+    "`service_idempotency_ttl` seconds (24 hours by default, never longer than `service_retention`); after "
+    "that the same key makes a new release."
 )
 
 _COMPONENTS: dict[str, Any] = {
@@ -216,7 +220,11 @@ _COMPONENTS: dict[str, Any] = {
             "properties": {
                 "status": {"type": "string", "enum": ["ready", "not_ready"]},
                 "reason": {"type": "string"},
-                "api": {"type": "string", "description": "what the last outcome said of the API"},
+                "api": {
+                    "type": "string",
+                    "description": "the API as this replica sees it: ok, checking credentials, unreachable (Code), "
+                    "or credentials refused: Code (checked at start with one cheap call)",
+                },
                 "unfinished": {"type": "integer", "minimum": 0},
             },
         },
@@ -233,6 +241,10 @@ _COMPONENTS: dict[str, Any] = {
                         "code": {"type": "string"},
                         "field": {"type": "string", "description": "the field, parameter or header at fault"},
                         "message": {"type": "string", "description": "the rule broken; never the value sent"},
+                        "task_ids": {
+                            **_STRINGS,
+                            "description": "a refused cancel's tasks in flight (`AlreadySubmitted` only)",
+                        },
                     },
                 }
             },
@@ -306,13 +318,21 @@ _PATHS: dict[str, Any] = {
                             "operationId": "getRelease",
                             "parameters": {"id": "$response.body#/id"},
                             "description": "the release just accepted (single form)",
-                        }
+                        },
+                        "CancelRelease": {
+                            "operationId": "cancelRelease",
+                            "parameters": {"id": "$response.body#/id"},
+                            "description": "cancel the release just accepted (single form)",
+                        },
                     },
                 },
                 "400": _error("the body or a header breaks a rule; names it in `field`; nothing created"),
                 "401": _UNAUTHORIZED,
                 "408": _error("the body did not arrive within `service_body_timeout` seconds"),
-                "409": _error("this Idempotency-Key was used with another body"),
+                "409": _error(
+                    "this Idempotency-Key was used with another body (or, with replicas whose retention "
+                    "settings differ, its releases were pruned)"
+                ),
                 "413": _error("the body is over `service_max_body` bytes"),
                 "429": _error("too many releases unfinished (`service_max_unfinished`)", _RETRY),
                 "503": _UNAVAILABLE,
@@ -320,7 +340,7 @@ _PATHS: dict[str, Any] = {
             "operationId": "createReleases",
         },
         "get": {
-            "summary": "List releases, newest first, a page at a time",
+            "summary": "List releases, newest first, a page at a time, every filter given applied",
             "operationId": "listReleases",
             "security": _SECURED,
             "parameters": [
@@ -328,6 +348,20 @@ _PATHS: dict[str, Any] = {
                     "name": "status",
                     "in": "query",
                     "schema": {"type": "string", "enum": list(RELEASE_STATUSES)},
+                },
+                {"name": "eni_id", "in": "query", "description": "releases of this ENI only", "schema": _ENI},
+                {"name": "vpc_id", "in": "query", "description": "releases in this VPC only", "schema": _VPC},
+                {
+                    "name": "created_after",
+                    "in": "query",
+                    "description": f"releases created at or after this moment only; {_RFC3339}",
+                    "schema": _STAMP,
+                },
+                {
+                    "name": "created_before",
+                    "in": "query",
+                    "description": f"releases created before this moment only; {_RFC3339}",
+                    "schema": _STAMP,
                 },
                 {
                     "name": "limit",
@@ -368,7 +402,43 @@ _PATHS: dict[str, Any] = {
                 "200": _json(f"the release ({_FINISHED_OR_NOT})", "Release"),
                 "400": _BAD_QUERY,
                 "401": _UNAUTHORIZED,
-                "404": _error("no release with this id"),
+                "404": _error("no release with this id (never given, or pruned after `service_retention`)"),
+                "503": _UNAVAILABLE,
+            },
+        }
+    },
+    "/v1/releases/{id}:cancel": {
+        "post": {
+            "summary": "Cancel a release none of whose calls was sent",
+            "description": (
+                "A release none of whose calls was sent becomes `cancelled` (final; every IP `not_released`) "
+                "and is never submitted afterwards; the journal decides between a cancel and a submit, "
+                "whichever replicas run them. Cancelling a `cancelled` release answers it again (200). No "
+                "body, no query parameters. (`POST ...:cancel`, as Google's long-running operations do: "
+                "the release stays readable, as a DELETE would not let it.)"
+            ),
+            "operationId": "cancelRelease",
+            "security": _SECURED,
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {
+                    **_json("the release, `cancelled`", "Release"),
+                    "links": {
+                        "GetRelease": {
+                            "operationId": "getRelease",
+                            "parameters": {"id": "$response.body#/id"},
+                            "description": "the cancelled release",
+                        }
+                    },
+                },
+                "400": _BAD_QUERY,
+                "401": _UNAUTHORIZED,
+                "404": _error("no release with this id (never given, or pruned after `service_retention`)"),
+                "409": _error(
+                    "not cancelled: `AlreadySubmitted` (a call was sent; it runs to its end, `task_ids` "
+                    "names its tasks in flight, none while a submit is in doubt) or `AlreadyFinished` "
+                    "(`succeeded` or `failed`)"
+                ),
                 "503": _UNAVAILABLE,
             },
         }

@@ -6,19 +6,45 @@ seam, in SQLite or PostgreSQL): ``service_releases`` (id, journal key, status, t
 and ``service_idempotency`` (key, body hash, the releases the key created). A release and its journal item
 are written in one transaction, before the caller hears of the release; an idempotency key is the
 database's unique key, so the database, not a process, decides which of several identical requests creates
-the release (also across replicas). Here: the ids, the clock and the final status; nothing here does HTTP
-or talks to Tencent, and statuses move ``pending`` -> ``running`` -> a final one and never back.
+the release (also across replicas). Here: the ids, the clock, the final status and the retention windows
+(``retention``: seconds a finished release is kept; ``idempotency_ttl``: seconds a key is kept, after which
+the same key makes a new release; never longer than ``retention``, so that a replay always finds the
+releases its key made, a key being older than they are). Nothing here does HTTP or talks to Tencent, and
+statuses move ``pending`` -> ``running`` -> a final one (``succeeded``, ``failed``, or ``cancelled`` before
+any call was sent) and never back.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from eni_async.journal import IdempotencyConflictError, Journal, Lease, Release
-from eni_async.journal.seam import FAILED, PENDING, RELEASE_STATUSES, RELEASE_UNFINISHED, RUNNING, Request
+from eni_async.clock import Clock
+from eni_async.journal import (
+    Cancellation,
+    IdempotencyConflictError,
+    Journal,
+    JournalError,
+    Lease,
+    Pruned,
+    Release,
+    ReleaseFilter,
+)
+from eni_async.journal.seam import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    RELEASE_STATUSES,
+    RELEASE_UNFINISHED,
+    RUNNING,
+    Request,
+)
 from eni_async.outcomes import SUCCEEDED
+
+log = logging.getLogger("eni_async.service")
 
 UNFINISHED = RELEASE_UNFINISHED
 STATUSES = RELEASE_STATUSES
@@ -32,10 +58,20 @@ def final_status(outcome_status: str) -> str:
 class Registry:
     """Releases and idempotency keys in the journal's database; see the module docstring."""
 
-    def __init__(self, journal: Journal, *, now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        now: Callable[[], float],
+        retention: float | None = None,
+        idempotency_ttl: float | None = None,
+    ) -> None:
         self.journal = journal
         self._releases = journal.releases
         self._now = now
+        self.retention = retention  # None: finished releases are kept for ever
+        ttls = [t for t in (idempotency_ttl, retention) if t is not None]
+        self.idempotency_ttl = min(ttls) if ttls else None  # None: keys are kept for ever
 
     def __repr__(self) -> str:
         return f"Registry({self.journal!r})"
@@ -43,7 +79,12 @@ class Registry:
     async def replay(self, idempotency_key: str, body_hash: str) -> list[Release] | None:
         """The releases an earlier request with this key created (``None`` if the key is new); raise
         ``IdempotencyConflictError`` when that request had another body."""
-        return await self._releases.replay(idempotency_key, body_hash)
+        return await self._releases.replay(
+            idempotency_key, body_hash, keys_expire_before=self._keys_expire_before()
+        )
+
+    def _keys_expire_before(self) -> float | None:
+        return None if self.idempotency_ttl is None else self._now() - self.idempotency_ttl
 
     async def heartbeat(self) -> None:
         """Write to the database (the readiness check: raises ``JournalError`` when it cannot)."""
@@ -64,7 +105,37 @@ class Registry:
         """
         ids = [f"rel-{uuid.uuid4().hex}" for _ in requests]
         return await self._releases.create(
-            requests, ids, now=self._now(), idempotency_key=idempotency_key, body_hash=body_hash
+            requests,
+            ids,
+            now=self._now(),
+            idempotency_key=idempotency_key,
+            body_hash=body_hash,
+            keys_expire_before=self._keys_expire_before(),
+        )
+
+    async def cancel(self, release_id: str) -> Cancellation | None:
+        """Cancel a release none of whose calls was sent (``None``: no such id); see ``Cancellation``."""
+        return await self._releases.cancel(release_id, now=self._now())
+
+    async def pruner(self, clock: Clock, every: float) -> None:
+        """Run a retention pass (``prune``) every ``every`` seconds of ``clock``, for ever; a journal that
+        does not answer skips a pass (every replica prunes, and the deletes are idempotent)."""
+        while True:
+            await clock.sleep(every)
+            try:
+                pruned = await self.prune()
+            except JournalError as exc:
+                log.debug("retention pass skipped: %s", exc)
+                continue
+            if pruned.releases or pruned.keys:
+                log.info("retention: %d release(s) and %d key(s) pruned", pruned.releases, pruned.keys)
+
+    async def prune(self) -> Pruned:
+        """Delete finished releases older than ``retention`` and keys older than ``idempotency_ttl``."""
+        now = self._now()
+        return await self._releases.prune(
+            finished_before=-math.inf if self.retention is None else now - self.retention,
+            keys_before=-math.inf if self.idempotency_ttl is None else now - self.idempotency_ttl,
         )
 
     async def started(self, release_id: str, *, lease: Lease | None = None) -> None:
@@ -93,11 +164,11 @@ class Registry:
         return await self._releases.by_item(item_key)
 
     async def page(
-        self, *, status: str | None = None, limit: int = 100, before: int | None = None
+        self, *, limit: int = 100, before: int | None = None, filters: ReleaseFilter | None = None
     ) -> tuple[list[Release], int | None]:
-        """Releases newest first, ``limit`` at a time, older than ``before`` (a ``seq``); and the next
-        ``before``, or ``None`` when this is the last page."""
-        return await self._releases.page(status=status, limit=limit, before=before)
+        """Releases newest first, ``limit`` at a time, older than ``before`` (a ``seq``), matching
+        ``filters``; and the next ``before``, or ``None`` when this is the last page."""
+        return await self._releases.page(limit=limit, before=before, filters=filters)
 
     async def unfinished(self, *, eni_ids: Collection[str] | None = None) -> list[Release]:
         """Every release not finished (on ``eni_ids`` only, when given), oldest first."""
@@ -117,11 +188,13 @@ class Registry:
 
 
 __all__ = [
+    "CANCELLED",
     "PENDING",
     "RUNNING",
     "STATUSES",
     "IdempotencyConflictError",
     "Registry",
     "Release",
+    "ReleaseFilter",
     "final_status",
 ]

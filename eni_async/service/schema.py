@@ -12,6 +12,7 @@ do not make two bodies differ.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import math
@@ -44,6 +45,12 @@ CURSOR_PATTERN = "^(c[0-9]{1,18})?$"
 _CURSOR = re.compile("c[0-9]{1,18}")
 # A JSON number as text (what a caller's ?wait= may be): no Python spellings like "1_0", "inf" or " 5".
 _NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+# An RFC 3339 date-time (section 5.6: "T" and "Z" in either case, fractions of a second, a leap second 60,
+# an offset), as OpenAPI's ``format: date-time`` means it; the day is then checked against the calendar.
+_DATE_TIME = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"([Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+)
 # A name a caller made up (an unknown key) is shown back only when it is a short plain word.
 _PLAIN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -233,6 +240,43 @@ def make_cursor(before: int | None) -> str | None:
     return None if before is None else f"c{before}"
 
 
+def id_filter(name: str, value: str | None) -> str | None:
+    """``?eni_id=`` or ``?vpc_id=``: an id of that kind, or absent."""
+    if value is None:
+        return None
+    check = validation.eni_id if name == "eni_id" else validation.vpc_id
+    try:
+        return check(value, name)
+    except InputError as exc:
+        raise BadRequest(name, exc.reason) from None
+
+
+def date_time(name: str, value: str | None) -> float | None:
+    """``?created_after=`` or ``?created_before=``: an RFC 3339 date-time (``2026-12-03T14:00:00Z``,
+    ``...+08:00``) as seconds since the epoch, or absent."""
+    if value is None:
+        return None
+    match = _DATE_TIME.fullmatch(value)
+    if match is None:
+        raise BadRequest(name, "expected an RFC 3339 date-time, e.g. 2026-12-03T14:00:00Z")
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    offset = 0
+    if match.group(9) is not None:
+        hours, minutes = int(match.group(10)), int(match.group(11))
+        if hours > 23 or minutes > 59:
+            raise BadRequest(name, "the offset is not a time of day (at most 23:59)")
+        offset = (hours * 60 + minutes) * 60 * (1 if match.group(9) == "+" else -1)
+    if year < 1:
+        raise BadRequest(name, "years start at 0001")
+    if not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(year, month)[1]:
+        raise BadRequest(name, "not a day of the calendar")
+    if hour > 23 or minute > 59 or second > 60:  # 60: a leap second
+        raise BadRequest(name, "not a time of day")
+    fraction = float(match.group(7) or 0)
+    stamp = calendar.timegm((year, month, day, hour, minute, min(second, 59), 0, 0, 0))
+    return stamp + (second - min(second, 59)) + fraction - offset
+
+
 def status_filter(value: str | None, statuses: tuple[str, ...]) -> str | None:
     """``?status=``: one of the release statuses, or absent."""
     if value is None:
@@ -254,6 +298,8 @@ __all__ = [
     "BadRequest",
     "ReleaseBody",
     "cursor",
+    "date_time",
+    "id_filter",
     "idempotency_key",
     "make_cursor",
     "only_params",

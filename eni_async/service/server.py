@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +71,10 @@ async def running_service(
     metrics: bool = True,
     metrics_tokens: Sequence[str] = (),
     tls: ssl.SSLContext | None = None,
+    reload: Callable[[], Awaitable[CredentialProvider]] | None = None,
 ) -> AsyncIterator[RunningService]:
-    """Serve releases for the block; see the module docstring."""
+    """Serve releases for the block; see the module docstring. ``reload`` reads the credentials again from
+    their source while the API refuses them (default: the provider renews itself)."""
     service_metrics = ServiceMetrics.create() if metrics and metrics_available() else None
     try:
         opened = await open_journal(journal, exclusive=False)  # replicas share a PostgreSQL journal
@@ -81,7 +83,7 @@ async def running_service(
     async with opened:
         client_metrics = service_metrics.client if service_metrics else None
         async with EniClient(credentials, settings, metrics=client_metrics) as client:
-            engine = Engine(client, opened, max_unfinished=settings.service_max_unfinished)
+            engine = Engine(client, opened, max_unfinished=settings.service_max_unfinished, reload=reload)
             resumed = await engine.start()
             try:
                 if service_metrics is not None:

@@ -1,22 +1,27 @@
 """``ServiceClient``: the Python way into ``eni-async serve``, with the exception tree of ``EniClient``.
 
-``submit`` posts a release (always with an ``Idempotency-Key``, generated when not given, so a retried
-submit can never make a second release), ``get`` reads one, ``wait`` long-polls until it ends, and
-``unassign`` is submit-then-wait returning an ``UnassignResult`` exactly like ``EniClient.unassign``. A
-release that failed raises the error it carries, rebuilt into the same classes ``EniClient`` raises
-(``PrimaryIpError``, ``TaskFailedError``, ...) with ``.release`` holding the release; a release whose IPs
-were all released or absent succeeded and returns its result. Failures of the
-service itself are ``ServiceError`` (HTTP status, code, field); failures to reach it are ``ConnectError``
-or ``ConnectionLostError``. 429 and 503 answers are retried after their ``Retry-After``. The token never
+Every operation of the service: ``submit`` and ``submit_many`` post releases (always with an
+``Idempotency-Key``, generated when not given, so a retried submit can never make a second release), ``get``
+reads one, ``list_releases`` reads a page (filtered by status, ENI, VPC and creation time) and
+``releases`` every page, ``cancel`` cancels one none of whose calls was sent, ``wait`` long-polls until it
+ends, and ``unassign`` is submit-then-wait returning an ``UnassignResult`` exactly like
+``EniClient.unassign``. A release that failed raises the error it carries, rebuilt into the same classes
+``EniClient`` raises (``PrimaryIpError``, ``TaskFailedError``, ...) with ``.release`` holding the release;
+a release whose IPs were all released or absent succeeded and returns its result; a cancelled one raises
+``ReleaseCancelledError``. Failures of the service itself are ``ServiceError`` (HTTP status, code, field,
+and for a refused cancel the tasks in flight); failures to reach it are ``ConnectError`` or
+``ConnectionLostError``. 429 and 503 answers are retried after their ``Retry-After``. The token never
 appears in a repr, an error or a log line.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -25,8 +30,10 @@ from eni_async.errors import ConnectError, ConnectionLostError, EniAsyncError, T
 from eni_async.models import UnassignResult
 from eni_async.outcomes import FAILED, SUCCEEDED, Outcome
 
-FINISHED = (SUCCEEDED, FAILED)
+CANCELLED = "cancelled"
+FINISHED = (SUCCEEDED, FAILED, CANCELLED)
 MAX_WAIT_S = 60.0
+MAX_PAGES = 100_000  # ``releases`` follows cursors at most this far (a service that never ends its pages)
 RETRIED_STATUSES = (429, 503)
 
 
@@ -41,14 +48,25 @@ class ServiceError(EniAsyncError):
         *,
         field: str | None = None,
         retry_after: float | None = None,
+        task_ids: Sequence[str] = (),
     ) -> None:
         self.status = status
         self.code = code
         self.message = message
         self.field = field
         self.retry_after = retry_after
+        self.task_ids = tuple(task_ids)  # a refused cancel's tasks in flight
         where = f" ({field})" if field else ""
         super().__init__(f"service answered {status} {code}{where}: {message}")
+
+
+class ReleaseCancelledError(EniAsyncError):
+    """The release was cancelled (by this caller or another) before any of its calls was sent: every IP is
+    still on the ENI as far as the service did; ``.release`` holds the release."""
+
+    def __init__(self, release: dict[str, Any]) -> None:
+        self.release = release
+        super().__init__(f"release {release.get('id')} was cancelled before any of its calls was sent")
 
 
 def release_error(release: dict[str, Any]) -> EniAsyncError:
@@ -138,6 +156,7 @@ class ServiceClient:
                 str(error.get("message", "")),
                 field=error.get("field"),
                 retry_after=wait,
+                task_ids=[str(t) for t in error.get("task_ids") or ()],
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -169,16 +188,58 @@ class ServiceClient:
         return release
 
     async def list_releases(
-        self, *, status: str | None = None, limit: int = 100, cursor: str | None = None
+        self,
+        *,
+        status: str | None = None,
+        eni_id: str | None = None,
+        vpc_id: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """A page of releases, newest first, and the cursor of the next page."""
-        query = (
-            f"?limit={limit}"
-            + (f"&status={status}" if status else "")
-            + (f"&cursor={cursor}" if cursor else "")
-        )
-        data = await self._request("GET", f"/v1/releases{query}")
+        """A page of releases, newest first, each filter given applied (times as timezone-aware datetimes
+        or RFC 3339 text), and the cursor of the next page (``None`` on the last)."""
+        query: dict[str, str] = {"limit": str(limit)}
+        for name, value in (("status", status), ("eni_id", eni_id), ("vpc_id", vpc_id), ("cursor", cursor)):
+            if value:
+                query[name] = value
+        for name, stamp in (("created_after", created_after), ("created_before", created_before)):
+            if stamp is not None:
+                query[name] = _rfc3339(name, stamp)
+        data = await self._request("GET", f"/v1/releases?{urlencode(query)}")
         return data["releases"], data["next_cursor"]
+
+    async def releases(
+        self,
+        *,
+        status: str | None = None,
+        eni_id: str | None = None,
+        vpc_id: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        page: int = 100,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every release matching the filters, newest first, a page of ``page`` at a time."""
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            found, cursor = await self.list_releases(
+                status=status, eni_id=eni_id, vpc_id=vpc_id, created_after=created_after,
+                created_before=created_before, limit=page, cursor=cursor,
+            )  # fmt: skip
+            for release in found:
+                yield release
+            if cursor is None:
+                return
+
+    async def cancel(self, release_id: str) -> dict[str, Any]:
+        """Cancel a release none of whose calls was sent: the release, ``cancelled`` (also when it already
+        was). ``ServiceError`` 409 otherwise: ``AlreadySubmitted`` (its ``task_ids`` in flight) or
+        ``AlreadyFinished``; 404 for an unknown id."""
+        release: dict[str, Any] = await self._request(
+            "POST", f"/v1/releases/{quote(release_id, safe='')}:cancel"
+        )
+        return release
 
     async def wait(self, release_id: str, timeout: float | None = None) -> dict[str, Any]:
         """The release once finished; ``TaskTimeoutError`` when ``timeout`` seconds pass first."""
@@ -203,9 +264,20 @@ class ServiceClient:
         """Submit and wait, like ``EniClient.unassign``: the result, or the release's error raised."""
         release = await self.submit(vpc_id, eni_id, ips, idempotency_key=idempotency_key)
         done = await self.wait(release["id"], timeout)
+        if done["status"] == CANCELLED:
+            raise ReleaseCancelledError(done)
         if done["status"] != SUCCEEDED:
             raise release_error(done)
         return Outcome.from_json(done).result()
 
 
-__all__ = ["ServiceClient", "ServiceError", "release_error"]
+def _rfc3339(name: str, stamp: datetime | str) -> str:
+    """A filter's moment as RFC 3339 text; a naive datetime is refused (its zone would be a guess)."""
+    if isinstance(stamp, str):
+        return stamp
+    if stamp.tzinfo is None or stamp.utcoffset() is None:
+        raise ValueError(f"{name}: expected a timezone-aware datetime (a naive one's zone would be a guess)")
+    return stamp.isoformat()
+
+
+__all__ = ["ReleaseCancelledError", "ServiceClient", "ServiceError", "release_error"]

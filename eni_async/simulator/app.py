@@ -4,7 +4,8 @@ Pipeline (docs/protocol.md D11): settle due tasks, parse, count, authenticate, c
 add latency, strike a before-effect fault, rate-limit, run the action, strike an after-effect fault, answer.
 Every answer is HTTP 200 JSON with ``Content-Type`` exactly ``application/json`` (D4) unless a fault says
 otherwise. ``/_sim/state`` and ``/_sim/stats`` are the ground truth outside Tencent's API: no auth, no faults,
-no rate limit. The only awaits are reading the body and the clock's sleeps.
+no rate limit; ``POST /_sim/outage`` starts an outage or refuses keys (``outage``), which strike before
+anything else. The only awaits are reading the body and the clock's sleeps.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from eni_async.clock import Clock, SystemClock
+from eni_async.errors import ConfigError
 from eni_async.models import Credentials, TaskStatus
 from eni_async.simulator.config import SimulatorConfig
 from eni_async.simulator.faults import AFTER_EFFECT, ALL_KINDS, BEFORE_EFFECT, NO_FAULT, FaultInjector
@@ -24,6 +26,7 @@ from eni_async.simulator.frontend import Frontend
 from eni_async.simulator.keys import KeyRing
 from eni_async.simulator.limits import DEFAULT_RATE_LIMITS, RateLimiter, ReplayGuard, throttle_message
 from eni_async.simulator.login import LoginService
+from eni_async.simulator.outage import UNREACHABLE, Outage
 from eni_async.simulator.rejects import Reason, Reject
 from eni_async.simulator.roles import STS_ACTIONS, MetadataService, StsService
 from eni_async.simulator.seeding import load_world, seed_world
@@ -94,6 +97,7 @@ class Simulator:
             self.clock, config.effective_rate_limits(), account_of=self.keys.sub_account, region=config.region
         )
         self.faults = FaultInjector(config.faults, config.seed)
+        self.outage = Outage(self.clock)
         self.limiter.message_form = config.faults.throttle_message
         self.requests: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
@@ -129,6 +133,8 @@ class Simulator:
         self.login.add_routes(app)
         app.router.add_route("GET", "/_sim/state", self._handle_state)
         app.router.add_route("GET", "/_sim/stats", self._handle_stats)
+        app.router.add_route("GET", "/_sim/outage", self._handle_outage)
+        app.router.add_route("POST", "/_sim/outage", self._handle_outage)
         return app
 
     # --- ground truth -------------------------------------------------------------------------------
@@ -154,6 +160,17 @@ class Simulator:
     async def _handle_stats(self, request: web.Request) -> web.Response:
         return _json(self.stats())
 
+    async def _handle_outage(self, request: web.Request) -> web.Response:
+        if request.method == "GET":
+            return _json(self.outage.state())
+        try:
+            body = json.loads(await request.read() or b"null")
+            return _json(self.outage.control(body))
+        except ValueError as exc:  # ConfigError is one; so is JSON that does not parse
+            return _json(
+                {"error": str(exc) if isinstance(exc, ConfigError) else f"body: not JSON ({exc})"}, 400
+            )
+
     # --- the API pipeline ---------------------------------------------------------------------------
 
     async def _handle_v2(self, request: web.Request) -> web.StreamResponse:
@@ -170,6 +187,9 @@ class Simulator:
 
     async def _serve(self, front: Frontend, request: web.Request) -> web.StreamResponse:
         self.world.settle()
+        outage = self.outage.strike()
+        if outage == UNREACHABLE:  # a connection opened before the socket closed
+            return _drop(request)
         try:
             call = await front.read(request)
         except Reject as exc:
@@ -177,9 +197,13 @@ class Simulator:
         action = call.action
         if action:
             self.requests[action] += 1
+        if outage is not None:
+            return self._before_effect(front, request, outage, action)
         plan = NO_FAULT
         try:
             secret_id = front.authenticate(request, call)
+            if secret_id in self.outage.refused:
+                raise Reject(Reason.SECRET_ID_NOT_FOUND, "the SecretId does not exist or is disabled")
             if action not in front.actions:
                 raise Reject(Reason.INVALID_ACTION, f"unknown action {action!r}")
             plan = self.faults.draw(action)

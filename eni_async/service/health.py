@@ -1,0 +1,188 @@
+"""``ApiHealth``: what the service knows of the API and its credentials, and the wait for refused ones.
+
+The state is one line for ``/readyz`` (never a secret, only error codes): ``checking credentials`` until the
+cheap call made at start (``EniClient.check_credentials``: one DescribeNetworkInterfaces with ``Limit`` 1)
+answers, ``ok``, ``unreachable (Code)`` while the release path waits out an outage (or a release ended on
+one; the API is then probed with the cheap call on the backoff until it answers), or ``credentials
+refused: Code``. Refused credentials are read again from their source
+(``reload``: the credential chain, so a rewritten file, a renewed role or new variables count; without it
+the provider renews itself) and tried with the same cheap call, on the ``CREDENTIALS_WAIT`` backoff, until
+the API takes them; then ``resume`` is awaited (the engine starts a new batch). Nothing is failed for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from tenacity import RetryCallState
+
+from eni_async.errors import AuthError, EniAsyncError, error_code
+from eni_async.patience import outlastable
+from eni_async.policy import OutagePolicy, outlasting
+
+if TYPE_CHECKING:
+    from eni_async.client import EniClient
+    from eni_async.credentials import CredentialProvider
+
+log = logging.getLogger("eni_async.service")
+
+# How often refused credentials are read again and tried: jittered, doubling from 1 s, at most a minute.
+CREDENTIALS_WAIT = OutagePolicy(initial=1.0, maximum=60.0)
+OK, CHECKING, UNREACHABLE, REFUSED = "ok", "checking credentials", "unreachable", "credentials refused"
+# Error codes of an outcome that say the API could not be reached.
+UNREACHABLE_CODES = frozenset({"ConnectFailed", "ConnectionLost", "BadAnswer"})
+
+
+class ApiHealth:
+    """The API's state as the service sees it; see the module docstring."""
+
+    def __init__(
+        self,
+        client: EniClient,
+        *,
+        reload: Callable[[], Awaitable[CredentialProvider]] | None,
+        resume: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.client = client
+        self.reload = reload
+        self.resume = resume
+        self.state = CHECKING
+        self.outages = 0  # items waiting out an outage now
+        self.stopping = False
+        self._recovery: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
+        client.releaser.patience.on_outage = self.outage
+
+    def __repr__(self) -> str:
+        return f"ApiHealth({self.state!r})"
+
+    @property
+    def ok(self) -> bool:
+        """Whether the API takes our credentials and answers."""
+        return self.state == OK
+
+    @property
+    def refused(self) -> bool:
+        """Whether the API refuses the credentials (work is paused)."""
+        return self.state.startswith(REFUSED)
+
+    def outage(self, error: BaseException | None) -> None:
+        """The release path's word that an item began waiting out an outage (``error``) or that its wait
+        ended (``None``: the API answered, or the item's deadline passed, which its outcome then says)."""
+        if error is not None:
+            self.outages += 1
+            self._unreachable(error_code(error))
+            return
+        self.outages = max(0, self.outages - 1)
+        if not self.outages and self.state.startswith(UNREACHABLE):
+            self.state = OK
+
+    def finished(self, code: str | None) -> None:
+        """A release ended here with the error ``code`` (``None``: none)."""
+        if code in UNREACHABLE_CODES:
+            self._unreachable(code)
+        elif not self.refused and not self.outages:
+            self.state = OK
+
+    async def first_check(self) -> None:
+        """At start: one cheap call says whether the API takes the credentials."""
+        try:
+            await self.client.check_credentials()
+        except AuthError as exc:
+            self.refuse(exc)
+        except EniAsyncError as exc:
+            if self.state == CHECKING:
+                log.warning("the API cannot be reached at start (%s); accepted work waits for it", exc)
+                self._unreachable(error_code(exc))
+        else:
+            if self.state == CHECKING or (self.state.startswith(UNREACHABLE) and not self.outages):
+                self.state = OK
+
+    def _unreachable(self, code: str) -> None:
+        """The API could not be reached: say so, and probe it (on the backoff) until it answers, since a
+        replica that is not ready may get no release that would tell."""
+        if self.refused:
+            return
+        self.state = f"{UNREACHABLE} ({code})"
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probing())
+
+    async def _probing(self) -> None:
+        async def attempt() -> None:
+            await self.client.check_credentials()
+
+        retrying = outlasting(
+            CREDENTIALS_WAIT,
+            self.client.clock,
+            math.inf,
+            retry=lambda exc: outlastable(exc) and not self.stopping,
+        )
+        await self.client.clock.sleep(CREDENTIALS_WAIT.initial)
+        try:
+            await retrying(attempt)
+        except AuthError as exc:
+            self.refuse(exc)
+            return
+        except EniAsyncError:  # stopping
+            return
+        if self.state.startswith(UNREACHABLE) and not self.outages:
+            log.info("the API answers again")
+            self.state = OK
+
+    def refuse(self, exc: BaseException) -> None:
+        """The API refused the credentials: say so, and read them again until it takes them."""
+        self.state = f"{REFUSED}: {error_code(exc)}"
+        if self._recovery is None or self._recovery.done():
+            log.error(
+                "the API refuses the credentials (%s): work paused, reading them again", error_code(exc)
+            )
+            self._recovery = asyncio.create_task(self._recover())
+
+    async def close(self) -> None:
+        """Stop waiting for credentials."""
+        self.stopping = True
+        tasks = [task for task in (self._recovery, self._probe) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _recover(self) -> None:
+        clock = self.client.clock
+
+        async def attempt() -> None:
+            provider = await self.reload() if self.reload is not None else self.client.credentials
+            if self.reload is None:
+                await provider.refresh()
+            self.client.credentials = provider
+            await self.client.check_credentials()
+
+        def waited(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, AuthError):
+                self.state = f"{REFUSED}: {error_code(exc)}"
+            wait = state.next_action.sleep if state.next_action else 0.0
+            code = error_code(exc) if exc is not None else "Unknown"
+            log.info("credentials still not usable (%s); trying again in %.0fs", code, wait)
+
+        retrying = outlasting(
+            CREDENTIALS_WAIT,
+            clock,
+            math.inf,
+            retry=lambda exc: isinstance(exc, EniAsyncError) and not self.stopping,
+            before_sleep=waited,
+        )
+        await clock.sleep(CREDENTIALS_WAIT.initial)
+        try:
+            await retrying(attempt)
+        except EniAsyncError:  # stopping
+            return
+        log.info("the API accepts the credentials (%s): work goes on", self.client.credentials.source)
+        self.state = OK
+        await self.resume()
+
+
+__all__ = ["CREDENTIALS_WAIT", "UNREACHABLE_CODES", "ApiHealth"]
