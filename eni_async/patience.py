@@ -7,6 +7,10 @@ again on the ``OutagePolicy`` backoff until the deadline, then its error is rais
 cases decide as without one. While it waits, the last error is the outcome's error (journalled when its
 code changes); one decision says when the wait began and one when it ended; a closed gate ends the wait
 (``StopSubmitting``). ``Patience.on_outage`` hears of each wait's beginning (its error) and end (``None``).
+Where something knows whether the API answers and probes it meanwhile (``Patience.api_down``: the service's
+``ApiHealth``), a waiting item whose backoff is over does not try again while the API is known to be down:
+it checks every ``PARKED_S`` (no call), so thousands of items waiting for one outage cost one probe's calls,
+not one backoff each.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("eni_async.release")
 
 T = TypeVar("T")
+# How often an item parked while the API is known to be down looks whether it is back (no call: a look at
+# ``Patience.api_down``).
+PARKED_S = 5.0
 
 
 class Progress(Protocol):
@@ -67,6 +74,9 @@ class Patience:
         self.policy = policy
         self.items: dict[int, Waiting] = {}
         self.on_outage: Callable[[BaseException | None], None] | None = None
+        # The error that made the API known not to answer, if it is so now (the service's ``ApiHealth``,
+        # which probes it meanwhile).
+        self.api_down: Callable[[], BaseException | None] | None = None
 
     def __repr__(self) -> str:
         return f"Patience({self.policy!r}, waiting={len(self.items)})"
@@ -87,9 +97,10 @@ class Patience:
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            if exc is None:
-                return
-            wait = state.next_action.sleep if state.next_action else 0.0
+            if exc is not None:
+                failed(exc, state.next_action.sleep if state.next_action else 0.0)
+
+        def failed(exc: BaseException, wait: float) -> None:
             if not failures:
                 _decide(outcome, f"{what} failed ({exc}): waiting for the API, until the release's deadline")
                 if self.on_outage is not None:
@@ -105,14 +116,18 @@ class Patience:
 
         async def attempt() -> T:
             if failures:
-                if waiting.closed():
-                    raise StopSubmitting
                 code = error_code(failures[-1])
                 if waiting.recorder is not None and shown[-1:] != [code]:
                     shown.append(code)
                     await waiting.recorder.progressed(waiting.item, outcome)
+                await self._while_api_down(waiting)
+                if waiting.closed():
+                    raise StopSubmitting
             return await call()
 
+        known = self.api_down() if self.api_down is not None else None
+        if known is not None:  # the API is known down: no try before the probe says it is back
+            failed(known, PARKED_S)
         retrying = outlasting(
             self.policy, self.clock, waiting.deadline, retry=outlastable, before_sleep=before_sleep
         )
@@ -133,14 +148,42 @@ class Patience:
     async def pause_before_watching_again(self, outcome: Outcome, again: int) -> bool:
         """Before the ``again``-th new watch of a task left unseen: wait on the backoff (never past the
         deadline); ``False`` when the item has no deadline left or its gate closed."""
+        return await self._pause(outcome, again)
+
+    async def pause_before_looking_again(self, outcome: Outcome, again: int) -> None:
+        """Before the look that follows the ``again``-th ambiguous submit in a row after the first: wait on
+        the backoff (never past the deadline); nothing for an item without a deadline."""
+        await self._pause(outcome, again)
+
+    def left(self, outcome: Outcome, limit: float) -> float:
+        """``limit`` seconds, cut at the item's deadline when it has one (at least 0)."""
+        waiting = self.items.get(id(outcome))
+        if waiting is None:
+            return limit
+        return max(0.0, min(limit, waiting.deadline - self.clock.monotonic()))
+
+    async def _pause(self, outcome: Outcome, again: int) -> bool:
         waiting = self.items.get(id(outcome))
         if waiting is None:
             return False
         left = waiting.deadline - self.clock.monotonic()
         if left <= 0 or waiting.closed():
             return False
-        await self.clock.sleep(min(left, self.policy.maximum, self.policy.initial * 2**again))
+        await self.clock.sleep(min(left, self.policy.maximum, self.policy.initial * 2 ** min(again, 32)))
+        await self._while_api_down(waiting)
         return not waiting.closed()
+
+    async def _while_api_down(self, waiting: Waiting) -> None:
+        """While the API is known not to answer, wait (checking every ``PARKED_S``, until the deadline or
+        the gate closes) rather than try: one probe, not every waiting item, finds out when it is back."""
+        down = self.api_down
+        if down is None:
+            return
+        while down() is not None and not waiting.closed():
+            left = waiting.deadline - self.clock.monotonic()
+            if left <= 0:
+                return
+            await self.clock.sleep(min(left, PARKED_S))
 
 
 def _decide(outcome: Outcome, decision: str) -> None:
@@ -148,4 +191,4 @@ def _decide(outcome: Outcome, decision: str) -> None:
     log.info("%s: %s", outcome.eni_id, decision)
 
 
-__all__ = ["Patience", "Progress", "Waiting", "outlastable"]
+__all__ = ["PARKED_S", "Patience", "Progress", "Waiting", "outlastable"]

@@ -98,6 +98,8 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        # Told how every call ended, after its retries (``None``: answered); the service's ``ApiHealth``.
+        self.heard: Callable[[EniAsyncError | None], None] | None = None
         self.dialect: Dialect = get_dialect(settings.dialect)
         self.endpoint = settings.resolved_endpoint
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -222,7 +224,30 @@ class Pipeline:
         retry: RetryPolicy | None = None,
     ) -> T:
         """Run one API call through budget, signing, transport and parsing, retried per the table (and
-        ``retry``, default the settings')."""
+        ``retry``, default the settings'); ``heard`` is told how it ended."""
+        heard = self.heard
+        if heard is None:
+            return await self._retried(action, build, parse, mutating=mutating, subject=subject, retry=retry)
+        try:
+            result = await self._retried(
+                action, build, parse, mutating=mutating, subject=subject, retry=retry
+            )
+        except EniAsyncError as exc:
+            heard(exc)
+            raise
+        heard(None)
+        return result
+
+    async def _retried(
+        self,
+        action: str,
+        build: Callable[[SignContext], HttpRequest],
+        parse: Callable[[HttpResponse], T],
+        *,
+        mutating: bool,
+        subject: str,
+        retry: RetryPolicy | None,
+    ) -> T:
         if self._transport is None:
             raise RuntimeError("EniClient is not open: use 'async with EniClient(...) as client'")
         transport = self._transport

@@ -16,13 +16,17 @@ does not match is refused there as API 2.0 refuses it. An accepted task is hande
 client's tracker), whose ``ChunkFate`` is written into the outcome IP by IP: that is the one place a fate
 becomes an error. A credential failure ends the item with ``Outcome.credentials_error`` set (a batch stops);
 a ``gate`` that closes stops any further submit and interrupts the outcome. Every decision is written into
-the outcome. Rounds and looks are bounded (``MAX_ROUNDS``, ``LookPolicy``), so a release always ends.
+the outcome. Rounds and looks are bounded (``MAX_ROUNDS``, or the deadline below; ``LookPolicy``), so a
+release always ends.
 
 A release given a ``deadline`` (the service's accepted work) outlasts outages: a submit that surely had no
 effect (never connected, throttled) and a look or a watch that failed transiently, each after its own call
 retries, are tried again on the ``OutagePolicy`` backoff until the deadline passes, the last error shown in
 the outcome meanwhile (and journalled). Only then do the cases above decide, so that IPs sent and not seen
-are ``unknown``. Without a deadline (the library's and ``batch``'s default) the calls' own bounds decide.
+are ``unknown``. Ambiguous submits are then bounded by the deadline, not ``MAX_ROUNDS``: from the second in a
+row each look (still made before every resubmit) waits on the backoff first, so a flapping 5xx neither fails
+the item early nor hammers the API. Without a deadline (the library's and ``batch``'s default) the calls' own
+bounds and ``MAX_ROUNDS`` decide.
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("eni_async.release")
 
 UNASSIGN = "UnassignPrivateIpAddresses"
-# Resubmissions of one chunk after ambiguous answers before the item is given up as failed.
+# Resubmissions of one chunk after ambiguous answers before the item is given up as failed (without a
+# deadline; with one, the deadline bounds them).
 MAX_ROUNDS = 6
 
 
@@ -115,6 +120,7 @@ class _Chunk:
     timeout: float | None
     watch: bool
     earlier: set[str] = field(default_factory=set)  # IPs an earlier call of ours may have released
+    ambiguous: int = 0  # ambiguous answers so far
 
 
 class Releaser:
@@ -250,11 +256,19 @@ class Releaser:
 
     async def _chunk(self, c: _Chunk) -> None:
         outcome = c.outcome
-        for _round in range(MAX_ROUNDS):
+        waiting = self.patience.of(outcome)
+        # Without a deadline, MAX_ROUNDS bounds the rounds; with one, the deadline does (each round after
+        # an ambiguous answer paced on the outage backoff before its look, in ``_ambiguous``).
+        rounds = range(MAX_ROUNDS) if waiting is None else itertools.count()
+        why = "too many ambiguous rounds"
+        for _round in rounds:
             if not c.todo:
                 return
             if c.gate is not None and c.gate():
                 raise StopSubmitting
+            if waiting is not None and _round and self.calls.clock.monotonic() >= waiting.deadline:
+                why = f"the release's deadline passed after {_round} ambiguous round(s)"
+                break
             c.earlier = set(outcome.sent)
             outcome.sent.update(c.todo)
             outcome.attempts += 1
@@ -302,12 +316,8 @@ class Releaser:
             return
         if not c.todo:  # the last round settled every IP
             return
-        outcome.fail(
-            OutcomeUnknownError(
-                UNASSIGN, c.item.vpc_id, c.item.eni_id, c.todo, RuntimeError("too many ambiguous rounds")
-            )
-        )
-        await self._settle_by_looking(outcome, c.todo, "too many ambiguous rounds", doubt=True)
+        outcome.fail(OutcomeUnknownError(UNASSIGN, c.item.vpc_id, c.item.eni_id, c.todo, RuntimeError(why)))
+        await self._settle_by_looking(outcome, c.todo, why, doubt=True)
 
     async def _watch(
         self,
@@ -322,10 +332,17 @@ class Releaser:
     ) -> None:
         """Hand an accepted task to the watcher and write each IP's fate into the outcome. For an item with
         a deadline, a watch that ended with IPs unseen (its own deadline, or failing calls) while the task
-        was not seen ending is started again until the item's deadline passes."""
+        was not seen ending is started again until the item's deadline passes; every watch of it ends by
+        that deadline (IPs then unseen are ``unknown``)."""
+        limit = self.calls.poll.timeout if timeout is None else timeout
         for again in itertools.count():
             fate = await self.watcher.track(
-                item.vpc_id, item.eni_id, task_id, chunk, submitted_at=submitted_at, timeout=timeout
+                item.vpc_id,
+                item.eni_id,
+                task_id,
+                chunk,
+                submitted_at=submitted_at,
+                timeout=self.patience.left(outcome, limit),
             )
             state = fate.state
             if not fate.unknown or (state is not None and state.status.done):
@@ -469,6 +486,9 @@ async def _ambiguous(r: Releaser, c: _Chunk, exc: EniAsyncError) -> tuple[str, .
     """The server may have acted: describe, count what is gone, resubmit what is still there."""
     cause = exc.cause if isinstance(exc, OutcomeUnknownError) else exc
     log.warning("%s: %s; describing the ENI before resubmitting", c.item.eni_id, exc)
+    c.ambiguous += 1
+    if c.ambiguous > 1:  # a second ambiguous answer in a row: under a deadline, wait before looking again
+        await r.patience.pause_before_looking_again(c.outcome, c.ambiguous - 2)
     doubts = len(c.outcome.unknown)
     still = await r._in_doubt(c.outcome, c.todo, f"ambiguous submit ({cause})", seen=c.seen)
     if still is None:

@@ -24,10 +24,12 @@ from eni_async.clock import FakeClock
 from eni_async.credentials import CredentialProvider, credential_chain
 from eni_async.journal import SqliteJournal
 from eni_async.service.engine import Engine
+from eni_async.service.health import PROBE_WAIT
 from eni_async.service.http import make_app
 from eni_async.simulator import Simulator, SimulatorConfig, running
 from tests.servehelpers import AUTH as SERVE_AUTH
 from tests.servehelpers import read, serve_process, simulated
+from tests.test_release_outage import flap_submits
 
 TOKEN = "outage-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -84,12 +86,13 @@ async def service(
     deadline: float = 21_600.0,
     dialect: str = "v3",
     outage: tuple[str, float] | None = None,
+    enis: int = 4,
 ) -> AsyncIterator[Svc]:
-    """A service (``dialect``, release deadline ``deadline``) on a simulator of 4 ENIs, one fake clock;
-    ``outage`` (kind, seconds) starts before the service does."""
+    """A service (``dialect``, release deadline ``deadline``) on a simulator of ``enis`` ENIs, one fake
+    clock; ``outage`` (kind, seconds) starts before the service does."""
     clock = FakeClock()
     sim = Simulator(
-        SimulatorConfig(enis=4, ips_per_eni=3, seed=5, task_latency=(1.0, 0.3), keys=KEYS), clock=clock
+        SimulatorConfig(enis=enis, ips_per_eni=3, seed=5, task_latency=(1.0, 0.3), keys=KEYS), clock=clock
     )
     async with running(sim, host="127.0.0.1", port=0) as server:
         if outage is not None:
@@ -363,3 +366,78 @@ async def test_serve_reads_refused_credentials_again_from_its_profile_file(tmp_p
                 assert (await resp.json())["status"] == "succeeded"
         assert KEYS[FIRST] not in read(tmp_path / "serve.log")
         assert KEYS[SECOND] not in read(tmp_path / "serve.log")
+
+
+async def test_an_outage_of_task_watching_alone_makes_readyz_unreachable(tmp_path: Path) -> None:
+    """The API unreachable once every submit was accepted, so that only the watching calls (describes, task
+    queries) fail: /readyz answers 503 naming it while they fail (before: ``ok`` throughout, since no submit
+    waited), and 200 ``ok`` again once a call is answered; the release succeeds."""
+    async with service(tmp_path) as svc:
+        body = svc.bodies()[0]
+
+        async def outage_once_submitted() -> None:
+            while not svc.tasks_by_eni():
+                await svc.clock.sleep(0.01)
+            svc.sim.outage.start("unreachable", 20_000)  # ended by hand below, before the deadline (6 h)
+
+        starter = asyncio.create_task(outage_once_submitted())
+        [release_id] = await svc.post([body])
+        await starter
+
+        async def unready() -> bool:
+            return (await svc.readyz())[0] == 503
+
+        await until(unready)
+        status, ready = await svc.readyz()
+        assert (status, ready["api"]) == (503, "unreachable (ConnectFailed)")
+        assert (await svc.get(release_id))["status"] == "running"
+        assert svc.sim.requests["UnassignPrivateIpAddresses"] == 1  # nothing but the watch was failing
+        svc.sim.outage.end()
+        [done] = await svc.finished([release_id])
+        assert done["status"] == "succeeded"
+        assert svc.tasks_by_eni() == Counter({body["eni_id"]: 1})
+
+        async def ready_again() -> bool:
+            return (await svc.readyz())[0] == 200
+
+        await until(ready_again)
+        assert (await svc.readyz())[1]["api"] == "ok"
+
+
+@pytest.mark.parametrize("dialect", ["v2", "v3"])
+async def test_releases_waiting_for_one_outage_share_one_probe(tmp_path: Path, dialect: str) -> None:
+    """Sixteen releases accepted in a 5-minute 503 outage do not each retry on a backoff of their own: once
+    its first minute is over, the API gets fewer than one call every two seconds (the probe's), then every
+    release succeeds with one task per ENI (before: each item's own tries, over 5 calls a second)."""
+    async with service(tmp_path, dialect=dialect, enis=16) as svc:
+        svc.sim.outage.start("http_503", 300)
+        received: list[int] = []
+
+        async def sample() -> None:
+            for at in (60, 300):
+                await svc.clock.sleep(at - svc.clock.monotonic())
+                received.append(sum(svc.sim.requests.values()))
+
+        sampler = asyncio.create_task(sample())
+        ids = await svc.post(svc.bodies())
+        done = await svc.finished(ids)
+        await sampler
+        assert [r["status"] for r in done] == ["succeeded"] * 16
+        assert svc.tasks_by_eni() == Counter({body["eni_id"]: 1 for body in svc.bodies()})
+        first_minute, whole = received
+        assert whole - first_minute < 240 / 2
+        assert svc.sim.outage.state()["struck"]["http_503"] >= 240 / PROBE_WAIT.maximum
+
+
+async def test_a_release_outlasts_a_flapping_503_on_its_submits(tmp_path: Path) -> None:
+    """Ten submits in a row answered 503, the ENI answering each look in between: the accepted release
+    succeeds with one task (before: failed after six rounds, "too many ambiguous rounds")."""
+    async with service(tmp_path, dialect="v2") as svc:
+        body = svc.bodies()[0]
+        flapping = asyncio.create_task(flap_submits(svc.sim, 10))
+        [release_id] = await svc.post([body])
+        [done] = await svc.finished([release_id])
+        await flapping
+        assert done["status"] == "succeeded", done["decisions"]
+        assert done["attempts"] == 11
+        assert svc.tasks_by_eni() == Counter({body["eni_id"]: 1})

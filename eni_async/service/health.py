@@ -2,9 +2,11 @@
 
 The state is one line for ``/readyz`` (never a secret, only error codes): ``checking credentials`` until the
 cheap call made at start (``EniClient.check_credentials``: one DescribeNetworkInterfaces with ``Limit`` 1)
-answers, ``ok``, ``unreachable (Code)`` while the release path waits out an outage (or a release ended on
-one; the API is then probed with the cheap call on the backoff until it answers), or ``credentials
-refused: Code``. Refused credentials are read again from their source
+answers, ``ok``, ``unreachable (Code)`` once any call the service makes (a submit, a look, a task query,
+the probe) failed transiently after its retries, until one is answered again (the API is meanwhile probed
+with the cheap call on the ``PROBE_WAIT`` backoff, so that a replica with no work still learns it, and items
+waiting out the outage wait for that probe rather than each trying: ``down``), or ``credentials refused:
+Code``. Refused credentials are read again from their source
 (``reload``: the credential chain, so a rewritten file, a renewed role or new variables count; without it
 the provider renews itself) and tried with the same cheap call, on the ``CREDENTIALS_WAIT`` backoff, until
 the API takes them; then ``resume`` is awaited (the engine starts a new batch). Nothing is failed for it.
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from tenacity import RetryCallState
 
-from eni_async.errors import AuthError, EniAsyncError, error_code
+from eni_async.errors import AuthError, EniAsyncError, OutcomeUnknownError, ServerError, error_code
 from eni_async.patience import outlastable
 from eni_async.policy import OutagePolicy, outlasting
 
@@ -32,6 +34,9 @@ log = logging.getLogger("eni_async.service")
 
 # How often refused credentials are read again and tried: jittered, doubling from 1 s, at most a minute.
 CREDENTIALS_WAIT = OutagePolicy(initial=1.0, maximum=60.0)
+# How often an unreachable API is probed with the cheap call: every item waiting for it waits for this probe
+# (``Patience.api_down``), so it is the whole load an outage puts on the API and sets how soon work resumes.
+PROBE_WAIT = OutagePolicy(initial=1.0, maximum=10.0)
 OK, CHECKING, UNREACHABLE, REFUSED = "ok", "checking credentials", "unreachable", "credentials refused"
 # Error codes of an outcome that say the API could not be reached.
 UNREACHABLE_CODES = frozenset({"ConnectFailed", "ConnectionLost", "BadAnswer"})
@@ -55,7 +60,10 @@ class ApiHealth:
         self.stopping = False
         self._recovery: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._down: EniAsyncError | None = None  # the last call's error that made the API unreachable
         client.releaser.patience.on_outage = self.outage
+        client.releaser.patience.api_down = self.down
+        client.calls.heard = self.heard
 
     def __repr__(self) -> str:
         return f"ApiHealth({self.state!r})"
@@ -70,23 +78,37 @@ class ApiHealth:
         """Whether the API refuses the credentials (work is paused)."""
         return self.state.startswith(REFUSED)
 
+    def down(self) -> EniAsyncError | None:
+        """The error that made the API known not to answer, while it is so and the probe runs (without a
+        probe to say when it is back, say nothing: the items then try on their own backoff)."""
+        probing = self._probe is not None and not self._probe.done()
+        return self._down if probing and self.state.startswith(UNREACHABLE) else None
+
+    def heard(self, error: EniAsyncError | None) -> None:
+        """How one API call ended, after its retries (every call the service makes: submits, looks, task
+        queries, the probe): one that failed transiently (an ambiguous submit for its cause's reason) makes
+        the API unreachable; any answer (``None``, or an error the API answered with) makes it ok again.
+        A refusal of the credentials is the batch's to report (``refuse``)."""
+        cause = error.cause if isinstance(error, OutcomeUnknownError) else error
+        if isinstance(cause, EniAsyncError) and outlastable(cause):
+            self._unreachable(error_code(cause), cause)
+        elif not isinstance(cause, AuthError) and self.state.startswith(UNREACHABLE):
+            log.info("the API answers again")
+            self.state = OK
+
     def outage(self, error: BaseException | None) -> None:
         """The release path's word that an item began waiting out an outage (``error``) or that its wait
-        ended (``None``: the API answered, or the item's deadline passed, which its outcome then says)."""
+        ended (``None``; the calls themselves say whether the API answers again, ``heard``)."""
         if error is not None:
             self.outages += 1
-            self._unreachable(error_code(error))
+            self._unreachable(error_code(error), error if isinstance(error, EniAsyncError) else None)
             return
         self.outages = max(0, self.outages - 1)
-        if not self.outages and self.state.startswith(UNREACHABLE):
-            self.state = OK
 
     def finished(self, code: str | None) -> None:
         """A release ended here with the error ``code`` (``None``: none)."""
         if code in UNREACHABLE_CODES:
             self._unreachable(code)
-        elif not self.refused and not self.outages:
-            self.state = OK
 
     async def first_check(self) -> None:
         """At start: one cheap call says whether the API takes the credentials."""
@@ -95,20 +117,23 @@ class ApiHealth:
         except AuthError as exc:
             self.refuse(exc)
         except EniAsyncError as exc:
-            if self.state == CHECKING:
+            if not self.refused:
                 log.warning("the API cannot be reached at start (%s); accepted work waits for it", exc)
-                self._unreachable(error_code(exc))
+                self._unreachable(error_code(exc), exc)
         else:
-            if self.state == CHECKING or (self.state.startswith(UNREACHABLE) and not self.outages):
+            if self.state == CHECKING or self.state.startswith(UNREACHABLE):
                 self.state = OK
 
-    def _unreachable(self, code: str) -> None:
-        """The API could not be reached: say so, and probe it (on the backoff) until it answers, since a
-        replica that is not ready may get no release that would tell."""
+    def _unreachable(self, code: str, error: EniAsyncError | None = None) -> None:
+        """The API could not be reached (``error``, when known: what waiting items show): say so, and probe
+        it (on the backoff) until it answers, since a replica that is not ready may get no release that
+        would tell."""
         if self.refused:
             return
         self.state = f"{UNREACHABLE} ({code})"
-        if self._probe is None or self._probe.done():
+        if error is not None or self._down is None:
+            self._down = error if error is not None else ServerError(code, "the API could not be reached")
+        if (self._probe is None or self._probe.done()) and not self.stopping:
             self._probe = asyncio.create_task(self._probing())
 
     async def _probing(self) -> None:
@@ -116,12 +141,12 @@ class ApiHealth:
             await self.client.check_credentials()
 
         retrying = outlasting(
-            CREDENTIALS_WAIT,
+            PROBE_WAIT,
             self.client.clock,
             math.inf,
             retry=lambda exc: outlastable(exc) and not self.stopping,
         )
-        await self.client.clock.sleep(CREDENTIALS_WAIT.initial)
+        await self.client.clock.sleep(PROBE_WAIT.initial)
         try:
             await retrying(attempt)
         except AuthError as exc:
@@ -129,7 +154,7 @@ class ApiHealth:
             return
         except EniAsyncError:  # stopping
             return
-        if self.state.startswith(UNREACHABLE) and not self.outages:
+        if self.state.startswith(UNREACHABLE):  # (``heard`` has said so already, unless it is not installed)
             log.info("the API answers again")
             self.state = OK
 
@@ -185,4 +210,4 @@ class ApiHealth:
         await self.resume()
 
 
-__all__ = ["CREDENTIALS_WAIT", "UNREACHABLE_CODES", "ApiHealth"]
+__all__ = ["CREDENTIALS_WAIT", "PROBE_WAIT", "UNREACHABLE_CODES", "ApiHealth"]
