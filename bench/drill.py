@@ -14,12 +14,17 @@ raised tenfold so the drill ends in minutes. Four runs, each on a fresh simulato
 4. sigterm: the batch is sent SIGTERM mid-run; it must exit 143 having written an outcome for every item it
    had finished or had in flight (IPs of unestablished fate under ``unknown``), then ``resume`` finishes.
 
+Four more runs (``bench/drill_faults.py``): credentials lost mid-batch (the metadata service's short-lived
+keys, the metadata service going away), kills during slow tasks, a damaged CSV, and a full disk under
+``serve``.
+
 Verdict for each run: the final ``resume --output`` file (or the straight batch's output) alone holds one
 outcome per ENI, and every outcome, in that file and in the journal, agrees with the simulator's ground
 truth: no item lost, no IP reported released while still assigned, none unreleased while gone.
 
     python bench/drill.py                 # full size (a few minutes)
     python bench/drill.py --enis 200      # quicker
+    python bench/drill.py --only csv-damage disk-full    # some runs only
 
 Only 127.0.0.1; every subprocess is bounded by a timeout and killed at the end.
 """
@@ -289,15 +294,19 @@ MODES = {
 
 
 def main() -> int:
+    from bench.drill_faults import FAULT_MODES, add_arguments
+
+    modes = {**MODES, **FAULT_MODES}
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_arguments(parser)
     parser.add_argument("--enis", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--kill-after", type=float, nargs="+", default=[4.0, 6.0, 8.0], metavar="S")
     parser.add_argument("--term-after", type=float, default=5.0, metavar="S", help="SIGTERM after S seconds")
-    parser.add_argument("--only", nargs="+", choices=list(MODES), default=list(MODES), help="runs to do")
+    parser.add_argument("--only", nargs="+", choices=list(modes), default=list(modes), help="runs to do")
     parser.add_argument("--timeout", type=float, default=1200.0, help="bound on each batch or resume run")
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     parser.add_argument(
@@ -335,7 +344,7 @@ def main() -> int:
         )
         results = {}
         for mode in args.only:
-            results[mode] = MODES[mode](work, state, source, enis, args)
+            results[mode] = modes[mode](work, state, source, enis, args)
             print(f"{mode}: {json.dumps(results[mode])}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
@@ -349,4 +358,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.drill_faults
     raise SystemExit(main())

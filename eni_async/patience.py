@@ -78,6 +78,7 @@ class Patience:
         # which probes it meanwhile).
         self.api_down: Callable[[], BaseException | None] | None = None
         self.watching: set[int] = set()  # items (by ``id(outcome)``) whose task is being watched now
+        self.parked_s = PARKED_S  # how often a parked item looks (``ApiHealth`` sets it with ``api_down``)
 
     def __repr__(self) -> str:
         return f"Patience({self.policy!r}, waiting={len(self.items)})"
@@ -198,7 +199,7 @@ class Patience:
             left = waiting.deadline - self.clock.monotonic()
             if left <= 0:
                 return
-            await self.clock.sleep(min(left, PARKED_S))
+            await self.clock.sleep(min(left, self.parked_s))
 
 
 def taken_again(outcome: Outcome) -> None:

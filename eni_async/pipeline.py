@@ -55,7 +55,8 @@ from eni_async.errors import (
 from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, Submitted, TaskState
 from eni_async.policy import PollPolicy, RetryPolicy, backoff, retrier, retryable
 from eni_async.poller import LatencyTracker
-from eni_async.settings import Settings, mask_url
+from eni_async.settings import Settings
+from eni_async.settings_check import mask_url
 from eni_async.throttle import Budgets
 from eni_async.transport import AiohttpTransport, Transport, client_timeout, proxy_for, tls_for
 
@@ -159,6 +160,7 @@ class Pipeline:
             url=self.settings.shared_quota,
             account=quota_account(credentials, self.settings, clock=self.clock),
             region=access_region(self.endpoint, self.settings.region),
+            probe=self.settings.shared_quota_probe,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from eni_async import terminal
 from eni_async.batch import BatchStats
 from eni_async.journal import Journal
 from eni_async.outcomes import STATUSES, SUCCEEDED, Outcome
-from eni_async.settings import mask_url
+from eni_async.settings_check import mask_url
 
 
 class Progress:

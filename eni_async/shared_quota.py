@@ -12,8 +12,9 @@ outstanding reservation per action, so busy processes take turns (fair shares) a
 nothing. If Redis is lost mid-run, each budget falls back to a local ``RateBudget`` of ``rate / processes``
 (the processes that used the action in the last ``HORIZON`` seconds; below one call per window each, one
 call per proportionally longer window), starting one window after the last slot Redis may have granted,
-logs one WARNING, tries Redis again every ``PROBE_INTERVAL`` seconds and goes back to it when it answers,
-still gated by the local share until the other processes must be back too. A Redis
+logs one WARNING, tries Redis again every ``PROBE_INTERVAL`` seconds (the ``shared_quota_probe`` setting)
+and goes back to it when it answers, still gated by the local share until the other processes must be back
+too. A Redis
 failure never fails a call: it only changes where the slot comes from. Why a script of our own, over
 ``redis-py``'s asyncio client (the reference client, kept by Redis; ``hiredis`` speeds it up when
 installed): ``limits``, the well-kept limiter with Redis storage, answers only "allowed now or not" for a
@@ -49,7 +50,7 @@ from redis.exceptions import RedisError
 
 from eni_async.clock import Clock
 from eni_async.errors import ConfigError
-from eni_async.settings import mask_url
+from eni_async.settings_check import mask_url
 from eni_async.throttle import DECREASE, RECOVERY, SHARE, STRAY_LIMIT, WINDOW, RateBudget
 
 log = logging.getLogger("eni_async.shared_quota")
@@ -157,11 +158,15 @@ class RedisQuota:
     """One connection to the Redis that holds the quotas, and whether it is reachable just now.
 
     ``server_time=False`` sends ``clock.time()`` instead of reading the server's ``TIME``: a seam for tests
-    on a ``FakeClock`` only, since then every process's clock must agree.
+    on a ``FakeClock`` only, since then every process's clock must agree. ``probe``: seconds between tries
+    while Redis is lost (the ``shared_quota_probe`` setting).
     """
 
-    def __init__(self, url: str, clock: Clock, *, server_time: bool = True) -> None:
+    def __init__(
+        self, url: str, clock: Clock, *, server_time: bool = True, probe: float = PROBE_INTERVAL
+    ) -> None:
         self.url = url
+        self.probe = probe
         self.masked = mask_url(url)
         self._clock = clock
         self._server_time = server_time
@@ -225,7 +230,7 @@ class RedisQuota:
         if self.lost:
             if now < self._next_probe:
                 return None
-            self._next_probe = now + PROBE_INTERVAL  # one probe at a time, whichever budget makes it
+            self._next_probe = now + self.probe  # one probe at a time, whichever budget makes it
         self._connect()
         args = [
             configured, int(WINDOW * _MICRO), self.member,
@@ -243,7 +248,7 @@ class RedisQuota:
                     "until Redis answers again", self.masked, self._describe(exc),
                     extra={"shared_quota": self.masked},
                 )  # fmt: skip
-            self._next_probe = now + PROBE_INTERVAL
+            self._next_probe = now + self.probe
             return None
         if self.lost:
             self.lost = False
@@ -342,7 +347,7 @@ class SharedBudget:
         if self._local is not None:
             # Back from a fallback: Redis knows nothing of the local sends of the last window, nor of the
             # other processes' until they too are back (their next probe), so the local budget keeps gating.
-            self._local_until = self._clock.monotonic() + PROBE_INTERVAL + WINDOW
+            self._local_until = self._clock.monotonic() + self._quota.probe + WINDOW
             self._gate, self._local = self._local, None
         return delay
 
@@ -390,8 +395,9 @@ class SharedBudgets:
         account: Account,
         region: str,
         server_time: bool = True,
+        probe: float = PROBE_INTERVAL,
     ) -> None:
-        self.quota = RedisQuota(url, clock, server_time=server_time)
+        self.quota = RedisQuota(url, clock, server_time=server_time, probe=probe)
         self.region = region
         self.account: str | None = account if isinstance(account, str) else None
         self._find_account = None if isinstance(account, str) else account

@@ -3,6 +3,9 @@ a PostgreSQL server (one per session, a database per test) and a journal URL of 
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -27,14 +30,18 @@ timeout = 30.0
 initial = 0.01
 maximum = 0.05
 """
+assert "initial = 0.01\nmaximum = 0.05" in FAST_TOML
 DOC_SECRET_ID, DOC_SECRET_KEY = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3gnPhESA", "Gu5t9xGARNpq86cd98joQYCN3Cozk1qA"
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+@pytest.fixture(scope="session")
+def closed_port() -> Iterator[int]:
+    """A port of 127.0.0.1 where nothing listens, for the session: bound by a socket that never listens, so a
+    connection is refused at once and no other server (of any worker) can take the port meanwhile."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port: int = holder.getsockname()[1]
+        yield port
 
 
 # Role-credential sources the credential chain reaches when nothing static is found.
@@ -50,14 +57,16 @@ ROLE_ENV = (
 
 
 @pytest.fixture(autouse=True)
-def no_role_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def no_role_credentials(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory, closed_port: int
+) -> None:
     """Every test: no TKE or role variables, the metadata service and STS on a closed local port, and an empty
     home (a developer's own ~/.tencentcloud or ~/.tccli profile, and its region, never reach a test)."""
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
     monkeypatch.delenv("TCCLI_PROFILE", raising=False)
     for name in ROLE_ENV:
         monkeypatch.delenv(name, raising=False)
-    closed = f"http://127.0.0.1:{_closed_port()}"
+    closed = f"http://127.0.0.1:{closed_port}"
     monkeypatch.setenv("ENI_ASYNC_METADATA_ENDPOINT", closed)
     monkeypatch.setenv("ENI_ASYNC_STS_ENDPOINT", closed)
 
@@ -71,13 +80,18 @@ def fast_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return config
 
 
+# Scripted exchanges answer only what a test scripted: the rest is refused at once and retried; waits of a
+# millisecond keep those retries (three rounds of eight describes, say) from costing real time.
+SCRIPTED_TOML = FAST_TOML.replace("initial = 0.01\nmaximum = 0.05", "initial = 0.001\nmaximum = 0.001")
+
+
 @pytest.fixture
 def creds(monkeypatch: pytest.MonkeyPatch, fast_config: Path) -> None:
-    """The documentation's example key pair in the environment, fast polls, and task-only confirmation
-    (the scripted exchanges these tests replay answer task queries, not descriptions)."""
+    """The documentation's example key pair in the environment, fast polls, task-only confirmation (the
+    scripted exchanges these tests replay answer task queries, not descriptions) and millisecond retries."""
     monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", DOC_SECRET_ID)
     monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", DOC_SECRET_KEY)
-    fast_config.write_text('confirm = "task"\n' + FAST_TOML)
+    fast_config.write_text('confirm = "task"\n' + SCRIPTED_TOML)
 
 
 @pytest.fixture
@@ -182,14 +196,37 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+# The session's PostgreSQL server, started in a thread as soon as the collection shows a test that needs it
+# (initdb and the start take seconds, mostly waiting: other tests run meanwhile), stopped at the session's end.
+_postgres: concurrent.futures.Future[PostgresServer] | None = None
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    """One real PostgreSQL server for the session (started on first use), stopped at the end."""
-    server = started()
+    """One real PostgreSQL server for the session (started early, or on first use), stopped at the end."""
+    global _postgres
+    if _postgres is None:
+        _postgres = concurrent.futures.Future()
+        _postgres.set_result(started())
+    server = _postgres.result()
     try:
         yield server
     finally:
         server.stop()
+
+
+def _start_postgres_early(items: list[pytest.Item]) -> None:
+    global _postgres
+    if _postgres is None and any("postgres_server" in getattr(i, "fixturenames", ()) for i in items):
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="postgres")
+        _postgres = pool.submit(started)
+        pool.shutdown(wait=False)
+
+
+def pytest_sessionfinish() -> None:
+    """A server started early for tests this process did not run in the end is stopped too (once started)."""
+    if _postgres is not None and _postgres.exception() is None:
+        _postgres.result().stop()
 
 
 @pytest.fixture
@@ -211,3 +248,57 @@ def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(tmp_path / "j.journal")
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+def _started() -> float:
+    """When this process started, on ``time.monotonic``'s clock (Linux: from /proc; elsewhere: now)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        booted = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return time.monotonic()
+    return time.monotonic() - (booted - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+_STARTED = _started()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The suite's time, from the interpreter's start (``.ci/run`` shows it; the bar is 60 s on 2 cores), and
+    the CPU it took (user+sys of this process, its workers and every process they started and waited for)."""
+    if hasattr(config, "workerinput"):
+        return
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    terminalreporter.write_line(f"suite: {time.monotonic() - _STARTED:.0f} s wall, {cpu:.0f} s CPU")
+
+
+# Modules whose tests run for seconds (real processes, servers, rate windows), longest first: they start
+# first, so no worker is left with one of them at the end while the others idle (pytest-xdist deals the
+# tests out in collection order and idle workers steal from the tail of a busy one's share).
+LONG_FIRST = (
+    "test_service_contract.py",
+    "test_replicas_drill.py",
+    "test_service_process.py",
+    "test_interrupt_cli.py",
+    "test_replicas.py",
+    "test_journal_cli.py",
+    "test_shared_quota_client.py",
+    "test_shared_quota.py",
+    "test_cli_quiet.py",
+    "test_journal_resume.py",
+    "test_service_hostile.py",
+    "test_service_command.py",
+    "test_service_outage.py",
+    "test_drill.py",
+    "test_credentials_refresh.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests of ``LONG_FIRST`` first, in its order; every other test after them, in collection order.
+    A PostgreSQL server starts now if a test needs one."""
+    rank = {name: n for n, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))
+    if not config.option.collectonly:
+        _start_postgres_early(items)

@@ -31,6 +31,7 @@ LIMITS = {
 }
 CONFIG = """
 grace = {grace}
+service_outage_wait = 0.05
 [poll]
 first = 0.2
 initial = 0.1

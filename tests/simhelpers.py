@@ -7,10 +7,13 @@ stand on the official vectors and on nothing else of ours. Every helper call che
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+import threading
+import urllib.request
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from eni_async import signing
 from eni_async.clock import FakeClock
-from eni_async.simulator import Simulator, SimulatorConfig
+from eni_async.simulator import Simulator, SimulatorConfig, running
 
 # The example key pair from Tencent's docs (docs/protocol.md §3); not a real key.
 DOC_SECRET_ID = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3gnPhESA"
@@ -196,6 +199,51 @@ class V3:
         assert resp.headers["Content-Type"] == JSON
         answer: dict[str, Any] = json.loads(await resp.read())
         return answer
+
+
+@contextmanager
+def simulator_thread(**config: Any) -> Iterator[dict[str, Any]]:
+    """A real-time simulator (``SimulatorConfig(**config)``) served on 127.0.0.1 by an event loop of its own in
+    a thread, for synchronous tests of a real ``eni-async`` process: yields what ``eni-async simulate``'s ready
+    line holds (``endpoint``, ``region``, ``secret_id``, ``secret_key``) without the cost of a process of its
+    own. Reach it over HTTP (``sim_get``, ``sim_post``); it stops with the block."""
+    sim = Simulator(SimulatorConfig(**config))
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    ready: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def serve() -> None:
+        async with running(sim, host="127.0.0.1", port=0) as server:
+            ready.update(endpoint=server.endpoint, region=sim.region)
+            ready.update(secret_id=sim.credentials.secret_id, secret_key=sim.credentials.secret_key)
+            started.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        assert started.wait(30), "the simulator did not start"
+        yield ready
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
+
+
+def sim_get(endpoint: str, path: str) -> dict[str, Any]:
+    """``GET endpoint+path`` of a simulator in another process (``/_sim/state``, ``/_sim/stats``): its JSON."""
+    with urllib.request.urlopen(f"{endpoint}{path}", timeout=30) as answer:
+        data: dict[str, Any] = json.loads(answer.read())
+    return data
+
+
+def sim_post(endpoint: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``POST`` a JSON body to a simulator's control in another process (``/_sim/hold``, ``/_sim/finish``)."""
+    request = urllib.request.Request(f"{endpoint}{path}", data=json.dumps(body or {}).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        data: dict[str, Any] = json.loads(answer.read())
+    return data
 
 
 def first_eni(sim: Simulator) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from eni_async.settings import Settings
 from eni_async.simulator import Simulator, load_fault_profile
 from eni_async.testing import jsonl_lines
 from eni_async.transport import MAX_BODY
-from tests.aioresp import mocked
+from tests.aioresp import Mocked, mocked
 from tests.batchhelpers import world
 
 VPC, ENI = "vpc-7t9nf3pu", "eni-m6dyj72l"
@@ -633,18 +633,24 @@ async def local_server(status: int, body: bytes) -> AsyncIterator[tuple[str, lis
         await runner.cleanup()
 
 
-async def answer(client: EniClient, op: str, status: int, body: bytes) -> tuple[object, int]:
-    """Run ``op`` once against a server that always gives this answer; return (result or error, requests)."""
+async def answer(
+    client: EniClient, op: str, status: int, body: bytes, mock: Mocked | None = None
+) -> tuple[object, int]:
+    """Run ``op`` once against a server that always gives this answer; return (result or error, requests).
+    ``mock``: an open ``mocked()`` to script afresh (one patch for many answers), else one of its own."""
+    if mock is None:
+        with mocked() as own:
+            return await answer(client, op, status, body, own)
     call, _ = OPS[op]
-    with mocked() as m:
-        m.post(URLS[client.settings.dialect], status=status, body=body, repeat=True)
-        try:
-            async with asyncio.timeout(GUARD):
-                result: object = await call(client)
-        except EniAsyncError as exc:
-            result = exc
-        sent = sum(len(calls) for calls in m.requests.values())
-    return result, sent
+    mock.inner.clear()
+    mock.requests.clear()
+    mock.post(URLS[client.settings.dialect], status=status, body=body, repeat=True)
+    try:
+        async with asyncio.timeout(GUARD):
+            result: object = await call(client)
+    except EniAsyncError as exc:
+        result = exc
+    return result, sum(len(calls) for calls in mock.requests.values())
 
 
 def check_typed(op: str, result: object, sent: int, *, required: bool, what: str) -> None:
@@ -680,21 +686,22 @@ async def test_envelope_field_missing_or_mistyped_gives_a_typed_error(
 ) -> None:
     """Each envelope field, missing or of any wrong JSON type, gives a typed error or a well-typed result."""
     settings = Settings(dialect=dialect, retry=RETRY, poll=PollPolicy(timeout=60.0))
-    async with EniClient(Credentials(SECRET_ID, SECRET_KEY), settings, clock=FakeClock()) as client:
-        original = lookup(VALID[(dialect, kind)], path)
-        for value in (*WRONG_TYPES, *EXTRA_VALUES.get(path, ())):
-            if value is not MISSING and value in EXTRA_VALUES.get(path, ()):
-                pass  # a value of the right type but outside what the field may hold
-            elif type(value) is type(original):
-                continue  # not a wrong type for this field
-            elif value is MISSING and (isinstance(path[-1], int) or path == ("Response", "Error")):
-                continue  # removing a list entry or the error object leaves a valid answer
-            body = json.dumps(mutate(VALID[(dialect, kind)], path, value)).encode()
-            result, sent = await answer(client, op, 200, body)
-            shown = "missing" if value is MISSING else json.dumps(value)
-            what = f"{op} with {'.'.join(map(str, path))} {shown}"
-            # An error answer stays an error whatever its optional fields hold.
-            check_typed(op, result, sent, required=required or kind == "error", what=what)
+    original = lookup(VALID[(dialect, kind)], path)
+    with mocked() as mock:
+        async with EniClient(Credentials(SECRET_ID, SECRET_KEY), settings, clock=FakeClock()) as client:
+            for value in (*WRONG_TYPES, *EXTRA_VALUES.get(path, ())):
+                if value is not MISSING and value in EXTRA_VALUES.get(path, ()):
+                    pass  # a value of the right type but outside what the field may hold
+                elif type(value) is type(original):
+                    continue  # not a wrong type for this field
+                elif value is MISSING and (isinstance(path[-1], int) or path == ("Response", "Error")):
+                    continue  # removing a list entry or the error object leaves a valid answer
+                body = json.dumps(mutate(VALID[(dialect, kind)], path, value)).encode()
+                result, sent = await answer(client, op, 200, body, mock)
+                shown = "missing" if value is MISSING else json.dumps(value)
+                what = f"{op} with {'.'.join(map(str, path))} {shown}"
+                # An error answer stays an error whatever its optional fields hold.
+                check_typed(op, result, sent, required=required or kind == "error", what=what)
 
 
 def bodies() -> Iterator[Any]:

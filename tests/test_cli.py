@@ -519,10 +519,10 @@ async def _unassign(
 
 @pytest.fixture
 async def slow_world(monkeypatch: pytest.MonkeyPatch, fast_config: Path) -> Any:
-    """A real-time simulator with 12 IPs per ENI whose tasks take a second or (on demand) much longer."""
+    """A real-time simulator with 12 IPs per ENI whose tasks take 50 ms or (on demand) much longer."""
     from eni_async.simulator import SimulatorConfig, running
 
-    sim = Simulator(SimulatorConfig(enis=3, ips_per_eni=12, seed=2, task_latency=(0.2, 0.0)))
+    sim = Simulator(SimulatorConfig(enis=3, ips_per_eni=12, seed=2, task_latency=(0.05, 0.0)))
     async with running(sim, host="127.0.0.1", port=0) as server:
         monkeypatch.setenv("TENCENTCLOUD_SECRET_ID", sim.credentials.secret_id)
         monkeypatch.setenv("TENCENTCLOUD_SECRET_KEY", sim.credentials.secret_key)
@@ -550,7 +550,7 @@ async def test_unassign_timeout_reports_the_task_and_unknown_ips(slow_world: tup
     sim, endpoint = slow_world
     sim.world.task_latency = (30.0, 0.0)
     eni = sim.ground_truth()["enis"][1]
-    code, out = await _unassign(sim, endpoint, eni, eni["secondary_ips"][:2], "--timeout", "0.3")
+    code, out = await _unassign(sim, endpoint, eni, eni["secondary_ips"][:2], "--timeout", "0.1")
     assert code == 1
     assert len(out["task_ids"]) == 1
     assert sorted(out["unknown"]) == sorted(eni["secondary_ips"][:2])

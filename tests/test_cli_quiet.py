@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from eni_async.cli import main
 from eni_async.outcomes import Outcome
 from eni_async.progress import Progress, Summary
 from eni_async.terminal import generic, iso_time, logging_to_stderr
-from eni_async.testing import simulator_process
+from tests.simhelpers import sim_get, sim_post, simulator_thread
 
 CLI = [sys.executable, "-m", "eni_async"]
 
@@ -152,14 +153,15 @@ def _ready_env(ready: dict[str, Any], tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_a_closed_pipe_ends_quietly_with_a_true_summary(tmp_path: Path) -> None:
+def test_a_closed_pipe_ends_quietly_with_a_true_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``batch | head -1``: the batch stops, every outcome it had is counted (the journal agrees), stderr holds
-    the summary and no error line, and the exit is 1."""
-    with simulator_process("--enis", "30", "--ips-per-eni", "1", "--task-latency", "0.3,0") as ready:
-        import urllib.request
-
-        with urllib.request.urlopen(f"{ready['endpoint']}/_sim/state", timeout=10) as answer:
-            enis = json.loads(answer.read())["enis"]
+    the summary and no error line, and the exit is 1. The simulator holds the tasks: the first is finished
+    for the first line, the rest once the pipe is closed."""
+    with simulator_thread(enis=30, ips_per_eni=1, task_latency=(0.0, 0.0)) as ready:
+        sim_post(ready["endpoint"], "/_sim/hold", {"hold": True})
+        enis = sim_get(ready["endpoint"], "/_sim/state")["enis"]
         source = tmp_path / "in.jsonl"
         source.write_text("".join(
             json.dumps({"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]}) + "\n"
@@ -176,8 +178,14 @@ def test_a_closed_pipe_ends_quietly_with_a_true_summary(tmp_path: Path) -> None:
             text=True,
         )
         assert proc.stdout is not None
+        deadline = time.monotonic() + 30
+        while not sim_post(ready["endpoint"], "/_sim/finish", {"count": 1})["finished"]:
+            assert time.monotonic() < deadline, "the batch never submitted"
+            time.sleep(0.02)
         first = json.loads(proc.stdout.readline())
         proc.stdout.close()  # what `head -1` does
+        sim_post(ready["endpoint"], "/_sim/hold", {"hold": False})
+        sim_post(ready["endpoint"], "/_sim/finish")
         _, err = proc.communicate(timeout=60)
     assert first["status"] == "succeeded"
     assert proc.returncode == 1, err
@@ -185,28 +193,30 @@ def test_a_closed_pipe_ends_quietly_with_a_true_summary(tmp_path: Path) -> None:
     assert "Traceback" not in err
     assert "the output closed" in err
     counted = int(re.search(r"^ENIs\s+(\d+)$", err, re.MULTILINE)[1])  # type: ignore[index]
-    finished = json.loads(subprocess.run(
-        [*CLI, "status", str(journal)], capture_output=True, text=True, check=True
-    ).stdout)["items"]["finished"]  # fmt: skip
+    capsys.readouterr()
+    assert main(["status", str(journal)]) == 0
+    finished = json.loads(capsys.readouterr().out)["items"]["finished"]
     assert counted == finished >= 1, "the summary counts what the journal holds as finished"
     assert re.search(rf"stopped: {30 - finished} item\(s\) left in the journal", err)
 
 
-def test_the_demos_throttle_count_agrees_with_what_it_warned(tmp_path: Path) -> None:
+def test_the_demos_throttle_count_agrees_with_what_it_warned(
+    tmp_path: Path, fast_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The demo's 'throttled: N' counts every throttle answer, injected ones included, and equals the
-    throttle warnings of its stderr (each condition once, the rest counted)."""
+    throttle warnings of its stderr (each condition once, the rest counted). Fast polls and retries."""
     profile = tmp_path / "throttles.toml"
     profile.write_text('name = "throttles"\n[rates]\nthrottle = 0.2\n')
-    done = subprocess.run(
-        [*CLI, "demo", "--enis", "40", "--ips-per-eni", "1", "--faults", str(profile), "--task-latency", "0"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    said = re.search(r"throttled: (\d+) \((\d+) by the rate limits, (\d+) injected\)", done.stdout)
-    assert said is not None, done.stdout
-    shown = re.findall(r"WARNING eni_async: throttled on (\w+)", done.stderr)  # each condition's first
-    counted = {m[2]: int(m[1]) for m in re.finditer(r"warned (\d+) times: throttled on (\w+)", done.stderr)}
+    code = main(
+        ["demo", "--enis", "40", "--ips-per-eni", "1", "--faults", str(profile), "--task-latency", "0"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    said = re.search(r"throttled: (\d+) \((\d+) by the rate limits, (\d+) injected\)", out)
+    assert said is not None, out
+    shown = re.findall(r"WARNING eni_async: throttled on (\w+)", err)  # each condition's first
+    counted = {m[2]: int(m[1]) for m in re.finditer(r"warned (\d+) times: throttled on (\w+)", err)}
     total = sum(counted.values()) + len([action for action in shown if action not in counted])
     assert int(said[1]) == total > 0
-    assert "rate now" not in done.stderr
-    assert len(done.stderr.splitlines()) < 25, "one line per condition, not one per throttle"
+    assert "rate now" not in err
+    assert len(err.splitlines()) < 25, "one line per condition, not one per throttle"

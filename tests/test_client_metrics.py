@@ -220,8 +220,10 @@ async def test_a_port_in_use_is_a_config_error() -> None:
 async def test_batch_metrics_port_serves_client_metrics_during_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``batch --metrics-port`` serves the client's metrics on 127.0.0.1 while the batch runs."""
-    sim = Simulator(SimulatorConfig(enis=4, ips_per_eni=2, seed=5, task_latency=(0.4, 0.0)))
+    """``batch --metrics-port`` serves the client's metrics on 127.0.0.1 while the batch runs (the simulator
+    holds the four tasks until a scrape has seen them in flight)."""
+    sim = Simulator(SimulatorConfig(enis=4, ips_per_eni=2, seed=5, task_latency=(0.0, 0.0)))
+    sim.hold_tasks()
     config = tmp_path / "fast.toml"
     config.write_text(FAST_TOML)
     monkeypatch.setenv("ENI_ASYNC_CONFIG", str(config))
@@ -243,6 +245,7 @@ async def test_batch_metrics_port_serves_client_metrics_during_the_run(
             with contextlib.suppress(aiohttp.ClientConnectionError):  # not listening yet
                 seen = await scrape(url)
             await asyncio.sleep(0.02)
+        sim.finish_tasks()
         code = await run
     assert code == 0
     assert "eni_async_tasks_in_flight 4.0" in seen, "all four tasks were seen in flight by a scrape"

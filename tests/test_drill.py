@@ -2,7 +2,8 @@
 
 Fake time throughout. A "kill" here cancels the batch while tasks are in flight and throws the client away;
 the journal is all that survives, as after ``kill -9`` (the full-size drill with real SIGKILLs is
-``bench/drill.py``).
+``bench/drill.py``). The drill's other faults in small, below: credentials lost mid-batch, kills during
+slow tasks, a damaged CSV.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from bench.drill_faults import damaged_csv
 from eni_async.client import EniClient
+from eni_async.inputs import read_items
 from eni_async.journal import Journal, SqliteJournal
 from eni_async.outcomes import Item
 from eni_async.policy import PollPolicy
@@ -22,6 +25,7 @@ from eni_async.settings import Settings
 from eni_async.simulator import load_fault_profile
 from eni_async.testing import drill_state, verdict
 from tests.batchhelpers import World, world
+from tests.test_release import FailingLater
 
 ENIS = 40
 
@@ -145,3 +149,92 @@ async def test_journal_holds_no_secret(tmp_path: Path) -> None:
 
 def files_containing(folder: Path, needle: bytes) -> list[Path]:
     return [file for file in folder.iterdir() if needle in file.read_bytes()]
+
+
+# -- the drill's fault runs in small (bench/drill_faults.py at full size; the full disk under serve is
+# tests/test_service_storage.py) ----------------------------------------------------------------------------
+
+
+async def _journalled(client: EniClient, journal: Journal, items: Any) -> list[dict[str, Any]]:
+    return [o.to_json() async for o in client.unassign_many(items, concurrency=6, journal=journal)]
+
+
+async def test_credentials_lost_mid_batch_contradict_nothing_and_resume_finishes(tmp_path: Path) -> None:
+    """Against the hostile world, credentials lost mid-batch (a metadata service gone, short-lived keys):
+    what the batch reports contradicts nothing (IPs sent and not observed are ``unknown``); resumed with
+    credentials again, every ENI ends in agreement with the simulator."""
+    path = tmp_path / "batch.journal"
+    settings = Settings(poll=PollPolicy(timeout=300.0))
+    async with world(
+        state_file=state_file(tmp_path, 6), faults=load_fault_profile("hostile"), seed=6, settings=settings
+    ) as w:
+        items = items_of(w)
+        journal = SqliteJournal(path)
+        await journal.load(items)
+        w.client.credentials = FailingLater(w.sim.credentials, w.clock, at=w.clock.monotonic() + 4.0)
+        cut = await _journalled(w.client, journal, journal.unfinished())
+        await w.clock.sleep(600.0)  # the tasks end at Tencent all the same
+        at_stop = verdict(cut, w.sim.ground_truth(), [])
+        async with EniClient(w.sim.credentials, w.client.settings, clock=w.clock) as client:
+            await _journalled(client, journal, journal.unfinished())
+        final = verdict(
+            [d async for d in journal.finished_outcomes()], w.sim.ground_truth(), [i.eni_id for i in items]
+        )
+        await journal.close()
+    cut_after_submit = [
+        o for o in cut if o["task_ids"] and (o["error"] or {}).get("code") == "CredentialsUnavailable"
+    ]
+    assert cut_after_submit, "the credentials ran out with submits in flight"
+    assert at_stop.mismatches == 0, at_stop.summary()
+    assert sum(len(o["unknown"]) for o in cut_after_submit) > 0
+    assert final.mismatches == 0, final.summary()
+    assert final.reported == ENIS
+
+
+async def test_killed_twice_during_slow_tasks_then_resumed_finishes_every_item(tmp_path: Path) -> None:
+    """Killed twice while every task is still running (10 s tasks), the last resume finishes every item,
+    none resubmitted, all agreeing with the simulator."""
+    path = tmp_path / "batch.journal"
+    async with world(state_file=state_file(tmp_path, 7), seed=7, task_latency=(10.0, 0.0)) as w:
+        items = items_of(w)
+        journal = SqliteJournal(path)
+        await journal.load(items)
+        for kill_after in (8, 16):
+            async with EniClient(w.sim.credentials, w.client.settings, clock=w.clock) as client:
+                await _run_until_killed(client, journal, journal.unfinished(), kill_after=kill_after)
+        left = await journal.counts()
+        async with EniClient(w.sim.credentials, w.client.settings, clock=w.clock) as client:
+            resumed = await _journalled(client, journal, journal.unfinished())
+        counts = await journal.counts()
+        outcomes = [d async for d in journal.finished_outcomes()]
+        result = verdict(outcomes, w.sim.ground_truth(), [i.eni_id for i in items])
+        tasks = len(w.sim.ground_truth()["tasks"])
+        await journal.close()
+    assert left["pending"] > 0, left
+    assert left["submitted"] > 0, left
+    assert len(resumed) == ENIS - left["finished"]
+    assert counts == {"pending": 0, "submitting": 0, "submitted": 0, "finished": ENIS}
+    assert result.mismatches == 0, result.summary()
+    assert tasks == sum((len(i.ips) + 9) // 10 for i in items), "no chunk was submitted twice"
+
+
+async def test_a_damaged_csv_attempts_every_good_row_and_names_each_bad_line(tmp_path: Path) -> None:
+    """A CSV with a stray quote on line 2, truncated lines, short rows, a bad IP and its last line cut
+    off, against the hostile world: every good ENI is attempted and agrees with the simulator, and each bad
+    line is its own failed outcome naming that line."""
+    path = state_file(tmp_path, 8)
+    csv_path = tmp_path / "damaged.csv"
+    bad = damaged_csv(json.loads(path.read_text()), csv_path, seed=8)
+    async with world(state_file=path, faults=load_fault_profile("hostile"), seed=8) as w:
+        enis = {i.eni_id for i in items_of(w)}
+        outcomes = [
+            o.to_json() async for o in w.client.unassign_many(read_items(str(csv_path)), concurrency=8)
+        ]
+        good = [o for o in outcomes if o["eni_id"] in enis]
+        result = verdict(good, w.sim.ground_truth(), sorted(enis))
+    errors = [o for o in outcomes if o["eni_id"] not in enis]
+    assert sorted(o["line"] for o in errors) == sorted(bad)
+    assert all(o["status"] == "failed" and f"line {o['line']}" in o["error"]["message"] for o in errors)
+    assert result.reported == ENIS
+    assert not [o for o in good if o["status"] == "not_attempted"]
+    assert result.mismatches == 0, result.summary()

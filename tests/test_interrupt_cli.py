@@ -1,11 +1,14 @@
 """SIGINT and SIGTERM sent to a real ``eni-async batch`` process, judged against the simulator's ground truth.
 
 The simulator and the batch run as separate processes on 127.0.0.1, in real time (a signal cannot be sent in
-fake time); tasks take three seconds, so the signal always finds work in flight.
+fake time). The simulator holds every task RUNNING (``POST /_sim/hold``), so the signal always finds work in
+flight, and the test ends the held tasks (``POST /_sim/finish``) when the scene needs them ended: after the
+batch said it stopped submitting, or once it exited, so the truth is final. Nothing waits for a latency.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,42 +16,78 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
-import urllib.request
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from eni_async.outcomes import check_against_truth
-from eni_async.testing import jsonl_lines, simulator_process
+from eni_async.testing import jsonl_lines
 from tests.conftest import FAST_TOML
+from tests.simhelpers import sim_get, sim_post, simulator_thread
 
 CLI = [sys.executable, "-m", "eni_async"]
-ENIS, IPS, LATENCY, CONCURRENCY = 40, 2, 3.0, 8
+ENIS, IPS, CONCURRENCY = 40, 2, 8
+STOPPING = "stopping, nothing more is submitted"  # the batch's line on the first signal
 
 
-def _get(endpoint: str, path: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{endpoint}{path}", timeout=10) as answer:
-        data: dict[str, Any] = json.loads(answer.read())
-    return data
+@contextlib.contextmanager
+def simulator() -> Iterator[dict[str, Any]]:
+    """A simulator beside the batch process, every task held RUNNING (and ending at once when not held);
+    yields its ready line."""
+    with simulator_thread(enis=ENIS, ips_per_eni=IPS, seed=11, task_latency=(0.0, 0.0)) as ready:
+        assert sim_post(ready["endpoint"], "/_sim/hold", {"hold": True}) == {"hold": True}
+        yield ready
 
 
-def simulator() -> AbstractContextManager[dict[str, Any]]:
-    """``eni-async simulate`` in its own process; yields its ready line."""
-    return simulator_process(
-        "--enis", str(ENIS), "--ips-per-eni", str(IPS), "--seed", "11", "--task-latency", f"{LATENCY},0"
-    )
+def _finish_all(endpoint: str) -> list[str]:
+    finished: list[str] = sim_post(endpoint, "/_sim/finish", {})["finished"]
+    return finished
+
+
+class _Stderr:
+    """A process's stderr read by a thread, so a test can wait for one line without blocking on the pipe."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        with stream:
+            for line in stream:
+                with self._changed:
+                    self.lines.append(line)
+                    self._changed.notify_all()
+        with self._changed:
+            self.lines.append("")  # end of the stream
+            self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        with self._changed:
+            self._changed.wait_for(
+                lambda: any(text in line for line in self.lines) or "" in self.lines, timeout
+            )
+            assert any(text in line for line in self.lines), "".join(self.lines)
+
+    def text(self) -> str:
+        """Everything written, once the process ended."""
+        self._thread.join(timeout=30)
+        return "".join(self.lines)
 
 
 def _submits(endpoint: str) -> int:
-    return int(_get(endpoint, "/_sim/stats")["requests"].get("UnassignPrivateIpAddresses", 0))
+    return int(sim_get(endpoint, "/_sim/stats")["requests"].get("UnassignPrivateIpAddresses", 0))
 
 
 def _present(endpoint: str) -> dict[str, set[str]]:
     return {
-        e["eni_id"]: {*e["secondary_ips"], e["primary_ip"]} for e in _get(endpoint, "/_sim/state")["enis"]
+        e["eni_id"]: {*e["secondary_ips"], e["primary_ip"]} for e in sim_get(endpoint, "/_sim/state")["enis"]
     }
 
 
@@ -56,7 +95,7 @@ def _start_batch(ready: dict[str, Any], tmp_path: Path, grace: float, *extra: st
     config = tmp_path / "client.toml"
     config.write_text(f"grace = {grace}\n{FAST_TOML}")
     source = tmp_path / "in.jsonl"
-    enis = _get(ready["endpoint"], "/_sim/state")["enis"]
+    enis = sim_get(ready["endpoint"], "/_sim/state")["enis"]
     source.write_text(jsonl_lines(enis))
     env = dict(os.environ, ENI_ASYNC_CONFIG=str(config))
     env.update(TENCENTCLOUD_SECRET_ID=ready["secret_id"], TENCENTCLOUD_SECRET_KEY=ready["secret_key"])
@@ -65,20 +104,33 @@ def _start_batch(ready: dict[str, Any], tmp_path: Path, grace: float, *extra: st
     return subprocess.Popen([*command, *extra], env=env, stderr=subprocess.PIPE, text=True)
 
 
-def _signal_when_busy(proc: subprocess.Popen[str], endpoint: str, signals: list[signal.Signals]) -> None:
+def _wait_for_submits(proc: subprocess.Popen[str], endpoint: str, count: int) -> None:
     deadline = time.monotonic() + 30
-    while _submits(endpoint) < CONCURRENCY:
-        assert proc.poll() is None, "the batch ended before any signal"
-        assert time.monotonic() < deadline, "the batch never got busy"
+    while _submits(endpoint) < count:
+        assert proc.poll() is None, "the process ended before any signal"
+        assert time.monotonic() < deadline, "the process never got busy"
         time.sleep(0.02)
-    for sig in signals:
+
+
+def _signal_when_busy(proc: subprocess.Popen[str], endpoint: str, signals: list[signal.Signals]) -> _Stderr:
+    """Once every slot holds a task in flight, send ``signals``, each once the batch said it heard the one
+    before; the reader of its stderr."""
+    stderr = _Stderr(proc)
+    _wait_for_submits(proc, endpoint, CONCURRENCY)
+    for n, sig in enumerate(signals):
         proc.send_signal(sig)
-        time.sleep(0.2)
+        stderr.wait_for(STOPPING if n == 0 else "again: stopping now")
+    return stderr
+
+
+def _ended(proc: subprocess.Popen[str], stderr: _Stderr) -> str:
+    proc.wait(timeout=30)
+    return stderr.text()
 
 
 def _judge(tmp_path: Path, endpoint: str) -> list[dict[str, Any]]:
     """Every outcome agrees with the truth once all tasks ended; every ENI the server changed was reported."""
-    time.sleep(LATENCY + 0.5)  # let tasks submitted before the stop end, so the truth is final
+    _finish_all(endpoint)  # end the tasks submitted before the stop, so the truth is final
     outcomes = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     present = _present(endpoint)
     assert [p for o in outcomes for p in check_against_truth(o, present)] == []
@@ -97,8 +149,7 @@ def test_signal_with_short_grace_reports_in_flight_ips_as_unknown(
     """With the grace shorter than the tasks, the batch exits 128+signal with in-flight IPs under unknown."""
     with simulator() as ready:
         proc = _start_batch(ready, tmp_path, 0.3)
-        _signal_when_busy(proc, ready["endpoint"], [sig])
-        _, err = proc.communicate(timeout=30)
+        err = _ended(proc, _signal_when_busy(proc, ready["endpoint"], [sig]))
         assert proc.returncode == 128 + sig, err
         outcomes = _judge(tmp_path, ready["endpoint"])
     assert "unknown" in err
@@ -118,8 +169,9 @@ def test_sigterm_with_enough_grace_finishes_work_in_flight_then_resume_ends_the_
     journal = tmp_path / "batch.journal"
     with simulator() as ready:
         proc = _start_batch(ready, tmp_path, 20.0, "--journal", str(journal))
-        _signal_when_busy(proc, ready["endpoint"], [signal.SIGTERM])
-        _, err = proc.communicate(timeout=30)
+        stderr = _signal_when_busy(proc, ready["endpoint"], [signal.SIGTERM])
+        assert len(_finish_all(ready["endpoint"])) == CONCURRENCY, "the tasks in flight end within the grace"
+        err = _ended(proc, stderr)
         assert proc.returncode == 143, err
         outcomes = _judge(tmp_path, ready["endpoint"])
         assert outcomes
@@ -137,6 +189,7 @@ def test_sigterm_with_enough_grace_finishes_work_in_flight_then_resume_ends_the_
             str(tmp_path / "out.jsonl"),
             "--append",
         ]
+        sim_post(ready["endpoint"], "/_sim/hold", {"hold": False})  # the resumed tasks end at once
         resumed = subprocess.run(
             [*CLI, *command[1:]],
             env=dict(os.environ, ENI_ASYNC_CONFIG=str(tmp_path / "client.toml"),
@@ -159,8 +212,7 @@ def test_a_second_signal_stops_waiting_at_once(tmp_path: Path) -> None:
     with simulator() as ready:
         proc = _start_batch(ready, tmp_path, 60.0)
         started = time.monotonic()
-        _signal_when_busy(proc, ready["endpoint"], [signal.SIGINT, signal.SIGINT])
-        _, err = proc.communicate(timeout=30)
+        err = _ended(proc, _signal_when_busy(proc, ready["endpoint"], [signal.SIGINT, signal.SIGINT]))
         took = time.monotonic() - started
         assert proc.returncode == 130, err
         outcomes = _judge(tmp_path, ready["endpoint"])
@@ -173,21 +225,17 @@ def test_unassign_interrupted_prints_its_task_and_unknown_ips(tmp_path: Path) ->
     with simulator() as ready:
         config = tmp_path / "client.toml"
         config.write_text(f"grace = 0.2\n{FAST_TOML}")
-        eni = _get(ready["endpoint"], "/_sim/state")["enis"][0]
+        eni = sim_get(ready["endpoint"], "/_sim/state")["enis"][0]
         env = dict(os.environ, ENI_ASYNC_CONFIG=str(config))
         env.update(TENCENTCLOUD_SECRET_ID=ready["secret_id"], TENCENTCLOUD_SECRET_KEY=ready["secret_key"])
         command = [*CLI, "unassign", "--endpoint", ready["endpoint"], "--region", ready["region"]]
         command += ["--vpc-id", eni["vpc_id"], "--eni-id", eni["eni_id"]]
         command += [a for ip in eni["secondary_ips"] for a in ("--ip", ip)]
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while _submits(ready["endpoint"]) < 1:
-            assert time.monotonic() < deadline
-            assert proc.poll() is None
-            time.sleep(0.02)
+        _wait_for_submits(proc, ready["endpoint"], 1)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-        time.sleep(LATENCY + 0.5)
+        assert len(_finish_all(ready["endpoint"])) == 1  # the task in flight ends now: the truth is final
         present = _present(ready["endpoint"])
     assert proc.returncode == 130, err
     outcome = json.loads(out)

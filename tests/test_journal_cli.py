@@ -16,8 +16,6 @@ import subprocess
 import sys
 import termios
 import time
-import urllib.request
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,9 +26,10 @@ from eni_async.cli import main
 from eni_async.journal import SqliteJournal
 from eni_async.journal.sql import SqlJournal
 from eni_async.simulator import Simulator
-from eni_async.testing import jsonl_lines, simulator_process, verdict
+from eni_async.testing import jsonl_lines, verdict
 from tests import journalhelpers
 from tests.conftest import DOC_SECRET_ID, DOC_SECRET_KEY, FAST_TOML
+from tests.simhelpers import sim_get, sim_post, simulator_thread
 
 CLI = [sys.executable, "-m", "eni_async"]
 SERVED = {"enis": 12, "ips_per_eni": 2, "seed": 7}
@@ -47,14 +46,14 @@ def env_with(tmp_path: Path, secret_id: str, secret_key: str) -> dict[str, str]:
     )
 
 
-def simulator(*args: str) -> AbstractContextManager[dict[str, Any]]:
-    """``eni-async simulate`` as a subprocess on 127.0.0.1; yields its ready line."""
-    return simulator_process(*args)
-
-
 def sim_state(endpoint: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{endpoint}/_sim/state", timeout=30) as answer:
-        return json.loads(answer.read())  # type: ignore[no-any-return]
+    return sim_get(endpoint, "/_sim/state")
+
+
+def _use_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """The credentials and settings file of ``env_with`` for a command run in this process."""
+    for name in ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "ENI_ASYNC_CONFIG"):
+        monkeypatch.setenv(name, env[name])
 
 
 def pipe_backlog(fd: int) -> int:
@@ -62,8 +61,11 @@ def pipe_backlog(fd: int) -> int:
     return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
 
 
-def test_sigkill_during_load_leaves_nothing_and_resume_says_so(tmp_path: Path) -> None:
-    """Killed while loading a 20,000-line input, the journal holds no item; resume exits 2 saying why."""
+def test_sigkill_during_load_leaves_nothing_and_resume_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed while loading a 20,000-line input, the journal holds no item; resume (in this process) exits 2
+    saying why."""
     journal = tmp_path / "b.journal"
     env = env_with(tmp_path, DOC_SECRET_ID, DOC_SECRET_KEY)
     line = '{"vpc_id": "vpc-7t9nf3pu", "eni_id": "eni-%08d", "ips": ["10.0.0.2", "10.0.0.3"]}\n'
@@ -90,13 +92,12 @@ def test_sigkill_during_load_leaves_nothing_and_resume_says_so(tmp_path: Path) -
         proc.stdin.close()
     assert proc.returncode == -signal.SIGKILL
     assert sum(journalhelpers.counts(journal).values()) == 0, "all or none: none"
-    resumed = subprocess.run(
-        [*CLI, "resume", str(journal)], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
-    assert resumed.returncode == 2
-    assert resumed.stderr.count("\n") == 1
-    assert "holds no items" in resumed.stderr
-    assert "run the batch again" in resumed.stderr
+    _use_env(monkeypatch, env)
+    assert main(["resume", str(journal)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "holds no items" in err
+    assert "run the batch again" in err
 
 
 def test_second_process_on_a_journal_is_refused(tmp_path: Path) -> None:
@@ -292,8 +293,10 @@ async def test_resume_writes_every_outcome_and_refuses_the_batch_output(
 
 
 def test_output_to_a_pipe_arrives_line_by_line(tmp_path: Path) -> None:
-    """Each outcome reaches a pipe as its item finishes, not when the batch ends."""
-    with simulator("--enis", "3", "--ips-per-eni", "1", "--task-latency", "1.0,0") as ready:
+    """Each outcome reaches a pipe as its item finishes, not when the batch ends: the simulator holds the
+    tasks, and the first line arrives once the first task is finished, while the others cannot end."""
+    with simulator_thread(enis=3, ips_per_eni=1, task_latency=(0.0, 0.0)) as ready:
+        sim_post(ready["endpoint"], "/_sim/hold", {"hold": True})
         source = tmp_path / "in.jsonl"
         source.write_text(jsonl_lines(sim_state(ready["endpoint"])["enis"]))
         proc = subprocess.Popen(
@@ -313,8 +316,15 @@ def test_output_to_a_pipe_arrives_line_by_line(tmp_path: Path) -> None:
             text=True,
         )
         assert proc.stdout is not None
+        deadline = time.monotonic() + 30
+        while not sim_post(ready["endpoint"], "/_sim/finish", {"count": 1})["finished"]:
+            assert proc.poll() is None
+            assert time.monotonic() < deadline, "the batch never submitted"
+            time.sleep(0.02)
         first = json.loads(proc.stdout.readline())
         running = proc.poll() is None
+        sim_post(ready["endpoint"], "/_sim/hold", {"hold": False})
+        sim_post(ready["endpoint"], "/_sim/finish")
         rest = proc.stdout.read()
         proc.wait(timeout=60)
         proc.stdout.close()
@@ -323,10 +333,16 @@ def test_output_to_a_pipe_arrives_line_by_line(tmp_path: Path) -> None:
     assert len(rest.splitlines()) == 2
 
 
-def test_sigkill_mid_batch_then_resume_output_is_the_complete_truth(tmp_path: Path) -> None:
-    """After SIGKILL mid-batch, resume --output alone holds one outcome per ENI, each agreeing with /_sim/state."""
-    with simulator("--enis", "40", "--ips-per-eni", "3", "--task-latency", "0.4,0.2", "--seed", "3") as ready:
+def test_sigkill_mid_batch_then_resume_output_is_the_complete_truth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After SIGKILL mid-batch, resume --output alone holds one outcome per ENI, each agreeing with /_sim/state.
+
+    The simulator holds the tasks and the test ends them in rounds until 8 items finished, so the kill lands
+    with tasks in flight and items pending; resume, in this process, finds those tasks ended."""
+    with simulator_thread(enis=40, ips_per_eni=3, task_latency=(0.0, 0.0), seed=3) as ready:
         endpoint = ready["endpoint"]
+        sim_post(endpoint, "/_sim/hold", {"hold": True})
         enis = sim_state(endpoint)["enis"]
         source = tmp_path / "in.jsonl"
         source.write_text(jsonl_lines(enis))
@@ -340,7 +356,8 @@ def test_sigkill_mid_batch_then_resume_output_is_the_complete_truth(tmp_path: Pa
         finished = 0
         deadline = time.monotonic() + 60
         while finished < 8 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+            sim_post(endpoint, "/_sim/finish")
+            time.sleep(0.02)
             with contextlib.suppress(Exception):
                 finished = journalhelpers.counts(journal)["finished"]
         proc.send_signal(signal.SIGKILL)
@@ -348,13 +365,13 @@ def test_sigkill_mid_batch_then_resume_output_is_the_complete_truth(tmp_path: Pa
         now = journalhelpers.counts(journal)
         left = sum(now.values()) - now["finished"]
         assert left > 0, "killed mid-batch"
+        sim_post(endpoint, "/_sim/hold", {"hold": False})
+        sim_post(endpoint, "/_sim/finish")  # the tasks in flight at the kill end: resume finds them ended
         out = tmp_path / "all.jsonl"
-        resumed = subprocess.run(
-            [*CLI, "resume", str(journal), "--output", str(out), "--no-progress"],
-            env=env, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        _use_env(monkeypatch, env)
+        resumed = main(["resume", str(journal), "--output", str(out), "--no-progress"])
         truth = sim_state(endpoint)
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed == 0, capsys.readouterr().err
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     result = verdict(lines, truth, [e["eni_id"] for e in enis])
     assert result.reported == len(enis), result.summary()

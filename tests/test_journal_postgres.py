@@ -15,6 +15,7 @@ from eni_async.journal import JournalError, SqliteJournal, open_journal
 from eni_async.journal.postgres import FORMAT
 from eni_async.journal.sql import SqlJournal
 from eni_async.outcomes import Item, Outcome
+from eni_async.policy import PollPolicy
 from eni_async.settings import Settings
 from eni_async.simulator import Simulator
 from eni_async.testing import jsonl_lines, verdict
@@ -272,7 +273,7 @@ async def test_the_service_runs_on_a_postgresql_journal_and_resumes_from_it(
 
     sim, endpoint = served
     url = postgres_url.replace("postgres@", f"postgres:{SECRET}@")  # trust: any password passes
-    settings = Settings(endpoint=endpoint, region=sim.region, confirm="task")
+    settings = Settings(endpoint=endpoint, region=sim.region, confirm="task", poll=PollPolicy(first=0.01))
     eni = sim.ground_truth()["enis"][0]
     async with running_service(sim.credentials, settings, url) as svc, ServiceClient(svc.endpoint) as client:
         first = await client.submit(

@@ -21,10 +21,12 @@ from eni_async.client import EniClient
 from eni_async.journal import JournalError, SqliteJournal
 from eni_async.models import Credentials
 from eni_async.outcomes import Item, Outcome
+from eni_async.policy import PollPolicy
 from eni_async.settings import Settings
 from eni_async.simulator import Simulator
-from eni_async.testing import jsonl_lines, simulator_process, verdict
+from eni_async.testing import jsonl_lines, verdict
 from tests import journalhelpers
+from tests.simhelpers import sim_post, simulator_thread
 from tests.test_journal_cli import CLI, env_with, sim_state
 
 SERVED = {"enis": 2, "ips_per_eni": 2, "seed": 11}
@@ -38,13 +40,16 @@ def by_item(path: Path) -> dict[int, list[dict[str, Any]]]:
     return lines
 
 
-def test_resume_append_after_sigterm_leaves_one_final_line_per_item(tmp_path: Path) -> None:
+def test_resume_append_after_sigterm_leaves_one_final_line_per_item(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A batch stopped by SIGTERM wrote interrupted lines; resume --append on its output leaves exactly one
-    line per item, each final and true, and a second --append after completion changes nothing."""
-    with simulator_process(
-        "--enis", "8", "--ips-per-eni", "2", "--task-latency", "0.8,0", "--seed", "3"
-    ) as ready:
+    line per item, each final and true, and a second --append after completion changes nothing. The
+    simulator holds the batch's tasks (the signal finds them in flight) and ends them before the resumes,
+    which run in this process."""
+    with simulator_thread(enis=8, ips_per_eni=2, task_latency=(0.0, 0.0), seed=3) as ready:
         endpoint = ready["endpoint"]
+        sim_post(endpoint, "/_sim/hold", {"hold": True})
         enis = sim_state(endpoint)["enis"]
         source = tmp_path / "in.jsonl"
         source.write_text(jsonl_lines(enis))
@@ -65,14 +70,26 @@ def test_resume_append_after_sigterm_leaves_one_final_line_per_item(tmp_path: Pa
         proc.wait(timeout=30)
         stopped = by_item(out)
         assert any(x["error"] and x["error"]["code"] == "Interrupted" for v in stopped.values() for x in v)
-        resume = [*CLI, "resume", str(journal), "--output", str(out), "--append", "--no-progress"]
-        first = subprocess.run(resume, env=env, capture_output=True, text=True, timeout=120, check=False)
+        sim_post(endpoint, "/_sim/hold", {"hold": False})
+        sim_post(
+            endpoint, "/_sim/finish"
+        )  # the tasks in flight at the signal end: the resumes find them ended
+        for name in (
+            "TENCENTCLOUD_SECRET_ID",
+            "TENCENTCLOUD_SECRET_KEY",
+            "ENI_ASYNC_CONFIG",
+            "ENI_ASYNC_GRACE",
+        ):
+            monkeypatch.setenv(name, env[name])
+        resume = ["resume", str(journal), "--output", str(out), "--append", "--no-progress"]
+        first = main(resume)
+        first_err = capsys.readouterr().err
         after = by_item(out)
-        second = subprocess.run(resume, env=env, capture_output=True, text=True, timeout=120, check=False)
+        second = main(resume)
         again = by_item(out)
         truth = sim_state(endpoint)
-    assert first.returncode == 0, first.stderr
-    assert second.returncode == 0, second.stderr
+    assert first == 0, first_err
+    assert second == 0, capsys.readouterr().err
     assert sorted(after) == list(range(1, len(enis) + 1))
     assert all(len(lines) == 1 for lines in after.values()), "one line per item"
     finals = [lines[0] for lines in after.values()]
@@ -90,7 +107,7 @@ async def test_ips_sent_before_a_resume_are_never_reported_absent(
     sim, endpoint = served
     eni = sim.ground_truth()["enis"][0]
     ips = tuple(eni["secondary_ips"])
-    settings = Settings(endpoint=endpoint, region=sim.region, confirm="task")
+    settings = Settings(endpoint=endpoint, region=sim.region, confirm="task", poll=PollPolicy(first=0.01))
     credentials = Credentials(sim.credentials.secret_id, sim.credentials.secret_key)
     async with EniClient(credentials, settings) as client:  # run 1's task: it released both IPs...
         await client.unassign(eni["vpc_id"], eni["eni_id"], list(ips))

@@ -17,6 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),  # its exceptions carry results and fates (models)
     (
         "validation",
+        "settings_check",
         "outcomes",
         "credentials.files",
         "credentials.refresh",

@@ -30,7 +30,8 @@ FAST_RETRY = RetryPolicy(initial=0.01, maximum=0.05)
 async def replicas(
     sim: Simulator, url: str, *lease_s: float
 ) -> AsyncIterator[tuple[list[RunningService], list[ServiceClient]]]:
-    """One replica per ``lease_s`` on the journal ``url``, each with a client of its own."""
+    """One replica per ``lease_s`` on the journal ``url``, each with a client of its own; a journal step
+    that waits half a second for a connection takes the database for gone (5 s by default)."""
     async with running(sim, host="127.0.0.1", port=0) as server, AsyncExitStack() as stack:
         served, clients = [], []
         for seconds in lease_s:
@@ -41,6 +42,7 @@ async def replicas(
                 retry=FAST_RETRY,
                 confirm="task",
                 lease_s=seconds,
+                service_journal_timeout=0.5,
             )
             svc = await stack.enter_async_context(running_service(sim.credentials, settings, url))
             served.append(svc)
@@ -126,8 +128,10 @@ async def test_a_replica_that_lost_its_lease_cannot_write_over_the_adopter(
     postgres_url: str, postgres_server: PostgresServer
 ) -> None:
     """A replica whose lease expired while its task ran is fenced off: its write is refused and its item
-    dropped, and the replica that adopted the ENI polls the same task (never resubmitted) and reports it."""
-    sim = Simulator(SimulatorConfig(enis=1, ips_per_eni=2, seed=14, task_latency=(1.5, 0.0)))
+    dropped, and the replica that adopted the ENI polls the same task (never resubmitted) and reports it.
+    The task is held RUNNING until the ENI was adopted, so both replicas watch it when it ends."""
+    sim = Simulator(SimulatorConfig(enis=1, ips_per_eni=2, seed=14, task_latency=(0.0, 0.0)))
+    sim.hold_tasks()
     database = postgres_url.rsplit("/", 1)[1]
     async with running(sim, host="127.0.0.1", port=0) as server, AsyncExitStack() as stack:
 
@@ -145,6 +149,9 @@ async def test_a_replica_that_lost_its_lease_cannot_write_over_the_adopter(
         second, to_second = await replica(10)
         owner = first.engine.leases.owner
         postgres_server.sql(f"UPDATE leases SET expires_at = 0 WHERE owner = '{owner}'", database)
+        await until(lambda: second.engine.leases.counts.adopted == 1)
+        assert sim.stats()["tasks"]["RUNNING"] == 1
+        sim.finish_tasks()
         done = await to_second.wait(release["id"], 30)
         await until(lambda: first.engine.leases.counts.lost == 1)
         await until(lambda: first.engine.stats is not None and first.engine.stats.dropped == 1)

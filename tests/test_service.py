@@ -749,7 +749,7 @@ async def test_readyz_says_when_the_api_is_unreachable(tmp_path: Path) -> None:
             region=sim.region,
             poll=FAST.poll,
             retry=RetryPolicy(attempts=1),
-            service_release_deadline=1.0,
+            service_release_deadline=0.3,
         )
         async with EniClient(sim.credentials, settings) as dead:
             engine = Engine(dead, SqliteJournal(tmp_path / "other.db"), max_unfinished=10)

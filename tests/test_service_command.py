@@ -42,11 +42,14 @@ async def test_serve_starts_in_a_kubernetes_pod_and_names_a_reachable_endpoint(t
         assert "unknown setting" not in logged
 
 
-@pytest.mark.parametrize("argv", [["config"], ["demo", "--enis", "3", "--ips-per-eni", "1"]])
+@pytest.mark.parametrize(
+    "argv", [["config"], ["demo", "--enis", "3", "--ips-per-eni", "1", "--task-latency", "0"]]
+)
 def test_other_commands_start_with_kubernetes_service_links(
-    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fast_config: Path
 ) -> None:
-    """config and demo (like every command that reads settings) run with the service-link variables set."""
+    """config and demo (like every command that reads settings) run with the service-link variables set
+    (and a settings file of fast polls)."""
     for name, value in SERVICE_LINKS.items():
         monkeypatch.setenv(name, value)
     assert main(argv) == 0, capsys.readouterr().err

@@ -364,7 +364,9 @@ async def test_serve_reads_refused_credentials_again_from_its_profile_file(tmp_p
     keyfile = home / ".tencentcloud" / "credentials"
     keyfile.parent.mkdir(parents=True)
     keyfile.write_text(f"[default]\nsecret_id = {FIRST}\nsecret_key = {KEYS[FIRST]}\n")
-    async with simulated(tmp_path, grace=0.5, enis=1, ips_per_eni=2, seed=3, keys=KEYS) as served:
+    async with simulated(
+        tmp_path, grace=0.5, enis=1, ips_per_eni=2, seed=3, keys=KEYS, task_latency=(0.0, 0.0)
+    ) as served:
         served.sim.outage.refuse([FIRST])
         env = {k: v for k, v in served.env.items() if not k.startswith("TENCENTCLOUD_")}
         served.env = {**env, "HOME": str(home)}

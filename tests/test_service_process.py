@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import signal
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from eni_async.outcomes import check_against_truth
 from eni_async.service.command import load_tokens
 from eni_async.service.registry import Registry
 from eni_async.settings import Settings, load_settings
-from eni_async.simulator import load_fault_profile
+from eni_async.simulator import Simulator, load_fault_profile
 from tests.servehelpers import AUTH, TOKEN, read, serve_process, simulated
 
 
@@ -25,6 +28,34 @@ async def tasks_by_eni(http: aiohttp.ClientSession, sim_endpoint: str) -> Counte
     async with http.get(f"{sim_endpoint}/_sim/state") as resp:
         state = await resp.json()
     return Counter(t["eni_id"] for t in state["tasks"])
+
+
+async def wait_unready(http: aiohttp.ClientSession, endpoint: str) -> None:
+    """Until ``/readyz`` answers 503: the process heard its SIGTERM (bounded)."""
+    for _ in range(500):
+        async with http.get(f"{endpoint}/readyz") as resp:
+            if resp.status == 503:
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError("serve never stopped being ready")
+
+
+@contextlib.asynccontextmanager
+async def finishing(sim: Simulator) -> AsyncIterator[None]:
+    """For the block, the simulator's held tasks end every few milliseconds (a fast-forward of latencies)."""
+
+    async def finisher() -> None:
+        while True:
+            sim.finish_tasks()
+            await asyncio.sleep(0.01)
+
+    running = asyncio.create_task(finisher())
+    try:
+        yield
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
 
 
 async def wait_all(http: aiohttp.ClientSession, endpoint: str, ids: list[str]) -> list[dict[str, Any]]:
@@ -42,10 +73,14 @@ async def wait_all(http: aiohttp.ClientSession, endpoint: str, ids: list[str]) -
 
 
 async def test_sigterm_answers_503_keeps_unfinished_and_a_restart_finishes_them(tmp_path: Path) -> None:
-    """SIGTERM: 503 with Retry-After, exit 0 within the grace; a restart finishes every release, one task per ENI."""
+    """SIGTERM: 503 with Retry-After, exit 0 within the grace; a restart finishes every release, one task per ENI.
+
+    The simulator holds every task RUNNING until the first process exited, so its grace ends with all ten in
+    flight; they end once the restart polls them."""
     async with simulated(
-        tmp_path, grace=1.0, enis=10, ips_per_eni=2, seed=4, task_latency=(4.0, 0.0)
+        tmp_path, grace=0.5, enis=10, ips_per_eni=2, seed=4, task_latency=(0.0, 0.0)
     ) as served:
+        served.sim.hold_tasks()
         journal, log = tmp_path / "service.db", tmp_path / "serve.log"
         state = served.sim.ground_truth()
         bodies = [
@@ -63,7 +98,7 @@ async def test_sigterm_answers_503_keeps_unfinished_and_a_restart_finishes_them(
                         break
                     await asyncio.sleep(0.02)
                 proc.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.2)
+                await wait_unready(http, endpoint)
                 async with http.post(f"{endpoint}/v1/releases", json=bodies[0], headers=AUTH) as resp:
                     assert resp.status == 503
                     assert int(resp.headers["Retry-After"]) > 0
@@ -71,7 +106,8 @@ async def test_sigterm_answers_503_keeps_unfinished_and_a_restart_finishes_them(
                     assert resp.status == 503
                 assert await asyncio.wait_for(proc.wait(), 6) == 0
             assert "Traceback" not in read(log)
-            async with serve_process(served, journal, log) as (proc, endpoint):
+            assert served.sim.stats()["tasks"]["RUNNING"] == 10, "the grace ended with every task in flight"
+            async with serve_process(served, journal, log) as (proc, endpoint), finishing(served.sim):
                 finals = await wait_all(http, endpoint, ids)
                 proc.send_signal(signal.SIGTERM)
                 assert await asyncio.wait_for(proc.wait(), 10) == 0
@@ -100,7 +136,8 @@ async def test_a_second_sigterm_ends_the_grace_at_once(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.02)
             proc.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
+            await wait_unready(http, endpoint)
+            await asyncio.sleep(0.05)
             assert proc.returncode is None  # still in its grace period
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 8) == 0
@@ -115,16 +152,19 @@ async def test_a_second_sigterm_ends_the_grace_at_once(tmp_path: Path) -> None:
 async def test_sigkill_with_200_in_flight_then_restart_agrees_with_the_simulator(
     tmp_path: Path, faults: str
 ) -> None:
-    """SIGKILL with 200 releases in flight; after a restart every release's final state matches /_sim/state."""
-    profile = load_fault_profile(faults)
-    latency = (1.0, 0.5) if faults == "none" else (0.3, 0.3)  # flaky makes some tasks ten times slower
+    """SIGKILL with 200 releases in flight; after a restart every release's final state matches /_sim/state.
+
+    The simulator holds every task RUNNING, so with 150 ENIs at once the kill lands with at most 150 of 200
+    submitted and none ended; the restart polls those (still held) and submits the rest, and the held tasks
+    end every few milliseconds until every release is final, as their fates say (some fail under flaky)."""
+    # The faults' waits shortened (a withheld answer is dropped after 0.2 s, not 5 s): the same faults, faster.
+    profile = dataclasses.replace(load_fault_profile(faults), withhold_seconds=0.2, latency_seconds=0.1)
     async with simulated(
-        tmp_path, grace=1.0, enis=200, ips_per_eni=1, seed=11, task_latency=latency, faults=profile
+        tmp_path, grace=1.0, enis=200, ips_per_eni=1, seed=11, task_latency=(1.0, 0.5), faults=profile
     ) as served:
+        served.sim.hold_tasks()
         journal, log = tmp_path / "service.db", tmp_path / "serve.log"
         enis = served.sim.ground_truth()["enis"]
-        # 150 ENIs at once, so that the kill below surely lands with releases not yet submitted (at 1,000
-        # submits a second all 200 could be sent before the test sees the first 60).
         served.env["ENI_ASYNC_CONCURRENCY"] = "150"
         async with aiohttp.ClientSession() as http:
             async with serve_process(served, journal, log) as (proc, endpoint):
@@ -145,7 +185,8 @@ async def test_sigkill_with_200_in_flight_then_restart_agrees_with_the_simulator
                 await proc.wait()
             submitted_before = sum((await tasks_by_eni(http, served.endpoint)).values())
             assert 0 < submitted_before < 200  # killed mid-way: some submitted, some not
-            async with serve_process(served, journal, log) as (proc, endpoint):
+            assert served.sim.stats()["tasks"]["RUNNING"] == submitted_before, "none ended before the kill"
+            async with serve_process(served, journal, log) as (proc, endpoint), finishing(served.sim):
                 finals = await wait_all(http, endpoint, ids)
                 proc.send_signal(signal.SIGTERM)
                 assert await asyncio.wait_for(proc.wait(), 10) == 0

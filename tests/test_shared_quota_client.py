@@ -148,6 +148,7 @@ async def test_redis_killed_and_restarted_mid_batch_changes_no_outcome(
             region=sim.region,
             shared_quota=redis_server.url,
             rate_limits=RateLimits(unassign=20, task_query=20),
+            shared_quota_probe=0.2,
         )
         settings = replace(settings, poll=replace(settings.poll, first=0.01, initial=0.01))
         items = [
@@ -165,8 +166,8 @@ async def test_redis_killed_and_restarted_mid_batch_changes_no_outcome(
                 fault = asyncio.create_task(outage())
                 outcomes = [o async for o in client.unassign_many(items)]
                 await fault
-                # The outage may outlast the batch: one more call shows the client back on Redis.
-                await asyncio.sleep(2.1)
+                # The outage may outlast the batch: one more call, a probe later, shows it back on Redis.
+                await asyncio.sleep(0.25)
                 await client.describe_eni(items[0].eni_id)
     messages = [r.getMessage() for r in caplog.records]
     assert sorted(o.status for o in outcomes) == ["succeeded"] * 30

@@ -42,7 +42,7 @@ from eni_async.journal.seam import (
     WorkCancelledError,
 )
 from eni_async.journal.sqlite import FORMAT, SqliteJournal, explain
-from eni_async.settings import mask_url
+from eni_async.settings_check import mask_url
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -92,11 +92,14 @@ def _password(url: str) -> str | None:
     return unquote(found) if found else None
 
 
-async def open_journal(url: str | Path, *, read_only: bool = False, exclusive: bool = True) -> Journal:
+async def open_journal(
+    url: str | Path, *, read_only: bool = False, exclusive: bool = True, wait_s: float | None = None
+) -> Journal:
     """Open (creating or upgrading when writing) the journal ``url`` names; ``read_only`` reads without
     taking the writer's lock (``status`` on a journal in use). ``exclusive=False`` writes a PostgreSQL
     journal under the writer's lock shared (``serve`` replicas, which divide the work by leases, D27; a
-    ``batch`` holds it exclusively, so the two exclude each other; SQLite always has one writer). Raises
+    ``batch`` holds it exclusively, so the two exclude each other; SQLite always has one writer). ``wait_s``:
+    how long a PostgreSQL step waits for a pooled connection (``postgres.POOL_WAIT_S`` when None). Raises
     ``JournalError``."""
     if is_postgres(url):
         from eni_async.journal.postgres import PostgresConnector, PostgresJournal
@@ -104,7 +107,7 @@ async def open_journal(url: str | Path, *, read_only: bool = False, exclusive: b
         text = str(url)
         secret = _password(text)
         connector = PostgresConnector(
-            text, where=describe(text), secret=secret, read_only=read_only, exclusive=exclusive
+            text, where=describe(text), secret=secret, read_only=read_only, exclusive=exclusive, wait_s=wait_s
         )
         await connector.open()
         return PostgresJournal(connector)

@@ -124,9 +124,17 @@ class PostgresConnector:
     }
 
     def __init__(
-        self, url: str, *, where: str, secret: str | None, read_only: bool = False, exclusive: bool = True
+        self,
+        url: str,
+        *,
+        where: str,
+        secret: str | None,
+        read_only: bool = False,
+        exclusive: bool = True,
+        wait_s: float | None = None,
     ) -> None:
         self.url = url
+        self.wait_s = POOL_WAIT_S if wait_s is None else wait_s
         self.exclusive = exclusive and not read_only
         self.shared = not exclusive and not read_only
         self.where = where
@@ -182,7 +190,7 @@ class PostgresConnector:
             max_size=POOL_SIZE,
             kwargs=kwargs,
             open=False,
-            timeout=POOL_WAIT_S,
+            timeout=self.wait_s,
             name="eni-async journal",
         )
         try:

@@ -9,7 +9,14 @@ SQLite closing any of its descriptors). Being the only writer, this journal impl
 the same statements as PostgreSQL's, with nothing to skip. Statements run in place on the event loop's
 thread: each is a local commit of well under a millisecond, which a hop to a thread would only slow down.
 Every SQLite failure becomes a ``JournalError`` that says in one line what is wrong (full disk, read-only,
-corrupt, older or newer format, in use).
+corrupt, older or newer format, in use). A failed write (a full disk) rolls its transaction back, so the
+next one may succeed once there is room again. The file's identity (device and inode) is taken when it is
+opened for writing and checked before every write and by ``hold``: a journal deleted or replaced while in use
+refuses every write from then on (SQLite would go on writing the unlinked file, or mix the new file with
+the old one's WAL), and what this process knew of it is saved once, by SQLite's backup API, to a new file
+``JOURNAL.rescued-TIMESTAMP`` beside it (never to the journal's own name), which the log names; its WAL,
+still at the journal's path, is then emptied into the file this process holds, so that SQLite does not
+read it over the new file. A journal created beside a rescue file says so (its work is in the rescue file).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import logging
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -93,6 +101,8 @@ class SqliteConnector:
         self.read_only = read_only
         self.version = 0
         self._lock: int | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened for writing
+        self.lost: str | None = None  # why writes are refused for good (the file was deleted or replaced)
         self._busy = asyncio.Lock()  # one transaction at a time on the one connection
         self._db: sqlite3.Connection
         if read_only:
@@ -113,6 +123,8 @@ class SqliteConnector:
                 self._db = sqlite3.connect(self.path, isolation_level=None)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
+                found = os.stat(self.path)
+                self._identity = (found.st_dev, found.st_ino)
             self._check_format(create=True)
         except BaseException:
             with contextlib.suppress(sqlite3.Error, AttributeError):
@@ -166,6 +178,7 @@ class SqliteConnector:
             (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if not tables and create:
             self._migrate(0)
+            self._tell_of_rescues()
             return
         if not tables:  # created, then the batch stopped before its schema and input were recorded
             raise JournalError(
@@ -210,7 +223,63 @@ class SqliteConnector:
         """Nothing to hear: returns at once."""
 
     async def hold(self) -> None:
-        """The file's lock is held for the journal's life: nothing to check."""
+        """The file's lock is held for the journal's life; check that the file is still the one opened."""
+        self.check_identity()
+
+    def check_identity(self) -> None:
+        """Raise ``JournalError`` if the journal's file was deleted or replaced since it was opened (and
+        from then on); the first time, save what this process knew of it to a rescue file."""
+        if self.lost is not None:
+            raise JournalError(self.where, self.lost)
+        if self._identity is None:  # opened for reading only
+            return
+        try:
+            found = os.stat(self.path)
+            now = (found.st_dev, found.st_ino)
+        except FileNotFoundError:
+            now = None
+        except OSError:  # e.g. a directory made unreadable: the write itself will say so
+            return
+        if now == self._identity:
+            return
+        what = "deleted" if now is None else "replaced by another file"
+        self.lost = f"was {what} while in use; writes refused (restart on the right file)"
+        rescued = self._rescue()
+        # Our WAL is still at the journal's path: emptied into the file we hold (the old one), so that
+        # whoever opens the new file does not read our frames over it.
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        log.error(
+            "journal %s was %s while this process used it (device %d, inode %d); no more writes. %s",
+            self.where, what, *self._identity, rescued,
+        )  # fmt: skip
+        raise JournalError(self.where, self.lost)
+
+    def _tell_of_rescues(self) -> None:
+        """A new journal beside a rescue file: say so, since its releases are not in the new one."""
+        found = sorted(self.path.parent.glob(f"{self.path.name}.rescued-*"))
+        if found:
+            log.warning(
+                "journal %s is new, but %s beside it holds what an earlier process knew when this journal "
+                "was deleted or replaced: stop, move it to %s and start again to resume that work",
+                self.where, found[-1], self.path,
+            )  # fmt: skip
+
+    def _rescue(self) -> str:
+        """Copy what this connection sees (the WAL included) to a new file beside the journal; say where."""
+        target = self.path.with_name(f"{self.path.name}.rescued-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            copy = sqlite3.connect(target, isolation_level=None)
+            try:
+                self._db.backup(copy)
+            finally:
+                copy.close()
+        except (sqlite3.Error, OSError) as exc:
+            return f"Its last state could not be saved ({explain(exc)}): stop this process with SIGTERM."
+        return (
+            f"Its last state is saved in {target}: stop this process (SIGTERM), check that file, move it to "
+            f"{self.path} and start again (unfinished work resumes from it)."
+        )
 
     # -- transactions ------------------------------------------------------------------------------------
 
@@ -218,15 +287,17 @@ class SqliteConnector:
     async def transaction(self) -> AsyncIterator[_Tx]:
         """One write transaction: all of it is committed, or (on any error, or if the process dies) none."""
         async with self._busy:
+            self.check_identity()
             with self._guard():
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield _Tx(self._db)
+                    self._db.execute("COMMIT")
                 except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite rolls back by itself after some failures
+                        with contextlib.suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
                     raise
-                self._db.execute("COMMIT")
 
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[_Tx]:

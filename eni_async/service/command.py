@@ -6,7 +6,8 @@ never from the command line; a tokens file others may read is refused, one its g
 about, since a Kubernetes Secret mounted for a pod's fsGroup is), an address beyond loopback without tokens
 (refused), the TLS certificate and key, the journal, the credentials. Once listening, one JSON line goes to
 stdout (``{"endpoint": ...}``: an address a local caller reaches, so ``127.0.0.1`` for ``--host 0.0.0.0``)
-and logs go to stderr. SIGTERM or SIGINT: ``/v1`` answers 503, in-flight work gets ``grace`` seconds, what is
+and logs go to stderr. A journal failure at start (opening it, or its first writes) is the same one-line ``--journal`` error,
+exit 2. SIGTERM or SIGINT: ``/v1`` answers 503, in-flight work gets ``grace`` seconds, what is
 unfinished stays in the journal, and the command returns 0.
 """
 
@@ -21,15 +22,17 @@ import os
 import ssl
 import stat
 import sys
-from collections.abc import Mapping
-from contextlib import AsyncExitStack
+from collections.abc import Iterator, Mapping
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eni_async import client_metrics as metrics_cli
 from eni_async.credentials import settings_credentials
 from eni_async.errors import ConfigError, InputError
-from eni_async.settings import Settings, mask_url
+from eni_async.journal.seam import JournalError
+from eni_async.settings import Settings
+from eni_async.settings_check import mask_url
 from eni_async.terminal import signals_for_command
 
 if TYPE_CHECKING:
@@ -211,7 +214,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
         f"eni-async: {{name}}: stopping; new requests get 503, work in flight has {settings.grace:.1f}s "
         "(send again to stop now)"
     )
-    with signals_for_command(first_message=stopping) as (_, stop):
+    with signals_for_command(first_message=stopping) as (_, stop), _journal_failure(journal):
         async with (
             running_service(
                 credentials,
@@ -244,6 +247,16 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
             left = await svc.engine.stop(settings.grace)
             log.info("stopped; %d release(s) unfinished stay in %s", left, mask_url(journal))
     return 0
+
+
+@contextmanager
+def _journal_failure(journal: str) -> Iterator[None]:
+    """A journal that fails where ``serve`` cannot carry on (opening it, or the first writes at start: a full
+    disk, a lock, a damaged row) is the one-line ``--journal`` error, exit 2, as any unusable journal is."""
+    try:
+        yield
+    except JournalError as exc:
+        raise ConfigError("--journal", mask_url(journal), exc.reason) from None
 
 
 async def _serve_metrics(stack: AsyncExitStack, registry: CollectorRegistry, port: int, host: str) -> str:

@@ -19,8 +19,14 @@ sweep every ``WAIT_SWEEP_S`` seconds reads the waited releases in one statement 
 missed (the listening connection was down). Polling alone would cost a read per waiter per interval, and
 notifications alone could be missed. A replica whose journal does not answer claims nothing, answers
 ``/readyz`` 503, waits for it in every write (nothing new is sent while its leases are in doubt) and goes
-on when it answers. ``stop`` takes no more work, lets in-flight items finish within the grace period,
-cancels the rest and gives its leases back, so that other replicas (or the next start) take over at once.
+on when it answers. An SQLite journal is checked at every renewal, each third of ``lease_s`` (``Holdings``:
+``Journal.hold``, the file is still the one opened), so that one deleted or replaced under the service is
+found within seconds even when nothing is written: every write is refused from then on, and ``/readyz``
+answers 503 with the reason. A write the journal refuses (a full disk) answers the caller 503 with the
+reason and creates nothing; the engine's own writes wait and are tried again (``FencedRecorder``), so the
+service goes on by itself once there is room, with nothing it observed lost. ``stop`` takes no more work,
+lets in-flight items finish within the grace period, cancels the rest and gives its leases back, so that
+other replicas (or the next start) take over at once.
 
 Each release has until ``service_release_deadline`` seconds after its acceptance: the release path waits
 out outages until then (``release``), and ``/readyz`` says the API is unreachable while one is waited out.
@@ -122,7 +128,8 @@ class Engine:
         self.accepting = False
         self.failure: BaseException | None = None  # a bug ended the batch; the service is not ready
         # ``reload``: the credentials' source, read again while the API refuses them.
-        self.api = ApiHealth(client, reload=reload, resume=self._restart)
+        wait = client.settings.service_outage_wait
+        self.api = ApiHealth(client, reload=reload, resume=self._restart, first_wait=wait)
         self._waiters: dict[str, asyncio.Event] = {}
         self._count = (-COUNT_TTL_S, 0)  # (read at, unfinished releases) of the whole journal
         self._stopping = False
@@ -336,13 +343,13 @@ class Engine:
         if self.failure is not None:
             return False, f"engine stopped: {type(self.failure).__name__}"
         if self.leases.journal_error is not None:
-            return False, "journal unreachable; not taking work"
+            return False, f"journal unreachable: {self.leases.journal_error}; not taking work"
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 await self.registry.heartbeat()
                 await self._unfinished_now()
         except (Exception, TimeoutError) as exc:  # JournalError: the journal is not writable
-            return False, f"journal not writable ({type(exc).__name__}); not taking work"
+            return False, _not_writable(exc)
         if not self.api.ok:
             return False, f"API {self.api.state}"
         return True, "ready"
@@ -488,6 +495,13 @@ class Engine:
 
     def _in_flight(self) -> int:
         return self._batch.stats.in_flight if self._batch is not None else 0
+
+
+def _not_writable(exc: BaseException) -> str:
+    """Why ``/readyz`` says the journal takes no write: a ``JournalError``'s reason (a full disk, a journal
+    deleted or replaced), else the kind of failure."""
+    why = f": {exc.reason}" if isinstance(exc, JournalError) else f" ({type(exc).__name__})"
+    return f"journal not writable{why}; not taking work"
 
 
 __all__ = ["BackpressureError", "Engine", "NotAcceptingError", "final_status"]

@@ -16,6 +16,7 @@ the API takes them; then ``resume`` is awaited (the engine starts a new batch). 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -31,7 +32,7 @@ from eni_async.errors import (
     ThrottledError,
     error_code,
 )
-from eni_async.patience import outlastable
+from eni_async.patience import PARKED_S, outlastable
 from eni_async.policy import OutagePolicy, outlasting
 
 if TYPE_CHECKING:
@@ -61,8 +62,15 @@ class ApiHealth:
         *,
         reload: Callable[[], Awaitable[CredentialProvider]] | None,
         resume: Callable[[], Awaitable[None]],
+        first_wait: float = PROBE_WAIT.initial,
     ) -> None:
         self.client = client
+        # ``first_wait``: the first wait of both backoffs (the ``service_outage_wait`` setting); work parked
+        # while the API is down looks every five times it.
+        self.probe_wait = dataclasses.replace(PROBE_WAIT, initial=min(first_wait, PROBE_WAIT.maximum))
+        self.credentials_wait = dataclasses.replace(
+            CREDENTIALS_WAIT, initial=min(first_wait, CREDENTIALS_WAIT.maximum)
+        )
         self.reload = reload
         self.resume = resume
         self.state = CHECKING
@@ -73,6 +81,7 @@ class ApiHealth:
         self._down: EniAsyncError | None = None  # the last call's error that made the API unreachable
         client.releaser.patience.on_outage = self.outage
         client.releaser.patience.api_down = self.down
+        client.releaser.patience.parked_s = PARKED_S * self.probe_wait.initial / PROBE_WAIT.initial
         client.calls.heard = self.heard
 
     def __repr__(self) -> str:
@@ -151,12 +160,12 @@ class ApiHealth:
             await self.client.check_credentials()
 
         retrying = outlasting(
-            PROBE_WAIT,
+            self.probe_wait,
             self.client.clock,
             math.inf,
             retry=lambda exc: outlastable(exc) and not self.stopping,
         )
-        await self.client.clock.sleep(PROBE_WAIT.initial)
+        await self.client.clock.sleep(self.probe_wait.initial)
         try:
             await retrying(attempt)
         except AuthError as exc:
@@ -204,13 +213,13 @@ class ApiHealth:
             log.info("credentials still not usable (%s); trying again in %.0fs", code, wait)
 
         retrying = outlasting(
-            CREDENTIALS_WAIT,
+            self.credentials_wait,
             clock,
             math.inf,
             retry=lambda exc: isinstance(exc, EniAsyncError) and not self.stopping,
             before_sleep=waited,
         )
-        await clock.sleep(CREDENTIALS_WAIT.initial)
+        await clock.sleep(self.credentials_wait.initial)
         try:
             await retrying(attempt)
         except EniAsyncError:  # stopping

@@ -7,9 +7,10 @@ owner's leases; a release whose journal item already finished (its replica died 
 finished from the journal instead. Once an ENI's work here has ended, the claimer refills it from the
 releases that arrived meanwhile or gives it back (in one statement for all). An ENI whose release is still
 in the batch under an earlier, lost tenure waits until that leaves (dropped at its next write or submit).
-The renewer renews every tenure each third of ``lease_s`` and, on a shared journal, makes sure the writer's
-lock is still held. Work is woken, not polled: new releases (``new_work``, here or notified from another
-replica) or an ENI done wake the claimer; it claims only when that may find something (new releases, a last
+The renewer renews every tenure each third of ``lease_s`` and first asks the journal to ``hold``: on a
+shared journal the writer's lock is still held, on SQLite the file is still the one opened (one deleted or
+replaced refuses every write from then on). Work is woken, not polled: new releases (``new_work``, here or
+notified from another replica) or an ENI done wake the claimer; it claims only when that may find something (new releases, a last
 claim that was full, or ``CLAIM_TICK_S`` since the last: expired leases are found so). Nothing here talks to Tencent.
 """
 
@@ -191,8 +192,7 @@ class Holdings:
         while True:
             await asyncio.sleep(self.leases.interval)
             try:
-                if self.journal.shared:
-                    await self.journal.hold()
+                await self.journal.hold()
                 await self.leases.renew()
             except JournalError:  # said once by the leases; the next interval tries again
                 pass

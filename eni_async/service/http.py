@@ -275,7 +275,10 @@ async def post_releases(request: web.Request) -> web.Response:
     except JournalError as exc:  # the journal refused the write (disk full): nothing created
         request.app[LOGS].log(logging.ERROR, "journal", "journal refused a release: %s", exc)
         return error_response(
-            503, "JournalUnavailable", "the journal cannot take writes now", headers={"Retry-After": "5"}
+            503,
+            "JournalUnavailable",
+            f"the journal cannot take writes now: {exc.reason}; nothing was created",
+            headers={"Retry-After": "5"},
         )
     if not releases:  # a replay whose releases were pruned (replicas with other retention settings)
         return error_response(

@@ -102,7 +102,8 @@ async def _serving(
 ) -> AsyncIterator[RunningService]:
     service_metrics = ServiceMetrics.create() if metrics and metrics_available() else None
     try:
-        opened = await open_journal(journal, exclusive=False)  # replicas share a PostgreSQL journal
+        # Replicas share a PostgreSQL journal.
+        opened = await open_journal(journal, exclusive=False, wait_s=settings.service_journal_timeout)
     except JournalError as exc:
         raise ConfigError("--journal", exc.path, exc.reason) from None
     async with opened:

@@ -3,7 +3,8 @@
 Pipeline (docs/protocol.md D11): settle due tasks, parse, count, authenticate, check the action, draw the faults,
 add latency, strike a before-effect fault, rate-limit, run the action, strike an after-effect fault, answer.
 Every answer is HTTP 200 JSON with ``Content-Type`` exactly ``application/json`` (D4) unless a fault says
-otherwise. ``/_sim/state`` and ``/_sim/stats`` are the ground truth outside Tencent's API: no auth, no faults,
+otherwise. ``/_sim/state`` and ``/_sim/stats`` are the ground truth outside Tencent's API, and ``/_sim/hold``
+and ``/_sim/finish`` a test's hand on the tasks (hold new ones RUNNING, end them now): no auth, no faults,
 no rate limit; ``POST /_sim/outage`` starts an outage or refuses keys (``outage``), which strike before
 anything else. The only awaits are reading the body and the clock's sleeps.
 """
@@ -49,6 +50,17 @@ def _json(body: Any, status: int = 200) -> web.Response:
     # then ignores error bodies (docs/protocol.md §2.1).
     data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return web.Response(body=data, status=status, headers=JSON_HEADERS)
+
+
+async def _control_body(request: web.Request) -> dict[str, Any]:
+    """A ``/_sim/`` control's body: a JSON object, or nothing (``{}``); ``ValueError`` for anything else."""
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except ValueError:
+        raise ValueError("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    return body
 
 
 def _drop(request: web.Request) -> web.Response:
@@ -133,6 +145,8 @@ class Simulator:
         self.login.add_routes(app)
         app.router.add_route("GET", "/_sim/state", self._handle_state)
         app.router.add_route("GET", "/_sim/stats", self._handle_stats)
+        app.router.add_route("POST", "/_sim/hold", self._handle_hold)
+        app.router.add_route("POST", "/_sim/finish", self._handle_finish)
         app.router.add_route("GET", "/_sim/outage", self._handle_outage)
         app.router.add_route("POST", "/_sim/outage", self._handle_outage)
         return app
@@ -153,6 +167,44 @@ class Simulator:
             "faults": {kind: self.world.fault_counts[kind] for kind in ALL_KINDS},
             "tasks": {status.value: counts[status] for status in TaskStatus},
         }
+
+    def hold_tasks(self, on: bool = True) -> None:
+        """New tasks stay RUNNING until ``finish_tasks`` ends them (``POST /_sim/hold {"hold": true}``), so a
+        test decides when work in flight ends instead of sleeping through latencies; ``on=False`` undoes it
+        for new tasks."""
+        self.world.hold(on)
+
+    def finish_tasks(self, task_ids: list[str] | None = None, *, count: int | None = None) -> list[str]:
+        """End RUNNING tasks now, as their fate says (``POST /_sim/finish``): the ones named, else the
+        ``count`` oldest, else every one. Their ids, oldest first."""
+        return self.world.finish(task_ids, count=count)
+
+    async def _handle_hold(self, request: web.Request) -> web.Response:
+        try:
+            hold = (await _control_body(request)).get("hold", True)
+            if not isinstance(hold, bool):
+                raise ValueError("hold must be true or false")
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        self.hold_tasks(hold)
+        return _json({"hold": hold})
+
+    async def _handle_finish(self, request: web.Request) -> web.Response:
+        try:
+            body = await _control_body(request)
+            task_ids, count = body.get("task_ids"), body.get("count")
+            if task_ids is not None and not (
+                isinstance(task_ids, list) and all(isinstance(t, str) for t in task_ids)
+            ):
+                raise ValueError("task_ids must be a list of task ids (strings)")
+            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+                raise ValueError("count must be a whole number, 0 or more")
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        try:
+            return _json({"finished": self.finish_tasks(task_ids, count=count)})
+        except Reject as exc:
+            return _json({"error": exc.message}, 404)
 
     async def _handle_state(self, request: web.Request) -> web.Response:
         return _json(self.ground_truth())

@@ -3,7 +3,8 @@
 Operations take already-parsed arguments and raise ``Reject`` with a dialect-neutral ``Reason``; they never
 see HTTP. Task status is computed lazily from the injected clock: every operation first calls ``settle``,
 which pops the tasks whose end time has passed from a heap and applies their effect (docs/protocol.md D12), so
-there are no background timers and a ``FakeClock`` drives everything. Lookups are by index (ENI by id, ENIs
+there are no background timers and a ``FakeClock`` drives everything. A test may instead ``hold`` new tasks
+RUNNING whatever their latency and ``finish`` them when it chooses (``/_sim/hold`` and ``/_sim/finish``). Lookups are by index (ENI by id, ENIs
 by VPC, IP owner by ``(vpc, ip)``), so each call costs O(IPs in the call), not O(ENIs).
 """
 
@@ -47,6 +48,7 @@ class World:
     fault_counts: Counter[str] = field(default_factory=Counter)
     next_v2_task: int = 16284
     eip_count: int = 0
+    held: bool = False  # new tasks stay RUNNING until ``finish`` ends them (a test's control, not Tencent's)
     _due: list[tuple[float, int, Task]] = field(default_factory=list)
     _seq: int = 0
 
@@ -78,7 +80,33 @@ class World:
         due = self._due
         while due and due[0][0] <= now:
             _, _, task = heapq.heappop(due)
-            self._finish(task)
+            if task.status is TaskStatus.RUNNING:  # not already ended by ``finish``
+                self._finish(task)
+
+    def hold(self, on: bool = True) -> None:
+        """From now on, new tasks stay RUNNING until ``finish`` ends them (``on=False``: new tasks end after
+        their latency again; the ones held so far still wait for ``finish``)."""
+        self.held = on
+
+    def finish(self, task_ids: Sequence[str] | None = None, *, count: int | None = None) -> list[str]:
+        """End RUNNING tasks now, whatever their latency or hold, as they were to end (their fate decides
+        success or failure): the ones named, else the ``count`` oldest, else all. Their ids, oldest first.
+        A named task that does not exist is refused (``TASK_NOT_FOUND``); one that already ended is left."""
+        self.settle()
+        if task_ids is not None:
+            chosen = [self.task(task_id) for task_id in task_ids]
+        else:
+            chosen = [task for task in self.tasks.values() if task.status is TaskStatus.RUNNING]
+            if count is not None:
+                chosen = chosen[:count]
+        now = self.clock.monotonic()
+        ended: list[str] = []
+        for task in chosen:
+            if task.status is TaskStatus.RUNNING:
+                task.ends_at = now
+                self._finish(task)
+                ended.append(task.task_id)
+        return ended
 
     def _finish(self, task: Task) -> None:
         eni = task.eni
@@ -118,14 +146,16 @@ class World:
         if fate.kind != "normal":
             self.fault_counts[fate.kind] += 1
         now = self.clock.monotonic()
-        task = Task(task_id, kind, eni, tuple(ips), now + latency, outcome, released)
+        ends_at = math.inf if self.held else now + latency
+        task = Task(task_id, kind, eni, tuple(ips), ends_at, outcome, released)
         task.output = output
         task.started_at = now
         self.tasks[task_id] = task
         eni.task = task
         self.task_counts[TaskStatus.RUNNING] += 1
-        self._seq += 1
-        heapq.heappush(self._due, (task.ends_at, self._seq, task))
+        if not self.held:
+            self._seq += 1
+            heapq.heappush(self._due, (task.ends_at, self._seq, task))
         return task
 
     def record_ended(self, task_id: str, eni: Eni, ips: Sequence[str], status: TaskStatus) -> Task:
@@ -275,9 +305,10 @@ class World:
                 "ips": list(t.ips),
                 "status": str(t.status),
                 # When it was accepted and how long it ran (seconds, simulator clock): benchmarks derive the
-                # best makespan any client could have reached from these.
+                # best makespan any client could have reached from these. A task held RUNNING has no latency
+                # yet (None) until ``finish`` ends it.
                 "started_s": round(t.started_at, 6),
-                "latency_s": round(max(0.0, t.ends_at - t.started_at), 6),
+                "latency_s": None if math.isinf(t.ends_at) else round(max(0.0, t.ends_at - t.started_at), 6),
             }
             for t in self.tasks.values()
         ]
