@@ -288,8 +288,11 @@ class OutcomeUnknownError(EniAsyncError):
         self.ips = tuple(ips)
         self.cause = cause
         self.request_id: str | None = getattr(cause, "request_id", None)
+        reason = str(cause)  # the cause names the action too: said once
+        if action:
+            reason = reason.removeprefix(f"{action} failed: ").removeprefix(f"{action}: ")
         super().__init__(
-            f"{action} on {eni_id} for {', '.join(self.ips)}: outcome unknown ({cause}); "
+            f"{action} on {eni_id} for {', '.join(self.ips)}: outcome unknown ({reason}); "
             "look at the ENI before resubmitting"
         )
 

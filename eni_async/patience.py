@@ -16,7 +16,7 @@ not one backoff each.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -77,6 +77,7 @@ class Patience:
         # The error that made the API known not to answer, if it is so now (the service's ``ApiHealth``,
         # which probes it meanwhile).
         self.api_down: Callable[[], BaseException | None] | None = None
+        self.watching: set[int] = set()  # items (by ``id(outcome)``) whose task is being watched now
         self.parked_s = PARKED_S  # how often a parked item looks (``ApiHealth`` sets it with ``api_down``)
 
     def __repr__(self) -> str:
@@ -101,9 +102,12 @@ class Patience:
             if exc is not None:
                 failed(exc, state.next_action.sleep if state.next_action else 0.0)
 
-        def failed(exc: BaseException, wait: float) -> None:
+        def failed(exc: BaseException, wait: float, *, tried: bool = True) -> None:
+            # ``tried``: this item's call failed; else another call's error says the API is down, and this
+            # item has made no call yet.
+            done = f"{what} failed" if tried else f"{what} not tried: the API is down"
             if not failures:
-                _decide(outcome, f"{what} failed ({exc}): waiting for the API, until the release's deadline")
+                _decide(outcome, f"{done} ({exc}): waiting for the API, until the release's deadline")
                 if self.on_outage is not None:
                     self.on_outage(exc)
             failures.append(exc)
@@ -111,8 +115,8 @@ class Patience:
                 outcome.error = error_info(exc)
             log.log(
                 logging.INFO if len(failures) > 1 else logging.WARNING,
-                "%s: %s failed (%s); trying again in %.1fs (until the release's deadline)",
-                outcome.eni_id, what, exc, wait,
+                "%s: %s (%s); trying again in %.1fs (until the release's deadline)",
+                outcome.eni_id, done, exc, wait,
             )  # fmt: skip
 
         async def attempt() -> T:
@@ -128,7 +132,7 @@ class Patience:
 
         known = self.api_down() if self.api_down is not None else None
         if known is not None:  # the API is known down: no try before the probe says it is back
-            failed(known, PARKED_S)
+            failed(known, PARKED_S, tried=False)
         retrying = outlasting(
             self.policy, self.clock, waiting.deadline, retry=outlastable, before_sleep=before_sleep
         )
@@ -145,6 +149,17 @@ class Patience:
         if failures and answered:
             _decide(outcome, f"the API answered again after {self.clock.monotonic() - began:.0f}s ({what})")
         return result
+
+    async def refused(self, outcome: Outcome, *, shown: bool) -> None:
+        """The API refused the credentials: an item with a deadline and a recorder (the service's) waits
+        for credentials it takes, so its outcome says why, journalled (the error, when ``shown``: it had
+        none before; not while its task is watched, which the journal's step would take as seen to its
+        end). ``taken_again`` clears it when the item goes on."""
+        waiting = self.items.get(id(outcome))
+        if waiting is None or waiting.recorder is None or not shown or id(outcome) in self.watching:
+            return
+        _decide(outcome, _refusal(outcome.error))
+        await waiting.recorder.progressed(waiting.item, outcome)
 
     async def pause_before_watching_again(self, outcome: Outcome, again: int) -> bool:
         """Before the ``again``-th new watch of a task left unseen: wait on the backoff (never past the
@@ -187,9 +202,22 @@ class Patience:
             await self.clock.sleep(min(left, self.parked_s))
 
 
+def taken_again(outcome: Outcome) -> None:
+    """An item resumed after waiting for credentials (``Patience.refused``) goes on: their refusal is no
+    longer its error."""
+    if outcome.error is not None and outcome.decisions[-1:] == [_refusal(outcome.error)]:
+        outcome.error = None
+        _decide(outcome, "the credentials work again: going on")
+
+
+def _refusal(error: Mapping[str, str] | None) -> str:
+    code = (error or {}).get("code", "?")
+    return f"the API refused the credentials ({code}): waiting until it takes them (read again from their source)"
+
+
 def _decide(outcome: Outcome, decision: str) -> None:
     outcome.decisions.append(decision)
     log.info("%s: %s", outcome.eni_id, decision)
 
 
-__all__ = ["PARKED_S", "Patience", "Progress", "Waiting", "outlastable"]
+__all__ = ["PARKED_S", "Patience", "Progress", "Waiting", "outlastable", "taken_again"]

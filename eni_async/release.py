@@ -25,7 +25,10 @@ retries, are tried again on the ``OutagePolicy`` backoff until the deadline pass
 the outcome meanwhile (and journalled). Only then do the cases above decide, so that IPs sent and not seen
 are ``unknown``. Ambiguous submits are then bounded by the deadline, not ``MAX_ROUNDS``: from the second in a
 row each look (still made before every resubmit) waits on the backoff first, so a flapping 5xx neither fails
-the item early nor hammers the API. Without a deadline (the library's and ``batch``'s default) the calls' own
+the item early nor hammers the API. A chunk is in doubt (journalled as being sent) only while a try that may
+have had an effect is out: each try is journalled just before it is sent, one that surely had none is taken
+back before the wait (a cancel wins meanwhile), and refused credentials are journalled as the item's reason
+to wait (``Patience.refused``). Without a deadline (the library's and ``batch``'s default) the calls' own
 bounds and ``MAX_ROUNDS`` decide.
 """
 
@@ -51,9 +54,9 @@ from eni_async.errors import (
     TaskFailedError,
     TaskTimeoutError,
 )
-from eni_async.models import ChunkFate, EniInfo, TaskStatus
+from eni_async.models import ChunkFate, EniInfo, Submitted, TaskStatus
 from eni_async.outcomes import Item, Outcome
-from eni_async.patience import Patience, Waiting
+from eni_async.patience import Patience, Waiting, outlastable, taken_again
 from eni_async.policy import LookPolicy, OutagePolicy
 
 if TYPE_CHECKING:
@@ -121,6 +124,11 @@ class _Chunk:
     watch: bool
     earlier: set[str] = field(default_factory=set)  # IPs an earlier call of ours may have released
     ambiguous: int = 0  # ambiguous answers so far
+    started: float = 0.0  # when the last try of the submit was sent (``Clock.monotonic``)
+
+    def unsend(self) -> None:
+        """The chunk was not sent after all (IPs an earlier call of ours was sent stay sent)."""
+        self.outcome.sent.difference_update(ip for ip in self.todo if ip not in self.earlier)
 
 
 class Releaser:
@@ -171,6 +179,7 @@ class Releaser:
         outcome = outcome if outcome is not None else Outcome.for_item(item)
         if deadline is not None:
             self.patience.items[id(outcome)] = Waiting(deadline, item, gate, recorder)
+        taken_again(outcome)
         try:
             todo = item.ips if plan is None else await self._resume(item, outcome, plan, recorder, timeout)
             if look is None:
@@ -184,8 +193,10 @@ class Releaser:
         except StopSubmitting:
             return outcome.interrupt("stopped")
         except AuthError as exc:  # every later call would fail the same way: the item ends here
+            shown = outcome.error is None
             outcome.fail(exc)
             outcome.credentials_error = exc
+            await self.patience.refused(outcome, shown=shown)
         except EniAsyncError as exc:  # a look before the first submit that failed
             outcome.fail(exc)
         finally:
@@ -270,23 +281,14 @@ class Releaser:
                 why = f"the release's deadline passed after {_round} ambiguous round(s)"
                 break
             c.earlier = set(outcome.sent)
-            outcome.sent.update(c.todo)
             outcome.attempts += 1
-            if c.recorder is not None:
-                await c.recorder.submitting(c.item, c.todo, outcome)
-            started = self.calls.clock.monotonic()
             try:
                 sent = await self.patience.outlast(
-                    outcome,
-                    "submitting",
-                    functools.partial(
-                        self.calls.submit_when_free,
-                        c.item.vpc_id, c.item.eni_id, c.todo, gate=c.gate, timeout=c.timeout,
-                    ),
-                )  # fmt: skip
+                    outcome, "submitting", functools.partial(self._send, c, waiting is not None)
+                )
             except (StopSubmitting, AuthError):
                 # Refused before any effect (the mutex at every try, or the credentials): not sent after all.
-                outcome.sent.difference_update(ip for ip in c.todo if ip not in c.earlier)
+                c.unsend()
                 raise
             except EniAsyncError as exc:
                 left = await _case_for(exc)(self, c, exc)
@@ -308,7 +310,7 @@ class Releaser:
                 sent.task_id,
                 c.todo,
                 sent.request_id,
-                submitted_at=started,
+                submitted_at=c.started,
                 timeout=c.timeout,
             )
             if c.recorder is not None:
@@ -318,6 +320,29 @@ class Releaser:
             return
         outcome.fail(OutcomeUnknownError(UNASSIGN, c.item.vpc_id, c.item.eni_id, c.todo, RuntimeError(why)))
         await self._settle_by_looking(outcome, c.todo, why, doubt=True)
+
+    async def _send(self, c: _Chunk, waits: bool) -> Submitted:
+        """One try of a chunk's submit, announced to the recorder just before it is sent (a cancel that won
+        meanwhile refuses it). One that failed with surely no effect and will be waited out (``waits``) is
+        taken back, journalled before the wait: the chunk is then not in doubt, and a cancel may win."""
+        c.outcome.sent.update(c.todo)
+        if c.recorder is not None:
+            try:
+                await c.recorder.submitting(c.item, c.todo, c.outcome)
+            except BaseException:  # refused (the release was cancelled, the lease lost): nothing sent
+                c.unsend()
+                raise
+        c.started = self.calls.clock.monotonic()
+        try:
+            return await self.calls.submit_when_free(
+                c.item.vpc_id, c.item.eni_id, c.todo, gate=c.gate, timeout=c.timeout
+            )
+        except EniAsyncError as exc:
+            if waits and exc.no_effect and outlastable(exc):
+                c.unsend()
+                if c.recorder is not None:
+                    await c.recorder.progressed(c.item, c.outcome)
+            raise
 
     async def _watch(
         self,
@@ -336,14 +361,14 @@ class Releaser:
         that deadline (IPs then unseen are ``unknown``)."""
         limit = self.calls.poll.timeout if timeout is None else timeout
         for again in itertools.count():
-            fate = await self.watcher.track(
-                item.vpc_id,
-                item.eni_id,
-                task_id,
-                chunk,
-                submitted_at=submitted_at,
-                timeout=self.patience.left(outcome, limit),
-            )
+            self.patience.watching.add(id(outcome))
+            try:
+                fate = await self.watcher.track(
+                    item.vpc_id, item.eni_id, task_id, chunk,
+                    submitted_at=submitted_at, timeout=self.patience.left(outcome, limit),
+                )  # fmt: skip
+            finally:
+                self.patience.watching.discard(id(outcome))
             state = fate.state
             if not fate.unknown or (state is not None and state.status.done):
                 break
@@ -485,7 +510,7 @@ Case = Callable[[Releaser, _Chunk, EniAsyncError], Awaitable[tuple[str, ...] | N
 async def _ambiguous(r: Releaser, c: _Chunk, exc: EniAsyncError) -> tuple[str, ...] | None:
     """The server may have acted: describe, count what is gone, resubmit what is still there."""
     cause = exc.cause if isinstance(exc, OutcomeUnknownError) else exc
-    log.warning("%s: %s; describing the ENI before resubmitting", c.item.eni_id, exc)
+    log.warning("%s: %s: outcome unknown; describing the ENI before resubmitting", c.item.eni_id, cause)
     c.ambiguous += 1
     if c.ambiguous > 1:  # a second ambiguous answer in a row: under a deadline, wait before looking again
         await r.patience.pause_before_looking_again(c.outcome, c.ambiguous - 2)

@@ -165,6 +165,64 @@ async def test_cancels_racing_submits_from_another_replica_each_end_one_way(jour
                 assert cancel.in_doubt
 
 
+async def test_cancels_racing_the_retry_of_a_submit_that_had_no_effect_each_end_one_way(
+    journal_url: str,
+) -> None:
+    """Forty items whose submit was recorded, then taken back after a failure with surely no effect (the
+    release path's step before it waits out an outage): a cancel alone wins on one; raced against the
+    retry's submit under another owner's leases (a second pool on PostgreSQL), each release ends either
+    cancelled with nothing sent and the retry refused, or sent again with the cancel refused in doubt."""
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(opened(journal_url, exclusive=False))
+        second = first
+        if is_postgres(journal_url):
+            second = await stack.enter_async_context(opened(journal_url, exclusive=False))
+        made, _ = await first.releases.create(
+            [request(n) for n in range(41)], [f"rel-{n}" for n in range(41)], now=1.0
+        )
+        leases = {lease.eni_id: lease for lease in await second.claim("b", lease_s=60.0, limit=100)}
+        outcomes = {r.id: Outcome(VPC, r.eni_id, r.ips) for r in made}
+        for r in made:  # sent, refused with no effect, taken back: nothing sent, nothing in doubt
+            outcome = outcomes[r.id]
+            await second.submitting(r.item_key, r.ips, outcome, lease=leases[r.eni_id])
+            outcome.error = {"code": "ConnectFailed", "message": "cannot connect"}
+            await second.progressed(r.item_key, outcome, lease=leases[r.eni_id])
+            assert await row(first, "SELECT sent, in_doubt FROM items WHERE id = ?", (r.item_key,)) == (
+                "[]",
+                None,
+            )
+        alone = await first.releases.cancel(made[-1].id, now=2.0)
+        assert alone is not None
+        assert alone.cancelled
+
+        async def retry(key: int, eni_id: str, ips: tuple[str, ...], outcome: Outcome) -> bool:
+            try:
+                await second.submitting(key, ips, outcome, lease=leases[eni_id])
+            except WorkCancelledError:
+                return False
+            return True
+
+        answers = await asyncio.gather(*(
+            asyncio.gather(
+                first.releases.cancel(r.id, now=2.0), retry(r.item_key, r.eni_id, r.ips, outcomes[r.id])
+            )
+            for r in made[:-1]
+        ))  # fmt: skip
+        for release, (cancel, sent) in zip(made, answers, strict=False):
+            assert cancel is not None
+            assert cancel.cancelled != sent, release.id
+            state, sent_ips = await row(
+                first, "SELECT state, sent FROM items WHERE id = ?", (release.item_key,)
+            )
+            status = (await first.releases.get(release.id)).status  # type: ignore[union-attr]
+            if cancel.cancelled:
+                assert (state, sent_ips, status) == ("finished", "[]", "cancelled")
+            else:
+                assert (state, status) == ("submitting", "pending")
+                assert sent_ips != "[]"
+                assert cancel.in_doubt
+
+
 async def _wait_for_a_lock_wait(journal: SqlJournal) -> None:
     """Until a statement of this database waits on a row lock (read from pg_stat_activity, no sleeping)."""
     for _ in range(2000):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from eni_async.clock import FakeClock
 from eni_async.simulator import Simulator, SimulatorConfig
 from tests.test_replicas import replicas
 from tests.test_service import AUTH, Service, service_on
+from tests.test_service_outage import AUTH as OUTAGE_AUTH
+from tests.test_service_outage import service as outage_service
 
 SLOW_S = 100.0  # a task's latency on the simulator's hand-advanced clock
 
@@ -198,3 +201,43 @@ async def test_a_replica_cancels_a_release_another_replica_holds(postgres_url: s
         await until(dropped, "the holder dropped the cancelled release")
         assert len(sim.ground_truth()["tasks"]) == 1
         assert (await clients[holder].get(second["id"]))["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("started", ["before", "after"])
+async def test_a_release_waiting_out_an_outage_is_cancelled_and_never_sent(
+    tmp_path: Path, started: str
+) -> None:
+    """A release waiting for an API that refuses every connection (down before the service started: the
+    probe says so) or throttles every call (from after the start) had no call that may have taken effect:
+    the cancel wins (200 ``cancelled``, its IPs never sent, none unknown), and once the API is back nothing
+    of it is submitted (before: 409 "being sent", until the release's deadline)."""
+    down = ("unreachable", 20_000.0) if started == "before" else None  # ended by hand below
+    async with outage_service(tmp_path, dialect="v2", outage=down) as svc:
+        if down is None:
+            svc.sim.outage.control({"kind": "throttle", "seconds": 20_000})
+        body = svc.bodies()[0]
+        [release_id] = await svc.post([body])
+
+        async def waiting() -> bool:
+            return (await svc.get(release_id))["error"] is not None
+
+        await until(waiting, "the release shows it waits for the API")
+        if down is not None:  # no call of it was made: its decision does not say one failed
+            [decision] = (await svc.get(release_id))["decisions"]
+            assert decision.startswith("submitting not tried: the API is down ("), decision
+        resp = await svc.http.post(f"/v1/releases/{release_id}:cancel", headers=OUTAGE_AUTH)
+        cancelled = await resp.json()
+        assert resp.status == 200, cancelled
+        assert cancelled["status"] == "cancelled"
+        assert cancelled["not_released"] == body["ips"]
+        assert cancelled["unknown"] == cancelled["task_ids"] == []
+        svc.sim.outage.end()
+
+        async def dropped() -> bool:
+            stats = svc.engine.stats
+            return stats is not None and stats.dropped == 1 and not svc.engine.holdings.work
+
+        await until(dropped, "the batch dropped the cancelled release")
+        assert svc.tasks_by_eni() == Counter()
+        assert sorted(svc.sim.ground_truth()["enis"][0]["secondary_ips"]) == sorted(body["ips"])
+        assert (await svc.get(release_id))["status"] == "cancelled"

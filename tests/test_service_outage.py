@@ -22,7 +22,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from eni_async import EniClient, PollPolicy, Settings
 from eni_async.clock import FakeClock
 from eni_async.credentials import CredentialProvider, credential_chain
+from eni_async.errors import OutcomeUnknownError, ProtocolError
 from eni_async.journal import SqliteJournal
+from eni_async.release import UNASSIGN
 from eni_async.service.engine import Engine
 from eni_async.service.health import PROBE_WAIT
 from eni_async.service.http import make_app
@@ -311,6 +313,32 @@ async def test_refused_credentials_are_read_again_from_their_file_and_work_goes_
         assert (status, ready["api"]) == (200, "ok")
 
 
+async def test_a_release_waiting_for_refused_credentials_says_why(tmp_path: Path) -> None:
+    """While the API refuses the credentials, the pending release shows the refusal's code as its error and
+    a decision saying it waits for them (no secret in it, before: error null, no decision); once they work
+    it succeeds with no error, the wait among its decisions."""
+    async with service(tmp_path) as svc:
+        svc.sim.outage.refuse([FIRST])
+        [release_id] = await svc.post(svc.bodies()[:1])
+
+        async def says_why() -> bool:
+            return svc.engine.api.refused and (await svc.get(release_id))["error"] is not None
+
+        await until(says_why)
+        resp = await svc.http.get(f"/v1/releases/{release_id}", headers=AUTH)
+        text = await resp.text()
+        during = json.loads(text)
+        assert during["status"] == "pending"
+        assert during["error"]["code"] == "AuthFailure.SecretIdNotFound"
+        assert any("refused the credentials (AuthFailure.SecretIdNotFound)" in d for d in during["decisions"])
+        assert all(secret not in text for secret in KEYS.values())
+        svc.sim.outage.accept([FIRST])
+        [done] = await svc.finished([release_id])
+        assert done["status"] == "succeeded"
+        assert done["error"] is None
+        assert any("refused the credentials" in d for d in done["decisions"])
+
+
 async def test_refused_credentials_that_come_back_let_the_work_go_on(tmp_path: Path) -> None:
     """Without a source to read again (fixed keys), the service tries them on its backoff: once the API
     takes them again the pending release succeeds by itself."""
@@ -443,3 +471,58 @@ async def test_a_release_outlasts_a_flapping_503_on_its_submits(tmp_path: Path) 
         assert done["status"] == "succeeded", done["decisions"]
         assert done["attempts"] == 11
         assert svc.tasks_by_eni() == Counter({body["eni_id"]: 1})
+
+
+async def test_a_sustained_throttle_makes_readyz_say_throttled_not_unreachable(tmp_path: Path) -> None:
+    """Every call answered RequestLimitExceeded: /readyz answers 503 saying the API throttles (it answers:
+    it is not unreachable), the waiting release shows the code; once the throttling ends, both recover."""
+    async with service(tmp_path) as svc:
+        svc.sim.outage.start("throttle", 20_000)  # ended by hand below, before the deadline (6 h)
+        [release_id] = await svc.post(svc.bodies()[:1])
+
+        async def unready() -> bool:
+            return (await svc.readyz())[0] == 503
+
+        await until(unready)
+        status, body = await svc.readyz()
+        assert (status, body["api"], body["reason"]) == (
+            503,
+            "throttled (RequestLimitExceeded)",
+            "API throttled (RequestLimitExceeded)",
+        )
+        assert "unreachable" not in json.dumps(body)
+        svc.sim.outage.end()
+        [done] = await svc.finished([release_id])
+        assert done["status"] == "succeeded"
+
+        async def ready_again() -> bool:
+            return (await svc.readyz())[0] == 200
+
+        await until(ready_again)
+        assert (await svc.readyz())[1]["api"] == "ok"
+
+
+async def test_an_ambiguous_submit_is_logged_once_saying_each_thing_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A submit answered 503 logs one WARNING that names the ENI, the call and the advice to look before
+    resubmitting once each (before: the ENI twice, and "look at the ENI before resubmitting; describing the
+    ENI before resubmitting"); the release still succeeds."""
+    async with service(tmp_path, dialect="v2") as svc:
+        body = svc.bodies()[0]
+        flapping = asyncio.create_task(flap_submits(svc.sim, 1))
+        with caplog.at_level("WARNING", logger="eni_async.release"):
+            [release_id] = await svc.post([body])
+            [done] = await svc.finished([release_id])
+        await flapping
+        assert done["status"] == "succeeded"
+        [record] = [r for r in caplog.records if "outcome unknown" in r.getMessage()]
+        line = record.getMessage()
+        assert line.startswith(f"{body['eni_id']}: ")
+        for once in (body["eni_id"], "UnassignPrivateIpAddresses", "before resubmitting", "ENI"):
+            assert line.count(once) == 1, (once, line)
+        cause = record.args[-1]  # type: ignore[index]
+        assert isinstance(cause, ProtocolError)
+        unknown = str(OutcomeUnknownError(UNASSIGN, body["vpc_id"], body["eni_id"], body["ips"], cause))
+        for once in (body["eni_id"], UNASSIGN, "before resubmitting", "HTTP 503"):
+            assert unknown.count(once) == 1, (once, unknown)

@@ -3,7 +3,8 @@
 The state is one line for ``/readyz`` (never a secret, only error codes): ``checking credentials`` until the
 cheap call made at start (``EniClient.check_credentials``: one DescribeNetworkInterfaces with ``Limit`` 1)
 answers, ``ok``, ``unreachable (Code)`` once any call the service makes (a submit, a look, a task query,
-the probe) failed transiently after its retries, until one is answered again (the API is meanwhile probed
+the probe) failed transiently after its retries (``throttled (Code)`` when that was throttling: the API
+answers, over its rate limit), until one is answered again (the API is meanwhile probed
 with the cheap call on the ``PROBE_WAIT`` backoff, so that a replica with no work still learns it, and items
 waiting out the outage wait for that probe rather than each trying: ``down``), or ``credentials refused:
 Code``. Refused credentials are read again from their source
@@ -23,7 +24,14 @@ from typing import TYPE_CHECKING
 
 from tenacity import RetryCallState
 
-from eni_async.errors import AuthError, EniAsyncError, OutcomeUnknownError, ServerError, error_code
+from eni_async.errors import (
+    AuthError,
+    EniAsyncError,
+    OutcomeUnknownError,
+    ServerError,
+    ThrottledError,
+    error_code,
+)
 from eni_async.patience import PARKED_S, outlastable
 from eni_async.policy import OutagePolicy, outlasting
 
@@ -39,6 +47,8 @@ CREDENTIALS_WAIT = OutagePolicy(initial=1.0, maximum=60.0)
 # (``Patience.api_down``), so it is the whole load an outage puts on the API and sets how soon work resumes.
 PROBE_WAIT = OutagePolicy(initial=1.0, maximum=10.0)
 OK, CHECKING, UNREACHABLE, REFUSED = "ok", "checking credentials", "unreachable", "credentials refused"
+THROTTLED = "throttled"
+OUTAGES = (UNREACHABLE, THROTTLED)  # the states an outage puts the API in (probed until it answers)
 # Error codes of an outcome that say the API could not be reached.
 UNREACHABLE_CODES = frozenset({"ConnectFailed", "ConnectionLost", "BadAnswer"})
 
@@ -91,7 +101,7 @@ class ApiHealth:
         """The error that made the API known not to answer, while it is so and the probe runs (without a
         probe to say when it is back, say nothing: the items then try on their own backoff)."""
         probing = self._probe is not None and not self._probe.done()
-        return self._down if probing and self.state.startswith(UNREACHABLE) else None
+        return self._down if probing and self.state.startswith(OUTAGES) else None
 
     def heard(self, error: EniAsyncError | None) -> None:
         """How one API call ended, after its retries (every call the service makes: submits, looks, task
@@ -101,7 +111,7 @@ class ApiHealth:
         cause = error.cause if isinstance(error, OutcomeUnknownError) else error
         if isinstance(cause, EniAsyncError) and outlastable(cause):
             self._unreachable(error_code(cause), cause)
-        elif not isinstance(cause, AuthError) and self.state.startswith(UNREACHABLE):
+        elif not isinstance(cause, AuthError) and self.state.startswith(OUTAGES):
             log.info("the API answers again")
             self.state = OK
 
@@ -130,16 +140,16 @@ class ApiHealth:
                 log.warning("the API cannot be reached at start (%s); accepted work waits for it", exc)
                 self._unreachable(error_code(exc), exc)
         else:
-            if self.state == CHECKING or self.state.startswith(UNREACHABLE):
+            if self.state == CHECKING or self.state.startswith(OUTAGES):
                 self.state = OK
 
     def _unreachable(self, code: str, error: EniAsyncError | None = None) -> None:
-        """The API could not be reached (``error``, when known: what waiting items show): say so, and probe
-        it (on the backoff) until it answers, since a replica that is not ready may get no release that
-        would tell."""
+        """The API could not be reached, or throttles (``error``, when known: what waiting items show): say
+        so, and probe it (on the backoff) until it answers, since a replica that is not ready may get no
+        release that would tell."""
         if self.refused:
             return
-        self.state = f"{UNREACHABLE} ({code})"
+        self.state = f"{THROTTLED if isinstance(error, ThrottledError) else UNREACHABLE} ({code})"
         if error is not None or self._down is None:
             self._down = error if error is not None else ServerError(code, "the API could not be reached")
         if (self._probe is None or self._probe.done()) and not self.stopping:
@@ -163,7 +173,7 @@ class ApiHealth:
             return
         except EniAsyncError:  # stopping
             return
-        if self.state.startswith(UNREACHABLE):  # (``heard`` has said so already, unless it is not installed)
+        if self.state.startswith(OUTAGES):  # (``heard`` has said so already, unless it is not installed)
             log.info("the API answers again")
             self.state = OK
 
@@ -219,4 +229,4 @@ class ApiHealth:
         await self.resume()
 
 
-__all__ = ["CREDENTIALS_WAIT", "PROBE_WAIT", "UNREACHABLE_CODES", "ApiHealth"]
+__all__ = ["CREDENTIALS_WAIT", "OUTAGES", "PROBE_WAIT", "UNREACHABLE_CODES", "ApiHealth"]

@@ -223,7 +223,7 @@ _COMPONENTS: dict[str, Any] = {
                 "api": {
                     "type": "string",
                     "description": "the API as this replica sees it: ok, checking credentials, unreachable (Code), "
-                    "or credentials refused: Code (checked at start with one cheap call)",
+                    "throttled (Code), or credentials refused: Code (checked at start with one cheap call)",
                 },
                 "unfinished": {"type": "integer", "minimum": 0},
             },
