@@ -132,6 +132,7 @@ async def run_eni_async(cfg: Config) -> Result:
         result.extra["tracker"] = {
             "describe_calls": client.tracker.describe_calls,
             "task_queries": client.tracker.task_queries,
+            "latencies_learnt": len(client.calls.latencies),
         }
         result.extra["outcomes"] = outcomes
     return result

@@ -204,6 +204,7 @@ class EniClient:
             items,
             concurrency=self.settings.concurrency if concurrency is None else concurrency,
             target=self.tracker.releases_in_flight,
+            listen=self.tracker.listen,
             preflight=preflight,
             journal=journal,
         )

@@ -6,7 +6,7 @@ a gap that starts at ``min_gap`` and grows by ``growth`` per look, up to a ceili
 age (``age_share`` of how long it has run): a task that has run for 20 s is unlikely to end in the next
 tenth of a second, and watching it as often as a task of 1 s spends describes for nothing. The ceiling is
 never under ``max_gap``; while fewer than ``poller.MIN_SAMPLES`` latencies are known it grows only by
-``warming_share`` (the first tasks seen ending are what sizes the batch, so they are seen promptly); once
+``warming_share`` (the first tasks seen ending teach the latency, so they are seen a little sooner); once
 at most ``tail`` tasks are watched (the end of a batch, when one call holds them all and the makespan waits
 on them) it is ``tail_gap``, growing by ``tail_share`` of the age. Looks are aligned down to a grid of
 ``min_gap x 2**k`` (the largest step not over the gap), so that tasks paced alike fall due together and share
@@ -17,6 +17,7 @@ read by the caller, times are arguments.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eni_async.policy import PollPolicy
@@ -33,7 +34,7 @@ class LookPacing:
     growth: float = 1.2
     max_gap: float = 0.35
     age_share: float = 0.25
-    warming_share: float = 0.1  # while latencies are still being learnt: the first ends size the batch
+    warming_share: float = 0.2  # while latencies are being learnt (the in-flight target does not wait)
     tail: int = 50
     tail_gap: float = 0.15
     tail_share: float = 0.02
@@ -46,12 +47,24 @@ class LookPacing:
         typical = latencies.latency(self.first_quantile)
         return poll.first if typical is None else typical
 
-    def expected(self, latencies: LatencyTracker, poll: PollPolicy) -> float:
-        """The latency most tasks end within (``2 x poll.first`` until enough latencies are seen)."""
+    def expected(
+        self, latencies: LatencyTracker, poll: PollPolicy, running: Sequence[float] | None = None
+    ) -> float:
+        """The latency most tasks end within (``2 x poll.first`` until enough latencies are seen).
+
+        ``running``: the ages of the tasks watched now whose end is not seen yet. The latencies seen are
+        those of the tasks that ended first, so the quantile is read with the running ones counted as
+        lasting at least their age (Kaplan-Meier); while that estimate cannot reach the quantile yet
+        (too few of the tasks have ended), twice the longest latency seen.
+        """
         if len(latencies) < MIN_SAMPLES:
             return 2.0 * poll.first
-        high = latencies.latency(self.expected_quantile)
-        return 2.0 * poll.first if high is None else high
+        ended = latencies.ordered()
+        if running is None:
+            high = latencies.latency(self.expected_quantile)
+            return 2.0 * poll.first if high is None else high
+        high = censored_quantile(ended, running, self.expected_quantile)
+        return 2.0 * ended[-1] if high is None else high
 
     def ceiling(self, *, age: float, watched: int, warm: bool = True) -> float:
         """The longest gap before the next look at a task that has run ``age`` seconds."""
@@ -96,6 +109,24 @@ class LookPacing:
         return max(self.max_gap, self.age_share * latency)
 
 
+def censored_quantile(ended: Sequence[float], running: Sequence[float], quantile: float) -> float | None:
+    """The ``quantile`` of task latencies by Kaplan-Meier: ``ended`` the latencies seen (shortest first),
+    ``running`` the ages of tasks not ended yet (each lasts at least that long). ``None`` while the estimate
+    of the share still running has not fallen to ``1 - quantile``."""
+    at_risk = len(ended) + len(running)
+    alive = sorted(running)
+    survival, j = 1.0, 0
+    for latency in ended:
+        while j < len(alive) and alive[j] < latency:  # censored before this end: no longer at risk
+            j += 1
+            at_risk -= 1
+        survival *= 1.0 - 1.0 / at_risk
+        at_risk -= 1
+        if survival <= 1.0 - quantile:
+            return latency
+    return None
+
+
 @dataclass(frozen=True)
 class Packing:
     """How looks and asked-for descriptions share calls, and how much of each budget they may hold."""
@@ -115,4 +146,4 @@ class Packing:
         return max(1, int(rate * self.queries_in_flight))
 
 
-__all__ = ["LookPacing", "Packing"]
+__all__ = ["LookPacing", "Packing", "censored_quantile"]
