@@ -215,6 +215,7 @@ def run_one(s: Scenario, workdir: Path, timeout: float, *, seed: int = 7) -> dic
         final = sim.state()
         truth = {e["eni_id"]: {*e["secondary_ips"], e["primary_ip"]} for e in final["enis"]}
         latencies = [t["latency_s"] for t in sorted(final["tasks"], key=lambda t: t["started_s"])]
+        started = [t["started_s"] for t in final["tasks"]]
     sim_cpu = sim.usage.cpu_s if sim.usage is not None else None
     outcomes = result["extra"].pop("outcomes", None)
     wrong = None
@@ -239,6 +240,7 @@ def run_one(s: Scenario, workdir: Path, timeout: float, *, seed: int = 7) -> dic
         "ips_per_eni": s.ips_per_eni,
         "latency": list(s.latency),
         "makespan_s": result["makespan_s"],
+        "submit_phase_s": max(started) - min(started) if started else 0.0,
         "floor_s": floor_of(s),
         "oracle_s": oracle_of(s, latencies),
         "succeeded": result["succeeded"],
