@@ -5,8 +5,8 @@ while full. ``RateBudget`` keeps its window and its ``rate_limit`` knob, reads t
 exactly until the oldest send leaves the window, so tests run in fake time and a full budget costs no CPU.
 The budget also adapts (AIMD), to sustained throttling only: a stray throttle answer (a fault, a neighbour's
 burst) costs only the retry of the call it hit, while throttles that keep coming (at least ``STRAY_LIMIT``
-within one window, and at least ``SHARE`` of the calls sent in it: another process is spending the same
-quota) cut the rate to ``DECREASE`` of itself, once per window, never below one. Each quiet window adds back
+within one window, at least ``SHARE`` of the calls sent in it and, for a budget that calls wait for,
+``BUSY_SHARE`` of its rate: another process is spending the same quota) cut the rate to ``DECREASE`` of itself, once per window, never below one. Each quiet window adds back
 ``RECOVERY`` of the configured rate, up to the configured rate or a limit the server stated (docs/protocol.md
 D6, D18). With ``discovery`` (opt-in), a budget that has more demand than rate grows by ``GROWTH`` per window
 while never throttled (slow start), and settles at the limit the first throttle answer states, even above
@@ -34,10 +34,11 @@ WINDOW = 1.05
 DECREASE = 0.7
 RECOVERY = 0.05
 # Throttles count as sustained (and cut the rate) only this many within one window, and this share of its calls.
-# Random throttles (a flaky gateway: the hostile profile answers 5% of calls so) are strays: 15 of a window's
-# 100 calls at 5% happen about once in 10,000 windows; another process on the quota refuses far more.
+# Random throttles (a flaky gateway: the hostile profile answers 5% of calls so) are strays; they come in
+# clusters (12 of a window's 100 calls were seen at 5%); another process on the quota refuses far more.
 STRAY_LIMIT = 3
-SHARE = 0.15
+SHARE = 0.12
+BUSY_SHARE = 0.2  # of the rate, for a budget that calls wait for (see ``RateBudget.on_throttled``)
 # Discovery: the rate grows by this factor per window while demand exceeds it and no throttle was seen
 # (slow start: doubling, so a tenfold quota is found in under four windows).
 GROWTH = 2.0
@@ -160,7 +161,11 @@ class RateBudget(Throttler):
         while recent and now - recent[0] >= self.period:
             recent.popleft()
         self.flush()
-        sustained = len(recent) >= max(STRAY_LIMIT, SHARE * len(self._task_logs))
+        # A busy budget (calls wait for it) spends its whole window: its throttles are sustained only at
+        # ``BUSY_SHARE`` of its rate (random ones come in clusters, and early in a window its first calls are
+        # too few to make a share of).
+        busy = BUSY_SHARE * self.rate_limit if self._lock.locked() else 0.0
+        sustained = len(recent) >= max(STRAY_LIMIT, SHARE * len(self._task_logs), busy)
         # Many calls of one window are throttled together: that is one signal, so decrease once per period.
         if not sustained or now - self._last_decrease < self.period:
             self.rate_limit = min(self.rate_limit, self.ceiling)
