@@ -75,6 +75,7 @@ class Scenario:
     baseline: str | None = None  # compare the makespan with this scenario's instead of the floor
     repeats: int = 1  # runs on worlds of seeds 7, 8, ...; the row is the median run by makespan
     latency: tuple[float, float] = LATENCY  # the simulator's task latency law: log-normal (median, sigma)
+    network: tuple[str, ...] = ()  # more simulator options: jitter, a skewed and drifting limiter clock
 
 
 def scenarios(scale: float) -> list[Scenario]:
@@ -186,6 +187,7 @@ def run_one(s: Scenario, workdir: Path, timeout: float, *, seed: int = 7) -> dic
         latency=",".join(map(str, s.latency)),
         limits=s.limits,
         seed=seed,
+        extra=s.network,
     )
     if s.faults is not None:
         profile = workdir / f"faults-{s.name}.toml"
@@ -216,6 +218,7 @@ def run_one(s: Scenario, workdir: Path, timeout: float, *, seed: int = 7) -> dic
         truth = {e["eni_id"]: {*e["secondary_ips"], e["primary_ip"]} for e in final["enis"]}
         latencies = [t["latency_s"] for t in sorted(final["tasks"], key=lambda t: t["started_s"])]
         started = [t["started_s"] for t in final["tasks"]]
+        ends = [t["started_s"] + t["latency_s"] for t in final["tasks"]]
     sim_cpu = sim.usage.cpu_s if sim.usage is not None else None
     outcomes = result["extra"].pop("outcomes", None)
     wrong = None
@@ -241,6 +244,16 @@ def run_one(s: Scenario, workdir: Path, timeout: float, *, seed: int = 7) -> dic
         "latency": list(s.latency),
         "makespan_s": result["makespan_s"],
         "submit_phase_s": max(started) - min(started) if started else 0.0,
+        # On the client's clock (both processes read CLOCK_MONOTONIC): its first accepted submit, and how
+        # long after the last task ended it saw the end.
+        "first_submit_s": min(started) - result["extra"].get("t0_monotonic", min(started))
+        if started
+        else 0.0,
+        "last_end_seen_after_s": (
+            result["makespan_s"] - (max(ends) - result["extra"]["t0_monotonic"])
+            if ends and "t0_monotonic" in result["extra"]
+            else None
+        ),
         "floor_s": floor_of(s),
         "oracle_s": oracle_of(s, latencies),
         "succeeded": result["succeeded"],

@@ -408,3 +408,45 @@ async def test_another_process_on_the_quota_brings_the_rate_down_within_seconds(
     first, late = seen[0], seen[5]
     assert late[1] / sum(late) < first[1] / sum(first)
     assert late[1] / sum(late) < 0.2
+
+
+def test_a_timed_budgets_window_follows_the_spread_of_answer_times() -> None:
+    """Answers within 3 ms of each other: the window shrinks to a second plus the drift margin and that
+    spread; a throttle answer puts it back to ``WINDOW`` (the spread did not cover what the server saw)."""
+    from eni_async.throttle import DRIFT, MIN_TIMED
+
+    clock = FakeClock()
+    budget = Budgets({"A": 100}, clock)["A"]
+    assert budget.period == WINDOW
+    for i in range(MIN_TIMED):
+        budget.observe(0.002 + (0.003 if i % 2 else 0.0))
+    assert budget.period == pytest.approx(1.0 + DRIFT + 0.003)
+    budget.on_throttled()
+    assert budget.period == WINDOW
+    for _ in range(2 * MIN_TIMED):
+        budget.observe(0.002)
+    assert budget.period == WINDOW, "careful for a while after a throttle"
+    assert RateBudget(100, clock).period == 1.0, "an untimed budget keeps its period"
+
+
+def test_the_simulators_limiter_counts_seconds_of_its_own_skewed_drifting_clock() -> None:
+    """The limiter's windows are seconds of its clock: 0.6 s ahead, a request at 0.5 s of the simulator's
+    falls in its second 1; running 1% fast, its 100th second starts at 99.0 s of the simulator's."""
+    from eni_async.simulator.limits import RateLimiter
+    from eni_async.simulator.rejects import Reject
+
+    clock = FakeClock()
+    limiter = RateLimiter(clock, {"A": 1}, skew=0.6)
+    clock.advance(0.3)
+    limiter.check("key", "A")
+    clock.advance(0.2)  # 1.1 on the limiter's clock: a new second
+    limiter.check("key", "A")
+    with pytest.raises(Reject):
+        limiter.check("key", "A")
+    other = FakeClock()
+    fast = RateLimiter(other, {"A": 1}, drift=0.01)
+    other.advance(99.05)  # 100.04 on the limiter's clock
+    fast.check("key", "A")
+    other.advance(0.1)
+    with pytest.raises(Reject):
+        fast.check("key", "A")

@@ -8,7 +8,8 @@ tenth of a second, and watching it as often as a task of 1 s spends describes fo
 never under ``max_gap``; while fewer than ``poller.MIN_SAMPLES`` latencies are known it grows only by
 ``warming_share`` (the first tasks seen ending teach the latency, so they are seen a little sooner); once
 at most ``tail`` tasks are watched (the end of a batch, when one call holds them all and the makespan waits
-on them) it is ``tail_gap``, growing by ``tail_share`` of the age. Looks are aligned down to a grid of
+on them) it is ``tail_gap`` (a tenth of a second: a round then costs one call), growing by ``tail_share``
+of the age. Looks are aligned down to a grid of
 ``min_gap x 2**k`` (the largest step not over the gap), so that tasks paced alike fall due together and share
 rounds and calls: calls, not looks, are what a round costs. ``Packing`` says how looks share calls. Nothing here performs I/O, reads a clock or awaits: the latencies are
 read by the caller, times are arguments.
@@ -36,7 +37,7 @@ class LookPacing:
     age_share: float = 0.25
     warming_share: float = 0.2  # while latencies are being learnt (the in-flight target does not wait)
     tail: int = 50
-    tail_gap: float = 0.15
+    tail_gap: float = 0.1  # under min_gap: the tail's looks keep their own grid
     tail_share: float = 0.02
     expected_quantile: float = 0.95  # API 2.0: IPs still listed past it make the task worth asking
 
@@ -83,8 +84,11 @@ class LookPacing:
         return min(max(grown, self._share(warm) * age), ceiling)
 
     def tick(self, gap: float) -> float:
-        """The grid a look after ``gap`` is aligned to: the largest ``min_gap x 2**k`` not over ``gap``."""
-        if gap <= self.min_gap:
+        """The grid a look after ``gap`` is aligned to: the largest ``min_gap x 2**k`` not over ``gap`` (a gap
+        under ``min_gap``, the tail's, is its own grid)."""
+        if gap < self.min_gap:
+            return gap
+        if gap == self.min_gap:
             return self.min_gap
         return self.min_gap * 2.0 ** math.floor(math.log2(gap / self.min_gap))
 
