@@ -110,6 +110,11 @@ class LookEngine:
 
     def _forget(self, w: Watched) -> None:
         self._live -= 1
+        if len(self._deadlines) > 2 * self._live + 64:
+            # Ended watches stay in the deadline heap until they reach its top, behind any watch still
+            # running: dropped all at once now and then, so a long batch holds only what it watches.
+            self._deadlines = [d for d in self._deadlines if not d[2].future.done()]
+            heapq.heapify(self._deadlines)
         self._looks.cancel(w)
         self._asks.cancel(w)
         watchers = self._by_vpc.get(w.watch.vpc_id)

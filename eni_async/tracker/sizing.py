@@ -27,6 +27,10 @@ class InFlightPolicy:
 
     headroom: float = 1.5
     minimum: int = 16
+    # One process starts at most about this many tasks a second (beyond it, CPU binds, not the budget):
+    # Little's law reads a larger budget (limits raised out of the way) as this, so that what is in flight
+    # (memory, and the collector's work) follows what the process can do.
+    process_rate: float = 2000.0
     typical_quantile: float = 0.9
     refresh: float = 0.25
 
@@ -57,6 +61,7 @@ class InFlight:
         else:
             latency = typical
         hold = latency + self._pacing.typical_gap(latency) / 2
+        rate = min(rate, self._policy.process_rate)
         target = max(self._policy.minimum, math.ceil(rate * hold * self._policy.headroom))
         self._last = (now, target)
         return target
