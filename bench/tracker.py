@@ -296,7 +296,7 @@ def run_one(s: Scenario, workdir: Path, timeout: float, *, seed: int = 7) -> dic
 
 def verdict(row: dict[str, Any], s: Scenario, rows: dict[str, dict[str, Any]]) -> None:
     if s.baseline is not None and s.baseline in rows and s.faults == FIVE_PERCENT_THROTTLES:
-        # Issue 21: how much the submit phase (first to last accepted submit) stretches under the faults.
+        # How much the submit phase (first to last accepted submit) stretches under the faults.
         row["ratio_to"] = s.baseline + " submit phase"
         row["ratio"] = row["submit_phase_s"] / rows[s.baseline]["submit_phase_s"]
     elif s.baseline is not None and s.baseline in rows:

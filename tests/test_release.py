@@ -375,7 +375,7 @@ async def test_a_resume_after_slow_tasks_finishes_every_item(tmp_path: Path) -> 
     assert counts["finished"] == 120, counts
     assert done == []
     # Every worker was busy with a slow task when it stopped; while no latency is known the target grows
-    # with the time nothing has ended, so more than the first target were (issue 21).
+    # with the time nothing has ended, so more than the first target were.
     assert len(first.unconfirmed) == first.stats.pulled > target
     assert len(rest) == 120
     assert all(o.status == SUCCEEDED for o in rest)
