@@ -121,6 +121,7 @@ async def run_eni_async(cfg: Config) -> Result:
             if outcome.error is not None:
                 clocked.errors[outcome.error.get("code", "?")] += 1
         result = clocked.finish()
+        result.extra["t0_monotonic"] = clocked.t0  # the simulator's task times are on the same clock
         result.extra["client_throttles"] = {
             action: client.budgets[action].throttles
             for action in ("UnassignPrivateIpAddresses", "DescribeVpcTaskResult", "DescribeNetworkInterfaces")
@@ -132,6 +133,7 @@ async def run_eni_async(cfg: Config) -> Result:
         result.extra["tracker"] = {
             "describe_calls": client.tracker.describe_calls,
             "task_queries": client.tracker.task_queries,
+            "latencies_learnt": len(client.calls.latencies),
         }
         result.extra["outcomes"] = outcomes
     return result

@@ -172,11 +172,18 @@ class Simulator:
 
 
 def simulate_argv(
-    *, enis: int, ips_per_eni: int = 1, latency: str, limits: dict[str, int], seed: int = 7
+    *,
+    enis: int,
+    ips_per_eni: int = 1,
+    latency: str,
+    limits: dict[str, int],
+    seed: int = 7,
+    extra: Sequence[str] = (),
 ) -> list[str]:
-    """The ``eni-async simulate`` command line for one benchmark world on 127.0.0.1, any free port."""
+    """The ``eni-async simulate`` command line for one benchmark world on 127.0.0.1, any free port
+    (``extra``: more options, e.g. ``--jitter``)."""
     argv = [*ENI_ASYNC, "simulate", "--host", "127.0.0.1", "--port", "0", "--seed", str(seed)]
-    argv += ["--enis", str(enis), "--ips-per-eni", str(ips_per_eni), "--task-latency", latency]
+    argv += ["--enis", str(enis), "--ips-per-eni", str(ips_per_eni), "--task-latency", latency, *extra]
     for action, limit in limits.items():
         argv += ["--rate-limit", f"{action}={limit}"]
     return argv

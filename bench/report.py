@@ -69,18 +69,28 @@ def cost_table(data: dict[str, Any]) -> str:
 
 
 def scale_table(data: dict[str, Any]) -> str:
-    header = ["ENIs", "peak RSS MiB", "wall s", "CPU ms/ENI", "queries/task", "correct"]
-    rows = [
-        [
-            f"{r['enis']:,}",
-            f"{r['maxrss_mib']:.1f}",
-            f"{r['wall_s']:.1f}",
-            f"{r['cpu_per_eni_ms']:.3f}",
-            f"{r['queries_per_task']:.2f}",
-            "yes" if r["correct"] else f"NO (exit {r['exit']}, {r['ips_left']} IPs left)",
-        ]
-        for r in data["runs"].values()
-    ]
+    header = ["ENIs", "peak RSS MiB", "wall s", "CPU ms/ENI", "raw loop ms/ENI", "x raw", "raw RSS MiB"]
+    header += ["GC s", "longest GC pause ms", "pauses > 50 ms", "queries/task", "correct"]
+    rows = []
+    for r in data["runs"].values():
+        gc = r.get("gc") or {}
+        raw = r.get("cpu_over_raw")
+        rows.append(
+            [
+                f"{r['enis']:,}",
+                f"{r['maxrss_mib']:.1f}",
+                f"{r['wall_s']:.1f}",
+                f"{r['cpu_per_eni_ms']:.3f}",
+                f"{r.get('raw_cpu_per_eni_ms', 0.0):.3f}",
+                "-" if raw is None else f"{raw:.2f}",
+                f"{r.get('raw_maxrss_mib', 0.0):.1f}",
+                f"{gc.get('total_s', 0.0):.2f}",
+                f"{1000 * gc.get('longest_s', 0.0):.0f}",
+                f"{gc.get('stalls_over_50ms', 0)}",
+                f"{r['queries_per_task']:.2f}",
+                "yes" if r["correct"] else f"NO (exit {r['exit']}, {r['ips_left']} IPs left)",
+            ]
+        )
     title = (
         f"scale: eni-async batch, limits off, latency 0 (empty-file baseline "
         f"{data['baseline_maxrss_mib']:.1f} MiB); ratio {data['rss_ratio']:.3f}"

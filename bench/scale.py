@@ -14,7 +14,12 @@ Peak RSS is the child's ``ru_maxrss`` from ``wait4``. The parent never parses th
 command over an empty file gives the interpreter-plus-imports baseline. Correctness: exit status 0 and every
 seeded IP gone per ``/_sim/state``.
 
-Target: peak RSS at 100,000 at most 1.2 x that at 10,000.
+Each size is also released by ``bench/rawloop.py`` (the same signed calls from a plain aiohttp loop, on a
+fresh world of the same seed): ``cpu_over_raw`` is the batch's process CPU over the raw loop's. The batch runs
+under ``bench/gcprobe.py``, which times every garbage collection (its pauses stall the event loop).
+
+Targets: peak RSS at 100,000 at most 1.2 x that at 10,000 and under 120 MiB; CPU at most 1.3 x the raw
+loop's; no collection pause over 50 ms.
 
 Reproduce: ``python bench/run.py --only scale`` (``--quick`` for 2,000 and 20,000).
 """
@@ -50,11 +55,34 @@ assign = 1000000
 """
 
 
-def _batch(sim: procs.Simulator, source: Path, settings: Path, log: Path, timeout: float) -> procs.Usage:
-    argv = [*procs.ENI_ASYNC, "batch", str(source), "--config", str(settings), "--endpoint", sim.endpoint]
+def _batch(
+    sim: procs.Simulator, source: Path, settings: Path, log: Path, timeout: float, gc_out: Path | None = None
+) -> procs.Usage:
+    """``eni-async batch`` over ``source``; with ``gc_out``, under ``bench.gcprobe`` (its pauses timed)."""
+    command = procs.ENI_ASYNC if gc_out is None else [sys.executable, "-m", "bench.gcprobe", str(gc_out)]
+    argv = [*command, "batch", str(source), "--config", str(settings), "--endpoint", sim.endpoint]
     argv += ["--region", sim.region, "--dialect", "v3", "--no-progress", "--output", "/dev/null"]
     with log.open("ab") as err:
         return procs.run_measured(argv, timeout=timeout, env=sim.env(), stderr=err, rss_every=1.0)
+
+
+def _rawloop(sim: procs.Simulator, source: Path, log: Path, timeout: float) -> procs.Usage:
+    """``bench/rawloop.py`` over ``source``: the same signed calls from a plain aiohttp loop."""
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.rawloop",
+        str(source),
+        sim.endpoint,
+        sim.region,
+        str(RAW_CONCURRENCY),
+    ]
+    with log.open("ab") as err:
+        return procs.run_measured(argv, timeout=timeout, env=sim.env(), stderr=err)
+
+
+# ENIs the raw loop keeps in flight: about what the batch's target holds when tasks end at once.
+RAW_CONCURRENCY = 200
 
 
 def write_jsonl(sim: procs.Simulator, path: Path, timeout: float = 300.0) -> None:
@@ -109,9 +137,14 @@ def run(*, sizes: tuple[int, ...], workdir: Path, seed: int = 7, timeout: float 
                 baseline = _batch(sim, empty, settings, log, timeout=120.0)
             source = workdir / f"enis-{size}.jsonl"
             write_jsonl(sim, source)
-            usage = _batch(sim, source, settings, log, timeout=timeout)
+            gc_out = workdir / f"gc-{size}.json"
+            usage = _batch(sim, source, settings, log, timeout=timeout, gc_out=gc_out)
             left = ips_left_in_child(sim, workdir)
             stats = sim.stats()
+        # The raw loop on a world of its own (the same seed: the same ENIs and IPs).
+        with procs.simulator(argv, log=workdir / "simulator.log") as raw_sim:
+            raw = _rawloop(raw_sim, source, log, timeout=timeout)
+            raw_left = ips_left_in_child(raw_sim, workdir)
         rows[str(size)] = {
             "enis": size,
             "exit": usage.returncode,
@@ -125,6 +158,11 @@ def run(*, sizes: tuple[int, ...], workdir: Path, seed: int = 7, timeout: float 
             "simulator_cpu_s": sim.usage.cpu_s if sim.usage else None,
             "parent_rss_mib": usage.parent_rss_mib,
             "rss_samples": usage.rss_samples,
+            "gc": json.loads(gc_out.read_text(encoding="utf-8")) if gc_out.exists() else None,
+            "raw_cpu_per_eni_ms": 1000 * raw.cpu_s / size,
+            "raw_maxrss_mib": raw.maxrss_mib,
+            "raw_correct": raw.returncode == 0 and raw_left == 0,
+            "cpu_over_raw": usage.cpu_s / raw.cpu_s if raw.cpu_s else None,
         }
         source.unlink()
     small, large = rows[str(min(sizes))], rows[str(max(sizes))]

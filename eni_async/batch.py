@@ -86,6 +86,7 @@ class Batch:
         recorder: Recorder | None = None,
         guard: Callable[[Item], None] | None = None,
         deadline: Callable[[Item], float | None] | None = None,
+        listen: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
     ) -> None:
         if concurrency < 1:
             raise InputError("concurrency", concurrency, "must be at least 1")
@@ -93,6 +94,9 @@ class Batch:
         self.clock = releaser.calls.clock
         self.concurrency = concurrency
         self._wanted = target
+        # ``listen(callback)``: called on every task accepted, so the workers grow while every one of them
+        # waits on a task (the target moves then: latencies learnt); it returns the way to stop listening.
+        self._listen = listen
         self.preflight = preflight
         self.stats = BatchStats()
         self.aborted: BaseException | None = None
@@ -203,15 +207,19 @@ class Batch:
         self._final.clear()
 
     async def _run(self) -> None:
+        unlisten: Callable[[], None] | None = None
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
+                unlisten = self._listen(self._grow_more) if self._listen is not None else None
                 self._grow()
         except BaseException as exc:
             if not self._halted:  # a bug in a worker or the source: end the iteration, then raise it
                 self._failure = exc
             raise
         finally:
+            if unlisten is not None:
+                unlisten()
             if self._expiry is not None:
                 self._expiry.cancel()
             if not self._halted:
@@ -255,6 +263,11 @@ class Batch:
         """Items to work on at once: ``target()`` (as many as the budgets keep busy), at most ``concurrency``."""
         wanted = self._wanted() if self._wanted is not None else self.concurrency
         return max(1, min(self.concurrency, wanted))
+
+    def _grow_more(self) -> None:
+        """A task was accepted: start more workers if the target grew meanwhile."""
+        if self._group is not None and not self._stopping and not self._halted:
+            self._grow()
 
     def _grow(self) -> None:
         """Start workers up to the target (it grows as task latencies are observed and budgets change)."""

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import dataclasses
 import difflib
+import gc
 import logging
 import re
 import sys
@@ -479,8 +480,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
 
 
+def quiet_collector() -> None:
+    """Garbage collection for a command that runs long: what start-up built (modules, settings, the
+    parser) is frozen out of every later collection, and the young generation is collected every 5,000
+    allocations rather than 700 (10,000 ENIs: 8.1 s of CPU, 6.8 s of it collecting, before; higher
+    thresholds cost more memory at 100,000, where per-item garbage cycles then wait longer)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(5_000, 10, 10)
+
+
 def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    quiet_collector()
     as_json = json_lines(args)
     state = Interruption()
     state.as_json = as_json

@@ -210,6 +210,7 @@ class EniClient:
             items,
             concurrency=self.settings.concurrency if concurrency is None else concurrency,
             target=self.tracker.releases_in_flight,
+            listen=self.tracker.listen,
             preflight=preflight,
             journal=journal,
             deadline=None if release_deadline is None else self._deadline_after(release_deadline),

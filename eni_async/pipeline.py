@@ -300,6 +300,7 @@ class Pipeline:
                 code = error_code(exc)
                 logged(code, getattr(exc, "request_id", None), self.clock.monotonic() - started, exc)
                 if isinstance(exc, ThrottledError):
+                    budget.observe(self.clock.monotonic() - started)
                     before = budget.rate
                     budget.on_throttled(exc.limit)
                     if metrics is not None:
@@ -312,7 +313,9 @@ class Pipeline:
                                "request_id": exc.request_id, "rate": budget.rate},
                     )  # fmt: skip
                 raise
-            logged("Success", getattr(result, "request_id", None), self.clock.monotonic() - started)
+            took = self.clock.monotonic() - started
+            budget.observe(took)
+            logged("Success", getattr(result, "request_id", None), took)
             if isinstance(result, TaskState):
                 # When the task was seen in this state: the send time, not the answer's (budget waits excluded).
                 result = cast(T, dataclasses.replace(result, observed_at=started))

@@ -73,9 +73,14 @@ class LatencyTracker:
         """The ``quantile`` of the latencies observed lately, or ``None`` before any."""
         if not self._recent:
             return None
+        ordered = self.ordered()
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
+
+    def ordered(self) -> list[float]:
+        """The latencies observed lately, shortest first (the caller must not change the list)."""
         if self._sorted is None:
             self._sorted = sorted(self._recent)
-        return self._sorted[min(len(self._sorted) - 1, int(quantile * len(self._sorted)))]
+        return self._sorted
 
     def bound(self) -> float | None:
         """The longest first delay allowed: ``BOUND_FACTOR`` x the ``BOUND_QUANTILE`` latency (once warm)."""

@@ -368,6 +368,9 @@ class SharedBudget:
             self._gate = self._local
         return self._local
 
+    def observe(self, seconds: float) -> None:
+        """Answer times do not move the shared window: every process must count the same one."""
+
     def on_throttled(self, stated_limit: int | None = None) -> None:
         """Report a throttle answer: sent with the next reservation, it slows every process sharing the quota."""
         self.throttles += 1

@@ -5,8 +5,8 @@ while full. ``RateBudget`` keeps its window and its ``rate_limit`` knob, reads t
 exactly until the oldest send leaves the window, so tests run in fake time and a full budget costs no CPU.
 The budget also adapts (AIMD), to sustained throttling only: a stray throttle answer (a fault, a neighbour's
 burst) costs only the retry of the call it hit, while throttles that keep coming (at least ``STRAY_LIMIT``
-within one window, and at least ``SHARE`` of the calls sent in it: another process is spending the same
-quota) cut the rate to ``DECREASE`` of itself, once per window, never below one. Each quiet window adds back
+within one window, at least ``SHARE`` of the calls sent in it and, for a budget that calls wait for,
+``BUSY_SHARE`` of its rate: another process is spending the same quota) cut the rate to ``DECREASE`` of itself, once per window, never below one. Each quiet window adds back
 ``RECOVERY`` of the configured rate, up to the configured rate or a limit the server stated (docs/protocol.md
 D6, D18). With ``discovery`` (opt-in), a budget that has more demand than rate grows by ``GROWTH`` per window
 while never throttled (slow start), and settles at the limit the first throttle answer states, even above
@@ -30,12 +30,24 @@ _EPSILON = 1e-6
 # The client's window: the server counts per second by arrival, and arrivals jitter by milliseconds (tens of
 # them when the server is busy: at 1.02 s one answer in a few thousand was throttled under load).
 WINDOW = 1.05
+# Once calls have been timed, a budget's window is the server's second, plus ``DRIFT`` (clocks that disagree
+# by up to a thousandth), plus the spread of the answer times seen lately (the most arrivals can jitter, as
+# the client can tell): on loopback a few milliseconds, so submits run at nearly the whole limit. Timed over
+# the last ``TIMED`` answers, from ``MIN_TIMED`` on; a throttle answer puts the window back to ``WINDOW`` for
+# ``CAUTION`` seconds (the spread did not cover what the server saw).
+DRIFT = 0.001
+TIMED = 64
+MIN_TIMED = 16
+CAUTION = 30.0
 # A throttle answer cuts the rate to this fraction; a quiet window adds back this fraction of the configured.
 DECREASE = 0.7
 RECOVERY = 0.05
 # Throttles count as sustained (and cut the rate) only this many within one window, and this share of its calls.
+# Random throttles (a flaky gateway: the hostile profile answers 5% of calls so) are strays; they come in
+# clusters (12 of a window's 100 calls were seen at 5%); another process on the quota refuses far more.
 STRAY_LIMIT = 3
-SHARE = 0.05
+SHARE = 0.12
+BUSY_SHARE = 0.2  # of the rate, for a budget that calls wait for (see ``RateBudget.on_throttled``)
 # Discovery: the rate grows by this factor per window while demand exceeds it and no throttle was seen
 # (slow start: doubling, so a tenfold quota is found in under four windows).
 GROWTH = 2.0
@@ -50,7 +62,14 @@ class RateBudget(Throttler):
     rate_limit: float  # type: ignore[assignment]
 
     def __init__(
-        self, rate: float, clock: Clock, *, period: float = 1.0, name: str = "", discovery: bool = False
+        self,
+        rate: float,
+        clock: Clock,
+        *,
+        period: float = 1.0,
+        name: str = "",
+        discovery: bool = False,
+        timed: bool = False,
     ) -> None:
         if rate < 1:
             raise ValueError(f"rate must be at least 1, not {rate}")
@@ -69,6 +88,12 @@ class RateBudget(Throttler):
         self._last_change = clock.monotonic()
         self._last_decrease = float("-inf")
         self.throttles = 0
+        # ``timed``: the window follows the answer times (``observe``); ``period`` is the window until then.
+        self._timed = timed
+        self._safe_period = period
+        self._answers: deque[float] = deque(maxlen=TIMED)
+        self._untimed = 0  # answers since the window was last set
+        self._careful_until = float("-inf")
 
     def __repr__(self) -> str:
         return f"RateBudget({self.name!r}, rate={self.rate_limit}/{self.period}s)"
@@ -130,6 +155,21 @@ class RateBudget(Throttler):
         self._task_logs.append(now)
         self._burst_logs.append(now)
 
+    def observe(self, seconds: float) -> None:
+        """Take the time one call took from send to answer into account (a timed budget's window)."""
+        if not self._timed:
+            return
+        answers = self._answers
+        answers.append(seconds)
+        self._untimed += 1
+        if self._untimed < MIN_TIMED or len(answers) < MIN_TIMED:
+            return
+        self._untimed = 0
+        if self._clock.monotonic() < self._careful_until:
+            return
+        spread = max(answers) - min(answers)
+        self.period = min(self._safe_period * 2, 1.0 + DRIFT + spread)
+
     def on_throttled(self, stated_limit: int | None = None) -> None:
         """Take a throttle answer into account; ``stated_limit`` is the limit its message gave, if any.
 
@@ -138,6 +178,9 @@ class RateBudget(Throttler):
         """
         self.throttles += 1
         now = self._clock.monotonic()
+        if self._timed:
+            self._careful_until = now + CAUTION
+            self.period = max(self.period, self._safe_period)
         stated = stated_limit if stated_limit is not None and stated_limit >= 1 else None
         if self.discovery and self.discovered is None:
             # The first throttle ends the probe: settle at the stated limit, or back at the last rate that held.
@@ -158,7 +201,11 @@ class RateBudget(Throttler):
         while recent and now - recent[0] >= self.period:
             recent.popleft()
         self.flush()
-        sustained = len(recent) >= max(STRAY_LIMIT, SHARE * len(self._task_logs))
+        # A busy budget (calls wait for it) spends its whole window: its throttles are sustained only at
+        # ``BUSY_SHARE`` of its rate (random ones come in clusters, and early in a window its first calls are
+        # too few to make a share of).
+        busy = BUSY_SHARE * self.rate_limit if self._lock.locked() else 0.0
+        sustained = len(recent) >= max(STRAY_LIMIT, SHARE * len(self._task_logs), busy)
         # Many calls of one window are throttled together: that is one signal, so decrease once per period.
         if not sustained or now - self._last_decrease < self.period:
             self.rate_limit = min(self.rate_limit, self.ceiling)
@@ -211,6 +258,10 @@ class Budget(Protocol):
         """Take a throttle answer into account."""
         ...
 
+    def observe(self, seconds: float) -> None:
+        """Take the time one call took from send to answer into account."""
+        ...
+
 
 class BudgetTable(Protocol):
     """One budget per action: ``Budgets``, or ``shared_quota.SharedBudgets``."""
@@ -225,7 +276,7 @@ class Budgets:
         self, rates: Mapping[str, float], clock: Clock, *, period: float = WINDOW, discovery: bool = False
     ) -> None:
         self._budgets = {
-            action: RateBudget(rate, clock, period=period, name=action, discovery=discovery)
+            action: RateBudget(rate, clock, period=period, name=action, discovery=discovery, timed=True)
             for action, rate in rates.items()
         }
 

@@ -30,10 +30,16 @@ def eni_id(value: object, field: str = "eni_id") -> str:
     return value
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def ipv4(value: object, field: str = "ip") -> str:
     """Return ``value`` if it is a dotted-quad IPv4 address, in canonical form."""
     if not isinstance(value, str):
         raise InputError(field, value, "expected an IPv4 address")
+    if _CANONICAL_IPV4.fullmatch(value):  # already canonical (no leading zeros): the common case, cheaply
+        return value
     try:
         address = ipaddress.IPv4Address(value)
     except ValueError:

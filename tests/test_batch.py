@@ -245,3 +245,22 @@ async def test_items_cut_short_by_bad_credentials_stay_pending_for_resume(tmp_pa
         assert agree(w, second) == []
         assert all(not e["secondary_ips"] for e in w.sim.ground_truth()["enis"])
     assert [o.status for o in second] == ["succeeded"] * len(items)
+
+
+async def test_slow_tasks_do_not_starve_the_submits_while_no_latency_is_known() -> None:
+    """Tasks of 30 s and a first poll of 0.2 s: before any task ends, the in-flight target (Little's law on
+    2 x 0.2 s) would hold about 90 ENIs; it grows with the time nothing has ended instead, so all 150 ENIs
+    are submitted at the submit rate, long before the first task ends."""
+    from eni_async.policy import PollPolicy
+    from eni_async.settings import Settings
+
+    settings = Settings(poll=PollPolicy(first=0.2, timeout=300.0))
+    async with world(enis=150, ips_per_eni=1, task_latency=(30.0, 0.01), settings=settings) as w:
+        outcomes = await collect(w, w.items())
+        assert [o.status for o in outcomes] == ["succeeded"] * 150
+        assert agree(w, outcomes) == []
+        tasks = w.sim.ground_truth()["tasks"]
+        started = sorted(t["started_s"] for t in tasks)
+        assert len(started) == 150
+        assert started[-1] - started[0] < 5.0, "every submit went out before the first task could end"
+        assert min(t["latency_s"] for t in tasks) > 25.0

@@ -350,8 +350,8 @@ async def test_a_target_that_falls_while_every_worker_ends_in_one_tick_leaves_a_
 async def test_a_resume_after_slow_tasks_finishes_every_item(tmp_path: Path) -> None:
     """A journalled batch of slow tasks stopped part-way is resumed with a new client,
     whose tracker sees the resumed tasks end at once and shrinks its target: every item still ends."""
-    # At 10 submits/s the tracker starts with about 33 releases in flight; seen to end at once, resumed
-    # tasks bring its target down to 18 while all those workers end in the same tick.
+    # At 10 submits/s the tracker starts with about 33 releases in flight and grows while none ends; seen
+    # to end at once, resumed tasks bring its target down to 18 while all those workers end in one tick.
     settings = Settings(rate_limits=RateLimits(unassign=10), poll=PollPolicy(timeout=300.0))
     async with world(enis=120, ips_per_eni=1, task_latency=(10.0, 0.0), settings=settings) as w:
         journal = SqliteJournal(tmp_path / "j.sqlite")
@@ -374,7 +374,9 @@ async def test_a_resume_after_slow_tasks_finishes_every_item(tmp_path: Path) -> 
         await journal.close()
     assert counts["finished"] == 120, counts
     assert done == []
-    assert len(first.unconfirmed) == target  # every worker was busy with a slow task when it stopped
+    # Every worker was busy with a slow task when it stopped; while no latency is known the target grows
+    # with the time nothing has ended, so more than the first target were.
+    assert len(first.unconfirmed) == first.stats.pulled > target
     assert len(rest) == 120
     assert all(o.status == SUCCEEDED for o in rest)
 

@@ -356,3 +356,97 @@ async def test_a_retry_does_not_queue_behind_waiting_calls() -> None:
     await asyncio.gather(*waiting)
     assert retried_at < 1.5, "not after the 40 calls queued before it (4 s of budget)"
     assert _max_in_any_window([*queued, retried_at]) <= 10
+
+
+async def _against_a_server(budget: RateBudget, clock: FakeClock, *, limit: int, other: int, error: float,
+                            seconds: int, seed: int = 1) -> dict[int, list[int]]:  # fmt: skip
+    """Send as fast as ``budget`` allows for ``seconds`` to a server counting fixed one-second windows,
+    where another process has spent ``other`` of each second's ``limit`` first and a share ``error`` of the
+    answers are throttles regardless; a throttled call is retried. Returns second -> [ok, throttled]."""
+    import random
+
+    rng = random.Random(seed)
+    counts: dict[int, int] = {}
+    seen: dict[int, list[int]] = {}
+
+    async def worker() -> None:
+        retry = False
+        for _ in range(10 * limit * seconds):  # bounded
+            if clock.monotonic() >= seconds:
+                return
+            await (budget.acquire_retry() if retry else budget.acquire())
+            second = int(clock.monotonic())
+            counts[second] = counts.get(second, other) + 1
+            throttled = counts[second] > limit or rng.random() < error
+            seen.setdefault(second, [0, 0])[throttled] += 1
+            if throttled:
+                budget.on_throttled(limit)
+            retry = throttled
+
+    await asyncio.gather(*(worker() for _ in range(50)))
+    return seen
+
+
+async def test_random_throttles_are_strays_even_at_five_percent() -> None:
+    """A gateway that throttles 5% of calls at random, with nobody else on the quota: the rate stays."""
+    clock = FakeClock()
+    budget = RateBudget(100, clock, period=WINDOW)
+    seen = await _against_a_server(budget, clock, limit=100, other=0, error=0.05, seconds=10)
+    assert budget.rate == 100
+    assert sum(t for _, t in seen.values()) > 20, "throttles did come"
+    assert sum(ok for ok, _ in seen.values()) > 0.85 * 10 * 100 / WINDOW, "throttled calls cost only a slot"
+
+
+async def test_another_process_on_the_quota_brings_the_rate_down_within_seconds() -> None:
+    """Another process spends 40 of the 100 calls a second: within seconds the budget is cut to about what
+    is left (it then probes up and is cut again), and the share of calls throttled falls from the first
+    second's."""
+    clock = FakeClock()
+    budget = RateBudget(100, clock, period=WINDOW)
+    seen = await _against_a_server(budget, clock, limit=100, other=40, error=0.0, seconds=6)
+    assert budget.rate <= 80
+    first, late = seen[0], seen[5]
+    assert late[1] / sum(late) < first[1] / sum(first)
+    assert late[1] / sum(late) < 0.2
+
+
+def test_a_timed_budgets_window_follows_the_spread_of_answer_times() -> None:
+    """Answers within 3 ms of each other: the window shrinks to a second plus the drift margin and that
+    spread; a throttle answer puts it back to ``WINDOW`` (the spread did not cover what the server saw)."""
+    from eni_async.throttle import DRIFT, MIN_TIMED
+
+    clock = FakeClock()
+    budget = Budgets({"A": 100}, clock)["A"]
+    assert budget.period == WINDOW
+    for i in range(MIN_TIMED):
+        budget.observe(0.002 + (0.003 if i % 2 else 0.0))
+    assert budget.period == pytest.approx(1.0 + DRIFT + 0.003)
+    budget.on_throttled()
+    assert budget.period == WINDOW
+    for _ in range(2 * MIN_TIMED):
+        budget.observe(0.002)
+    assert budget.period == WINDOW, "careful for a while after a throttle"
+    assert RateBudget(100, clock).period == 1.0, "an untimed budget keeps its period"
+
+
+def test_the_simulators_limiter_counts_seconds_of_its_own_skewed_drifting_clock() -> None:
+    """The limiter's windows are seconds of its clock: 0.6 s ahead, a request at 0.5 s of the simulator's
+    falls in its second 1; running 1% fast, its 100th second starts at 99.0 s of the simulator's."""
+    from eni_async.simulator.limits import RateLimiter
+    from eni_async.simulator.rejects import Reject
+
+    clock = FakeClock()
+    limiter = RateLimiter(clock, {"A": 1}, skew=0.6)
+    clock.advance(0.3)
+    limiter.check("key", "A")
+    clock.advance(0.2)  # 1.1 on the limiter's clock: a new second
+    limiter.check("key", "A")
+    with pytest.raises(Reject):
+        limiter.check("key", "A")
+    other = FakeClock()
+    fast = RateLimiter(other, {"A": 1}, drift=0.01)
+    other.advance(99.05)  # 100.04 on the limiter's clock
+    fast.check("key", "A")
+    other.advance(0.1)
+    with pytest.raises(Reject):
+        fast.check("key", "A")

@@ -347,3 +347,52 @@ async def test_latency_counts_from_the_submits_own_send_time() -> None:
     await tracker.track(VPC, "eni-1", "t1", [], submitted_at=0.0)
     ((at, _, _),) = calls.calls("ids")
     assert 4.5 + calls.poll.first - tracker.pacing.min_gap < at <= 4.5 + calls.poll.first + 1e-9
+
+
+def test_the_expected_latency_counts_tasks_still_running() -> None:
+    """The latencies seen first are the shortest: read with the tasks still running (Kaplan-Meier), the
+    95th percentile is unknown until nearly all have ended, and then close to the truth."""
+    from eni_async.tracker.pacing import censored_quantile
+
+    ended = [float(x) for x in range(1, 101)]
+    assert censored_quantile(ended, [], 0.95) == 95.0
+    # 8 of 600 ended, the rest running for 15 s already: nothing is known of the 95th percentile.
+    assert censored_quantile([12.0 + i / 10 for i in range(8)], [15.0] * 592, 0.95) is None
+    # A task running for 2 s says nothing of latencies past 2 s (it leaves the risk set there).
+    assert censored_quantile(ended, [2.0] * 1000, 0.95) in (95.0, 96.0)
+
+
+async def test_v2_only_the_first_tasks_are_asked_while_no_latency_is_known() -> None:
+    """API 2.0, 30 tasks listed for 6 s before any ends: only the first few (the sample that would show a
+    FAILED task) are asked; the rest wait for the estimate, and are seen gone by their ENI."""
+    from eni_async.poller import MIN_SAMPLES
+
+    calls = FakeCalls(FakeClock(), dialect="v2")
+    for i in range(30):
+        calls.add(f"eni-{i}", [f"10.0.0.{i + 2}"], state="")
+        calls.end(f"t{i}", TaskStatus.RUNNING)
+
+    def release_all() -> None:
+        for i in range(30):
+            calls.release(f"eni-{i}", f"10.0.0.{i + 2}")
+
+    calls.later(6.0, release_all)
+    tracker = Tracker(calls)
+    fates = await asyncio.gather(
+        *(tracker.track(VPC, f"eni-{i}", f"t{i}", [f"10.0.0.{i + 2}"]) for i in range(30))
+    )
+    assert all(f.released for f in fates)
+    asked = {task for _, _, (task,) in calls.calls("query")}
+    assert asked, "the first tasks listed past 2 x poll.first are asked"
+    assert asked <= {f"t{i}" for i in range(MIN_SAMPLES)}
+
+
+def test_in_flight_target_grows_while_no_latency_is_known() -> None:
+    """Before any task is seen to end, every task sent since may still hold its ENI: the target grows with
+    the time since it was first asked for, so it never holds the submits back."""
+    calls = FakeCalls(FakeClock())
+    tracker = Tracker(calls)
+    first = tracker.releases_in_flight()
+    calls.clock.advance(10.0)
+    later = tracker.releases_in_flight()
+    assert later >= 100 * 10.0 > first

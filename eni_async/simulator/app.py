@@ -106,8 +106,15 @@ class Simulator:
         self.keys = KeyRing(keys, self.clock, seed=config.seed, accounts=config.accounts)
         # Limits are counted per sub-account (a role's keys count as the role's, whatever their SecretId).
         self.limiter = RateLimiter(
-            self.clock, config.effective_rate_limits(), account_of=self.keys.sub_account, region=config.region
+            self.clock,
+            config.effective_rate_limits(),
+            account_of=self.keys.sub_account,
+            region=config.region,
+            skew=config.clock_skew,
+            drift=config.clock_drift,
         )
+        self._jitter = config.jitter
+        self._jitter_rng = random.Random(f"jitter-{config.seed}")
         self.faults = FaultInjector(config.faults, config.seed)
         self.outage = Outage(self.clock)
         self.limiter.message_form = config.faults.throttle_message
@@ -266,6 +273,9 @@ class Simulator:
             if plan.response in BEFORE_EFFECT:
                 self.world.fault_counts[plan.response] += 1
                 return self._before_effect(front, request, plan.response, action)
+            if self._jitter:  # the network's share of when the request is counted
+                await self.clock.sleep(self._jitter_rng.uniform(0.0, self._jitter))
+                self.world.settle()
             try:
                 self.limiter.check(secret_id, action)
             except Reject:

@@ -91,6 +91,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a describe by ids naming an ENI that does not exist: leave it out of the answer (default), or "
         "fail the call with that code (docs/protocol.md D31)",
     )
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="each request waits uniformly up to this long before the rate limits count it (default 0)",
+    )
+    parser.add_argument(
+        "--clock-skew",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="the rate limiter's clock is this far ahead of the simulator's (default 0)",
+    )
+    parser.add_argument(
+        "--clock-drift",
+        type=float,
+        default=0.0,
+        metavar="PPM",
+        help="the rate limiter's clock runs this many parts per million fast (negative: slow; default 0)",
+    )
     prometheus.add_arguments(parser)
 
 
@@ -149,6 +170,12 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         faults: FaultProfile = load_fault_profile(args.faults)
     except ConfigError as exc:
         raise ConfigError("--faults", args.faults, exc.reason) from None
+    if not 0.0 <= args.jitter <= 10.0:  # NaN too
+        raise InputError("--jitter", args.jitter, "must be between 0 and 10 seconds")
+    if not -100_000 <= args.clock_drift <= 100_000:
+        raise InputError("--clock-drift", args.clock_drift, "must be between -100000 and 100000 ppm")
+    if not abs(args.clock_skew) < 1e6:
+        raise InputError("--clock-skew", args.clock_skew, "must be under 1e6 seconds either way")
     if not args.credential_lifetime > 0:  # NaN too
         raise InputError("--credential-lifetime", args.credential_lifetime, "must be positive")
     if any(c in args.role_name for c in "/ ?#"):
@@ -167,6 +194,9 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         role_name=args.role_name,
         credential_lifetime=args.credential_lifetime,
         describe_missing=args.describe_missing,
+        jitter=args.jitter,
+        clock_skew=args.clock_skew,
+        clock_drift=args.clock_drift / 1e6,
     )
 
 

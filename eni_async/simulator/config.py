@@ -45,6 +45,13 @@ class SimulatorConfig:
     # call fails with "ResourceNotFound" or "InvalidParameterValue" (API 2.0: InvalidNetworkInterface.NotFound
     # or InvalidParameter), as docs/protocol.md D31 records.
     describe_missing: str = "omit"
+    # The network between client and rate limiter: each request waits uniformly up to ``jitter`` seconds
+    # before it is counted; the limiter's clock is ``clock_skew`` seconds ahead of the simulator's and runs
+    # ``clock_drift`` faster (a fraction: 1e-4 is 100 ppm; negative: slower). Its windows stay one second of
+    # its own clock (D8).
+    jitter: float = 0.0
+    clock_skew: float = 0.0
+    clock_drift: float = 0.0
 
     def __post_init__(self) -> None:
         if self.enis < 0:
@@ -53,6 +60,12 @@ class SimulatorConfig:
             raise ConfigError("ips_per_eni", self.ips_per_eni, "must be 0 or more")
         if len(self.task_latency) != 2 or min(self.task_latency) < 0:
             raise ConfigError("task_latency", self.task_latency, "must be (median, sigma), both 0 or more")
+        if not 0.0 <= self.jitter <= 10.0:
+            raise ConfigError("jitter", self.jitter, "must be between 0 and 10 seconds")
+        if not -0.1 <= self.clock_drift <= 0.1:
+            raise ConfigError("clock_drift", self.clock_drift, "must be between -0.1 and 0.1")
+        if not abs(self.clock_skew) < 1e6:
+            raise ConfigError("clock_skew", self.clock_skew, "must be under 1e6 seconds either way")
         if not 0.0 <= self.eip_fraction <= 1.0:
             raise ConfigError("eip_fraction", self.eip_fraction, "must be between 0 and 1")
         if not self.credential_lifetime > 0:

@@ -44,7 +44,10 @@ def throttle_message(count: int, limit: int, form: str = "plain") -> str:
 
 
 class RateLimiter:
-    """Fixed one-second windows per (sub-account, region, action). A limit of 0 or None means unlimited."""
+    """Fixed one-second windows per (sub-account, region, action). A limit of 0 or None means unlimited.
+
+    The windows are seconds of the limiter's own clock: the simulator's, ``skew`` seconds ahead and running
+    ``drift`` faster (as a server's clock and a client's disagree)."""
 
     def __init__(
         self,
@@ -54,8 +57,12 @@ class RateLimiter:
         accounts: Mapping[str, str] | None = None,
         account_of: Callable[[str], str] | None = None,
         region: str = "",
+        skew: float = 0.0,
+        drift: float = 0.0,
     ) -> None:
         self._clock = clock
+        self._skew = skew
+        self._rate = 1.0 + drift
         self._limits = {action: n for action, n in (limits or {}).items() if n}
         known = dict(accounts or {})
         self._account_of = account_of or (lambda secret_id: known.get(secret_id, secret_id))
@@ -74,7 +81,7 @@ class RateLimiter:
         limit = self._limits.get(action)
         if limit is None:
             return
-        second = int(self._clock.monotonic())
+        second = int(self._clock.monotonic() * self._rate + self._skew)
         key = (self._account_of(secret_id), self._region, action)
         window = self._windows.get(key)
         if window is None or window[0] != second:

@@ -24,8 +24,9 @@ client: ``eni_async.calls.Calls`` is what the tracker needs of one.
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from eni_async.errors import ConfigError
@@ -77,6 +78,7 @@ class Tracker:
                 rng if rng is not None else random.Random(),
             )
         )
+        self._listeners: list[Callable[[], None]] = []
         self._in_flight = InFlight(
             client, policy=in_flight if in_flight is not None else InFlightPolicy(), pacing=self.pacing
         )
@@ -117,6 +119,8 @@ class Tracker:
         sent = client.sent_at(task_id)
         if sent is None:
             sent = client.clock.monotonic() if submitted_at is None else submitted_at
+        for listener in tuple(self._listeners):
+            listener()
         return await self._strategy.track(vpc_id, eni_id, task_id, tuple(ips), sent, limit)
 
     async def describe(self, eni_id: str) -> EniInfo | None:
@@ -132,6 +136,18 @@ class Tracker:
     def releases_in_flight(self) -> int:
         """How many releases to keep in flight so that the budgets, not the count, set the pace (``sizing``)."""
         return self._in_flight.target(self._strategy.start_rate(self._client.budgets))
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (no arguments, at once, never awaited) on every task handed over to ``track``:
+        the in-flight target may have grown meanwhile (a batch grows its workers then). Returns the
+        function that stops it."""
+        self._listeners.append(callback)
+
+        def stop() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(callback)
+
+        return stop
 
     async def close(self) -> None:
         """Stop watching: every task still watched ends with its pending IPs ``unknown``."""

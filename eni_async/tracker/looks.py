@@ -19,7 +19,7 @@ import heapq
 import itertools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,6 +49,7 @@ class Watched:
     looking: bool = False
     querying: bool = False
     next_query_at: float = 0.0  # the poll backoff after the last RUNNING reading
+    probe: bool = False  # API 2.0: one of the first tasks, asked when late while no latency is known yet
 
 
 class LookEngine:
@@ -67,8 +68,11 @@ class LookEngine:
         self._deadlines: list[tuple[float, int, Watched]] = []
         self._seq = itertools.count()
         self._by_vpc: dict[str, set[Watched]] = {}
+        self._vpc_due: dict[str, float] = {}  # API 2.0: when each VPC described whole may be again
         self._live = 0
         self._queries_in_flight = 0
+        self._probes = 0
+        self._expectation = Expectation(calls, pacing)
         self.queries = 0  # task queries sent (for benchmarks and logs)
         describer.on_free = self._loop.wake
 
@@ -90,6 +94,11 @@ class LookEngine:
             asyncio.get_running_loop().create_future(),
             backoff(poll, start=max(poll.initial, self._pacing.min_gap)),
         )
+        if len(self._calls.latencies) < MIN_SAMPLES and self._probes < MIN_SAMPLES:
+            # While no latency is known, only the first few tasks still listed past 2 x poll.first are asked
+            # (a FAILED task stays listed: they are the sample that tells); the rest wait for the estimate.
+            self._probes += 1
+            w.probe = True
         first = self._pacing.first_look(self._calls.latencies, poll)
         self._looks.at(w, max(now, self._pacing.first_at(sent, first, watched=self._live)))
         heapq.heappush(self._deadlines, (watch.deadline, next(self._seq), w))
@@ -101,6 +110,11 @@ class LookEngine:
 
     def _forget(self, w: Watched) -> None:
         self._live -= 1
+        if len(self._deadlines) > 2 * self._live + 64:
+            # Ended watches stay in the deadline heap until they reach its top, behind any watch still
+            # running: dropped all at once now and then, so a long batch holds only what it watches.
+            self._deadlines = [d for d in self._deadlines if not d[2].future.done()]
+            heapq.heapify(self._deadlines)
         self._looks.cancel(w)
         self._asks.cancel(w)
         watchers = self._by_vpc.get(w.watch.vpc_id)
@@ -108,6 +122,7 @@ class LookEngine:
             watchers.discard(w)
             if not watchers:
                 del self._by_vpc[w.watch.vpc_id]
+                self._vpc_due.pop(w.watch.vpc_id, None)
         self._loop.wake()  # the round may have nothing left to watch: it then stops
 
     async def close(self) -> None:
@@ -226,14 +241,20 @@ class LookEngine:
             size = self._describer.vpc_size(vpc)
             pages = None if size is None else max(1, math.ceil(size / self._describer.page))
             if count >= 2 and (pages is None or pages < count) and room > 0:
-                # The whole VPC is described: the idle tasks in it that are due within their own pacing
-                # step ride along for free (looking at the others now would only spend their next look).
+                due_again = self._vpc_due.get(vpc, now)
+                if due_again > now + self._packing.slack:
+                    # Described whole a moment ago: the tasks due wait for the VPC's next round.
+                    for w in watches:
+                        w.looking = False
+                        self._looks.at(w, due_again)
+                    continue
+                warm = len(self._calls.latencies) >= MIN_SAMPLES
+                period = _vpc_period(self._pacing, self._by_vpc.get(vpc, ()), now, self._live, warm)
+                self._vpc_due[vpc] = now + period
+                # The whole VPC is described: every idle task in it rides along for free (an end is seen
+                # at once; one still running is looked at next after its own gap, so rounds grow sparse).
                 for other in self._by_vpc.get(vpc, ()):
                     if other.watch.phase in LOOKING and not other.looking and not other.querying:
-                        next_look = self._looks.due(other)
-                        step = self._pacing.tick(other.gap or self._pacing.min_gap)
-                        if next_look is not None and next_look > now + step:
-                            continue
                         other.looking = True
                         self._looks.cancel(other)
                         watches.append(other)
@@ -311,7 +332,11 @@ class LookEngine:
         if reading is not None and watch.phase is not Phase.UNREADABLE:
             watch.error = None  # described: an earlier describe failure no longer explains anything
         now = self._clock.monotonic()
-        late = not self._lists_state and now - watch.submitted_at >= self._expected()
+        late = (
+            not self._lists_state
+            and (w.probe or len(self._calls.latencies) >= MIN_SAMPLES)
+            and now - watch.submitted_at >= self._expected()
+        )
         event = read_description(watch, reading, sent=sent, lists_state=self._lists_state, late=late)
         self._apply(w, event, ended=watch.ended_at if watch.ended_at is not None else sent)
 
@@ -417,11 +442,49 @@ class LookEngine:
         self._calls.task_seen(watch.task_id, watch.final_status(), now)
 
     def _expected(self) -> float:
-        return self._pacing.expected(self._calls.latencies, self._calls.poll)
+        return self._expectation.value(self._by_vpc.values())
+
+
+class Expectation:
+    """The latency most tasks end within, read with the tasks watched now (``LookPacing.expected``);
+    recomputed at most every ``refresh`` seconds (it sorts every age)."""
+
+    def __init__(self, calls: Calls, pacing: LookPacing, *, refresh: float = 0.25) -> None:
+        self._calls = calls
+        self._pacing = pacing
+        self._refresh = refresh
+        self._at: tuple[float, float] | None = None  # (when computed, the expected latency)
+
+    def value(self, watched: Iterable[Iterable[Watched]]) -> float:
+        """The expected latency now; ``watched``: the tasks watched, in groups."""
+        now = self._calls.clock.monotonic()
+        if self._at is not None and now - self._at[0] < self._refresh:
+            return self._at[1]
+        latencies = self._calls.latencies
+        running = None
+        if len(latencies) >= MIN_SAMPLES:
+            running = [
+                now - w.watch.submitted_at
+                for group in watched
+                for w in group
+                if w.watch.pending and not w.future.done()
+            ]
+        expected = self._pacing.expected(latencies, self._calls.poll, running)
+        self._at = (now, expected)
+        return expected
+
+
+def _vpc_period(pacing: LookPacing, watched: Iterable[Watched], now: float, live: int, warm: bool) -> float:
+    """How long a VPC described whole waits before its next whole round: the look gap of its median task
+    (a round spends every page, however few of its tasks are due)."""
+    ages = sorted(now - w.watch.submitted_at for w in watched)
+    if not ages:
+        return pacing.max_gap
+    return pacing.ceiling(age=ages[len(ages) // 2], watched=live, warm=warm)
 
 
 def _asked_at(state: TaskState, arrived: float) -> float:
     return state.observed_at if state.observed_at is not None else arrived
 
 
-__all__ = ["LookEngine"]
+__all__ = ["Expectation", "LookEngine"]

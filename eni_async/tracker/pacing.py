@@ -6,9 +6,10 @@ a gap that starts at ``min_gap`` and grows by ``growth`` per look, up to a ceili
 age (``age_share`` of how long it has run): a task that has run for 20 s is unlikely to end in the next
 tenth of a second, and watching it as often as a task of 1 s spends describes for nothing. The ceiling is
 never under ``max_gap``; while fewer than ``poller.MIN_SAMPLES`` latencies are known it grows only by
-``warming_share`` (the first tasks seen ending are what sizes the batch, so they are seen promptly); once
+``warming_share`` (the first tasks seen ending teach the latency, so they are seen a little sooner); once
 at most ``tail`` tasks are watched (the end of a batch, when one call holds them all and the makespan waits
-on them) it is ``tail_gap``, growing by ``tail_share`` of the age. Looks are aligned down to a grid of
+on them) it is ``tail_gap`` (a tenth of a second: a round then costs one call), growing by ``tail_share``
+of the age. Looks are aligned down to a grid of
 ``min_gap x 2**k`` (the largest step not over the gap), so that tasks paced alike fall due together and share
 rounds and calls: calls, not looks, are what a round costs. ``Packing`` says how looks share calls. Nothing here performs I/O, reads a clock or awaits: the latencies are
 read by the caller, times are arguments.
@@ -17,6 +18,7 @@ read by the caller, times are arguments.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eni_async.policy import PollPolicy
@@ -33,9 +35,9 @@ class LookPacing:
     growth: float = 1.2
     max_gap: float = 0.35
     age_share: float = 0.25
-    warming_share: float = 0.1  # while latencies are still being learnt: the first ends size the batch
+    warming_share: float = 0.2  # while latencies are being learnt (the in-flight target does not wait)
     tail: int = 50
-    tail_gap: float = 0.15
+    tail_gap: float = 0.1  # under min_gap: the tail's looks keep their own grid
     tail_share: float = 0.02
     expected_quantile: float = 0.95  # API 2.0: IPs still listed past it make the task worth asking
 
@@ -46,12 +48,24 @@ class LookPacing:
         typical = latencies.latency(self.first_quantile)
         return poll.first if typical is None else typical
 
-    def expected(self, latencies: LatencyTracker, poll: PollPolicy) -> float:
-        """The latency most tasks end within (``2 x poll.first`` until enough latencies are seen)."""
+    def expected(
+        self, latencies: LatencyTracker, poll: PollPolicy, running: Sequence[float] | None = None
+    ) -> float:
+        """The latency most tasks end within (``2 x poll.first`` until enough latencies are seen).
+
+        ``running``: the ages of the tasks watched now whose end is not seen yet. The latencies seen are
+        those of the tasks that ended first, so the quantile is read with the running ones counted as
+        lasting at least their age (Kaplan-Meier); while that estimate cannot reach the quantile yet
+        (too few of the tasks have ended), twice the longest latency seen.
+        """
         if len(latencies) < MIN_SAMPLES:
             return 2.0 * poll.first
-        high = latencies.latency(self.expected_quantile)
-        return 2.0 * poll.first if high is None else high
+        ended = latencies.ordered()
+        if running is None:
+            high = latencies.latency(self.expected_quantile)
+            return 2.0 * poll.first if high is None else high
+        high = censored_quantile(ended, running, self.expected_quantile)
+        return 2.0 * ended[-1] if high is None else high
 
     def ceiling(self, *, age: float, watched: int, warm: bool = True) -> float:
         """The longest gap before the next look at a task that has run ``age`` seconds."""
@@ -70,8 +84,11 @@ class LookPacing:
         return min(max(grown, self._share(warm) * age), ceiling)
 
     def tick(self, gap: float) -> float:
-        """The grid a look after ``gap`` is aligned to: the largest ``min_gap x 2**k`` not over ``gap``."""
-        if gap <= self.min_gap:
+        """The grid a look after ``gap`` is aligned to: the largest ``min_gap x 2**k`` not over ``gap`` (a gap
+        under ``min_gap``, the tail's, is its own grid)."""
+        if gap < self.min_gap:
+            return gap
+        if gap == self.min_gap:
             return self.min_gap
         return self.min_gap * 2.0 ** math.floor(math.log2(gap / self.min_gap))
 
@@ -96,6 +113,24 @@ class LookPacing:
         return max(self.max_gap, self.age_share * latency)
 
 
+def censored_quantile(ended: Sequence[float], running: Sequence[float], quantile: float) -> float | None:
+    """The ``quantile`` of task latencies by Kaplan-Meier: ``ended`` the latencies seen (shortest first),
+    ``running`` the ages of tasks not ended yet (each lasts at least that long). ``None`` while the estimate
+    of the share still running has not fallen to ``1 - quantile``."""
+    at_risk = len(ended) + len(running)
+    alive = sorted(running)
+    survival, j = 1.0, 0
+    for latency in ended:
+        while j < len(alive) and alive[j] < latency:  # censored before this end: no longer at risk
+            j += 1
+            at_risk -= 1
+        survival *= 1.0 - 1.0 / at_risk
+        at_risk -= 1
+        if survival <= 1.0 - quantile:
+            return latency
+    return None
+
+
 @dataclass(frozen=True)
 class Packing:
     """How looks and asked-for descriptions share calls, and how much of each budget they may hold."""
@@ -115,4 +150,4 @@ class Packing:
         return max(1, int(rate * self.queries_in_flight))
 
 
-__all__ = ["LookPacing", "Packing"]
+__all__ = ["LookPacing", "Packing", "censored_quantile"]

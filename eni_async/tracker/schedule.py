@@ -51,6 +51,11 @@ class Agenda(Generic[T]):
         """Take ``item`` out of the agenda."""
         self._entry.pop(item, None)
         self._due.pop(item, None)
+        if len(self._heap) > 2 * len(self._entry) + 64:
+            # Entries left behind hold what they name until they surface: drop them all now and then.
+            entry = self._entry
+            self._heap = [e for e in self._heap if entry.get(e[2]) == e[1]]
+            heapq.heapify(self._heap)
 
     def _drop_stale(self) -> None:
         heap = self._heap

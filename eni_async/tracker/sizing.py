@@ -3,7 +3,8 @@
 Little's law: the rate tasks can be started at (the confirmation strategy says which budgets bind it) times
 how long each holds its ENI (the latency most tasks end within, plus half the gap at which an ending task is
 seen), with headroom for the tail, never fewer than a minimum. Until enough latencies are seen the hold is
-``2 x PollPolicy.first``. Recomputed at most every ``refresh`` seconds. Nothing here performs I/O.
+``2 x PollPolicy.first``, or the time since the first target was asked for if longer (while nothing has been
+seen to end, every task sent since may still hold its ENI, and the count must not starve the submits). Recomputed at most every ``refresh`` seconds. Nothing here performs I/O.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ class InFlightPolicy:
 
     headroom: float = 1.5
     minimum: int = 16
+    # One process starts at most about this many tasks a second (beyond it, CPU binds, not the budget):
+    # Little's law reads a larger budget (limits raised out of the way) as this, so that what is in flight
+    # (memory, and the collector's work) follows what the process can do.
+    process_rate: float = 2000.0
     typical_quantile: float = 0.9
     refresh: float = 0.25
 
@@ -38,6 +43,7 @@ class InFlight:
         self._policy = policy
         self._pacing = pacing
         self._last: tuple[float, int] | None = None
+        self._cold_since: float | None = None
 
     def target(self, rate: float) -> int:
         """Releases to keep in flight when tasks can be started at ``rate`` per second."""
@@ -46,8 +52,16 @@ class InFlight:
             return self._last[1]
         latencies = self._calls.latencies
         typical = latencies.latency(self._policy.typical_quantile) if len(latencies) >= MIN_SAMPLES else None
-        latency = 2.0 * self._calls.poll.first if typical is None else typical
+        if typical is None:
+            # No latency known yet: every task submitted since the first target was asked for may still be
+            # running, so the hold is at least that long (the count never starves the submits meanwhile).
+            if self._cold_since is None:
+                self._cold_since = now
+            latency = max(2.0 * self._calls.poll.first, now - self._cold_since)
+        else:
+            latency = typical
         hold = latency + self._pacing.typical_gap(latency) / 2
+        rate = min(rate, self._policy.process_rate)
         target = max(self._policy.minimum, math.ceil(rate * hold * self._policy.headroom))
         self._last = (now, target)
         return target
