@@ -513,7 +513,7 @@ async def test_progress_keeps_a_submit_in_doubt_and_a_task_not_seen_ending(journ
         outcome.task_ids.append("501")
         await journal.submitted(key, "501", None, first, outcome)
         outcome.released.extend(first)  # the first task was seen ending
-        await journal.progressed(key, outcome)
+        await journal.progressed(key, outcome, ended=("501",))
         outcome.sent.update(second)
         await journal.submitting(key, second, outcome)
         await journal.progressed(key, outcome)  # e.g. a look after an ambiguous submit waits out an outage
@@ -534,3 +534,26 @@ async def test_progress_keeps_a_submit_in_doubt_and_a_task_not_seen_ending(journ
         assert running is not None
         assert (running.cancelled, running.task_ids) == (False, ("502",))
         assert not running.in_doubt
+        outcome.not_released.extend(second)
+        await journal.progressed(key, outcome, ended=("502",))
+        (resumed,) = [r async for r in journal.unfinished()]
+        assert resumed.plan.tasks == []
+
+
+async def test_a_submit_taken_back_is_no_longer_in_doubt(journal_url: str) -> None:
+    """A try that surely had no effect is taken back by its progress write: nothing in doubt, nothing
+    sent, and the release can be cancelled."""
+    async with opened(journal_url) as journal:
+        made, _ = await journal.releases.create([REQUEST], ["rel-tb"], now=1.0)
+        key = made[0].item_key
+        outcome = Outcome(*REQUEST)
+        outcome.sent.update(REQUEST[2])
+        await journal.submitting(key, REQUEST[2], outcome)
+        outcome.sent.clear()
+        await journal.progressed(key, outcome, taken_back=True)
+        (resumed,) = [r async for r in journal.unfinished()]
+        assert (resumed.plan.in_doubt, resumed.plan.outcome.sent) == ((), set())
+        assert (await journal.counts())[SUBMITTED] == 1
+        done = await journal.releases.cancel("rel-tb", now=2.0)
+        assert done is not None
+        assert done.cancelled

@@ -241,3 +241,32 @@ async def test_a_release_waiting_out_an_outage_is_cancelled_and_never_sent(
         assert svc.tasks_by_eni() == Counter()
         assert sorted(svc.sim.ground_truth()["enis"][0]["secondary_ips"]) == sorted(body["ips"])
         assert (await svc.get(release_id))["status"] == "cancelled"
+
+
+async def test_a_release_whose_task_is_watched_again_is_409_naming_that_task(tmp_path: Path) -> None:
+    """A task held past its watch is watched again (progress journalled meanwhile): the journal still has
+    it in flight, so a cancel answers 409 naming it (never "its tasks ended"); once it ends, the release
+    succeeds without another submit."""
+    async with outage_service(tmp_path, deadline=1e6) as svc:
+        svc.sim.hold_tasks()
+        [release_id] = await svc.post([svc.bodies()[0]])
+
+        async def watched_again() -> bool:
+            return any("watching it again" in d for d in (await svc.get(release_id))["decisions"])
+
+        await until(watched_again, "the release's task is watched again")
+        resp = await svc.http.post(f"/v1/releases/{release_id}:cancel", headers=OUTAGE_AUTH)
+        refused = await resp.json()
+        assert resp.status == 409, refused
+        [task] = [t["task_id"] for t in svc.sim.ground_truth()["tasks"]]
+        assert refused["error"]["task_ids"] == [task]
+        assert "runs to its end" in refused["error"]["message"]
+        assert "ended" not in refused["error"]["message"]
+        svc.sim.hold_tasks(False)
+        assert svc.sim.finish_tasks() == [task]
+
+        async def succeeded() -> bool:
+            return bool((await svc.get(release_id))["status"] == "succeeded")
+
+        await until(succeeded, "the release succeeds")
+        assert len(svc.sim.ground_truth()["tasks"]) == 1
