@@ -216,9 +216,10 @@ class Releaser:
             outcome.sent.update(chunk)
         outcome.sent.update(plan.in_doubt)
         for task_id, request_id, chunk in plan.tasks:
+            left = tuple(ip for ip in chunk if ip not in outcome.accounted())  # a fate seen before stays
             decide(outcome, f"resumed: polling task {task_id}")
-            ended = await self._watch(
-                item, outcome, task_id, chunk, request_id, submitted_at=None, timeout=timeout
+            ended = not left or await self._watch(
+                item, outcome, task_id, left, request_id, submitted_at=None, timeout=timeout
             )
             if recorder is not None:  # a task not seen ending (and the chunk in doubt) stays journalled
                 await recorder.progressed(item, outcome, ended=(task_id,) if ended else ())
@@ -359,7 +360,8 @@ class Releaser:
         """Hand an accepted task to the watcher and write each IP's fate into the outcome. For an item with
         a deadline, a watch that ended with IPs unseen (its own deadline, or failing calls) while the task
         was not seen ending is started again until the item's deadline passes; every watch of it ends by
-        that deadline (IPs then unseen are ``unknown``). Whether the task was seen ending."""
+        that deadline (IPs then unseen are ``unknown``). Whether it need not be polled again: every IP's fate
+        seen, or the task seen ending."""
         limit = self.calls.poll.timeout if timeout is None else timeout
         for again in itertools.count():
             self.patience.watching.add(id(outcome))
@@ -382,7 +384,7 @@ class Releaser:
                 break
         waited = self.calls.clock.monotonic() - submitted_at if submitted_at is not None else 0.0
         record_fate(outcome, fate, request_id, waited=waited)
-        return state is not None and state.status.done
+        return not fate.unknown or (state is not None and state.status.done)
 
     # -- looking --------------------------------------------------------------------------------------
 

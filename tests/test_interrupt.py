@@ -575,3 +575,30 @@ async def test_a_task_left_unseen_is_polled_on_resume_not_resubmitted(tmp_path: 
         assert (outcome.status, sorted(outcome.released)) == ("succeeded", sorted(item.ips))
         assert judge(w, outcomes) == []
         assert w.present()[item.eni_id] == {w.sim.ground_truth()["enis"][0]["primary_ip"]}
+
+
+async def test_a_task_polled_again_on_resume_adds_only_the_fates_not_yet_seen(tmp_path: Path) -> None:
+    """A task whose watch saw one IP gone and left two unknown stays to be polled; resume polls it for the
+    two (nothing submitted again), so no IP is listed twice and the outcome agrees with the simulator."""
+    async with world(enis=1, ips_per_eni=3) as w:
+        (item,) = w.items()
+        await w.client.unassign(item.vpc_id, item.eni_id, list(item.ips))  # the task, seen by nobody
+        ((task, _),) = tasks(w).items()
+        journal = SqliteJournal(tmp_path / "j.sqlite")
+        await journal.load([item])
+        outcome = Outcome(item.vpc_id, item.eni_id, item.ips)
+        outcome.sent.update(item.ips)
+        await journal.submitting(1, item.ips, outcome)
+        outcome.task_ids.append(task)
+        await journal.submitted(1, task, None, item.ips, outcome)
+        outcome.released.append(item.ips[0])
+        outcome.unknown.extend(item.ips[1:])
+        await journal.progressed(1, outcome)  # the watch gave up on the task: it is still to be polled
+        sent = submits(w)
+        outcomes = [o async for o in w.client.unassign_many(journal.unfinished(), journal=journal)]
+        await journal.close()
+    (done,) = outcomes
+    assert submits(w) == sent
+    assert sorted([*done.released, *done.not_released, *done.unknown, *done.absent]) == sorted(item.ips)
+    assert (done.status, sorted(done.released)) == ("succeeded", sorted(item.ips))
+    assert judge(w, outcomes) == []
