@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl as ssl_module
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Collection, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -338,7 +338,9 @@ class _TaskIds:
     ) -> None:
         self.ids.append(task_id)
 
-    async def progressed(self, item: Item, outcome: Outcome) -> None:
+    async def progressed(
+        self, item: Item, outcome: Outcome, *, ended: Collection[str] = (), taken_back: bool = False
+    ) -> None:
         return None
 
     async def finished(self, key: int, outcome: Outcome) -> None:

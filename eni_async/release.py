@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -89,7 +89,8 @@ class Watcher(Protocol):
 
 class Recorder(Protocol):
     """Told of every step, before the work it announces goes on (the journal implements it): an item taken
-    in (``add`` returns its key), a chunk about to be sent, a task accepted, progress, the final outcome."""
+    in (``add`` returns its key), a chunk about to be sent, a task accepted, progress (with the tasks seen
+    ending, or the chunk's try ``taken_back``: it surely had no effect), the final outcome."""
 
     async def add(self, item: Item) -> int: ...
 
@@ -99,7 +100,9 @@ class Recorder(Protocol):
         self, item: Item, task_id: str, request_id: str | None, chunk: tuple[str, ...], outcome: Outcome
     ) -> None: ...
 
-    async def progressed(self, item: Item, outcome: Outcome) -> None: ...
+    async def progressed(
+        self, item: Item, outcome: Outcome, *, ended: Collection[str] = (), taken_back: bool = False
+    ) -> None: ...
 
     async def finished(self, key: int, outcome: Outcome) -> None: ...
 
@@ -213,10 +216,13 @@ class Releaser:
             outcome.sent.update(chunk)
         outcome.sent.update(plan.in_doubt)
         for task_id, request_id, chunk in plan.tasks:
+            left = tuple(ip for ip in chunk if ip not in outcome.accounted())  # a fate seen before stays
             decide(outcome, f"resumed: polling task {task_id}")
-            await self._watch(item, outcome, task_id, chunk, request_id, submitted_at=None, timeout=timeout)
-            if recorder is not None:
-                await recorder.progressed(item, outcome)
+            ended = not left or await self._watch(
+                item, outcome, task_id, left, request_id, submitted_at=None, timeout=timeout
+            )
+            if recorder is not None:  # a task not seen ending (and the chunk in doubt) stays journalled
+                await recorder.progressed(item, outcome, ended=(task_id,) if ended else ())
         if plan.in_doubt:
             still = await self._in_doubt(outcome, plan.in_doubt, "resumed with a submit in doubt")
             if still is None:
@@ -304,17 +310,12 @@ class Releaser:
             if not c.watch:  # --no-wait: accepted, deliberately not watched
                 outcome.unknown.extend(c.todo)
                 return
-            await self._watch(
-                c.item,
-                outcome,
-                sent.task_id,
-                c.todo,
-                sent.request_id,
-                submitted_at=c.started,
-                timeout=c.timeout,
-            )
+            ended = await self._watch(
+                c.item, outcome, sent.task_id, c.todo, sent.request_id,
+                submitted_at=c.started, timeout=c.timeout,
+            )  # fmt: skip
             if c.recorder is not None:
-                await c.recorder.progressed(c.item, outcome)
+                await c.recorder.progressed(c.item, outcome, ended=(sent.task_id,) if ended else ())
             return
         if not c.todo:  # the last round settled every IP
             return
@@ -323,8 +324,9 @@ class Releaser:
 
     async def _send(self, c: _Chunk, waits: bool) -> Submitted:
         """One try of a chunk's submit, announced to the recorder just before it is sent (a cancel that won
-        meanwhile refuses it). One that failed with surely no effect and will be waited out (``waits``) is
-        taken back, journalled before the wait: the chunk is then not in doubt, and a cancel may win."""
+        meanwhile refuses it). One that failed with surely no effect and will be waited out (``waits``), or whose
+        credentials were refused, is taken back, journalled before the wait: the chunk is then not in doubt,
+        and a cancel may win."""
         c.outcome.sent.update(c.todo)
         if c.recorder is not None:
             try:
@@ -338,10 +340,10 @@ class Releaser:
                 c.item.vpc_id, c.item.eni_id, c.todo, gate=c.gate, timeout=c.timeout
             )
         except EniAsyncError as exc:
-            if waits and exc.no_effect and outlastable(exc):
+            if waits and (isinstance(exc, AuthError) or (exc.no_effect and outlastable(exc))):
                 c.unsend()
                 if c.recorder is not None:
-                    await c.recorder.progressed(c.item, c.outcome)
+                    await c.recorder.progressed(c.item, c.outcome, taken_back=True)
             raise
 
     async def _watch(
@@ -354,11 +356,12 @@ class Releaser:
         *,
         submitted_at: float | None,
         timeout: float | None,
-    ) -> None:
+    ) -> bool:
         """Hand an accepted task to the watcher and write each IP's fate into the outcome. For an item with
         a deadline, a watch that ended with IPs unseen (its own deadline, or failing calls) while the task
         was not seen ending is started again until the item's deadline passes; every watch of it ends by
-        that deadline (IPs then unseen are ``unknown``)."""
+        that deadline (IPs then unseen are ``unknown``). Whether it need not be polled again: every IP's fate
+        seen, or the task seen ending."""
         limit = self.calls.poll.timeout if timeout is None else timeout
         for again in itertools.count():
             self.patience.watching.add(id(outcome))
@@ -381,6 +384,7 @@ class Releaser:
                 break
         waited = self.calls.clock.monotonic() - submitted_at if submitted_at is not None else 0.0
         record_fate(outcome, fate, request_id, waited=waited)
+        return not fate.unknown or (state is not None and state.status.done)
 
     # -- looking --------------------------------------------------------------------------------------
 
@@ -589,12 +593,5 @@ def _case_for(exc: EniAsyncError) -> Case:
 
 
 __all__ = [
-    "SUBMIT_FAILURES",
-    "Gate",
-    "Recorder",
-    "Releaser",
-    "StopSubmitting",
-    "Watcher",
-    "decide",
-    "record_fate",
-]
+    "SUBMIT_FAILURES", "Gate", "Recorder", "Releaser", "StopSubmitting", "Watcher", "decide", "record_fate",
+]  # fmt: skip

@@ -513,3 +513,92 @@ async def test_a_chunk_settled_in_the_last_round_is_not_given_up(monkeypatch: py
     assert outcome.attempts == 2
     assert sorted(outcome.released) == sorted(item.ips)
     assert (outcome.status, outcome.error) == ("succeeded", None)
+
+
+def tasks(w: World) -> dict[str, str]:
+    """The simulator's tasks (ground truth): id -> status."""
+    return {t["task_id"]: t["status"] for t in w.sim.ground_truth()["tasks"]}
+
+
+@pytest.mark.parametrize("second", ["in doubt", "running"])
+async def test_a_task_left_unseen_is_polled_on_resume_not_resubmitted(tmp_path: Path, second: str) -> None:
+    """One ENI of twelve IPs is two chunks. The first chunk's task is held past its watch (its IPs unknown,
+    progress journalled), then ends; the batch stops while the second chunk's submit is in doubt (the task
+    made, its answer not read) or its task is held while watched. The journal still names every task the
+    simulator made (or its chunk in doubt); once the simulator ends them, resume polls (nothing submitted
+    again) and reports what the simulator's ground truth says."""
+    settings = Settings(poll=PollPolicy(first=0.5, maximum=2.0, timeout=20.0))
+    async with world(enis=1, ips_per_eni=12, settings=settings) as w:
+        w.sim.hold_tasks()
+        journal = SqliteJournal(tmp_path / "j.sqlite")
+        (item,) = w.items()
+        assert len(item.ips) == 12
+        batch = w.client.unassign_many([item], concurrency=1, journal=journal)
+
+        async def journalled_tasks() -> int:
+            found = await journal.item(1)
+            return len(found[1]["task_ids"]) if found is not None and found[1] else 0
+
+        async def stop_at_the_second_chunk() -> None:
+            await until(w, lambda: submits(w) >= 2, turns=20000)  # the second chunk meets the ENI's mutex
+            (first,) = w.sim.finish_tasks()  # the first task ends, after its watch gave up on it
+            await until(w, lambda: len(tasks(w)) == 2, turns=20000)
+            for _ in range(20000 if second == "running" else 0):
+                if await journalled_tasks() == 2:
+                    break
+                await asyncio.sleep(0)
+            batch.stop()
+            assert tasks(w)[first] == "SUCCESS"
+
+        stopper = asyncio.create_task(stop_at_the_second_chunk())
+        got = [o async for o in batch]
+        await stopper
+        assert got == []
+        sent = submits(w)
+        made = tasks(w)
+        assert sorted(made.values()) == ["RUNNING", "SUCCESS"]
+        (resumed,) = [r async for r in journal.unfinished()]
+        polled = {t for t, _, _ in resumed.plan.tasks}
+        if second == "running":
+            assert polled == set(made), "a task not seen ending was lost"
+        else:
+            assert polled <= set(made)
+            assert polled == set(made) or resumed.plan.in_doubt == item.ips[10:]
+            assert polled & {t for t, s in made.items() if s == "SUCCESS"}, "a task not seen ending was lost"
+        w.sim.hold_tasks(False)
+        w.sim.finish_tasks()
+        outcomes = [o async for o in w.client.unassign_many(journal.unfinished(), journal=journal)]
+        await journal.close()
+        assert submits(w) == sent, "resume resubmitted IPs whose task was never seen ending"
+        assert len(tasks(w)) == 2
+        (outcome,) = outcomes
+        assert (outcome.status, sorted(outcome.released)) == ("succeeded", sorted(item.ips))
+        assert judge(w, outcomes) == []
+        assert w.present()[item.eni_id] == {w.sim.ground_truth()["enis"][0]["primary_ip"]}
+
+
+async def test_a_task_polled_again_on_resume_adds_only_the_fates_not_yet_seen(tmp_path: Path) -> None:
+    """A task whose watch saw one IP gone and left two unknown stays to be polled; resume polls it for the
+    two (nothing submitted again), so no IP is listed twice and the outcome agrees with the simulator."""
+    async with world(enis=1, ips_per_eni=3) as w:
+        (item,) = w.items()
+        await w.client.unassign(item.vpc_id, item.eni_id, list(item.ips))  # the task, seen by nobody
+        ((task, _),) = tasks(w).items()
+        journal = SqliteJournal(tmp_path / "j.sqlite")
+        await journal.load([item])
+        outcome = Outcome(item.vpc_id, item.eni_id, item.ips)
+        outcome.sent.update(item.ips)
+        await journal.submitting(1, item.ips, outcome)
+        outcome.task_ids.append(task)
+        await journal.submitted(1, task, None, item.ips, outcome)
+        outcome.released.append(item.ips[0])
+        outcome.unknown.extend(item.ips[1:])
+        await journal.progressed(1, outcome)  # the watch gave up on the task: it is still to be polled
+        sent = submits(w)
+        outcomes = [o async for o in w.client.unassign_many(journal.unfinished(), journal=journal)]
+        await journal.close()
+    (done,) = outcomes
+    assert submits(w) == sent
+    assert sorted([*done.released, *done.not_released, *done.unknown, *done.absent]) == sorted(item.ips)
+    assert (done.status, sorted(done.released)) == ("succeeded", sorted(item.ips))
+    assert judge(w, outcomes) == []

@@ -494,3 +494,66 @@ async def test_a_release_that_cannot_be_recorded_leaves_no_item(journal_url: str
         made, created = await journal.releases.create([REQUEST], ["rel-x"], now=1.0)
         assert created
         assert await journal.item(made[0].item_key) == ("pending", None)
+
+
+TWELVE = tuple(f"10.0.1.{n}" for n in range(2, 14))  # one ENI, two chunks: ten IPs, then two
+
+
+async def test_progress_keeps_a_submit_in_doubt_and_a_task_not_seen_ending(journal_url: str) -> None:
+    """A progress write (an outage's error shown, a watch started again) while the second chunk's submit is
+    in doubt, then while its task runs, erases neither: a resume still reconciles the chunk, then polls the
+    task, and a cancel says which; the first chunk's task, seen ending, is not polled again."""
+    first, second = TWELVE[:10], TWELVE[10:]
+    async with opened(journal_url) as journal:
+        made, _ = await journal.releases.create([(VPC, "eni-00000077", TWELVE)], ["rel-2c"], now=1.0)
+        key = made[0].item_key
+        outcome = Outcome(VPC, "eni-00000077", TWELVE)
+        outcome.sent.update(first)
+        await journal.submitting(key, first, outcome)
+        outcome.task_ids.append("501")
+        await journal.submitted(key, "501", None, first, outcome)
+        outcome.released.extend(first)  # the first task was seen ending
+        await journal.progressed(key, outcome, ended=("501",))
+        outcome.sent.update(second)
+        await journal.submitting(key, second, outcome)
+        await journal.progressed(key, outcome)  # e.g. a look after an ambiguous submit waits out an outage
+        (resumed,) = [r async for r in journal.unfinished()]
+        assert resumed.plan.in_doubt == second, "a progress write erased the submit in doubt"
+        assert resumed.plan.tasks == []
+        assert (await journal.counts())[SUBMITTING] == 1
+        doubt = await journal.releases.cancel("rel-2c", now=2.0)
+        assert doubt is not None
+        assert (doubt.cancelled, doubt.in_doubt, doubt.task_ids) == (False, True, ())
+        outcome.task_ids.append("502")
+        await journal.submitted(key, "502", None, second, outcome)
+        await journal.progressed(key, outcome)  # the watch of 502 ended unseen and starts again
+        (resumed,) = [r async for r in journal.unfinished()]
+        assert resumed.plan.tasks == [("502", None, second)], "a progress write took a running task as ended"
+        assert resumed.plan.in_doubt == ()
+        running = await journal.releases.cancel("rel-2c", now=3.0)
+        assert running is not None
+        assert (running.cancelled, running.task_ids) == (False, ("502",))
+        assert not running.in_doubt
+        outcome.not_released.extend(second)
+        await journal.progressed(key, outcome, ended=("502",))
+        (resumed,) = [r async for r in journal.unfinished()]
+        assert resumed.plan.tasks == []
+
+
+async def test_a_submit_taken_back_is_no_longer_in_doubt(journal_url: str) -> None:
+    """A try that surely had no effect is taken back by its progress write: nothing in doubt, nothing
+    sent, and the release can be cancelled."""
+    async with opened(journal_url) as journal:
+        made, _ = await journal.releases.create([REQUEST], ["rel-tb"], now=1.0)
+        key = made[0].item_key
+        outcome = Outcome(*REQUEST)
+        outcome.sent.update(REQUEST[2])
+        await journal.submitting(key, REQUEST[2], outcome)
+        outcome.sent.clear()
+        await journal.progressed(key, outcome, taken_back=True)
+        (resumed,) = [r async for r in journal.unfinished()]
+        assert (resumed.plan.in_doubt, resumed.plan.outcome.sent) == ((), set())
+        assert (await journal.counts())[SUBMITTED] == 1
+        done = await journal.releases.cancel("rel-tb", now=2.0)
+        assert done is not None
+        assert done.cancelled

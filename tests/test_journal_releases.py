@@ -186,7 +186,7 @@ async def test_cancels_racing_the_retry_of_a_submit_that_had_no_effect_each_end_
             outcome = outcomes[r.id]
             await second.submitting(r.item_key, r.ips, outcome, lease=leases[r.eni_id])
             outcome.error = {"code": "ConnectFailed", "message": "cannot connect"}
-            await second.progressed(r.item_key, outcome, lease=leases[r.eni_id])
+            await second.progressed(r.item_key, outcome, lease=leases[r.eni_id], taken_back=True)
             assert await row(first, "SELECT sent, in_doubt FROM items WHERE id = ?", (r.item_key,)) == (
                 "[]",
                 None,

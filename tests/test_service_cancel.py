@@ -19,6 +19,7 @@ import pytest
 
 from eni_async import ReleaseCancelledError, ServiceClient, ServiceError
 from eni_async.clock import FakeClock
+from eni_async.service.engine import Engine
 from eni_async.simulator import Simulator, SimulatorConfig
 from tests.test_replicas import replicas
 from tests.test_service import AUTH, Service, service_on
@@ -241,3 +242,47 @@ async def test_a_release_waiting_out_an_outage_is_cancelled_and_never_sent(
         assert svc.tasks_by_eni() == Counter()
         assert sorted(svc.sim.ground_truth()["enis"][0]["secondary_ips"]) == sorted(body["ips"])
         assert (await svc.get(release_id))["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_release_whose_task_is_watched_again_is_409_naming_that_task(
+    tmp_path: Path, restart: bool
+) -> None:
+    """A task held past its watch is watched again (progress journalled meanwhile): the journal still has
+    it in flight, so a cancel answers 409 naming it (never "its tasks ended"); once it ends, the release
+    succeeds without another submit, also when the service restarted meanwhile (the new engine polls it)."""
+    async with outage_service(tmp_path, deadline=1e6) as svc:
+        svc.sim.hold_tasks()
+        body = svc.bodies()[0]
+        [release_id] = await svc.post([body])
+
+        async def watched_again() -> bool:
+            return any("watching it again" in d for d in (await svc.get(release_id))["decisions"])
+
+        await until(watched_again, "the release's task is watched again")
+        resp = await svc.http.post(f"/v1/releases/{release_id}:cancel", headers=OUTAGE_AUTH)
+        refused = await resp.json()
+        assert resp.status == 409, refused
+        [task] = [t["task_id"] for t in svc.sim.ground_truth()["tasks"]]
+        assert refused["error"]["task_ids"] == [task]
+        assert "runs to its end" in refused["error"]["message"]
+        assert "ended" not in refused["error"]["message"]
+        engine = svc.engine
+        if restart:
+            await engine.stop(0)
+            engine = Engine(svc.engine.client, svc.engine.journal, max_unfinished=1000)
+            await engine.start()
+        try:
+            svc.sim.hold_tasks(False)
+            assert svc.sim.finish_tasks() == [task]
+
+            async def succeeded() -> bool:
+                release = await engine.registry.get(release_id)
+                return release is not None and release.status == "succeeded"
+
+            await until(succeeded, "the release succeeds")
+        finally:
+            if restart:
+                await engine.stop(0)
+        assert len(svc.sim.ground_truth()["tasks"]) == 1
+        assert svc.sim.ground_truth()["enis"][0]["secondary_ips"] == []

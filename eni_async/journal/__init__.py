@@ -7,8 +7,9 @@ protocol in ``seam``); one contract suite holds both to the same behaviour. Each
 ``submitting`` (a chunk is about to be sent: its IPs are recorded as sent first) -> ``submitted`` (task id,
 request id and IPs known) -> ... -> ``finished`` (the outcome). Every step is one transaction, committed
 before the work it announces goes on; loading the input is one transaction too, so a journal holds all of a
-batch's items or none. Resuming never resubmits a known task: submitted tasks are polled, a chunk caught
-``submitting`` is reconciled against the ENI first, and pending IPs run. Every failure is a ``JournalError``
+batch's items or none. Resuming never resubmits a known task: submitted tasks are polled (every one not
+seen ending: a progress write never closes another, nor a chunk in doubt unless its try surely had no
+effect), a chunk caught ``submitting`` is reconciled against the ENI first, and pending IPs run. Every failure is a ``JournalError``
 whose text is one line naming the journal (a URL's password masked: ``where``) and the cause. The journal
 holds ids, IPs, task ids and outcomes, never a credential.
 """

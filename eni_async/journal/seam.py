@@ -342,7 +342,19 @@ class Journal(Protocol):
         """The server accepted the chunk as ``task_id``: from now on it is polled, never resubmitted."""
         ...
 
-    async def progressed(self, key: int, outcome: Outcome, *, lease: Lease | None = None) -> None: ...
+    async def progressed(
+        self,
+        key: int,
+        outcome: Outcome,
+        *,
+        lease: Lease | None = None,
+        ended: Collection[str] = (),
+        taken_back: bool = False,
+    ) -> None:
+        """The outcome so far. The tasks ``ended`` were seen ending (no longer polled on resume); every other
+        task of the item is still to be polled, and a chunk in doubt stays in doubt unless ``taken_back``
+        (its last try surely had no effect)."""
+        ...
 
     async def finished(self, key: int, outcome: Outcome, *, lease: Lease | None = None) -> None: ...
 
@@ -505,9 +517,11 @@ class JournalRecorder:
         if item.key is not None:
             await self.journal.submitted(item.key, task_id, request_id, chunk, outcome)
 
-    async def progressed(self, item: Item, outcome: Outcome) -> None:
+    async def progressed(
+        self, item: Item, outcome: Outcome, *, ended: Collection[str] = (), taken_back: bool = False
+    ) -> None:
         if item.key is not None:
-            await self.journal.progressed(item.key, outcome)
+            await self.journal.progressed(item.key, outcome, ended=ended, taken_back=taken_back)
 
     async def finished(self, key: int, outcome: Outcome) -> None:
         await self.journal.finished(key, outcome)

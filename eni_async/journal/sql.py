@@ -56,6 +56,14 @@ _STEP = "UPDATE items SET state = ?, in_doubt = ?, outcome = ?, sent = ? WHERE i
 # A step of work not yet done: refused (no row) once the item is finished, as a cancelled release's is. The
 # cancel's own update refuses an item with anything sent, so the database decides which of the two wins.
 _OPEN_STEP = _STEP + " AND state <> 'finished' RETURNING id"
+# Progress so far, also refused once finished: it never erases a submit in doubt (the chunk stays in doubt,
+# the item ``submitting``, unless the try is ``taken_back``: it surely had no effect), and the item's tasks
+# stay to be polled until each is seen ending (``progressed``'s ``ended``).
+_PROGRESS = (
+    "UPDATE items SET state = CASE WHEN in_doubt IS NULL OR ? THEN 'submitted' ELSE state END, "
+    "in_doubt = CASE WHEN ? THEN NULL ELSE in_doubt END, outcome = ?, sent = ? "
+    "WHERE id = ? AND state <> 'finished' RETURNING id"
+)
 # The lease held, on the row's own ENI (``{{table}}``: items or service_releases), in one statement.
 _FENCE = (
     "SELECT l.epoch FROM leases l JOIN {{table}} t ON t.eni_id = l.eni_id "
@@ -195,16 +203,30 @@ class SqlJournal(Journal):
             )
             await tx.run(_STEP, (SUBMITTED, None, encode(outcome.to_json()), encode_sent(outcome), key))
 
-    async def progressed(self, key: int, outcome: Outcome, *, lease: Lease | None = None) -> None:
-        await self._settled(key, outcome, SUBMITTED, lease)
-
-    async def finished(self, key: int, outcome: Outcome, *, lease: Lease | None = None) -> None:
-        await self._settled(key, outcome, FINISHED, lease)
-
-    async def _settled(self, key: int, outcome: Outcome, state: str, lease: Lease | None) -> None:
+    async def progressed(
+        self,
+        key: int,
+        outcome: Outcome,
+        *,
+        lease: Lease | None = None,
+        ended: Collection[str] = (),
+        taken_back: bool = False,
+    ) -> None:
         async with self.connector.transaction() as tx:
             await self.fence(tx, lease, key=key)
-            step = (state, None, encode(outcome.to_json()), encode_sent(outcome), key)
+            step = (taken_back, taken_back, encode(outcome.to_json()), encode_sent(outcome), key)
+            if not await tx.run(_PROGRESS, step):  # finished meanwhile (cancelled): left as it is
+                raise WorkCancelledError(key, lease)
+            if ended:
+                marks = ", ".join("?" * len(ended))
+                await tx.run(
+                    f"UPDATE tasks SET done = 1 WHERE item_id = ? AND task_id IN ({marks})", (key, *ended)
+                )
+
+    async def finished(self, key: int, outcome: Outcome, *, lease: Lease | None = None) -> None:
+        async with self.connector.transaction() as tx:
+            await self.fence(tx, lease, key=key)
+            step = (FINISHED, None, encode(outcome.to_json()), encode_sent(outcome), key)
             if not await tx.run(_OPEN_STEP, step):  # finished meanwhile (cancelled): left as it is
                 raise WorkCancelledError(key, lease)
             await tx.run("UPDATE tasks SET done = 1 WHERE item_id = ?", (key,))

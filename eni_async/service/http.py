@@ -324,7 +324,9 @@ async def cancel_release(request: web.Request) -> web.Response:
     elif found.in_doubt:
         message = "a call of this release is being sent; it runs to its end (its task id is not known yet)"
     else:
-        message = "a call of this release was sent and its tasks ended; it is being finished"
+        # Its tasks so far were seen ending, and no try is out: it is between chunks (or waits out an outage
+        # before its next try), never cancellable once anything was sent.
+        message = "a call of this release was sent (no task of it is in flight now); it runs to its end"
     return error_response(409, "AlreadySubmitted", message, field="id", task_ids=found.task_ids)
 
 

@@ -290,10 +290,17 @@ class FencedRecorder:
                 lambda lease: self.journal.submitted(key, task_id, request_id, chunk, outcome, lease=lease),
             )
 
-    async def progressed(self, item: Item, outcome: Outcome) -> None:
+    async def progressed(
+        self, item: Item, outcome: Outcome, *, ended: Collection[str] = (), taken_back: bool = False
+    ) -> None:
         if item.key is not None:
             key = item.key
-            await self.write(key, lambda lease: self.journal.progressed(key, outcome, lease=lease))
+            await self.write(
+                key,
+                lambda lease: self.journal.progressed(
+                    key, outcome, lease=lease, ended=ended, taken_back=taken_back
+                ),
+            )
 
     async def finished(self, key: int, outcome: Outcome) -> None:
         await self.write(key, lambda lease: self.journal.finished(key, outcome, lease=lease))
