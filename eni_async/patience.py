@@ -153,8 +153,8 @@ class Patience:
     async def refused(self, outcome: Outcome, *, shown: bool) -> None:
         """The API refused the credentials: an item with a deadline and a recorder (the service's) waits
         for credentials it takes, so its outcome says why, journalled (the error, when ``shown``: it had
-        none before; not while its task is watched, which the journal's step would take as seen to its
-        end). ``taken_again`` clears it when the item goes on."""
+        none before; not while its task is watched: the watch journals what it sees). ``taken_again``
+        clears it when the item goes on."""
         waiting = self.items.get(id(outcome))
         if waiting is None or waiting.recorder is None or not shown or id(outcome) in self.watching:
             return
