@@ -20,15 +20,16 @@ import shlex
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, TextIO
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any, TextIO
 
 from eni_async import terminal
 from eni_async.batch import BatchStats
 from eni_async.journal import Journal
 from eni_async.outcomes import STATUSES, SUCCEEDED, Outcome
 from eni_async.settings_check import mask_url
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class Progress:
@@ -44,6 +45,8 @@ class Progress:
         self._logger = logging.getLogger("eni_async")
         self._handlers = self._logger.handlers[:]
         if enabled:
+            from tqdm import tqdm  # imported when a bar is shown: serve and --no-progress never pay for it
+
             self._bar = tqdm(
                 total=total,
                 file=self._stream,

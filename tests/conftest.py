@@ -9,6 +9,7 @@ import resource
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -56,13 +57,20 @@ ROLE_ENV = (
 )
 
 
+@pytest.fixture(scope="session")
+def homes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of every test's home folder, for the session."""
+    return tmp_path_factory.mktemp("homes")
+
+
 @pytest.fixture(autouse=True)
-def no_role_credentials(
-    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory, closed_port: int
-) -> None:
+def no_role_credentials(monkeypatch: pytest.MonkeyPatch, homes: Path, closed_port: int) -> None:
     """Every test: no TKE or role variables, the metadata service and STS on a closed local port, and an empty
-    home (a developer's own ~/.tencentcloud or ~/.tccli profile, and its region, never reach a test)."""
-    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    home (a developer's own ~/.tencentcloud or ~/.tccli profile, and its region, never reach a test).
+
+    The homes are made by ``tempfile.mkdtemp`` in one folder: ``tmp_path_factory.mktemp`` lists the whole
+    base folder to number each new one, which over a worker's thousand tests costs a second of CPU."""
+    monkeypatch.setenv("HOME", tempfile.mkdtemp(prefix="home", dir=homes))
     monkeypatch.delenv("TCCLI_PROFILE", raising=False)
     for name in ROLE_ENV:
         monkeypatch.delenv(name, raising=False)

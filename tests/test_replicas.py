@@ -166,13 +166,16 @@ async def test_a_replica_that_loses_the_journal_stops_taking_work_and_goes_on_wh
     postgres_database: str, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With its database unreachable a replica answers /readyz, POST and GET 503, finishes the release it had
-    in flight once the database is back, and never shows the URL's password (logs, answers, /metrics)."""
+    in flight once the database is back, and never shows the URL's password (logs, answers, /metrics).
+    The simulator holds the task RUNNING until the replica is ready again, so it is in flight throughout; a
+    1.5 s lease (renewed, and the journal checked, every 0.5 s) finds the outage and its end sooner than 3 s."""
     caplog.set_level(logging.DEBUG)
-    sim = Simulator(SimulatorConfig(enis=2, ips_per_eni=2, seed=15, task_latency=(1.0, 0.0)))
+    sim = Simulator(SimulatorConfig(enis=2, ips_per_eni=2, seed=15, task_latency=(0.0, 0.0)))
+    sim.hold_tasks()
     url = postgres_database.replace("postgres@", f"postgres:{SECRET}@")  # trust: any password passes
     database = postgres_database.rsplit("/", 1)[1]
     seen: list[str] = []
-    async with replicas(sim, url, 3) as (served, clients), aiohttp.ClientSession() as http:
+    async with replicas(sim, url, 1.5) as (served, clients), aiohttp.ClientSession() as http:
 
         async def ready() -> int:
             answer = await http.get(f"{served[0].endpoint}/readyz")
@@ -206,6 +209,8 @@ async def test_a_replica_that_loses_the_journal_stops_taking_work_and_goes_on_wh
             return await ready() == 200
 
         await until(back, seconds=20)
+        assert sim.stats()["tasks"]["RUNNING"] == 1, "the task was in flight throughout the outage"
+        sim.finish_tasks()
         done = await clients[0].wait(release["id"], 30)
         seen.append(await (await http.get(f"{served[0].endpoint}/metrics")).text())
     assert done["status"] == "succeeded"

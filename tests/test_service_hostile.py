@@ -69,8 +69,11 @@ def _closed(sock: socket.socket) -> bool:
 
 async def test_idle_sockets_beyond_the_descriptor_limit_do_not_take_serve_down(tmp_path: Path) -> None:
     """1,100 idle sockets under a 1,024-descriptor limit: /healthz and POST still answer at once, the longest
-    idle sockets are closed to make room, and the log has no traceback and a few lines, not one per socket."""
-    async with simulated(tmp_path, grace=0.5, enis=1, ips_per_eni=1, seed=1) as served:
+    idle sockets are closed to make room, and the log has no traceback and a few lines, not one per socket.
+    The release's task ends at once, so the SIGTERM at the end has nothing in flight to wait 0.5 s for."""
+    async with simulated(
+        tmp_path, grace=0.5, enis=1, ips_per_eni=1, seed=1, task_latency=(0.0, 0.0)
+    ) as served:
         log = tmp_path / "serve.log"
         async with serve_process(served, tmp_path / "j.db", log, descriptors=DESCRIPTORS) as (proc, endpoint):
             port = int(endpoint.rsplit(":", 1)[1])

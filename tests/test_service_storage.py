@@ -362,10 +362,12 @@ async def test_a_full_postgresql_disk_is_told_truthfully_and_survived(
     with SQLSTATE 53100 (disk_full), as PostgreSQL does when it cannot extend a file. POST and /readyz
     answer 503 saying the database's disk is full and nothing is created; once the triggers are dropped
     the replica goes on by itself and the release it had in flight ends as the simulator says, its task
-    observed and never resubmitted."""
-    sim = Simulator(SimulatorConfig(enis=3, ips_per_eni=2, seed=16, task_latency=(1.0, 0.0)))
+    observed and never resubmitted. The simulator holds that task RUNNING until the replica is ready again
+    (in flight throughout, no latency slept through); a 1.5 s lease checks the journal every 0.5 s."""
+    sim = Simulator(SimulatorConfig(enis=3, ips_per_eni=2, seed=16, task_latency=(0.0, 0.0)))
+    sim.hold_tasks()
     database = postgres_database.rsplit("/", 1)[1]
-    async with replicas(sim, postgres_database, 3) as (served, clients), aiohttp.ClientSession() as http:
+    async with replicas(sim, postgres_database, 1.5) as (served, clients), aiohttp.ClientSession() as http:
         first, second, _ = bodies(sim, 3)
         release = await clients[0].submit(*first)
         await until(lambda: len(sim.ground_truth()["tasks"]) == 1)
@@ -392,6 +394,8 @@ async def test_a_full_postgresql_disk_is_told_truthfully_and_survived(
             return (await http.get(f"{served[0].endpoint}/readyz")).status == 200
 
         await until(back, seconds=20)
+        assert sim.stats()["tasks"]["RUNNING"] == 1, "the task was in flight throughout"
+        sim.finish_tasks()
         done = await clients[0].wait(release["id"], 30)
         listed = await http.get(f"{served[0].endpoint}/v1/releases?limit=10")
         present = truth(sim)
