@@ -47,7 +47,7 @@ async def test_the_contract_fuzzer_finds_nothing_against_a_real_serve(tmp_path: 
             report, _ = await asyncio.wait_for(fuzzer.communicate(), RUN_TIMEOUT_S)
             text = report.decode(errors="replace")
             assert fuzzer.returncode == 0, text[-20_000:]
-            assert "No issues found" in text
+            assert "No issues found" in text, text[-20_000:]
             if "stateful" in phases:
                 assert "Stateful" in text
             proc.terminate()
