@@ -29,7 +29,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -334,7 +334,7 @@ async def run_aiohttp(cfg: Config) -> Result:
     return clocked.finish()
 
 
-CLIENTS: dict[str, Callable[[Config], Awaitable[Result]]] = {
+CLIENTS: dict[str, Callable[[Config], Coroutine[Any, Any, Result]]] = {
     "eni_async": run_eni_async,
     "sdk": run_sdk,
     "sdk_threads": run_sdk_threads,

@@ -290,7 +290,7 @@ def run_csv_damage(
         good = [o for o in outcomes if o["eni_id"] in set(enis)]
         result = verdict(good, ground_truth(ready["endpoint"]), enis).summary()
     errors = [o for o in outcomes if o["eni_id"] not in set(enis)]
-    named = sorted(o.get("line") for o in errors)
+    named = sorted(int(o["line"]) for o in errors if o.get("line") is not None)
     attempted = sum(1 for o in good if o["status"] != "not_attempted")
     result.update(
         unknown_ips=unknown_ips(good),

@@ -77,7 +77,7 @@ async def run(kind: str, items: int, seconds: float, dialect: str, where: Path) 
                 await clock.sleep(1.0)
                 if not settled and clock.monotonic() >= start + 60:
                     settled = sum(metrics.attempts.values())
-            during = {
+            during: dict[str, Any] = {
                 "attempts": sum(metrics.attempts.values()),
                 "by_action": dict(metrics.attempts),
                 "received": sum(sim.requests.values()),

@@ -78,7 +78,8 @@ def wait_measured(proc: subprocess.Popen[Any], started: float, timeout: float) -
             _kill(proc)
             os.wait4(proc.pid, 0)
             proc.returncode = -9
-            raise BenchError(f"{' '.join(map(str, proc.args))[:200]} still running after {timeout:.0f}s")
+            command = proc.args if isinstance(proc.args, list | tuple) else [proc.args]
+            raise BenchError(f"{' '.join(map(str, command))[:200]} still running after {timeout:.0f}s")
         time.sleep(0.02)
 
 
