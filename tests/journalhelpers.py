@@ -1,12 +1,16 @@
-"""Reading an SQLite journal from synchronous tests (while a subprocess writes it, say), through the seam."""
+"""Reading an SQLite journal from synchronous tests (while a subprocess writes it, say), through the seam; and
+``opened``, a journal of any URL opened for an async test and closed after it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from eni_async.journal import SqliteJournal
+from eni_async.journal import SqliteJournal, open_journal
+from eni_async.journal.sql import SqlJournal
 
 
 async def _read(path: str | Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
@@ -32,3 +36,14 @@ def execute(path: str | Path, statement: str) -> None:
             await tx.run(statement)
 
     asyncio.run(run())
+
+
+@contextlib.asynccontextmanager
+async def opened(url: str, **kwargs: Any) -> AsyncIterator[SqlJournal]:
+    """The journal at ``url`` (an SQL one), closed when the block ends."""
+    journal = await open_journal(url, **kwargs)
+    assert isinstance(journal, SqlJournal)
+    try:
+        yield journal
+    finally:
+        await journal.close()

@@ -30,6 +30,7 @@ from eni_async.journal import (
 from eni_async.journal.seam import CONNECTED, RELEASE_CHANNEL, WORK_CHANNEL
 from eni_async.journal.sql import SqlJournal, Tx
 from eni_async.outcomes import InvalidItem, Item, Outcome
+from tests.journalhelpers import opened
 
 IPS = ("10.0.0.2", "10.0.0.3", "10.0.0.4")
 VPC = "vpc-7t9nf3pu"
@@ -38,16 +39,6 @@ VPC = "vpc-7t9nf3pu"
 def items(n: int, *, start: int = 0) -> Iterator[Item]:
     for i in range(start, start + n):
         yield Item(VPC, f"eni-{i:08d}", IPS, line=i + 1)
-
-
-@contextlib.asynccontextmanager
-async def opened(url: str, **kwargs: Any) -> AsyncIterator[SqlJournal]:
-    journal = await open_journal(url, **kwargs)
-    assert isinstance(journal, SqlJournal)
-    try:
-        yield journal
-    finally:
-        await journal.close()
 
 
 async def raw(journal: SqlJournal, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,11 @@ from eni_async.journal import (
     SqliteJournal,
     WorkCancelledError,
     is_postgres,
-    open_journal,
 )
 from eni_async.journal.migrations import migrations
 from eni_async.journal.sql import SqlJournal
 from eni_async.outcomes import Outcome
+from tests.journalhelpers import opened
 
 VPC, OTHER_VPC = "vpc-7t9nf3pu", "vpc-0000abcd"
 INDEXES = {
@@ -41,16 +40,6 @@ def eni(n: int) -> str:
 
 def request(n: int, *, vpc: str = VPC) -> tuple[str, str, tuple[str, ...]]:
     return (vpc, eni(n), (f"10.0.{n}.2", f"10.0.{n}.3"))
-
-
-@contextlib.asynccontextmanager
-async def opened(url: str, **kwargs: Any) -> AsyncIterator[SqlJournal]:
-    journal = await open_journal(url, **kwargs)
-    assert isinstance(journal, SqlJournal)
-    try:
-        yield journal
-    finally:
-        await journal.close()
 
 
 async def row(journal: SqlJournal, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...]:
