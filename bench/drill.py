@@ -44,6 +44,7 @@ import tempfile
 import termios
 import time
 import urllib.request
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,12 @@ timeout = 900.0
 CLI = [sys.executable, "-m", "eni_async"]
 
 
-def simulator(state: Path, seed: int) -> AbstractContextManager[dict[str, Any]]:
-    """Run ``eni-async simulate`` on 127.0.0.1 and yield its ready line."""
-    args = ["--state", str(state), "--faults", "hostile", "--seed", str(seed)]
+def simulator(
+    state: Path, seed: int, *extra: str, faults: str = "hostile"
+) -> AbstractContextManager[dict[str, Any]]:
+    """Run ``eni-async simulate`` on 127.0.0.1 (with ``faults`` and any ``extra`` options, the drill's raised
+    limits) and yield its ready line."""
+    args = ["--state", str(state), "--faults", faults, "--seed", str(seed), *extra]
     for action, limit in LIMITS.items():
         args += ["--rate-limit", f"{action}={limit}"]
     return simulator_process(*args)
@@ -154,25 +158,45 @@ def run_straight(
     return result
 
 
+def kill_and_resume(
+    first: list[str],
+    again: list[str],
+    env: dict[str, str],
+    delays: list[float],
+    *,
+    after: Callable[[float], None] | None = None,
+) -> int:
+    """Run ``first`` (then ``again`` each time after), SIGKILLing it once each of ``delays`` has passed
+    (``after(delay)`` then, when given); how many runs were killed (one that ended sooner is not)."""
+    kills = 0
+    command = first
+    for delay in delays:
+        proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        if after is not None:
+            after(delay)
+        command = again
+    return kills
+
+
 def run_killed(
     work: Path, state: Path, source: Path, enis: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
     journal = work / "killed.journal"
-    kills = 0
     with simulator(state, args.seed) as ready:
         env = environment(ready, work / "client.toml")
         started = time.monotonic()
-        command = batch_args(source, journal, ready["endpoint"], args.concurrency)
-        for delay in args.kill_after:
-            proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
-            try:
-                proc.wait(timeout=delay)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                kills += 1
-            print(f"  killed after {delay}s: journal {read_journal(journal)[0]}", flush=True)
-            command = resume_args(journal, ready["endpoint"], args.concurrency)
+        first = batch_args(source, journal, ready["endpoint"], args.concurrency)
+        again = resume_args(journal, ready["endpoint"], args.concurrency)
+        kills = kill_and_resume(
+            first, again, env, args.kill_after,
+            after=lambda delay: print(f"  killed after {delay}s: journal {read_journal(journal)[0]}", flush=True),
+        )  # fmt: skip
         output = work / "killed.jsonl"
         subprocess.run(
             resume_args(journal, ready["endpoint"], args.concurrency, output),

@@ -36,8 +36,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -47,27 +45,19 @@ import aiohttp
 from bench.drill import (
     CLI,
     CLIENT_CONFIG,
-    LIMITS,
     batch_args,
     environment,
     ground_truth,
     judge,
+    kill_and_resume,
     read_lines,
     resume_args,
+    simulator,
     stats,
 )
-from eni_async.testing import simulator_process, verdict
+from eni_async.testing import verdict
 
 TOKEN = "drill-token-0123456789abcdef"
-
-
-@contextmanager
-def fault_simulator(state: Path, seed: int, *extra: str, faults: str = "hostile") -> Iterator[dict[str, Any]]:
-    args = ["--state", str(state), "--faults", faults, "--seed", str(seed), *extra]
-    for action, limit in LIMITS.items():
-        args += ["--rate-limit", f"{action}={limit}"]
-    with simulator_process(*args) as ready:
-        yield ready
 
 
 def tasks_ended(endpoint: str, timeout: float = 300.0) -> int:
@@ -148,7 +138,7 @@ def run_credentials_lost(
     journal = work / "creds.journal"
     first = work / "creds-batch.jsonl"
     lifetime = ["--credential-lifetime", str(args.credential_lifetime)]
-    with fault_simulator(state, args.seed, *lifetime) as ready:
+    with simulator(state, args.seed, *lifetime) as ready:
         endpoint = ready["endpoint"]
         proxy = MetadataProxy(endpoint)
         env = role_environment(work, ready, proxy.endpoint, args)
@@ -213,21 +203,13 @@ def run_slow_killed(
 ) -> dict[str, Any]:
     journal = work / "slow.journal"
     latency = ["--task-latency", f"{args.slow_latency},0"]
-    kills = 0
-    with fault_simulator(state, args.seed, *latency, faults="none") as ready:
+    with simulator(state, args.seed, *latency, faults="none") as ready:
         env = environment(ready, work / "client.toml")
         endpoint = ready["endpoint"]
         started = time.monotonic()
-        command = batch_args(source, journal, endpoint, args.concurrency)
-        for delay in args.slow_kill_after:
-            proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
-            try:
-                proc.wait(timeout=delay)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                kills += 1
-            command = resume_args(journal, endpoint, args.concurrency)
+        first = batch_args(source, journal, endpoint, args.concurrency)
+        again = resume_args(journal, endpoint, args.concurrency)
+        kills = kill_and_resume(first, again, env, args.slow_kill_after)
         output = work / "slow.jsonl"
         last = subprocess.run(
             resume_args(journal, endpoint, args.concurrency, output),
@@ -278,7 +260,7 @@ def run_csv_damage(
     journal = work / "csv.journal"
     csv_path = work / "damaged.csv"
     bad = damaged_csv(json.loads(state.read_text()), csv_path, args.seed)
-    with fault_simulator(state, args.seed) as ready:
+    with simulator(state, args.seed) as ready:
         env = environment(ready, work / "client.toml")
         started = time.monotonic()
         output = work / "csv.jsonl"
@@ -405,7 +387,7 @@ def run_disk_full(
         {"vpc_id": e["vpc_id"], "eni_id": e["eni_id"], "ips": e["secondary_ips"]} for e in world["enis"]
     ]
     log = work / "serve.log"
-    with fault_simulator(state, args.seed) as ready:
+    with simulator(state, args.seed) as ready:
         env = environment(ready, work / "client.toml") | {"ENI_ASYNC_SERVICE_TOKENS": TOKEN}
         started = time.monotonic()
         proc = subprocess.Popen(
