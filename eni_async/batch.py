@@ -269,10 +269,14 @@ class Batch:
         if self._group is not None and not self._stopping and not self._halted:
             self._grow()
 
-    def _grow(self) -> None:
+    def _grow(self, target: int | None = None) -> None:
         """Start workers up to the target (it grows as task latencies are observed and budgets change)."""
         assert self._group is not None
-        while not self._exhausted and not self._stopping and self._live < self._target():
+        if self._exhausted or self._stopping:
+            return
+        if target is None:
+            target = self._target()
+        while self._live < target:
             self._live += 1
             worker = self._group.create_task(self._worker())
             self._workers.add(worker)
@@ -282,9 +286,10 @@ class Batch:
         try:
             while True:
                 # The target shrank: this worker retires, one at a time and never as the last one.
-                if self._live > 1 and self._live > self._target() + 1:
+                target = self._target()
+                if self._live > 1 and self._live > target + 1:
                     return
-                self._grow()
+                self._grow(target)
                 entry = await self._next()
                 if entry is None:
                     return

@@ -57,7 +57,7 @@ from eni_async.policy import PollPolicy, RetryPolicy, backoff, retrier, retryabl
 from eni_async.poller import LatencyTracker
 from eni_async.settings import Settings
 from eni_async.settings_check import mask_url
-from eni_async.throttle import Budgets
+from eni_async.throttle import Budget, Budgets
 from eni_async.transport import AiohttpTransport, Transport, client_timeout, proxy_for, tls_for
 
 if TYPE_CHECKING:
@@ -66,6 +66,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("eni_async")
 
+# Connections open to the API at once, at most (aiohttp's default): calls in flight are the call rate times the
+# round trip, so even a budget of 1,000 calls/s over a 100 ms round trip needs no more; beyond it calls wait for
+# a connection (within their total timeout). Each one more costs its set-up and its share of every poll: a
+# batch with limits off opened ~400 at a limit of 1,000, for more CPU and no more speed (``bench/scale.py``).
+CONNECTIONS = 100
 # Send times of submits kept for the tracker, at most (the oldest go first).
 SENT_REMEMBERED = 100_000
 
@@ -171,9 +176,7 @@ class Pipeline:
             await self.budgets.open()  # Redis unreachable at start: a ConfigError naming the URL
         if self._transport is None:
             ssl: bool | ssl_module.SSLContext = self._ssl_option()
-            connector = aiohttp.TCPConnector(
-                limit=min(1000, max(100, self.settings.concurrency * 2)), ssl=ssl
-            )
+            connector = aiohttp.TCPConnector(limit=CONNECTIONS, ssl=ssl)
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
             self._transport = self._make_transport(self._session)
 
@@ -250,12 +253,27 @@ class Pipeline:
         subject: str,
         retry: RetryPolicy | None,
     ) -> T:
-        if self._transport is None:
-            raise RuntimeError("EniClient is not open: use 'async with EniClient(...) as client'")
         transport = self._transport
+        if transport is None:
+            raise RuntimeError("EniClient is not open: use 'async with EniClient(...) as client'")
         budget = self.budgets[action]
+        # The first attempt runs outside tenacity: most calls succeed at once, and building a retrier for
+        # each would cost more CPU than the call itself. A failure worth retrying is replayed as tenacity's
+        # first attempt, so the schedule, the bound and the logs are exactly those of the policy.
+        try:
+            return await self._attempt(transport, budget, action, subject, build, parse, 1)
+        except EniAsyncError as exc:
+            if not retryable(mutating=mutating)(exc):
+                raise
+            replay: list[EniAsyncError] = [exc]
+        attempts = itertools.count(2)
+
+        async def again() -> T:
+            if replay:
+                raise replay.pop()
+            return await self._attempt(transport, budget, action, subject, build, parse, next(attempts))
+
         metrics = self.metrics
-        attempt = 0
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -270,79 +288,87 @@ class Pipeline:
             if metrics is not None:
                 metrics.retry(action, reason)
 
-        def logged(
-            code: str, request_id: str | None, latency: float, error: EniAsyncError | None = None
-        ) -> None:
-            if metrics is not None:
-                metrics.call(action, code, latency)
-            if not log.isEnabledFor(logging.DEBUG):
-                return
-            log.debug(
-                "%s %s attempt %d: %s in %.3fs request_id=%s%s",
-                action, subject, attempt, code, latency, request_id, f" ({error})" if error else "",
-                extra={"action": action, "subject": subject, "attempt": attempt, "code": code,
-                       "request_id": request_id, "latency_s": round(latency, 6)},
-            )  # fmt: skip
-
-        async def once() -> T:
-            nonlocal attempt
-            attempt += 1
-            if attempt == 1:
-                await budget.acquire()
-            else:  # a retry does not queue again behind every call waiting for the budget
-                await budget.acquire_retry()
-            started = self.clock.monotonic()
-            try:
-                result = await self._signed_send(
-                    transport, build, parse, budget.acquire, f"{action} {subject}"
-                )
-            except EniAsyncError as exc:
-                code = error_code(exc)
-                logged(code, getattr(exc, "request_id", None), self.clock.monotonic() - started, exc)
-                if isinstance(exc, ThrottledError):
-                    budget.observe(self.clock.monotonic() - started)
-                    before = budget.rate
-                    budget.on_throttled(exc.limit)
-                    if metrics is not None:
-                        metrics.throttle(action)
-                    log.warning(
-                        "throttled on %s %s (attempt %d): %s: %s%s",
-                        action, subject, attempt, exc.code, exc.message,
-                        f"; rate lowered to {budget.rate:g}/s" if budget.rate < before else "",
-                        extra={"action": action, "subject": subject, "attempt": attempt, "code": code,
-                               "request_id": exc.request_id, "rate": budget.rate},
-                    )  # fmt: skip
-                raise
-            took = self.clock.monotonic() - started
-            budget.observe(took)
-            logged("Success", getattr(result, "request_id", None), took)
-            if isinstance(result, TaskState):
-                # When the task was seen in this state: the send time, not the answer's (budget waits excluded).
-                result = cast(T, dataclasses.replace(result, observed_at=started))
-            elif isinstance(result, Submitted):
-                self._note_sent(result.task_id, started)
-                if metrics is not None:
-                    metrics.task_submitted(result.task_id, started)
-            return result
-
-        # The first attempt runs outside tenacity: most calls succeed at once, and building a retrier for
-        # each would cost more CPU than the call itself. A failure worth retrying is replayed as tenacity's
-        # first attempt, so the schedule, the bound and the logs are exactly those of the policy.
-        try:
-            return await once()
-        except EniAsyncError as exc:
-            if not retryable(mutating=mutating)(exc):
-                raise
-            replay: list[EniAsyncError] = [exc]
-
-        async def again() -> T:
-            if replay:
-                raise replay.pop()
-            return await once()
-
         policy = self.settings.retry if retry is None else retry
         retrying = retrier(policy, self.clock, mutating=mutating, before_sleep=before_sleep)
         return await retrying(again)
+
+    async def _attempt(
+        self,
+        transport: Transport,
+        budget: Budget,
+        action: str,
+        subject: str,
+        build: Callable[[SignContext], HttpRequest],
+        parse: Callable[[HttpResponse], T],
+        attempt: int,
+    ) -> T:
+        """One attempt of a call: its budget slot, then sign, send and parse (``_signed_send``), logged."""
+        if attempt == 1:
+            await budget.acquire()
+        else:  # a retry does not queue again behind every call waiting for the budget
+            await budget.acquire_retry()
+        clock = self.clock
+        started = clock.monotonic()
+        try:
+            result = await self._signed_send(transport, build, parse, budget.acquire, action, subject)
+        except EniAsyncError as exc:
+            took = clock.monotonic() - started
+            self._logged(
+                action, subject, attempt, error_code(exc), getattr(exc, "request_id", None), took, exc
+            )
+            if isinstance(exc, ThrottledError):
+                self._throttled(budget, action, subject, attempt, exc, took)
+            raise
+        took = clock.monotonic() - started
+        budget.observe(took)
+        self._logged(action, subject, attempt, "Success", getattr(result, "request_id", None), took)
+        if isinstance(result, TaskState):
+            # When the task was seen in this state: the send time, not the answer's (budget waits excluded).
+            result = cast(T, dataclasses.replace(result, observed_at=started))
+        elif isinstance(result, Submitted):
+            self._note_sent(result.task_id, started)
+            if self.metrics is not None:
+                self.metrics.task_submitted(result.task_id, started)
+        return result
+
+    def _logged(
+        self,
+        action: str,
+        subject: str,
+        attempt: int,
+        code: str,
+        request_id: str | None,
+        latency: float,
+        error: EniAsyncError | None = None,
+    ) -> None:
+        """One attempt's end: into the metrics, and at DEBUG into the log."""
+        if self.metrics is not None:
+            self.metrics.call(action, code, latency)
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        log.debug(
+            "%s %s attempt %d: %s in %.3fs request_id=%s%s",
+            action, subject, attempt, code, latency, request_id, f" ({error})" if error else "",
+            extra={"action": action, "subject": subject, "attempt": attempt, "code": code,
+                   "request_id": request_id, "latency_s": round(latency, 6)},
+        )  # fmt: skip
+
+    def _throttled(
+        self, budget: Budget, action: str, subject: str, attempt: int, exc: ThrottledError, took: float
+    ) -> None:
+        """A throttle answer: the budget learns of it (and may slow down), the log says so at WARNING."""
+        budget.observe(took)
+        before = budget.rate
+        budget.on_throttled(exc.limit)
+        if self.metrics is not None:
+            self.metrics.throttle(action)
+        log.warning(
+            "throttled on %s %s (attempt %d): %s: %s%s",
+            action, subject, attempt, exc.code, exc.message,
+            f"; rate lowered to {budget.rate:g}/s" if budget.rate < before else "",
+            extra={"action": action, "subject": subject, "attempt": attempt, "code": error_code(exc),
+                   "request_id": exc.request_id, "rate": budget.rate},
+        )  # fmt: skip
 
     async def _signed_send(
         self,
@@ -350,7 +376,8 @@ class Pipeline:
         build: Callable[[SignContext], HttpRequest],
         parse: Callable[[HttpResponse], T],
         acquire: Callable[[], Awaitable[None]],
-        label: str,
+        action: str,
+        subject: str,
     ) -> T:
         """Sign with the provider's credentials and send; once more with fresh ones if the token expired.
 
@@ -363,7 +390,7 @@ class Pipeline:
             fresh = await self.credentials.refresh(credentials)
             if fresh == credentials:
                 raise  # nothing fresher to sign with
-            log.info("%s: %s; signing again with fresh credentials", label, exc.code)
+            log.info("%s %s: %s; signing again with fresh credentials", action, subject, exc.code)
         await acquire()
         return parse(await transport.send(build(self._context(fresh))))
 

@@ -135,6 +135,9 @@ class Tracker:
 
     def releases_in_flight(self) -> int:
         """How many releases to keep in flight so that the budgets, not the count, set the pace (``sizing``)."""
+        recent = self._in_flight.recent()
+        if recent is not None:
+            return recent
         return self._in_flight.target(self._strategy.start_rate(self._client.budgets))
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
