@@ -148,7 +148,7 @@ async def test_a_replica_that_lost_its_lease_cannot_write_over_the_adopter(
         await until(lambda: len(sim.ground_truth()["tasks"]) == 1)
         second, to_second = await replica(10)
         owner = first.engine.leases.owner
-        postgres_server.sql(f"UPDATE leases SET expires_at = 0 WHERE owner = '{owner}'", database)
+        await postgres_server.asql(f"UPDATE leases SET expires_at = 0 WHERE owner = '{owner}'", database)
         await until(lambda: second.engine.leases.counts.adopted == 1)
         assert sim.stats()["tasks"]["RUNNING"] == 1
         sim.finish_tasks()
@@ -185,8 +185,8 @@ async def test_a_replica_that_loses_the_journal_stops_taking_work_and_goes_on_wh
         first, second = bodies(sim, 2)
         release = await clients[0].submit(*first)
         await until(lambda: len(sim.ground_truth()["tasks"]) == 1)
-        postgres_server.sql(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false")
-        postgres_server.sql(
+        await postgres_server.asql(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false")
+        await postgres_server.asql(
             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
         )
         try:
@@ -202,7 +202,7 @@ async def test_a_replica_that_loses_the_journal_stops_taking_work_and_goes_on_wh
             seen.append(await read.text())
             assert (read.status, (await read.json())["error"]["code"]) == (503, "JournalUnavailable")
         finally:
-            postgres_server.sql(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
+            await postgres_server.asql(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
         await until(lambda: served[0].engine.leases.journal_error is None, seconds=20)
 
         async def back() -> bool:
