@@ -218,7 +218,7 @@ class Pipeline:
             sign_method=self.settings.sign_method,
         )
 
-    async def _call(
+    def _call(
         self,
         action: str,
         build: Callable[[SignContext], HttpRequest],
@@ -227,51 +227,108 @@ class Pipeline:
         mutating: bool,
         subject: str = "",
         retry: RetryPolicy | None = None,
-    ) -> T:
-        """Run one API call through budget, signing, transport and parsing, retried per the table (and
-        ``retry``, default the settings'); ``heard`` is told how it ended."""
+    ) -> Awaitable[T]:
+        """One API call through budget, signing, transport and parsing, retried per the table (and
+        ``retry``, default the settings'); ``heard`` is told how it ended. The awaitable returned is the
+        first attempt itself (without ``heard``): no frame of ours between the caller and the transport."""
+        transport = self._transport
+        if transport is None:
+            raise RuntimeError("EniClient is not open: use 'async with EniClient(...) as client'")
+        call = self._attempt(
+            transport, self.budgets[action], action, subject, build, parse, 1, mutating=mutating, retry=retry
+        )
+        return call if self.heard is None else self._told(call)
+
+    async def _told(self, call: Awaitable[T]) -> T:
         heard = self.heard
-        if heard is None:
-            return await self._retried(action, build, parse, mutating=mutating, subject=subject, retry=retry)
+        assert heard is not None
         try:
-            result = await self._retried(
-                action, build, parse, mutating=mutating, subject=subject, retry=retry
-            )
+            result = await call
         except EniAsyncError as exc:
             heard(exc)
             raise
         heard(None)
         return result
 
-    async def _retried(
+    async def _attempt(
         self,
+        transport: Transport,
+        budget: Budget,
         action: str,
+        subject: str,
         build: Callable[[SignContext], HttpRequest],
         parse: Callable[[HttpResponse], T],
+        attempt: int,
         *,
         mutating: bool,
-        subject: str,
         retry: RetryPolicy | None,
     ) -> T:
-        transport = self._transport
-        if transport is None:
-            raise RuntimeError("EniClient is not open: use 'async with EniClient(...) as client'")
-        budget = self.budgets[action]
-        # The first attempt runs outside tenacity: most calls succeed at once, and building a retrier for
-        # each would cost more CPU than the call itself. A failure worth retrying is replayed as tenacity's
-        # first attempt, so the schedule, the bound and the logs are exactly those of the policy.
+        """One attempt of a call: its budget slot, then sign, send and parse, logged. A first attempt that
+        failed in a way worth retrying goes on to the retries (``_retries``); a later one raises."""
+        if attempt == 1:
+            await budget.acquire()
+        else:  # a retry does not queue again behind every call waiting for the budget
+            await budget.acquire_retry()
+        clock = self.clock
+        started = clock.monotonic()
         try:
-            return await self._attempt(transport, budget, action, subject, build, parse, 1)
+            credentials = await self.credentials.get()
+            try:
+                result = parse(await transport.send(build(self._context(credentials))))
+            except TokenError as exc:  # AuthFailure.TokenFailure; API 2.0 4100 naming the token, or 4105
+                result = await self._signed_again(
+                    transport, build, parse, budget.acquire, credentials, exc, f"{action} {subject}"
+                )
         except EniAsyncError as exc:
-            if not retryable(mutating=mutating)(exc):
+            took = clock.monotonic() - started
+            self._logged(
+                action, subject, attempt, error_code(exc), getattr(exc, "request_id", None), took, exc
+            )
+            if isinstance(exc, ThrottledError):
+                self._throttled(budget, action, subject, attempt, exc, took)
+            if attempt > 1 or not retryable(mutating=mutating)(exc):
                 raise
-            replay: list[EniAsyncError] = [exc]
+            failed = exc
+        else:
+            took = clock.monotonic() - started
+            budget.observe(took)
+            self._logged(action, subject, attempt, "Success", getattr(result, "request_id", None), took)
+            if isinstance(result, TaskState):
+                # When the task was seen in this state: the send time, not the answer's (budget waits excluded).
+                result = cast(T, dataclasses.replace(result, observed_at=started))
+            elif isinstance(result, Submitted):
+                self._note_sent(result.task_id, started)
+                if self.metrics is not None:
+                    self.metrics.task_submitted(result.task_id, started)
+            return result
+        return await self._retries(failed, transport, budget, action, subject, build, parse, mutating, retry)
+
+    async def _retries(
+        self,
+        failed: EniAsyncError,
+        transport: Transport,
+        budget: Budget,
+        action: str,
+        subject: str,
+        build: Callable[[SignContext], HttpRequest],
+        parse: Callable[[HttpResponse], T],
+        mutating: bool,
+        retry: RetryPolicy | None,
+    ) -> T:
+        """The retries of a call whose first attempt failed with ``failed``. The first attempt runs outside
+        tenacity (most calls succeed at once, and building a retrier for each would cost more CPU than the
+        call itself); its failure is replayed as tenacity's first attempt, so the schedule, the bound and the
+        logs are exactly those of the policy."""
+        replay: list[EniAsyncError] = [failed]
         attempts = itertools.count(2)
 
         async def again() -> T:
             if replay:
                 raise replay.pop()
-            return await self._attempt(transport, budget, action, subject, build, parse, next(attempts))
+            attempt = next(attempts)
+            return await self._attempt(
+                transport, budget, action, subject, build, parse, attempt, mutating=mutating, retry=retry
+            )
 
         metrics = self.metrics
 
@@ -291,45 +348,6 @@ class Pipeline:
         policy = self.settings.retry if retry is None else retry
         retrying = retrier(policy, self.clock, mutating=mutating, before_sleep=before_sleep)
         return await retrying(again)
-
-    async def _attempt(
-        self,
-        transport: Transport,
-        budget: Budget,
-        action: str,
-        subject: str,
-        build: Callable[[SignContext], HttpRequest],
-        parse: Callable[[HttpResponse], T],
-        attempt: int,
-    ) -> T:
-        """One attempt of a call: its budget slot, then sign, send and parse (``_signed_send``), logged."""
-        if attempt == 1:
-            await budget.acquire()
-        else:  # a retry does not queue again behind every call waiting for the budget
-            await budget.acquire_retry()
-        clock = self.clock
-        started = clock.monotonic()
-        try:
-            result = await self._signed_send(transport, build, parse, budget.acquire, action, subject)
-        except EniAsyncError as exc:
-            took = clock.monotonic() - started
-            self._logged(
-                action, subject, attempt, error_code(exc), getattr(exc, "request_id", None), took, exc
-            )
-            if isinstance(exc, ThrottledError):
-                self._throttled(budget, action, subject, attempt, exc, took)
-            raise
-        took = clock.monotonic() - started
-        budget.observe(took)
-        self._logged(action, subject, attempt, "Success", getattr(result, "request_id", None), took)
-        if isinstance(result, TaskState):
-            # When the task was seen in this state: the send time, not the answer's (budget waits excluded).
-            result = cast(T, dataclasses.replace(result, observed_at=started))
-        elif isinstance(result, Submitted):
-            self._note_sent(result.task_id, started)
-            if self.metrics is not None:
-                self.metrics.task_submitted(result.task_id, started)
-        return result
 
     def _logged(
         self,
@@ -370,27 +388,22 @@ class Pipeline:
                    "request_id": exc.request_id, "rate": budget.rate},
         )  # fmt: skip
 
-    async def _signed_send(
+    async def _signed_again(
         self,
         transport: Transport,
         build: Callable[[SignContext], HttpRequest],
         parse: Callable[[HttpResponse], T],
         acquire: Callable[[], Awaitable[None]],
-        action: str,
-        subject: str,
+        credentials: Credentials,
+        refused: TokenError,
+        label: str,
     ) -> T:
-        """Sign with the provider's credentials and send; once more with fresh ones if the token expired.
-
-        A refused token means the call had no effect, so even a mutating call may be signed again.
-        """
-        credentials = await self.credentials.get()
-        try:
-            return parse(await transport.send(build(self._context(credentials))))
-        except TokenError as exc:  # AuthFailure.TokenFailure; API 2.0 4100 naming the token, or 4105
-            fresh = await self.credentials.refresh(credentials)
-            if fresh == credentials:
-                raise  # nothing fresher to sign with
-            log.info("%s %s: %s; signing again with fresh credentials", action, subject, exc.code)
+        """A call refused for its token, signed again once with fresh credentials (a refused token means the
+        call had no effect, so even a mutating call may be); the refusal stands when nothing is fresher."""
+        fresh = await self.credentials.refresh(credentials)
+        if fresh == credentials:
+            raise refused  # nothing fresher to sign with
+        log.info("%s: %s; signing again with fresh credentials", label, refused.code)
         await acquire()
         return parse(await transport.send(build(self._context(fresh))))
 
