@@ -446,26 +446,45 @@ class Pipeline:
 
         Once ``gate()`` is true no further try is made: ``StopSubmitting`` (every try so far met the mutex,
         so none had an effect)."""
+        started = self.clock.monotonic()
+        try:  # most submits find the ENI free: no backoff is built for them
+            return await self.submit(vpc_id, eni_id, ips)
+        except MutexError as exc:
+            busy = exc
+        return await self._when_free(vpc_id, eni_id, ips, busy, started, timeout, gate)
+
+    async def _when_free(
+        self,
+        vpc_id: str,
+        eni_id: str,
+        ips: Sequence[str],
+        busy: MutexError,
+        started: float,
+        timeout: float | None,
+        gate: Gate | None,
+    ) -> Submitted:
+        """``submit_when_free`` after its first try met the mutex (``busy``): tries again on the backoff."""
         policy = self.settings.poll
-        deadline = self.clock.monotonic() + (policy.timeout if timeout is None else timeout)
+        deadline = started + (policy.timeout if timeout is None else timeout)
         for delay in backoff(policy):
+            if gate is not None and gate():
+                raise StopSubmitting from busy
+            if self.clock.monotonic() + delay > deadline:
+                raise TaskTimeoutError(f"(another task on {eni_id})", "RUNNING", delay) from busy
+            log.info(
+                "%s busy with another task (%s); retrying in %.2fs", eni_id, busy, delay,
+                extra={"action": UNASSIGN, "subject": eni_id, "code": busy.code,
+                       "request_id": busy.request_id, "wait_s": round(delay, 3)},
+            )  # fmt: skip
+            if self.metrics is not None:
+                self.metrics.retry(UNASSIGN, busy.code)
+            await self.clock.sleep(delay)
+            if gate is not None and gate():
+                raise StopSubmitting from busy
             try:
                 return await self.submit(vpc_id, eni_id, ips)
             except MutexError as exc:
-                if gate is not None and gate():
-                    raise StopSubmitting from exc
-                if self.clock.monotonic() + delay > deadline:
-                    raise TaskTimeoutError(f"(another task on {eni_id})", "RUNNING", delay) from exc
-                log.info(
-                    "%s busy with another task (%s); retrying in %.2fs", eni_id, exc, delay,
-                    extra={"action": UNASSIGN, "subject": eni_id, "code": exc.code,
-                           "request_id": exc.request_id, "wait_s": round(delay, 3)},
-                )  # fmt: skip
-                if self.metrics is not None:
-                    self.metrics.retry(UNASSIGN, exc.code)
-                await self.clock.sleep(delay)
-                if gate is not None and gate():
-                    raise StopSubmitting from exc
+                busy = exc
         raise AssertionError("unreachable: the backoff never ends")  # pragma: no cover
 
     async def task_state(self, task_id: str) -> TaskState:

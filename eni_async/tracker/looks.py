@@ -45,7 +45,7 @@ class Watched:
 
     watch: Watch
     future: asyncio.Future[ChunkFate]
-    query_gaps: Iterator[float]
+    query_gaps: Iterator[float] | None = None  # the backoff between task queries, made at the first one
     gap: float | None = None  # the last gap between looks
     looking: bool = False
     querying: bool = False
@@ -94,11 +94,7 @@ class LookEngine:
         now = self._clock.monotonic()
         watch = Watch(vpc_id, eni_id, task_id, ips, sent, now, now + timeout)
         poll = self._calls.poll
-        w = Watched(
-            watch,
-            asyncio.get_running_loop().create_future(),
-            backoff(poll, start=max(poll.initial, self._pacing.min_gap)),
-        )
+        w = Watched(watch, asyncio.get_running_loop().create_future())
         if len(self._calls.latencies) < MIN_SAMPLES and self._probes < MIN_SAMPLES:
             # While no latency is known, only the first few tasks still listed past 2 x poll.first are asked
             # (a FAILED task stays listed: they are the sample that tells); the rest wait for the estimate.
@@ -385,7 +381,7 @@ class LookEngine:
                 if state.status is TaskStatus.RUNNING:
                     # A task that FAILED leaves its IPs listed for good: ask again, but only after another
                     # expected latency (the ENI is looked at meanwhile).
-                    w.next_query_at = now + max(next(w.query_gaps), self._expected())
+                    w.next_query_at = now + max(self._query_gap(w), self._expected())
                 ended = _asked_at(state, now)
         finally:
             w.querying = False
@@ -427,9 +423,16 @@ class LookEngine:
             elif do is Do.ASK_LATER:
                 self._ask_at(w, w.next_query_at)
             elif do is Do.ASK_AGAIN:
-                self._ask_at(w, now + next(w.query_gaps))
+                self._ask_at(w, now + self._query_gap(w))
         if w.watch.phase is Phase.DONE:
             self._end(w, step.why, ended)
+
+    def _query_gap(self, w: Watched) -> float:
+        """The next gap on the watch's task-query backoff (most watches never ask: made when first needed)."""
+        if w.query_gaps is None:
+            poll = self._calls.poll
+            w.query_gaps = backoff(poll, start=max(poll.initial, self._pacing.min_gap))
+        return next(w.query_gaps)
 
     def _look_at(self, w: Watched, due: float) -> None:
         if not w.looking:  # a look in flight schedules the next one when it is answered
