@@ -301,34 +301,32 @@ class Pipeline:
                 if self.metrics is not None:
                     self.metrics.task_submitted(result.task_id, started)
             return result
-        return await self._retries(failed, transport, budget, action, subject, build, parse, mutating, retry)
+        later = functools.partial(
+            self._attempt, transport, budget, action, subject, build, parse, mutating=mutating, retry=retry
+        )
+        return await self._retries(failed, later, action, subject, mutating=mutating, retry=retry)
 
     async def _retries(
         self,
         failed: EniAsyncError,
-        transport: Transport,
-        budget: Budget,
+        later: Callable[[int], Awaitable[T]],
         action: str,
         subject: str,
-        build: Callable[[SignContext], HttpRequest],
-        parse: Callable[[HttpResponse], T],
+        *,
         mutating: bool,
         retry: RetryPolicy | None,
     ) -> T:
-        """The retries of a call whose first attempt failed with ``failed``. The first attempt runs outside
-        tenacity (most calls succeed at once, and building a retrier for each would cost more CPU than the
-        call itself); its failure is replayed as tenacity's first attempt, so the schedule, the bound and the
-        logs are exactly those of the policy."""
+        """The retries of a call whose first attempt failed with ``failed`` (``later(n)``: its attempt n). The
+        first attempt runs outside tenacity (most calls succeed at once, and building a retrier for each would
+        cost more CPU than the call itself); its failure is replayed as tenacity's first attempt, so the
+        schedule, the bound and the logs are exactly those of the policy."""
         replay: list[EniAsyncError] = [failed]
         attempts = itertools.count(2)
 
         async def again() -> T:
             if replay:
                 raise replay.pop()
-            attempt = next(attempts)
-            return await self._attempt(
-                transport, budget, action, subject, build, parse, attempt, mutating=mutating, retry=retry
-            )
+            return await later(next(attempts))
 
         metrics = self.metrics
 
