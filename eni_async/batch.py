@@ -62,6 +62,9 @@ class BatchStats:
     by_status: dict[str, int] = field(default_factory=dict)
 
 
+_END = object()  # the end of a plain iterable's items
+
+
 async def _aiter(items: Items) -> AsyncIterator[object]:
     if isinstance(items, AsyncIterable):
         async for entry in items:
@@ -104,6 +107,9 @@ class Batch:
         self.journal = journal
         # ``recorder``: one that fences the journal's writes (the service's); else the journal's own.
         self._recorder = recorder or (JournalRecorder(journal) if journal is not None else None)
+        # A plain iterable with nothing to record per item is pulled from directly: ``next`` never awaits,
+        # so no lock is needed to keep two workers from pulling at once.
+        self._plain = iter(items) if not isinstance(items, AsyncIterable) and self._recorder is None else None
         self._guard = guard
         # An item's deadline (``Clock.monotonic``): outages are waited out until then (``release``).
         self._deadline = deadline
@@ -227,6 +233,15 @@ class Batch:
                 await self._results.put(None)
 
     async def _next(self) -> Item | InvalidItem | Resumed | None:
+        if self._plain is not None:
+            if self._stopping:
+                return None
+            entry = next(self._plain, _END)
+            if entry is _END:
+                self._exhausted = True
+                return None
+            self.stats.pulled += 1
+            return entry if isinstance(entry, Resumed) else as_item(entry)
         async with self._pull_lock:
             if self._stopping:
                 return None
@@ -269,10 +284,14 @@ class Batch:
         if self._group is not None and not self._stopping and not self._halted:
             self._grow()
 
-    def _grow(self) -> None:
+    def _grow(self, target: int | None = None) -> None:
         """Start workers up to the target (it grows as task latencies are observed and budgets change)."""
         assert self._group is not None
-        while not self._exhausted and not self._stopping and self._live < self._target():
+        if self._exhausted or self._stopping:
+            return
+        if target is None:
+            target = self._target()
+        while self._live < target:
             self._live += 1
             worker = self._group.create_task(self._worker())
             self._workers.add(worker)
@@ -282,9 +301,10 @@ class Batch:
         try:
             while True:
                 # The target shrank: this worker retires, one at a time and never as the last one.
-                if self._live > 1 and self._live > self._target() + 1:
+                target = self._target()
+                if self._live > 1 and self._live > target + 1:
                     return
-                self._grow()
+                self._grow(target)
                 entry = await self._next()
                 if entry is None:
                     return

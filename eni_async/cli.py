@@ -163,8 +163,10 @@ region: --region > ENI_ASYNC_REGION > TENCENTCLOUD_REGION > file > the profile's
 example: eni-async demo"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every command."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every command; with ``only``, the arguments of that command alone (every other
+    is listed, with its help, and nothing of its own is loaded: ``simulate``'s arguments bring the whole
+    simulator in)."""
     parser = _Parser(
         prog="eni-async",
         description="Release secondary private IPs from Tencent Cloud ENIs.",
@@ -179,9 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     from eni_async.service import command as service_command
-    from eni_async.simulator import command as sim_command  # the simulator loads only when asked for
 
-    for spec in (
+    specs = (
         Command(
             "unassign",
             "release IPs from one ENI and wait for the task",
@@ -196,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
             "run the local Tencent VPC simulator in the foreground",
             "Run the embedded Tencent VPC simulator; prints one JSON line when ready.",
             "eni-async simulate --enis 100 --ips-per-eni 5 --faults flaky --port 8080",
-            sim_command.add_arguments,
-            sim_command.serve,
+            _add_simulate_arguments,
+            _run_simulate,
         ),
         Command(
             "batch",
@@ -273,16 +274,44 @@ def build_parser() -> argparse.ArgumentParser:
             _run_whoami,
             client_options=True,
         ),
-    ):
+    )
+    if only not in {spec.name for spec in specs}:  # no command named (or a word that is none): build all
+        only = None
+    for spec in specs:
         sub = commands.add_parser(
             spec.name, help=spec.help, description=spec.description, epilog=f"example: {spec.example}"
         )
+        sub.set_defaults(handler=spec.handler)
+        if only is not None and spec.name != only:
+            continue
         spec.add_arguments(sub)
         if spec.client_options:
             _client_options(sub)
         _log_options(sub)
-        sub.set_defaults(handler=spec.handler)
     return parser
+
+
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv`` (the first word that is neither an option nor its value), if any."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-format":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    from eni_async.simulator import command  # the simulator loads only when asked for
+
+    command.add_arguments(parser)
+
+
+def _run_simulate(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from eni_async.simulator import command
+
+    return command.serve(args)
 
 
 @dataclass(frozen=True)
@@ -461,7 +490,7 @@ async def _run_unassign(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (never raises for user errors)."""
     try:
-        parser = build_parser()
+        parser = build_parser(_chosen(sys.argv[1:] if argv is None else argv))
         args, extras = parser.parse_known_args(argv)
         if extras:
             raise _unrecognized(parser, args, extras)

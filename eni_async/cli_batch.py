@@ -379,14 +379,15 @@ def _output_failed(exc: OutputError, args: argparse.Namespace, journal: Journal 
 
 def batch_collector() -> None:
     """The collector for a batch (after ``cli.quiet_collector`` froze start-up): the young generation every
-    10,000 allocations, the middle one every 5 of those (50,000, as before). A batch's items make no cyclic
-    garbage (``bench/gcprobe.py``: the collector frees the same ~2,000 objects at 10,000 and at 100,000 ENIs;
-    refcounting frees the rest), so a collection only traverses the objects of the items in flight: the
-    fewer collections, the less work, while every pause stays short (20,000 ENIs, ``bench/scale.py``'s
-    settings, three runs each on a shared machine: 5,000 -> 10,000: collector 1.37-1.47 -> 1.01-1.53 s, CPU
-    0.41-0.46 -> 0.36-0.40 ms per ENI; the longest pause, 29-99 -> 32-68 ms, follows the machine's load;
-    20,000 had 64 ms in its one run)."""
-    gc.set_threshold(10_000, 5, 10)
+    50,000 allocations net of frees. A batch's items make no cyclic garbage (``bench/gcprobe.py``: the
+    collector frees about the same ~2,000 objects at 10,000 and at 100,000 ENIs; refcounting frees the rest),
+    so what is allocated is freed again, and the count of allocations net of frees stays near what is in
+    flight (~50,000 objects): at 10,000 the count crossed the threshold every few hundred milliseconds and
+    each collection traversed the objects of every item in flight (10,000 ENIs, ``bench/scale.py``'s
+    settings: 70 collections, 0.9-1.3 s of CPU, the longest 30-58 ms); at 50,000 it seldom does (14
+    collections, 0.03-0.05 s, the longest 12-25 ms). Cyclic garbage, where an error path makes some, still
+    triggers a collection once 50,000 objects of it have piled up (a few MiB)."""
+    gc.set_threshold(50_000, 10, 10)
 
 
 async def run_batch(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl as ssl_module
-from collections.abc import AsyncIterable, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Collection, Coroutine, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 
@@ -294,7 +294,7 @@ class _Counted:
         self.tracker = tracker
         self.metrics = metrics
 
-    async def track(
+    def track(
         self,
         vpc_id: str,
         eni_id: str,
@@ -303,17 +303,19 @@ class _Counted:
         *,
         submitted_at: float | None = None,
         timeout: float | None = None,
-    ) -> ChunkFate:
+    ) -> Coroutine[Any, Any, ChunkFate]:
+        watched = self.tracker.track(vpc_id, eni_id, task_id, ips, submitted_at=submitted_at, timeout=timeout)
+        # Without metrics the tracker's own awaitable: no frame of ours between the awaiter and the watch.
+        return watched if self.metrics is None else self._counted(watched)
+
+    async def _counted(self, watched: Coroutine[Any, Any, ChunkFate]) -> ChunkFate:
+        assert self.metrics is not None
         try:
-            fate = await self.tracker.track(
-                vpc_id, eni_id, task_id, ips, submitted_at=submitted_at, timeout=timeout
-            )
+            fate = await watched
         except BaseException:  # credentials lost, or a cancellation: the task's end was not seen
-            if self.metrics is not None:
-                self.metrics.task_ended("UNKNOWN")
+            self.metrics.task_ended("UNKNOWN")
             raise
-        if self.metrics is not None:
-            self.metrics.task_ended(fate.final_status)
+        self.metrics.task_ended(fate.final_status)
         return fate
 
     async def describe(self, eni_id: str) -> EniInfo | None:

@@ -33,15 +33,11 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock."""
+    """The real clock: ``monotonic`` and ``time`` are ``time.monotonic`` and ``time.time`` themselves (read
+    on every step of every call: no Python frame in between)."""
 
-    def monotonic(self) -> float:
-        """``time.monotonic()``."""
-        return time.monotonic()
-
-    def time(self) -> float:
-        """``time.time()``."""
-        return time.time()
+    monotonic = staticmethod(time.monotonic)
+    time = staticmethod(time.time)
 
     async def sleep(self, seconds: float) -> None:
         """``asyncio.sleep(seconds)`` (negative means no wait)."""

@@ -87,11 +87,17 @@ class Patience:
         """The item's deadline and gate, if it has a deadline."""
         return self.items.get(id(outcome))
 
-    async def outlast(self, outcome: Outcome, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()``, waited out on the backoff until the item's deadline when it has one."""
+    def outlast(self, outcome: Outcome, what: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        """``call()``, waited out on the backoff until the item's deadline when it has one (without one,
+        ``call()`` itself: no frame between the caller and the call)."""
         waiting = self.items.get(id(outcome))
         if waiting is None:
-            return await call()
+            return call()
+        return self._outlast(outcome, what, call, waiting)
+
+    async def _outlast(
+        self, outcome: Outcome, what: str, call: Callable[[], Awaitable[T]], waiting: Waiting
+    ) -> T:
         began = self.clock.monotonic()
         before = outcome.error
         failures: list[BaseException] = []

@@ -57,7 +57,7 @@ from eni_async.policy import PollPolicy, RetryPolicy, backoff, retrier, retryabl
 from eni_async.poller import LatencyTracker
 from eni_async.settings import Settings
 from eni_async.settings_check import mask_url
-from eni_async.throttle import Budgets
+from eni_async.throttle import Budget, Budgets
 from eni_async.transport import AiohttpTransport, Transport, client_timeout, proxy_for, tls_for
 
 if TYPE_CHECKING:
@@ -66,6 +66,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("eni_async")
 
+# Connections open to the API at once, at most (aiohttp's default): calls in flight are the call rate times the
+# round trip, so even a budget of 1,000 calls/s over a 100 ms round trip needs no more; beyond it calls wait for
+# a connection (within their total timeout). Each one more costs its set-up and its share of every poll: a
+# batch with limits off opened ~400 at a limit of 1,000, for more CPU and no more speed (``bench/scale.py``).
+CONNECTIONS = 100
 # Send times of submits kept for the tracker, at most (the oldest go first).
 SENT_REMEMBERED = 100_000
 
@@ -171,9 +176,7 @@ class Pipeline:
             await self.budgets.open()  # Redis unreachable at start: a ConfigError naming the URL
         if self._transport is None:
             ssl: bool | ssl_module.SSLContext = self._ssl_option()
-            connector = aiohttp.TCPConnector(
-                limit=min(1000, max(100, self.settings.concurrency * 2)), ssl=ssl
-            )
+            connector = aiohttp.TCPConnector(limit=CONNECTIONS, ssl=ssl)
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
             self._transport = self._make_transport(self._session)
 
@@ -215,7 +218,7 @@ class Pipeline:
             sign_method=self.settings.sign_method,
         )
 
-    async def _call(
+    def _call(
         self,
         action: str,
         build: Callable[[SignContext], HttpRequest],
@@ -224,38 +227,108 @@ class Pipeline:
         mutating: bool,
         subject: str = "",
         retry: RetryPolicy | None = None,
-    ) -> T:
-        """Run one API call through budget, signing, transport and parsing, retried per the table (and
-        ``retry``, default the settings'); ``heard`` is told how it ended."""
+    ) -> Awaitable[T]:
+        """One API call through budget, signing, transport and parsing, retried per the table (and
+        ``retry``, default the settings'); ``heard`` is told how it ended. The awaitable returned is the
+        first attempt itself (without ``heard``): no frame of ours between the caller and the transport."""
+        transport = self._transport
+        if transport is None:
+            raise RuntimeError("EniClient is not open: use 'async with EniClient(...) as client'")
+        call = self._attempt(
+            transport, self.budgets[action], action, subject, build, parse, 1, mutating=mutating, retry=retry
+        )
+        return call if self.heard is None else self._told(call)
+
+    async def _told(self, call: Awaitable[T]) -> T:
         heard = self.heard
-        if heard is None:
-            return await self._retried(action, build, parse, mutating=mutating, subject=subject, retry=retry)
+        assert heard is not None
         try:
-            result = await self._retried(
-                action, build, parse, mutating=mutating, subject=subject, retry=retry
-            )
+            result = await call
         except EniAsyncError as exc:
             heard(exc)
             raise
         heard(None)
         return result
 
-    async def _retried(
+    async def _attempt(
         self,
+        transport: Transport,
+        budget: Budget,
         action: str,
+        subject: str,
         build: Callable[[SignContext], HttpRequest],
         parse: Callable[[HttpResponse], T],
+        attempt: int,
         *,
         mutating: bool,
-        subject: str,
         retry: RetryPolicy | None,
     ) -> T:
-        if self._transport is None:
-            raise RuntimeError("EniClient is not open: use 'async with EniClient(...) as client'")
-        transport = self._transport
-        budget = self.budgets[action]
+        """One attempt of a call: its budget slot, then sign, send and parse, logged. A first attempt that
+        failed in a way worth retrying goes on to the retries (``_retries``); a later one raises."""
+        if attempt == 1:
+            await budget.acquire()
+        else:  # a retry does not queue again behind every call waiting for the budget
+            await budget.acquire_retry()
+        clock = self.clock
+        started = clock.monotonic()
+        try:
+            credentials = await self.credentials.get()
+            try:
+                result = parse(await transport.send(build(self._context(credentials))))
+            except TokenError as exc:  # AuthFailure.TokenFailure; API 2.0 4100 naming the token, or 4105
+                result = await self._signed_again(
+                    transport, build, parse, budget.acquire, credentials, exc, f"{action} {subject}"
+                )
+        except EniAsyncError as exc:
+            took = clock.monotonic() - started
+            self._logged(
+                action, subject, attempt, error_code(exc), getattr(exc, "request_id", None), took, exc
+            )
+            if isinstance(exc, ThrottledError):
+                self._throttled(budget, action, subject, attempt, exc, took)
+            if attempt > 1 or not retryable(mutating=mutating)(exc):
+                raise
+            failed = exc
+        else:
+            took = clock.monotonic() - started
+            budget.observe(took)
+            self._logged(action, subject, attempt, "Success", getattr(result, "request_id", None), took)
+            if isinstance(result, TaskState):
+                # When the task was seen in this state: the send time, not the answer's (budget waits excluded).
+                result = cast(T, dataclasses.replace(result, observed_at=started))
+            elif isinstance(result, Submitted):
+                self._note_sent(result.task_id, started)
+                if self.metrics is not None:
+                    self.metrics.task_submitted(result.task_id, started)
+            return result
+        later = functools.partial(
+            self._attempt, transport, budget, action, subject, build, parse, mutating=mutating, retry=retry
+        )
+        return await self._retries(failed, later, action, subject, mutating=mutating, retry=retry)
+
+    async def _retries(
+        self,
+        failed: EniAsyncError,
+        later: Callable[[int], Awaitable[T]],
+        action: str,
+        subject: str,
+        *,
+        mutating: bool,
+        retry: RetryPolicy | None,
+    ) -> T:
+        """The retries of a call whose first attempt failed with ``failed`` (``later(n)``: its attempt n). The
+        first attempt runs outside tenacity (most calls succeed at once, and building a retrier for each would
+        cost more CPU than the call itself); its failure is replayed as tenacity's first attempt, so the
+        schedule, the bound and the logs are exactly those of the policy."""
+        replay: list[EniAsyncError] = [failed]
+        attempts = itertools.count(2)
+
+        async def again() -> T:
+            if replay:
+                raise replay.pop()
+            return await later(next(attempts))
+
         metrics = self.metrics
-        attempt = 0
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -270,100 +343,65 @@ class Pipeline:
             if metrics is not None:
                 metrics.retry(action, reason)
 
-        def logged(
-            code: str, request_id: str | None, latency: float, error: EniAsyncError | None = None
-        ) -> None:
-            if metrics is not None:
-                metrics.call(action, code, latency)
-            if not log.isEnabledFor(logging.DEBUG):
-                return
-            log.debug(
-                "%s %s attempt %d: %s in %.3fs request_id=%s%s",
-                action, subject, attempt, code, latency, request_id, f" ({error})" if error else "",
-                extra={"action": action, "subject": subject, "attempt": attempt, "code": code,
-                       "request_id": request_id, "latency_s": round(latency, 6)},
-            )  # fmt: skip
-
-        async def once() -> T:
-            nonlocal attempt
-            attempt += 1
-            if attempt == 1:
-                await budget.acquire()
-            else:  # a retry does not queue again behind every call waiting for the budget
-                await budget.acquire_retry()
-            started = self.clock.monotonic()
-            try:
-                result = await self._signed_send(
-                    transport, build, parse, budget.acquire, f"{action} {subject}"
-                )
-            except EniAsyncError as exc:
-                code = error_code(exc)
-                logged(code, getattr(exc, "request_id", None), self.clock.monotonic() - started, exc)
-                if isinstance(exc, ThrottledError):
-                    budget.observe(self.clock.monotonic() - started)
-                    before = budget.rate
-                    budget.on_throttled(exc.limit)
-                    if metrics is not None:
-                        metrics.throttle(action)
-                    log.warning(
-                        "throttled on %s %s (attempt %d): %s: %s%s",
-                        action, subject, attempt, exc.code, exc.message,
-                        f"; rate lowered to {budget.rate:g}/s" if budget.rate < before else "",
-                        extra={"action": action, "subject": subject, "attempt": attempt, "code": code,
-                               "request_id": exc.request_id, "rate": budget.rate},
-                    )  # fmt: skip
-                raise
-            took = self.clock.monotonic() - started
-            budget.observe(took)
-            logged("Success", getattr(result, "request_id", None), took)
-            if isinstance(result, TaskState):
-                # When the task was seen in this state: the send time, not the answer's (budget waits excluded).
-                result = cast(T, dataclasses.replace(result, observed_at=started))
-            elif isinstance(result, Submitted):
-                self._note_sent(result.task_id, started)
-                if metrics is not None:
-                    metrics.task_submitted(result.task_id, started)
-            return result
-
-        # The first attempt runs outside tenacity: most calls succeed at once, and building a retrier for
-        # each would cost more CPU than the call itself. A failure worth retrying is replayed as tenacity's
-        # first attempt, so the schedule, the bound and the logs are exactly those of the policy.
-        try:
-            return await once()
-        except EniAsyncError as exc:
-            if not retryable(mutating=mutating)(exc):
-                raise
-            replay: list[EniAsyncError] = [exc]
-
-        async def again() -> T:
-            if replay:
-                raise replay.pop()
-            return await once()
-
         policy = self.settings.retry if retry is None else retry
         retrying = retrier(policy, self.clock, mutating=mutating, before_sleep=before_sleep)
         return await retrying(again)
 
-    async def _signed_send(
+    def _logged(
+        self,
+        action: str,
+        subject: str,
+        attempt: int,
+        code: str,
+        request_id: str | None,
+        latency: float,
+        error: EniAsyncError | None = None,
+    ) -> None:
+        """One attempt's end: into the metrics, and at DEBUG into the log."""
+        if self.metrics is not None:
+            self.metrics.call(action, code, latency)
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        log.debug(
+            "%s %s attempt %d: %s in %.3fs request_id=%s%s",
+            action, subject, attempt, code, latency, request_id, f" ({error})" if error else "",
+            extra={"action": action, "subject": subject, "attempt": attempt, "code": code,
+                   "request_id": request_id, "latency_s": round(latency, 6)},
+        )  # fmt: skip
+
+    def _throttled(
+        self, budget: Budget, action: str, subject: str, attempt: int, exc: ThrottledError, took: float
+    ) -> None:
+        """A throttle answer: the budget learns of it (and may slow down), the log says so at WARNING."""
+        budget.observe(took)
+        before = budget.rate
+        budget.on_throttled(exc.limit)
+        if self.metrics is not None:
+            self.metrics.throttle(action)
+        log.warning(
+            "throttled on %s %s (attempt %d): %s: %s%s",
+            action, subject, attempt, exc.code, exc.message,
+            f"; rate lowered to {budget.rate:g}/s" if budget.rate < before else "",
+            extra={"action": action, "subject": subject, "attempt": attempt, "code": error_code(exc),
+                   "request_id": exc.request_id, "rate": budget.rate},
+        )  # fmt: skip
+
+    async def _signed_again(
         self,
         transport: Transport,
         build: Callable[[SignContext], HttpRequest],
         parse: Callable[[HttpResponse], T],
         acquire: Callable[[], Awaitable[None]],
+        credentials: Credentials,
+        refused: TokenError,
         label: str,
     ) -> T:
-        """Sign with the provider's credentials and send; once more with fresh ones if the token expired.
-
-        A refused token means the call had no effect, so even a mutating call may be signed again.
-        """
-        credentials = await self.credentials.get()
-        try:
-            return parse(await transport.send(build(self._context(credentials))))
-        except TokenError as exc:  # AuthFailure.TokenFailure; API 2.0 4100 naming the token, or 4105
-            fresh = await self.credentials.refresh(credentials)
-            if fresh == credentials:
-                raise  # nothing fresher to sign with
-            log.info("%s: %s; signing again with fresh credentials", label, exc.code)
+        """A call refused for its token, signed again once with fresh credentials (a refused token means the
+        call had no effect, so even a mutating call may be); the refusal stands when nothing is fresher."""
+        fresh = await self.credentials.refresh(credentials)
+        if fresh == credentials:
+            raise refused  # nothing fresher to sign with
+        log.info("%s: %s; signing again with fresh credentials", label, refused.code)
         await acquire()
         return parse(await transport.send(build(self._context(fresh))))
 
@@ -406,26 +444,45 @@ class Pipeline:
 
         Once ``gate()`` is true no further try is made: ``StopSubmitting`` (every try so far met the mutex,
         so none had an effect)."""
+        started = self.clock.monotonic()
+        try:  # most submits find the ENI free: no backoff is built for them
+            return await self.submit(vpc_id, eni_id, ips)
+        except MutexError as exc:
+            busy = exc
+        return await self._when_free(vpc_id, eni_id, ips, busy, started, timeout, gate)
+
+    async def _when_free(
+        self,
+        vpc_id: str,
+        eni_id: str,
+        ips: Sequence[str],
+        busy: MutexError,
+        started: float,
+        timeout: float | None,
+        gate: Gate | None,
+    ) -> Submitted:
+        """``submit_when_free`` after its first try met the mutex (``busy``): tries again on the backoff."""
         policy = self.settings.poll
-        deadline = self.clock.monotonic() + (policy.timeout if timeout is None else timeout)
+        deadline = started + (policy.timeout if timeout is None else timeout)
         for delay in backoff(policy):
+            if gate is not None and gate():
+                raise StopSubmitting from busy
+            if self.clock.monotonic() + delay > deadline:
+                raise TaskTimeoutError(f"(another task on {eni_id})", "RUNNING", delay) from busy
+            log.info(
+                "%s busy with another task (%s); retrying in %.2fs", eni_id, busy, delay,
+                extra={"action": UNASSIGN, "subject": eni_id, "code": busy.code,
+                       "request_id": busy.request_id, "wait_s": round(delay, 3)},
+            )  # fmt: skip
+            if self.metrics is not None:
+                self.metrics.retry(UNASSIGN, busy.code)
+            await self.clock.sleep(delay)
+            if gate is not None and gate():
+                raise StopSubmitting from busy
             try:
                 return await self.submit(vpc_id, eni_id, ips)
             except MutexError as exc:
-                if gate is not None and gate():
-                    raise StopSubmitting from exc
-                if self.clock.monotonic() + delay > deadline:
-                    raise TaskTimeoutError(f"(another task on {eni_id})", "RUNNING", delay) from exc
-                log.info(
-                    "%s busy with another task (%s); retrying in %.2fs", eni_id, exc, delay,
-                    extra={"action": UNASSIGN, "subject": eni_id, "code": exc.code,
-                           "request_id": exc.request_id, "wait_s": round(delay, 3)},
-                )  # fmt: skip
-                if self.metrics is not None:
-                    self.metrics.retry(UNASSIGN, exc.code)
-                await self.clock.sleep(delay)
-                if gate is not None and gate():
-                    raise StopSubmitting from exc
+                busy = exc
         raise AssertionError("unreachable: the backoff never ends")  # pragma: no cover
 
     async def task_state(self, task_id: str) -> TaskState:

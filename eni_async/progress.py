@@ -165,6 +165,9 @@ class Summary:
             self.unreadable += 1
             self.unreadable_ips += len(asked)
             return
+        if asked == set(outcome.released):  # the common case: every IP asked for released
+            self.released += len(asked)
+            return
         released, unknown, absent = (
             asked & set(ips) for ips in (outcome.released, outcome.unknown, outcome.absent)
         )

@@ -8,6 +8,7 @@ functions sign for the client and verify for the simulator.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import time
@@ -80,14 +81,18 @@ def tc3_string_to_sign(canonical_request: str, timestamp: int, service: str) -> 
 
 def tc3_signature(secret_key: str, timestamp: int, service: str, string_to_sign: str) -> str:
     """Derive the TC3 signing key for the date and service and return the hex signature."""
+    key = _tc3_signing_key(secret_key, tc3_date(timestamp), service)
+    return hmac.digest(key, string_to_sign.encode("utf-8"), "sha256").hex()
 
-    def _hmac(key: bytes, msg: str) -> bytes:
-        return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
 
-    k_date = _hmac(("TC3" + secret_key).encode("utf-8"), tc3_date(timestamp))
-    k_service = _hmac(k_date, service)
-    k_signing = _hmac(k_service, "tc3_request")
-    return hmac.new(k_signing, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+@functools.lru_cache(maxsize=16)
+def _tc3_signing_key(secret_key: str, date: str, service: str) -> bytes:
+    """TC3's signing key, HMAC'd down from the secret key through the date and the service: the same for
+    every call of a day, so derived once per (key, day, service) rather than three HMACs per call (the
+    cache holds a few keys, never shown: ``lru_cache`` has no repr of its entries)."""
+    k_date = hmac.digest(("TC3" + secret_key).encode("utf-8"), date.encode("utf-8"), "sha256")
+    k_service = hmac.digest(k_date, service.encode("utf-8"), "sha256")
+    return hmac.digest(k_service, b"tc3_request", "sha256")
 
 
 def tc3_authorization(
@@ -104,10 +109,12 @@ def tc3_authorization(
 ) -> str:
     """Return the full ``Authorization`` header value for a TC3 request."""
     canonical = tc3_canonical_request(method, query, headers, signed_headers, payload)
-    signature = tc3_signature(
-        secret_key, timestamp, service, tc3_string_to_sign(canonical, timestamp, service)
-    )
-    scope = f"{tc3_date(timestamp)}/{service}/tc3_request"
+    date = tc3_date(timestamp)
+    scope = f"{date}/{service}/tc3_request"
+    hashed = sha256_hex(canonical.encode("utf-8"))
+    string_to_sign = f"{TC3_ALGORITHM}\n{timestamp}\n{scope}\n{hashed}"  # tc3_string_to_sign's, dated once
+    key = _tc3_signing_key(secret_key, date, service)
+    signature = hmac.digest(key, string_to_sign.encode("utf-8"), "sha256").hex()
     return (
         f"{TC3_ALGORITHM} Credential={secret_id}/{scope}, "
         f"SignedHeaders={';'.join(signed_headers)}, Signature={signature}"

@@ -239,7 +239,8 @@ class FakeCalls:
     ``"ResourceNotFound"`` or ``"InvalidParameterValue"``, fails the whole call as Tencent may (D31); ENIs in
     ``denied`` fail it with ``PermissionDeniedError``. A task query answers the reading set with ``end``
     (``TaskNotFoundError`` for a task never set). A submit starts a RUNNING task whose IPs show ``DELETING``;
-    ``release`` and ``end`` then play the task out. Nothing here opens a socket.
+    ``release`` and ``end`` then play the task out. ``describe_delay``: fake seconds a describe by id takes
+    to answer (after it is logged). Nothing here opens a socket.
     """
 
     def __init__(
@@ -273,6 +274,7 @@ class FakeCalls:
         self._sent: dict[str, float] = {}
         self._ids = itertools.count(1)
         self._later: set[asyncio.Task[None]] = set()
+        self.describe_delay = 0.0
 
     def __repr__(self) -> str:
         return f"FakeCalls(dialect={self.dialect_name!r}, enis={len(self.enis)}, tasks={len(self.tasks)})"
@@ -333,6 +335,8 @@ class FakeCalls:
             raise AssertionError(f"{len(eni_ids)} ids in one call; the dialect takes {self.capabilities}")
         await self.budgets[DESCRIBE].acquire()
         self.log.append((self.clock.monotonic(), "ids", tuple(eni_ids)))
+        if self.describe_delay > 0:
+            await self.clock.sleep(self.describe_delay)
         if self.denied & set(eni_ids):
             raise PermissionDeniedError("UnauthorizedOperation", "not allowed on this resource")
         unknown = [eni for eni in eni_ids if eni not in self.enis]

@@ -84,6 +84,7 @@ class RateBudget(Throttler):
         self._recent_throttles: deque[float] = deque()
         self._last_growth = clock.monotonic()
         self._lock = asyncio.Lock()
+        self._queued = 0  # acquisitions holding or waiting for the lock
         self._burst_logs: deque[float] = deque()
         self._last_change = clock.monotonic()
         self._last_decrease = float("-inf")
@@ -120,8 +121,15 @@ class RateBudget(Throttler):
         (at most a tenth of ``rate``, rounded up), so a full budget is spent evenly across the period rather
         than in one burst that a busy server would count partly into its next second.
         """
-        async with self._lock:
-            await self._take()
+        if not self._queued and self._free_at() is None:  # nobody waiting and a slot free: take it now
+            self._stamp()
+            return
+        self._queued += 1
+        try:
+            async with self._lock:
+                await self._take()
+        finally:
+            self._queued -= 1
 
     async def acquire_retry(self) -> None:
         """Take a slot for the retry of a call that was refused (throttled) or failed, without queueing.
@@ -133,24 +141,29 @@ class RateBudget(Throttler):
         await self._take()
 
     async def _take(self) -> None:
-        while True:
-            self._recover()
-            self.flush()
-            burst_cap = -(-int(self.rate_limit) // BURST_SLICES)
-            waits = []
-            if len(self._task_logs) >= self.rate_limit:
-                waits.append(self._task_logs[0] + self.period)
-            if len(self._burst_logs) >= burst_cap:
-                waits.append(self._burst_logs[0] + self.period / BURST_SLICES)
-            # A fractional rate (6.5) also spaces calls period/rate apart: its long-run rate is the fraction.
-            spaced = self._task_logs[-1] + self.period / self.rate_limit if self._task_logs else 0.0
-            if not float(self.rate_limit).is_integer() and spaced > self._clock.monotonic():
-                waits.append(spaced)
-            if not waits:
-                break
+        while (free_at := self._free_at()) is not None:
             if self._grow():
                 continue
-            await self._clock.sleep(max(max(waits) - self._clock.monotonic(), 0.0) + _EPSILON)
+            await self._clock.sleep(max(free_at - self._clock.monotonic(), 0.0) + _EPSILON)
+        self._stamp()
+
+    def _free_at(self) -> float | None:
+        """When the next call fits both windows (``None``: one fits now)."""
+        self._recover()
+        self.flush()
+        burst_cap = -(-int(self.rate_limit) // BURST_SLICES)
+        waits = []
+        if len(self._task_logs) >= self.rate_limit:
+            waits.append(self._task_logs[0] + self.period)
+        if len(self._burst_logs) >= burst_cap:
+            waits.append(self._burst_logs[0] + self.period / BURST_SLICES)
+        # A fractional rate (6.5) also spaces calls period/rate apart: its long-run rate is the fraction.
+        spaced = self._task_logs[-1] + self.period / self.rate_limit if self._task_logs else 0.0
+        if not float(self.rate_limit).is_integer() and spaced > self._clock.monotonic():
+            waits.append(spaced)
+        return max(waits) if waits else None
+
+    def _stamp(self) -> None:
         now = self._clock.monotonic()
         self._task_logs.append(now)
         self._burst_logs.append(now)
@@ -204,7 +217,7 @@ class RateBudget(Throttler):
         # A busy budget (calls wait for it) spends its whole window: its throttles are sustained only at
         # ``BUSY_SHARE`` of its rate (random ones come in clusters, and early in a window its first calls are
         # too few to make a share of).
-        busy = BUSY_SHARE * self.rate_limit if self._lock.locked() else 0.0
+        busy = BUSY_SHARE * self.rate_limit if self._queued else 0.0
         sustained = len(recent) >= max(STRAY_LIMIT, SHARE * len(self._task_logs), busy)
         # Many calls of one window are throttled together: that is one signal, so decrease once per period.
         if not sustained or now - self._last_decrease < self.period:

@@ -130,25 +130,21 @@ class AiohttpTransport:
             async with self._session.request(
                 request.method,
                 request.url,
-                headers=dict(request.headers),
+                headers=request.headers,
                 data=request.body,
                 timeout=self._timeout if self._timeout is not None else aiohttp.helpers.sentinel,
                 proxy=self._proxy,
                 ssl=self._ssl,
                 allow_redirects=False,
             ) as response:
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.content.iter_any():
-                    size += len(chunk)
-                    if size > self._max_body:
-                        raise ProtocolError(
-                            f"{action}: answer larger than {self._max_body} bytes",
-                            action=action,
-                            status=response.status,
-                        )
-                    chunks.append(chunk)
-                return HttpResponse(response.status, dict(response.headers), b"".join(chunks))
+                length = response.content_length
+                if length is not None and length <= self._max_body:
+                    # A stated length within the bound (the common case): aiohttp reads exactly that many.
+                    body = await response.read()
+                else:
+                    body = await self._bounded(response, action)
+                # The answer's headers as aiohttp parsed them (read-only, case-insensitive), not copied.
+                return HttpResponse(response.status, response.headers, body)
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
             # Never connected (refused, unreachable, DNS, TLS handshake): nothing was sent.
             raise ConnectError(f"{action}: cannot connect {_connect_failure(exc)}", action=action) from exc
@@ -164,6 +160,22 @@ class AiohttpTransport:
         except ValueError as exc:
             # aiohttp refuses to send a request it cannot encode (e.g. a control character in a header).
             raise InputError("request", action, f"cannot be sent ({exc})") from None
+
+    async def _bounded(self, response: aiohttp.ClientResponse, action: str) -> bytes:
+        """The body of an answer of no stated length, or one stated past the bound: read chunk by chunk,
+        refused once it passes ``max_body``."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > self._max_body:
+                raise ProtocolError(
+                    f"{action}: answer larger than {self._max_body} bytes",
+                    action=action,
+                    status=response.status,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 def _connect_failure(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ Nothing here is mocked: a server that cannot be started fails the tests that nee
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import itertools
@@ -146,6 +147,11 @@ class PostgresServer:
             self._admin = psycopg.connect(self.url(), autocommit=True)
         cursor = self._admin.execute(statement.encode())
         return cursor.fetchall() if cursor.description else []
+
+    async def asql(self, statement: str, database: str = "postgres") -> list[tuple[Any, ...]]:
+        """``sql`` from a test's event loop, in a thread: a statement that waits for a lock held by the code
+        under test (a trigger created on a table a replica is writing) must not stop that code's loop."""
+        return await asyncio.to_thread(self.sql, statement, database)
 
     def reset(self) -> str:
         """The session's journal database, emptied: every table of ours truncated and the format set back to

@@ -29,7 +29,7 @@ from aiohttp import web
 from eni_async.cli import main
 from eni_async.client import EniClient
 from eni_async.clock import FakeClock
-from eni_async.errors import EniAsyncError, InputError, OutcomeUnknownError, TaskTimeoutError
+from eni_async.errors import EniAsyncError, InputError, OutcomeUnknownError, ProtocolError, TaskTimeoutError
 from eni_async.inputs import parse_jsonl_text, read_csv
 from eni_async.models import Credentials, EniInfo, TaskState
 from eni_async.outcomes import STATUSES, InvalidItem, Item, as_item, check_against_truth
@@ -608,18 +608,29 @@ async def client(request: pytest.FixtureRequest) -> AsyncIterator[EniClient]:
 
 
 @contextlib.asynccontextmanager
-async def local_server(status: int, body: bytes) -> AsyncIterator[tuple[str, list[str]]]:
+async def local_server(
+    status: int, body: bytes, *, chunked: bool = False
+) -> AsyncIterator[tuple[str, list[str]]]:
     """A server on 127.0.0.1 that gives this answer to every request; yields (endpoint, paths requested).
+    ``chunked``: the answer states no length (chunked transfer encoding, sent in pieces of 64 KiB).
 
     For bodies too large for aioresponses, which feeds them into aiohttp's stream in one piece and trips
     its flow control (an AssertionError inside aiohttp, not ours).
     """
     hits: list[str] = []
 
-    async def handle(request: web.Request) -> web.Response:
+    async def handle(request: web.Request) -> web.StreamResponse:
         await request.read()
         hits.append(request.path)
-        return web.Response(status=status, body=body, headers={"Content-Type": "application/json"})
+        if not chunked:
+            return web.Response(status=status, body=body, headers={"Content-Type": "application/json"})
+        answer = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
+        answer.enable_chunked_encoding()
+        await answer.prepare(request)
+        for start in range(0, len(body), 65536):
+            await answer.write(body[start : start + 65536])
+        await answer.write_eof()
+        return answer
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
@@ -790,6 +801,30 @@ async def test_large_valid_answer_under_the_limit_is_read_whole(dialect: str) ->
                 info = await client.describe_eni(ENI)
     assert info is not None
     assert (info.primary_ip, len(info.secondary_ips), len(hits)) == (ips[0], count - 1, 1)
+
+
+@pytest.mark.parametrize("oversized", [False, True], ids=["under-the-bound", "past-the-bound"])
+async def test_answer_of_no_stated_length_is_read_to_its_bound(oversized: bool) -> None:
+    """An answer that states no length (chunked) is read piece by piece: whole when it stays within
+    MAX_BODY, refused as soon as it passes it (an answer that states its length is read at once)."""
+    entries = [{"PrivateIpAddress": f"10.0.{i // 256}.{i % 256}", "Primary": i == 0} for i in range(3000)]
+    eni = {"NetworkInterfaceId": ENI, "VpcId": VPC, "PrivateIpAddressSet": entries}
+    body = json.dumps(
+        {"Response": {"TotalCount": 1, "NetworkInterfaceSet": [eni], "RequestId": "r"}}
+    ).encode()
+    if oversized:
+        body += b" " * MAX_BODY
+    async with local_server(200, body, chunked=True) as (endpoint, hits):
+        settings = Settings(dialect="v3", endpoint=endpoint, retry=RetryPolicy(attempts=1))
+        async with EniClient(Credentials(SECRET_ID, SECRET_KEY), settings, clock=FakeClock()) as client:
+            async with asyncio.timeout(GUARD):
+                if oversized:
+                    with pytest.raises(ProtocolError, match=f"answer larger than {MAX_BODY} bytes"):
+                        await client.describe_eni(ENI)
+                    return
+                info = await client.describe_eni(ENI)
+    assert info is not None
+    assert (len(info.secondary_ips), len(hits)) == (2999, 1)
 
 
 async def test_poll_of_a_garbled_task_ends_with_a_typed_error(client: EniClient) -> None:

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tencentcloud.common.sign import Sign
 from tencentcloud.vpc.v20170312 import models as sdk_models
 
@@ -624,3 +626,89 @@ def test_protocol_errors_are_transport_errors() -> None:
     with pytest.raises(errors.TransportError) as caught:
         DIALECT.parse_describe(_raw(b"", status=503))
     assert caught.value.transient
+
+
+# -- the fast reading of a described ENI agrees with the checked one --------------------------------------
+
+_JSON_VALUES = (
+    st.none() | st.booleans() | st.integers(-2, 2) | st.floats(allow_nan=False) | st.text(max_size=4)
+    | st.lists(st.integers(), max_size=1) | st.dictionaries(st.text(max_size=2), st.integers(), max_size=1)
+)  # fmt: skip
+_IP_ENTRY = st.fixed_dictionaries(
+    {"PrivateIpAddress": st.sampled_from(["10.0.0.1", "10.0.0.2", "10.0.0.3"])},
+    optional={
+        "Primary": st.booleans() | st.none(),
+        "State": st.sampled_from(["AVAILABLE", "deleting", "", None]),
+        "AddressId": st.sampled_from(["eip-00000001", "", None]),
+    },
+)
+_ENI_ENTRY = st.fixed_dictionaries(
+    {
+        "NetworkInterfaceId": st.just("eni-00000001"),
+        "VpcId": st.just("vpc-00000001"),
+        "PrivateIpAddressSet": st.lists(_IP_ENTRY, max_size=3),
+    }
+)
+
+
+@st.composite
+def _described_entries(draw: st.DrawFn) -> object:
+    """A well-formed ENI entry, most often as it is, else with one field (of the ENI or of one IP entry)
+    dropped or replaced by any JSON value, or the entry itself replaced."""
+    entry: dict[str, Any] = draw(_ENI_ENTRY)
+    where = draw(st.sampled_from(["none", "none", "eni", "ip", "entry"]))
+    if where == "entry":
+        return draw(_JSON_VALUES)
+    target = entry
+    if where == "ip":
+        if not entry["PrivateIpAddressSet"]:
+            return entry
+        index = draw(st.integers(0, len(entry["PrivateIpAddressSet"]) - 1))
+        if draw(st.booleans()):
+            entry["PrivateIpAddressSet"][index] = draw(_JSON_VALUES)
+            return entry
+        target = entry["PrivateIpAddressSet"][index]
+    if where != "none":
+        key = draw(st.sampled_from(sorted(target)))
+        if draw(st.booleans()):
+            del target[key]
+        else:
+            target[key] = draw(_JSON_VALUES)
+    return entry
+
+
+def _read(read: Callable[[Any, str], EniInfo], entry: object) -> EniInfo | str:
+    try:
+        return read(entry, "req-1")
+    except errors.ProtocolError as exc:
+        return str(exc)
+
+
+@settings(max_examples=600, deadline=None)
+@given(entry=_described_entries())
+def test_fast_reading_of_a_described_eni_is_the_checked_reading(entry: object) -> None:
+    """Every ENI of every describe answer goes through the fast reading; whatever the entry holds (any JSON
+    value where a field is expected, fields missing), it reads exactly what the checked reading does, and
+    where that refuses the entry, fails with the same error."""
+    checked = _read(
+        lambda e, rid: v3._eni_checked(v3._as(e, dict, "NetworkInterfaceSet[]", DESCRIBE, rid), rid), entry
+    )
+    assert _read(v3._eni, entry) == checked
+
+
+def test_fast_reading_reads_a_well_formed_eni() -> None:
+    entry = {
+        "NetworkInterfaceId": "eni-00000001",
+        "VpcId": "vpc-00000001",
+        "PrivateIpAddressSet": [
+            {"PrivateIpAddress": "10.0.0.1", "Primary": True, "State": "AVAILABLE"},
+            {"PrivateIpAddress": "10.0.0.2", "Primary": False, "State": "deleting", "AddressId": "eip-1"},
+        ],
+    }
+    assert v3._eni_fast(entry) == EniInfo(
+        "vpc-00000001", "eni-00000001", "10.0.0.1", ("10.0.0.2",), {"10.0.0.2": "eip-1"},
+        {"10.0.0.1": "AVAILABLE", "10.0.0.2": "DELETING"},
+    )  # fmt: skip
+    assert (
+        v3._eni_fast({**entry, "VpcId": 7}) is None
+    )  # not of JSON's exact types: the checked reading says why

@@ -120,7 +120,7 @@ async def test_hold_takes_the_lock_again_after_its_connection_died(
     try:
         assert isinstance(replica, SqlJournal)
         writer = replica.connector._writer  # type: ignore[attr-defined]
-        postgres_server.sql(f"SELECT pg_terminate_backend({writer.info.backend_pid})")
+        await postgres_server.asql(f"SELECT pg_terminate_backend({writer.info.backend_pid})")
         for _ in range(100):  # the lock goes with the connection, once the server has ended it
             try:
                 batch = await open_journal(postgres_url)

@@ -125,7 +125,7 @@ async def test_releases_of_one_eni_posted_to_two_replicas_run_one_at_a_time(post
 
 
 async def test_a_replica_that_lost_its_lease_cannot_write_over_the_adopter(
-    postgres_url: str, postgres_server: PostgresServer
+    postgres_url: str, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A replica whose lease expired while its task ran is fenced off: its write is refused and its item
     dropped, and the replica that adopted the ENI polls the same task (never resubmitted) and reports it.
@@ -148,7 +148,14 @@ async def test_a_replica_that_lost_its_lease_cannot_write_over_the_adopter(
         await until(lambda: len(sim.ground_truth()["tasks"]) == 1)
         second, to_second = await replica(10)
         owner = first.engine.leases.owner
-        postgres_server.sql(f"UPDATE leases SET expires_at = 0 WHERE owner = '{owner}'", database)
+
+        async def claims_nothing(limit: int) -> list[Any]:
+            return []
+
+        # Both replicas claim on every tick: once its lease is ended the first could claim its ENI back (a
+        # new epoch of its own, no adopter); here the adopter is the one that gets to it.
+        monkeypatch.setattr(first.engine.leases, "claim", claims_nothing)
+        await postgres_server.asql(f"UPDATE leases SET expires_at = 0 WHERE owner = '{owner}'", database)
         await until(lambda: second.engine.leases.counts.adopted == 1)
         assert sim.stats()["tasks"]["RUNNING"] == 1
         sim.finish_tasks()
@@ -185,8 +192,8 @@ async def test_a_replica_that_loses_the_journal_stops_taking_work_and_goes_on_wh
         first, second = bodies(sim, 2)
         release = await clients[0].submit(*first)
         await until(lambda: len(sim.ground_truth()["tasks"]) == 1)
-        postgres_server.sql(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false")
-        postgres_server.sql(
+        await postgres_server.asql(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false")
+        await postgres_server.asql(
             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
         )
         try:
@@ -202,7 +209,7 @@ async def test_a_replica_that_loses_the_journal_stops_taking_work_and_goes_on_wh
             seen.append(await read.text())
             assert (read.status, (await read.json())["error"]["code"]) == (503, "JournalUnavailable")
         finally:
-            postgres_server.sql(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
+            await postgres_server.asql(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
         await until(lambda: served[0].engine.leases.journal_error is None, seconds=20)
 
         async def back() -> bool:

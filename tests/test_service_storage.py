@@ -371,9 +371,9 @@ async def test_a_full_postgresql_disk_is_told_truthfully_and_survived(
         first, second, _ = bodies(sim, 3)
         release = await clients[0].submit(*first)
         await until(lambda: len(sim.ground_truth()["tasks"]) == 1)
-        postgres_server.sql(FULL, database)
+        await postgres_server.asql(FULL, database)
         for table in TABLES:
-            postgres_server.sql(
+            await postgres_server.asql(
                 f"CREATE TRIGGER full_{table} BEFORE INSERT OR UPDATE OR DELETE ON {table} "
                 "FOR EACH STATEMENT EXECUTE FUNCTION disk_full()",
                 database,
@@ -388,7 +388,7 @@ async def test_a_full_postgresql_disk_is_told_truthfully_and_survived(
             reason = (await ready.json())["reason"]
         finally:
             for table in TABLES:
-                postgres_server.sql(f"DROP TRIGGER full_{table} ON {table}", database)
+                await postgres_server.asql(f"DROP TRIGGER full_{table} ON {table}", database)
 
         async def back() -> bool:
             return (await http.get(f"{served[0].endpoint}/readyz")).status == 200

@@ -11,6 +11,7 @@ from eni_async.clock import FakeClock
 from eni_async.dialects import DESCRIBE, TASK_QUERY, UNASSIGN
 from eni_async.errors import PermissionDeniedError, TaskNotFoundError, TaskTimeoutError
 from eni_async.models import EniInfo, TaskState, TaskStatus
+from eni_async.policy import PollPolicy
 from eni_async.testing import FakeCalls
 from eni_async.tracker import Tracker
 
@@ -396,3 +397,44 @@ def test_in_flight_target_grows_while_no_latency_is_known() -> None:
     calls.clock.advance(10.0)
     later = tracker.releases_in_flight()
     assert later >= 100 * 10.0 > first
+
+
+async def _waves(tracker: Tracker, calls: FakeCalls, starts: list[float], size: int = 5) -> None:
+    """``size`` tasks handed to the tracker at each of ``starts`` (fake seconds), their IPs already gone."""
+
+    async def wave(k: int, start: float) -> None:
+        await calls.clock.sleep(start)
+        enis = [f"eni-{k * size + j}" for j in range(size)]
+        fates = await asyncio.gather(*(tracker.track(VPC, eni, f"t-{eni}", ["10.0.0.2"]) for eni in enis))
+        assert all(f.released == ("10.0.0.2",) for f in fates)
+
+    for k in range(len(starts) * size):
+        calls.add(f"eni-{k}", [])
+    await asyncio.gather(*(wave(k, start) for k, start in enumerate(starts)))
+
+
+# Tasks looked at as soon as they are accepted (the scale benchmark's settings): every track is due at once.
+AT_ONCE = PollPolicy(first=0.0, adaptive=False, timeout=60.0)
+
+
+async def test_a_look_that_would_not_fill_a_call_waits_for_the_call_in_flight() -> None:
+    """Nagle's rule: looks due while a describe is in flight wait for it to end and then share one call,
+    rather than a call of their own each round (three waves of 5 during a 20 ms call: one call of 15)."""
+    calls = FakeCalls(FakeClock(), poll=AT_ONCE)
+    calls.describe_delay = 0.02
+    await _waves(Tracker(calls), calls, [0.0, 0.005, 0.01, 0.015])
+    looks = calls.calls("ids")
+    sizes = [len(ids) for _, _, ids in looks]
+    assert sizes == [5, 15], sizes
+    assert round(looks[1][0], 6) == 0.02, "sent the moment the call in flight ended"
+
+
+async def test_a_look_waits_for_a_call_in_flight_no_longer_than_the_coalescing_window() -> None:
+    """A call that takes long does not hold the looks due meanwhile: they go ``Packing.coalesce`` (50 ms)
+    after the first of them was due, and with no call in flight a look never waits."""
+    calls = FakeCalls(FakeClock(), poll=AT_ONCE)
+    calls.describe_delay = 1.0
+    await _waves(Tracker(calls), calls, [0.0, 0.01, 2.0])
+    looks = calls.calls("ids")
+    sizes, times = [len(ids) for _, _, ids in looks], [round(at, 6) for at, _, _ in looks]
+    assert (sizes, times) == ([5, 5, 5], [0.0, 0.06, 2.0]), (sizes, times)

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from eni_async.errors import ConfigError
 from eni_async.models import ChunkFate, EniInfo
@@ -96,7 +96,7 @@ class Tracker:
         """DescribeVpcTaskResult calls sent so far (for benchmarks and logs)."""
         return self._strategy.queries
 
-    async def track(
+    def track(
         self,
         vpc_id: str,
         eni_id: str,
@@ -105,8 +105,9 @@ class Tracker:
         *,
         submitted_at: float | None = None,
         timeout: float | None = None,
-    ) -> ChunkFate:
-        """Wait until every IP of an accepted task is settled (or its deadline passes) and return their fates.
+    ) -> Coroutine[Any, Any, ChunkFate]:
+        """Watch an accepted task from now on; the coroutine returned waits until every IP is settled (or its
+        deadline passes) and returns their fates (the strategy's own: no frame in between).
 
         ``submitted_at`` is when the submit was sent (``Clock.monotonic``; default: when the client sent it,
         else now); ``timeout`` defaults to ``settings.poll.timeout``. Raises only ``AuthError`` (every later
@@ -121,7 +122,7 @@ class Tracker:
             sent = client.clock.monotonic() if submitted_at is None else submitted_at
         for listener in tuple(self._listeners):
             listener()
-        return await self._strategy.track(vpc_id, eni_id, task_id, tuple(ips), sent, limit)
+        return self._strategy.track(vpc_id, eni_id, task_id, tuple(ips), sent, limit)
 
     async def describe(self, eni_id: str) -> EniInfo | None:
         """Describe one ENI (``None``: not found), packed with others asked for within ``Packing.coalesce``.
@@ -135,6 +136,9 @@ class Tracker:
 
     def releases_in_flight(self) -> int:
         """How many releases to keep in flight so that the budgets, not the count, set the pace (``sizing``)."""
+        recent = self._in_flight.recent()
+        if recent is not None:
+            return recent
         return self._in_flight.target(self._strategy.start_rate(self._client.budgets))
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:

@@ -12,9 +12,9 @@ task query is spent per task (``queries_per_task``), tasks start no faster than 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eni_async.errors import AuthError, EniAsyncError, TaskTimeoutError
 from eni_async.models import BY_ENI, BY_TASK, ChunkFate, EniInfo, TaskState, TaskStatus
@@ -86,10 +86,10 @@ class ByEni:
     def start_rate(self, budgets: BudgetTable) -> float:
         return float(budgets["UnassignPrivateIpAddresses"].rate)
 
-    async def track(
+    def track(
         self, vpc_id: str, eni_id: str, task_id: str, ips: tuple[str, ...], sent: float, timeout: float
-    ) -> ChunkFate:
-        return await self._engine.track(vpc_id, eni_id, task_id, ips, sent, timeout)
+    ) -> Coroutine[Any, Any, ChunkFate]:
+        return self._engine.track(vpc_id, eni_id, task_id, ips, sent, timeout)  # its own: no frame between
 
     async def close(self) -> None:
         await self._engine.close()

@@ -4,7 +4,8 @@ the ENI cannot settle them, carrying out what the watch table (``watch.TRANSITIO
 Rounds. The looks that are due (earliest first) have their ENIs described together, as many per call as the
 dialect allows (API 3.0: 100 ids; API 2.0: the VPC's pages of 50 or one call per ENI, whichever costs fewer
 calls), within the tracker's share of the describe budget; looks due a little later ride along in a call
-that has room. Task queries (``DescribeVpcTaskResult``) go by due time, never first come first served, within
+that has room, and a call that would still not be full waits while another describe is in flight, at most
+``Packing.coalesce`` (Nagle's rule: where the budget does not bind, calls stay full). Task queries (``DescribeVpcTaskResult``) go by due time, never first come first served, within
 their own share of the task-query budget, and never sooner than the poll backoff after a RUNNING reading.
 Every answer becomes one ``Event`` for its watch; the table gives the next phase and the actions (when to
 look or ask next, what is settled, whether the watch ends), and nothing else decides. A watch ends with a
@@ -44,7 +45,7 @@ class Watched:
 
     watch: Watch
     future: asyncio.Future[ChunkFate]
-    query_gaps: Iterator[float]
+    query_gaps: Iterator[float] | None = None  # the backoff between task queries, made at the first one
     gap: float | None = None  # the last gap between looks
     looking: bool = False
     querying: bool = False
@@ -72,6 +73,10 @@ class LookEngine:
         self._live = 0
         self._queries_in_flight = 0
         self._probes = 0
+        # Looks held back from a call that would not be full while another describe is in flight (and since
+        # when), sent with the next round once that call ends, or ``Packing.coalesce`` after the first was due.
+        self._held: list[Watched] = []
+        self._held_since: float | None = None
         self._expectation = Expectation(calls, pacing)
         self.queries = 0  # task queries sent (for benchmarks and logs)
         describer.on_free = self._loop.wake
@@ -89,11 +94,7 @@ class LookEngine:
         now = self._clock.monotonic()
         watch = Watch(vpc_id, eni_id, task_id, ips, sent, now, now + timeout)
         poll = self._calls.poll
-        w = Watched(
-            watch,
-            asyncio.get_running_loop().create_future(),
-            backoff(poll, start=max(poll.initial, self._pacing.min_gap)),
-        )
+        w = Watched(watch, asyncio.get_running_loop().create_future())
         if len(self._calls.latencies) < MIN_SAMPLES and self._probes < MIN_SAMPLES:
             # While no latency is known, only the first few tasks still listed past 2 x poll.first are asked
             # (a FAILED task stays listed: they are the sample that tells); the rest wait for the estimate.
@@ -131,6 +132,7 @@ class LookEngine:
             if not w.future.done():
                 self._apply(w, Event.CLOSED)
         self._deadlines.clear()
+        self._held, self._held_since = [], None
         await self._loop.close()
 
     # -- the round ------------------------------------------------------------------------------------
@@ -164,8 +166,11 @@ class LookEngine:
     def _next_wake(self) -> float | None:
         times: list[float] = []
         first_look, first_ask = self._looks.first(), self._asks.first()
-        if first_look is not None and self._describer.room() > 0:
-            times.append(first_look)
+        if self._describer.room() > 0:  # else a call ending wakes the round
+            if first_look is not None:
+                times.append(first_look)
+            if self._held_since is not None:
+                times.append(self._held_since + self._packing.coalesce)
         if first_ask is not None and self._queries_in_flight < self._query_room():
             times.append(first_ask)
         while self._deadlines and self._deadlines[0][2].future.done():
@@ -196,7 +201,8 @@ class LookEngine:
         room = self._describer.room()
         if room <= 0:
             return
-        due: list[Watched] = []
+        due = [w for w in self._held if not w.future.done()]
+        since, self._held, self._held_since = self._held_since, [], None
         while (w := self._looks.pop(now + self._packing.slack)) is not None:
             if not w.future.done():
                 w.looking = True
@@ -204,11 +210,11 @@ class LookEngine:
         if not due:
             return
         if self._describer.per_call > 1:
-            self._pack_by_ids(due, now, room)
+            self._pack_by_ids(due, now, room, now if since is None else since)
         else:
             self._pack_by_vpc(due, now, room)
 
-    def _pack_by_ids(self, due: list[Watched], now: float, room: int) -> None:
+    def _pack_by_ids(self, due: list[Watched], now: float, room: int, since: float) -> None:
         per_call = self._describer.per_call
         enis: dict[str, list[Watched]] = {}
         for w in due:
@@ -225,9 +231,19 @@ class LookEngine:
         groups = [
             [w for eni in ids[i : i + per_call] for w in enis[eni]] for i in range(0, len(ids), per_call)
         ]
-        for group in groups[:room]:
+        partial = len(ids) % per_call != 0 and len(groups) <= room
+        for group in groups[: len(groups) - 1 if partial else room]:
             self._describer.taken()
             self._loop.spawn(self._look_ids(group))
+        if partial:
+            # Nagle's rule for describes: a call that would not be full waits while another is in flight
+            # (its end wakes the round), at most ``coalesce`` after its first look was due. Where calls are
+            # not what binds (a budget out of the way) this keeps them full, not one per round.
+            if self._describer.in_flight > 0 and now < since + self._packing.coalesce:
+                self._held, self._held_since = groups[-1], since
+            else:
+                self._describer.taken()
+                self._loop.spawn(self._look_ids(groups[-1]))
         for group in groups[room:]:
             self._refused(group)
 
@@ -365,7 +381,7 @@ class LookEngine:
                 if state.status is TaskStatus.RUNNING:
                     # A task that FAILED leaves its IPs listed for good: ask again, but only after another
                     # expected latency (the ENI is looked at meanwhile).
-                    w.next_query_at = now + max(next(w.query_gaps), self._expected())
+                    w.next_query_at = now + max(self._query_gap(w), self._expected())
                 ended = _asked_at(state, now)
         finally:
             w.querying = False
@@ -407,9 +423,16 @@ class LookEngine:
             elif do is Do.ASK_LATER:
                 self._ask_at(w, w.next_query_at)
             elif do is Do.ASK_AGAIN:
-                self._ask_at(w, now + next(w.query_gaps))
+                self._ask_at(w, now + self._query_gap(w))
         if w.watch.phase is Phase.DONE:
             self._end(w, step.why, ended)
+
+    def _query_gap(self, w: Watched) -> float:
+        """The next gap on the watch's task-query backoff (most watches never ask: made when first needed)."""
+        if w.query_gaps is None:
+            poll = self._calls.poll
+            w.query_gaps = backoff(poll, start=max(poll.initial, self._pacing.min_gap))
+        return next(w.query_gaps)
 
     def _look_at(self, w: Watched, due: float) -> None:
         if not w.looking:  # a look in flight schedules the next one when it is answered

@@ -136,7 +136,9 @@ class Packing:
     """How looks and asked-for descriptions share calls, and how much of each budget they may hold."""
 
     ahead: float = 0.15  # tasks due within this much of a round ride along in a call with room, for free
-    coalesce: float = 0.05  # an asked-for description waits at most this long for others to share its call
+    # An asked-for description waits at most this long for others to share its call, and so does a look
+    # that would go in a call not full while another describe is in flight.
+    coalesce: float = 0.05
     slack: float = 0.01  # tasks due this close together are looked at in one round
     describes_in_flight: float = 0.25  # of the describe budget's rate
     queries_in_flight: float = 0.5  # of the task-query budget's rate

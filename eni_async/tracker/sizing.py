@@ -49,6 +49,14 @@ class InFlight:
         self._last: tuple[float, int] | None = None
         self._cold_since: float | None = None
 
+    def recent(self) -> int | None:
+        """The target computed less than ``refresh`` seconds ago, if there is one (asked before every item:
+        the rate it needs is not read then)."""
+        last = self._last
+        if last is not None and self._calls.clock.monotonic() - last[0] < self._policy.refresh:
+            return last[1]
+        return None
+
     def target(self, rate: float) -> int:
         """Releases to keep in flight when tasks can be started at ``rate`` per second."""
         now = self._calls.clock.monotonic()

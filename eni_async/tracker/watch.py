@@ -281,16 +281,27 @@ class Watch:
 
     def fate(self, why: str | None = None) -> ChunkFate:
         """The task's fate, IP by IP; ``why`` (a ``Step.why``) says why IPs still pending are unknown."""
-        unknown = tuple(ip for ip in self.ips if ip not in self.fates)
+        fates = self.fates
+        released: list[str] = []
+        not_released: list[str] = []
+        unknown: list[str] = []
+        for ip in self.ips:  # one pass (every watch ends here)
+            seen = fates.get(ip)
+            if seen is None:
+                unknown.append(ip)
+            elif seen[0] == RELEASED:
+                released.append(ip)
+            elif seen[0] == NOT_RELEASED:
+                not_released.append(ip)
         return ChunkFate(
             self.vpc_id,
             self.eni_id,
             self.task_id,
             self.ips,
-            released=tuple(ip for ip in self.ips if self.fates.get(ip, ("", ""))[0] == RELEASED),
-            not_released=tuple(ip for ip in self.ips if self.fates.get(ip, ("", ""))[0] == NOT_RELEASED),
-            unknown=unknown,
-            confirmed_by={ip: by for ip, (_, by) in self.fates.items()},
+            released=tuple(released),
+            not_released=tuple(not_released),
+            unknown=tuple(unknown),
+            confirmed_by={ip: by for ip, (_, by) in fates.items()},
             state=self.state,
             reason=why if unknown else None,
             error=self.error if unknown else None,
