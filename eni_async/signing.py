@@ -74,14 +74,25 @@ def tc3_canonical_request(
 
 def tc3_string_to_sign(canonical_request: str, timestamp: int, service: str) -> str:
     """Build the TC3 StringToSign from a canonical request."""
-    scope = f"{tc3_date(timestamp)}/{service}/tc3_request"
+    return _string_to_sign(canonical_request, timestamp, _tc3_scope(tc3_date(timestamp), service))
+
+
+def _tc3_scope(date: str, service: str) -> str:
+    return f"{date}/{service}/tc3_request"
+
+
+def _string_to_sign(canonical_request: str, timestamp: int, scope: str) -> str:
     hashed = sha256_hex(canonical_request.encode("utf-8"))
     return f"{TC3_ALGORITHM}\n{timestamp}\n{scope}\n{hashed}"
 
 
 def tc3_signature(secret_key: str, timestamp: int, service: str, string_to_sign: str) -> str:
     """Derive the TC3 signing key for the date and service and return the hex signature."""
-    key = _tc3_signing_key(secret_key, tc3_date(timestamp), service)
+    return _signature(secret_key, tc3_date(timestamp), service, string_to_sign)
+
+
+def _signature(secret_key: str, date: str, service: str, string_to_sign: str) -> str:
+    key = _tc3_signing_key(secret_key, date, service)
     return hmac.digest(key, string_to_sign.encode("utf-8"), "sha256").hex()
 
 
@@ -109,12 +120,9 @@ def tc3_authorization(
 ) -> str:
     """Return the full ``Authorization`` header value for a TC3 request."""
     canonical = tc3_canonical_request(method, query, headers, signed_headers, payload)
-    date = tc3_date(timestamp)
-    scope = f"{date}/{service}/tc3_request"
-    hashed = sha256_hex(canonical.encode("utf-8"))
-    string_to_sign = f"{TC3_ALGORITHM}\n{timestamp}\n{scope}\n{hashed}"  # tc3_string_to_sign's, dated once
-    key = _tc3_signing_key(secret_key, date, service)
-    signature = hmac.digest(key, string_to_sign.encode("utf-8"), "sha256").hex()
+    date = tc3_date(timestamp)  # once for the scope, the string to sign and the key
+    scope = _tc3_scope(date, service)
+    signature = _signature(secret_key, date, service, _string_to_sign(canonical, timestamp, scope))
     return (
         f"{TC3_ALGORITHM} Credential={secret_id}/{scope}, "
         f"SignedHeaders={';'.join(signed_headers)}, Signature={signature}"

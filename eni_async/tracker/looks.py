@@ -5,8 +5,9 @@ Rounds. The looks that are due (earliest first) have their ENIs described togeth
 dialect allows (API 3.0: 100 ids; API 2.0: the VPC's pages of 50 or one call per ENI, whichever costs fewer
 calls), within the tracker's share of the describe budget; looks due a little later ride along in a call
 that has room, and a call that would still not be full waits while another describe is in flight, at most
-``Packing.coalesce`` (Nagle's rule: where the budget does not bind, calls stay full). Task queries (``DescribeVpcTaskResult``) go by due time, never first come first served, within
-their own share of the task-query budget, and never sooner than the poll backoff after a RUNNING reading.
+``Packing.coalesce`` (Nagle's rule: where the budget does not bind, calls stay full). Task queries
+(``DescribeVpcTaskResult``) go by due time, never first come first served, within their own share of the
+task-query budget, and never sooner than the poll backoff after a RUNNING reading.
 Every answer becomes one ``Event`` for its watch; the table gives the next phase and the actions (when to
 look or ask next, what is settled, whether the watch ends), and nothing else decides. A watch ends with a
 ``ChunkFate``; every task whose end was observed teaches the client's latency tracker how long it took.

@@ -59,9 +59,10 @@ class InFlight:
 
     def target(self, rate: float) -> int:
         """Releases to keep in flight when tasks can be started at ``rate`` per second."""
+        recent = self.recent()
+        if recent is not None:
+            return recent
         now = self._calls.clock.monotonic()
-        if self._last is not None and now - self._last[0] < self._policy.refresh:
-            return self._last[1]
         latencies = self._calls.latencies
         typical = latencies.latency(self._policy.typical_quantile) if len(latencies) >= MIN_SAMPLES else None
         if typical is None:
