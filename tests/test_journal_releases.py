@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from eni_async.journal import (
+    Cancellation,
+    Release,
     ReleaseFilter,
     SqliteJournal,
     WorkCancelledError,
@@ -138,20 +140,7 @@ async def test_cancels_racing_submits_from_another_replica_each_end_one_way(jour
             asyncio.gather(first.releases.cancel(r.id, now=2.0), submit(r.item_key, r.eni_id, r.ips))
             for r in made
         ))  # fmt: skip
-        for release, (cancel, sent) in zip(made, answers, strict=True):
-            assert cancel is not None
-            assert cancel.cancelled != sent, release.id
-            state, sent_ips = await row(
-                first, "SELECT state, sent FROM items WHERE id = ?", (release.item_key,)
-            )
-            status = (await first.releases.get(release.id)).status  # type: ignore[union-attr]
-            if cancel.cancelled:
-                assert (state, sent_ips, status) == ("finished", "[]", "cancelled")
-            else:
-                assert state == "submitting"
-                assert sent_ips != "[]"
-                assert status == "pending"
-                assert cancel.in_doubt
+        await _each_ended_one_way(first, made, answers)
 
 
 async def test_cancels_racing_the_retry_of_a_submit_that_had_no_effect_each_end_one_way(
@@ -197,19 +186,27 @@ async def test_cancels_racing_the_retry_of_a_submit_that_had_no_effect_each_end_
             )
             for r in made[:-1]
         ))  # fmt: skip
-        for release, (cancel, sent) in zip(made, answers, strict=False):
-            assert cancel is not None
-            assert cancel.cancelled != sent, release.id
-            state, sent_ips = await row(
-                first, "SELECT state, sent FROM items WHERE id = ?", (release.item_key,)
-            )
-            status = (await first.releases.get(release.id)).status  # type: ignore[union-attr]
-            if cancel.cancelled:
-                assert (state, sent_ips, status) == ("finished", "[]", "cancelled")
-            else:
-                assert (state, status) == ("submitting", "pending")
-                assert sent_ips != "[]"
-                assert cancel.in_doubt
+        await _each_ended_one_way(first, made[:-1], answers)
+
+
+async def _each_ended_one_way(
+    journal: SqlJournal, releases: list[Release], answers: list[tuple[Cancellation | None, bool]]
+) -> None:
+    """Each release raced by a cancel and a submit ended one way: cancelled with nothing sent (finished),
+    or sent with the cancel refused in doubt (still submitting, pending)."""
+    for release, (cancel, sent) in zip(releases, answers, strict=True):
+        assert cancel is not None
+        assert cancel.cancelled != sent, release.id
+        state, sent_ips = await row(
+            journal, "SELECT state, sent FROM items WHERE id = ?", (release.item_key,)
+        )
+        status = (await journal.releases.get(release.id)).status  # type: ignore[union-attr]
+        if cancel.cancelled:
+            assert (state, sent_ips, status) == ("finished", "[]", "cancelled")
+        else:
+            assert (state, status) == ("submitting", "pending")
+            assert sent_ips != "[]"
+            assert cancel.in_doubt
 
 
 async def _wait_for_a_lock_wait(journal: SqlJournal) -> None:
