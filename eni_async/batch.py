@@ -114,7 +114,9 @@ class Batch:
         # An item's deadline (``Clock.monotonic``): outages are waited out until then (``release``).
         self._deadline = deadline
         self._pull_lock = asyncio.Lock()
-        self._eni_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        # The ENIs with an item in flight, each with the items of it waiting their turn (a lock made only
+        # when two items share an ENI: an ``asyncio.Lock`` per item costs more than the rest of its turn).
+        self._eni_turns: dict[str, list[asyncio.Future[None]]] = {}
         self._results: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=min(concurrency, 1024))
         self._group: asyncio.TaskGroup | None = None
         self._exhausted = False
@@ -344,9 +346,13 @@ class Batch:
             outcome.fail(exc)
             return
         item = Item(vpc, eni, ips, plain.line, plain.key)
-        lock = self._lock_for(item.eni_id)
         try:
-            async with lock:
+            waiting = self._eni_turns.get(eni)
+            if waiting is None:
+                self._eni_turns[eni] = []  # the ENI's turn is this item's: nothing else works on it
+            else:
+                await self._turn(eni, waiting)  # another item of the ENI is in flight: after it
+            try:
                 self.stats.in_flight += 1
                 try:
                     await self.releaser.release(
@@ -360,8 +366,9 @@ class Batch:
                     )
                 finally:
                     self.stats.in_flight -= 1
+            finally:
+                self._pass_on(eni)
         finally:
-            self._release_lock(item.eni_id)
             outcome.elapsed_s += self.clock.monotonic() - started
         if outcome.credentials_error is not None:
             if self.aborted is None:
@@ -380,17 +387,27 @@ class Batch:
 
         return gate
 
-    def _lock_for(self, eni: str) -> asyncio.Lock:
-        lock, users = self._eni_locks.get(eni, (asyncio.Lock(), 0))
-        self._eni_locks[eni] = (lock, users + 1)
-        return lock
+    async def _turn(self, eni: str, waiting: list[asyncio.Future[None]]) -> None:
+        """Wait until the items of ``eni`` before this one are done (one at a time, in pull order: one task
+        may run on an ENI at a time). Cancelled after being handed the turn, it passes the turn on."""
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._pass_on(eni)
+            raise
 
-    def _release_lock(self, eni: str) -> None:
-        lock, users = self._eni_locks[eni]
-        if users <= 1:
-            del self._eni_locks[eni]
-        else:
-            self._eni_locks[eni] = (lock, users - 1)
+    def _pass_on(self, eni: str) -> None:
+        """The item holding ``eni``'s turn is done: hand it to the next one still waiting, if any."""
+        waiting = self._eni_turns[eni]
+        while waiting:
+            turn = waiting.pop(0)
+            if not turn.done():  # (a waiter cancelled meanwhile left its future cancelled)
+                turn.set_result(None)
+                return
+        del self._eni_turns[eni]
 
 
 def _outcome_for(entry: Item | InvalidItem | Resumed) -> Outcome:

@@ -501,7 +501,7 @@ class Pipeline:
 
         An ENI missing from the answer does not exist (or is not visible to this key).
         """
-        wanted = [validation.eni_id(eni) for eni in dict.fromkeys(eni_ids)]
+        wanted = validation.eni_ids(eni_ids)
         per_call = self.dialect.describe_ids_per_call
         found: dict[str, EniInfo] = {}
         for start in range(0, len(wanted), per_call):
@@ -513,7 +513,8 @@ class Pipeline:
                 mutating=False,
                 subject=group[0] if len(group) == 1 else f"{len(group)} ENIs",
             )
-            found.update((info.eni_id, info) for info in page.enis if info.eni_id in group)
+            asked = set(group)
+            found.update((info.eni_id, info) for info in page.enis if info.eni_id in asked)
         return found
 
     async def describe_vpc(self, vpc_id: str, *, offset: int, limit: int) -> tuple[list[EniInfo], int]:

@@ -52,6 +52,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@functools.lru_cache(maxsize=8)  # asked for every call; the timestamps of a second share one
 def tc3_date(timestamp: int) -> str:
     """The UTC date of ``timestamp`` as TC3's credential scope wants it (never local time)."""
     return time.strftime("%Y-%m-%d", time.gmtime(timestamp))

@@ -30,6 +30,18 @@ def eni_id(value: object, field: str = "eni_id") -> str:
     return value
 
 
+def eni_ids(values: Iterable[object], field: str = "eni_id") -> list[str]:
+    """The ENI ids of ``values`` without repeats, in first-seen order, each checked as ``eni_id`` does
+    (one call for a describe's hundred ids)."""
+    unique = dict.fromkeys(values)
+    match = ENI_ID.fullmatch
+    checked = [value for value in unique if isinstance(value, str) and match(value)]
+    if len(checked) != len(unique):
+        for value in unique:
+            eni_id(value, field)  # raises for the first value that is not an ENI id
+    return checked
+
+
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
@@ -69,4 +81,6 @@ def release_request(vpc: object, eni: object, ips: object) -> tuple[str, str, tu
 
 def chunks(ips: tuple[str, ...], size: int = MAX_IPS_PER_CALL) -> list[tuple[str, ...]]:
     """Split ``ips`` into consecutive chunks of at most ``size``."""
+    if len(ips) <= size:
+        return [ips] if ips else []
     return [ips[i : i + size] for i in range(0, len(ips), size)]

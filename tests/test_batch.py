@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from eni_async.batch import Batch
 from eni_async.models import Credentials
 from eni_async.outcomes import Item, Outcome, check_against_truth
 from tests.batchhelpers import World, world
@@ -264,3 +265,27 @@ async def test_slow_tasks_do_not_starve_the_submits_while_no_latency_is_known() 
         assert len(started) == 150
         assert started[-1] - started[0] < 5.0, "every submit went out before the first task could end"
         assert min(t["latency_s"] for t in tasks) > 25.0
+
+
+async def test_an_enis_turn_passes_past_waiters_cancelled_before_or_after_being_handed_it() -> None:
+    """Items of one ENI wait their turn in order; a waiter cancelled while waiting is skipped, and one
+    cancelled after the turn was handed to it (before it ran) passes the turn on: nobody waits forever."""
+    async with world(enis=1) as w:
+        batch = Batch(w.client.releaser, [], concurrency=4)
+        waiting: list[asyncio.Future[None]] = []
+        batch._eni_turns["eni-00000001"] = waiting  # the first item holds the ENI
+        second, third, fourth = (asyncio.create_task(batch._turn("eni-00000001", waiting)) for _ in range(3))
+        await asyncio.sleep(0)
+        second.cancel()  # cancelled while waiting: skipped
+        await asyncio.sleep(0)
+        batch._pass_on("eni-00000001")  # the first is done: the third's turn
+        third.cancel()  # cancelled after being handed the turn, before it ran: it passes the turn on
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert second.cancelled()
+        assert third.cancelled()
+        assert fourth.done()
+        assert not fourth.cancelled()
+        assert "eni-00000001" in batch._eni_turns  # the fourth holds it now
+        batch._pass_on("eni-00000001")
+        assert batch._eni_turns == {}

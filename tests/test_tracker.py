@@ -14,6 +14,8 @@ from eni_async.models import EniInfo, TaskState, TaskStatus
 from eni_async.policy import PollPolicy
 from eni_async.testing import FakeCalls
 from eni_async.tracker import Tracker
+from eni_async.tracker.pacing import LookPacing
+from eni_async.tracker.sizing import InFlight, InFlightPolicy
 
 VPC = "vpc-aaaaaaaa"
 
@@ -397,6 +399,51 @@ def test_in_flight_target_grows_while_no_latency_is_known() -> None:
     calls.clock.advance(10.0)
     later = tracker.releases_in_flight()
     assert later >= 100 * 10.0 > first
+
+
+def _cpu_bound(rates: dict[str, float]) -> tuple[FakeCalls, InFlight, list[float]]:
+    """An in-flight target fed a process CPU reading the test moves (``cpu[0]``), tasks of 1 s seen."""
+    calls = FakeCalls(FakeClock(), rates=rates)
+    for _ in range(10):
+        calls.latencies.observe(1.0)
+    cpu = [0.0]
+    return calls, InFlight(calls, policy=InFlightPolicy(), pacing=LookPacing(), cpu=lambda: cpu[0]), cpu
+
+
+def test_where_the_cpu_binds_the_in_flight_target_follows_the_cpu_not_the_queueing() -> None:
+    """Limits out of the way: while the process is saturated the target shrinks (to the minimum at most),
+    with CPU to spare it grows again, never past Little's law's."""
+    off = float(10**6)
+    calls, in_flight, cpu = _cpu_bound({UNASSIGN: off, TASK_QUERY: off, DESCRIBE: off})
+    policy = InFlightPolicy()
+    little = in_flight.target(off)
+    targets = []
+    for _ in range(60):  # 15 s of a saturated process
+        calls.clock.advance(policy.refresh)
+        cpu[0] += policy.refresh
+        targets.append(in_flight.target(off))
+    assert little > 1000
+    assert targets[0] == int(little * policy.backoff)
+    assert all(b <= a for a, b in itertools.pairwise(targets))
+    assert targets[-1] == policy.minimum
+    grown = []
+    for _ in range(30):  # a fifth of a core used
+        calls.clock.advance(policy.refresh)
+        cpu[0] += policy.refresh / 5
+        grown.append(in_flight.target(off))
+    assert grown[0] <= policy.minimum * policy.growth + 1
+    assert all(b >= a for a, b in itertools.pairwise(grown))
+    assert grown[-1] == little
+
+
+def test_under_the_budgets_a_saturated_process_does_not_shrink_the_in_flight_target() -> None:
+    """Tencent's limits bind: the count stays Little's law's however busy the process is."""
+    calls, in_flight, cpu = _cpu_bound({UNASSIGN: 100, TASK_QUERY: 20, DESCRIBE: 100})
+    little = in_flight.target(100)
+    for _ in range(8):
+        calls.clock.advance(InFlightPolicy().refresh)
+        cpu[0] += InFlightPolicy().refresh
+        assert in_flight.target(100) == little
 
 
 async def _waves(tracker: Tracker, calls: FakeCalls, starts: list[float], size: int = 5) -> None:

@@ -238,3 +238,24 @@ def test_chunks_with_a_smaller_size() -> None:
 def test_max_ips_per_call_is_ten() -> None:
     """At most 10 IPs go in one call (docs/protocol.md D9)."""
     assert validation.MAX_IPS_PER_CALL == 10
+
+
+@pytest.mark.parametrize("bad", ["eni-BAD", 7, None, "vpc-12345678"])
+def test_eni_ids_are_checked_each_and_the_first_bad_one_is_named(bad: object) -> None:
+    """A describe's ids: repeats dropped in first-seen order; one that is not an ENI id is named."""
+    assert validation.eni_ids(["eni-0000000b", "eni-0000000a", "eni-0000000b"]) == [
+        "eni-0000000b",
+        "eni-0000000a",
+    ]
+    with pytest.raises(InputError) as caught:
+        validation.eni_ids(["eni-0000000a", bad, "eni-x"])
+    assert caught.value.field == "eni_id"
+    assert caught.value.value == bad
+
+
+def test_chunks_of_one_call_or_more() -> None:
+    """At most ten IPs a call, in order; nothing to chunk is no chunk."""
+    ips = tuple(f"10.0.0.{i}" for i in range(1, 24))
+    assert validation.chunks(ips[:10]) == [ips[:10]]
+    assert validation.chunks(ips) == [ips[:10], ips[10:20], ips[20:]]
+    assert validation.chunks(()) == []

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
+from eni_async.clock import SystemClock
 from eni_async.errors import ConfigError
 from eni_async.models import ChunkFate, EniInfo
 from eni_async.policy import LookPolicy
@@ -80,7 +82,11 @@ class Tracker:
         )
         self._listeners: list[Callable[[], None]] = []
         self._in_flight = InFlight(
-            client, policy=in_flight if in_flight is not None else InFlightPolicy(), pacing=self.pacing
+            client,
+            policy=in_flight if in_flight is not None else InFlightPolicy(),
+            pacing=self.pacing,
+            # The process's CPU is measured against real time only: against a FakeClock's it means nothing.
+            cpu=time.process_time if isinstance(client.clock, SystemClock) else None,
         )
 
     def __repr__(self) -> str:

@@ -5,11 +5,20 @@ how long each holds its ENI (the latency most tasks end within, plus half the ga
 seen), with headroom for the tail, never fewer than a minimum. Until enough latencies are seen the hold is
 ``2 x PollPolicy.first``, or the time since the first target was asked for if longer (while nothing has been
 seen to end, every task sent since may still hold its ENI, and the count must not starve the submits). Recomputed at most every ``refresh`` seconds. Nothing here performs I/O.
+
+Where the budgets allow more than one process can start (``process_rate``: limits raised out of the way),
+the CPU binds, not the budgets, and a hold measured then is mostly the items' own queueing (for a
+connection, for the event loop): Little's law would grow the count with it, without end. There, given the
+process's CPU time (``cpu``), the count follows the CPU instead: while the process used at least
+``saturated`` of a core since the last target, it shrinks by ``backoff``; otherwise it grows at most by
+``growth`` per target, up to Little's law's (10,000 one-IP ENIs, limits off: ~1,000 in flight -> ~200, and
+a tenth less CPU per ENI). Under the budgets the rule never applies.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,16 +46,28 @@ class InFlightPolicy:
     process_rate: float = 1000.0
     typical_quantile: float = 0.9
     refresh: float = 0.25
+    saturated: float = 0.9
+    backoff: float = 0.9
+    growth: float = 1.5
 
 
 class InFlight:
     """The in-flight target of one tracker (see the module docstring)."""
 
-    def __init__(self, calls: Calls, *, policy: InFlightPolicy, pacing: LookPacing) -> None:
+    def __init__(
+        self,
+        calls: Calls,
+        *,
+        policy: InFlightPolicy,
+        pacing: LookPacing,
+        cpu: Callable[[], float] | None = None,
+    ) -> None:
         self._calls = calls
         self._policy = policy
         self._pacing = pacing
+        self._cpu = cpu  # the process's CPU seconds, on the clock ``calls.clock`` keeps (None: not known)
         self._last: tuple[float, int] | None = None
+        self._cpu_at: float | None = None  # ``cpu()`` when ``_last`` was computed
         self._cold_since: float | None = None
 
     def recent(self) -> int | None:
@@ -74,10 +95,24 @@ class InFlight:
         else:
             latency = typical
         hold = latency + self._pacing.typical_gap(latency) / 2
-        rate = min(rate, self._policy.process_rate)
-        target = max(self._policy.minimum, math.ceil(rate * hold * self._policy.headroom))
-        self._last = (now, target)
+        policy = self._policy
+        target = max(policy.minimum, math.ceil(min(rate, policy.process_rate) * hold * policy.headroom))
+        cpu = self._cpu() if self._cpu is not None else None
+        if rate > policy.process_rate and cpu is not None:
+            target = self._by_cpu(target, now, cpu)
+        self._last, self._cpu_at = (now, target), cpu
         return target
+
+    def _by_cpu(self, target: int, now: float, cpu: float) -> int:
+        """Little's law's ``target`` where the CPU binds: shrunk while the process was saturated since the
+        last target, else grown from it at most by ``growth`` (see the module docstring)."""
+        if self._last is None or self._cpu_at is None or now <= self._last[0]:
+            return target
+        policy = self._policy
+        last = self._last[1]
+        if (cpu - self._cpu_at) / (now - self._last[0]) >= policy.saturated:
+            return max(policy.minimum, min(target, math.floor(last * policy.backoff)))
+        return min(target, max(last + 1, math.ceil(last * policy.growth)))
 
 
 __all__ = ["InFlight", "InFlightPolicy"]
