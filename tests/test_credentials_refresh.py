@@ -175,11 +175,13 @@ class LaggingClock(FakeClock):
 async def test_role_credentials_renewed_before_expiry_through_a_long_batch(
     dialect: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A batch running ten token lifetimes renews the CVM role ahead of expiry: no refusal, no failed item."""
+    """A batch running over three token lifetimes renews the CVM role ahead of expiry: no refusal, no failed
+    item. Two rounds of two 15-minute tasks (each outliving a 10-minute token) last as long as six rounds of
+    5-minute ones did, with a third of the describes (the tracker looks at a task more often while it is young)."""
     caplog.set_level(logging.INFO, logger="eni_async")
     settings = Settings(dialect=dialect, poll=PollPolicy(timeout=3000.0), credential_refresh_margin=120.0)
     async with world(
-        settings=settings, enis=12, task_latency=(300.0, 0.2), credential_lifetime=600.0, rate_limits=None
+        settings=settings, enis=4, task_latency=(900.0, 0.2), credential_lifetime=600.0, rate_limits=None
     ) as w:
         endpoint_env = {"ENI_ASYNC_METADATA_ENDPOINT": w.endpoint}
         provider = await credential_chain(
@@ -201,11 +203,12 @@ async def test_role_credentials_renewed_before_expiry_through_a_long_batch(
 async def test_token_expired_mid_batch_is_resigned_without_a_failed_item(
     dialect: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With a client clock behind the server's, tokens expire before renewal; each refused call is signed again."""
+    """With a client clock behind the server's, tokens expire before renewal; each refused call is signed again.
+    The first token expires (at 300 s) in the second of two rounds of 200 s tasks."""
     caplog.set_level(logging.INFO, logger="eni_async")
     settings = Settings(dialect=dialect, poll=PollPolicy(timeout=3000.0), credential_refresh_margin=0.0)
     async with world(
-        settings=settings, enis=10, task_latency=(120.0, 0.2), credential_lifetime=300.0, rate_limits=None
+        settings=settings, enis=4, task_latency=(200.0, 0.2), credential_lifetime=300.0, rate_limits=None
     ) as w:
         provider = await credential_chain(
             environ={"ENI_ASYNC_METADATA_ENDPOINT": w.endpoint},
@@ -214,7 +217,7 @@ async def test_token_expired_mid_batch_is_resigned_without_a_failed_item(
             settings=settings,
         )
         w.client.credentials = provider
-        outcomes = [o async for o in w.client.unassign_many(w.items(), concurrency=3)]
+        outcomes = [o async for o in w.client.unassign_many(w.items(), concurrency=2)]
     assert all(o.status == "succeeded" for o in outcomes), [o.to_json() for o in outcomes]
     resigned = [r for r in caplog.records if "signing again with fresh credentials" in r.getMessage()]
     assert resigned, "no call was refused for its token: the test did not exercise expiry"
