@@ -10,6 +10,7 @@ report, with a curl line for each case.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,12 @@ RUN_TIMEOUT_S = 120
 # Location headers that fuzzing's created releases answer (two more than the document's) are still followed.
 PHASES = ("examples,coverage", "fuzzing,stateful")
 
+# hypothesis caches the characters a codec can encode (utf-8: 1.1 s of CPU to compute, read in milliseconds)
+# in its storage folder. The fuzzer runs in the test's own folder, so it would compute them on every run: it
+# is given the suite's folder instead (the default, ./.hypothesis, unless HYPOTHESIS_STORAGE_DIRECTORY names
+# one). Generation is deterministic, which uses no example database: only caches are shared.
+STORAGE = os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY") or str(Path.cwd() / ".hypothesis")
+
 
 @pytest.mark.parametrize("phases", PHASES)
 async def test_the_contract_fuzzer_finds_nothing_against_a_real_serve(tmp_path: Path, phases: str) -> None:
@@ -42,7 +49,8 @@ async def test_the_contract_fuzzer_finds_nothing_against_a_real_serve(tmp_path: 
                 "--header", f"Authorization: Bearer {TOKEN}",
                 "--checks", "all", "--max-examples", str(EXAMPLES), "--generation-deterministic",
                 "--workers", "1", "--request-timeout", "10", "--phases", phases,
-                cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                cwd=tmp_path, env={**os.environ, "HYPOTHESIS_STORAGE_DIRECTORY": STORAGE},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
             report, _ = await asyncio.wait_for(fuzzer.communicate(), RUN_TIMEOUT_S)
             text = report.decode(errors="replace")
