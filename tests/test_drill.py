@@ -196,10 +196,11 @@ async def test_credentials_lost_mid_batch_contradict_nothing_and_resume_finishes
 
 
 async def test_killed_twice_during_slow_tasks_then_resumed_finishes_every_item(tmp_path: Path) -> None:
-    """Killed twice while every task is still running (10 s tasks), the last resume finishes every item,
-    none resubmitted, all agreeing with the simulator."""
+    """Killed twice while tasks are still running (3 s tasks: each kill lands a couple of rounds in, with
+    six tasks submitted and running, as with the drill's 10 s ones, for a tenth of the describes), the last
+    resume finishes every item, none resubmitted, all agreeing with the simulator."""
     path = tmp_path / "batch.journal"
-    async with world(state_file=state_file(tmp_path, 7), seed=7, task_latency=(10.0, 0.0)) as w:
+    async with world(state_file=state_file(tmp_path, 7), seed=7, task_latency=(3.0, 0.0)) as w:
         items = items_of(w)
         journal = SqliteJournal(path)
         await journal.load(items)
