@@ -31,8 +31,9 @@ PHASES = ("examples,coverage", "fuzzing,stateful")
 # hypothesis caches the characters a codec can encode (utf-8: 1.1 s of CPU to compute, read in milliseconds)
 # in its storage folder. The fuzzer runs in the test's own folder, so it would compute them on every run: it
 # is given the suite's folder instead (the default, ./.hypothesis, unless HYPOTHESIS_STORAGE_DIRECTORY names
-# one). Generation is deterministic, which uses no example database: only caches are shared.
-STORAGE = os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY") or str(Path.cwd() / ".hypothesis")
+# one; made absolute, as the fuzzer runs elsewhere). Generation is deterministic, which uses no example
+# database: only caches are shared.
+STORAGE = str(Path(os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY") or ".hypothesis").resolve())
 
 
 @pytest.mark.parametrize("phases", PHASES)
