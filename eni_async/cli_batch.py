@@ -168,12 +168,16 @@ def output_to(path: str | None, *, append: bool = False) -> Iterator[TextIO]:
             raise OutputError(path, exc) from None
 
 
+# ``json.dumps(data, ensure_ascii=False)``, without building an encoder for every line.
+_LINE = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def write_line(
     out: TextIO, data: dict[str, Any], *, path: str | None = None, bar: Progress | None = None
 ) -> None:
     """One outcome as one JSON line, flushed at once so that a crash or a reader loses nothing; with a
     ``bar``, written around it (never on the bar's line when both share a terminal)."""
-    text = json.dumps(data, ensure_ascii=False) + "\n"
+    text = _LINE(data) + "\n"
     try:
         if bar is None:
             out.write(text)

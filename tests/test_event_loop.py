@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from eni_async import cli
+from eni_async import cli, terminal
 from eni_async.cli import main
 
 DEMO = ["demo", "--enis", "6", "--ips-per-eni", "3", "--task-latency", "0", "--no-progress"]
@@ -33,7 +33,8 @@ def test_uvloop_asked_for_but_missing_is_a_usage_error(
     monkeypatch.setitem(sys.modules, "uvloop", None)
     assert main(["--loop", "uvloop", "config", "--defaults"]) == 2
     err = capsys.readouterr().err
-    assert "--loop" in err and "uvloop is not installed" in err
+    assert "--loop" in err
+    assert "uvloop is not installed" in err
     assert "Traceback" not in err
 
 
@@ -55,13 +56,13 @@ def test_the_demo_runs_whole_on_the_loop_chosen(
 ) -> None:
     """The whole job (embedded simulator, batch, signals) runs on the loop chosen, and releases every IP."""
     seen: list[type] = []
-    real = cli.with_signals
+    real = terminal.with_signals
 
     async def spy(*args: Any) -> int:
         seen.append(type(asyncio.get_running_loop()))
         return await real(*args)
 
-    monkeypatch.setattr(cli, "with_signals", spy)
+    monkeypatch.setattr("eni_async.cli.with_signals", spy)  # as imported there
     assert main(where) == 0
     assert "mismatches: 0" in capsys.readouterr().out.splitlines()
     assert seen == [expected]
