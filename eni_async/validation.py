@@ -79,15 +79,14 @@ def release_request(vpc: object, eni: object, ips: object) -> tuple[str, str, tu
     if type(vpc) is str and type(eni) is str and type(ips) in (tuple, list):
         # The common case, well-formed ids and canonical IPs, checked in one pass (asked for every item).
         checked: tuple[str, ...] = tuple(ips)  # type: ignore[arg-type]
-        canonical = _CANONICAL_IPV4.fullmatch
-        if (
-            VPC_ID.fullmatch(vpc)
-            and ENI_ID.fullmatch(eni)
-            and checked
-            and all(type(ip) is str and canonical(ip) for ip in checked)
-            and len(set(checked)) == len(checked)
-        ):
-            return vpc, eni, checked
+        if checked and VPC_ID.fullmatch(vpc) and ENI_ID.fullmatch(eni):
+            canonical = _CANONICAL_IPV4.fullmatch
+            for ip in checked:
+                if type(ip) is not str or not canonical(ip):
+                    break
+            else:
+                if len(checked) == 1 or len(set(checked)) == len(checked):
+                    return vpc, eni, checked
     return vpc_id(vpc), eni_id(eni), ip_list(ips)
 
 
