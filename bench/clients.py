@@ -374,7 +374,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         confirm=args.confirm,
         discovery=args.discovery,
     )
-    result = asyncio.run(CLIENTS[args.client](cfg))
+    # eni_async on the loop its commands run on (uvloop where installed); the SDKs on asyncio's own, as shipped.
+    factory = None
+    if args.client == "eni_async":
+        from eni_async.cli import loop_factory
+
+        factory = loop_factory("auto")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        result = runner.run(CLIENTS[args.client](cfg))
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump(asdict(result), handle)
     return 0 if result.succeeded == result.n else 1

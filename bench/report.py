@@ -70,11 +70,13 @@ def cost_table(data: dict[str, Any]) -> str:
 
 def scale_table(data: dict[str, Any]) -> str:
     header = ["ENIs", "peak RSS MiB", "wall s", "CPU ms/ENI", "raw loop ms/ENI", "x raw", "raw RSS MiB"]
+    header += ["raw on uvloop ms/ENI", "x raw on uvloop"]
     header += ["GC s", "longest GC pause ms", "pauses > 50 ms", "queries/task", "correct"]
     rows = []
     for r in data["runs"].values():
         gc = r.get("gc") or {}
         raw = r.get("cpu_over_raw")
+        raw_uv = r.get("cpu_over_raw_uvloop")
         rows.append(
             [
                 f"{r['enis']:,}",
@@ -84,6 +86,8 @@ def scale_table(data: dict[str, Any]) -> str:
                 f"{r.get('raw_cpu_per_eni_ms', 0.0):.3f}",
                 "-" if raw is None else f"{raw:.2f}",
                 f"{r.get('raw_maxrss_mib', 0.0):.1f}",
+                f"{r.get('raw_uvloop_cpu_per_eni_ms', 0.0):.3f}",
+                "-" if raw_uv is None else f"{raw_uv:.2f}",
                 f"{gc.get('total_s', 0.0):.2f}",
                 f"{1000 * gc.get('longest_s', 0.0):.0f}",
                 f"{gc.get('stalls_over_50ms', 0)}",

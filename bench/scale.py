@@ -15,7 +15,9 @@ command over an empty file gives the interpreter-plus-imports baseline. Correctn
 seeded IP gone per ``/_sim/state``.
 
 Each size is also released by ``bench/rawloop.py`` (the same signed calls from a plain aiohttp loop, on a
-fresh world of the same seed): ``cpu_over_raw`` is the batch's process CPU over the raw loop's. The batch runs
+fresh world of the same seed): ``cpu_over_raw`` is the batch's process CPU over the raw loop's. The batch
+runs on uvloop (``eni-async``'s default where installed), the raw loop on asyncio's own loop, as a plain loop
+does; the raw loop is also run on uvloop (``cpu_over_raw_uvloop``), to show how much of the gap is the loop's. The batch runs
 under ``bench/gcprobe.py``, which times every garbage collection (its pauses stall the event loop).
 
 Targets: peak RSS at 100,000 at most 1.2 x that at 10,000 and under 120 MiB; CPU at most 1.3 x the raw
@@ -66,8 +68,10 @@ def _batch(
         return procs.run_measured(argv, timeout=timeout, env=sim.env(), stderr=err, rss_every=1.0)
 
 
-def _rawloop(sim: procs.Simulator, source: Path, log: Path, timeout: float) -> procs.Usage:
-    """``bench/rawloop.py`` over ``source``: the same signed calls from a plain aiohttp loop."""
+def _rawloop(
+    sim: procs.Simulator, source: Path, log: Path, timeout: float, loop: str = "asyncio"
+) -> procs.Usage:
+    """``bench/rawloop.py`` over ``source``: the same signed calls from a plain aiohttp loop (on ``loop``)."""
     argv = [
         sys.executable,
         "-m",
@@ -76,6 +80,7 @@ def _rawloop(sim: procs.Simulator, source: Path, log: Path, timeout: float) -> p
         sim.endpoint,
         sim.region,
         str(RAW_CONCURRENCY),
+        loop,
     ]
     with log.open("ab") as err:
         return procs.run_measured(argv, timeout=timeout, env=sim.env(), stderr=err)
@@ -145,6 +150,10 @@ def run(*, sizes: tuple[int, ...], workdir: Path, seed: int = 7, timeout: float 
         with procs.simulator(argv, log=workdir / "simulator.log") as raw_sim:
             raw = _rawloop(raw_sim, source, log, timeout=timeout)
             raw_left = ips_left_in_child(raw_sim, workdir)
+        # And once more on uvloop, the loop the batch runs on: how much of the gap is the loop's.
+        with procs.simulator(argv, log=workdir / "simulator.log") as raw_sim:
+            raw_uv = _rawloop(raw_sim, source, log, timeout=timeout, loop="uvloop")
+            raw_uv_left = ips_left_in_child(raw_sim, workdir)
         rows[str(size)] = {
             "enis": size,
             "exit": usage.returncode,
@@ -163,6 +172,9 @@ def run(*, sizes: tuple[int, ...], workdir: Path, seed: int = 7, timeout: float 
             "raw_maxrss_mib": raw.maxrss_mib,
             "raw_correct": raw.returncode == 0 and raw_left == 0,
             "cpu_over_raw": usage.cpu_s / raw.cpu_s if raw.cpu_s else None,
+            "raw_uvloop_cpu_per_eni_ms": 1000 * raw_uv.cpu_s / size,
+            "raw_uvloop_correct": raw_uv.returncode == 0 and raw_uv_left == 0,
+            "cpu_over_raw_uvloop": usage.cpu_s / raw_uv.cpu_s if raw_uv.cpu_s else None,
         }
         source.unlink()
     small, large = rows[str(min(sizes))], rows[str(max(sizes))]

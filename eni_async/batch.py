@@ -146,6 +146,12 @@ class Batch:
         self._iterator = weakref.ref(iterator)
         return iterator
 
+    @property
+    def ready(self) -> bool:
+        """Whether another outcome is already waiting to be yielded (a consumer may write a group of them
+        before flushing)."""
+        return not self._results.empty()
+
     def stop(self, grace: float = 0.0) -> None:
         """Stop gracefully: submit nothing more and pull no more items; work in flight has ``grace`` seconds
         (on the client's clock) to finish, then it is cancelled and listed in ``unconfirmed``. The iteration

@@ -128,6 +128,9 @@ def _log_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-format", choices=["human", "json"], default=None, dest="sub_log_format", help="log line format"
     )
+    parser.add_argument(
+        "--loop", choices=LOOPS, default=None, dest="sub_loop", help="event loop (default auto)"
+    )
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
@@ -177,6 +180,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-v INFO, -vv DEBUG)")
     parser.add_argument(
         "--log-format", choices=["human", "json"], default="human", help="log lines on stderr: human or json"
+    )
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        help="event loop: uvloop where installed (auto, the default), or asyncio's own",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -295,7 +304,7 @@ def _chosen(argv: Sequence[str]) -> str | None:
     """The command named in ``argv`` (the first word that is neither an option nor its value), if any."""
     words = iter(argv)
     for word in words:
-        if word == "--log-format":
+        if word in ("--log-format", "--loop"):
             next(words, None)
         elif not word.startswith("-"):
             return word
@@ -519,6 +528,25 @@ def quiet_collector() -> None:
     gc.set_threshold(5_000, 10, 10)
 
 
+LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop a command runs on (``None``: asyncio's own). ``auto`` takes uvloop where it is installed
+    (a dependency on Linux and macOS): the same calls for less CPU, its loop and I/O being compiled
+    (bench/scale.py, README "CPU and memory"); ``asyncio`` keeps asyncio's, ``uvloop`` insists on it."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise InputError("--loop", choice, "uvloop is not installed (pip install uvloop)") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     quiet_collector()
@@ -527,7 +555,9 @@ def _run(args: argparse.Namespace) -> int:
     state.as_json = as_json
     try:
         handler: Handler = args.handler
-        code = asyncio.run(with_signals(handler, args, state))
+        choice = str(getattr(args, "sub_loop", None) or getattr(args, "loop", "auto"))
+        with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+            code = runner.run(with_signals(handler, args, state))
         return state.exit_code or code
     except asyncio.CancelledError:  # a signal cancelled a command that had registered no stopper
         tell("eni-async: interrupted", as_json=as_json, level=logging.ERROR)

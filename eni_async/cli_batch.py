@@ -168,17 +168,36 @@ def output_to(path: str | None, *, append: bool = False) -> Iterator[TextIO]:
             raise OutputError(path, exc) from None
 
 
+# ``json.dumps(data, ensure_ascii=False)``, without building an encoder for every line.
+_LINE = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def write_line(
-    out: TextIO, data: dict[str, Any], *, path: str | None = None, bar: Progress | None = None
+    out: TextIO,
+    data: dict[str, Any],
+    *,
+    path: str | None = None,
+    bar: Progress | None = None,
+    flush: bool = True,
 ) -> None:
-    """One outcome as one JSON line, flushed at once so that a crash or a reader loses nothing; with a
-    ``bar``, written around it (never on the bar's line when both share a terminal)."""
-    text = json.dumps(data, ensure_ascii=False) + "\n"
+    """One outcome as one JSON line, flushed at once (unless ``flush`` is false: the caller flushes the
+    group it writes, ``flush_output``) so that a crash or a reader loses nothing; with a ``bar``, written
+    around it (never on the bar's line when both share a terminal)."""
+    text = _LINE(data) + "\n"
     try:
         if bar is None:
             out.write(text)
         else:
             bar.write(out, text)
+        if flush:
+            out.flush()
+    except OSError as exc:
+        raise OutputError(path or getattr(out, "name", None), exc) from None
+
+
+def flush_output(out: TextIO, path: str | None = None) -> None:
+    """Flush what ``write_line(..., flush=False)`` wrote; an ``OutputError`` as ``write_line`` raises."""
+    try:
         out.flush()
     except OSError as exc:
         raise OutputError(path or getattr(out, "name", None), exc) from None
@@ -231,8 +250,18 @@ async def run_items(
             kept.append(data)
         elif not closed:
             try:
-                write_line(out, data, bar=bar)
+                write_line(out, data, bar=bar, flush=False)
             except OutputError as exc:  # nobody reads on: stop as a signal would, keep counting
+                closed.append(exc)
+                batch.stop(grace)
+
+    def flush() -> None:
+        """Flush the lines written since the last flush: after each group of outcomes that were ready
+        together (one write call per group, not per line; a line waits for no outcome not yet known)."""
+        if out is not None and not closed:
+            try:
+                flush_output(out)
+            except OutputError as exc:
                 closed.append(exc)
                 batch.stop(grace)
 
@@ -240,6 +269,7 @@ async def run_items(
         if summary.earlier is None:
             summary.add(outcome)
         write(outcome.to_json())
+    flush()
     ticker = asyncio.create_task(_tick(bar))
     state = interruption()
     # SIGINT/SIGTERM: stop submitting, give work in flight ``grace`` seconds, then report the rest honestly.
@@ -252,11 +282,14 @@ async def run_items(
     try:
         async for outcome in batch:
             finish(outcome)
+            if not batch.ready:
+                flush()
         for outcome in batch.unconfirmed:  # stopped by a signal: what was still in flight
             finish(outcome)
         for entry in source if report_rest and isinstance(source, Iterator) else ():  # never taken: none sent
             rest = as_item(entry)
             finish(Outcome(rest.vpc_id, rest.eni_id, rest.ips, line=rest.line).interrupt("stopped"))
+        flush()
         stopped = bool(closed) or (state is not None and state.exit_code is not None)
         left = 0 if stopped else await _count(source)
     except asyncio.CancelledError:

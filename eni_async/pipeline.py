@@ -23,7 +23,7 @@ import logging
 import random
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, NoReturn, TypeVar, cast
 
 import aiohttp
 from tenacity import RetryCallState
@@ -411,25 +411,19 @@ class Pipeline:
         """One UnassignPrivateIpAddresses call for ids and IPs already validated (every caller validates
         once, up front)."""
         try:
-            submitted = await self._call(
-                UNASSIGN,
-                lambda ctx: self.dialect.build_unassign(ctx, vpc_id, eni_id, ips),
-                self.dialect.parse_unassign,
-                mutating=True,
-                subject=eni_id,
-            )
+            submitted = await self._unassign(vpc_id, eni_id, ips)
         except EniAsyncError as exc:
-            if exc.transient and not exc.no_effect:
-                raise OutcomeUnknownError(UNASSIGN, vpc_id, eni_id, ips, exc) from exc
-            raise
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "submitted release of %d IP(s) from %s: task %s request_id=%s",
-                len(ips), eni_id, submitted.task_id, submitted.request_id,
-                extra={"action": UNASSIGN, "subject": eni_id, "task_id": submitted.task_id,
-                       "request_id": submitted.request_id},
-            )  # fmt: skip
-        return submitted
+            _raise_submit_error(exc, vpc_id, eni_id, ips)
+        return _submitted(submitted, eni_id, ips)
+
+    def _unassign(self, vpc_id: str, eni_id: str, ips: Sequence[str]) -> Awaitable[Submitted]:
+        return self._call(
+            UNASSIGN,
+            lambda ctx: self.dialect.build_unassign(ctx, vpc_id, eni_id, ips),
+            self.dialect.parse_unassign,
+            mutating=True,
+            subject=eni_id,
+        )
 
     async def submit_when_free(
         self,
@@ -445,10 +439,14 @@ class Pipeline:
         Once ``gate()`` is true no further try is made: ``StopSubmitting`` (every try so far met the mutex,
         so none had an effect)."""
         started = self.clock.monotonic()
-        try:  # most submits find the ENI free: no backoff is built for them
-            return await self.submit(vpc_id, eni_id, ips)
-        except MutexError as exc:
+        try:  # most submits find the ENI free: no backoff is built for them (``submit``, without its frame)
+            submitted = await self._unassign(vpc_id, eni_id, ips)
+        except MutexError as exc:  # surely no effect: never an OutcomeUnknownError
             busy = exc
+        except EniAsyncError as exc:
+            _raise_submit_error(exc, vpc_id, eni_id, ips)
+        else:
+            return _submitted(submitted, eni_id, ips)
         return await self._when_free(vpc_id, eni_id, ips, busy, started, timeout, gate)
 
     async def _when_free(
@@ -555,6 +553,26 @@ class Pipeline:
         client's release path), since the tracker's last reading may be an old RUNNING."""
         if self.metrics is not None:
             self.metrics.task_seen(task_id, seen_at)
+
+
+def _raise_submit_error(exc: EniAsyncError, vpc_id: str, eni_id: str, ips: Sequence[str]) -> NoReturn:
+    """Raise a submit's error: one that may have had an effect (transient, not surely without effect) as an
+    ``OutcomeUnknownError``, the rest as they are."""
+    if exc.transient and not exc.no_effect:
+        raise OutcomeUnknownError(UNASSIGN, vpc_id, eni_id, ips, exc) from exc
+    raise exc
+
+
+def _submitted(submitted: Submitted, eni_id: str, ips: Sequence[str]) -> Submitted:
+    """A submit accepted: logged (at INFO), and returned."""
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "submitted release of %d IP(s) from %s: task %s request_id=%s",
+            len(ips), eni_id, submitted.task_id, submitted.request_id,
+            extra={"action": UNASSIGN, "subject": eni_id, "task_id": submitted.task_id,
+                   "request_id": submitted.request_id},
+        )  # fmt: skip
+    return submitted
 
 
 __all__ = ["Pipeline"]

@@ -322,11 +322,20 @@ class Releaser:
         outcome.fail(OutcomeUnknownError(UNASSIGN, c.item.vpc_id, c.item.eni_id, c.todo, RuntimeError(why)))
         await self._settle_by_looking(outcome, c.todo, why, doubt=True)
 
-    async def _send(self, c: _Chunk, waits: bool) -> Submitted:
+    def _send(self, c: _Chunk, waits: bool) -> Awaitable[Submitted]:
         """One try of a chunk's submit, announced to the recorder just before it is sent (a cancel that won
         meanwhile refuses it). One that failed with surely no effect and will be waited out (``waits``), or whose
         credentials were refused, is taken back, journalled before the wait: the chunk is then not in doubt,
-        and a cancel may win."""
+        and a cancel may win. With neither a recorder nor a wait, the submit itself (no frame between)."""
+        if waits or c.recorder is not None:
+            return self._send_recorded(c, waits)
+        c.outcome.sent.update(c.todo)
+        c.started = self.calls.clock.monotonic()
+        return self.calls.submit_when_free(
+            c.item.vpc_id, c.item.eni_id, c.todo, gate=c.gate, timeout=c.timeout
+        )
+
+    async def _send_recorded(self, c: _Chunk, waits: bool) -> Submitted:
         c.outcome.sent.update(c.todo)
         if c.recorder is not None:
             try:

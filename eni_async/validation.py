@@ -76,6 +76,17 @@ def ip_list(values: object, field: str = "ips") -> tuple[str, ...]:
 
 def release_request(vpc: object, eni: object, ips: object) -> tuple[str, str, tuple[str, ...]]:
     """Validate one release request: VPC id, ENI id and IP list."""
+    if type(vpc) is str and type(eni) is str and type(ips) in (tuple, list):
+        # The common case, well-formed ids and canonical IPs, checked in one pass (asked for every item).
+        checked: tuple[str, ...] = tuple(ips)  # type: ignore[arg-type]
+        if checked and VPC_ID.fullmatch(vpc) and ENI_ID.fullmatch(eni):
+            canonical = _CANONICAL_IPV4.fullmatch
+            for ip in checked:
+                if type(ip) is not str or not canonical(ip):
+                    break
+            else:
+                if len(checked) == 1 or len(set(checked)) == len(checked):
+                    return vpc, eni, checked
     return vpc_id(vpc), eni_id(eni), ip_list(ips)
 
 
