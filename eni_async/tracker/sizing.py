@@ -19,7 +19,7 @@ process's CPU time (``cpu``), the count grows only while growing pays:
   measured over at least ``window`` seconds and one hold, after one hold for the count to take effect: a
   step up by ``growth`` is kept if it raised the throughput by ``pays`` or more, and the climb goes on up;
   one that did not is stepped back, and a step down by ``growth`` is tried, kept if it cost less than
-  ``pays``; the count found is held ``cruise`` seconds, then probed again (BBR's probing, on the count).
+  ``costs``; the count found is held ``cruise`` seconds, then probed again (BBR's probing, on the count).
 
 Never above Little's law's, never below ``minimum``. Under the budgets the rule never applies.
 """
@@ -43,7 +43,7 @@ class InFlightPolicy:
     """Little's law's terms: ``headroom`` over rate x hold, at least ``minimum``, the hold read at
     ``typical_quantile`` of the latencies seen lately, recomputed every ``refresh`` seconds. Where the CPU
     binds (see the module docstring): ``saturated``, ``backoff`` and ``growth`` for the CPU, ``pays``,
-    ``window`` and ``cruise`` for the climb on throughput."""
+    ``costs``, ``window`` and ``cruise`` for the climb on throughput."""
 
     headroom: float = 1.5
     minimum: int = 16
@@ -62,11 +62,12 @@ class InFlightPolicy:
     growth: float = 1.5
     # A step of the climb is kept when the throughput it gave (tasks seen to end per second, over at least
     # ``window`` seconds and one hold, after one hold for the count to take effect) was at least ``1 + pays``
-    # times the level's (a step up) or at least ``1 - pays`` times it (a step down); a level found is kept
+    # times the level's (a step up) or more than ``1 - costs`` times it (a step down); a level found is kept
     # ``cruise`` seconds before it is probed again.
     pays: float = 0.1
+    costs: float = 0.05
     window: float = 0.5
-    cruise: float = 2.0
+    cruise: float = 4.0
 
 
 class _Climb:
@@ -101,7 +102,7 @@ class _Climb:
             self._up(now, little)
         elif self.phase == "up":
             self._down(now)  # it did not pay: step back, and see whether less costs anything
-        elif self.phase == "down" and self.base is not None and rate >= self.base * (1.0 - policy.pays):
+        elif self.phase == "down" and self.base is not None and rate > self.base * (1.0 - policy.costs):
             self.level, self.base = self.trial, rate  # less costs no throughput: keep less
             self._try("cruise", self.level, now)
         elif self.phase == "down":
