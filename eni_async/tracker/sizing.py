@@ -13,7 +13,8 @@ rule that grows while the process is short of a core (another process may hold t
 process's CPU time (``cpu``), the count grows only while growing pays:
 
 - while the process used at least ``saturated`` of a core since the last target, it shrinks by ``backoff``
-  (40,000 one-IP ENIs, limits off: ~600-700 in flight -> ~200-500, CPU 30.5 -> 28.9 s in one run each);
+  (with growth up to Little's law's otherwise, the rule before the climb: 40,000 one-IP ENIs, limits off:
+  ~600-700 in flight -> ~200-500, CPU 30.5 -> 28.9 s in one run each);
 - until a task is seen to end (nothing to measure yet), it grows by ``growth`` per target;
 - from then on it climbs the throughput, tasks seen to end per second (``LatencyTracker.seen``), each count
   measured over at least ``window`` seconds and one hold, after one hold for the count to take effect: a
