@@ -23,12 +23,13 @@ process's CPU time (``cpu``), the count grows only while growing pays:
   ``costs``; the count found is held ``cruise`` seconds, then probed again (BBR's probing, on the count).
 
 Never above Little's law's, never below ``minimum``. Under the budgets the rule never applies. Measured
-(``bench/run.py --only scale --seed 7``, 100,000 one-IP ENIs, one run each, on a 2-core machine other work
-shared; targets read every refresh, median / 90th percentile / most): idle 390/462/604 before the climb,
-368/387/404 with it; beside two CPU hogs 423/492/631, and 292/439/452 and 364/383/388 in two runs; on one
-core shared with four busy processes 519/595/665 and 377/415/493. Peak RSS 47-51 MiB, no collector pause
-over 50 ms and CPU per ENI within this machine's noise, before and after: the runaway to the 10,000 cap
-measured earlier under load did not recur here, before or after.
+(``bench/run.py --only scale --seed 7``, 100,000 one-IP ENIs, on a 2-core machine other work shared; the
+targets read every refresh, median / 90th percentile / most, the range over runs): idle, 368-390 /
+396-462 / 461-604 before the climb (3 runs), 232-368 / 348-387 / 380-404 with it (2); beside two CPU hogs
+369-423 / 385-492 / 407-631 (2) and 292-364 / 383-439 / 388-452 (2); on one core shared with four busy
+processes 519 / 595 / 665 and 377 / 415 / 493 (1 each). Peak RSS 47-51 MiB, no collector pause over 50 ms
+and CPU per ENI within this machine's noise (idle: 0.208-0.246 ms before, 0.223-0.231 after), before and
+after: the runaway to the 10,000 cap measured earlier under load did not recur here, before or after.
 """
 
 from __future__ import annotations
