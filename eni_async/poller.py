@@ -56,6 +56,7 @@ class LatencyTracker:
         self.running = running
         self.step = step
         self._recent: deque[float] = deque(maxlen=RECENT)
+        self.seen = 0  # tasks observed in all (``len`` stops at ``RECENT``): their count over time is a rate
         self._sorted: list[float] | None = None
         self._delay: float | None = None
 
@@ -65,6 +66,7 @@ class LatencyTracker:
     def observe(self, seconds: float) -> None:
         """Record that a task took at most ``seconds``."""
         self._recent.append(seconds)
+        self.seen += 1
         self._sorted = None
         if self._delay is None and len(self._recent) >= MIN_SAMPLES:
             self._delay = self.latency(self.quantile)
