@@ -318,8 +318,8 @@ class _Counted:
         self.metrics.task_ended(fate.final_status)
         return fate
 
-    async def describe(self, eni_id: str) -> EniInfo | None:
-        return await self.tracker.describe(eni_id)
+    def describe(self, eni_id: str) -> Coroutine[Any, Any, EniInfo | None]:
+        return self.tracker.describe(eni_id)  # the tracker's own awaitable: no frame of ours between
 
 
 class _TaskIds:

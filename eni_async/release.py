@@ -84,7 +84,7 @@ class Watcher(Protocol):
         timeout: float | None = None,
     ) -> ChunkFate: ...
 
-    async def describe(self, eni_id: str) -> EniInfo | None: ...
+    def describe(self, eni_id: str) -> Awaitable[EniInfo | None]: ...
 
 
 class Recorder(Protocol):
@@ -113,7 +113,7 @@ def decide(outcome: Outcome, decision: str) -> None:
     log.info("%s: %s", outcome.eni_id, decision)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Chunk:
     """One chunk on its way: what is left to submit, and what the rounds so far know."""
 

@@ -18,7 +18,7 @@ ASSIGN = "AssignPrivateIpAddresses"
 ACTIONS = (UNASSIGN, TASK_QUERY, DESCRIBE, ASSIGN)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SignContext:
     """Everything a request needs besides its parameters. ``endpoint`` is ``scheme://host[:port]``."""
 
@@ -38,7 +38,7 @@ class SignContext:
         return urlsplit(self.endpoint).netloc
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a dialect can do, in the terms the tracker and the release path ask about (never its name).
 
@@ -55,7 +55,7 @@ class Capabilities:
     release_names_vpc: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DescribePage:
     """One page of DescribeNetworkInterfaces."""
 

@@ -130,15 +130,16 @@ class Tracker:
             listener()
         return self._strategy.track(vpc_id, eni_id, task_id, tuple(ips), sent, limit)
 
-    async def describe(self, eni_id: str) -> EniInfo | None:
+    def describe(self, eni_id: str) -> Coroutine[Any, Any, EniInfo | None]:
         """Describe one ENI (``None``: not found), packed with others asked for within ``Packing.coalesce``.
 
         Where the dialect takes one id per call this is one call; on API 3.0 up to 100 ENIs share a call, so
         the look every item takes before its first submit costs a hundredth of a call. A call that fails for
         one ENI is split (``describing``): an ENI the API says does not exist is ``None``, as one left out of
-        an answer is. Raises the ENI's own error (after the call's retries).
+        an answer is. Raises the ENI's own error (after the call's retries). The awaitable returned is the
+        describer's own (no frame between).
         """
-        return await self._describer.describe(eni_id)
+        return self._describer.describe(eni_id)
 
     def releases_in_flight(self) -> int:
         """How many releases to keep in flight so that the budgets, not the count, set the pace (``sizing``)."""

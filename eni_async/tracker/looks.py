@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("eni_async.tracker")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Watched:
     """The engine's record of one watch: the watch, its awaiter, and what is in flight or next for it."""
 

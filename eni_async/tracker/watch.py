@@ -82,7 +82,7 @@ class Do(StrEnum):
     END = "end"  # the watch ends: IPs still pending are unknown, for the step's ``why``
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """One row of the table: the next phase, what to do, and why IPs left pending are unknown."""
 
@@ -222,7 +222,7 @@ ASKING = frozenset({P.WATCHING, P.FLAKY, P.BLIND, P.OVERDUE, P.VANISHED})
 READINGS: Mapping[str, Event] = {"RUNNING": E.RUNNING, "SUCCESS": E.SUCCESS, "FAILED": E.FAILED}
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Watch:
     """One accepted task being watched: its IPs still pending, those settled, and its phase.
 
