@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import gc
 import logging
+import os
 import re
 import sys
 import time
@@ -543,8 +544,24 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
         if choice == "uvloop":
             raise InputError("--loop", choice, "uvloop is not installed (pip install uvloop)") from None
         return None
+    _hold_standard_fds()
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
+
+
+def _hold_standard_fds() -> None:
+    """Hold each of descriptors 0-2 that is closed (``cmd <&-``) with ``/dev/null``: a libuv loop made while one
+    is closed takes that number for its own epoll descriptor, then aborts the process (SIGABRT, exit 134) when
+    it closes it at exit (libuv asserts it never closes 0-2: libuv/libuv#4558). Python's ``sys.std*`` for a
+    descriptor closed at start-up stay ``None``, as they were."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            held = os.open(os.devnull, os.O_RDWR)
+            if held != fd:
+                os.dup2(held, fd)
+                os.close(held)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -556,7 +573,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         handler: Handler = args.handler
         choice = str(getattr(args, "sub_loop", None) or getattr(args, "loop", "auto"))
-        with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+        factory = loop_factory(choice)
+        log.debug("event loop: %s (--loop %s)", "uvloop" if factory is not None else "asyncio", choice)
+        with asyncio.Runner(loop_factory=factory) as runner:
             code = runner.run(with_signals(handler, args, state))
         return state.exit_code or code
     except asyncio.CancelledError:  # a signal cancelled a command that had registered no stopper

@@ -23,7 +23,7 @@ class TaskStatus(StrEnum):
         return self is not TaskStatus.RUNNING
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Credentials:
     """A Tencent Cloud key pair, optional session token and, for temporary ones, when they expire.
 
@@ -41,7 +41,7 @@ class Credentials:
         return f"Credentials(secret_id={self.secret_id!r}, secret_key=***{token}{expiry})"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class HttpRequest:
     """A request as a dialect builds it: no I/O, ready for a transport to send."""
 
@@ -56,7 +56,7 @@ class HttpRequest:
         return f"HttpRequest(action={self.action!r}, method={self.method!r})"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class HttpResponse:
     """An answer as a transport received it."""
 
@@ -65,7 +65,7 @@ class HttpResponse:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Submitted:
     """The answer to a mutating call: the task it started."""
 
@@ -73,7 +73,7 @@ class Submitted:
     request_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class TaskState:
     """One reading of a task."""
 
@@ -84,7 +84,7 @@ class TaskState:
     observed_at: float | None = None  # Clock.monotonic() when the query was sent, once a client stamps it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class EniInfo:
     """What DescribeNetworkInterfaces says about one ENI."""
 
@@ -106,7 +106,7 @@ RELEASED, NOT_RELEASED, UNKNOWN = "released", "not_released", "unknown"
 BY_ENI, BY_TASK = "eni", "task"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class ChunkFate:
     """What became of the IPs of one submitted task, IP by IP, and how each fate was established.
 
@@ -145,7 +145,7 @@ class ChunkFate:
         return TaskStatus.FAILED.value if self.not_released else TaskStatus.SUCCESS.value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class UnassignResult:
     """The result of releasing IPs from one ENI: every task, request and released IP, in order, and the IPs
     that were not on the ENI when we looked (``absent``: nothing to release, which is not a failure)."""

@@ -36,7 +36,7 @@ STATUSES = (SUCCEEDED, FAILED, NOT_ATTEMPTED, SUBMITTED)
 LISTS = ("released", "not_released", "unknown", "absent")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Item:
     """One ENI's release request. ``line`` is where it came from in an input file, when it did; ``key`` is
     its journal's key, when journalled (the service finds a release by it)."""
@@ -48,7 +48,7 @@ class Item:
     key: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class InvalidItem:
     """An input entry that could not be read; it becomes its own failed outcome."""
 
@@ -60,7 +60,7 @@ class InvalidItem:
     key: int | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class Outcome:
     """What happened to one ENI (see the module docstring)."""
 
@@ -270,7 +270,7 @@ def as_item(entry: object) -> Item | InvalidItem:
     return InvalidItem(None, ValueError(f"expected (vpc_id, eni_id, ips), got {entry!r}"[:200]))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Disagreement:
     """One way a reported outcome contradicts the ground truth (``kind`` names it; ``text`` says it)."""
 

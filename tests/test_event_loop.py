@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,13 @@ def test_the_demo_runs_whole_on_the_loop_chosen(
     assert main(where) == 0
     assert "mismatches: 0" in capsys.readouterr().out.splitlines()
     assert seen == [expected]
+
+
+@pytest.mark.parametrize("closed", ["<&-", "2>&-"])
+def test_a_command_started_with_a_standard_descriptor_closed_ends_normally(closed: str) -> None:
+    """``cmd <&-`` (a closed stdin, as some supervisors start services): libuv would take descriptor 0 for its
+    own and abort the process at exit (SIGABRT, exit 134); the command ends as on asyncio's loop."""
+    script = f'exec "$0" -m eni_async --loop uvloop config --defaults {closed}'
+    done = subprocess.run(["sh", "-c", script, sys.executable], capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert b"[rate_limits]" in done.stdout
