@@ -1,14 +1,15 @@
 """The comparison for the batch's CPU: a plain aiohttp loop making the same signed calls, and nothing else.
 
-``python -m bench.rawloop FILE.jsonl ENDPOINT REGION CONCURRENCY [asyncio|uvloop]`` reads ``{"vpc_id", "eni_id", "ips"}`` lines
-and, in groups of 100 ENIs, does what ``eni-async batch`` does against a simulator whose tasks end at once
+``python -m bench.rawloop FILE.jsonl ENDPOINT REGION CONCURRENCY [asyncio|uvloop]`` reads ``{"vpc_id",
+"eni_id", "ips"}`` lines and, in groups of 100 ENIs, does what ``eni-async batch`` does against a simulator whose tasks end at once
 (``bench/scale.py``): one ``DescribeNetworkInterfaces`` of the group's 100 ids (the look before the first
 submit), one ``UnassignPrivateIpAddresses`` per ENI (at most ``CONCURRENCY`` in flight), then one describe
 of the 100 ids again (the look that confirms). Every call is TC3-signed with ``eni_async.signing`` and its
 answer parsed with ``json.loads``; an error or an IP still listed makes the exit status 1. Nothing else: no
 retries, budgets, journal, outcomes or logs, so its CPU is the floor any client pays for those calls in
 Python. It runs on asyncio's own event loop, as a plain loop does; ``uvloop`` runs it on the loop
-``eni-async``'s commands take (for comparison: ``bench/scale.py`` reports both). Credentials come from ``TENCENTCLOUD_SECRET_ID``/``TENCENTCLOUD_SECRET_KEY``.
+``eni-async``'s commands take (for comparison: ``bench/scale.py`` reports both). Credentials come from
+``TENCENTCLOUD_SECRET_ID``/``TENCENTCLOUD_SECRET_KEY``.
 """
 
 from __future__ import annotations
@@ -100,10 +101,10 @@ if __name__ == "__main__":
     if len(sys.argv) not in (5, 6) or sys.argv[5:] not in ([], ["asyncio"], ["uvloop"]):
         sys.exit("usage: python -m bench.rawloop FILE.jsonl ENDPOINT REGION CONCURRENCY [asyncio|uvloop]")
     factory = None
-    if sys.argv[5:] == ["uvloop"]:
-        import uvloop
+    if sys.argv[5:] == ["uvloop"]:  # the commands' choice of loop (imported only then: the plain loop's
+        from eni_async.cli import loop_factory  # start-up stays what a plain loop's is)
 
-        factory = uvloop.new_event_loop
+        factory = loop_factory("uvloop")
     with (
         open(sys.argv[1], encoding="utf-8") as handle,  # read as it goes, outside the event loop's code
         asyncio.Runner(loop_factory=factory) as runner,

@@ -17,8 +17,8 @@ seeded IP gone per ``/_sim/state``.
 Each size is also released by ``bench/rawloop.py`` (the same signed calls from a plain aiohttp loop, on a
 fresh world of the same seed): ``cpu_over_raw`` is the batch's process CPU over the raw loop's. The batch
 runs on uvloop (``eni-async``'s default where installed), the raw loop on asyncio's own loop, as a plain loop
-does; the raw loop is also run on uvloop (``cpu_over_raw_uvloop``), to show how much of the gap is the loop's. The batch runs
-under ``bench/gcprobe.py``, which times every garbage collection (its pauses stall the event loop).
+does; the raw loop is also run on uvloop (``cpu_over_raw_uvloop``), to show how much of the gap is the
+loop's. The batch runs under ``bench/gcprobe.py``, which times every garbage collection (its pauses stall the event loop).
 
 Targets: peak RSS at 100,000 at most 1.2 x that at 10,000 and under 120 MiB; CPU at most 1.3 x the raw
 loop's; no collection pause over 50 ms.

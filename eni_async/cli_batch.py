@@ -189,10 +189,10 @@ def write_line(
             out.write(text)
         else:
             bar.write(out, text)
-        if flush:
-            out.flush()
     except OSError as exc:
         raise OutputError(path or getattr(out, "name", None), exc) from None
+    if flush:
+        flush_output(out, path)
 
 
 def flush_output(out: TextIO, path: str | None = None) -> None:
