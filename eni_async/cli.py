@@ -45,6 +45,7 @@ from eni_async.terminal import (
     interruption,
     json_lines,
     logging_to_stderr,
+    stand_in_for_closed_streams,
     tell,
     with_signals,
 )
@@ -499,6 +500,7 @@ async def _run_unassign(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (never raises for user errors)."""
+    stand_in_for_closed_streams()
     try:
         parser = build_parser(_chosen(sys.argv[1:] if argv is None else argv))
         args, extras = parser.parse_known_args(argv)

@@ -19,6 +19,7 @@ import contextlib
 import contextvars
 import datetime
 import errno
+import io
 import json
 import logging
 import os
@@ -28,7 +29,9 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
+
+from eni_async.errors import InputError
 
 log = logging.getLogger("eni_async.cli")
 
@@ -369,6 +372,55 @@ class OutputError(Exception):
         super().__init__(f"cannot write the output {self.path}: {exc.strerror or exc}")
 
 
+class _Closed(io.TextIOBase):
+    """Stands for a standard stream that was closed when the process started (``cmd >&-``, ``cmd <&-``), which
+    Python leaves ``None``: writing to it is an ``OutputError`` (one line, as on a full disk), reading it an
+    ``InputError``; never an ``AttributeError`` reported as a bug."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self._what = what
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OutputError(None, OSError(errno.EBADF, os.strerror(errno.EBADF)))
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> str:
+        raise InputError("INPUT", "-", f"{self._what} is closed")
+
+    @property
+    def buffer(self) -> _Closed:
+        """``sys.stdin.buffer`` (how ``-`` is read): taken when the input is opened, before any request."""
+        return cast(_Closed, self.read())
+
+
+def stand_in_for_closed_streams() -> None:
+    """Give each standard stream Python left ``None`` (its descriptor was closed at start-up) a stand-in:
+    stdout and stdin fail as a closed descriptor does (``_Closed``); stderr, where nothing could be told of
+    it, discards what is written."""
+    if sys.stdin is None:
+        sys.stdin = cast(TextIO, _Closed("standard input"))
+    if sys.stdout is None:
+        sys.stdout = cast(TextIO, _Closed("standard output"))
+    if sys.stderr is None:
+        sys.stderr = cast(TextIO, _Discarded())
+
+
+class _Discarded(io.TextIOBase):
+    """A sink: what is written to a closed stderr goes nowhere (there is nowhere left to tell of it)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
 def drop_stdout() -> None:
     """Point stdout at the null device, so that Python's flush at exit cannot fail a second time."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -403,6 +455,7 @@ __all__ = [
     "json_lines",
     "logging_to_stderr",
     "signals_for_command",
+    "stand_in_for_closed_streams",
     "tell",
     "with_signals",
 ]
