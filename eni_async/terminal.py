@@ -367,7 +367,7 @@ class OutputError(Exception):
     reader went away (``| head``), which is no failure of ours to report."""
 
     def __init__(self, path: str | None, exc: OSError) -> None:
-        self.path = path or "stdout"
+        self.path = "stdout" if path in (None, "", "<stdout>") else path
         self.closed = isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE
         super().__init__(f"cannot write the output {self.path}: {exc.strerror or exc}")
 

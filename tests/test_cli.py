@@ -610,7 +610,7 @@ def test_unassign_to_a_full_stdout_is_one_line_and_exit_1(
         code = main(["unassign", "--vpc-id", VPC, "--eni-id", ENI, "--ip", "10.0.0.2"])
     err = capsys.readouterr().err
     assert code == 1
-    assert err == "eni-async: error: cannot write the output <stdout>: No space left on device\n"
+    assert err == "eni-async: error: cannot write the output stdout: No space left on device\n"
 
 
 async def test_status_outcomes_into_a_closed_pipe_is_one_line(
@@ -638,4 +638,4 @@ async def test_status_outcomes_into_a_closed_pipe_is_one_line(
     finally:
         os.close(write)
     assert done.returncode == 1
-    assert done.stderr == "eni-async: error: cannot write the output <stdout>: Broken pipe\n"
+    assert done.stderr == "eni-async: error: cannot write the output stdout: Broken pipe\n"
