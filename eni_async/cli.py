@@ -117,21 +117,32 @@ def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPar
     return {}
 
 
-def _log_options(parser: argparse.ArgumentParser) -> None:
-    """-v and --log-format, accepted after the command too (``eni-async batch -v ...``)."""
+def _log_options(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """-v, --log-format and --loop, accepted after the command too (``eni-async batch -v ...``), and after a
+    command's action (``eni-async journal copy A B -v``: ``defaults=False``, so that an action's parser, whose
+    values argparse copies over the command's, sets only the options given to it)."""
+    unset: Any = argparse.SUPPRESS
     parser.add_argument(
         "-v",
         "--verbose",
         action="count",
-        default=0,
+        default=0 if defaults else unset,
         dest="sub_verbose",
         help="more logs (-v INFO, -vv DEBUG)",
     )
     parser.add_argument(
-        "--log-format", choices=["human", "json"], default=None, dest="sub_log_format", help="log line format"
+        "--log-format",
+        choices=["human", "json"],
+        default=None if defaults else unset,
+        dest="sub_log_format",
+        help="log line format",
     )
     parser.add_argument(
-        "--loop", choices=LOOPS, default=None, dest="sub_loop", help="event loop (default auto)"
+        "--loop",
+        choices=LOOPS,
+        default=None if defaults else unset,
+        dest="sub_loop",
+        help="event loop (default auto)",
     )
 
 
@@ -299,6 +310,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if spec.client_options:
             _client_options(sub)
         _log_options(sub)
+        for action in _commands(sub).values():  # ``journal copy``
+            _log_options(action, defaults=False)
     return parser
 
 

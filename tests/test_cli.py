@@ -639,3 +639,24 @@ async def test_status_outcomes_into_a_closed_pipe_is_one_line(
         os.close(write)
     assert done.returncode == 1
     assert done.stderr == "eni-async: error: cannot write the output stdout: Broken pipe\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose", "loop", "log_format"),
+    [
+        (["journal", "copy", "a.db", "b.db", "-vv", "--loop", "asyncio"], 2, "asyncio", None),
+        (["journal", "copy", "a.db", "b.db", "--log-format", "json"], 0, None, "json"),
+        # Given before the action, kept: the action's parser sets only what it was given.
+        (["journal", "-v", "--loop", "asyncio", "copy", "a.db", "b.db"], 1, "asyncio", None),
+        (["journal", "--log-format", "json", "copy", "a.db", "b.db", "-v"], 1, None, "json"),
+    ],
+)
+def test_log_and_loop_options_after_a_commands_action(
+    argv: list[str], verbose: int, loop: str | None, log_format: str | None
+) -> None:
+    """``eni-async journal copy A B -v`` takes -v, --loop and --log-format as every command does."""
+    from eni_async.cli import build_parser
+
+    args, extras = build_parser("journal").parse_known_args(argv)
+    assert extras == []
+    assert (args.sub_verbose, args.sub_loop, args.sub_log_format) == (verbose, loop, log_format)
