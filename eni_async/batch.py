@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import logging
 import weakref
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -117,7 +118,14 @@ class Batch:
         # The ENIs with an item in flight, each with the items of it waiting their turn (a lock made only
         # when two items share an ENI: an ``asyncio.Lock`` per item costs more than the rest of its turn).
         self._eni_turns: dict[str, list[asyncio.Future[None]]] = {}
-        self._results: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=min(concurrency, 1024))
+        # Outcomes not yet yielded (``None``: the end), with the consumer waiting on ``_arrived`` when there is
+        # none, and workers waiting on ``_room`` (one future each, woken one per outcome taken) while
+        # ``_room_for`` of them are waiting: a deque and futures, not an ``asyncio.Queue`` (whose put and get
+        # cost a dozen Python calls per outcome).
+        self._results: deque[Outcome | None] = deque()
+        self._room_for = min(concurrency, 1024)
+        self._arrived: asyncio.Future[None] | None = None
+        self._room: deque[asyncio.Future[None]] = deque()
         self._group: asyncio.TaskGroup | None = None
         self._exhausted = False
         self._runner: asyncio.Task[None] | None = None
@@ -150,7 +158,7 @@ class Batch:
     def ready(self) -> bool:
         """Whether another outcome is already waiting to be yielded (a consumer may write a group of them
         before flushing)."""
-        return not self._results.empty()
+        return bool(self._results)
 
     def stop(self, grace: float = 0.0) -> None:
         """Stop gracefully: submit nothing more and pull no more items; work in flight has ``grace`` seconds
@@ -182,8 +190,18 @@ class Batch:
         self._runner = asyncio.create_task(self._run())
         finished = False
         try:
+            results = self._results
             while True:
-                outcome = await self._results.get()
+                if not results:
+                    self._arrived = asyncio.get_running_loop().create_future()
+                    try:
+                        await self._arrived
+                    finally:
+                        self._arrived = None
+                    continue
+                outcome = results.popleft()
+                if self._room:
+                    self._make_room()
                 if outcome is None:
                     finished = True
                     break
@@ -208,9 +226,8 @@ class Batch:
         self._runner.cancel()
         await asyncio.gather(self._runner, return_exceptions=True)
         self._close_open(why)
-        while not self._results.empty():  # already in ``unconfirmed``; never yield them as well
-            self._results.get_nowait()
-        self._results.put_nowait(None)  # a consumer waiting in another task ends
+        self._results.clear()  # already in ``unconfirmed``; never yield them as well
+        self._put_now(None)  # a consumer waiting in another task ends
 
     def _close_open(self, why: str) -> None:
         for key, outcome in self._open.items():
@@ -238,7 +255,7 @@ class Batch:
                 self._expiry.cancel()
             if not self._halted:
                 self._close_open("stopped")
-                await self._results.put(None)
+                await self._put(None)
 
     async def _next(self) -> Item | InvalidItem | Resumed | None:
         if self._plain is not None:
@@ -280,7 +297,33 @@ class Batch:
         if outcome.status != SUCCEEDED:
             self.stats.failed += 1
         self.stats.by_status[outcome.status] = self.stats.by_status.get(outcome.status, 0) + 1
-        await self._results.put(outcome)
+        await self._put(outcome)
+
+    async def _put(self, outcome: Outcome | None) -> None:
+        """Hand ``outcome`` to the iteration, once fewer than ``_room_for`` outcomes are waiting there."""
+        while len(self._results) >= self._room_for:
+            room = asyncio.get_running_loop().create_future()
+            self._room.append(room)
+            try:
+                await room
+            except asyncio.CancelledError:
+                if room.done() and not room.cancelled():  # woken, then cancelled: the room is the next one's
+                    self._make_room()
+                raise
+        self._put_now(outcome)
+
+    def _put_now(self, outcome: Outcome | None) -> None:
+        self._results.append(outcome)
+        if self._arrived is not None and not self._arrived.done():
+            self._arrived.set_result(None)
+
+    def _make_room(self) -> None:
+        """An outcome was taken: wake the first worker still waiting to hand one over."""
+        while self._room:
+            room = self._room.popleft()
+            if not room.done():
+                room.set_result(None)
+                return
 
     def _target(self) -> int:
         """Items to work on at once: ``target()`` (as many as the budgets keep busy), at most ``concurrency``."""
