@@ -138,13 +138,14 @@ class Batch:
         self._stopping = False  # no new submit, no new item
         self._halted = False  # the iteration itself was closed or cancelled
         self._failure: BaseException | None = None
-        # Every pulled item's outcome until it is yielded (insertion order is pull order), and which of them
-        # are final (emitted, or closed by an interruption).
+        # Every pulled item's outcome until it is yielded (insertion order is pull order). Final among them
+        # (never to be interrupted): those waiting in ``_results``, those closed by an interruption
+        # (``Outcome.interrupted``) and those whose emission was cut short (``_final``, added to only then).
         self._open: dict[int, Outcome] = {}
         self._final: set[int] = set()
-        # Outcomes cut short by the credential failure that ended the batch: never journalled as finished.
-        self._cut: set[int] = set()
         self.unconfirmed: list[Outcome] = []
+        # The gate of an item with no guard to ask: closed once stopping (one function for every item).
+        self._closed: Callable[[], bool] = lambda: self._stopping
 
     def __aiter__(self) -> AsyncIterator[Outcome]:
         if self._runner is not None or self._iterator is not None:
@@ -206,7 +207,6 @@ class Batch:
                     finished = True
                     break
                 self._open.pop(id(outcome), None)
-                self._final.discard(id(outcome))
                 yield outcome
             if self._failure is not None:
                 raise self._failure
@@ -230,8 +230,9 @@ class Batch:
         self._put_now(None)  # a consumer waiting in another task ends
 
     def _close_open(self, why: str) -> None:
+        queued = {id(outcome) for outcome in self._results}
         for key, outcome in self._open.items():
-            if key not in self._final:
+            if key not in queued and key not in self._final and not outcome.interrupted:
                 outcome.interrupt(why)
             self.unconfirmed.append(outcome)
         self._open.clear()
@@ -258,15 +259,8 @@ class Batch:
                 await self._put(None)
 
     async def _next(self) -> Item | InvalidItem | Resumed | None:
-        if self._plain is not None:
-            if self._stopping:
-                return None
-            entry = next(self._plain, _END)
-            if entry is _END:
-                self._exhausted = True
-                return None
-            self.stats.pulled += 1
-            return entry if isinstance(entry, Resumed) else as_item(entry)
+        """The next item of an async iterable, or of one whose items are recorded as they are pulled (a plain
+        iterable with nothing to record is pulled from in ``_worker`` itself)."""
         async with self._pull_lock:
             if self._stopping:
                 return None
@@ -285,19 +279,26 @@ class Batch:
             return item
 
     async def _emit(self, outcome: Outcome, key: int | None = None) -> None:
-        self._final.add(id(outcome))
-        if (
-            self._recorder is not None
-            and key is not None
-            and outcome.status != NOT_ATTEMPTED
-            and id(outcome) not in self._cut
-        ):
-            await self._recorder.finished(key, outcome)
-        self.stats.done += 1
-        if outcome.status != SUCCEEDED:
-            self.stats.failed += 1
-        self.stats.by_status[outcome.status] = self.stats.by_status.get(outcome.status, 0) + 1
-        await self._put(outcome)
+        try:
+            # An outcome cut short by the credential failure that ended the batch is never journalled as
+            # finished: pending in the journal, ``resume`` polls its tasks and does the rest.
+            if (
+                self._recorder is not None
+                and key is not None
+                and outcome.status != NOT_ATTEMPTED
+                and outcome.credentials_error is None
+            ):
+                await self._recorder.finished(key, outcome)
+            stats = self.stats
+            stats.done += 1
+            status = outcome.status
+            if status != SUCCEEDED:
+                stats.failed += 1
+            stats.by_status[status] = stats.by_status.get(status, 0) + 1
+            await self._put(outcome)
+        except BaseException:
+            self._final.add(id(outcome))  # stopped while being emitted: final all the same
+            raise
 
     async def _put(self, outcome: Outcome | None) -> None:
         """Hand ``outcome`` to the iteration, once fewer than ``_room_for`` outcomes are waiting there."""
@@ -333,7 +334,9 @@ class Batch:
     def _grow_more(self) -> None:
         """A task was accepted: start more workers if the target grew meanwhile."""
         if self._group is not None and not self._stopping and not self._halted:
-            self._grow()
+            target = self._target()
+            if self._live < target:
+                self._grow(target)
 
     def _grow(self, target: int | None = None) -> None:
         """Start workers up to the target (it grows as task latencies are observed and budgets change)."""
@@ -349,29 +352,40 @@ class Batch:
             worker.add_done_callback(self._workers.discard)
 
     async def _worker(self) -> None:
+        plain = self._plain
         try:
             while True:
                 # The target shrank: this worker retires, one at a time and never as the last one.
                 target = self._target()
-                if self._live > 1 and self._live > target + 1:
+                live = self._live
+                if live > 1 and live > target + 1:
                     return
-                self._grow(target)
-                entry = await self._next()
-                if entry is None:
-                    return
+                if live < target:
+                    self._grow(target)
+                entry: Item | InvalidItem | Resumed | None
+                if plain is not None:  # a plain iterable: ``next`` never awaits (no coroutine per pull)
+                    if self._stopping:
+                        return
+                    pulled = next(plain, _END)
+                    if pulled is _END:
+                        self._exhausted = True
+                        return
+                    self.stats.pulled += 1
+                    entry = pulled if isinstance(pulled, Resumed) else as_item(pulled)
+                else:
+                    entry = await self._next()
+                    if entry is None:
+                        return
                 outcome = _outcome_for(entry)
                 self._open[id(outcome)] = outcome  # from here on the item is accounted for, whatever happens
                 key = entry.item.key if isinstance(entry, Resumed) else entry.key
                 if self.aborted is not None:
-                    plain = entry.item if isinstance(entry, Resumed) else entry
-                    await self._emit(_not_attempted(plain, self.aborted, outcome), key)
+                    item = entry.item if isinstance(entry, Resumed) else entry
+                    await self._emit(_not_attempted(item, self.aborted, outcome), key)
                     continue
                 try:
                     await self._process(entry, outcome)
-                    if (
-                        outcome.interrupted
-                    ):  # the gate closed: in ``unconfirmed``, never journalled as finished
-                        self._final.add(id(outcome))
+                    if outcome.interrupted:  # the gate closed: in ``unconfirmed``, never journalled as finished
                         return
                     await self._emit(outcome, key)
                 except LeaseLostError:  # another process owns the item's work now: it reports the item
@@ -395,43 +409,45 @@ class Batch:
             outcome.fail(exc)
             return
         item = Item(vpc, eni, ips, plain.line, plain.key)
+        turns = self._eni_turns
+        stats = self.stats
         try:
-            waiting = self._eni_turns.get(eni)
+            waiting = turns.get(eni)
             if waiting is None:
-                self._eni_turns[eni] = []  # the ENI's turn is this item's: nothing else works on it
+                turns[eni] = []  # the ENI's turn is this item's: nothing else works on it
             else:
                 await self._turn(eni, waiting)  # another item of the ENI is in flight: after it
+            stats.in_flight += 1
             try:
-                self.stats.in_flight += 1
-                try:
-                    await self.releaser.release(
-                        item,
-                        outcome,
-                        plan=plan,
-                        recorder=self._recorder,
-                        look=True if self.preflight else None,
-                        gate=self._gate(item),
-                        deadline=self._deadline(item) if self._deadline is not None else None,
-                    )
-                finally:
-                    self.stats.in_flight -= 1
+                await self.releaser.release(
+                    item,
+                    outcome,
+                    plan=plan,
+                    recorder=self._recorder,
+                    look=True if self.preflight else None,
+                    gate=self._closed if self._guard is None else self._gate(item),
+                    deadline=self._deadline(item) if self._deadline is not None else None,
+                )
             finally:
-                self._pass_on(eni)
+                stats.in_flight -= 1
+                if turns[eni]:
+                    self._pass_on(eni)
+                else:  # nobody waits for the ENI (the common case): its turn ends here
+                    del turns[eni]
         finally:
             outcome.elapsed_s += self.clock.monotonic() - started
-        if outcome.credentials_error is not None:
-            if self.aborted is None:
-                log.error("authentication failed, stopping the batch: %s", outcome.credentials_error)
-                self.aborted = outcome.credentials_error
-            self._cut.add(id(outcome))  # pending in a journal: resume polls its tasks and does the rest
+        if outcome.credentials_error is not None and self.aborted is None:
+            log.error("authentication failed, stopping the batch: %s", outcome.credentials_error)
+            self.aborted = outcome.credentials_error
 
     def _gate(self, item: Item) -> Callable[[], bool]:
-        """Asked before every submit of ``item``: closed once stopping; the guard raises when the item's
-        work moved to another process."""
+        """Asked before every submit of ``item`` when there is a guard: closed once stopping; the guard raises
+        when the item's work moved to another process (without a guard, ``_closed`` is the gate)."""
+        guard = self._guard
+        assert guard is not None
 
         def gate() -> bool:
-            if self._guard is not None:
-                self._guard(item)
+            guard(item)
             return self._stopping
 
         return gate
