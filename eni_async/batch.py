@@ -385,7 +385,8 @@ class Batch:
                     continue
                 try:
                     await self._process(entry, outcome)
-                    if outcome.interrupted:  # the gate closed: in ``unconfirmed``, never journalled as finished
+                    # The gate closed: in ``unconfirmed``, never journalled as finished.
+                    if outcome.interrupted:
                         return
                     await self._emit(outcome, key)
                 except LeaseLostError:  # another process owns the item's work now: it reports the item
