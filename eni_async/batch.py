@@ -97,7 +97,7 @@ class Batch:
         self.releaser = releaser
         self.clock = releaser.calls.clock
         self.concurrency = concurrency
-        self._wanted = target
+        self._wanted = target or (lambda: concurrency)
         # ``listen(callback)``: called on every task accepted, so the workers grow while every one of them
         # waits on a task (the target moves then: latencies learnt); it returns the way to stop listening.
         self._listen = listen
@@ -256,7 +256,8 @@ class Batch:
                 self._expiry.cancel()
             if not self._halted:
                 self._close_open("stopped")
-                await self._put(None)
+                await self._room_made()
+                self._put_now(None)
 
     async def _next(self) -> Item | InvalidItem | Resumed | None:
         """The next item of an async iterable, or of one whose items are recorded as they are pulled (a plain
@@ -278,30 +279,8 @@ class Batch:
                 item = dataclasses.replace(item, key=await self._recorder.add(plain))
             return item
 
-    async def _emit(self, outcome: Outcome, key: int | None = None) -> None:
-        try:
-            # An outcome cut short by the credential failure that ended the batch is never journalled as
-            # finished: pending in the journal, ``resume`` polls its tasks and does the rest.
-            if (
-                self._recorder is not None
-                and key is not None
-                and outcome.status != NOT_ATTEMPTED
-                and outcome.credentials_error is None
-            ):
-                await self._recorder.finished(key, outcome)
-            stats = self.stats
-            stats.done += 1
-            status = outcome.status
-            if status != SUCCEEDED:
-                stats.failed += 1
-            stats.by_status[status] = stats.by_status.get(status, 0) + 1
-            await self._put(outcome)
-        except BaseException:
-            self._final.add(id(outcome))  # stopped while being emitted: final all the same
-            raise
-
-    async def _put(self, outcome: Outcome | None) -> None:
-        """Hand ``outcome`` to the iteration, once fewer than ``_room_for`` outcomes are waiting there."""
+    async def _room_made(self) -> None:
+        """Wait until fewer than ``_room_for`` outcomes are waiting to be yielded."""
         while len(self._results) >= self._room_for:
             room = asyncio.get_running_loop().create_future()
             self._room.append(room)
@@ -311,7 +290,6 @@ class Batch:
                 if room.done() and not room.cancelled():  # woken, then cancelled: the room is the next one's
                     self._make_room()
                 raise
-        self._put_now(outcome)
 
     def _put_now(self, outcome: Outcome | None) -> None:
         self._results.append(outcome)
@@ -328,8 +306,7 @@ class Batch:
 
     def _target(self) -> int:
         """Items to work on at once: ``target()`` (as many as the budgets keep busy), at most ``concurrency``."""
-        wanted = self._wanted() if self._wanted is not None else self.concurrency
-        return max(1, min(self.concurrency, wanted))
+        return max(1, min(self.concurrency, self._wanted()))
 
     def _grow_more(self) -> None:
         """A task was accepted: start more workers if the target grew meanwhile."""
@@ -352,11 +329,12 @@ class Batch:
             worker.add_done_callback(self._workers.discard)
 
     async def _worker(self) -> None:
-        plain = self._plain
+        plain, wanted, most, stats = self._plain, self._wanted, self.concurrency, self.stats
         try:
             while True:
-                # The target shrank: this worker retires, one at a time and never as the last one.
-                target = self._target()
+                # The target (``_target()``, inline: asked once per item) shrank: this worker retires, one at a
+                # time and never as the last one; it grew: more workers start.
+                target = max(1, min(most, wanted()))
                 live = self._live
                 if live > 1 and live > target + 1:
                     return
@@ -370,31 +348,61 @@ class Batch:
                     if pulled is _END:
                         self._exhausted = True
                         return
-                    self.stats.pulled += 1
+                    stats.pulled += 1
                     entry = pulled if isinstance(pulled, Resumed) else as_item(pulled)
                 else:
                     entry = await self._next()
                     if entry is None:
                         return
-                outcome = _outcome_for(entry)
+                if isinstance(entry, Resumed):  # its outcome carries what the journal knew
+                    outcome, key = entry.plan.outcome, entry.item.key
+                    outcome.key = key
+                else:
+                    outcome, key = Outcome.for_item(entry), entry.key
                 self._open[id(outcome)] = outcome  # from here on the item is accounted for, whatever happens
-                key = entry.item.key if isinstance(entry, Resumed) else entry.key
                 if self.aborted is not None:
-                    item = entry.item if isinstance(entry, Resumed) else entry
-                    await self._emit(_not_attempted(item, self.aborted, outcome), key)
-                    continue
-                try:
-                    await self._process(entry, outcome)
+                    _not_attempted(entry.item if isinstance(entry, Resumed) else entry, self.aborted, outcome)
+                else:
+                    try:
+                        await self._process(entry, outcome)
+                    except LeaseLostError:
+                        self._drop(outcome)
+                        continue
                     # The gate closed: in ``unconfirmed``, never journalled as finished.
                     if outcome.interrupted:
                         return
-                    await self._emit(outcome, key)
-                except LeaseLostError:  # another process owns the item's work now: it reports the item
-                    self._open.pop(id(outcome), None)
-                    self._final.discard(id(outcome))
-                    self.stats.dropped += 1
+                # The outcome is final: journalled (unless cut short by the credential failure that ended the
+                # batch: pending in the journal, ``resume`` polls its tasks and does the rest), then yielded.
+                try:
+                    if (
+                        key is not None
+                        and self._recorder is not None
+                        and outcome.status != NOT_ATTEMPTED
+                        and outcome.credentials_error is None
+                    ):
+                        await self._recorder.finished(key, outcome)
+                    stats.done += 1
+                    status = outcome.status
+                    if status != SUCCEEDED:
+                        stats.failed += 1
+                    stats.by_status[status] = stats.by_status.get(status, 0) + 1
+                    if len(self._results) >= self._room_for:
+                        await self._room_made()
+                except LeaseLostError:
+                    self._drop(outcome)
+                    continue
+                except BaseException:
+                    self._final.add(id(outcome))  # stopped while being emitted: final all the same
+                    raise
+                self._put_now(outcome)
         finally:
             self._live -= 1  # in the same step as the decision to end, so the next worker sees it
+
+    def _drop(self, outcome: Outcome) -> None:
+        """``LeaseLostError``: another process owns the item's work now, and reports the item."""
+        self._open.pop(id(outcome), None)
+        self._final.discard(id(outcome))
+        self.stats.dropped += 1
 
     async def _process(self, entry: Item | InvalidItem | Resumed, outcome: Outcome) -> None:
         started = self.clock.monotonic()
@@ -474,14 +482,6 @@ class Batch:
                 turn.set_result(None)
                 return
         del self._eni_turns[eni]
-
-
-def _outcome_for(entry: Item | InvalidItem | Resumed) -> Outcome:
-    """The outcome an item's work fills in (a resumed item's carries what the journal knew)."""
-    if isinstance(entry, Resumed):
-        entry.plan.outcome.key = entry.item.key
-        return entry.plan.outcome
-    return Outcome.for_item(entry)
 
 
 def _not_attempted(item: Item | InvalidItem, cause: BaseException, outcome: Outcome) -> Outcome:
