@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from eni_async import validation
 from eni_async.errors import InputError, error_info
-from eni_async.journal import Journal, JournalRecorder, LeaseLostError, Resumed
+from eni_async.journal import Journal, JournalRecorder, LeaseLostError, Resumed, ResumePlan
 from eni_async.outcomes import NOT_ATTEMPTED, SUCCEEDED, InvalidItem, Item, Outcome, as_item
 from eni_async.release import Recorder, Releaser
 
@@ -329,7 +329,13 @@ class Batch:
             worker.add_done_callback(self._workers.discard)
 
     async def _worker(self) -> None:
-        plain, wanted, most, stats = self._plain, self._wanted, self.concurrency, self.stats
+        plain, wanted, most, stats, turns = (
+            self._plain,
+            self._wanted,
+            self.concurrency,
+            self.stats,
+            self._eni_turns,
+        )
         try:
             while True:
                 # The target (``_target()``, inline: asked once per item) shrank: this worker retires, one at a
@@ -362,12 +368,42 @@ class Batch:
                 self._open[id(outcome)] = outcome  # from here on the item is accounted for, whatever happens
                 if self.aborted is not None:
                     _not_attempted(entry.item if isinstance(entry, Resumed) else entry, self.aborted, outcome)
-                else:
+                elif (checked := self._checked(entry, outcome)) is not None:
+                    # The release, in this coroutine (not one more layer, resumed at every step of it).
+                    item, plan = checked
+                    eni = item.eni_id
+                    started = self.clock.monotonic()
                     try:
-                        await self._process(entry, outcome)
+                        waiting = turns.get(eni)
+                        if waiting is None:
+                            turns[eni] = []  # the ENI's turn is this item's: nothing else works on it
+                        else:
+                            await self._turn(eni, waiting)  # another item of the ENI is in flight: after it
+                        stats.in_flight += 1
+                        try:
+                            await self.releaser.release(
+                                item,
+                                outcome,
+                                plan=plan,
+                                recorder=self._recorder,
+                                look=True if self.preflight else None,
+                                gate=self._closed if self._guard is None else self._gate(item),
+                                deadline=self._deadline(item) if self._deadline is not None else None,
+                            )
+                        finally:
+                            stats.in_flight -= 1
+                            if turns[eni]:
+                                self._pass_on(eni)
+                            else:  # nobody waits for the ENI (the common case): its turn ends here
+                                del turns[eni]
                     except LeaseLostError:
                         self._drop(outcome)
                         continue
+                    finally:
+                        outcome.elapsed_s += self.clock.monotonic() - started
+                    if outcome.credentials_error is not None and self.aborted is None:
+                        log.error("authentication failed, stopping the batch: %s", outcome.credentials_error)
+                        self.aborted = outcome.credentials_error
                     # The gate closed: in ``unconfirmed``, never journalled as finished.
                     if outcome.interrupted:
                         return
@@ -404,50 +440,24 @@ class Batch:
         self._final.discard(id(outcome))
         self.stats.dropped += 1
 
-    async def _process(self, entry: Item | InvalidItem | Resumed, outcome: Outcome) -> None:
-        started = self.clock.monotonic()
+    @staticmethod
+    def _checked(
+        entry: Item | InvalidItem | Resumed, outcome: Outcome
+    ) -> tuple[Item, ResumePlan | None] | None:
+        """The item to release, validated (the one validation of it: every call after takes it as checked),
+        with a resumed item's plan; ``None`` when it cannot be released (its outcome then says why)."""
         if isinstance(entry, InvalidItem):
             outcome.status = "failed"
             outcome.fail(entry.error)
-            return
+            return None
         plain, plan = (entry.item, entry.plan) if isinstance(entry, Resumed) else (entry, None)
-        try:  # the one validation of the item: every call below takes it as checked
+        try:
             vpc, eni, ips = validation.release_request(plain.vpc_id, plain.eni_id, plain.ips)
         except InputError as exc:
             outcome.status = "failed"
             outcome.fail(exc)
-            return
-        item = Item(vpc, eni, ips, plain.line, plain.key)
-        turns = self._eni_turns
-        stats = self.stats
-        try:
-            waiting = turns.get(eni)
-            if waiting is None:
-                turns[eni] = []  # the ENI's turn is this item's: nothing else works on it
-            else:
-                await self._turn(eni, waiting)  # another item of the ENI is in flight: after it
-            stats.in_flight += 1
-            try:
-                await self.releaser.release(
-                    item,
-                    outcome,
-                    plan=plan,
-                    recorder=self._recorder,
-                    look=True if self.preflight else None,
-                    gate=self._closed if self._guard is None else self._gate(item),
-                    deadline=self._deadline(item) if self._deadline is not None else None,
-                )
-            finally:
-                stats.in_flight -= 1
-                if turns[eni]:
-                    self._pass_on(eni)
-                else:  # nobody waits for the ENI (the common case): its turn ends here
-                    del turns[eni]
-        finally:
-            outcome.elapsed_s += self.clock.monotonic() - started
-        if outcome.credentials_error is not None and self.aborted is None:
-            log.error("authentication failed, stopping the batch: %s", outcome.credentials_error)
-            self.aborted = outcome.credentials_error
+            return None
+        return Item(vpc, eni, ips, plain.line, plain.key), plan
 
     def _gate(self, item: Item) -> Callable[[], bool]:
         """Asked before every submit of ``item`` when there is a guard: closed once stopping; the guard raises
