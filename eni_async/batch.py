@@ -311,7 +311,7 @@ class Batch:
     def _grow_more(self) -> None:
         """A task was accepted: start more workers if the target grew meanwhile."""
         if self._group is not None and not self._stopping and not self._halted:
-            target = self._target()
+            target = max(1, min(self.concurrency, self._wanted()))  # ``_target()``, inline: once per task
             if self._live < target:
                 self._grow(target)
 
@@ -430,7 +430,10 @@ class Batch:
                 except BaseException:
                     self._final.add(id(outcome))  # stopped while being emitted: final all the same
                     raise
-                self._put_now(outcome)
+                self._results.append(outcome)  # ``_put_now``, inline: once per item
+                arrived = self._arrived
+                if arrived is not None and not arrived.done():
+                    arrived.set_result(None)
         finally:
             self._live -= 1  # in the same step as the decision to end, so the next worker sees it
 
