@@ -229,13 +229,20 @@ class Batch:
         self._results.clear()  # already in ``unconfirmed``; never yield them as well
         self._put_now(None)  # a consumer waiting in another task ends
 
-    def _close_open(self, why: str) -> None:
+    def _close_open(self, why: str, *, yielding: bool = False) -> None:
+        """Every pulled item not yielded goes to ``unconfirmed``, interrupted unless final; with ``yielding``
+        (the batch ended and the iteration goes on), those still waiting to be yielded stay: they will be."""
         queued = {id(outcome) for outcome in self._results}
+        kept: dict[int, Outcome] = {}
         for key, outcome in self._open.items():
-            if key not in queued and key not in self._final and not outcome.interrupted:
+            if key in queued:
+                if yielding:
+                    kept[key] = outcome
+                    continue
+            elif key not in self._final and not outcome.interrupted:
                 outcome.interrupt(why)
             self.unconfirmed.append(outcome)
-        self._open.clear()
+        self._open = kept
         self._final.clear()
 
     async def _run(self) -> None:
@@ -255,7 +262,7 @@ class Batch:
             if self._expiry is not None:
                 self._expiry.cancel()
             if not self._halted:
-                self._close_open("stopped")
+                self._close_open("stopped", yielding=True)
                 await self._room_made()
                 self._put_now(None)
 

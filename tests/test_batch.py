@@ -289,3 +289,53 @@ async def test_an_enis_turn_passes_past_waiters_cancelled_before_or_after_being_
         assert "eni-00000001" in batch._eni_turns  # the fourth holds it now
         batch._pass_on("eni-00000001")
         assert batch._eni_turns == {}
+
+
+async def test_a_consumer_slower_than_the_workers_gets_every_outcome_once() -> None:
+    """A consumer that awaits between outcomes, so that the batch's workers all end while outcomes still wait
+    to be yielded: each of those is yielded, and none of them is in ``unconfirmed`` as well."""
+    async with world(enis=12) as w:
+        items = w.items()
+        batch = w.client.unassign_many(items, concurrency=4)
+        got: list[Outcome] = []
+        async for outcome in batch:
+            got.append(outcome)
+            await asyncio.sleep(0.05)
+    assert sorted(o.eni_id for o in got) == sorted(i.eni_id for i in items)
+    assert all(o.status == "succeeded" for o in got)
+    assert batch.unconfirmed == []
+
+
+async def test_a_slow_consumer_stopping_the_batch_gets_each_pulled_item_once() -> None:
+    """Stopped while outcomes wait to be yielded: every item pulled is either yielded or in ``unconfirmed``,
+    never both."""
+    async with world(enis=20, task_latency=(2.0, 0.5)) as w:
+        batch = w.client.unassign_many(w.items(), concurrency=6)
+        got: list[Outcome] = []
+        async for outcome in batch:
+            got.append(outcome)
+            if len(got) == 2:
+                batch.stop(1.0)
+            await asyncio.sleep(0.1)
+    yielded = [id(o) for o in got]
+    assert not set(yielded) & {id(o) for o in batch.unconfirmed}
+    assert len(got) + len(batch.unconfirmed) == batch.stats.pulled
+
+
+async def test_closed_after_its_workers_ended_the_outcomes_not_yet_yielded_are_unconfirmed() -> None:
+    """The batch ended (every worker done) while outcomes still wait to be yielded, then the consumer stops:
+    those outcomes are in ``unconfirmed`` (final, not interrupted), so every item is accounted for once."""
+    async with world(enis=12) as w:
+        batch = w.client.unassign_many(w.items(), concurrency=12)  # room for every outcome: none waits
+        got: list[Outcome] = []
+        async for outcome in batch:
+            got.append(outcome)
+            await asyncio.sleep(0.05)
+            if len(got) == 3:
+                break
+        await batch.aclose()
+    assert len(got) == 3
+    assert batch.stats.pulled == batch.stats.done == 12
+    assert len(batch.unconfirmed) == 12 - 3
+    assert all(o.status == "succeeded" and not o.interrupted for o in batch.unconfirmed)
+    assert not {id(o) for o in got} & {id(o) for o in batch.unconfirmed}
