@@ -339,3 +339,21 @@ async def test_closed_after_its_workers_ended_the_outcomes_not_yet_yielded_are_u
     assert len(batch.unconfirmed) == 12 - 3
     assert all(o.status == "succeeded" and not o.interrupted for o in batch.unconfirmed)
     assert not {id(o) for o in got} & {id(o) for o in batch.unconfirmed}
+
+
+async def test_the_gate_closes_on_stop_with_a_guard_and_without_one() -> None:
+    """Without a guard every item shares one gate; with one, each item's gate asks the guard first: both
+    are open until the batch stops and closed after, and only the guarded one asks the guard."""
+    async with world(enis=1) as w:
+        item = w.items()[0]
+        asked: list[Item] = []
+        plain = Batch(w.client.releaser, [item], concurrency=1)
+        guarded = Batch(w.client.releaser, [item], concurrency=1, guard=asked.append)
+        gates = [plain._closed, guarded._gate(item)]
+        assert [gate() for gate in gates] == [False, False]
+        plain.stop()
+        guarded.stop()
+        assert [gate() for gate in gates] == [True, True]
+        assert asked == [item, item]
+        for batch in (plain, guarded):
+            await batch.aclose()
