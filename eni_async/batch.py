@@ -467,6 +467,8 @@ class Batch:
             outcome.status = "failed"
             outcome.fail(exc)
             return None
+        if vpc is plain.vpc_id and eni is plain.eni_id and ips is plain.ips and type(plain) is Item:
+            return plain, plan  # already as checked (the common case; frozen): no copy of it
         return Item(vpc, eni, ips, plain.line, plain.key), plan
 
     def _gate(self, item: Item) -> Callable[[], bool]:

@@ -357,3 +357,18 @@ async def test_the_gate_closes_on_stop_with_a_guard_and_without_one() -> None:
         assert asked == [item, item]
         for batch in (plain, guarded):
             await batch.aclose()
+
+
+def test_an_item_already_in_checked_form_is_released_as_it_is_else_as_its_checked_copy() -> None:
+    """``_checked`` hands an item whose fields validation leaves as they are to the release path itself (no
+    copy), and an item it normalises as a new, equal ``Item``: both paths give the same item."""
+    given = Item("vpc-abcdefgh", "eni-abcdefgh", ("10.0.0.1", "10.0.0.2"), line=7, key=3)
+    as_list = Item("vpc-abcdefgh", "eni-abcdefgh", ["10.0.0.1", "10.0.0.2"], line=7, key=3)  # type: ignore[arg-type]
+    same = Batch._checked(given, Outcome.for_item(given))
+    copied = Batch._checked(as_list, Outcome.for_item(as_list))
+    assert same is not None
+    assert copied is not None
+    assert same[0] is given
+    assert copied[0] is not as_list
+    assert copied == same == (given, None)
+    assert type(copied[0]) is Item
