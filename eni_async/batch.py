@@ -144,8 +144,6 @@ class Batch:
         self._open: dict[int, Outcome] = {}
         self._final: set[int] = set()
         self.unconfirmed: list[Outcome] = []
-        # The gate of an item with no guard to ask: closed once stopping (one function for every item).
-        self._closed: Callable[[], bool] = lambda: self._stopping
 
     def __aiter__(self) -> AsyncIterator[Outcome]:
         if self._runner is not None or self._iterator is not None:
@@ -470,6 +468,11 @@ class Batch:
         if vpc is plain.vpc_id and eni is plain.eni_id and ips is plain.ips and type(plain) is Item:
             return plain, plan  # already as checked (the common case; frozen): no copy of it
         return Item(vpc, eni, ips, plain.line, plain.key), plan
+
+    def _closed(self) -> bool:
+        """The gate of an item with no guard to ask: closed once stopping (one method for every item, where
+        ``_gate`` makes a function per item)."""
+        return self._stopping
 
     def _gate(self, item: Item) -> Callable[[], bool]:
         """Asked before every submit of ``item`` when there is a guard: closed once stopping; the guard raises
