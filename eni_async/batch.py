@@ -33,12 +33,13 @@ import contextlib
 import dataclasses
 import logging
 import weakref
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 from eni_async import validation
 from eni_async.errors import InputError, error_info
-from eni_async.journal import Journal, JournalRecorder, LeaseLostError, Resumed
+from eni_async.journal import Journal, JournalRecorder, LeaseLostError, Resumed, ResumePlan
 from eni_async.outcomes import NOT_ATTEMPTED, SUCCEEDED, InvalidItem, Item, Outcome, as_item
 from eni_async.release import Recorder, Releaser
 
@@ -96,7 +97,7 @@ class Batch:
         self.releaser = releaser
         self.clock = releaser.calls.clock
         self.concurrency = concurrency
-        self._wanted = target
+        self._wanted = target or (lambda: concurrency)
         # ``listen(callback)``: called on every task accepted, so the workers grow while every one of them
         # waits on a task (the target moves then: latencies learnt); it returns the way to stop listening.
         self._listen = listen
@@ -117,7 +118,14 @@ class Batch:
         # The ENIs with an item in flight, each with the items of it waiting their turn (a lock made only
         # when two items share an ENI: an ``asyncio.Lock`` per item costs more than the rest of its turn).
         self._eni_turns: dict[str, list[asyncio.Future[None]]] = {}
-        self._results: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=min(concurrency, 1024))
+        # Outcomes not yet yielded (``None``: the end), with the consumer waiting on ``_arrived`` when there is
+        # none, and workers waiting on ``_room`` (one future each, woken one per outcome taken) while
+        # ``_room_for`` of them are waiting: a deque and futures, not an ``asyncio.Queue`` (whose put and get
+        # cost a dozen Python calls per outcome).
+        self._results: deque[Outcome | None] = deque()
+        self._room_for = min(concurrency, 1024)
+        self._arrived: asyncio.Future[None] | None = None
+        self._room: deque[asyncio.Future[None]] = deque()
         self._group: asyncio.TaskGroup | None = None
         self._exhausted = False
         self._runner: asyncio.Task[None] | None = None
@@ -130,12 +138,11 @@ class Batch:
         self._stopping = False  # no new submit, no new item
         self._halted = False  # the iteration itself was closed or cancelled
         self._failure: BaseException | None = None
-        # Every pulled item's outcome until it is yielded (insertion order is pull order), and which of them
-        # are final (emitted, or closed by an interruption).
+        # Every pulled item's outcome until it is yielded (insertion order is pull order). Final among them
+        # (never to be interrupted): those waiting in ``_results``, those closed by an interruption
+        # (``Outcome.interrupted``) and those whose emission was cut short (``_final``, added to only then).
         self._open: dict[int, Outcome] = {}
         self._final: set[int] = set()
-        # Outcomes cut short by the credential failure that ended the batch: never journalled as finished.
-        self._cut: set[int] = set()
         self.unconfirmed: list[Outcome] = []
 
     def __aiter__(self) -> AsyncIterator[Outcome]:
@@ -150,7 +157,7 @@ class Batch:
     def ready(self) -> bool:
         """Whether another outcome is already waiting to be yielded (a consumer may write a group of them
         before flushing)."""
-        return not self._results.empty()
+        return bool(self._results)
 
     def stop(self, grace: float = 0.0) -> None:
         """Stop gracefully: submit nothing more and pull no more items; work in flight has ``grace`` seconds
@@ -182,13 +189,22 @@ class Batch:
         self._runner = asyncio.create_task(self._run())
         finished = False
         try:
+            results = self._results
             while True:
-                outcome = await self._results.get()
+                if not results:
+                    self._arrived = asyncio.get_running_loop().create_future()
+                    try:
+                        await self._arrived
+                    finally:
+                        self._arrived = None
+                    continue
+                outcome = results.popleft()
+                if self._room:
+                    self._make_room()
                 if outcome is None:
                     finished = True
                     break
                 self._open.pop(id(outcome), None)
-                self._final.discard(id(outcome))
                 yield outcome
             if self._failure is not None:
                 raise self._failure
@@ -208,16 +224,23 @@ class Batch:
         self._runner.cancel()
         await asyncio.gather(self._runner, return_exceptions=True)
         self._close_open(why)
-        while not self._results.empty():  # already in ``unconfirmed``; never yield them as well
-            self._results.get_nowait()
-        self._results.put_nowait(None)  # a consumer waiting in another task ends
+        self._results.clear()  # already in ``unconfirmed``; never yield them as well
+        self._put_now(None)  # a consumer waiting in another task ends
 
-    def _close_open(self, why: str) -> None:
+    def _close_open(self, why: str, *, yielding: bool = False) -> None:
+        """Every pulled item not yielded goes to ``unconfirmed``, interrupted unless final; with ``yielding``
+        (the batch ended and the iteration goes on), those still waiting to be yielded stay: they will be."""
+        queued = {id(outcome) for outcome in self._results}
+        kept: dict[int, Outcome] = {}
         for key, outcome in self._open.items():
-            if key not in self._final:
+            if key in queued:
+                if yielding:
+                    kept[key] = outcome
+                    continue
+            elif key not in self._final and not outcome.interrupted:
                 outcome.interrupt(why)
             self.unconfirmed.append(outcome)
-        self._open.clear()
+        self._open = kept
         self._final.clear()
 
     async def _run(self) -> None:
@@ -237,19 +260,13 @@ class Batch:
             if self._expiry is not None:
                 self._expiry.cancel()
             if not self._halted:
-                self._close_open("stopped")
-                await self._results.put(None)
+                self._close_open("stopped", yielding=True)
+                await self._room_made()
+                self._put_now(None)
 
     async def _next(self) -> Item | InvalidItem | Resumed | None:
-        if self._plain is not None:
-            if self._stopping:
-                return None
-            entry = next(self._plain, _END)
-            if entry is _END:
-                self._exhausted = True
-                return None
-            self.stats.pulled += 1
-            return entry if isinstance(entry, Resumed) else as_item(entry)
+        """The next item of an async iterable, or of one whose items are recorded as they are pulled (a plain
+        iterable with nothing to record is pulled from in ``_worker`` itself)."""
         async with self._pull_lock:
             if self._stopping:
                 return None
@@ -267,30 +284,41 @@ class Batch:
                 item = dataclasses.replace(item, key=await self._recorder.add(plain))
             return item
 
-    async def _emit(self, outcome: Outcome, key: int | None = None) -> None:
-        self._final.add(id(outcome))
-        if (
-            self._recorder is not None
-            and key is not None
-            and outcome.status != NOT_ATTEMPTED
-            and id(outcome) not in self._cut
-        ):
-            await self._recorder.finished(key, outcome)
-        self.stats.done += 1
-        if outcome.status != SUCCEEDED:
-            self.stats.failed += 1
-        self.stats.by_status[outcome.status] = self.stats.by_status.get(outcome.status, 0) + 1
-        await self._results.put(outcome)
+    async def _room_made(self) -> None:
+        """Wait until fewer than ``_room_for`` outcomes are waiting to be yielded."""
+        while len(self._results) >= self._room_for:
+            room = asyncio.get_running_loop().create_future()
+            self._room.append(room)
+            try:
+                await room
+            except asyncio.CancelledError:
+                if room.done() and not room.cancelled():  # woken, then cancelled: the room is the next one's
+                    self._make_room()
+                raise
+
+    def _put_now(self, outcome: Outcome | None) -> None:
+        self._results.append(outcome)
+        if self._arrived is not None and not self._arrived.done():
+            self._arrived.set_result(None)
+
+    def _make_room(self) -> None:
+        """An outcome was taken: wake the first worker still waiting to hand one over."""
+        while self._room:
+            room = self._room.popleft()
+            if not room.done():
+                room.set_result(None)
+                return
 
     def _target(self) -> int:
         """Items to work on at once: ``target()`` (as many as the budgets keep busy), at most ``concurrency``."""
-        wanted = self._wanted() if self._wanted is not None else self.concurrency
-        return max(1, min(self.concurrency, wanted))
+        return max(1, min(self.concurrency, self._wanted()))
 
     def _grow_more(self) -> None:
         """A task was accepted: start more workers if the target grew meanwhile."""
         if self._group is not None and not self._stopping and not self._halted:
-            self._grow()
+            target = max(1, min(self.concurrency, self._wanted()))  # ``_target()``, inline: once per task
+            if self._live < target:
+                self._grow(target)
 
     def _grow(self, target: int | None = None) -> None:
         """Start workers up to the target (it grows as task latencies are observed and budgets change)."""
@@ -306,89 +334,154 @@ class Batch:
             worker.add_done_callback(self._workers.discard)
 
     async def _worker(self) -> None:
+        plain, wanted, most, stats, turns = (
+            self._plain,
+            self._wanted,
+            self.concurrency,
+            self.stats,
+            self._eni_turns,
+        )
         try:
             while True:
-                # The target shrank: this worker retires, one at a time and never as the last one.
-                target = self._target()
-                if self._live > 1 and self._live > target + 1:
+                # The target (``_target()``, inline: asked once per item) shrank: this worker retires, one at a
+                # time and never as the last one; it grew: more workers start.
+                target = max(1, min(most, wanted()))
+                live = self._live
+                if live > 1 and live > target + 1:
                     return
-                self._grow(target)
-                entry = await self._next()
-                if entry is None:
-                    return
-                outcome = _outcome_for(entry)
-                self._open[id(outcome)] = outcome  # from here on the item is accounted for, whatever happens
-                key = entry.item.key if isinstance(entry, Resumed) else entry.key
-                if self.aborted is not None:
-                    plain = entry.item if isinstance(entry, Resumed) else entry
-                    await self._emit(_not_attempted(plain, self.aborted, outcome), key)
-                    continue
-                try:
-                    await self._process(entry, outcome)
-                    if (
-                        outcome.interrupted
-                    ):  # the gate closed: in ``unconfirmed``, never journalled as finished
-                        self._final.add(id(outcome))
+                if live < target:
+                    self._grow(target)
+                entry: Item | InvalidItem | Resumed | None
+                if plain is not None:  # a plain iterable: ``next`` never awaits (no coroutine per pull)
+                    if self._stopping:
                         return
-                    await self._emit(outcome, key)
-                except LeaseLostError:  # another process owns the item's work now: it reports the item
-                    self._open.pop(id(outcome), None)
-                    self._final.discard(id(outcome))
-                    self.stats.dropped += 1
+                    pulled = next(plain, _END)
+                    if pulled is _END:
+                        self._exhausted = True
+                        return
+                    stats.pulled += 1
+                    entry = pulled if isinstance(pulled, Resumed) else as_item(pulled)
+                else:
+                    entry = await self._next()
+                    if entry is None:
+                        return
+                if isinstance(entry, Resumed):  # its outcome carries what the journal knew
+                    outcome, key = entry.plan.outcome, entry.item.key
+                    outcome.key = key
+                else:
+                    outcome, key = Outcome.for_item(entry), entry.key
+                self._open[id(outcome)] = outcome  # from here on the item is accounted for, whatever happens
+                if self.aborted is not None:
+                    _not_attempted(entry.item if isinstance(entry, Resumed) else entry, self.aborted, outcome)
+                elif (checked := self._checked(entry, outcome)) is not None:
+                    # The release, in this coroutine (not one more layer, resumed at every step of it).
+                    item, plan = checked
+                    eni = item.eni_id
+                    started = self.clock.monotonic()
+                    try:
+                        waiting = turns.get(eni)
+                        if waiting is None:
+                            turns[eni] = []  # the ENI's turn is this item's: nothing else works on it
+                        else:
+                            await self._turn(eni, waiting)  # another item of the ENI is in flight: after it
+                        stats.in_flight += 1
+                        try:
+                            await self.releaser.release(
+                                item,
+                                outcome,
+                                plan=plan,
+                                recorder=self._recorder,
+                                look=True if self.preflight else None,
+                                gate=self._closed if self._guard is None else self._gate(item),
+                                deadline=self._deadline(item) if self._deadline is not None else None,
+                            )
+                        finally:
+                            stats.in_flight -= 1
+                            if turns[eni]:
+                                self._pass_on(eni)
+                            else:  # nobody waits for the ENI (the common case): its turn ends here
+                                del turns[eni]
+                    except LeaseLostError:
+                        self._drop(outcome)
+                        continue
+                    finally:
+                        outcome.elapsed_s += self.clock.monotonic() - started
+                    if outcome.credentials_error is not None and self.aborted is None:
+                        log.error("authentication failed, stopping the batch: %s", outcome.credentials_error)
+                        self.aborted = outcome.credentials_error
+                    # The gate closed: in ``unconfirmed``, never journalled as finished.
+                    if outcome.interrupted:
+                        return
+                # The outcome is final: journalled (unless cut short by the credential failure that ended the
+                # batch: pending in the journal, ``resume`` polls its tasks and does the rest), then yielded.
+                try:
+                    if (
+                        key is not None
+                        and self._recorder is not None
+                        and outcome.status != NOT_ATTEMPTED
+                        and outcome.credentials_error is None
+                    ):
+                        await self._recorder.finished(key, outcome)
+                    stats.done += 1
+                    status = outcome.status
+                    if status != SUCCEEDED:
+                        stats.failed += 1
+                    stats.by_status[status] = stats.by_status.get(status, 0) + 1
+                    if len(self._results) >= self._room_for:
+                        await self._room_made()
+                except LeaseLostError:
+                    self._drop(outcome)
+                    continue
+                except BaseException:
+                    self._final.add(id(outcome))  # stopped while being emitted: final all the same
+                    raise
+                self._results.append(outcome)  # ``_put_now``, inline: once per item
+                arrived = self._arrived
+                if arrived is not None and not arrived.done():
+                    arrived.set_result(None)
         finally:
             self._live -= 1  # in the same step as the decision to end, so the next worker sees it
 
-    async def _process(self, entry: Item | InvalidItem | Resumed, outcome: Outcome) -> None:
-        started = self.clock.monotonic()
+    def _drop(self, outcome: Outcome) -> None:
+        """``LeaseLostError``: another process owns the item's work now, and reports the item."""
+        self._open.pop(id(outcome), None)
+        self._final.discard(id(outcome))
+        self.stats.dropped += 1
+
+    @staticmethod
+    def _checked(
+        entry: Item | InvalidItem | Resumed, outcome: Outcome
+    ) -> tuple[Item, ResumePlan | None] | None:
+        """The item to release, validated (the one validation of it: every call after takes it as checked),
+        with a resumed item's plan; ``None`` when it cannot be released (its outcome then says why)."""
         if isinstance(entry, InvalidItem):
             outcome.status = "failed"
             outcome.fail(entry.error)
-            return
+            return None
         plain, plan = (entry.item, entry.plan) if isinstance(entry, Resumed) else (entry, None)
-        try:  # the one validation of the item: every call below takes it as checked
+        try:
             vpc, eni, ips = validation.release_request(plain.vpc_id, plain.eni_id, plain.ips)
         except InputError as exc:
             outcome.status = "failed"
             outcome.fail(exc)
-            return
-        item = Item(vpc, eni, ips, plain.line, plain.key)
-        try:
-            waiting = self._eni_turns.get(eni)
-            if waiting is None:
-                self._eni_turns[eni] = []  # the ENI's turn is this item's: nothing else works on it
-            else:
-                await self._turn(eni, waiting)  # another item of the ENI is in flight: after it
-            try:
-                self.stats.in_flight += 1
-                try:
-                    await self.releaser.release(
-                        item,
-                        outcome,
-                        plan=plan,
-                        recorder=self._recorder,
-                        look=True if self.preflight else None,
-                        gate=self._gate(item),
-                        deadline=self._deadline(item) if self._deadline is not None else None,
-                    )
-                finally:
-                    self.stats.in_flight -= 1
-            finally:
-                self._pass_on(eni)
-        finally:
-            outcome.elapsed_s += self.clock.monotonic() - started
-        if outcome.credentials_error is not None:
-            if self.aborted is None:
-                log.error("authentication failed, stopping the batch: %s", outcome.credentials_error)
-                self.aborted = outcome.credentials_error
-            self._cut.add(id(outcome))  # pending in a journal: resume polls its tasks and does the rest
+            return None
+        if vpc is plain.vpc_id and eni is plain.eni_id and ips is plain.ips and type(plain) is Item:
+            return plain, plan  # already as checked (the common case; frozen): no copy of it
+        return Item(vpc, eni, ips, plain.line, plain.key), plan
+
+    def _closed(self) -> bool:
+        """The gate of an item with no guard to ask: closed once stopping (one method for every item, where
+        ``_gate`` makes a function per item)."""
+        return self._stopping
 
     def _gate(self, item: Item) -> Callable[[], bool]:
-        """Asked before every submit of ``item``: closed once stopping; the guard raises when the item's
-        work moved to another process."""
+        """Asked before every submit of ``item`` when there is a guard: closed once stopping; the guard raises
+        when the item's work moved to another process (without a guard, ``_closed`` is the gate)."""
+        guard = self._guard
+        assert guard is not None
 
         def gate() -> bool:
-            if self._guard is not None:
-                self._guard(item)
+            guard(item)
             return self._stopping
 
         return gate
@@ -414,14 +507,6 @@ class Batch:
                 turn.set_result(None)
                 return
         del self._eni_turns[eni]
-
-
-def _outcome_for(entry: Item | InvalidItem | Resumed) -> Outcome:
-    """The outcome an item's work fills in (a resumed item's carries what the journal knew)."""
-    if isinstance(entry, Resumed):
-        entry.plan.outcome.key = entry.item.key
-        return entry.plan.outcome
-    return Outcome.for_item(entry)
 
 
 def _not_attempted(item: Item | InvalidItem, cause: BaseException, outcome: Outcome) -> Outcome:

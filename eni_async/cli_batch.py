@@ -281,7 +281,8 @@ async def run_items(
 
     try:
         async for outcome in batch:
-            finish(outcome)
+            summary.add(outcome)  # ``finish``, inline: once per item
+            write(outcome.to_json())
             if not batch.ready:
                 flush()
         for outcome in batch.unconfirmed:  # stopped by a signal: what was still in flight

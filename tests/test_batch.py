@@ -289,3 +289,86 @@ async def test_an_enis_turn_passes_past_waiters_cancelled_before_or_after_being_
         assert "eni-00000001" in batch._eni_turns  # the fourth holds it now
         batch._pass_on("eni-00000001")
         assert batch._eni_turns == {}
+
+
+async def test_a_consumer_slower_than_the_workers_gets_every_outcome_once() -> None:
+    """A consumer that awaits between outcomes, so that the batch's workers all end while outcomes still wait
+    to be yielded: each of those is yielded, and none of them is in ``unconfirmed`` as well."""
+    async with world(enis=12) as w:
+        items = w.items()
+        batch = w.client.unassign_many(items, concurrency=4)
+        got: list[Outcome] = []
+        async for outcome in batch:
+            got.append(outcome)
+            await asyncio.sleep(0.05)
+    assert sorted(o.eni_id for o in got) == sorted(i.eni_id for i in items)
+    assert all(o.status == "succeeded" for o in got)
+    assert batch.unconfirmed == []
+
+
+async def test_a_slow_consumer_stopping_the_batch_gets_each_pulled_item_once() -> None:
+    """Stopped while outcomes wait to be yielded: every item pulled is either yielded or in ``unconfirmed``,
+    never both."""
+    async with world(enis=20, task_latency=(2.0, 0.5)) as w:
+        batch = w.client.unassign_many(w.items(), concurrency=6)
+        got: list[Outcome] = []
+        async for outcome in batch:
+            got.append(outcome)
+            if len(got) == 2:
+                batch.stop(1.0)
+            await asyncio.sleep(0.1)
+    yielded = [id(o) for o in got]
+    assert not set(yielded) & {id(o) for o in batch.unconfirmed}
+    assert len(got) + len(batch.unconfirmed) == batch.stats.pulled
+
+
+async def test_closed_after_its_workers_ended_the_outcomes_not_yet_yielded_are_unconfirmed() -> None:
+    """The batch ended (every worker done) while outcomes still wait to be yielded, then the consumer stops:
+    those outcomes are in ``unconfirmed`` (final, not interrupted), so every item is accounted for once."""
+    async with world(enis=12) as w:
+        batch = w.client.unassign_many(w.items(), concurrency=12)  # room for every outcome: none waits
+        got: list[Outcome] = []
+        async for outcome in batch:
+            got.append(outcome)
+            await asyncio.sleep(0.05)
+            if len(got) == 3:
+                break
+        await batch.aclose()
+    assert len(got) == 3
+    assert batch.stats.pulled == batch.stats.done == 12
+    assert len(batch.unconfirmed) == 12 - 3
+    assert all(o.status == "succeeded" and not o.interrupted for o in batch.unconfirmed)
+    assert not {id(o) for o in got} & {id(o) for o in batch.unconfirmed}
+
+
+async def test_the_gate_closes_on_stop_with_a_guard_and_without_one() -> None:
+    """Without a guard every item shares one gate; with one, each item's gate asks the guard first: both
+    are open until the batch stops and closed after, and only the guarded one asks the guard."""
+    async with world(enis=1) as w:
+        item = w.items()[0]
+        asked: list[Item] = []
+        plain = Batch(w.client.releaser, [item], concurrency=1)
+        guarded = Batch(w.client.releaser, [item], concurrency=1, guard=asked.append)
+        gates = [plain._closed, guarded._gate(item)]
+        assert [gate() for gate in gates] == [False, False]
+        plain.stop()
+        guarded.stop()
+        assert [gate() for gate in gates] == [True, True]
+        assert asked == [item, item]
+        for batch in (plain, guarded):
+            await batch.aclose()
+
+
+def test_an_item_already_in_checked_form_is_released_as_it_is_else_as_its_checked_copy() -> None:
+    """``_checked`` hands an item whose fields validation leaves as they are to the release path itself (no
+    copy), and an item it normalises as a new, equal ``Item``: both paths give the same item."""
+    given = Item("vpc-abcdefgh", "eni-abcdefgh", ("10.0.0.1", "10.0.0.2"), line=7, key=3)
+    as_list = Item("vpc-abcdefgh", "eni-abcdefgh", ["10.0.0.1", "10.0.0.2"], line=7, key=3)  # type: ignore[arg-type]
+    same = Batch._checked(given, Outcome.for_item(given))
+    copied = Batch._checked(as_list, Outcome.for_item(as_list))
+    assert same is not None
+    assert copied is not None
+    assert same[0] is given
+    assert copied[0] is not as_list
+    assert copied == same == (given, None)
+    assert type(copied[0]) is Item
