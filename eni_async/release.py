@@ -189,7 +189,15 @@ class Releaser:
                 look = not self.calls.capabilities.release_names_vpc
             seen: set[str] = set()
             if todo and look and not outcome.sent and not outcome.task_ids:
-                todo = await self._look_first(item, outcome, todo)
+                # The describe awaited here, not in a coroutine of its own (a frame less at its resumption).
+                described = (
+                    self.watcher.describe(item.eni_id)
+                    if deadline is None
+                    else self.patience.outlast(
+                        outcome, "describing", lambda: self.watcher.describe(item.eni_id)
+                    )
+                )
+                todo = _worth_submitting(item, outcome, todo, await described)
                 seen.update(todo)
             for chunk in validation.chunks(todo):
                 await self._chunk(_Chunk(item, outcome, chunk, seen, recorder, gate, timeout, watch))
@@ -229,45 +237,6 @@ class Releaser:
                 outcome.unknown.extend(plan.in_doubt)
         done = outcome.accounted()
         return tuple(ip for ip in item.ips if ip not in done)
-
-    async def _look_first(self, item: Item, outcome: Outcome, todo: tuple[str, ...]) -> tuple[str, ...]:
-        """Describe the ENI before any submit; return the IPs worth submitting.
-
-        An ENI that does not exist, or is not in the item's VPC, is refused (every IP ``not_released``); IPs
-        not on it are ``absent``; a primary IP is refused without a request (``not_released``).
-        """
-        info = await self.patience.outlast(outcome, "describing", lambda: self.watcher.describe(item.eni_id))
-        if info is None or info.vpc_id != item.vpc_id:
-            where = f" (it is in {info.vpc_id})" if info is not None else ""
-            outcome.fail(
-                EniNotFoundError(
-                    "InvalidNetworkInterface.NotFound", f"{item.eni_id} not found in {item.vpc_id}{where}"
-                )
-            )
-            outcome.not_released.extend(todo)
-            decide(
-                outcome, f"described before submitting: ENI not in {item.vpc_id}{where}; nothing submitted"
-            )
-            return ()
-        worth: list[str] = []
-        for ip in todo:
-            if ip == info.primary_ip:
-                outcome.not_released.append(ip)
-                decide(
-                    outcome, f"described before submitting: {ip} is the primary IP; refused without a request"
-                )
-                outcome.fail(
-                    PrimaryIpError(
-                        "InvalidPrivateip.IsPrimary",
-                        f"{ip} is the primary IP of {item.eni_id} and cannot be released",
-                    )
-                )
-            elif ip not in info.secondary_ips:
-                outcome.absent.append(ip)
-                decide(outcome, f"described before submitting: {ip} is not on {item.eni_id}; absent")
-            else:
-                worth.append(ip)
-        return tuple(worth)
 
     # -- one chunk ------------------------------------------------------------------------------------
 
@@ -505,6 +474,43 @@ def record_fate(
             outcome,
             f"{ended}; described ENI: {len(fate.released)} gone, {len(fate.not_released)} still assigned",
         )
+
+
+def _worth_submitting(
+    item: Item, outcome: Outcome, todo: tuple[str, ...], info: EniInfo | None
+) -> tuple[str, ...]:
+    """The IPs worth submitting, from the describe made before any submit.
+
+    An ENI that does not exist, or is not in the item's VPC, is refused (every IP ``not_released``); IPs
+    not on it are ``absent``; a primary IP is refused without a request (``not_released``).
+    """
+    if info is None or info.vpc_id != item.vpc_id:
+        where = f" (it is in {info.vpc_id})" if info is not None else ""
+        outcome.fail(
+            EniNotFoundError(
+                "InvalidNetworkInterface.NotFound", f"{item.eni_id} not found in {item.vpc_id}{where}"
+            )
+        )
+        outcome.not_released.extend(todo)
+        decide(outcome, f"described before submitting: ENI not in {item.vpc_id}{where}; nothing submitted")
+        return ()
+    worth: list[str] = []
+    for ip in todo:
+        if ip == info.primary_ip:
+            outcome.not_released.append(ip)
+            decide(outcome, f"described before submitting: {ip} is the primary IP; refused without a request")
+            outcome.fail(
+                PrimaryIpError(
+                    "InvalidPrivateip.IsPrimary",
+                    f"{ip} is the primary IP of {item.eni_id} and cannot be released",
+                )
+            )
+        elif ip not in info.secondary_ips:
+            outcome.absent.append(ip)
+            decide(outcome, f"described before submitting: {ip} is not on {item.eni_id}; absent")
+        else:
+            worth.append(ip)
+    return tuple(worth)
 
 
 def _split(info: EniInfo | None, ips: tuple[str, ...]) -> tuple[list[str], list[str]]:
