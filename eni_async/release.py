@@ -226,8 +226,11 @@ class Releaser:
         for task_id, request_id, chunk in plan.tasks:
             left = tuple(ip for ip in chunk if ip not in outcome.accounted())  # a fate seen before stays
             decide(outcome, f"resumed: polling task {task_id}")
-            ended = not left or await self._watch(
-                item, outcome, task_id, left, request_id, submitted_at=None, timeout=timeout
+            ended = not left or self._fated(
+                outcome,
+                await self._watch(item, outcome, task_id, left, submitted_at=None, timeout=timeout),
+                request_id,
+                None,
             )
             if recorder is not None:  # a task not seen ending (and the chunk in doubt) stays journalled
                 await recorder.progressed(item, outcome, ended=(task_id,) if ended else ())
@@ -279,10 +282,10 @@ class Releaser:
             if not c.watch:  # --no-wait: accepted, deliberately not watched
                 outcome.unknown.extend(c.todo)
                 return
-            ended = await self._watch(
-                c.item, outcome, sent.task_id, c.todo, sent.request_id,
-                submitted_at=c.started, timeout=c.timeout,
-            )  # fmt: skip
+            fate = await self._watch(
+                c.item, outcome, sent.task_id, c.todo, submitted_at=c.started, timeout=c.timeout
+            )
+            ended = self._fated(outcome, fate, sent.request_id, c.started)
             if c.recorder is not None:
                 await c.recorder.progressed(c.item, outcome, ended=(sent.task_id,) if ended else ())
             return
@@ -324,23 +327,39 @@ class Releaser:
                     await c.recorder.progressed(c.item, c.outcome, taken_back=True)
             raise
 
-    async def _watch(
+    def _watch(
         self,
         item: Item,
         outcome: Outcome,
         task_id: str,
         chunk: tuple[str, ...],
-        request_id: str | None,
         *,
         submitted_at: float | None,
         timeout: float | None,
-    ) -> bool:
-        """Hand an accepted task to the watcher and write each IP's fate into the outcome. For an item with
-        a deadline, a watch that ended with IPs unseen (its own deadline, or failing calls) while the task
-        was not seen ending is started again until the item's deadline passes; every watch of it ends by
-        that deadline (IPs then unseen are ``unknown``). Whether it need not be polled again: every IP's fate
-        seen, or the task seen ending."""
+    ) -> Awaitable[ChunkFate]:
+        """Hand an accepted task to the watcher: the chunk's fate, for ``_fated``. Without a deadline, the
+        watcher's own watch (no frame of ours between: it is resumed at every reading of the task)."""
         limit = self.calls.poll.timeout if timeout is None else timeout
+        waiting = self.patience.items.get(id(outcome))
+        if waiting is None:
+            return self.watcher.track(
+                item.vpc_id, item.eni_id, task_id, chunk, submitted_at=submitted_at, timeout=limit
+            )
+        return self._watch_until(waiting, item, outcome, task_id, chunk, submitted_at, limit)
+
+    async def _watch_until(
+        self,
+        waiting: Waiting,
+        item: Item,
+        outcome: Outcome,
+        task_id: str,
+        chunk: tuple[str, ...],
+        submitted_at: float | None,
+        limit: float,
+    ) -> ChunkFate:
+        """The watch of an item with a deadline: one that ended with IPs unseen (its own deadline, or failing
+        calls) while the task was not seen ending is started again until the item's deadline passes; every
+        watch of it ends by that deadline (IPs then unseen are ``unknown``)."""
         for again in itertools.count():
             self.patience.watching.add(id(outcome))
             try:
@@ -353,15 +372,22 @@ class Releaser:
             state = fate.state
             if not fate.unknown or (state is not None and state.status.done):
                 break
-            waiting = self.patience.of(outcome)
-            if again == 0 and waiting is not None:
+            if again == 0:
                 decide(outcome, f"{fate.reason or f'task {task_id} not confirmed'}: watching it again")
                 if waiting.recorder is not None:
                     await waiting.recorder.progressed(item, outcome)
             if not await self.patience.pause_before_watching_again(outcome, again):
                 break
+        return fate
+
+    def _fated(
+        self, outcome: Outcome, fate: ChunkFate, request_id: str | None, submitted_at: float | None
+    ) -> bool:
+        """Write a watched chunk's fate into the outcome; whether its task need not be polled again: every
+        IP's fate seen, or the task seen ending."""
         waited = self.calls.clock.monotonic() - submitted_at if submitted_at is not None else 0.0
         record_fate(outcome, fate, request_id, waited=waited)
+        state = fate.state
         return not fate.unknown or (state is not None and state.status.done)
 
     # -- looking --------------------------------------------------------------------------------------
