@@ -124,7 +124,7 @@ class _Chunk:
     recorder: Recorder | None
     gate: Gate | None
     timeout: float | None
-    watch: bool
+    waiting: Waiting | None  # the item's deadline, if it has one
     earlier: set[str] = field(default_factory=set)  # IPs an earlier call of ours may have released
     ambiguous: int = 0  # ambiguous answers so far
     started: float = 0.0  # when the last try of the submit was sent (``Clock.monotonic``)
@@ -180,8 +180,9 @@ class Releaser:
         tasks are ``unknown`` and the status ``submitted``. ``deadline`` (a ``Clock.monotonic`` reading):
         outages are waited out until then (see the module docstring)."""
         outcome = outcome if outcome is not None else Outcome.for_item(item)
+        waiting = None
         if deadline is not None:
-            self.patience.items[id(outcome)] = Waiting(deadline, item, gate, recorder)
+            waiting = self.patience.items[id(outcome)] = Waiting(deadline, item, gate, recorder)
         taken_again(outcome)
         try:
             todo = item.ips if plan is None else await self._resume(item, outcome, plan, recorder, timeout)
@@ -192,15 +193,39 @@ class Releaser:
                 # The describe awaited here, not in a coroutine of its own (a frame less at its resumption).
                 described = (
                     self.watcher.describe(item.eni_id)
-                    if deadline is None
+                    if waiting is None
                     else self.patience.outlast(
                         outcome, "describing", lambda: self.watcher.describe(item.eni_id)
                     )
                 )
                 todo = _worth_submitting(item, outcome, todo, await described)
                 seen.update(todo)
+            # Each chunk's first try and its watch are awaited here, not in a coroutine per chunk: every
+            # resumption of the transport's and the watcher's coroutines goes through each frame above them.
             for chunk in validation.chunks(todo):
-                await self._chunk(_Chunk(item, outcome, chunk, seen, recorder, gate, timeout, watch))
+                c = _Chunk(item, outcome, chunk, seen, recorder, gate, timeout, waiting)
+                if gate is not None and gate():
+                    raise StopSubmitting
+                try:
+                    sent: Submitted | None = await self._try(c)
+                except (StopSubmitting, EniAsyncError) as exc:
+                    sent = await self._rounds(c, exc)
+                if sent is None:  # settled without a task
+                    continue
+                outcome.task_ids.append(sent.task_id)
+                if sent.request_id:
+                    outcome.request_ids.append(sent.request_id)
+                if recorder is not None:
+                    await recorder.submitted(item, sent.task_id, sent.request_id, c.todo, outcome)
+                if not watch:  # --no-wait: accepted, deliberately not watched
+                    outcome.unknown.extend(c.todo)
+                    continue
+                fate = await self._watch(
+                    item, outcome, sent.task_id, c.todo, submitted_at=c.started, timeout=timeout
+                )
+                ended = self._fated(outcome, fate, sent.request_id, c.started)
+                if recorder is not None:
+                    await recorder.progressed(item, outcome, ended=(sent.task_id,) if ended else ())
         except StopSubmitting:
             return outcome.interrupt("stopped")
         except AuthError as exc:  # every later call would fail the same way: the item ends here
@@ -243,56 +268,46 @@ class Releaser:
 
     # -- one chunk ------------------------------------------------------------------------------------
 
-    async def _chunk(self, c: _Chunk) -> None:
+    def _try(self, c: _Chunk) -> Awaitable[Submitted]:
+        """A round: one try of the chunk's submit, waited out on the backoff until the deadline when the
+        item has one (else ``_send`` itself: no frame between). The gate is asked before, by the caller."""
         outcome = c.outcome
-        waiting = self.patience.of(outcome)
-        # Without a deadline, MAX_ROUNDS bounds the rounds; with one, the deadline does (each round after
-        # an ambiguous answer paced on the outage backoff before its look, in ``_ambiguous``).
-        rounds = range(MAX_ROUNDS) if waiting is None else itertools.count()
+        c.earlier = set(outcome.sent)
+        outcome.attempts += 1
+        if c.waiting is None:
+            return self._send(c, False)
+        return self.patience.outlast(outcome, "submitting", functools.partial(self._send, c, True))
+
+    async def _rounds(self, c: _Chunk, failed: StopSubmitting | EniAsyncError) -> Submitted | None:
+        """After a try of the chunk failed (``failed``): its case decides, and further rounds resubmit what
+        is left, until a submit is accepted (returned) or every IP is settled (``None``). Without a deadline,
+        ``MAX_ROUNDS`` tries at most; with one, the deadline bounds them (each round after an ambiguous
+        answer paced on the outage backoff before its look, in ``_ambiguous``)."""
+        outcome, waiting = c.outcome, c.waiting
         why = "too many ambiguous rounds"
-        for _round in rounds:
-            if not c.todo:
-                return
-            if c.gate is not None and c.gate():
-                raise StopSubmitting
-            if waiting is not None and _round and self.calls.clock.monotonic() >= waiting.deadline:
-                why = f"the release's deadline passed after {_round} ambiguous round(s)"
-                break
-            c.earlier = set(outcome.sent)
-            outcome.attempts += 1
-            try:
-                sent = await self.patience.outlast(
-                    outcome, "submitting", functools.partial(self._send, c, waiting is not None)
-                )
-            except (StopSubmitting, AuthError):
+        for tried in itertools.count(1):
+            if isinstance(failed, (StopSubmitting, AuthError)):
                 # Refused before any effect (the mutex at every try, or the credentials): not sent after all.
                 c.unsend()
-                raise
-            except EniAsyncError as exc:
-                left = await _case_for(exc)(self, c, exc)
-                if left is None:
-                    return
-                c.todo = left
-                continue
-            outcome.task_ids.append(sent.task_id)
-            if sent.request_id:
-                outcome.request_ids.append(sent.request_id)
-            if c.recorder is not None:
-                await c.recorder.submitted(c.item, sent.task_id, sent.request_id, c.todo, outcome)
-            if not c.watch:  # --no-wait: accepted, deliberately not watched
-                outcome.unknown.extend(c.todo)
-                return
-            fate = await self._watch(
-                c.item, outcome, sent.task_id, c.todo, submitted_at=c.started, timeout=c.timeout
-            )
-            ended = self._fated(outcome, fate, sent.request_id, c.started)
-            if c.recorder is not None:
-                await c.recorder.progressed(c.item, outcome, ended=(sent.task_id,) if ended else ())
-            return
-        if not c.todo:  # the last round settled every IP
-            return
+                raise failed
+            left = await _case_for(failed)(self, c, failed)
+            if not left:  # the case settled every IP
+                return None
+            c.todo = left
+            if waiting is None and tried >= MAX_ROUNDS:
+                break
+            if c.gate is not None and c.gate():
+                raise StopSubmitting
+            if waiting is not None and self.calls.clock.monotonic() >= waiting.deadline:
+                why = f"the release's deadline passed after {tried} ambiguous round(s)"
+                break
+            try:
+                return await self._try(c)
+            except (StopSubmitting, EniAsyncError) as exc:
+                failed = exc
         outcome.fail(OutcomeUnknownError(UNASSIGN, c.item.vpc_id, c.item.eni_id, c.todo, RuntimeError(why)))
         await self._settle_by_looking(outcome, c.todo, why, doubt=True)
+        return None
 
     def _send(self, c: _Chunk, waits: bool) -> Awaitable[Submitted]:
         """One try of a chunk's submit, announced to the recorder just before it is sent (a cancel that won
