@@ -199,6 +199,69 @@ async def test_unassign_raises_the_primary_ip_refusal_with_its_result() -> None:
     assert caught.value.result.released == ("10.0.0.2",)
 
 
+class Flaky(ScriptedEni):
+    """A ``ScriptedEni`` whose first submit takes effect and then answers HTTP 503 (ambiguous), and whose
+    first task reading fails the task when ``failing``."""
+
+    def __init__(self, ips: Sequence[str], *, failing: bool = False) -> None:
+        super().__init__(ips)
+        self.flaked = False
+        self.failing = failing
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        answered = super().__call__(request)
+        if request.action == UNASSIGN and not self.flaked:
+            self.flaked = True
+            return HttpResponse(503, {}, b"busy")
+        if request.action == "DescribeVpcTaskResult" and self.failing:
+            return answer({"status": 1, "output": "scripted failure"})
+        return answered
+
+
+PATHS = {  # a name -> (the ENI's IPs, the IPs asked for, the handler around them, look first)
+    "released": (["10.0.0.2"], ["10.0.0.2"], ScriptedEni, False),
+    "released, looked at first": (["10.0.0.2", "10.0.0.3"], ["10.0.0.2", "10.0.0.3"], ScriptedEni, True),
+    "absent, refused by the server": (["10.0.0.2"], ["10.0.0.2", "10.0.0.5"], ScriptedEni, False),
+    "absent and primary, looked at first": (
+        ["10.0.0.2"],
+        ["10.0.0.2", "10.0.0.5", PRIMARY],
+        ScriptedEni,
+        True,
+    ),
+    "ambiguous, then looked at": (["10.0.0.2", "10.0.0.3"], ["10.0.0.2", "10.0.0.3"], Flaky, False),
+    "task failed": (["10.0.0.2"], ["10.0.0.2"], lambda ips: Flaky(ips, failing=True), False),
+    "more than one chunk": (
+        [f"10.0.1.{i}" for i in range(12)],
+        [f"10.0.1.{i}" for i in range(12)],
+        ScriptedEni,
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+async def test_a_release_without_a_deadline_agrees_with_one_never_reached(path: str) -> None:
+    """Without a deadline the release awaits the describe, the submit and the watch itself (no patience in
+    between); with a deadline that no outage reaches it goes through the patience: both make the same
+    calls in the same order and reach the same outcome, decision by decision."""
+    on_eni, asked, handler, look = PATHS[path]
+    seen = []
+    for deadline in (None, 600.0):
+        eni = handler(on_eni)
+        async with scripted(eni) as client:
+            clock = client.calls.clock
+            outcome = await client.releaser.release(
+                Item(VPC, ENI, tuple(asked)),
+                look=look,
+                deadline=None if deadline is None else clock.monotonic() + deadline,
+            )
+            assert client.releaser.patience.items == {}
+            assert client.releaser.patience.watching == set()
+        seen.append((outcome.to_json(), eni.actions))
+    assert seen[0] == seen[1]
+    assert seen[0][0]["released"] or seen[0][0]["not_released"], "the path does something"
+
+
 def test_every_submit_error_has_exactly_one_case() -> None:
     """The submit-failure table answers for every class of the tree, and the most specific entry wins."""
     case_of = {
