@@ -38,7 +38,8 @@ import functools
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from eni_async import validation
@@ -125,7 +126,7 @@ class _Chunk:
     gate: Gate | None
     timeout: float | None
     waiting: Waiting | None  # the item's deadline, if it has one
-    earlier: set[str] = field(default_factory=set)  # IPs an earlier call of ours may have released
+    earlier: AbstractSet[str] = frozenset()  # IPs an earlier call of ours may have released (``_try``)
     ambiguous: int = 0  # ambiguous answers so far
     started: float = 0.0  # when the last try of the submit was sent (``Clock.monotonic``)
 
@@ -183,7 +184,8 @@ class Releaser:
         waiting = None
         if deadline is not None:
             waiting = self.patience.items[id(outcome)] = Waiting(deadline, item, gate, recorder)
-        taken_again(outcome)
+        if outcome.error is not None:  # (only an error can be a refusal of the credentials)
+            taken_again(outcome)
         try:
             todo = item.ips if plan is None else await self._resume(item, outcome, plan, recorder, timeout)
             if look is None:
