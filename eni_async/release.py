@@ -114,6 +114,14 @@ def decide(outcome: Outcome, decision: str) -> None:
     log.info("%s: %s", outcome.eni_id, decision)
 
 
+_NOTHING: frozenset[str] = frozenset()
+
+
+def _taken(sent: set[str]) -> AbstractSet[str]:
+    """What an outcome's ``sent`` holds now (most often nothing: one empty set shared, not one made)."""
+    return set(sent) if sent else _NOTHING
+
+
 @dataclass(slots=True)
 class _Chunk:
     """One chunk on its way: what is left to submit, and what the rounds so far know."""
@@ -205,27 +213,44 @@ class Releaser:
             # Each chunk's first try and its watch are awaited here, not in a coroutine per chunk: every
             # resumption of the transport's and the watcher's coroutines goes through each frame above them.
             for chunk in validation.chunks(todo):
-                c = _Chunk(item, outcome, chunk, seen, recorder, gate, timeout, waiting)
                 if gate is not None and gate():
                     raise StopSubmitting
-                try:
-                    sent: Submitted | None = await self._try(c)
-                except (StopSubmitting, EniAsyncError) as exc:
-                    sent = await self._rounds(c, exc)
+                if waiting is None and recorder is None:
+                    # The common case: the try ``_try`` and ``_send`` would make, made here, and no _Chunk
+                    # unless it fails (tests/test_release.py holds both ways to the same calls and outcome).
+                    earlier = _taken(outcome.sent)
+                    outcome.attempts += 1
+                    outcome.sent.update(chunk)
+                    started = self.calls.clock.monotonic()
+                    try:
+                        sent: Submitted | None = await self.calls.submit_when_free(
+                            item.vpc_id, item.eni_id, chunk, gate=gate, timeout=timeout
+                        )
+                    except (StopSubmitting, EniAsyncError) as exc:
+                        c = _Chunk(item, outcome, chunk, seen, None, gate, timeout, None, earlier, 0, started)
+                        sent = await self._rounds(c, exc)
+                        chunk, started = c.todo, c.started
+                else:
+                    c = _Chunk(item, outcome, chunk, seen, recorder, gate, timeout, waiting)
+                    try:
+                        sent = await self._try(c)
+                    except (StopSubmitting, EniAsyncError) as exc:
+                        sent = await self._rounds(c, exc)
+                    chunk, started = c.todo, c.started
                 if sent is None:  # settled without a task
                     continue
                 outcome.task_ids.append(sent.task_id)
                 if sent.request_id:
                     outcome.request_ids.append(sent.request_id)
                 if recorder is not None:
-                    await recorder.submitted(item, sent.task_id, sent.request_id, c.todo, outcome)
+                    await recorder.submitted(item, sent.task_id, sent.request_id, chunk, outcome)
                 if not watch:  # --no-wait: accepted, deliberately not watched
-                    outcome.unknown.extend(c.todo)
+                    outcome.unknown.extend(chunk)
                     continue
                 fate = await self._watch(
-                    item, outcome, sent.task_id, c.todo, submitted_at=c.started, timeout=timeout
+                    item, outcome, sent.task_id, chunk, submitted_at=started, timeout=timeout
                 )
-                ended = self._fated(outcome, fate, sent.request_id, c.started)
+                ended = self._fated(outcome, fate, sent.request_id, started)
                 if recorder is not None:
                     await recorder.progressed(item, outcome, ended=(sent.task_id,) if ended else ())
         except StopSubmitting:
@@ -274,7 +299,7 @@ class Releaser:
         """A round: one try of the chunk's submit, waited out on the backoff until the deadline when the
         item has one (else ``_send`` itself: no frame between). The gate is asked before, by the caller."""
         outcome = c.outcome
-        c.earlier = set(outcome.sent)
+        c.earlier = _taken(outcome.sent)
         outcome.attempts += 1
         if c.waiting is None:
             return self._send(c, False)
