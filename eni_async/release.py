@@ -38,7 +38,8 @@ import functools
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from eni_async import validation
@@ -113,6 +114,14 @@ def decide(outcome: Outcome, decision: str) -> None:
     log.info("%s: %s", outcome.eni_id, decision)
 
 
+_NOTHING: frozenset[str] = frozenset()
+
+
+def _taken(sent: set[str]) -> AbstractSet[str]:
+    """What an outcome's ``sent`` holds now (most often nothing: one empty set shared, not one made)."""
+    return set(sent) if sent else _NOTHING
+
+
 @dataclass(slots=True)
 class _Chunk:
     """One chunk on its way: what is left to submit, and what the rounds so far know."""
@@ -124,8 +133,8 @@ class _Chunk:
     recorder: Recorder | None
     gate: Gate | None
     timeout: float | None
-    watch: bool
-    earlier: set[str] = field(default_factory=set)  # IPs an earlier call of ours may have released
+    waiting: Waiting | None  # the item's deadline, if it has one
+    earlier: AbstractSet[str] = frozenset()  # IPs an earlier call of ours may have released (``_try``)
     ambiguous: int = 0  # ambiguous answers so far
     started: float = 0.0  # when the last try of the submit was sent (``Clock.monotonic``)
 
@@ -180,19 +189,70 @@ class Releaser:
         tasks are ``unknown`` and the status ``submitted``. ``deadline`` (a ``Clock.monotonic`` reading):
         outages are waited out until then (see the module docstring)."""
         outcome = outcome if outcome is not None else Outcome.for_item(item)
+        waiting = None
         if deadline is not None:
-            self.patience.items[id(outcome)] = Waiting(deadline, item, gate, recorder)
-        taken_again(outcome)
+            waiting = self.patience.items[id(outcome)] = Waiting(deadline, item, gate, recorder)
+        if outcome.error is not None:  # (only an error can be a refusal of the credentials)
+            taken_again(outcome)
         try:
             todo = item.ips if plan is None else await self._resume(item, outcome, plan, recorder, timeout)
             if look is None:
                 look = not self.calls.capabilities.release_names_vpc
             seen: set[str] = set()
             if todo and look and not outcome.sent and not outcome.task_ids:
-                todo = await self._look_first(item, outcome, todo)
+                # The describe awaited here, not in a coroutine of its own (a frame less at its resumption).
+                described = (
+                    self.watcher.describe(item.eni_id)
+                    if waiting is None
+                    else self.patience.outlast(
+                        outcome, "describing", lambda: self.watcher.describe(item.eni_id)
+                    )
+                )
+                todo = _worth_submitting(item, outcome, todo, await described)
                 seen.update(todo)
+            # Each chunk's first try and its watch are awaited here, not in a coroutine per chunk: every
+            # resumption of the transport's and the watcher's coroutines goes through each frame above them.
             for chunk in validation.chunks(todo):
-                await self._chunk(_Chunk(item, outcome, chunk, seen, recorder, gate, timeout, watch))
+                if gate is not None and gate():
+                    raise StopSubmitting
+                if waiting is None and recorder is None:
+                    # The common case: the try ``_try`` and ``_send`` would make, made here, and no _Chunk
+                    # unless it fails (tests/test_release.py holds both ways to the same calls and outcome).
+                    earlier = _taken(outcome.sent)
+                    outcome.attempts += 1
+                    outcome.sent.update(chunk)
+                    started = self.calls.clock.monotonic()
+                    try:
+                        sent: Submitted | None = await self.calls.submit_when_free(
+                            item.vpc_id, item.eni_id, chunk, gate=gate, timeout=timeout
+                        )
+                    except (StopSubmitting, EniAsyncError) as exc:
+                        c = _Chunk(item, outcome, chunk, seen, None, gate, timeout, None, earlier, 0, started)
+                        sent = await self._rounds(c, exc)
+                        chunk, started = c.todo, c.started
+                else:
+                    c = _Chunk(item, outcome, chunk, seen, recorder, gate, timeout, waiting)
+                    try:
+                        sent = await self._try(c)
+                    except (StopSubmitting, EniAsyncError) as exc:
+                        sent = await self._rounds(c, exc)
+                    chunk, started = c.todo, c.started
+                if sent is None:  # settled without a task
+                    continue
+                outcome.task_ids.append(sent.task_id)
+                if sent.request_id:
+                    outcome.request_ids.append(sent.request_id)
+                if recorder is not None:
+                    await recorder.submitted(item, sent.task_id, sent.request_id, chunk, outcome)
+                if not watch:  # --no-wait: accepted, deliberately not watched
+                    outcome.unknown.extend(chunk)
+                    continue
+                fate = await self._watch(
+                    item, outcome, sent.task_id, chunk, submitted_at=started, timeout=timeout
+                )
+                ended = self._fated(outcome, fate, sent.request_id, started)
+                if recorder is not None:
+                    await recorder.progressed(item, outcome, ended=(sent.task_id,) if ended else ())
         except StopSubmitting:
             return outcome.interrupt("stopped")
         except AuthError as exc:  # every later call would fail the same way: the item ends here
@@ -218,8 +278,11 @@ class Releaser:
         for task_id, request_id, chunk in plan.tasks:
             left = tuple(ip for ip in chunk if ip not in outcome.accounted())  # a fate seen before stays
             decide(outcome, f"resumed: polling task {task_id}")
-            ended = not left or await self._watch(
-                item, outcome, task_id, left, request_id, submitted_at=None, timeout=timeout
+            ended = not left or self._fated(
+                outcome,
+                await self._watch(item, outcome, task_id, left, submitted_at=None, timeout=timeout),
+                request_id,
+                None,
             )
             if recorder is not None:  # a task not seen ending (and the chunk in doubt) stays journalled
                 await recorder.progressed(item, outcome, ended=(task_id,) if ended else ())
@@ -230,97 +293,48 @@ class Releaser:
         done = outcome.accounted()
         return tuple(ip for ip in item.ips if ip not in done)
 
-    async def _look_first(self, item: Item, outcome: Outcome, todo: tuple[str, ...]) -> tuple[str, ...]:
-        """Describe the ENI before any submit; return the IPs worth submitting.
-
-        An ENI that does not exist, or is not in the item's VPC, is refused (every IP ``not_released``); IPs
-        not on it are ``absent``; a primary IP is refused without a request (``not_released``).
-        """
-        info = await self.patience.outlast(outcome, "describing", lambda: self.watcher.describe(item.eni_id))
-        if info is None or info.vpc_id != item.vpc_id:
-            where = f" (it is in {info.vpc_id})" if info is not None else ""
-            outcome.fail(
-                EniNotFoundError(
-                    "InvalidNetworkInterface.NotFound", f"{item.eni_id} not found in {item.vpc_id}{where}"
-                )
-            )
-            outcome.not_released.extend(todo)
-            decide(
-                outcome, f"described before submitting: ENI not in {item.vpc_id}{where}; nothing submitted"
-            )
-            return ()
-        worth: list[str] = []
-        for ip in todo:
-            if ip == info.primary_ip:
-                outcome.not_released.append(ip)
-                decide(
-                    outcome, f"described before submitting: {ip} is the primary IP; refused without a request"
-                )
-                outcome.fail(
-                    PrimaryIpError(
-                        "InvalidPrivateip.IsPrimary",
-                        f"{ip} is the primary IP of {item.eni_id} and cannot be released",
-                    )
-                )
-            elif ip not in info.secondary_ips:
-                outcome.absent.append(ip)
-                decide(outcome, f"described before submitting: {ip} is not on {item.eni_id}; absent")
-            else:
-                worth.append(ip)
-        return tuple(worth)
-
     # -- one chunk ------------------------------------------------------------------------------------
 
-    async def _chunk(self, c: _Chunk) -> None:
+    def _try(self, c: _Chunk) -> Awaitable[Submitted]:
+        """A round: one try of the chunk's submit, waited out on the backoff until the deadline when the
+        item has one (else ``_send`` itself: no frame between). The gate is asked before, by the caller."""
         outcome = c.outcome
-        waiting = self.patience.of(outcome)
-        # Without a deadline, MAX_ROUNDS bounds the rounds; with one, the deadline does (each round after
-        # an ambiguous answer paced on the outage backoff before its look, in ``_ambiguous``).
-        rounds = range(MAX_ROUNDS) if waiting is None else itertools.count()
+        c.earlier = _taken(outcome.sent)
+        outcome.attempts += 1
+        if c.waiting is None:
+            return self._send(c, False)
+        return self.patience.outlast(outcome, "submitting", functools.partial(self._send, c, True))
+
+    async def _rounds(self, c: _Chunk, failed: StopSubmitting | EniAsyncError) -> Submitted | None:
+        """After a try of the chunk failed (``failed``): its case decides, and further rounds resubmit what
+        is left, until a submit is accepted (returned) or every IP is settled (``None``). Without a deadline,
+        ``MAX_ROUNDS`` tries at most; with one, the deadline bounds them (each round after an ambiguous
+        answer paced on the outage backoff before its look, in ``_ambiguous``)."""
+        outcome, waiting = c.outcome, c.waiting
         why = "too many ambiguous rounds"
-        for _round in rounds:
-            if not c.todo:
-                return
-            if c.gate is not None and c.gate():
-                raise StopSubmitting
-            if waiting is not None and _round and self.calls.clock.monotonic() >= waiting.deadline:
-                why = f"the release's deadline passed after {_round} ambiguous round(s)"
-                break
-            c.earlier = set(outcome.sent)
-            outcome.attempts += 1
-            try:
-                sent = await self.patience.outlast(
-                    outcome, "submitting", functools.partial(self._send, c, waiting is not None)
-                )
-            except (StopSubmitting, AuthError):
+        for tried in itertools.count(1):
+            if isinstance(failed, (StopSubmitting, AuthError)):
                 # Refused before any effect (the mutex at every try, or the credentials): not sent after all.
                 c.unsend()
-                raise
-            except EniAsyncError as exc:
-                left = await _case_for(exc)(self, c, exc)
-                if left is None:
-                    return
-                c.todo = left
-                continue
-            outcome.task_ids.append(sent.task_id)
-            if sent.request_id:
-                outcome.request_ids.append(sent.request_id)
-            if c.recorder is not None:
-                await c.recorder.submitted(c.item, sent.task_id, sent.request_id, c.todo, outcome)
-            if not c.watch:  # --no-wait: accepted, deliberately not watched
-                outcome.unknown.extend(c.todo)
-                return
-            ended = await self._watch(
-                c.item, outcome, sent.task_id, c.todo, sent.request_id,
-                submitted_at=c.started, timeout=c.timeout,
-            )  # fmt: skip
-            if c.recorder is not None:
-                await c.recorder.progressed(c.item, outcome, ended=(sent.task_id,) if ended else ())
-            return
-        if not c.todo:  # the last round settled every IP
-            return
+                raise failed
+            left = await _case_for(failed)(self, c, failed)
+            if not left:  # the case settled every IP
+                return None
+            c.todo = left
+            if waiting is None and tried >= MAX_ROUNDS:
+                break
+            if c.gate is not None and c.gate():
+                raise StopSubmitting
+            if waiting is not None and self.calls.clock.monotonic() >= waiting.deadline:
+                why = f"the release's deadline passed after {tried} ambiguous round(s)"
+                break
+            try:
+                return await self._try(c)
+            except (StopSubmitting, EniAsyncError) as exc:
+                failed = exc
         outcome.fail(OutcomeUnknownError(UNASSIGN, c.item.vpc_id, c.item.eni_id, c.todo, RuntimeError(why)))
         await self._settle_by_looking(outcome, c.todo, why, doubt=True)
+        return None
 
     def _send(self, c: _Chunk, waits: bool) -> Awaitable[Submitted]:
         """One try of a chunk's submit, announced to the recorder just before it is sent (a cancel that won
@@ -355,23 +369,39 @@ class Releaser:
                     await c.recorder.progressed(c.item, c.outcome, taken_back=True)
             raise
 
-    async def _watch(
+    def _watch(
         self,
         item: Item,
         outcome: Outcome,
         task_id: str,
         chunk: tuple[str, ...],
-        request_id: str | None,
         *,
         submitted_at: float | None,
         timeout: float | None,
-    ) -> bool:
-        """Hand an accepted task to the watcher and write each IP's fate into the outcome. For an item with
-        a deadline, a watch that ended with IPs unseen (its own deadline, or failing calls) while the task
-        was not seen ending is started again until the item's deadline passes; every watch of it ends by
-        that deadline (IPs then unseen are ``unknown``). Whether it need not be polled again: every IP's fate
-        seen, or the task seen ending."""
+    ) -> Awaitable[ChunkFate]:
+        """Hand an accepted task to the watcher: the chunk's fate, for ``_fated``. Without a deadline, the
+        watcher's own watch (no frame of ours between: it is resumed at every reading of the task)."""
         limit = self.calls.poll.timeout if timeout is None else timeout
+        waiting = self.patience.items.get(id(outcome))
+        if waiting is None:
+            return self.watcher.track(
+                item.vpc_id, item.eni_id, task_id, chunk, submitted_at=submitted_at, timeout=limit
+            )
+        return self._watch_until(waiting, item, outcome, task_id, chunk, submitted_at, limit)
+
+    async def _watch_until(
+        self,
+        waiting: Waiting,
+        item: Item,
+        outcome: Outcome,
+        task_id: str,
+        chunk: tuple[str, ...],
+        submitted_at: float | None,
+        limit: float,
+    ) -> ChunkFate:
+        """The watch of an item with a deadline: one that ended with IPs unseen (its own deadline, or failing
+        calls) while the task was not seen ending is started again until the item's deadline passes; every
+        watch of it ends by that deadline (IPs then unseen are ``unknown``)."""
         for again in itertools.count():
             self.patience.watching.add(id(outcome))
             try:
@@ -384,15 +414,22 @@ class Releaser:
             state = fate.state
             if not fate.unknown or (state is not None and state.status.done):
                 break
-            waiting = self.patience.of(outcome)
-            if again == 0 and waiting is not None:
+            if again == 0:
                 decide(outcome, f"{fate.reason or f'task {task_id} not confirmed'}: watching it again")
                 if waiting.recorder is not None:
                     await waiting.recorder.progressed(item, outcome)
             if not await self.patience.pause_before_watching_again(outcome, again):
                 break
+        return fate
+
+    def _fated(
+        self, outcome: Outcome, fate: ChunkFate, request_id: str | None, submitted_at: float | None
+    ) -> bool:
+        """Write a watched chunk's fate into the outcome; whether its task need not be polled again: every
+        IP's fate seen, or the task seen ending."""
         waited = self.calls.clock.monotonic() - submitted_at if submitted_at is not None else 0.0
         record_fate(outcome, fate, request_id, waited=waited)
+        state = fate.state
         return not fate.unknown or (state is not None and state.status.done)
 
     # -- looking --------------------------------------------------------------------------------------
@@ -505,6 +542,43 @@ def record_fate(
             outcome,
             f"{ended}; described ENI: {len(fate.released)} gone, {len(fate.not_released)} still assigned",
         )
+
+
+def _worth_submitting(
+    item: Item, outcome: Outcome, todo: tuple[str, ...], info: EniInfo | None
+) -> tuple[str, ...]:
+    """The IPs worth submitting, from the describe made before any submit.
+
+    An ENI that does not exist, or is not in the item's VPC, is refused (every IP ``not_released``); IPs
+    not on it are ``absent``; a primary IP is refused without a request (``not_released``).
+    """
+    if info is None or info.vpc_id != item.vpc_id:
+        where = f" (it is in {info.vpc_id})" if info is not None else ""
+        outcome.fail(
+            EniNotFoundError(
+                "InvalidNetworkInterface.NotFound", f"{item.eni_id} not found in {item.vpc_id}{where}"
+            )
+        )
+        outcome.not_released.extend(todo)
+        decide(outcome, f"described before submitting: ENI not in {item.vpc_id}{where}; nothing submitted")
+        return ()
+    worth: list[str] = []
+    for ip in todo:
+        if ip == info.primary_ip:
+            outcome.not_released.append(ip)
+            decide(outcome, f"described before submitting: {ip} is the primary IP; refused without a request")
+            outcome.fail(
+                PrimaryIpError(
+                    "InvalidPrivateip.IsPrimary",
+                    f"{ip} is the primary IP of {item.eni_id} and cannot be released",
+                )
+            )
+        elif ip not in info.secondary_ips:
+            outcome.absent.append(ip)
+            decide(outcome, f"described before submitting: {ip} is not on {item.eni_id}; absent")
+        else:
+            worth.append(ip)
+    return tuple(worth)
 
 
 def _split(info: EniInfo | None, ips: tuple[str, ...]) -> tuple[list[str], list[str]]:

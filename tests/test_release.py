@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -33,7 +33,7 @@ from eni_async.errors import (
     api_error,
     error_info,
 )
-from eni_async.journal import SqliteJournal
+from eni_async.journal import ResumePlan, SqliteJournal
 from eni_async.models import ChunkFate, Credentials, EniInfo, HttpRequest, HttpResponse, Submitted, TaskState
 from eni_async.outcomes import SUBMITTED, SUCCEEDED, Item, Outcome, check_against_truth
 from eni_async.policy import PollPolicy, RetryPolicy
@@ -197,6 +197,124 @@ async def test_unassign_raises_the_primary_ip_refusal_with_its_result() -> None:
         with pytest.raises(PrimaryIpError) as caught:
             await client.unassign(VPC, ENI, ["10.0.0.2", PRIMARY])
     assert caught.value.result.released == ("10.0.0.2",)
+
+
+class Flaky(ScriptedEni):
+    """A ``ScriptedEni`` whose first submit takes effect and then answers HTTP 503 (ambiguous), and whose
+    first task reading fails the task when ``failing``."""
+
+    def __init__(self, ips: Sequence[str], *, failing: bool = False) -> None:
+        super().__init__(ips)
+        self.flaked = False
+        self.failing = failing
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        answered = super().__call__(request)
+        if request.action == UNASSIGN and not self.flaked:
+            self.flaked = True
+            return HttpResponse(503, {}, b"busy")
+        if request.action == "DescribeVpcTaskResult" and self.failing:
+            return answer({"status": 1, "output": "scripted failure"})
+        return answered
+
+
+class Vanishing(ScriptedEni):
+    """A ``ScriptedEni`` whose IPs are all released by another hand just after its first describe."""
+
+    def __init__(self, ips: Sequence[str]) -> None:
+        super().__init__(ips)
+        self.looked = False
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        answered = super().__call__(request)
+        if request.action == "DescribeNetworkInterfaces" and not self.looked:
+            self.looked = True
+            self.ips = []
+        return answered
+
+
+ReleasePath = tuple[list[str], list[str], Callable[[Sequence[str]], ScriptedEni], bool, tuple[str, ...]]
+# A path's name -> (the ENI's IPs, the IPs asked for, the handler around them, look first, resumed in doubt).
+PATHS: dict[str, ReleasePath] = {
+    "released": (["10.0.0.2"], ["10.0.0.2"], ScriptedEni, False, ()),
+    "released, looked at first": (["10.0.0.2", "10.0.0.3"], ["10.0.0.2", "10.0.0.3"], ScriptedEni, True, ()),
+    "absent, refused by the server": (["10.0.0.2"], ["10.0.0.2", "10.0.0.5"], ScriptedEni, False, ()),
+    "absent and primary, looked at first": (
+        ["10.0.0.2"],
+        ["10.0.0.2", "10.0.0.5", PRIMARY],
+        ScriptedEni,
+        True,
+        (),
+    ),
+    "ambiguous, then looked at": (["10.0.0.2", "10.0.0.3"], ["10.0.0.2", "10.0.0.3"], Flaky, False, ()),
+    "task failed": (["10.0.0.2"], ["10.0.0.2"], lambda ips: Flaky(ips, failing=True), False, ()),
+    "more than one chunk": (
+        [f"10.0.1.{i}" for i in range(12)],
+        [f"10.0.1.{i}" for i in range(12)],
+        ScriptedEni,
+        False,
+        (),
+    ),
+    "resumed in doubt, then gone before the submit": (
+        ["10.0.0.2"],
+        ["10.0.0.2"],
+        Vanishing,
+        False,
+        ("10.0.0.2",),
+    ),
+}
+
+
+class Listening:
+    """A release's ``Recorder`` that keeps nothing: it only takes the release off its common path."""
+
+    async def add(self, item: Item) -> int:
+        return 0
+
+    async def submitting(self, item: Item, chunk: tuple[str, ...], outcome: Outcome) -> None:
+        pass
+
+    async def submitted(
+        self, item: Item, task_id: str, request_id: str | None, chunk: tuple[str, ...], outcome: Outcome
+    ) -> None:
+        pass
+
+    async def progressed(
+        self, item: Item, outcome: Outcome, *, ended: Collection[str] = (), taken_back: bool = False
+    ) -> None:
+        pass
+
+    async def finished(self, key: int, outcome: Outcome) -> None:
+        pass
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+async def test_a_release_on_its_common_path_agrees_with_one_off_it(path: str) -> None:
+    """Without a deadline or a recorder, the release makes a chunk's first try and awaits the describe,
+    the submit and the watch itself (no chunk object, no patience in between); with a deadline that no
+    outage reaches (through the patience), or with a recorder, it goes the general way: all three make the
+    same calls in the same order and reach the same outcome, decision by decision."""
+    on_eni, asked, handler, look, in_doubt = PATHS[path]
+    seen = []
+    for deadline, recorder in ((None, None), (600.0, None), (None, Listening())):
+        eni = handler(on_eni)
+        item = Item(VPC, ENI, tuple(asked))
+        plan = ResumePlan(Outcome.for_item(item), in_doubt=in_doubt) if in_doubt else None
+        async with scripted(eni) as client:
+            clock = client.calls.clock
+            outcome = await client.releaser.release(
+                item,
+                plan.outcome if plan is not None else None,
+                plan=plan,
+                look=look,
+                recorder=recorder,
+                deadline=None if deadline is None else clock.monotonic() + deadline,
+            )
+            assert client.releaser.patience.items == {}
+            assert client.releaser.patience.watching == set()
+        seen.append((outcome.to_json(), eni.actions))
+    assert seen[0] == seen[1] == seen[2]
+    assert seen[0][0]["released"] or seen[0][0]["not_released"], "the path does something"
 
 
 def test_every_submit_error_has_exactly_one_case() -> None:
