@@ -30,7 +30,7 @@ from eni_async.client import EniClient
 from eni_async.client_metrics import Metrics, MetricsEndpoint
 from eni_async.credentials import settings_credentials
 from eni_async.errors import EniAsyncError, InputError
-from eni_async.inputs import count_lines, read_items
+from eni_async.inputs import count_lines, read_items, stream_jsonl, streams
 from eni_async.journal import Journal, JournalError, describe, is_postgres, open_journal
 from eni_async.outcomes import SUCCEEDED, Outcome, as_item
 from eni_async.progress import Progress, Summary, resume_notes, tell_summary
@@ -432,6 +432,10 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
     credentials = await settings_credentials(settings)
     show = show_progress(args)
     url = journal_url(args.journal, settings, needed=False)
+    if args.input == "-" and not url and streams(sys.stdin.fileno()):
+        # A pipe (``producer | eni-async batch -``): lines as they come, the loop never held by a silent
+        # producer. A journal records every item before work starts, so it reads the whole input first.
+        items = stream_jsonl(sys.stdin.fileno())
     journal = await _open_journal(url, new=True) if url else None
     try:
         with output_to(args.output) as out:

@@ -1,6 +1,7 @@
 """Reading batch input: CSV (``vpc_id,eni_id,ip``, one row per IP) or JSON Lines, chosen by extension.
 
-JSON Lines stream: one line is read only when the batch wants another item. CSV rows of one ENI need not
+JSON Lines stream: one line is read only when the batch wants another item; on a pipe, a socket or a terminal
+(``-``) lines are read as they arrive without holding the event loop (``stream_jsonl``). CSV rows of one ENI need not
 be adjacent, so a CSV file is grouped by ENI in one pass first (memory grows with the file; prefer JSON Lines
 for very large batches). Every line stands alone, in both formats: a malformed line (bad JSON, a key the
 item does not have, a stray quote, a bad id or IP) becomes an ``InvalidItem`` carrying its line number and
@@ -9,11 +10,14 @@ the rest still runs; a file that cannot be read at all raises ``InputError``.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import os
+import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -75,6 +79,52 @@ def read_jsonl(stream: IO[bytes]) -> Iterator[Item | InvalidItem]:
             continue
         line = _decode(raw, number)
         yield line if isinstance(line, InvalidItem) else _jsonl_item(line, number)
+
+
+def streams(fd: int) -> bool:
+    """Whether ``fd`` is a pipe, a socket or a terminal: read as it comes (``stream_jsonl``), since a read
+    may wait for as long as its writer is silent; a regular file (or ``/dev/null``) is read as a file."""
+    if sys.platform == "win32":  # no readiness for pipes there: read as a file
+        return False
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
+async def stream_jsonl(fd: int) -> AsyncIterator[Item | InvalidItem]:
+    """``read_jsonl`` for a pipe, a socket or a terminal (``streams``): each line as soon as it is complete,
+    read only when the descriptor is readable, so a silent writer never holds the event loop (the releases in
+    flight go on, and their outcomes are written meanwhile). The descriptor is non-blocking while it is read
+    here, then its flags are as found (a shell's terminal must not stay non-blocking)."""
+    import fcntl  # (POSIX only, as ``streams`` is)
+
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    # Non-blocking while read here: a wake-up may be stale (the data already read), and a read must never
+    # wait on the event loop.
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    loop.add_reader(fd, readable.set)
+    try:
+        number, rest, ended = 0, b"", False
+        while not ended:
+            await readable.wait()
+            readable.clear()
+            try:
+                data = os.read(fd, 1 << 16)
+            except (BlockingIOError, InterruptedError):  # a stale wake-up: nothing to read yet
+                continue
+            ended = not data
+            lines = (rest + data).split(b"\n")
+            rest = b"" if ended else lines.pop()
+            for raw in lines:
+                number += 1
+                if not raw.strip():
+                    continue
+                line = _decode(raw, number)
+                yield line if isinstance(line, InvalidItem) else _jsonl_item(line, number)
+    finally:
+        loop.remove_reader(fd)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
 
 
 def _jsonl_item(line: str, number: int) -> Item | InvalidItem:
