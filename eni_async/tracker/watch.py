@@ -222,7 +222,7 @@ ASKING = frozenset({P.WATCHING, P.FLAKY, P.BLIND, P.OVERDUE, P.VANISHED})
 READINGS: Mapping[str, Event] = {"RUNNING": E.RUNNING, "SUCCESS": E.SUCCESS, "FAILED": E.FAILED}
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, init=False)
 class Watch:
     """One accepted task being watched: its IPs still pending, those settled, and its phase.
 
@@ -238,15 +238,29 @@ class Watch:
     registered_at: float
     deadline: float
     phase: Phase = Phase.WATCHING
-    pending: list[str] = field(default_factory=list)
-    fates: dict[str, tuple[str, str]] = field(default_factory=dict)
+    pending: list[str] = field(init=False)  # every IP at first (one per watch: built once, in ``__init__``)
+    fates: dict[str, tuple[str, str]] = field(init=False)
     state: TaskState | None = None  # the task's last reading
     ended_at: float | None = None
     readings: int = 0
     error: BaseException | None = None
 
-    def __post_init__(self) -> None:
-        self.pending = list(self.ips)
+    def __init__(
+        self,
+        vpc_id: str,
+        eni_id: str,
+        task_id: str,
+        ips: tuple[str, ...],
+        submitted_at: float,
+        registered_at: float,
+        deadline: float,
+    ) -> None:
+        # Written out rather than generated: the generated one would build ``pending`` twice (a default,
+        # then ``__post_init__``), and a watch is built per task.
+        self.vpc_id, self.eni_id, self.task_id, self.ips = vpc_id, eni_id, task_id, ips
+        self.submitted_at, self.registered_at, self.deadline = submitted_at, registered_at, deadline
+        self.phase, self.pending, self.fates = Phase.WATCHING, list(ips), {}
+        self.state, self.ended_at, self.readings, self.error = None, None, 0, None
 
     def settle(self, ip: str, fate: str, by: str) -> None:
         """Record ``ip``'s fate, as established by ``by`` (``"eni"`` or ``"task"``)."""
