@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import pytest
 
@@ -210,6 +211,22 @@ def test_gaps_grow_with_the_tasks_age_while_many_are_watched() -> None:
         young.append(pacing.gap(young[-1], age=0.5, watched=500))
     assert young[0] == pacing.min_gap
     assert max(young) == pytest.approx(pacing.max_gap)
+
+
+def test_first_looks_from_the_remembered_grid_match_those_computed_afresh() -> None:
+    """``first_at`` keeps the grid of the last first look: every answer equals a fresh pacing's (no memory),
+    across first delays, watched counts on both sides of the tail and submit times on and off the grid."""
+    pacing = LookPacing()
+    rng = random.Random(3)
+    firsts = [0.3, 0.3, 1.7, pacing.min_gap, 0.04, 12.5, 2.0 / 3.0]
+    counts = [1, pacing.tail, pacing.tail + 1, 500, pacing.tail - 1, 10_000]
+    for _ in range(2000):
+        first, watched = rng.choice(firsts), rng.choice(counts)
+        sent = rng.choice([0.0, 0.6, 1.2000000000000002, rng.uniform(0.0, 100.0)])
+        assert pacing.first_at(sent, first, watched=watched) == LookPacing().first_at(
+            sent, first, watched=watched
+        )
+    assert pacing == LookPacing()  # the memory is not part of the value
 
 
 def test_gaps_stay_short_while_latencies_are_being_learnt() -> None:

@@ -96,7 +96,7 @@ class LookEngine:
         watch = Watch(vpc_id, eni_id, task_id, ips, sent, now, now + timeout)
         poll = self._calls.poll
         w = Watched(watch, asyncio.get_running_loop().create_future())
-        if len(self._calls.latencies) < MIN_SAMPLES and self._probes < MIN_SAMPLES:
+        if self._probes < MIN_SAMPLES and not self._calls.latencies.warm:
             # While no latency is known, only the first few tasks still listed past 2 x poll.first are asked
             # (a FAILED task stays listed: they are the sample that tells); the rest wait for the estimate.
             self._probes += 1
@@ -272,7 +272,7 @@ class LookEngine:
                         w.looking = False
                         self._looks.at(w, due_again)
                     continue
-                warm = len(self._calls.latencies) >= MIN_SAMPLES
+                warm = self._calls.latencies.warm
                 period = _vpc_period(self._pacing, self._by_vpc.get(vpc, ()), now, self._live, warm)
                 self._vpc_due[vpc] = now + period
                 # The whole VPC is described: every idle task in it rides along for free (an end is seen
@@ -358,7 +358,7 @@ class LookEngine:
         now = self._clock.monotonic()
         late = (
             not self._lists_state
-            and (w.probe or len(self._calls.latencies) >= MIN_SAMPLES)
+            and (w.probe or self._calls.latencies.warm)
             and now - watch.submitted_at >= self._expected()
         )
         event = read_description(watch, reading, sent=sent, lists_state=self._lists_state, late=late)
@@ -419,7 +419,7 @@ class LookEngine:
         now = self._clock.monotonic()
         for do in step.do:
             if do is Do.LOOK:
-                warm = len(self._calls.latencies) >= MIN_SAMPLES
+                warm = self._calls.latencies.warm
                 w.gap = self._pacing.gap(w.gap, age=now - w.watch.submitted_at, watched=self._live, warm=warm)
                 self._look_at(w, self._pacing.at(now, w.gap))
             elif do is Do.LOOK_NOW:
@@ -493,7 +493,7 @@ class Expectation:
             return self._at[1]
         latencies = self._calls.latencies
         running = None
-        if len(latencies) >= MIN_SAMPLES:
+        if latencies.warm:
             running = [
                 now - w.watch.submitted_at
                 for group in watched
