@@ -46,13 +46,19 @@ def test_agenda_matches_a_plain_model_and_drops_what_it_left_behind() -> None:
         elif roll < 0.75:
             agenda.cancel(item)
             model.pop(item, None)
-        else:
+        elif roll < 0.95:
             until = float(rng.randrange(20))
             due_first = sorted((d, a, i) for i, (d, a) in model.items())
             expected = due_first[0][2] if due_first and due_first[0][0] <= until else None
             assert agenda.pop(until) == expected
             if expected is not None:
                 del model[expected]
+        else:  # every item due, in one call: what ``pop`` until ``None`` would take, in that order
+            until = float(rng.randrange(20))
+            due_all = [i for d, a, i in sorted((d, a, i) for i, (d, a) in model.items()) if d <= until]
+            assert agenda.pop_due(until) == due_all
+            for i in due_all:
+                del model[i]
         assert len(agenda) == len(model)
         assert all(agenda.due(i) == d for i, (d, _) in model.items())
         peak = max(peak, len(model))

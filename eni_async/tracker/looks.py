@@ -211,7 +211,7 @@ class LookEngine:
             return
         due = [w for w in self._held if not w.future.done()]
         since, self._held, self._held_since = self._held_since, [], None
-        while (w := self._looks.pop(now + self._packing.slack)) is not None:
+        for w in self._looks.pop_due(now + self._packing.slack):
             if not w.future.done():
                 w.looking = True
                 due.append(w)
@@ -317,7 +317,7 @@ class LookEngine:
     # -- answers --------------------------------------------------------------------------------------
 
     async def _look_ids(self, watches: list[Watched]) -> None:
-        enis = list(dict.fromkeys(w.watch.eni_id for w in watches))
+        enis = list(dict.fromkeys([w.watch.eni_id for w in watches]))
         await self._look(watches, lambda: self._describer.by_ids(enis))
 
     async def _look_vpc(self, vpc: str, watches: list[Watched]) -> None:
@@ -329,9 +329,10 @@ class LookEngine:
         sent = self._clock.monotonic()
         try:
             readings = await describe()
-            failed = next((r for r in readings.values() if isinstance(r, EniAsyncError)), None)
-            if failed is not None:
-                log.info("describe failed (%s); looking again", failed)
+            for reading in readings.values():  # a loop, not a generator: one pass per ENI described
+                if isinstance(reading, EniAsyncError):
+                    log.info("describe failed (%s); looking again", reading)
+                    break
             for w in watches:
                 self._described(w, readings.get(w.watch.eni_id), sent)
         except AuthError as exc:

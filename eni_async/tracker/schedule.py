@@ -74,6 +74,18 @@ class Agenda(Generic[T]):
         self._drop_stale()
         return self._heap[0][0] if self._heap else None
 
+    def pop_due(self, until: float) -> list[T]:
+        """Take out every item due by ``until``, earliest first (``pop`` until ``None``, in one call)."""
+        heap, entry = self._heap, self._entry
+        due: list[T] = []
+        while heap and heap[0][0] <= until:
+            first = heapq.heappop(heap)
+            item = first[2]
+            if entry.get(item) is first:  # else an entry left behind
+                del entry[item]
+                due.append(item)
+        return due
+
     def pop(self, until: float) -> T | None:
         """Take out the earliest item if it is due by ``until``."""
         self._drop_stale()
