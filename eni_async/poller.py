@@ -78,7 +78,7 @@ class LatencyTracker:
         """The ``quantile`` of the latencies observed lately, or ``None`` before any."""
         if not self._recent:
             return None
-        ordered = self.ordered()
+        ordered = self._sorted if self._sorted is not None else self.ordered()
         return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
 
     def ordered(self) -> list[float]:
