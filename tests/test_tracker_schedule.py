@@ -15,7 +15,8 @@ def test_agenda_pops_earliest_first_and_ties_in_arrival_order() -> None:
     assert agenda.first() == 1.0
     assert agenda.pop(0.5) is None  # nothing due yet
     assert [agenda.pop(2.0), agenda.pop(2.0), agenda.pop(2.0), agenda.pop(2.0)] == ["a", "b", "c", None]
-    assert len(agenda) == 0 and agenda.first() is None
+    assert len(agenda) == 0
+    assert agenda.first() is None
 
 
 def test_agenda_keeps_only_the_latest_entry_of_an_item() -> None:
@@ -25,7 +26,10 @@ def test_agenda_keeps_only_the_latest_entry_of_an_item() -> None:
     agenda.at("b", 2.0)
     agenda.cancel("b")
     agenda.cancel("b")  # cancelling what is not there changes nothing
-    assert "a" in agenda and "b" not in agenda and agenda.due("a") == 3.0 and agenda.due("b") is None
+    assert "a" in agenda
+    assert "b" not in agenda
+    assert agenda.due("a") == 3.0
+    assert agenda.due("b") is None
     assert agenda.pop(2.5) is None
     assert agenda.pop(3.0) == "a"
     assert agenda.pop(10.0) is None
