@@ -38,6 +38,17 @@ if TYPE_CHECKING:
     from eni_async.calls import Calls
 
 log = logging.getLogger("eni_async.tracker")
+# The members the per-task paths test, as module names (``watch``: a member reached through its enum costs a
+# call of ``EnumType.__getattr__``'s hook on Python 3.11).
+_UNREADABLE, _DONE = Phase.UNREADABLE, Phase.DONE
+_LOOK, _LOOK_NOW, _ASK_NOW, _ASK_WHEN_EXPECTED, _ASK_LATER, _ASK_AGAIN = (
+    Do.LOOK,
+    Do.LOOK_NOW,
+    Do.ASK_NOW,
+    Do.ASK_WHEN_EXPECTED,
+    Do.ASK_LATER,
+    Do.ASK_AGAIN,
+)
 
 
 @dataclass(eq=False, slots=True)
@@ -354,7 +365,7 @@ class LookEngine:
             watch.error = reading
             self._apply(w, Event.DESCRIBE_FAILED if reading.transient else Event.DESCRIBE_REFUSED)
             return
-        if reading is not None and watch.phase is not Phase.UNREADABLE:
+        if reading is not None and watch.phase is not _UNREADABLE:
             watch.error = None  # described: an earlier describe failure no longer explains anything
         now = self._clock.monotonic()
         late = (
@@ -419,21 +430,21 @@ class LookEngine:
         step = w.watch.step(event)
         now = self._clock.monotonic()
         for do in step.do:
-            if do is Do.LOOK:
+            if do is _LOOK:
                 warm = self._calls.latencies.warm
                 w.gap = self._pacing.gap(w.gap, age=now - w.watch.submitted_at, watched=self._live, warm=warm)
                 self._look_at(w, self._pacing.at(now, w.gap))
-            elif do is Do.LOOK_NOW:
+            elif do is _LOOK_NOW:
                 self._look_at(w, now)
-            elif do is Do.ASK_NOW:
+            elif do is _ASK_NOW:
                 self._ask_at(w, now)
-            elif do is Do.ASK_WHEN_EXPECTED:
+            elif do is _ASK_WHEN_EXPECTED:
                 self._ask_at(w, w.watch.submitted_at + self._expected())  # earliest expected end first
-            elif do is Do.ASK_LATER:
+            elif do is _ASK_LATER:
                 self._ask_at(w, w.next_query_at)
-            elif do is Do.ASK_AGAIN:
+            elif do is _ASK_AGAIN:
                 self._ask_at(w, now + self._query_gap(w))
-        if w.watch.phase is Phase.DONE:
+        if w.watch.phase is _DONE:
             self._end(w, step.why, ended)
 
     def _query_gap(self, w: Watched) -> float:

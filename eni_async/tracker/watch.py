@@ -92,6 +92,9 @@ class Step:
 
 
 P, E, D = Phase, Event, Do
+# On Python 3.11 a member reached through its class (``Phase.WATCHING``) runs ``EnumType.__getattr__``'s hook
+# (~0.14 us, five times a plain attribute): what runs per task names the members it needs at module level.
+_WATCHING, _SETTLED, _RELEASE_BY_TASK, _KEEP_BY_ENI = P.WATCHING, E.SETTLED, D.RELEASE_BY_TASK, D.KEEP_BY_ENI
 _DEADLINE = "task {task} still running at the deadline ({waited:.0f}s)"
 _CLOSED = "the client was closed before the task's fate was seen"
 _VANISHED_FAILED = "{eni} not described (not found or refused) and task {task} FAILED"
@@ -259,7 +262,7 @@ class Watch:
         # then ``__post_init__``), and a watch is built per task.
         self.vpc_id, self.eni_id, self.task_id, self.ips = vpc_id, eni_id, task_id, ips
         self.submitted_at, self.registered_at, self.deadline = submitted_at, registered_at, deadline
-        self.phase, self.pending, self.fates = Phase.WATCHING, list(ips), {}
+        self.phase, self.pending, self.fates = _WATCHING, list(ips), {}
         self.state, self.ended_at, self.readings, self.error = None, None, 0, None
 
     def settle(self, ip: str, fate: str, by: str) -> None:
@@ -275,10 +278,10 @@ class Watch:
         if step is None:
             raise TransitionError(f"task {self.task_id}: no transition for {event} in phase {self.phase}")
         self.phase = step.phase
-        if D.RELEASE_BY_TASK in step.do:
+        if _RELEASE_BY_TASK in step.do:
             for ip in list(self.pending):
                 self.settle(ip, RELEASED, BY_TASK)
-        if D.KEEP_BY_ENI in step.do:
+        if _KEEP_BY_ENI in step.do:
             for ip in list(self.pending):
                 self.settle(ip, NOT_RELEASED, BY_ENI)
         return step
@@ -357,7 +360,7 @@ def read_description(
         else:
             deleting = True
     if not watch.pending:
-        return E.SETTLED
+        return _SETTLED
     if not lists_state:
         return E.LISTED_LATE if late else E.LISTED
     if stale:
