@@ -271,3 +271,26 @@ def test_ticks_nest_so_slower_looks_meet_faster_ones() -> None:
     ticks = {pacing.tick(g) for g in (0.15, 0.3, 0.5, 1.0, 2.0, 5.0, 9.0)}
     for tick in ticks:
         assert math.log2(tick / pacing.min_gap) == pytest.approx(round(math.log2(tick / pacing.min_gap)))
+
+
+def test_a_watchs_fate_puts_every_value_in_its_field() -> None:
+    """``Watch.fate`` builds its ``ChunkFate`` by position: each value lands in the field named for it."""
+    watch = Watch(VPC, "eni-1", "t1", ("10.0.0.2", "10.0.0.3", "10.0.0.4"), 0.0, 0.0, 60.0)
+    watch.settle("10.0.0.3", NOT_RELEASED, BY_ENI)
+    watch.settle("10.0.0.2", RELEASED, BY_TASK)
+    state = TaskState("t1", TaskStatus.RUNNING)
+    watch.state, watch.error = state, TimeoutError("late")
+    fate = watch.fate("why")
+    assert (fate.vpc_id, fate.eni_id, fate.task_id) == (VPC, "eni-1", "t1")
+    assert fate.ips == ("10.0.0.2", "10.0.0.3", "10.0.0.4")
+    assert (fate.released, fate.not_released, fate.unknown) == (("10.0.0.2",), ("10.0.0.3",), ("10.0.0.4",))
+    assert fate.confirmed_by == {"10.0.0.3": BY_ENI, "10.0.0.2": BY_TASK}
+    assert list(fate.confirmed_by) == ["10.0.0.3", "10.0.0.2"]  # in the order the fates were seen
+    assert fate.state is state
+    assert fate.reason == "why"
+    assert fate.error is watch.error
+    settled = Watch(VPC, "eni-1", "t2", ("10.0.0.2",), 0.0, 0.0, 60.0)
+    settled.settle("10.0.0.2", RELEASED, BY_ENI)
+    settled.error = TimeoutError("old")
+    done = settled.fate("why")
+    assert (done.released, done.reason, done.error) == (("10.0.0.2",), None, None)  # nothing left unknown
