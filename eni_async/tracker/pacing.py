@@ -43,7 +43,10 @@ class LookPacing:
     # The grid of the last first look, as (``first``, in the tail, the tick): ``first_at`` is asked per task
     # and ``first`` changes only when a latency is learnt (a cache: not part of the value).
     _first_grid: list[tuple[float, bool, float]] = field(
-        default_factory=list, init=False, repr=False, compare=False
+        default_factory=lambda: [(math.nan, False, 0.0)],  # NaN equals no delay: the first call computes
+        init=False,
+        repr=False,
+        compare=False,
     )
 
     def first_look(self, latencies: LatencyTracker, poll: PollPolicy) -> float:
@@ -106,12 +109,12 @@ class LookPacing:
         """When to look first at a task submitted at ``sent``: ``first`` after it at the latest, aligned to the
         grid of the gap that will follow (never before ``sent``)."""
         tail = watched <= self.tail
-        grid = self._first_grid
-        if grid and grid[0][0] == first and grid[0][1] is tail:
-            tick = grid[0][2]
+        last = self._first_grid[0]  # read once: the slot may be replaced meanwhile (by another thread)
+        if last[0] == first and last[1] is tail:
+            tick = last[2]
         else:  # the gap after a first look depends on ``watched`` only through ``tail``
             tick = self.tick(self.gap(None, age=first, watched=watched))
-            grid[:] = [(first, tail, tick)]
+            self._first_grid[0] = (first, tail, tick)
         return max(sent, self._align(sent + first, tick))
 
     @staticmethod
