@@ -12,9 +12,9 @@ task query is spent per task (``queries_per_task``), tasks start no faster than 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eni_async.errors import AuthError, EniAsyncError, TaskTimeoutError
 from eni_async.models import BY_ENI, BY_TASK, ChunkFate, EniInfo, TaskState, TaskStatus
@@ -74,8 +74,6 @@ class ByEni:
 
     def __init__(self, setup: Setup) -> None:
         self._engine = LookEngine(setup.calls, setup.describer, setup.pacing, setup.packing)
-        # The engine's own ``track`` (see ``Confirmation.track``): no frame between, once per task.
-        self.track = self._engine.track
 
     @property
     def watching(self) -> int:
@@ -87,6 +85,11 @@ class ByEni:
 
     def start_rate(self, budgets: BudgetTable) -> float:
         return float(budgets["UnassignPrivateIpAddresses"].rate)
+
+    def track(
+        self, vpc_id: str, eni_id: str, task_id: str, ips: tuple[str, ...], sent: float, timeout: float
+    ) -> Coroutine[Any, Any, ChunkFate]:
+        return self._engine.track(vpc_id, eni_id, task_id, ips, sent, timeout)  # its own: no frame between
 
     async def close(self) -> None:
         await self._engine.close()
