@@ -143,11 +143,10 @@ class Tracker:
 
     def releases_in_flight(self) -> int:
         """How many releases to keep in flight so that the budgets, not the count, set the pace (``sizing``)."""
-        in_flight = self._in_flight
-        last = in_flight.last  # ``InFlight.recent``, written out: asked before every item
-        if last is not None and self._client.clock.monotonic() - last[0] < in_flight.refresh:
-            return last[1]
-        return in_flight.target(self._strategy.start_rate(self._client.budgets))
+        recent = self._in_flight.recent()
+        if recent is not None:
+            return recent
+        return self._in_flight.target(self._strategy.start_rate(self._client.budgets))
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` (no arguments, at once, never awaited) on every task handed over to ``track``:

@@ -163,20 +163,19 @@ class InFlight:
     ) -> None:
         self._calls = calls
         self._policy = policy
-        self.refresh = policy.refresh
         self._pacing = pacing
         self._cpu = cpu  # the process's CPU seconds, on the clock ``calls.clock`` keeps (None: not known)
-        self.last: tuple[float, int] | None = None  # (when, the target) last computed
-        self._cpu_at: float | None = None  # ``cpu()`` when ``last`` was computed
+        self._last: tuple[float, int] | None = None
+        self._cpu_at: float | None = None  # ``cpu()`` when ``_last`` was computed
         self._cold_since: float | None = None
         self._seen_first: int | None = None  # tasks seen to end when the first target was computed
         self._climb: _Climb | None = None  # where the CPU binds, once a task has been seen to end
 
     def recent(self) -> int | None:
         """The target computed less than ``refresh`` seconds ago, if there is one (asked before every item:
-        the rate it needs is not read then; ``Tracker.releases_in_flight`` reads it in place)."""
-        last = self.last
-        if last is not None and self._calls.clock.monotonic() - last[0] < self.refresh:
+        the rate it needs is not read then)."""
+        last = self._last
+        if last is not None and self._calls.clock.monotonic() - last[0] < self._policy.refresh:
             return last[1]
         return None
 
@@ -206,19 +205,19 @@ class InFlight:
             target = self._by_cpu(target, now, cpu, hold)
         else:
             self._climb = None
-        self.last, self._cpu_at = (now, target), cpu
+        self._last, self._cpu_at = (now, target), cpu
         return target
 
     def _by_cpu(self, target: int, now: float, cpu: float, hold: float) -> int:
         """Little's law's ``target`` where the CPU binds: shrunk while the process was saturated since the
         last target; else, until a task is seen to end, grown from it at most by ``growth``; else the climb's
         (see the module docstring). Never above ``target``, never below ``minimum``."""
-        if self.last is None or self._cpu_at is None or now <= self.last[0]:
+        if self._last is None or self._cpu_at is None or now <= self._last[0]:
             return target
         policy = self._policy
-        last = self.last[1]
+        last = self._last[1]
         seen = self._calls.latencies.seen
-        if (cpu - self._cpu_at) / (now - self.last[0]) >= policy.saturated:
+        if (cpu - self._cpu_at) / (now - self._last[0]) >= policy.saturated:
             count = max(policy.minimum, min(target, math.floor(last * policy.backoff)))
         elif seen == self._seen_first:
             count = min(target, max(last + 1, math.ceil(last * policy.growth)))
