@@ -57,6 +57,8 @@ class LatencyTracker:
         self.step = step
         self._recent: deque[float] = deque(maxlen=RECENT)
         self.seen = 0  # tasks observed in all (``len`` stops at ``RECENT``): their count over time is a rate
+        # ``len(self) >= MIN_SAMPLES``, kept as a value (read per task; once true it stays true).
+        self.warm = False
         self._sorted: list[float] | None = None
         self._delay: float | None = None
 
@@ -68,14 +70,15 @@ class LatencyTracker:
         self._recent.append(seconds)
         self.seen += 1
         self._sorted = None
-        if self._delay is None and len(self._recent) >= MIN_SAMPLES:
+        if not self.warm and len(self._recent) >= MIN_SAMPLES:
+            self.warm = True
             self._delay = self.latency(self.quantile)
 
     def latency(self, quantile: float) -> float | None:
         """The ``quantile`` of the latencies observed lately, or ``None`` before any."""
         if not self._recent:
             return None
-        ordered = self.ordered()
+        ordered = self._sorted if self._sorted is not None else self.ordered()
         return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
 
     def ordered(self) -> list[float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import pytest
 
@@ -212,6 +213,22 @@ def test_gaps_grow_with_the_tasks_age_while_many_are_watched() -> None:
     assert max(young) == pytest.approx(pacing.max_gap)
 
 
+def test_first_looks_from_the_remembered_grid_match_those_computed_afresh() -> None:
+    """``first_at`` keeps the grid of the last first look: every answer equals a fresh pacing's (no memory),
+    across first delays, watched counts on both sides of the tail and submit times on and off the grid."""
+    pacing = LookPacing()
+    rng = random.Random(3)
+    firsts = [0.3, 0.3, 1.7, pacing.min_gap, 0.04, 12.5, 2.0 / 3.0]
+    counts = [1, pacing.tail, pacing.tail + 1, 500, pacing.tail - 1, 10_000]
+    for _ in range(2000):
+        first, watched = rng.choice(firsts), rng.choice(counts)
+        sent = rng.choice([0.0, 0.6, 1.2000000000000002, rng.uniform(0.0, 100.0)])
+        assert pacing.first_at(sent, first, watched=watched) == LookPacing().first_at(
+            sent, first, watched=watched
+        )
+    assert pacing == LookPacing()  # the memory is not part of the value
+
+
 def test_gaps_stay_short_while_latencies_are_being_learnt() -> None:
     """Before enough latencies are seen the first tasks' ends size the batch: their gaps grow more slowly."""
     pacing = LookPacing()
@@ -254,3 +271,26 @@ def test_ticks_nest_so_slower_looks_meet_faster_ones() -> None:
     ticks = {pacing.tick(g) for g in (0.15, 0.3, 0.5, 1.0, 2.0, 5.0, 9.0)}
     for tick in ticks:
         assert math.log2(tick / pacing.min_gap) == pytest.approx(round(math.log2(tick / pacing.min_gap)))
+
+
+def test_a_watchs_fate_puts_every_value_in_its_field() -> None:
+    """``Watch.fate`` builds its ``ChunkFate`` by position: each value lands in the field named for it."""
+    watch = Watch(VPC, "eni-1", "t1", ("10.0.0.2", "10.0.0.3", "10.0.0.4"), 0.0, 0.0, 60.0)
+    watch.settle("10.0.0.3", NOT_RELEASED, BY_ENI)
+    watch.settle("10.0.0.2", RELEASED, BY_TASK)
+    state = TaskState("t1", TaskStatus.RUNNING)
+    watch.state, watch.error = state, TimeoutError("late")
+    fate = watch.fate("why")
+    assert (fate.vpc_id, fate.eni_id, fate.task_id) == (VPC, "eni-1", "t1")
+    assert fate.ips == ("10.0.0.2", "10.0.0.3", "10.0.0.4")
+    assert (fate.released, fate.not_released, fate.unknown) == (("10.0.0.2",), ("10.0.0.3",), ("10.0.0.4",))
+    assert fate.confirmed_by == {"10.0.0.3": BY_ENI, "10.0.0.2": BY_TASK}
+    assert list(fate.confirmed_by) == ["10.0.0.3", "10.0.0.2"]  # in the order the fates were seen
+    assert fate.state is state
+    assert fate.reason == "why"
+    assert fate.error is watch.error
+    settled = Watch(VPC, "eni-1", "t2", ("10.0.0.2",), 0.0, 0.0, 60.0)
+    settled.settle("10.0.0.2", RELEASED, BY_ENI)
+    settled.error = TimeoutError("old")
+    done = settled.fate("why")
+    assert (done.released, done.reason, done.error) == (("10.0.0.2",), None, None)  # nothing left unknown

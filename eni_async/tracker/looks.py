@@ -38,6 +38,17 @@ if TYPE_CHECKING:
     from eni_async.calls import Calls
 
 log = logging.getLogger("eni_async.tracker")
+# The members the per-task paths test, as module names (``watch``: a member reached through its enum costs a
+# call of ``EnumType.__getattr__``'s hook on Python 3.11).
+_UNREADABLE, _DONE = Phase.UNREADABLE, Phase.DONE
+_LOOK, _LOOK_NOW, _ASK_NOW, _ASK_WHEN_EXPECTED, _ASK_LATER, _ASK_AGAIN = (
+    Do.LOOK,
+    Do.LOOK_NOW,
+    Do.ASK_NOW,
+    Do.ASK_WHEN_EXPECTED,
+    Do.ASK_LATER,
+    Do.ASK_AGAIN,
+)
 
 
 @dataclass(eq=False, slots=True)
@@ -96,7 +107,7 @@ class LookEngine:
         watch = Watch(vpc_id, eni_id, task_id, ips, sent, now, now + timeout)
         poll = self._calls.poll
         w = Watched(watch, asyncio.get_running_loop().create_future())
-        if len(self._calls.latencies) < MIN_SAMPLES and self._probes < MIN_SAMPLES:
+        if self._probes < MIN_SAMPLES and not self._calls.latencies.warm:
             # While no latency is known, only the first few tasks still listed past 2 x poll.first are asked
             # (a FAILED task stays listed: they are the sample that tells); the rest wait for the estimate.
             self._probes += 1
@@ -104,11 +115,18 @@ class LookEngine:
         first = self._pacing.first_look(self._calls.latencies, poll)
         self._looks.at(w, max(now, self._pacing.first_at(sent, first, watched=self._live)))
         heapq.heappush(self._deadlines, (watch.deadline, next(self._seq), w))
-        self._by_vpc.setdefault(vpc_id, set()).add(w)
+        watchers = self._by_vpc.get(vpc_id)
+        if watchers is None:
+            watchers = self._by_vpc[vpc_id] = set()
+        watchers.add(w)
         self._live += 1
-        w.future.add_done_callback(lambda _: self._forget(w))
         self._loop.wake()
-        return await w.future  # cancelling the awaiter cancels the future: the watch is dropped
+        try:
+            return await w.future  # cancelling the awaiter cancels the future: the watch is dropped
+        finally:
+            # Here rather than in a done callback (one less object and call per task): the awaiter resumes
+            # right where such a callback would have run, whether the future ended or was cancelled.
+            self._forget(w)
 
     def _forget(self, w: Watched) -> None:
         self._live -= 1
@@ -204,7 +222,7 @@ class LookEngine:
             return
         due = [w for w in self._held if not w.future.done()]
         since, self._held, self._held_since = self._held_since, [], None
-        while (w := self._looks.pop(now + self._packing.slack)) is not None:
+        for w in self._looks.pop_due(now + self._packing.slack):
             if not w.future.done():
                 w.looking = True
                 due.append(w)
@@ -265,7 +283,7 @@ class LookEngine:
                         w.looking = False
                         self._looks.at(w, due_again)
                     continue
-                warm = len(self._calls.latencies) >= MIN_SAMPLES
+                warm = self._calls.latencies.warm
                 period = _vpc_period(self._pacing, self._by_vpc.get(vpc, ()), now, self._live, warm)
                 self._vpc_due[vpc] = now + period
                 # The whole VPC is described: every idle task in it rides along for free (an end is seen
@@ -310,7 +328,7 @@ class LookEngine:
     # -- answers --------------------------------------------------------------------------------------
 
     async def _look_ids(self, watches: list[Watched]) -> None:
-        enis = list(dict.fromkeys(w.watch.eni_id for w in watches))
+        enis = list(dict.fromkeys([w.watch.eni_id for w in watches]))
         await self._look(watches, lambda: self._describer.by_ids(enis))
 
     async def _look_vpc(self, vpc: str, watches: list[Watched]) -> None:
@@ -322,9 +340,10 @@ class LookEngine:
         sent = self._clock.monotonic()
         try:
             readings = await describe()
-            failed = next((r for r in readings.values() if isinstance(r, EniAsyncError)), None)
-            if failed is not None:
-                log.info("describe failed (%s); looking again", failed)
+            for reading in readings.values():  # a loop, not a generator: one pass per ENI described
+                if isinstance(reading, EniAsyncError):
+                    log.info("describe failed (%s); looking again", reading)
+                    break
             for w in watches:
                 self._described(w, readings.get(w.watch.eni_id), sent)
         except AuthError as exc:
@@ -346,12 +365,12 @@ class LookEngine:
             watch.error = reading
             self._apply(w, Event.DESCRIBE_FAILED if reading.transient else Event.DESCRIBE_REFUSED)
             return
-        if reading is not None and watch.phase is not Phase.UNREADABLE:
+        if reading is not None and watch.phase is not _UNREADABLE:
             watch.error = None  # described: an earlier describe failure no longer explains anything
         now = self._clock.monotonic()
         late = (
             not self._lists_state
-            and (w.probe or len(self._calls.latencies) >= MIN_SAMPLES)
+            and (w.probe or self._calls.latencies.warm)
             and now - watch.submitted_at >= self._expected()
         )
         event = read_description(watch, reading, sent=sent, lists_state=self._lists_state, late=late)
@@ -411,21 +430,21 @@ class LookEngine:
         step = w.watch.step(event)
         now = self._clock.monotonic()
         for do in step.do:
-            if do is Do.LOOK:
-                warm = len(self._calls.latencies) >= MIN_SAMPLES
+            if do is _LOOK:
+                warm = self._calls.latencies.warm
                 w.gap = self._pacing.gap(w.gap, age=now - w.watch.submitted_at, watched=self._live, warm=warm)
                 self._look_at(w, self._pacing.at(now, w.gap))
-            elif do is Do.LOOK_NOW:
+            elif do is _LOOK_NOW:
                 self._look_at(w, now)
-            elif do is Do.ASK_NOW:
+            elif do is _ASK_NOW:
                 self._ask_at(w, now)
-            elif do is Do.ASK_WHEN_EXPECTED:
+            elif do is _ASK_WHEN_EXPECTED:
                 self._ask_at(w, w.watch.submitted_at + self._expected())  # earliest expected end first
-            elif do is Do.ASK_LATER:
+            elif do is _ASK_LATER:
                 self._ask_at(w, w.next_query_at)
-            elif do is Do.ASK_AGAIN:
+            elif do is _ASK_AGAIN:
                 self._ask_at(w, now + self._query_gap(w))
-        if w.watch.phase is Phase.DONE:
+        if w.watch.phase is _DONE:
             self._end(w, step.why, ended)
 
     def _query_gap(self, w: Watched) -> float:
@@ -486,7 +505,7 @@ class Expectation:
             return self._at[1]
         latencies = self._calls.latencies
         running = None
-        if len(latencies) >= MIN_SAMPLES:
+        if latencies.warm:
             running = [
                 now - w.watch.submitted_at
                 for group in watched

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eni_async.policy import PollPolicy
 from eni_async.poller import MIN_SAMPLES, LatencyTracker
@@ -40,10 +40,18 @@ class LookPacing:
     tail_gap: float = 0.1  # under min_gap: the tail's looks keep their own grid
     tail_share: float = 0.02
     expected_quantile: float = 0.95  # API 2.0: IPs still listed past it make the task worth asking
+    # The grid of the last first look, as (``first``, in the tail, the tick): ``first_at`` is asked per task
+    # and ``first`` changes only when a latency is learnt (a cache: not part of the value).
+    _first_grid: list[tuple[float, bool, float]] = field(
+        default_factory=lambda: [(math.nan, False, 0.0)],  # NaN equals no delay: the first call computes
+        init=False,
+        repr=False,
+        compare=False,
+    )
 
     def first_look(self, latencies: LatencyTracker, poll: PollPolicy) -> float:
         """Seconds after the submit to look first."""
-        if len(latencies) < MIN_SAMPLES or not poll.adaptive:
+        if not latencies.warm or not poll.adaptive:
             return poll.first
         typical = latencies.latency(self.first_quantile)
         return poll.first if typical is None else typical
@@ -100,7 +108,13 @@ class LookPacing:
     def first_at(self, sent: float, first: float, *, watched: int) -> float:
         """When to look first at a task submitted at ``sent``: ``first`` after it at the latest, aligned to the
         grid of the gap that will follow (never before ``sent``)."""
-        tick = self.tick(self.gap(None, age=first, watched=watched))
+        tail = watched <= self.tail
+        last = self._first_grid[0]  # read once: the slot may be replaced meanwhile (by another thread)
+        if last[0] == first and last[1] is tail:
+            tick = last[2]
+        else:  # the gap after a first look depends on ``watched`` only through ``tail``
+            tick = self.tick(self.gap(None, age=first, watched=watched))
+            self._first_grid[0] = (first, tail, tick)
         return max(sent, self._align(sent + first, tick))
 
     @staticmethod

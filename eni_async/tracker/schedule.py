@@ -27,8 +27,9 @@ class Agenda(Generic[T]):
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, T]] = []
         self._seq = itertools.count()
-        self._entry: dict[T, int] = {}  # item -> the sequence number of its live entry
-        self._due: dict[T, float] = {}
+        # item -> its live heap entry (due, sequence number, item): one dict for both, the entry compared by
+        # identity (an entry left behind by ``at`` or ``cancel`` is skipped when it surfaces).
+        self._entry: dict[T, tuple[float, int, T]] = {}
 
     def __len__(self) -> int:
         return len(self._entry)
@@ -38,28 +39,34 @@ class Agenda(Generic[T]):
 
     def at(self, item: T, due: float) -> None:
         """Make ``item`` due at ``due`` (replacing any earlier entry)."""
-        seq = next(self._seq)
-        self._entry[item] = seq
-        self._due[item] = due
-        heapq.heappush(self._heap, (due, seq, item))
+        entry = (due, next(self._seq), item)
+        if self._entry.get(item) is not None:
+            self._entry[item] = entry
+            self._compact()  # the earlier entry is left behind
+        else:
+            self._entry[item] = entry
+        heapq.heappush(self._heap, entry)
 
     def due(self, item: T) -> float | None:
         """When ``item`` is due, if it is in the agenda."""
-        return self._due.get(item)
+        entry = self._entry.get(item)
+        return None if entry is None else entry[0]
 
     def cancel(self, item: T) -> None:
         """Take ``item`` out of the agenda."""
-        self._entry.pop(item, None)
-        self._due.pop(item, None)
+        if self._entry.pop(item, None) is not None:
+            self._compact()  # its entry is left behind
+
+    def _compact(self) -> None:
         if len(self._heap) > 2 * len(self._entry) + 64:
             # Entries left behind hold what they name until they surface: drop them all now and then.
             entry = self._entry
-            self._heap = [e for e in self._heap if entry.get(e[2]) == e[1]]
+            self._heap = [e for e in self._heap if entry.get(e[2]) is e]
             heapq.heapify(self._heap)
 
     def _drop_stale(self) -> None:
-        heap = self._heap
-        while heap and self._entry.get(heap[0][2]) != heap[0][1]:
+        heap, entry = self._heap, self._entry
+        while heap and entry.get(heap[0][2]) is not heap[0]:
             heapq.heappop(heap)
 
     def first(self) -> float | None:
@@ -67,13 +74,26 @@ class Agenda(Generic[T]):
         self._drop_stale()
         return self._heap[0][0] if self._heap else None
 
+    def pop_due(self, until: float) -> list[T]:
+        """Take out every item due by ``until``, earliest first (``pop`` until ``None``, in one call)."""
+        heap, entry = self._heap, self._entry
+        due: list[T] = []
+        while heap and heap[0][0] <= until:
+            first = heapq.heappop(heap)
+            item = first[2]
+            if entry.get(item) is first:  # else an entry left behind
+                del entry[item]
+                due.append(item)
+        return due
+
     def pop(self, until: float) -> T | None:
         """Take out the earliest item if it is due by ``until``."""
         self._drop_stale()
-        if not self._heap or self._heap[0][0] > until:
+        heap = self._heap
+        if not heap or heap[0][0] > until:
             return None
-        _, _, item = heapq.heappop(self._heap)
-        self.cancel(item)
+        item = heapq.heappop(heap)[2]
+        del self._entry[item]  # its own entry, just taken out: nothing is left behind
         return item
 
 
