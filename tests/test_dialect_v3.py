@@ -112,6 +112,27 @@ def test_build_task_query_matches_v3_c() -> None:
     assert request.headers["Authorization"].endswith(f"Signature={V3C_SIGNATURE}")
 
 
+@settings(max_examples=200)
+@given(eni_id=st.text(), ips=st.lists(st.text(), max_size=11))
+def test_unassign_body_is_json_dumps(eni_id: str, ips: list[str]) -> None:
+    """The submit's body, written out without ``json.dumps``, has the very bytes ``json.dumps`` gives (any
+    text: quotes, controls, non-ASCII), so V3-B's pinned body speaks for every call."""
+    params = {"NetworkInterfaceId": eni_id, "PrivateIpAddresses": [{"PrivateIpAddress": ip} for ip in ips]}
+    expected = json.dumps(params).encode("utf-8")
+    assert DIALECT.build_unassign(CTX, "vpc-7t9nf3pu", eni_id, ips).body == expected
+
+
+def test_unassign_body_of_values_not_strings_is_json_dumps() -> None:
+    """Values that are not strings (never sent by the client, which validates first) serialise as
+    ``json.dumps`` makes them, as before the body was written out."""
+    ips: list[Any] = [1, None]
+    request = DIALECT.build_unassign(CTX, "vpc-7t9nf3pu", "eni-m6dyj72l", ips)
+    assert (
+        request.body == b'{"NetworkInterfaceId": "eni-m6dyj72l", "PrivateIpAddresses": '
+        b'[{"PrivateIpAddress": 1}, {"PrivateIpAddress": null}]}'
+    )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "sdk_params"),
     [

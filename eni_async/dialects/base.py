@@ -4,6 +4,7 @@ protocol. Nothing here awaits, reads the clock or draws random numbers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -35,7 +36,13 @@ class SignContext:
     @property
     def host(self) -> str:
         """The ``Host`` header as sent, with the port when there is one (docs/protocol.md D16)."""
-        return urlsplit(self.endpoint).netloc
+        return endpoint_parts(self.endpoint)[0]
+
+
+@functools.lru_cache(maxsize=32)  # asked for every call, of a few endpoints
+def endpoint_parts(endpoint: str) -> tuple[str, str]:
+    """The ``Host`` header of ``endpoint`` (with the port when there is one) and the URL of its ``/``."""
+    return urlsplit(endpoint).netloc, endpoint.rstrip("/") + "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,4 +116,5 @@ __all__ = [
     "DescribePage",
     "Dialect",
     "SignContext",
+    "endpoint_parts",
 ]
