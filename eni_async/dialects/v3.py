@@ -26,6 +26,7 @@ from eni_async.dialects.base import (
     DescribePage,
     SignContext,
     endpoint_parts,
+    json_document,
 )
 from eni_async.models import EniInfo, HttpRequest, HttpResponse, Submitted, TaskState, TaskStatus
 
@@ -285,7 +286,7 @@ def _envelope(
             f"{action}: HTTP {status} (expected 200){_excerpt(response.body)}", action=action, status=status
         )
     try:
-        document = json.loads(response.body)
+        document = json_document(response.body)
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise errors.ProtocolError(
             f"{action}: body is not JSON{_excerpt(response.body)}", action=action, status=status
@@ -298,7 +299,9 @@ def _envelope(
         )
     if "Response" not in document:
         raise errors.ProtocolError(f"{action}: body has no 'Response' object", action=action, status=status)
-    body = _as(document["Response"], dict, "Response", action, None)
+    body = document["Response"]
+    if type(body) is not dict:  # (what JSON gives is a dict exactly)
+        body = _as(body, dict, "Response", action, None)
     raw_request_id = body.get("RequestId")
     request_id = raw_request_id if isinstance(raw_request_id, str) and raw_request_id else None
     if "Error" in body:
