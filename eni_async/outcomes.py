@@ -29,13 +29,14 @@ from eni_async.errors import (
     error_from_info,
     error_info,
 )
-from eni_async.models import ChunkFate, UnassignResult
+from eni_async.models import ChunkFate, UnassignResult, quick_init
 
 SUCCEEDED, FAILED, NOT_ATTEMPTED, SUBMITTED = "succeeded", "failed", "not_attempted", "submitted"
 STATUSES = (SUCCEEDED, FAILED, NOT_ATTEMPTED, SUBMITTED)
 LISTS = ("released", "not_released", "unknown", "absent")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, weakref_slot=True)
 class Item:
     """One ENI's release request. ``line`` is where it came from in an input file, when it did; ``key`` is

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, Submitted, TaskState
+from eni_async.models import (
+    Credentials,
+    EniInfo,
+    HttpRequest,
+    HttpResponse,
+    Submitted,
+    TaskState,
+    quick_init,
+)
 
 UNASSIGN = "UnassignPrivateIpAddresses"
 TASK_QUERY = "DescribeVpcTaskResult"
@@ -20,6 +28,7 @@ ASSIGN = "AssignPrivateIpAddresses"
 ACTIONS = (UNASSIGN, TASK_QUERY, DESCRIBE, ASSIGN)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SignContext:
     """Everything a request needs besides its parameters. ``endpoint`` is ``scheme://host[:port]``."""
@@ -79,6 +88,7 @@ class Capabilities:
     release_names_vpc: bool
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DescribePage:
     """One page of DescribeNetworkInterfaces."""
