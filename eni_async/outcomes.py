@@ -61,6 +61,7 @@ class InvalidItem:
     key: int | None = None
 
 
+@quick_init
 @dataclass(slots=True, weakref_slot=True)
 class Outcome:
     """What happened to one ENI (see the module docstring)."""
@@ -95,7 +96,10 @@ class Outcome:
     @classmethod
     def for_item(cls, item: Item | InvalidItem) -> Outcome:
         """A fresh outcome for ``item``, carrying its line and journal key."""
-        return cls(item.vpc_id, item.eni_id, item.ips, line=item.line, key=item.key)
+        outcome = cls(item.vpc_id, item.eni_id, item.ips)  # (keywords cost more than the two stores)
+        outcome.line = item.line
+        outcome.key = item.key
+        return outcome
 
     def accounted(self) -> set[str]:
         """IPs already in one of the four lists."""
@@ -140,6 +144,13 @@ class Outcome:
         among the decisions. ``watched=False`` (``--no-wait``): an item whose only open IPs are of accepted
         tasks nobody watches is ``submitted``.
         """
+        if self.error is None and self.ips and self.released == [*self.ips]:
+            # Every IP released, in order, and no error met (most items): what ``_derive`` finds, at once.
+            self.status = SUCCEEDED
+            return self
+        return self._derive(watched)
+
+    def _derive(self, watched: bool) -> Outcome:
         accounted = self.accounted()
         open_ips = [ip for ip in self.ips if ip not in accounted]
         self.unknown.extend(ip for ip in open_ips if ip in self.sent)
