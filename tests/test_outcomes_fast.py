@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from collections import Counter
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -96,3 +98,45 @@ def test_summary_add_counts_as_the_reference(batch: list[Outcome]) -> None:
         assert getattr(quick, name) == getattr(reference, name), name
     assert Counter(quick.statuses) == Counter(reference.statuses)
     assert quick.errors == reference.errors
+
+
+_TEXTS = st.text(max_size=6)
+_ODD = st.none() | st.booleans() | st.integers() | st.floats() | _TEXTS | st.lists(_TEXTS, max_size=2)
+
+
+@st.composite
+def any_outcomes(draw: st.DrawFn) -> Outcome:
+    """Outcomes of every field's usual type, and now and then of another (a JSON value all the same)."""
+
+    def texts() -> Any:
+        return draw(st.lists(_TEXTS, max_size=3) | st.tuples(_TEXTS) | _ODD | st.lists(_ODD, max_size=2))
+
+    outcome = Outcome(draw(_TEXTS | _ODD), draw(_TEXTS), tuple(draw(st.lists(_TEXTS, max_size=3))))
+    outcome.ips = draw(st.just(outcome.ips) | _ODD)
+    outcome.status = draw(st.sampled_from(["succeeded", "failed"]) | _ODD)
+    for name in ("released", "not_released", "unknown", "absent", "task_ids", "request_ids", "decisions"):
+        setattr(outcome, name, texts())
+    outcome.confirmed_by = draw(
+        st.dictionaries(_TEXTS, _TEXTS, max_size=2)
+        | st.dictionaries(st.integers() | st.none(), _ODD, max_size=2)
+        | _ODD
+    )
+    outcome.error = draw(st.none() | st.dictionaries(_TEXTS, _TEXTS | _ODD, max_size=2))
+    outcome.attempts = draw(st.integers() | st.booleans() | st.floats())
+    outcome.elapsed_s = draw(st.floats() | st.integers(-5, 5))
+    outcome.line = draw(st.none() | st.integers() | st.booleans())
+    return outcome
+
+
+@settings(max_examples=500)
+@given(outcome=any_outcomes())
+def test_to_json_line_is_json_dumps(outcome: Outcome) -> None:
+    """The line written out is ``json.dumps(to_json(), ensure_ascii=False)`` to the byte, whatever the fields
+    hold (non-ASCII, quotes, controls, NaN, values of another type)."""
+    try:
+        expected = json.dumps(outcome.to_json(), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        with pytest.raises(type(exc)):
+            outcome.to_json_line()
+        return
+    assert outcome.to_json_line() == expected
