@@ -100,31 +100,30 @@ def test_summary_add_counts_as_the_reference(batch: list[Outcome]) -> None:
     assert quick.errors == reference.errors
 
 
-_TEXTS = st.text(max_size=6)
-_ODD = st.none() | st.booleans() | st.integers() | st.floats() | _TEXTS | st.lists(_TEXTS, max_size=2)
+_TEXTS: st.SearchStrategy[Any] = st.text(max_size=6)
+_ODD: st.SearchStrategy[Any] = st.none() | st.booleans() | st.integers() | st.floats() | _TEXTS
+_ODD = _ODD | st.lists(_TEXTS, max_size=2)
 
 
 @st.composite
 def any_outcomes(draw: st.DrawFn) -> Outcome:
     """Outcomes of every field's usual type, and now and then of another (a JSON value all the same)."""
-
-    def texts() -> Any:
-        return draw(st.lists(_TEXTS, max_size=3) | st.tuples(_TEXTS) | _ODD | st.lists(_ODD, max_size=2))
-
+    texts: st.SearchStrategy[Any] = st.lists(_TEXTS, max_size=3) | st.tuples(_TEXTS) | _ODD
+    pairs: st.SearchStrategy[Any] = st.dictionaries(_TEXTS, _TEXTS, max_size=2)
     outcome = Outcome(draw(_TEXTS | _ODD), draw(_TEXTS), tuple(draw(st.lists(_TEXTS, max_size=3))))
-    outcome.ips = draw(st.just(outcome.ips) | _ODD)
-    outcome.status = draw(st.sampled_from(["succeeded", "failed"]) | _ODD)
+    fields: dict[str, st.SearchStrategy[Any]] = {
+        "ips": st.just(outcome.ips) | _ODD,
+        "status": st.sampled_from(["succeeded", "failed"]) | _ODD,
+        "confirmed_by": pairs | st.dictionaries(st.integers() | st.none(), _ODD, max_size=2) | _ODD,
+        "error": st.none() | st.dictionaries(_TEXTS, _TEXTS | _ODD, max_size=2),
+        "attempts": st.integers() | st.booleans() | st.floats(),
+        "elapsed_s": st.floats() | st.integers(-5, 5),
+        "line": st.none() | st.integers() | st.booleans(),
+    }
     for name in ("released", "not_released", "unknown", "absent", "task_ids", "request_ids", "decisions"):
-        setattr(outcome, name, texts())
-    outcome.confirmed_by = draw(
-        st.dictionaries(_TEXTS, _TEXTS, max_size=2)
-        | st.dictionaries(st.integers() | st.none(), _ODD, max_size=2)
-        | _ODD
-    )
-    outcome.error = draw(st.none() | st.dictionaries(_TEXTS, _TEXTS | _ODD, max_size=2))
-    outcome.attempts = draw(st.integers() | st.booleans() | st.floats())
-    outcome.elapsed_s = draw(st.floats() | st.integers(-5, 5))
-    outcome.line = draw(st.none() | st.integers() | st.booleans())
+        fields[name] = texts | st.lists(_ODD, max_size=2)
+    for name, values in fields.items():
+        setattr(outcome, name, draw(values))
     return outcome
 
 
