@@ -107,22 +107,32 @@ _ODD = _ODD | st.lists(_TEXTS, max_size=2)
 
 @st.composite
 def any_outcomes(draw: st.DrawFn) -> Outcome:
-    """Outcomes of every field's usual type, and now and then of another (a JSON value all the same)."""
-    texts: st.SearchStrategy[Any] = st.lists(_TEXTS, max_size=3) | st.tuples(_TEXTS) | _ODD
-    pairs: st.SearchStrategy[Any] = st.dictionaries(_TEXTS, _TEXTS, max_size=2)
-    outcome = Outcome(draw(_TEXTS | _ODD), draw(_TEXTS), tuple(draw(st.lists(_TEXTS, max_size=3))))
-    fields: dict[str, st.SearchStrategy[Any]] = {
-        "ips": st.just(outcome.ips) | _ODD,
-        "status": st.sampled_from(["succeeded", "failed"]) | _ODD,
-        "confirmed_by": pairs | st.dictionaries(st.integers() | st.none(), _ODD, max_size=2) | _ODD,
-        "error": st.none() | st.dictionaries(_TEXTS, _TEXTS | _ODD, max_size=2),
-        "attempts": st.integers() | st.booleans() | st.floats(),
-        "elapsed_s": st.floats() | st.integers(-5, 5),
-        "line": st.none() | st.integers() | st.booleans(),
+    """Outcomes of every field's usual type, one field now and then of another (a JSON value all the same)."""
+    texts: st.SearchStrategy[Any] = st.lists(_TEXTS, max_size=3)
+    usual: dict[str, st.SearchStrategy[Any]] = {
+        "vpc_id": _TEXTS,
+        "ips": st.tuples(_TEXTS) | st.tuples(_TEXTS, _TEXTS),
+        "status": st.sampled_from(["succeeded", "failed"]),
+        "confirmed_by": st.dictionaries(_TEXTS, _TEXTS, max_size=2),
+        "error": st.none() | st.dictionaries(_TEXTS, _TEXTS, max_size=2),
+        "attempts": st.integers(),
+        "elapsed_s": st.floats(allow_nan=False, allow_infinity=False),
+        "line": st.none() | st.integers(),
     }
     for name in ("released", "not_released", "unknown", "absent", "task_ids", "request_ids", "decisions"):
-        fields[name] = texts | st.lists(_ODD, max_size=2)
-    for name, values in fields.items():
+        usual[name] = texts
+    odd: dict[str, st.SearchStrategy[Any]] = {
+        "confirmed_by": st.dictionaries(st.integers() | st.none(), _ODD, max_size=2) | _ODD,
+        "error": st.dictionaries(_TEXTS, _ODD, max_size=2),
+        "attempts": st.booleans() | st.floats(),
+        "elapsed_s": st.floats() | st.integers(-5, 5),
+        "line": st.booleans() | st.floats(),
+    }
+    unusual = draw(st.sampled_from([None, *usual]))
+    outcome = Outcome("vpc-1pjso2kr", draw(_TEXTS), ())
+    for name, values in usual.items():
+        if name == unusual:
+            values = odd.get(name, st.tuples(_TEXTS) | _ODD | st.lists(_ODD, max_size=2))
         setattr(outcome, name, draw(values))
     return outcome
 
