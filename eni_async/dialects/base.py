@@ -4,12 +4,22 @@ protocol. Nothing here awaits, reads the clock or draws random numbers.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from eni_async.models import Credentials, EniInfo, HttpRequest, HttpResponse, Submitted, TaskState
+from eni_async.models import (
+    Credentials,
+    EniInfo,
+    HttpRequest,
+    HttpResponse,
+    Submitted,
+    TaskState,
+    quick_init,
+)
 
 UNASSIGN = "UnassignPrivateIpAddresses"
 TASK_QUERY = "DescribeVpcTaskResult"
@@ -18,6 +28,7 @@ ASSIGN = "AssignPrivateIpAddresses"
 ACTIONS = (UNASSIGN, TASK_QUERY, DESCRIBE, ASSIGN)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SignContext:
     """Everything a request needs besides its parameters. ``endpoint`` is ``scheme://host[:port]``."""
@@ -35,7 +46,29 @@ class SignContext:
     @property
     def host(self) -> str:
         """The ``Host`` header as sent, with the port when there is one (docs/protocol.md D16)."""
-        return urlsplit(self.endpoint).netloc
+        return endpoint_parts(self.endpoint)[0]
+
+
+@functools.lru_cache(maxsize=32)  # asked for every call, of a few endpoints
+def endpoint_parts(endpoint: str) -> tuple[str, str]:
+    """The ``Host`` header of ``endpoint`` (with the port when there is one) and the URL of its ``/``."""
+    return urlsplit(endpoint).netloc, endpoint.rstrip("/") + "/"
+
+
+# What ``json.loads`` applies to a text when given no options (its own default decoder's ``decode``).
+_decode = json.JSONDecoder().decode
+
+
+def json_document(body: bytes) -> Any:
+    """``json.loads(body)``, read without its encoding detection (a Python call per answer) in the case
+    every answer is in: UTF-8 without a byte-order mark. Anything that is not read so (a BOM, UTF-16 or 32,
+    bytes that are not UTF-8, bad JSON) goes to ``json.loads`` itself, which reads it or raises as ever: JSON
+    text never holds a NUL in its first two bytes, so a body ``json.loads`` would read in another encoding
+    is never valid JSON as UTF-8 (``test_json_document_is_json_loads`` pins the agreement)."""
+    try:
+        return _decode(body.decode())
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return json.loads(body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +88,7 @@ class Capabilities:
     release_names_vpc: bool
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DescribePage:
     """One page of DescribeNetworkInterfaces."""
@@ -109,4 +143,6 @@ __all__ = [
     "DescribePage",
     "Dialect",
     "SignContext",
+    "endpoint_parts",
+    "json_document",
 ]

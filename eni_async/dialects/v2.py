@@ -8,7 +8,6 @@ Any answer that is not HTTP 200 JSON in the envelope is a ``ProtocolError`` (D5)
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from eni_async.dialects.base import (
     Capabilities,
     DescribePage,
     SignContext,
+    json_document,
 )
 from eni_async.errors import ProtocolError, api_error
 from eni_async.models import EniInfo, HttpRequest, HttpResponse, Submitted, TaskState, TaskStatus
@@ -149,7 +149,7 @@ def _envelope(response: HttpResponse, action: str, *, task_id: str | None = None
     if response.status != 200:
         raise ProtocolError(f"{action}: HTTP {response.status}", action=action, status=response.status)
     try:
-        body = json.loads(response.body)
+        body = json_document(response.body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError(f"{action}: answer is not JSON", action=action, status=200) from None
     if not isinstance(body, dict):

@@ -18,7 +18,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from eni_async import errors, signing
-from eni_async.dialects.base import DESCRIBE, TASK_QUERY, UNASSIGN, Capabilities, DescribePage, SignContext
+from eni_async.dialects.base import (
+    DESCRIBE,
+    TASK_QUERY,
+    UNASSIGN,
+    Capabilities,
+    DescribePage,
+    SignContext,
+    endpoint_parts,
+    json_document,
+)
 from eni_async.models import EniInfo, HttpRequest, HttpResponse, Submitted, TaskState, TaskStatus
 
 SERVICE = "vpc"
@@ -79,15 +88,11 @@ class V3Dialect:
 
     def build_unassign(self, ctx: SignContext, vpc_id: str, eni_id: str, ips: Sequence[str]) -> HttpRequest:
         """Sign an UnassignPrivateIpAddresses call; API 3.0 has no VPC parameter, so ``vpc_id`` is unsent."""
-        params = {
-            "NetworkInterfaceId": eni_id,
-            "PrivateIpAddresses": [{"PrivateIpAddress": ip} for ip in ips],
-        }
-        return self._build(ctx, UNASSIGN, params)
+        return self._build(ctx, UNASSIGN, _unassign_body(eni_id, ips))
 
     def build_task_query(self, ctx: SignContext, task_id: str) -> HttpRequest:
         """Sign a DescribeVpcTaskResult call; the task id is the RequestId of the call that started it."""
-        return self._build(ctx, TASK_QUERY, {"TaskId": task_id})
+        return self._build(ctx, TASK_QUERY, _body({"TaskId": task_id}))
 
     def build_describe(
         self,
@@ -111,11 +116,10 @@ class V3Dialect:
             params["Filters"] = [{"Name": "vpc-id", "Values": [vpc_id]}]
         params["Offset"] = offset
         params["Limit"] = limit
-        return self._build(ctx, DESCRIBE, params)
+        return self._build(ctx, DESCRIBE, _body(params))
 
-    def _build(self, ctx: SignContext, action: str, params: Mapping[str, object]) -> HttpRequest:
-        body = json.dumps(params).encode("utf-8")
-        host = ctx.host
+    def _build(self, ctx: SignContext, action: str, body: bytes) -> HttpRequest:
+        host, url = endpoint_parts(ctx.endpoint)
         credentials = ctx.credentials
         authorization = signing.tc3_authorization(
             credentials.secret_id,
@@ -138,9 +142,7 @@ class V3Dialect:
         }
         if credentials.token:
             headers["X-TC-Token"] = credentials.token
-        return HttpRequest(
-            action=action, method="POST", url=ctx.endpoint.rstrip("/") + "/", headers=headers, body=body
-        )
+        return HttpRequest(action, "POST", url, headers, body)
 
     # -- responses ----------------------------------------------------------------------------------------
 
@@ -175,6 +177,26 @@ class V3Dialect:
 
 
 DIALECT = V3Dialect()
+
+
+def _body(params: Mapping[str, object]) -> bytes:
+    """A request's JSON body as the SDK sends it: ``json.dumps`` with its default separators (V3-B)."""
+    return json.dumps(params).encode("utf-8")
+
+
+# What ``json.dumps`` writes for a string (ASCII, escaped): the body of every submit is built from it directly,
+# without ``json.dumps`` making an encoder per call (``test_unassign_body_is_json_dumps`` pins the equality).
+_quoted = json.encoder.encode_basestring_ascii
+
+
+def _unassign_body(eni_id: str, ips: Sequence[str]) -> bytes:
+    """``_body`` of an UnassignPrivateIpAddresses call's parameters, written out."""
+    try:
+        addresses = ", ".join([f'{{"PrivateIpAddress": {_quoted(ip)}}}' for ip in ips])
+        return f'{{"NetworkInterfaceId": {_quoted(eni_id)}, "PrivateIpAddresses": [{addresses}]}}'.encode()
+    except TypeError:  # not strings after all: whatever json.dumps makes of them
+        addresses_of = [{"PrivateIpAddress": ip} for ip in ips]
+        return _body({"NetworkInterfaceId": eni_id, "PrivateIpAddresses": addresses_of})
 
 
 def _eni(item: object, request_id: str) -> EniInfo:
@@ -264,7 +286,7 @@ def _envelope(
             f"{action}: HTTP {status} (expected 200){_excerpt(response.body)}", action=action, status=status
         )
     try:
-        document = json.loads(response.body)
+        document = json_document(response.body)
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise errors.ProtocolError(
             f"{action}: body is not JSON{_excerpt(response.body)}", action=action, status=status
@@ -277,7 +299,9 @@ def _envelope(
         )
     if "Response" not in document:
         raise errors.ProtocolError(f"{action}: body has no 'Response' object", action=action, status=status)
-    body = _as(document["Response"], dict, "Response", action, None)
+    body = document["Response"]
+    if type(body) is not dict:  # (what JSON gives is a dict exactly)
+        body = _as(body, dict, "Response", action, None)
     raw_request_id = body.get("RequestId")
     request_id = raw_request_id if isinstance(raw_request_id, str) and raw_request_id else None
     if "Error" in body:
