@@ -13,9 +13,10 @@ ROOT = Path(eni_async.__file__).parent
 
 # Bottom to top. A module may import only modules of a strictly lower layer (the simulator: see below).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("clock", "models", "signing", "terminal"),
+    ("clock", "models", "signing"),
     ("errors",),  # its exceptions carry results and fates (models)
     (
+        "terminal",  # a closed stdin read is an input error
         "validation",
         "settings_check",
         "outcomes",
