@@ -17,7 +17,6 @@ stopped first); ``submitted`` accepted and deliberately not watched (``unassign 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -248,33 +247,6 @@ class Outcome:
             data["decisions"] = self.decisions
         return data
 
-    def to_json_line(self) -> str:
-        """``to_json`` as the batch output writes it, ``json.dumps(..., ensure_ascii=False)``, written out
-        from the fields (building the object and an encoder for every line costs more than the line); with a
-        value not of its usual type, ``to_json`` goes to the encoder (``test_to_json_line_is_json_dumps``
-        pins the equality).
-        """
-        try:
-            # (``== []``: an empty list, the usual case of three lists, costs no call; a tuple is no list)
-            line = (
-                f'{{"vpc_id": {_text(self.vpc_id)}, "eni_id": {_text(self.eni_id)}, "ips": {_strings(self.ips)}, '
-                f'"status": {_text(self.status)}, "released": {_strings(self.released)}, '
-                f'"not_released": {"[]" if self.not_released == [] else _strings(self.not_released)}, '
-                f'"unknown": {"[]" if self.unknown == [] else _strings(self.unknown)}, '
-                f'"absent": {"[]" if self.absent == [] else _strings(self.absent)}, '
-                f'"confirmed_by": {_pairs(self.confirmed_by)}, '
-                f'"task_ids": {_strings(self.task_ids)}, "request_ids": {_strings(self.request_ids)}, '
-                f'"error": {"null" if self.error is None else _ENCODE(self.error)}, '
-                f'"attempts": {_number(self.attempts)}, "elapsed_s": {_number(round(self.elapsed_s, 3))}'
-            )
-            if self.line is not None:
-                line += f', "line": {_number(self.line)}'
-            if self.decisions:
-                line += f', "decisions": {_strings(self.decisions)}'
-        except TypeError:  # a value not of its usual type: the encoder says what it makes of it
-            return _ENCODE(self.to_json())
-        return line + "}"
-
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Outcome:
         """An outcome read back from ``to_json``'s shape (a release the service reports, a line of output)."""
@@ -296,35 +268,6 @@ class Outcome:
             decisions=list(data.get("decisions") or []),
             confirmed_by=dict(data.get("confirmed_by") or {}),
         )
-
-
-# The batch output's encoder (``json.dumps(data, ensure_ascii=False)``), and what it writes for one string.
-_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
-_text = json.encoder.encode_basestring
-_INFINITY = float("inf")
-
-
-def _strings(values: object) -> str:
-    """``_ENCODE`` of a list or tuple of strings; ``TypeError`` for anything else."""
-    if type(values) is list or type(values) is tuple:  # (a value not a string raises TypeError)
-        return f"[{_text(values[0])}]" if len(values) == 1 else f"[{', '.join(map(_text, values))}]"
-    raise TypeError
-
-
-def _pairs(mapping: object) -> str:
-    """``_ENCODE`` of a dict of strings to strings; ``TypeError`` for anything else."""
-    if type(mapping) is dict:
-        return (
-            f"{{{', '.join([f'{_text(k)}: {_text(v)}' for k, v in mapping.items()])}}}" if mapping else "{}"
-        )
-    raise TypeError
-
-
-def _number(value: object) -> str:
-    """``_ENCODE`` of an int or a finite float; ``TypeError`` for anything else (a bool, NaN)."""
-    if type(value) is int or (type(value) is float and -_INFINITY < value < _INFINITY):
-        return repr(value)
-    raise TypeError
 
 
 def as_item(entry: object) -> Item | InvalidItem:

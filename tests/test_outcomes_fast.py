@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from collections import Counter
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -98,54 +96,3 @@ def test_summary_add_counts_as_the_reference(batch: list[Outcome]) -> None:
         assert getattr(quick, name) == getattr(reference, name), name
     assert Counter(quick.statuses) == Counter(reference.statuses)
     assert quick.errors == reference.errors
-
-
-_TEXTS: st.SearchStrategy[Any] = st.text(max_size=6)
-_ODD: st.SearchStrategy[Any] = st.none() | st.booleans() | st.integers() | st.floats() | _TEXTS
-_ODD = _ODD | st.lists(_TEXTS, max_size=2)
-
-
-@st.composite
-def any_outcomes(draw: st.DrawFn) -> Outcome:
-    """Outcomes of every field's usual type, one field now and then of another (a JSON value all the same)."""
-    texts: st.SearchStrategy[Any] = st.lists(_TEXTS, max_size=3)
-    usual: dict[str, st.SearchStrategy[Any]] = {
-        "vpc_id": _TEXTS,
-        "ips": st.tuples(_TEXTS) | st.tuples(_TEXTS, _TEXTS),
-        "status": st.sampled_from(["succeeded", "failed"]),
-        "confirmed_by": st.dictionaries(_TEXTS, _TEXTS, max_size=2),
-        "error": st.none() | st.dictionaries(_TEXTS, _TEXTS, max_size=2),
-        "attempts": st.integers(),
-        "elapsed_s": st.floats(allow_nan=False, allow_infinity=False),
-        "line": st.none() | st.integers(),
-    }
-    for name in ("released", "not_released", "unknown", "absent", "task_ids", "request_ids", "decisions"):
-        usual[name] = texts
-    odd: dict[str, st.SearchStrategy[Any]] = {
-        "confirmed_by": st.dictionaries(st.integers() | st.none(), _ODD, max_size=2) | _ODD,
-        "error": st.dictionaries(_TEXTS, _ODD, max_size=2),
-        "attempts": st.booleans() | st.floats(),
-        "elapsed_s": st.floats() | st.integers(-5, 5),
-        "line": st.booleans() | st.floats(),
-    }
-    unusual = draw(st.sampled_from([None, *usual]))
-    outcome = Outcome("vpc-1pjso2kr", draw(_TEXTS), ())
-    for name, values in usual.items():
-        if name == unusual:
-            values = odd.get(name, st.tuples(_TEXTS) | _ODD | st.lists(_ODD, max_size=2))
-        setattr(outcome, name, draw(values))
-    return outcome
-
-
-@settings(max_examples=500)
-@given(outcome=any_outcomes())
-def test_to_json_line_is_json_dumps(outcome: Outcome) -> None:
-    """The line written out is ``json.dumps(to_json(), ensure_ascii=False)`` to the byte, whatever the fields
-    hold (non-ASCII, quotes, controls, NaN, values of another type)."""
-    try:
-        expected = json.dumps(outcome.to_json(), ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        with pytest.raises(type(exc)):
-            outcome.to_json_line()
-        return
-    assert outcome.to_json_line() == expected
