@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import threading
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -250,3 +252,13 @@ def first_eni(sim: Simulator) -> dict[str, Any]:
     """The first seeded ENI's ground truth."""
     eni: dict[str, Any] = sim.ground_truth()["enis"][0]
     return eni
+
+
+def cli_env(ready: dict[str, Any], tmp_path: Path) -> dict[str, str]:
+    """The environment of an ``eni-async`` process against ``simulator_thread``'s simulator: its credentials,
+    and a settings file (in ``tmp_path``) with fast polls."""
+    config = tmp_path / "fast.toml"
+    config.write_text("[poll]\nfirst = 0.02\ninitial = 0.02\nmaximum = 0.2\n")
+    env = dict(os.environ, ENI_ASYNC_CONFIG=str(config))
+    env.update(TENCENTCLOUD_SECRET_ID=ready["secret_id"], TENCENTCLOUD_SECRET_KEY=ready["secret_key"])
+    return env

@@ -6,13 +6,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,7 +19,7 @@ from eni_async.cli import main
 from eni_async.outcomes import Outcome
 from eni_async.progress import Progress, Summary
 from eni_async.terminal import generic, iso_time, logging_to_stderr
-from tests.simhelpers import sim_get, sim_post, simulator_thread
+from tests.simhelpers import cli_env, sim_get, sim_post, simulator_thread
 
 CLI = [sys.executable, "-m", "eni_async"]
 
@@ -145,14 +143,6 @@ def test_an_unreadable_line_has_its_own_summary_row() -> None:
     assert rows["IPs asked for"] == "2"
 
 
-def _ready_env(ready: dict[str, Any], tmp_path: Path) -> dict[str, str]:
-    config = tmp_path / "fast.toml"
-    config.write_text("[poll]\nfirst = 0.02\ninitial = 0.02\nmaximum = 0.2\n")
-    env = dict(os.environ, ENI_ASYNC_CONFIG=str(config))
-    env.update(TENCENTCLOUD_SECRET_ID=ready["secret_id"], TENCENTCLOUD_SECRET_KEY=ready["secret_key"])
-    return env
-
-
 def test_a_closed_pipe_ends_quietly_with_a_true_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -172,7 +162,7 @@ def test_a_closed_pipe_ends_quietly_with_a_true_summary(
                    "--concurrency", "3", "--no-progress"]  # fmt: skip
         proc = subprocess.Popen(
             command,
-            env=_ready_env(ready, tmp_path),
+            env=cli_env(ready, tmp_path),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -20,17 +20,9 @@ import pytest
 from eni_async.cli import loop_factory
 from eni_async.inputs import read_jsonl, stream_jsonl, streams
 from eni_async.outcomes import InvalidItem, Item
-from tests.simhelpers import sim_get, simulator_thread
+from tests.simhelpers import cli_env, sim_get, simulator_thread
 
 CLI = [sys.executable, "-m", "eni_async"]
-
-
-def _env(ready: dict[str, Any], tmp_path: Path) -> dict[str, str]:
-    config = tmp_path / "fast.toml"
-    config.write_text("[poll]\nfirst = 0.02\ninitial = 0.02\nmaximum = 0.2\n")
-    env = dict(os.environ, ENI_ASYNC_CONFIG=str(config))
-    env.update(TENCENTCLOUD_SECRET_ID=ready["secret_id"], TENCENTCLOUD_SECRET_KEY=ready["secret_key"])
-    return env
 
 
 def _line(out: Any, seconds: float) -> str | None:
@@ -53,7 +45,7 @@ def test_each_outcome_is_written_while_the_producer_is_still_silent(tmp_path: Pa
         command = [*CLI, "batch", "-", "--endpoint", ready["endpoint"], "--no-progress"]
         proc = subprocess.Popen(
             command,
-            env=_env(ready, tmp_path),
+            env=cli_env(ready, tmp_path),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
