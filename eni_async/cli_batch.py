@@ -30,7 +30,7 @@ from eni_async.client import EniClient
 from eni_async.client_metrics import Metrics, MetricsEndpoint
 from eni_async.credentials import settings_credentials
 from eni_async.errors import EniAsyncError, InputError
-from eni_async.inputs import count_lines, read_items, stream_jsonl, streams
+from eni_async.inputs import StreamedJsonl, count_lines, read_items, streams
 from eni_async.journal import Journal, JournalError, describe, is_postgres, open_journal
 from eni_async.outcomes import SUCCEEDED, Outcome, as_item
 from eni_async.progress import Progress, Summary, resume_notes, tell_summary
@@ -218,6 +218,7 @@ async def run_items(
     earlier: Iterable[Outcome] | None = None,
     stopped_notes: Callable[[Summary], Awaitable[list[str]]] | None = None,
     hint: str = "",
+    stop_reading: Callable[[], None] | None = None,
 ) -> tuple[Summary, list[dict[str, Any]]]:
     """Run a batch, writing JSON lines to ``out`` as outcomes arrive; return the summary and the outcomes
     as written (kept only when ``out`` is ``None``). ``settled`` are outcomes already final (lines that
@@ -230,7 +231,8 @@ async def run_items(
     written (a closed pipe) stops the batch as a signal would: work in flight gets the grace, every outcome is
     still counted (and journalled), then the ``OutputError`` is raised. A batch that ends with items never
     taken though nobody stopped it raises ``BatchEndedEarly`` (after the summary; ``hint`` says what to do),
-    never ends quietly."""
+    never ends quietly. ``stop_reading`` is called when the batch is stopped (a signal, a closed output): an
+    input read as it arrives then ends at once rather than wait on a silent writer for the grace."""
     summary = Summary()
     if earlier is not None:
         summary.earlier = Summary()
@@ -245,6 +247,11 @@ async def run_items(
     grace = client.settings.grace
     closed: list[OutputError] = []
 
+    def stop(wait: float) -> None:
+        batch.stop(wait)
+        if stop_reading is not None:
+            stop_reading()
+
     def write(data: dict[str, Any]) -> None:
         if out is None:
             kept.append(data)
@@ -253,7 +260,7 @@ async def run_items(
                 write_line(out, data, bar=bar, flush=False)
             except OutputError as exc:  # nobody reads on: stop as a signal would, keep counting
                 closed.append(exc)
-                batch.stop(grace)
+                stop(grace)
 
     def flush() -> None:
         """Flush the lines written since the last flush: after each group of outcomes that were ready
@@ -263,7 +270,7 @@ async def run_items(
                 flush_output(out)
             except OutputError as exc:
                 closed.append(exc)
-                batch.stop(grace)
+                stop(grace)
 
     async for outcome in _each(settled):
         if summary.earlier is None:
@@ -273,7 +280,7 @@ async def run_items(
     ticker = asyncio.create_task(_tick(bar))
     state = interruption()
     # SIGINT/SIGTERM: stop submitting, give work in flight ``grace`` seconds, then report the rest honestly.
-    unregister = state.register(lambda now: batch.stop(0.0 if now else grace)) if state is not None else None
+    unregister = state.register(lambda now: stop(0.0 if now else grace)) if state is not None else None
 
     def finish(outcome: Outcome) -> None:
         summary.add(outcome)
@@ -432,10 +439,11 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
     credentials = await settings_credentials(settings)
     show = show_progress(args)
     url = journal_url(args.journal, settings, needed=False)
+    streamed: StreamedJsonl | None = None
     if args.input == "-" and not url and streams(sys.stdin.fileno()):
         # A pipe (``producer | eni-async batch -``): lines as they come, the loop never held by a silent
         # producer. A journal records every item before work starts, so it reads the whole input first.
-        items = stream_jsonl(sys.stdin.fileno())
+        items = streamed = StreamedJsonl(sys.stdin.fileno())
     journal = await _open_journal(url, new=True) if url else None
     try:
         with output_to(args.output) as out:
@@ -467,6 +475,7 @@ async def run_batch(args: argparse.Namespace, settings: Settings) -> int:
                             settled=settled,
                             stopped_notes=lambda done: resume_notes(args, journal, done, total),
                             hint=f"; run 'eni-async resume {journal.where}'" if journal is not None else "",
+                            stop_reading=streamed.end if streamed is not None else None,
                         )
     except OutputError as exc:
         return _output_failed(exc, args, journal)

@@ -1,7 +1,7 @@
 """Reading batch input: CSV (``vpc_id,eni_id,ip``, one row per IP) or JSON Lines, chosen by extension.
 
 JSON Lines stream: one line is read only when the batch wants another item; on a pipe, a socket or a terminal
-(``-``) lines are read as they arrive without holding the event loop (``stream_jsonl``). CSV rows of one ENI need not
+(``-``) lines are read as they arrive without holding the event loop (``StreamedJsonl``). CSV rows of one ENI need not
 be adjacent, so a CSV file is grouped by ENI in one pass first (memory grows with the file; prefer JSON Lines
 for very large batches). Every line stands alone, in both formats: a malformed line (bad JSON, a key the
 item does not have, a stray quote, a bad id or IP) becomes an ``InvalidItem`` carrying its line number and
@@ -82,7 +82,7 @@ def read_jsonl(stream: IO[bytes]) -> Iterator[Item | InvalidItem]:
 
 
 def streams(fd: int) -> bool:
-    """Whether ``fd`` is a pipe, a socket or a terminal: read as it comes (``stream_jsonl``), since a read
+    """Whether ``fd`` is a pipe, a socket or a terminal: read as it comes (``StreamedJsonl``), since a read
     may wait for as long as its writer is silent; a regular file (or ``/dev/null``) is read as a file."""
     if sys.platform == "win32":  # no readiness for pipes there: read as a file
         return False
@@ -90,41 +90,58 @@ def streams(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
 
 
-async def stream_jsonl(fd: int) -> AsyncIterator[Item | InvalidItem]:
-    """``read_jsonl`` for a pipe, a socket or a terminal (``streams``): each line as soon as it is complete,
-    read only when the descriptor is readable, so a silent writer never holds the event loop (the releases in
-    flight go on, and their outcomes are written meanwhile). The descriptor is non-blocking while it is read
-    here, then its flags are as found (a shell's terminal must not stay non-blocking)."""
-    import fcntl  # (POSIX only, as ``streams`` is)
+class StreamedJsonl:
+    """``read_jsonl`` for a pipe, a socket or a terminal (``streams``), as an async iterable: each line as soon
+    as it is complete, read only when the descriptor is readable, so a silent writer never holds the event
+    loop (the releases in flight go on, and their outcomes are written meanwhile). ``end()`` ends it at once,
+    even while the writer is silent (a stop: lines not read stay unread). The descriptor is non-blocking while
+    it is read here, then its flags are as found (a shell's terminal must not stay non-blocking)."""
 
-    loop = asyncio.get_running_loop()
-    readable = asyncio.Event()
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    # Non-blocking while read here: a wake-up may be stale (the data already read), and a read must never
-    # wait on the event loop.
-    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-    loop.add_reader(fd, readable.set)
-    try:
-        number, rest, ended = 0, b"", False
-        while not ended:
-            await readable.wait()
-            readable.clear()
-            try:
-                data = os.read(fd, 1 << 16)
-            except (BlockingIOError, InterruptedError):  # a stale wake-up: nothing to read yet
-                continue
-            ended = not data
-            lines = (rest + data).split(b"\n")
-            rest = b"" if ended else lines.pop()
-            for raw in lines:
-                number += 1
-                if not raw.strip():
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._woken = asyncio.Event()
+        self._ended = False
+
+    def end(self) -> None:
+        """Read no more: the iteration ends at its next step."""
+        self._ended = True
+        self._woken.set()
+
+    async def __aiter__(self) -> AsyncIterator[Item | InvalidItem]:
+        import fcntl  # (POSIX only, as ``streams`` is)
+
+        fd, woken = self._fd, self._woken
+        loop = asyncio.get_running_loop()
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        # Non-blocking while read here: a wake-up may be stale (the data already read), and a read must never
+        # wait on the event loop.
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        loop.add_reader(fd, woken.set)
+        try:
+            number, rest, ended = 0, b"", False
+            while not ended:
+                await woken.wait()
+                woken.clear()
+                if self._ended:
+                    return
+                try:
+                    data = os.read(fd, 1 << 16)
+                except (BlockingIOError, InterruptedError):  # a stale wake-up: nothing to read yet
                     continue
-                line = _decode(raw, number)
-                yield line if isinstance(line, InvalidItem) else _jsonl_item(line, number)
-    finally:
-        loop.remove_reader(fd)
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+                ended = not data
+                lines = (rest + data).split(b"\n")
+                rest = b"" if ended else lines.pop()
+                for raw in lines:
+                    number += 1
+                    if self._ended:
+                        return
+                    if not raw.strip():
+                        continue
+                    line = _decode(raw, number)
+                    yield line if isinstance(line, InvalidItem) else _jsonl_item(line, number)
+        finally:
+            loop.remove_reader(fd)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
 
 
 def _jsonl_item(line: str, number: int) -> Item | InvalidItem:

@@ -9,7 +9,9 @@ import fcntl
 import io
 import json
 import os
+import re
 import selectors
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 
 from eni_async.cli import loop_factory
-from eni_async.inputs import read_jsonl, stream_jsonl, streams
+from eni_async.inputs import StreamedJsonl, read_jsonl, streams
 from eni_async.outcomes import InvalidItem, Item
 from tests.simhelpers import cli_env, sim_get, simulator_thread
 
@@ -94,7 +96,7 @@ async def _stream_reads_as_a_file() -> None:
         assert streams(read)
 
         async def collect() -> list[Item | InvalidItem]:
-            return [item async for item in stream_jsonl(read)]
+            return [item async for item in StreamedJsonl(read)]
 
         reading = asyncio.create_task(collect())
         for part in (text[:30], text[30:75], text[75:]):  # the first line arrives in two reads
@@ -120,3 +122,36 @@ def test_a_file_is_not_a_stream(tmp_path: Path) -> None:
         assert not streams(handle.fileno())
     with open(os.devnull, "rb") as handle:
         assert not streams(handle.fileno())
+
+
+def test_a_stop_does_not_wait_on_a_silent_producer(tmp_path: Path) -> None:
+    """SIGINT while the producer is silent and nothing is in flight: the batch ends at once with its summary,
+    not after the grace (600 s here: the test would time out) waiting for a line that may never come."""
+    with simulator_thread(enis=1, ips_per_eni=1, task_latency=(0.0, 0.0)) as ready:
+        eni = sim_get(ready["endpoint"], "/_sim/state")["enis"][0]
+        env = cli_env(ready, tmp_path)
+        config = Path(env["ENI_ASYNC_CONFIG"])
+        config.write_text("grace = 600.0\n" + config.read_text())  # a top-level key, before [poll]
+        command = [*CLI, "batch", "-", "--endpoint", ready["endpoint"], "--no-progress"]
+        pipe = subprocess.PIPE
+        with subprocess.Popen(command, env=env, text=True, stdin=pipe, stdout=pipe, stderr=pipe) as proc:
+            assert proc.stdin is not None
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            try:
+                line = {"vpc_id": eni["vpc_id"], "eni_id": eni["eni_id"], "ips": eni["secondary_ips"]}
+                proc.stdin.write(json.dumps(line) + "\n")
+                proc.stdin.flush()
+                first = _line(
+                    proc.stdout, 30.0
+                )  # running, its signals handled; stdin open and silent from here
+                assert first is not None
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=30)  # stdin still open (``communicate`` would close it: an end of input)
+                err = proc.stderr.read()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+    assert json.loads(first)["status"] == "succeeded"
+    assert "SIGINT: stopping" in err
+    assert re.search(r"^ENIs\s+1$", err, re.MULTILINE), err
