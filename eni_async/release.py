@@ -472,17 +472,18 @@ class Releaser:
     ) -> tuple[str, ...] | None:
         """After an ambiguous submit: return the IPs still present (``None``: the ENI could not be described).
 
-        A gone IP is released when every IP of the submit is gone (the call, all or nothing, took effect) or
-        a describe of ours saw it on the ENI before (``seen``, updated here). Otherwise the call may have
-        been refused because that IP was never there, or a task of ours may have released it before failing:
-        nothing tells the two apart, so its fate is ``unknown``, never guessed.
+        A gone IP is released when a describe of ours saw it on the ENI before (``seen``, updated here).
+        Otherwise the call may have been refused because that IP was never there, or a call of ours may have
+        released it (a task that then failed, or this one): nothing tells them apart, so its fate is
+        ``unknown``, never guessed. Without ``seen`` (a resume: what the earlier run's describes saw is not
+        journalled), every IP of the submit gone is taken as the call's effect (all or nothing).
         """
         info = await self._describe(outcome)
         if info is None:
             return None
         gone, present = _split(info, todo)
         known = seen if seen is not None else set()
-        doubtful = [ip for ip in gone if present and ip not in known]
+        doubtful = [ip for ip in gone if ip not in known and (present or seen is not None)]
         outcome.released.extend(ip for ip in gone if ip not in doubtful)
         outcome.unknown.extend(doubtful)
         known.update(present)
@@ -491,11 +492,17 @@ class Releaser:
             f"{why}: described ENI, {len(gone) - len(doubtful)} already gone (released), "
             f"{len(present)} still assigned (resubmitted)",
         )
-        if doubtful:
+        if doubtful and present:
             decide(
                 outcome,
                 f"{', '.join(doubtful)} gone but never seen on the ENI, while others of the submit are still "
                 "there (refused for an IP not on the ENI, or released by a task that then failed): unknown",
+            )
+        elif doubtful:
+            decide(
+                outcome,
+                f"{', '.join(doubtful)} gone but never seen on the ENI (released by this call, or never there "
+                "and the call refused): unknown",
             )
         return tuple(present)
 

@@ -660,14 +660,17 @@ async def _one_item_batch(m: Mocked) -> Outcome:
 
 
 async def test_bare_5100_is_reconciled_by_looking_not_resubmitted() -> None:
-    """After a bare 5100 the client describes the ENI; the IP turned out gone, so nothing is sent again."""
+    """After a bare 5100 the client describes the ENI; the IP turned out gone, so nothing is sent again. No
+    describe of ours saw it on the ENI (API 2.0 sends without looking first), so gone does not say the call
+    released it (it may never have been there, the call refused): ``unknown``, never guessed."""
     with mocked() as m:
         m.post(V2_URL, payload={"code": 5100, "message": "(100004)operation failed"})
         m.post(V2_URL, payload=_described([]))
         outcome = await _one_item_batch(m)
         actions = _actions(m)
     assert actions == ["UnassignPrivateIpAddresses", "DescribeNetworkInterfaces"]
-    assert (outcome.status, outcome.released) == ("succeeded", ["10.0.0.2"])
+    assert (outcome.released, outcome.unknown) == ([], ["10.0.0.2"])
+    assert any("never seen on the ENI" in d for d in outcome.decisions)
 
 
 async def test_bare_5100_with_the_ip_still_there_is_resubmitted_only_after_looking() -> None:
