@@ -75,10 +75,14 @@ def _decode(raw: bytes, number: int) -> str | InvalidItem:
 def read_jsonl(stream: IO[bytes]) -> Iterator[Item | InvalidItem]:
     """Items from JSON Lines ``{"vpc_id": ..., "eni_id": ..., "ips": [...]}``, lazily, line by line."""
     for number, raw in enumerate(stream, start=1):
-        if not raw.strip():
-            continue
-        line = _decode(raw, number)
-        yield line if isinstance(line, InvalidItem) else _jsonl_item(line, number)
+        if raw.strip():
+            yield _raw_item(raw, number)
+
+
+def _raw_item(raw: bytes, number: int) -> Item | InvalidItem:
+    """The item of one line that is not blank (as read: bytes, its newline or not)."""
+    line = _decode(raw, number)
+    return line if isinstance(line, InvalidItem) else _jsonl_item(line, number)
 
 
 def streams(fd: int) -> bool:
@@ -135,10 +139,8 @@ class StreamedJsonl:
                     number += 1
                     if self._ended:
                         return
-                    if not raw.strip():
-                        continue
-                    line = _decode(raw, number)
-                    yield line if isinstance(line, InvalidItem) else _jsonl_item(line, number)
+                    if raw.strip():
+                        yield _raw_item(raw, number)
         finally:
             loop.remove_reader(fd)
             fcntl.fcntl(fd, fcntl.F_SETFL, flags)
