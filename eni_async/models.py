@@ -196,6 +196,11 @@ class ChunkFate:
         return not self.unknown
 
     @property
+    def closed(self) -> bool:
+        """Whether its task need not be watched again: every IP's fate observed, or the task seen ending."""
+        return not self.unknown or (self.state is not None and self.state.status.done)
+
+    @property
     def final_status(self) -> str:
         """The task's end as observed, one word: ``SUCCESS`` or ``FAILED`` as read, else as its IPs say
         (``SUCCESS``: every one gone after the call was accepted; ``FAILED``: some still listed after it

@@ -411,8 +411,7 @@ class Releaser:
                 )  # fmt: skip
             finally:
                 self.patience.watching.discard(id(outcome))
-            state = fate.state
-            if not fate.unknown or (state is not None and state.status.done):
+            if fate.closed:
                 break
             if again == 0:
                 decide(outcome, f"{fate.reason or f'task {task_id} not confirmed'}: watching it again")
@@ -429,8 +428,7 @@ class Releaser:
         IP's fate seen, or the task seen ending."""
         waited = self.calls.clock.monotonic() - submitted_at if submitted_at is not None else 0.0
         record_fate(outcome, fate, request_id, waited=waited)
-        state = fate.state
-        return not fate.unknown or (state is not None and state.status.done)
+        return fate.closed
 
     # -- looking --------------------------------------------------------------------------------------
 
