@@ -40,11 +40,10 @@ class Agenda(Generic[T]):
     def at(self, item: T, due: float) -> None:
         """Make ``item`` due at ``due`` (replacing any earlier entry)."""
         entry = (due, next(self._seq), item)
-        if self._entry.get(item) is not None:
-            self._entry[item] = entry
+        replaced = self._entry.get(item) is not None
+        self._entry[item] = entry
+        if replaced:
             self._compact()  # the earlier entry is left behind
-        else:
-            self._entry[item] = entry
         heapq.heappush(self._heap, entry)
 
     def due(self, item: T) -> float | None:
