@@ -288,8 +288,7 @@ async def run_items(
 
     try:
         async for outcome in batch:
-            summary.add(outcome)  # ``finish``, inline: once per item
-            write(outcome.to_json())
+            finish(outcome)
             if not batch.ready:
                 flush()
         for outcome in batch.unconfirmed:  # stopped by a signal: what was still in flight
